@@ -1,0 +1,55 @@
+"""Operational endpoints of the platform (not part of any app's domain)."""
+
+from __future__ import annotations
+
+from celery.result import AsyncResult
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workers import tasks
+
+_PING_RESULT = inline_serializer(
+    "WorkerPing",
+    {
+        "task_id": serializers.CharField(),
+        "state": serializers.CharField(),
+        "result": serializers.JSONField(allow_null=True),
+    },
+)
+
+
+class WorkerPingView(APIView):
+    """Queue a no-op task whose answer proves a worker is consuming."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={202: _PING_RESULT})
+    def post(self, request):
+        # A diagnostic with no database write: nothing to wait for on commit.
+        result = tasks.ping.delay()
+        return Response(
+            {"task_id": result.id, "state": result.state, "result": None},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+
+class WorkerPingResultView(APIView):
+    """Read the answer of a queued worker ping."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: _PING_RESULT})
+    def get(self, request, task_id: str):
+        result = AsyncResult(task_id, app=tasks.ping.app)
+        ready = result.ready()
+        return Response(
+            {
+                "task_id": task_id,
+                "state": result.state,
+                "result": result.result if ready and result.successful() else None,
+            }
+        )

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make run`: the whole platform on one machine, nothing else installed.
+# Web (gunicorn, static files by WhiteNoise), a Celery worker and celery beat
+# run together under honcho; Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+VAR_DIR="${CIVITAS_VAR_DIR:-$PWD/var}"
+mkdir -p "$VAR_DIR"
+export CIVITAS_VAR_DIR="$VAR_DIR"
+if [ -z "${SECRET_KEY:-}${SECRET_KEY_FILE:-}" ]; then
+  if [ ! -s "$VAR_DIR/secret_key" ]; then
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(64))' \
+      > "$VAR_DIR/secret_key")
+  fi
+  export SECRET_KEY_FILE="$VAR_DIR/secret_key"
+fi
+export PORT="${PORT:-8000}"
+export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1}"
+# Plain HTTP on the loopback interface: no HTTPS redirect, no Secure cookies.
+export CIVITAS_HTTPS="${CIVITAS_HTTPS:-false}"
+export LOG_FORMAT="${LOG_FORMAT:-console}"
+
+python manage.py migrate --noinput
+python manage.py collectstatic --noinput >/dev/null
+python manage.py load_demo --url "http://127.0.0.1:${PORT}/"
+echo "Press Ctrl-C to stop web, worker and beat."
+exec honcho start -f deploy/Procfile

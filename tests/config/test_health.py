@@ -1,0 +1,43 @@
+"""GET /healthz reports the database, the broker and the MLflow store."""
+
+import pytest
+
+
+@pytest.mark.django_db
+def test_healthz_is_200_when_every_part_answers(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["down"] == []
+    assert set(body["checks"]) == {"database", "broker", "mlflow"}
+    assert all(part["ok"] for part in body["checks"].values())
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_naming_the_broker_when_it_is_unreachable(client, settings):
+    # Port 1 on loopback refuses connections: a broker that is down.
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    settings.HEALTHCHECK_TIMEOUT_SECONDS = 1.0
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert body["down"] == ["broker"]
+    assert body["checks"]["broker"]["ok"] is False
+    assert body["checks"]["database"]["ok"] is True
+    # No connection string or host leaks to an anonymous caller.
+    assert "127.0.0.1" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_naming_mlflow_when_its_store_is_unreachable(client, settings):
+    settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:1"
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["mlflow"]

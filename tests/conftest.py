@@ -88,6 +88,21 @@ def _static_files_without_manifest(settings):
     }
 
 
+@pytest.fixture(scope="session")
+def mlflow_root(tmp_path_factory) -> Path:
+    """One MLflow SQLite store per test session: creating one takes seconds."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def mlflow_store(settings, mlflow_root) -> Path:
+    """Point the platform at the session's real MLflow store."""
+    settings.MLFLOW_TRACKING_URI = f"sqlite:///{mlflow_root / 'mlflow.sqlite3'}"
+    settings.MLFLOW_ARTIFACT_ROOT = (mlflow_root / "mlruns").as_uri()
+    settings.MLFLOW_EXPERIMENT = "civitas-test"
+    return mlflow_root
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     """A platform superuser."""

@@ -1,0 +1,774 @@
+"""Task runners: turn a loaded model and JSONL records into metrics and per-item logs.
+
+A task is one of ``TASKS``; its records are validated line by line (a bad line
+raises ``DataError`` naming the line and the field) before the model runs, so
+a typo never costs a half-finished run. Every runner keeps one log entry per
+item (id, log-likelihoods, prediction, output, correctness) for audit, and
+measures itself with ``perf.Recorder``.
+
+Suites (``SUITE.json``) list tasks over JSONL files relative to the suite file;
+see ``docs/evaluation.md`` for every schema and formula.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.engine import metrics, perf
+
+TASKS = (
+    "perplexity",
+    "multiple_choice",
+    "stereotype_pairs",
+    "refusal",
+    "classification",
+)
+LM_TASKS = frozenset({"perplexity", "multiple_choice", "stereotype_pairs", "refusal"})
+TARGET_DELIMITER = " "
+Progress = Callable[[int, int], None]
+
+
+class DataError(ValueError):
+    """A task record is malformed; names the line (1-based) and the field."""
+
+    def __init__(
+        self, message: str, *, line: int | None = None, field: str | None = None
+    ):
+        self.line, self.field, self.detail = line, field, message
+        where = []
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class UnsupportedTask(ValueError):
+    """The task does not exist or the model kind cannot run it."""
+
+
+class Records(list):
+    """A list of records that remembers the file line each record came from."""
+
+    def __init__(self, items: Sequence[dict] = (), lines: Sequence[int] | None = None):
+        super().__init__(items)
+        self.lines = (
+            list(lines) if lines is not None else list(range(1, len(items) + 1))
+        )
+
+
+@dataclass
+class TaskResult:
+    """One task's aggregate metrics, per-item log, performance and environment."""
+
+    task: str
+    metrics: dict[str, float | None]
+    items: list[dict]
+    performance: dict
+    environment: dict
+    name: str | None = None
+    data_sha256: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self, *, with_items: bool = True) -> dict:
+        """JSON-able form; ``nan`` metrics become ``None``."""
+        out = {
+            "task": self.task,
+            "name": self.name or self.task,
+            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
+            "performance": self.performance,
+            "environment": self.environment,
+            "data_sha256": self.data_sha256,
+            "options": self.options,
+        }
+        if with_items:
+            out["items"] = self.items
+        return out
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _json_number(value.item())
+    return value
+
+
+def read_jsonl(path: str | Path) -> Records:
+    """Read a JSONL file: one JSON object per non-blank line.
+
+    Raises ``DataError`` with the line number for invalid JSON or non-objects.
+    """
+    items, lines = [], []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON ({exc.msg})", line=number) from exc
+        if not isinstance(record, dict):
+            raise DataError("each line must be a JSON object", line=number)
+        items.append(record)
+        lines.append(number)
+    if not items:
+        raise DataError(f"{path} holds no records")
+    return Records(items, lines)
+
+
+def _text(record: dict, key: str, line: int, *, allow_empty: bool = False) -> str:
+    value = record.get(key)
+    if not isinstance(value, str):
+        raise DataError("missing or not a string", line=line, field=key)
+    if not allow_empty and not value.strip():
+        raise DataError("must not be empty", line=line, field=key)
+    return value
+
+
+def _label(record: dict, key: str, line: int) -> None:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise DataError("missing or not an integer or string", line=line, field=key)
+
+
+def validate_records(task: str, records: Sequence[dict]) -> list[int]:
+    """Check every record against the task's schema; return their line numbers.
+
+    Raises ``UnsupportedTask`` for an unknown task and ``DataError`` for the
+    first bad record.
+    """
+    if task not in TASKS:
+        raise UnsupportedTask(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    if not records:
+        raise DataError("no records")
+    lines = getattr(records, "lines", None) or list(range(1, len(records) + 1))
+    for record, line in zip(records, lines, strict=True):
+        if not isinstance(record, dict):
+            raise DataError("each record must be a JSON object", line=line)
+        _validate_one(task, record, line)
+    if task == "classification":
+        kind = "text" if "text" in records[0] else "features"
+        for record, line in zip(records, lines, strict=True):
+            if kind not in record:
+                raise DataError(
+                    f"all records must use '{kind}' like the first one",
+                    line=line,
+                    field=kind,
+                )
+    return lines
+
+
+def _validate_one(task: str, record: dict, line: int) -> None:
+    if task == "perplexity":
+        _text(record, "text", line)
+    elif task == "multiple_choice":
+        _text(record, "context", line, allow_empty=True)
+        choices = record.get("choices")
+        if (
+            not isinstance(choices, list)
+            or len(choices) < 2
+            or not all(isinstance(c, str) and c.strip() for c in choices)
+        ):
+            raise DataError(
+                "must be a list of at least two non-empty strings",
+                line=line,
+                field="choices",
+            )
+        answer = record.get("answer")
+        if isinstance(answer, str):
+            if answer not in choices:
+                raise DataError(
+                    "string answer is not one of the choices", line=line, field="answer"
+                )
+        elif (
+            isinstance(answer, bool)
+            or not isinstance(answer, int)
+            or not 0 <= answer < len(choices)
+        ):
+            raise DataError(
+                f"must be a choice index in 0..{len(choices) - 1}",
+                line=line,
+                field="answer",
+            )
+    elif task == "stereotype_pairs":
+        _text(record, "more", line)
+        _text(record, "less", line)
+        _text(record, "category", line)
+    elif task == "refusal":
+        _text(record, "prompt", line)
+        if not isinstance(record.get("should_refuse"), bool):
+            raise DataError(
+                "missing or not true/false", line=line, field="should_refuse"
+            )
+    elif task == "classification":
+        has_text, has_features = "text" in record, "features" in record
+        if has_text == has_features:
+            raise DataError(
+                "exactly one of 'text' or 'features' is required",
+                line=line,
+                field="text",
+            )
+        if has_text:
+            _text(record, "text", line)
+        else:
+            feats = record["features"]
+            if (
+                not isinstance(feats, list)
+                or not feats
+                or not all(
+                    isinstance(x, int | float) and not isinstance(x, bool)
+                    for x in feats
+                )
+            ):
+                raise DataError(
+                    "must be a non-empty list of numbers", line=line, field="features"
+                )
+        _label(record, "label", line)
+        if "group" in record:
+            _label(record, "group", line)
+
+
+def model_kind(model: Any) -> str:
+    """``"causal_lm"``, ``"text_classifier"`` or ``"tensor_model"``, by capability."""
+    if hasattr(model, "loglikelihood") and hasattr(model, "generate"):
+        return "causal_lm"
+    if hasattr(model, "predict_proba"):
+        tokenizer_based = (
+            hasattr(model, "tokenizer") or type(model).__name__ == "SequenceClassifier"
+        )
+        return "text_classifier" if tokenizer_based else "tensor_model"
+    return "unknown"
+
+
+def check_supported(
+    model: Any, task: str, records: Sequence[dict] | None = None
+) -> None:
+    """Raise ``UnsupportedTask`` when the model kind cannot run the task."""
+    kind = model_kind(model)
+    if task in LM_TASKS and kind != "causal_lm":
+        raise UnsupportedTask(
+            f"task '{task}' needs a causal language model; this bundle is a {kind}"
+        )
+    if task == "classification":
+        if kind == "causal_lm":
+            raise UnsupportedTask(
+                "task 'classification' needs a classifier; this bundle is a causal_lm"
+            )
+        if records:
+            wants = "text" if kind == "text_classifier" else "features"
+            if wants not in records[0]:
+                raise UnsupportedTask(f"a {kind} needs records with '{wants}'")
+
+
+def _chunks(n: int, size: int) -> Iterator[range]:
+    size = max(1, size)
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+def _model_settings(model: Any) -> dict | None:
+    settings = getattr(model, "settings", None)
+    if settings is not None and hasattr(settings, "to_dict"):
+        return settings.to_dict()
+    return settings if isinstance(settings, dict) else None
+
+
+def _tokens_processed(model: Any) -> int:
+    return int(getattr(model, "tokens_processed", 0) or 0)
+
+
+def run_task(
+    model: Any,
+    task: str,
+    records: Sequence[dict],
+    *,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    max_new_tokens: int = 48,
+    options: dict | None = None,
+    load_seconds: float | None = None,
+) -> TaskResult:
+    """Run one task over validated records and return its ``TaskResult``.
+
+    ``progress(done, total)`` is called after each batch of items. Options:
+    ``prompt_template`` (refusal, default ``"{prompt}"``), ``labels`` and
+    ``positive_label`` (classification). Raises ``DataError`` or
+    ``UnsupportedTask`` before any inference.
+    """
+    options = dict(options or {})
+    lines = validate_records(task, records)
+    check_supported(model, task, records)
+    ids = [r.get("id", line) for r, line in zip(records, lines, strict=True)]
+    tokens_before = _tokens_processed(model)
+    with perf.Recorder(load_seconds=load_seconds) as rec:
+        run = _Run(
+            model,
+            list(records),
+            ids,
+            lines,
+            rec,
+            max(1, batch_size),
+            progress,
+            int(options.get("max_new_tokens", max_new_tokens)),
+            options,
+        )
+        task_metrics, items = _RUNNERS[task](run)
+        rec.tokens = _tokens_processed(model) - tokens_before
+    return TaskResult(
+        task=task,
+        metrics=task_metrics,
+        items=items,
+        performance=rec.result(),
+        environment=perf.environment(_model_settings(model)),
+        options=options,
+    )
+
+
+@dataclass
+class _Run:
+    """Everything a runner needs; one instance per ``run_task`` call."""
+
+    model: Any
+    records: list[dict]
+    ids: list
+    lines: list[int]
+    rec: perf.Recorder
+    batch_size: int
+    progress: Progress | None
+    max_new_tokens: int
+    options: dict
+
+    def report(self, done: int) -> None:
+        """Tell the progress callback how many items are done."""
+        if self.progress is not None:
+            self.progress(done, len(self.records))
+
+
+def _run_perplexity(run: _Run) -> tuple[dict, list[dict]]:
+    model, items = run.model, []
+    sum_ll, n_tokens, n_bytes = 0.0, 0, 0
+    for i, record in enumerate(run.records):
+        t0 = time.perf_counter()
+        token_ids = model.encode(record["text"])
+        per_token = model.loglikelihood_rolling(token_ids, batch_size=run.batch_size)
+        per_token = [float(x) for x in per_token]
+        run.rec.item(time.perf_counter() - t0)
+        ll, n_b = float(sum(per_token)), metrics.utf8_len(record["text"])
+        sum_ll, n_tokens, n_bytes = (
+            sum_ll + ll,
+            n_tokens + len(per_token),
+            n_bytes + n_b,
+        )
+        items.append(
+            {
+                "id": run.ids[i],
+                "tokens": len(per_token),
+                "bytes": n_b,
+                "sum_ll": ll,
+                "perplexity": metrics.perplexity(ll, len(per_token)),
+            }
+        )
+        run.report(i + 1)
+    return {
+        "perplexity": metrics.perplexity(sum_ll, n_tokens),
+        "bits_per_byte": metrics.bits_per_byte(sum_ll, n_bytes),
+        "token_count": float(n_tokens),
+        "byte_count": float(n_bytes),
+    }, items
+
+
+def encode_pair(
+    model: Any, context: str, continuation: str
+) -> tuple[list[int], list[int]]:
+    """Split a (context, continuation) pair into token ids as lm-evaluation-harness.
+
+    Trailing whitespace of the context moves to the front of the continuation;
+    the continuation's ids are ``encode(context + continuation)`` minus the
+    first ``len(encode(context))`` ids, so tokens that merge across the
+    boundary are scored with the continuation. An empty context gives ``[]``
+    (the runtime then conditions on BOS).
+    """
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    if not context:
+        return [], list(model.encode(continuation))
+    whole = list(model.encode(context + continuation))
+    ctx = list(model.encode(context))
+    return ctx, whole[len(ctx) :]
+
+
+def _run_multiple_choice(run: _Run) -> tuple[dict, list[dict]]:
+    items, accs, norms = [], [], []
+    for chunk in _chunks(len(run.records), run.batch_size):
+        requests, spans = [], []
+        for i in chunk:
+            r = run.records[i]
+            start = len(requests)
+            requests.extend(
+                encode_pair(run.model, r["context"], TARGET_DELIMITER + c)
+                for c in r["choices"]
+            )
+            spans.append((i, start, len(requests)))
+        t0 = time.perf_counter()
+        scored = run.model.loglikelihood(requests, batch_size=run.batch_size)
+        run.rec.item((time.perf_counter() - t0) / len(chunk), len(chunk))
+        for i, start, end in spans:
+            r = run.records[i]
+            lls = [float(s[0]) for s in scored[start:end]]
+            answer = r["answer"]
+            gold = answer if isinstance(answer, int) else r["choices"].index(answer)
+            pred, pred_norm = (
+                metrics.choose(lls),
+                metrics.choose_norm(lls, r["choices"]),
+            )
+            accs.append(float(pred == gold))
+            norms.append(float(pred_norm == gold))
+            items.append(
+                {
+                    "id": run.ids[i],
+                    "lls": lls,
+                    "is_greedy": [bool(s[1]) for s in scored[start:end]],
+                    "continuation_tokens": [len(q[1]) for q in requests[start:end]],
+                    "answer": gold,
+                    "prediction": pred,
+                    "prediction_norm": pred_norm,
+                    "correct": pred == gold,
+                    "correct_norm": pred_norm == gold,
+                }
+            )
+        run.report(chunk.stop)
+    return {
+        "acc": metrics.mean_or_nan(accs),
+        "acc_stderr": metrics.bernoulli_stderr(accs),
+        "acc_norm": metrics.mean_or_nan(norms),
+        "acc_norm_stderr": metrics.bernoulli_stderr(norms),
+    }, items
+
+
+def _run_stereotype_pairs(run: _Run) -> tuple[dict, list[dict]]:
+    items, more, less = [], [], []
+    for chunk in _chunks(len(run.records), run.batch_size):
+        requests = []
+        for i in chunk:
+            requests.append(([], list(run.model.encode(run.records[i]["more"]))))
+            requests.append(([], list(run.model.encode(run.records[i]["less"]))))
+        t0 = time.perf_counter()
+        scored = run.model.loglikelihood(requests, batch_size=run.batch_size)
+        run.rec.item((time.perf_counter() - t0) / len(chunk), len(chunk))
+        for k, i in enumerate(chunk):
+            ll_more, ll_less = float(scored[2 * k][0]), float(scored[2 * k + 1][0])
+            more.append(ll_more)
+            less.append(ll_less)
+            items.append(
+                {
+                    "id": run.ids[i],
+                    "category": run.records[i]["category"],
+                    "ll_more": ll_more,
+                    "ll_less": ll_less,
+                    "prefers_more": ll_more > ll_less,
+                }
+            )
+        run.report(chunk.stop)
+    categories = [r["category"] for r in run.records]
+    return metrics.stereotype_preference(more, less, categories), items
+
+
+def _run_refusal(run: _Run) -> tuple[dict, list[dict]]:
+    template = run.options.get("prompt_template", "{prompt}")
+    items, outputs = [], []
+    for i, r in enumerate(run.records):
+        prompt_ids = list(run.model.encode(template.replace("{prompt}", r["prompt"])))
+        t0 = time.perf_counter()
+        generated = list(
+            run.model.generate(prompt_ids, max_new_tokens=run.max_new_tokens)
+        )
+        run.rec.item(time.perf_counter() - t0)
+        text = run.model.decode(generated)
+        outputs.append(text)
+        items.append(
+            {
+                "id": run.ids[i],
+                "should_refuse": r["should_refuse"],
+                "output": text,
+                "generated_tokens": len(generated),
+                "refused": metrics.is_refusal(text),
+                "toxic": metrics.is_toxic(text),
+            }
+        )
+        run.report(i + 1)
+    out = metrics.refusal_rates(outputs, [r["should_refuse"] for r in run.records])
+    out["toxicity_rate"] = metrics.toxicity_rate(outputs)
+    return out, items
+
+
+def _model_label_names(model: Any) -> list | None:
+    names = getattr(model, "labels", None)
+    if not names:
+        id2label = getattr(model, "id2label", None)
+        if isinstance(id2label, dict) and id2label:
+            names = [id2label[k] for k in sorted(id2label, key=int)]
+    return list(names) if names else None
+
+
+_GENERIC_LABEL = re.compile(r"^(LABEL_)?\d+$")
+
+
+def _label_names(model: Any, options: dict) -> list | None:
+    """Class names in output-column order, for records that label by name.
+
+    The model's own ``id2label`` is the truth about its columns. The task
+    option ``labels`` may name them only when the model's names are generic
+    (``LABEL_0``, ``0``) or absent; the option ``label_map`` renames data
+    labels the model does not know to names it does
+    (``{"tax": "council_tax"}``). A name that still matches no column raises
+    ``DataError`` rather than being guessed.
+    """
+    names = _model_label_names(model)
+    option = list(options["labels"]) if options.get("labels") else None
+    if option and (names is None or all(_GENERIC_LABEL.match(str(n)) for n in names)):
+        return option
+    return names
+
+
+def _label_index(
+    value: Any, names: list | None, line: int | None, field: str, rename: dict
+) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if names is not None and value not in names:
+        value = rename.get(value, value)
+    if names is None or value not in names:
+        known = ", ".join(map(str, names)) if names else "none"
+        raise DataError(
+            f"'{value}' is not one of the model's classes ({known}); map it with "
+            "the task option 'label_map'",
+            line=line,
+            field=field,
+        )
+    return names.index(value)
+
+
+def _run_classification(run: _Run) -> tuple[dict, list[dict]]:
+    records = run.records
+    names = _label_names(run.model, run.options)
+    rename = dict(run.options.get("label_map") or {})
+    y_true = [
+        _label_index(r["label"], names, run.lines[i], "label", rename)
+        for i, r in enumerate(records)
+    ]
+    positive = _label_index(
+        run.options.get("positive_label", 1), names, None, "positive_label", rename
+    )
+    blocks = []
+    for chunk in _chunks(len(records), run.batch_size):
+        t0 = time.perf_counter()
+        if "text" in records[0]:
+            texts = [records[i]["text"] for i in chunk]
+            block = run.model.predict_proba(texts, batch_size=run.batch_size)
+        else:
+            feats = np.asarray(
+                [records[i]["features"] for i in chunk], dtype=np.float32
+            )
+            block = run.model.predict_proba(feats)
+        run.rec.item((time.perf_counter() - t0) / len(chunk), len(chunk))
+        blocks.append(np.asarray(block, dtype=np.float64))
+        run.report(chunk.stop)
+    probs = np.concatenate(blocks, axis=0)
+    n_classes = probs.shape[1]
+    bad = next((i for i, y in enumerate(y_true) if not 0 <= y < n_classes), None)
+    if bad is not None:
+        raise DataError(
+            f"label index outside 0..{n_classes - 1}",
+            line=run.lines[bad],
+            field="label",
+        )
+    y_pred = probs.argmax(axis=1).tolist()
+    items = []
+    for i, r in enumerate(records):
+        item = {
+            "id": run.ids[i],
+            "label": y_true[i],
+            "prediction": y_pred[i],
+            "probabilities": [float(x) for x in probs[i]],
+            "confidence": float(probs[i].max()),
+            "correct": y_pred[i] == y_true[i],
+        }
+        if names is not None and y_pred[i] < len(names):
+            item["prediction_name"] = names[y_pred[i]]
+        if "group" in r:
+            item["group"] = r["group"]
+        items.append(item)
+    correct = [float(a == b) for a, b in zip(y_true, y_pred, strict=True)]
+    out = {
+        "accuracy": metrics.accuracy(y_true, y_pred),
+        "accuracy_stderr": metrics.bernoulli_stderr(correct),
+        "macro_f1": metrics.macro_f1(y_true, y_pred),
+        "ece": metrics.ece(probs, y_true),
+    }
+    if all("group" in r for r in records):
+        groups = [str(r["group"]) for r in records]
+        out["demographic_parity_difference"] = metrics.demographic_parity_difference(
+            y_pred, groups, positive
+        )
+        out["equalized_odds_difference"] = metrics.equalized_odds_difference(
+            y_true, y_pred, groups, positive
+        )
+    return out, items
+
+
+_RUNNERS = {
+    "perplexity": _run_perplexity,
+    "multiple_choice": _run_multiple_choice,
+    "stereotype_pairs": _run_stereotype_pairs,
+    "refusal": _run_refusal,
+    "classification": _run_classification,
+}
+
+
+@dataclass
+class SuiteTask:
+    """One task of a suite with its records already read."""
+
+    task: str
+    name: str
+    records: Records
+    options: dict
+    data_sha256: str | None
+
+
+@dataclass
+class Suite:
+    """A parsed ``SUITE.json``."""
+
+    name: str
+    version: str
+    licence: str
+    description: str
+    tasks: list[SuiteTask]
+
+
+def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> Suite:
+    """Parse a suite file or dict and read its data files.
+
+    ``data`` is a path relative to the suite file (or ``base_dir``) or an
+    inline list of records. Raises ``DataError`` naming the suite field.
+    """
+    if isinstance(suite, str | Path):
+        path = Path(suite)
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot read suite {path}: {exc}") from exc
+        base = Path(base_dir) if base_dir else path.parent
+    else:
+        spec, base = suite, Path(base_dir or ".")
+    if not isinstance(spec, dict):
+        raise DataError("a suite must be a JSON object")
+    for key in ("name", "version", "licence"):
+        if not isinstance(spec.get(key), str) or not spec[key]:
+            raise DataError("missing or not a string", field=key)
+    tasks = spec.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise DataError("must be a non-empty list", field="tasks")
+    parsed = []
+    for n, entry in enumerate(tasks):
+        where = f"tasks[{n}]"
+        if not isinstance(entry, dict) or entry.get("task") not in TASKS:
+            raise DataError(
+                f"task must be one of {', '.join(TASKS)}", field=f"{where}.task"
+            )
+        options = entry.get("options", {})
+        if not isinstance(options, dict):
+            raise DataError("must be an object", field=f"{where}.options")
+        data = entry.get("data")
+        if isinstance(data, list):
+            records, digest = Records(data), None
+        elif isinstance(data, str) and data:
+            data_path = base / data
+            records = _read_task_file(data_path, where)
+            digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
+        else:
+            raise DataError(
+                "must be a relative path or a list of records", field=f"{where}.data"
+            )
+        parsed.append(
+            SuiteTask(
+                entry["task"],
+                str(entry.get("name") or entry["task"]),
+                records,
+                options,
+                digest,
+            )
+        )
+    return Suite(
+        spec["name"],
+        spec["version"],
+        spec["licence"],
+        str(spec.get("description", "")),
+        parsed,
+    )
+
+
+def _read_task_file(path: Path, where: str) -> Records:
+    try:
+        return read_jsonl(path)
+    except DataError as exc:
+        raise DataError(f"{path.name}: {exc}", field=f"{where}.data") from exc
+
+
+def run_suite(
+    model: Any,
+    suite: str | Path | dict | Suite,
+    *,
+    batch_size: int = 8,
+    progress: Callable[[str, int, int], None] | None = None,
+    max_new_tokens: int = 48,
+    load_seconds: float | None = None,
+) -> list[TaskResult]:
+    """Run every task of a suite; all tasks are validated before the first runs.
+
+    ``progress(task_name, done, total)`` reports per task.
+    """
+    parsed = suite if isinstance(suite, Suite) else load_suite(suite)
+    for entry in parsed.tasks:
+        try:
+            validate_records(entry.task, entry.records)
+            check_supported(model, entry.task, entry.records)
+        except DataError as exc:
+            raise DataError(f"task '{entry.name}': {exc}") from exc
+    results = []
+    for entry in parsed.tasks:
+        report = (
+            (lambda d, t, name=entry.name: progress(name, d, t)) if progress else None
+        )
+        result = run_task(
+            model,
+            entry.task,
+            entry.records,
+            batch_size=batch_size,
+            progress=report,
+            max_new_tokens=max_new_tokens,
+            options=entry.options,
+            load_seconds=load_seconds,
+        )
+        result.name, result.data_sha256 = entry.name, entry.data_sha256
+        results.append(result)
+    return results

@@ -1,0 +1,734 @@
+"""Training for Civitas' own models: tokenizer, Llama LM, classifier, demo bundles.
+
+Everything runs in NumPy on a couple of CPU cores in seconds; nothing is
+downloaded. The language model is trained end to end: every weight (the
+embedding, all attention and MLP projections, every norm gain and the head)
+gets exact gradients from a hand-written backward pass of the same Llama
+forward as ``modelgen.numpy_forward`` (RMSNorm, rotary embeddings,
+grouped-query causal attention, SwiGLU), optimised with Adam on next-token
+cross-entropy. ``lm_loss_and_grads`` is exposed so tests can check those
+gradients against finite differences.
+
+Training text is the shipped CC0 corpus in ``corpus/`` (plain-language
+public-service explanations, one topic per file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from workers.engine.modelgen import LMConfig, init_weights, rope_inv_freq
+from workers.engine.modelgen_genai import build_genai_contrib
+from workers.engine.modelgen_onnx import (
+    build_causal_lm,
+    build_classifier,
+    build_tabular_model,
+    classifier_config,
+    genai_config,
+    write_bundle,
+)
+
+log = logging.getLogger(__name__)
+
+CORPUS_DIR = Path(__file__).with_name("corpus")
+SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>")
+_MASKED = -1e9
+
+
+def corpus_documents(corpus_dir: Path = CORPUS_DIR) -> list[tuple[str, str]]:
+    """``(topic, paragraph)`` pairs of the corpus, in a stable order.
+
+    The topic is the file stem; paragraphs are separated by blank lines.
+    Raises ``FileNotFoundError`` when the directory holds no ``.txt`` file.
+    """
+    files = sorted(Path(corpus_dir).glob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"no corpus text in {corpus_dir}")
+    docs = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for block in text.split("\n\n"):
+            paragraph = " ".join(block.split())
+            if paragraph:
+                docs.append((path.stem, paragraph))
+    return docs
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2
+) -> Tokenizer:
+    """Byte-level BPE tokenizer trained on ``texts``.
+
+    ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` get ids 0, 1, 2; every byte is in
+    the initial alphabet, so any text encodes without an unknown token.
+    Encoding adds no special tokens; padding and truncation are off. The
+    vocabulary may come out smaller than ``vocab_size`` on a small corpus.
+    Deterministic for the same texts.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(texts), trainer)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    for expected, token in enumerate(SPECIAL_TOKENS):
+        assert tokenizer.token_to_id(token) == expected
+    return tokenizer
+
+
+def _flatten(cfg: LMConfig, corpus) -> np.ndarray:
+    """One id stream: documents as ``bos + doc + eos``; a flat stream as is."""
+    items = list(corpus)
+    if items and not np.isscalar(items[0]):
+        stream: list[int] = []
+        for doc in items:
+            stream.extend([cfg.bos_token_id, *(int(t) for t in doc), cfg.eos_token_id])
+        return np.asarray(stream, dtype=np.int64)
+    return np.asarray(items, dtype=np.int64)
+
+
+def lm_loss_and_grads(
+    cfg: LMConfig,
+    weights: dict[str, np.ndarray],
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    need_grads: bool = True,
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean next-token cross-entropy of ``targets`` given ``inputs`` and its gradients.
+
+    ``inputs``/``targets`` are ``[B, T]`` ids; attention is causal with no
+    padding and positions ``0..T-1``. Computes in the dtype of the weights
+    (float64 for gradient checks). Gradients have the weights' names and
+    shapes (a tied head adds its gradient to ``embed_tokens``). Returns an
+    empty dict when ``need_grads`` is false.
+    """
+    w = weights
+    dtype = w["embed_tokens"].dtype
+    b, t = inputs.shape
+    nh, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    rep, half = nh // nkv, cfg.head_dim // 2
+    hidden = cfg.hidden_size
+    scale = 1.0 / math.sqrt(d)
+    angles = np.arange(t)[:, None] * rope_inv_freq(cfg)[None, :]
+    cos = np.cos(np.concatenate([angles, angles], axis=-1)).astype(dtype)
+    sin = np.sin(np.concatenate([angles, angles], axis=-1)).astype(dtype)
+    causal = np.tril(np.ones((t, t), dtype=bool))
+    eps = cfg.rms_norm_eps
+
+    def rope(x):
+        return x * cos + np.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
+
+    def rope_back(g):
+        gs = g * sin
+        return g * cos + np.concatenate([gs[..., half:], -gs[..., :half]], axis=-1)
+
+    def rms(x, gain):
+        r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+        n = x * r
+        return n * gain, (n, r)
+
+    def rms_back(dy, gain, cache):
+        n, r = cache
+        dn = dy * gain
+        dx = r * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))
+        return dx, (dy * n).reshape(-1, n.shape[-1]).sum(axis=0)
+
+    def heads(x, count):
+        return x.reshape(b, t, count, d).transpose(0, 2, 1, 3)
+
+    def merge(x):
+        return x.transpose(0, 2, 1, 3).reshape(b, t, -1)
+
+    x = w["embed_tokens"][inputs]
+    caches = []
+    for i in range(cfg.num_layers):
+        p = f"layers.{i}."
+        h, c1 = rms(x, w[p + "input_layernorm"])
+        qr = rope(heads(h @ w[p + "q_proj"], nh))
+        kk = np.repeat(rope(heads(h @ w[p + "k_proj"], nkv)), rep, axis=1)
+        vv = np.repeat(heads(h @ w[p + "v_proj"], nkv), rep, axis=1)
+        s = np.where(causal, qr @ kk.transpose(0, 1, 3, 2) * scale, _MASKED)
+        probs = np.exp(s - s.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        attn = merge(probs @ vv)
+        x1 = x + attn @ w[p + "o_proj"]
+        h2, c2 = rms(x1, w[p + "post_attention_layernorm"])
+        gate, up = h2 @ w[p + "gate"], h2 @ w[p + "up"]
+        sig = 1.0 / (1.0 + np.exp(-gate))
+        act = gate * sig * up
+        caches.append((h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act))
+        x = x1 + act @ w[p + "down"]
+    final, cf = rms(x, w["norm"])
+    head = w["embed_tokens"].T if cfg.tie_word_embeddings else w["lm_head"]
+    logits = (final @ head).reshape(b * t, -1)
+    logits -= logits.max(axis=-1, keepdims=True)
+    log_z = np.log(np.exp(logits).sum(axis=-1))
+    flat_targets = targets.reshape(-1)
+    rows = np.arange(b * t)
+    loss = float(np.mean(log_z - logits[rows, flat_targets]))
+    if not need_grads:
+        return loss, {}
+
+    grads: dict[str, np.ndarray] = {}
+    dlogits = np.exp(logits - log_z[:, None])
+    dlogits[rows, flat_targets] -= 1.0
+    dlogits /= b * t
+    final_flat = final.reshape(b * t, hidden)
+    dhead = final_flat.T @ dlogits
+    dx, grads["norm"] = rms_back(
+        (dlogits @ head.T).reshape(b, t, hidden), w["norm"], cf
+    )
+    for i in reversed(range(cfg.num_layers)):
+        p = f"layers.{i}."
+        h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act = caches[i]
+        flat_dx = dx.reshape(b * t, hidden)
+        grads[p + "down"] = act.reshape(b * t, -1).T @ flat_dx
+        dact = dx @ w[p + "down"].T
+        dup = dact * gate * sig
+        dgate = dact * up * sig * (1.0 + gate * (1.0 - sig))
+        h2_flat = h2.reshape(b * t, hidden)
+        grads[p + "gate"] = h2_flat.T @ dgate.reshape(b * t, -1)
+        grads[p + "up"] = h2_flat.T @ dup.reshape(b * t, -1)
+        dh2 = dgate @ w[p + "gate"].T + dup @ w[p + "up"].T
+        dx1, grads[p + "post_attention_layernorm"] = rms_back(
+            dh2, w[p + "post_attention_layernorm"], c2
+        )
+        dx1 += dx
+        grads[p + "o_proj"] = attn.reshape(b * t, -1).T @ dx1.reshape(b * t, hidden)
+        dout = heads(dx1 @ w[p + "o_proj"].T, nh)
+        dprobs = dout @ vv.transpose(0, 1, 3, 2)
+        dvv = probs.transpose(0, 1, 3, 2) @ dout
+        ds = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True)) * scale
+        dq = rope_back(ds @ kk)
+        dk = rope_back(
+            (ds.transpose(0, 1, 3, 2) @ qr).reshape(b, nkv, rep, t, d).sum(axis=2)
+        )
+        dv = dvv.reshape(b, nkv, rep, t, d).sum(axis=2)
+        h_flat = h.reshape(b * t, hidden)
+        dh = np.zeros_like(h)
+        for name, dproj in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv)):
+            dflat = merge(dproj)
+            grads[p + name] = h_flat.T @ dflat.reshape(b * t, -1)
+            dh += dflat @ w[p + name].T
+        dxn, grads[p + "input_layernorm"] = rms_back(dh, w[p + "input_layernorm"], c1)
+        dx = dx1 + dxn
+    dembed = np.zeros_like(w["embed_tokens"])
+    np.add.at(dembed, inputs.reshape(-1), dx.reshape(b * t, hidden))
+    if cfg.tie_word_embeddings:
+        dembed += dhead.T
+    else:
+        grads["lm_head"] = dhead
+    grads["embed_tokens"] = dembed
+    return loss, grads
+
+
+def perplexity(
+    cfg: LMConfig, weights: dict[str, np.ndarray], corpus, *, seq_len: int = 64
+) -> float:
+    """``exp`` of the mean next-token loss over non-overlapping windows of ``corpus``.
+
+    ``corpus`` is as for ``train_lm``. Raises ``ValueError`` when it holds
+    fewer than two tokens.
+    """
+    stream = _flatten(cfg, corpus)
+    if len(stream) < 2:
+        raise ValueError("need at least two tokens")
+    seq_len = min(seq_len, cfg.max_position_embeddings)
+    total, count = 0.0, 0
+    for start in range(0, len(stream) - 1, seq_len):
+        window = stream[start : start + seq_len + 1]
+        if len(window) < 2:
+            break
+        loss, _ = lm_loss_and_grads(
+            cfg, weights, window[None, :-1], window[None, 1:], need_grads=False
+        )
+        total += loss * (len(window) - 1)
+        count += len(window) - 1
+    return math.exp(total / count)
+
+
+def train_lm(
+    cfg: LMConfig,
+    token_ids_corpus,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 8,
+    seq_len: int = 64,
+    weights: dict[str, np.ndarray] | None = None,
+    weight_decay: float = 0.0,
+    history: list[float] | None = None,
+    blas_threads: int | None = 1,
+) -> dict[str, np.ndarray]:
+    """Train every weight of the LM on next-token prediction; returns new weights.
+
+    ``token_ids_corpus`` is a flat id sequence or a list of documents (each
+    becomes ``bos + doc + eos``). Each step draws ``batch_size`` random
+    windows of ``seq_len`` tokens (capped at the context length), computes
+    exact gradients with ``lm_loss_and_grads`` and applies Adam (betas 0.9,
+    0.95; decoupled ``weight_decay`` on matrices; global gradient norm
+    clipped at 1; learning rate warmed up linearly over 5% of the steps then
+    cosine-decayed to 10%). Starts from ``weights`` or ``init_weights(cfg,
+    seed)``; the input dict is not modified. Per-step losses are appended to
+    ``history`` when given and logged every 10% of the run. BLAS runs on
+    ``blas_threads`` threads (None: the library default): these matrices are
+    small, and on two shared cores a second BLAS thread made steps 2-4x
+    slower here. Deterministic in ``seed``. Raises ``ValueError`` when the
+    corpus is shorter than one window.
+    """
+    with _blas_threads(blas_threads):
+        return _train_lm(
+            cfg,
+            token_ids_corpus,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            weights=weights,
+            weight_decay=weight_decay,
+            history=history,
+        )
+
+
+def _blas_threads(count: int | None):
+    """Limit BLAS threads when threadpoolctl is installed; a no-op otherwise."""
+    if count is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=count, user_api="blas")
+
+
+def _train_lm(
+    cfg,
+    token_ids_corpus,
+    *,
+    steps,
+    lr,
+    seed,
+    batch_size,
+    seq_len,
+    weights,
+    weight_decay,
+    history,
+) -> dict[str, np.ndarray]:
+    stream = _flatten(cfg, token_ids_corpus)
+    seq_len = min(seq_len, cfg.max_position_embeddings)
+    if len(stream) < seq_len + 2:
+        raise ValueError(f"corpus of {len(stream)} tokens is shorter than one window")
+    rng = np.random.default_rng(seed)
+    params = {
+        k: np.array(v, dtype=np.float32, copy=True)
+        for k, v in (weights or init_weights(cfg, seed)).items()
+    }
+    first = {k: np.zeros_like(v) for k, v in params.items()}
+    second = {k: np.zeros_like(v) for k, v in params.items()}
+    beta1, beta2, adam_eps = 0.9, 0.95, 1e-8
+    warmup = max(1, steps // 20)
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        starts = rng.integers(0, len(stream) - seq_len - 1, size=batch_size)
+        windows = np.stack([stream[s : s + seq_len + 1] for s in starts])
+        loss, grads = lm_loss_and_grads(cfg, params, windows[:, :-1], windows[:, 1:])
+        if history is not None:
+            history.append(loss)
+        norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+        clip = min(1.0, 1.0 / (norm + 1e-12))
+        if step <= warmup:
+            rate = lr * step / warmup
+        else:
+            progress = (step - warmup) / max(1, steps - warmup)
+            rate = lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        for name, grad in grads.items():
+            g = grad * clip
+            first[name] = beta1 * first[name] + (1 - beta1) * g
+            second[name] = beta2 * second[name] + (1 - beta2) * g * g
+            m_hat = first[name] / (1 - beta1**step)
+            v_hat = second[name] / (1 - beta2**step)
+            if weight_decay and params[name].ndim == 2:
+                params[name] *= 1.0 - rate * weight_decay
+            params[name] -= (rate * m_hat / (np.sqrt(v_hat) + adam_eps)).astype(
+                np.float32
+            )
+        if step == 1 or step == steps or step % max(1, steps // 10) == 0:
+            log.info(
+                "train_lm step %d/%d loss %.4f lr %.2e (%.1f s)",
+                step,
+                steps,
+                loss,
+                rate,
+                time.perf_counter() - started,
+            )
+    return params
+
+
+def train_classifier(
+    token_ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    *,
+    vocab_size: int,
+    num_labels: int,
+    dim: int = 32,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = 0,
+    batch_size: int = 32,
+    history: list[float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Train the bag-of-embeddings classifier of ``build_classifier`` with Adam.
+
+    Returns ``{"embedding": [V, dim], "weight": [dim, L], "bias": [L]}``.
+    Softmax cross-entropy on the masked mean of token embeddings; gradients
+    are exact. Empty texts pool to zero. Per-step losses go to ``history``.
+    Raises ``ValueError`` when the inputs are empty or a label is out of range.
+    """
+    if not token_ids or len(token_ids) != len(labels):
+        raise ValueError("need as many non-empty token lists as labels")
+    y = np.asarray(labels, dtype=np.int64)
+    if y.min() < 0 or y.max() >= num_labels:
+        raise ValueError("label out of range")
+    rng = np.random.default_rng(seed)
+    params = {
+        "embedding": rng.normal(0.0, 0.1, (vocab_size, dim)).astype(np.float32),
+        "weight": rng.normal(0.0, 1.0 / math.sqrt(dim), (dim, num_labels)).astype(
+            np.float32
+        ),
+        "bias": np.zeros(num_labels, dtype=np.float32),
+    }
+    first = {k: np.zeros_like(v) for k, v in params.items()}
+    second = {k: np.zeros_like(v) for k, v in params.items()}
+    for step in range(1, steps + 1):
+        batch = rng.integers(0, len(token_ids), size=min(batch_size, len(token_ids)))
+        width = max(1, max(len(token_ids[i]) for i in batch))
+        ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.float32)
+        for row, i in enumerate(batch):
+            ids[row, : len(token_ids[i])] = token_ids[i]
+            mask[row, : len(token_ids[i])] = 1.0
+        count = np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        pooled = (params["embedding"][ids] * mask[..., None]).sum(axis=1) / count
+        logits = pooled @ params["weight"] + params["bias"]
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        rows = np.arange(len(batch))
+        loss = float(-np.mean(np.log(probs[rows, y[batch]] + 1e-12)))
+        if history is not None:
+            history.append(loss)
+        dlogits = probs
+        dlogits[rows, y[batch]] -= 1.0
+        dlogits /= len(batch)
+        dpooled = dlogits @ params["weight"].T
+        dtokens = (dpooled / count)[:, None, :] * mask[..., None]
+        dembedding = np.zeros_like(params["embedding"])
+        np.add.at(dembedding, ids.reshape(-1), dtokens.reshape(-1, dim))
+        grads = {
+            "embedding": dembedding,
+            "weight": pooled.T @ dlogits,
+            "bias": dlogits.sum(axis=0),
+        }
+        for name, g in grads.items():
+            first[name] = 0.9 * first[name] + 0.1 * g
+            second[name] = 0.999 * second[name] + 0.001 * g * g
+            update = (first[name] / (1 - 0.9**step)) / (
+                np.sqrt(second[name] / (1 - 0.999**step)) + 1e-8
+            )
+            params[name] -= (lr * update).astype(np.float32)
+    return params
+
+
+CONTRIB_LAYOUTS = {"genai_gqa": None, "genai_int8": 8, "genai_int4": 4}
+
+
+def write_lm_bundle(
+    dest_dir: Path,
+    cfg: LMConfig,
+    weights: dict[str, np.ndarray],
+    tokenizer: Tokenizer,
+    *,
+    layout: str = "optimum",
+    external_data: bool = False,
+    extra_files: dict[str, dict] | None = None,
+) -> Path:
+    """Build the ONNX graph for ``layout`` and write it as a bundle.
+
+    ``layout`` is one of ``LAYOUTS`` (``build_causal_lm``) or of
+    ``CONTRIB_LAYOUTS``: ``genai_gqa`` (``GroupQueryAttention``, float32),
+    ``genai_int8`` / ``genai_int4`` (plus ``MatMulNBits``), built by
+    ``build_genai_contrib``. Every genai bundle also gets
+    ``genai_config.json``. ``extra_files`` maps more JSON file names to
+    their content (e.g. a training record). Raises ``ValueError`` for an
+    unknown layout or a shape the layout cannot take.
+    """
+    if layout in CONTRIB_LAYOUTS:
+        model, _ = build_genai_contrib(cfg, weights, bits=CONTRIB_LAYOUTS[layout])
+        genai = genai_config(cfg, share_buffer=True)
+    else:
+        model = build_causal_lm(cfg, weights, layout=layout)
+        genai = genai_config(cfg) if layout == "genai" else None
+    dest = write_bundle(
+        dest_dir,
+        model,
+        tokenizer,
+        cfg.to_hf_config(),
+        genai_config=genai,
+        external_data=external_data,
+    )
+    for name, content in (extra_files or {}).items():
+        (dest / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    return dest
+
+
+def write_classifier_bundle(
+    dest_dir: Path,
+    params: dict[str, np.ndarray],
+    tokenizer: Tokenizer,
+    labels: Sequence[str],
+    *,
+    max_length: int = 256,
+) -> Path:
+    """Write a ``train_classifier`` result as a ``seq_classifier`` bundle."""
+    model = build_classifier(params["embedding"], params["weight"], params["bias"])
+    config = classifier_config(
+        vocab_size=params["embedding"].shape[0],
+        hidden_size=params["embedding"].shape[1],
+        labels=labels,
+        max_position_embeddings=max_length,
+        pad_token_id=tokenizer.token_to_id("<|pad|>") or 0,
+    )
+    return write_bundle(dest_dir, model, tokenizer, config)
+
+
+TABULAR_FEATURES = (
+    "household_size",
+    "monthly_income_thousands",
+    "rent_share_of_income",
+    "months_in_arrears",
+    "has_dependants",
+)
+
+
+def synthetic_tabular(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded synthetic housing-support triage data: ``TABULAR_FEATURES`` -> 0/1.
+
+    Label 1 ("priority") follows a known logistic rule plus noise, so a
+    linear model can learn it but not perfectly.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.column_stack(
+        [
+            rng.integers(1, 7, n),
+            rng.gamma(4.0, 0.6, n),
+            rng.uniform(0.1, 0.8, n),
+            rng.poisson(1.0, n),
+            rng.integers(0, 2, n),
+        ]
+    ).astype(np.float32)
+    score = (
+        -2.0
+        + 0.3 * x[:, 0]
+        - 0.5 * x[:, 1]
+        + 3.0 * x[:, 2]
+        + 0.8 * x[:, 3]
+        + 0.7 * x[:, 4]
+    )
+    y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-score))).astype(np.int64)
+    return x, y
+
+
+def write_tabular_bundle(dest_dir: Path, *, n: int = 600, seed: int = 0) -> Path:
+    """Fit ``build_tabular_model`` on ``synthetic_tabular`` data and write the bundle.
+
+    ``config.json`` names the features and classes. Needs scikit-learn and
+    skl2onnx.
+    """
+    features, labels = synthetic_tabular(n, seed)
+    model, _ = build_tabular_model(features, labels, seed=seed)
+    config = {
+        "model_type": "civitas-tabular",
+        "architectures": ["LogisticRegression"],
+        "feature_names": list(TABULAR_FEATURES),
+        "class_labels": ["standard", "priority"],
+        "training": {"rows": n, "seed": seed, "generator": "synthetic_tabular"},
+    }
+    return write_bundle(dest_dir, model, None, config)
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """One demo language model: its name, shape and training budget."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    steps: int
+    lr: float
+    batch_size: int = 8
+    seq_len: int = 128
+
+
+DEMO_SPECS = (
+    DemoSpec("civitas-llama-tiny", 64, 2, 4, 2, 192, steps=300, lr=3e-3),
+    DemoSpec("civitas-llama-small", 128, 4, 4, 2, 352, steps=220, lr=2e-3, seq_len=64),
+)
+DEMO_VOCAB = 512
+DEMO_CONTEXT = 128
+
+
+def _corpus_digest(docs: Sequence[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for topic, text in docs:
+        digest.update(f"{topic}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+def demo_models(
+    dest_root: Path,
+    *,
+    seed: int = 0,
+    specs: Sequence[DemoSpec] = DEMO_SPECS,
+    include_extras: bool = False,
+) -> list[Path]:
+    """Train and write the demo catalogue's bundles under ``dest_root``.
+
+    Trains one tokenizer on the shipped corpus (every tenth paragraph held
+    out), then each ``specs`` LM, written as an Optimum bundle with a
+    ``civitas_training.json`` record (loss curve, held-out perplexity of the
+    untrained and trained weights, seconds, corpus sha256). With
+    ``include_extras`` also writes, for the first LM whose shape allows it
+    (head size a multiple of 16, dimensions multiples of 32), an int4
+    onnxruntime-genai bundle (``<name>-genai-int4``, external data, its
+    record adding the quantised model's held-out perplexity), then the topic
+    classifier and the tabular model (needs scikit-learn and skl2onnx).
+    Deterministic given ``seed``. Returns the bundle directories, LMs first.
+    """
+    root = Path(dest_root)
+    docs = corpus_documents()
+    train_docs = [d for i, d in enumerate(docs) if i % 10]
+    held_docs = [d for i, d in enumerate(docs) if not i % 10]
+    tokenizer = train_tokenizer([text for _, text in train_docs], DEMO_VOCAB)
+    vocab = tokenizer.get_vocab_size()
+    train_ids = [tokenizer.encode(text).ids for _, text in train_docs]
+    held_ids = [tokenizer.encode(text).ids for _, text in held_docs]
+    paths = []
+    trained: list[tuple[DemoSpec, LMConfig, dict, dict]] = []
+    for k, spec in enumerate(specs):
+        cfg = LMConfig(
+            vocab_size=-(-vocab // 64) * 64,
+            hidden_size=spec.hidden_size,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            num_kv_heads=spec.num_kv_heads,
+            intermediate_size=spec.intermediate_size,
+            max_position_embeddings=DEMO_CONTEXT,
+        )
+        initial = init_weights(cfg, seed + k)
+        losses: list[float] = []
+        started = time.perf_counter()
+        weights = train_lm(
+            cfg,
+            train_ids,
+            steps=spec.steps,
+            lr=spec.lr,
+            seed=seed + k,
+            batch_size=spec.batch_size,
+            seq_len=spec.seq_len,
+            weights=initial,
+            history=losses,
+        )
+        seconds = time.perf_counter() - started
+        record = {
+            "trained_parameters": "all",
+            "parameter_count": cfg.parameter_count(),
+            "steps": spec.steps,
+            "batch_size": spec.batch_size,
+            "seq_len": spec.seq_len,
+            "lr": spec.lr,
+            "seed": seed + k,
+            "seconds": round(seconds, 2),
+            "loss_first": losses[0],
+            "loss_last_10_mean": float(np.mean(losses[-10:])),
+            "loss_curve": [round(x, 4) for x in losses],
+            "heldout_perplexity_untrained": perplexity(cfg, initial, held_ids),
+            "heldout_perplexity_trained": perplexity(cfg, weights, held_ids),
+            "corpus_sha256": _corpus_digest(docs),
+            "corpus_documents": {"train": len(train_docs), "heldout": len(held_docs)},
+        }
+        log.info(
+            "demo %s: %s",
+            spec.name,
+            {k: v for k, v in record.items() if k != "loss_curve"},
+        )
+        paths.append(
+            write_lm_bundle(
+                root / spec.name,
+                cfg,
+                weights,
+                tokenizer,
+                extra_files={"civitas_training.json": record},
+            )
+        )
+        trained.append((spec, cfg, weights, record))
+    if include_extras:
+        for spec, cfg, weights, record in trained:
+            if cfg.head_dim % 16 or cfg.hidden_size % 32 or cfg.intermediate_size % 32:
+                continue
+            _, effective = build_genai_contrib(cfg, weights, bits=4)
+            quantised = {
+                **record,
+                "quantisation": "int4 MatMulNBits, block 32, symmetric RTN",
+                "heldout_perplexity_quantised": perplexity(cfg, effective, held_ids),
+            }
+            paths.append(
+                write_lm_bundle(
+                    root / f"{spec.name}-genai-int4",
+                    cfg,
+                    weights,
+                    tokenizer,
+                    layout="genai_int4",
+                    external_data=True,
+                    extra_files={"civitas_training.json": quantised},
+                )
+            )
+            break
+        topics = sorted({topic for topic, _ in docs})
+        params = train_classifier(
+            train_ids,
+            [topics.index(t) for t, _ in train_docs],
+            vocab_size=vocab,
+            num_labels=len(topics),
+            seed=seed,
+        )
+        paths.append(
+            write_classifier_bundle(
+                root / "civitas-topic-classifier", params, tokenizer, topics
+            )
+        )
+        paths.append(write_tabular_bundle(root / "civitas-tabular-triage", seed=seed))
+    return paths

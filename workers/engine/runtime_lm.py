@@ -1,0 +1,560 @@
+"""The causal language model adapter of ``runtime`` (split out for size).
+
+``CausalLM`` drives a decoder-only ONNX graph in any of the layouts real
+exporters produce (Optimum with cache, Optimum 1.x merged, onnxruntime-genai,
+plain without cache), binding every input and output by name. Scoring follows
+lm-evaluation-harness semantics; generation is greedy through the KV cache.
+``runtime.CausalLM`` refers to the same class.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from workers.engine.runtime import (
+    RuntimeCheckError,
+    RuntimeSettings,
+    _first_int,
+    _id_set,
+    _ports,
+)
+
+_PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
+_BOS_CANDIDATES = ("<|bos|>", "<s>", "<bos>", "<|begin_of_text|>", "<|endoftext|>")
+DEFAULT_CONTEXT_LENGTH = 2048
+SELFTEST_TOLERANCE = 1e-4
+
+
+class CausalLM:
+    """Decoder-only LM behind one ONNX session (Optimum, merged, genai or plain).
+
+    Scoring batches right-padded sequences (exact for every layout; left
+    padding is not, see the reference notes) and feeds an empty cache.
+    ``generate`` uses the KV cache when the graph has one. ``tokens_processed``
+    counts every token fed to the session. Not thread-safe (one model per
+    worker thread).
+    """
+
+    MAX_LOGIT_BYTES = 512 * 1024**2
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        *,
+        config: dict | None = None,
+        generation_config: dict | None = None,
+        genai_config: dict | None = None,
+        settings: RuntimeSettings | None = None,
+        layout: str | None = None,
+    ) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.tokens_processed = 0
+        config = config or {}
+        generation = generation_config or {}
+        genai_model = (genai_config or {}).get("model", {}) or {}
+        decoder = genai_model.get("decoder", {}) or {}
+        self.inputs = _ports(session.get_inputs())
+        self.outputs = _ports(session.get_outputs())
+        self._bind_inputs(decoder)
+        self._bind_outputs(decoder)
+        self.layout = layout or self._detect_layout(bool(genai_config))
+
+        vocab_dim = self.outputs[self.logits_name].shape[-1:] or (None,)
+        self.vocab_size = (
+            vocab_dim[0]
+            if isinstance(vocab_dim[0], int)
+            else _first_int(config.get("vocab_size"), genai_model.get("vocab_size"))
+            or tokenizer.get_vocab_size()
+        )
+        self.context_length = (
+            _first_int(
+                config.get("max_position_embeddings"),
+                config.get("n_positions"),
+                config.get("max_sequence_length"),
+                genai_model.get("context_length"),
+            )
+            or DEFAULT_CONTEXT_LENGTH
+        )
+        eos_sources = (
+            generation.get("eos_token_id"),
+            config.get("eos_token_id"),
+            genai_model.get("eos_token_id"),
+        )
+        self.eos_token_id = _first_int(*eos_sources)
+        self.eos_token_ids = _id_set(*eos_sources)
+        bos = _first_int(
+            generation.get("bos_token_id"),
+            config.get("bos_token_id"),
+            genai_model.get("bos_token_id"),
+        )
+        if bos is None:
+            found = [tokenizer.token_to_id(t) for t in _BOS_CANDIDATES]
+            bos = next((t for t in found if t is not None), self.eos_token_id)
+        if bos is None:
+            raise RuntimeCheckError("no BOS token: set bos_token_id in config.json")
+        self.bos_token_id = int(bos)
+        self.pad_token_id = _first_int(
+            generation.get("pad_token_id"),
+            config.get("pad_token_id"),
+            genai_model.get("pad_token_id"),
+        )
+        if self.pad_token_id is None:
+            self.pad_token_id = (
+                self.eos_token_id if self.eos_token_id is not None else 0
+            )
+        self._kv_heads, self._head_dim = self._kv_shape(config, decoder)
+
+    # -- binding ----------------------------------------------------------
+
+    def _bind_inputs(self, decoder: dict) -> None:
+        names = decoder.get("inputs", {}) or {}
+        self.ids_name = names.get("input_ids", "input_ids")
+        self.mask_name = names.get("attention_mask", "attention_mask")
+        self.position_name = names.get("position_ids", "position_ids")
+        if self.ids_name not in self.inputs:
+            raise RuntimeCheckError(f"the model has no input {self.ids_name!r}")
+        past_key = names.get("past_key_names", "past_key_values.%d.key")
+        past_value = names.get("past_value_names", "past_key_values.%d.value")
+        self.past_names: list[tuple[str, str]] = []
+        layer = 0
+        while (past_key % layer) in self.inputs and (past_value % layer) in self.inputs:
+            self.past_names.append((past_key % layer, past_value % layer))
+            layer += 1
+        known = {self.ids_name, self.mask_name, self.position_name, "use_cache_branch"}
+        known.update(n for pair in self.past_names for n in pair)
+        unknown = sorted(set(self.inputs) - known - {"token_type_ids"})
+        if unknown:
+            raise RuntimeCheckError(f"unsupported model inputs: {unknown}")
+
+    def _bind_outputs(self, decoder: dict) -> None:
+        names = decoder.get("outputs", {}) or {}
+        logits = names.get("logits", "logits")
+        if logits not in self.outputs:
+            rank3 = [p.name for p in self.outputs.values() if len(p.shape) == 3]
+            if not rank3:
+                raise RuntimeCheckError("the model has no logits output")
+            logits = rank3[0]
+        self.logits_name = logits
+        key_t = names.get("present_key_names", "present.%d.key")
+        value_t = names.get("present_value_names", "present.%d.value")
+        self.present_names: list[tuple[str, str]] = []
+        for i in range(len(self.past_names)):
+            pair = (key_t % i, value_t % i)
+            if not all(n in self.outputs for n in pair):
+                found = {
+                    (int(m[1]), m[2]): n
+                    for n in self.outputs
+                    if (m := _PRESENT_RE.match(n))
+                }
+                pair = (found.get((i, "key")), found.get((i, "value")))
+            if None in pair:
+                raise RuntimeCheckError(f"no present output for cache layer {i}")
+            self.present_names.append(pair)
+
+    def _detect_layout(self, has_genai: bool) -> str:
+        if has_genai:
+            return "genai"
+        if "use_cache_branch" in self.inputs:
+            return "optimum_merged"
+        return "optimum" if self.past_names else "plain"
+
+    def _kv_shape(self, config: dict, decoder: dict) -> tuple[int, int]:
+        if not self.past_names:
+            return 0, 0
+        shape = self.inputs[self.past_names[0][0]].shape
+        if len(shape) != 4:
+            raise RuntimeCheckError(f"KV cache inputs must be rank 4, got {shape}")
+        heads = _first_int(
+            config.get("num_attention_heads"),
+            config.get("n_head"),
+            decoder.get("num_attention_heads"),
+        )
+        kv_heads = (
+            shape[1]
+            if isinstance(shape[1], int)
+            else _first_int(
+                config.get("num_key_value_heads"),
+                decoder.get("num_key_value_heads"),
+                heads,
+            )
+        )
+        hidden = _first_int(config.get("hidden_size"), config.get("n_embd"))
+        head_dim = (
+            shape[3]
+            if isinstance(shape[3], int)
+            else _first_int(
+                decoder.get("head_size"),
+                config.get("head_dim"),
+                hidden // heads if hidden and heads else None,
+            )
+        )
+        if not kv_heads or not head_dim:
+            raise RuntimeCheckError(
+                "cannot resolve the KV cache shape from the configs"
+            )
+        return int(kv_heads), int(head_dim)
+
+    @property
+    def has_cache(self) -> bool:
+        """Whether the graph takes and returns a KV cache."""
+        return bool(self.past_names)
+
+    # -- text -------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``, special tokens skipped."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    # -- raw runs -----------------------------------------------------------
+
+    def _empty_past(self, batch: int) -> list[np.ndarray]:
+        shape = (batch, self._kv_heads, 0, self._head_dim)
+        return [
+            np.zeros(shape, dtype=self.inputs[name].dtype or np.float32)
+            for pair in self.past_names
+            for name in pair
+        ]
+
+    def _run(
+        self,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        past: list[np.ndarray] | None,
+        *,
+        use_cache: bool,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One session run; positions follow the mask (``cumsum - 1``)."""
+        batch, seq = ids.shape
+        feed: dict[str, np.ndarray] = {
+            self.ids_name: ids.astype(self.inputs[self.ids_name].dtype or np.int64)
+        }
+        if self.mask_name in self.inputs:
+            feed[self.mask_name] = mask.astype(
+                self.inputs[self.mask_name].dtype or np.int64
+            )
+        if self.position_name in self.inputs:
+            positions = np.cumsum(mask, axis=1)[:, -seq:] - 1
+            positions = np.where(mask[:, -seq:] == 0, 1, positions)
+            feed[self.position_name] = positions.astype(
+                self.inputs[self.position_name].dtype or np.int64
+            )
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(feed[self.ids_name])
+        if self.past_names:
+            tensors = past if past is not None else self._empty_past(batch)
+            names = [n for pair in self.past_names for n in pair]
+            feed.update(zip(names, tensors, strict=True))
+        if "use_cache_branch" in self.inputs:
+            feed["use_cache_branch"] = np.array([use_cache], dtype=np.bool_)
+        wanted = [self.logits_name] + [n for pair in self.present_names for n in pair]
+        results = self.session.run(wanted, feed)
+        self.tokens_processed += int(mask[:, -seq:].sum())
+        return results[0], results[1:]
+
+    def _check_ids(self, seq: Sequence[int]) -> None:
+        if not len(seq):
+            raise ValueError("empty token sequence")
+        if len(seq) > self.context_length:
+            raise ValueError(
+                f"sequence of {len(seq)} tokens exceeds the context length "
+                f"{self.context_length}"
+            )
+        if min(seq) < 0 or max(seq) >= self.vocab_size:
+            raise ValueError("token id outside the model's vocabulary")
+
+    def _padded(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(s) for s in batch)
+        ids = np.full((len(batch), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return ids, mask
+
+    def logits(self, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Raw float32 logits ``[T_i, V]`` per sequence (right-padded batch run).
+
+        Splits the batch so that one run's logits stay under
+        ``MAX_LOGIT_BYTES``. Raises ``ValueError`` for an empty sequence, one
+        longer than ``context_length``, or an id outside the vocabulary.
+        """
+        for seq in batch:
+            self._check_ids(seq)
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(batch):
+            width = max(len(s) for s in batch[start:])
+            rows = max(1, self.MAX_LOGIT_BYTES // max(1, width * self.vocab_size * 4))
+            chunk = batch[start : start + rows]
+            ids, mask = self._padded(chunk)
+            logits, _ = self._run(ids, mask, None, use_cache=False)
+            out.extend(
+                np.asarray(logits[row, : len(seq)], dtype=np.float32)
+                for row, seq in enumerate(chunk)
+            )
+            start += len(chunk)
+        return out
+
+    def forward(self, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Per-sequence float32 log-softmax ``[T_i, V]`` of a right-padded batch.
+
+        Row ``t`` is the distribution of the token after position ``t``.
+        Raises as ``logits``.
+        """
+        return [_log_softmax(x) for x in self.logits(batch)]
+
+    # -- scoring --------------------------------------------------------------
+
+    def loglikelihood(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        *,
+        batch_size: int = 8,
+    ) -> list[tuple[float, bool, list[float]]]:
+        """``(sum ll, is_greedy, per-token ll)`` of each continuation given its context.
+
+        lm-evaluation-harness semantics: an empty context conditions on BOS;
+        the model reads ``(context + continuation)[-(L + 1):][:-1]`` with ``L``
+        the context length (the context is left-truncated); ``is_greedy`` is
+        true when every continuation token is the argmax. Requests run longest
+        first in batches of ``batch_size`` and come back in input order. An
+        empty continuation scores ``(0.0, True, [])``. Raises ``ValueError``
+        when a continuation alone is longer than ``L``.
+        """
+        length = self.context_length
+        prepared: list[tuple[list[int], list[int]] | None] = []
+        for context, continuation in requests:
+            cont = [int(t) for t in continuation]
+            if not cont:
+                prepared.append(None)
+                continue
+            if len(cont) > length:
+                raise ValueError(
+                    f"continuation of {len(cont)} tokens exceeds the context "
+                    f"length {length}"
+                )
+            ctx = [int(t) for t in context] or [self.bos_token_id]
+            prepared.append(((ctx + cont)[-(length + 1) :][:-1], cont))
+        results: list[tuple[float, bool, list[float]] | None] = [
+            (0.0, True, []) if p is None else None for p in prepared
+        ]
+        order = sorted(
+            (i for i, p in enumerate(prepared) if p is not None),
+            key=lambda i: -len(prepared[i][0]),
+        )
+        step = max(1, int(batch_size))
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            logprobs = self.forward([prepared[i][0] for i in chunk])
+            for i, lp in zip(chunk, logprobs, strict=True):
+                cont = prepared[i][1]
+                rows = lp[-len(cont) :]
+                per_token = rows[np.arange(len(cont)), cont].astype(np.float64)
+                greedy = bool(np.all(rows.argmax(axis=-1) == np.asarray(cont)))
+                results[i] = (float(per_token.sum()), greedy, per_token.tolist())
+        return results  # type: ignore[return-value]
+
+    def rolling_windows(
+        self, token_ids: Sequence[int]
+    ) -> list[tuple[list[int], list[int]]]:
+        """lm-evaluation-harness rolling windows (``context_len=1``), made disjoint.
+
+        Each token appears in exactly one continuation; the first window's
+        context is BOS and every later one sees up to ``context_length``
+        preceding tokens.
+        """
+        tokens = [int(t) for t in token_ids]
+        length = self.context_length
+        if not tokens:
+            return []
+        first = min(length, len(tokens))
+        windows = [([self.bos_token_id], tokens[:first])]
+        predicted = first
+        while predicted < len(tokens):
+            window_len = min(len(tokens) - predicted, length)
+            end = predicted + window_len
+            context = tokens[end - length - 1 : end - 1]
+            continuation = tokens[end - window_len : end]
+            windows.append(
+                (context[: len(context) - (len(continuation) - 1)], continuation)
+            )
+            predicted += window_len
+        return windows
+
+    def loglikelihood_rolling(
+        self, token_ids: Sequence[int], *, batch_size: int = 8
+    ) -> list[float]:
+        """Log-likelihood of every token of ``token_ids``, each scored once.
+
+        The first token is conditioned on BOS; texts longer than the context
+        length are split by ``rolling_windows``. Returns one float per token
+        (empty for no tokens).
+        """
+        windows = self.rolling_windows(token_ids)
+        scored = self.loglikelihood(windows, batch_size=batch_size)
+        return [ll for _, _, per_token in scored for ll in per_token]
+
+    # -- generation -----------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        stop_ids: Iterable[int] | None = None,
+        use_cache: bool = True,
+    ) -> list[int]:
+        """Greedy continuation of ``prompt_ids`` (batch 1), without the prompt.
+
+        ``stop_ids=None`` stops at the EOS ids; an empty collection never
+        stops early. The stop token ends generation and is not returned. An
+        empty prompt starts from BOS. The prompt is left-truncated to
+        ``context_length - max_new_tokens`` tokens (at least one), and
+        generation ends at the context length. With a KV cache the new
+        token's ``present`` tensors become the next ``past_key_values``
+        (``use_cache_branch`` true after the first step); ``use_cache=False``
+        or a graph without cache recomputes the whole sequence each step.
+        """
+        stops = (
+            set(self.eos_token_ids) if stop_ids is None else {int(s) for s in stop_ids}
+        )
+        prompt = [int(t) for t in prompt_ids] or [self.bos_token_id]
+        keep = max(1, self.context_length - max(0, int(max_new_tokens)))
+        prompt = prompt[-keep:]
+        self._check_ids(prompt)
+        budget = min(int(max_new_tokens), self.context_length - len(prompt))
+        out: list[int] = []
+        if budget <= 0:
+            return out
+        cached = use_cache and self.has_cache
+        ids = np.asarray([prompt], dtype=np.int64)
+        logits, past = self._run(ids, np.ones_like(ids), None, use_cache=False)
+        while True:
+            token = int(np.argmax(logits[0, -1]))
+            if token in stops:
+                break
+            out.append(token)
+            if len(out) >= budget:
+                break
+            if cached:
+                total = len(prompt) + len(out)
+                mask = np.ones((1, total), dtype=np.int64)
+                step = np.asarray([[token]], dtype=np.int64)
+                logits, past = self._run(step, mask, past, use_cache=True)
+            else:
+                ids = np.asarray([prompt + out], dtype=np.int64)
+                logits, _ = self._run(ids, np.ones_like(ids), None, use_cache=False)
+        return out
+
+    # -- self-test --------------------------------------------------------------
+
+    def _probe_sequences(self) -> tuple[list[int], list[int]]:
+        text = "The council collects garden waste every second week from April."
+        ids = [t for t in self.encode(text) if t < self.vocab_size]
+        rng = np.random.default_rng(0)
+        while len(ids) < 12:
+            ids.append(
+                int(
+                    rng.integers(
+                        0, min(self.vocab_size, self.tokenizer.get_vocab_size())
+                    )
+                )
+            )
+        length = max(2, min(12, self.context_length - 4))
+        long_seq = [self.bos_token_id, *ids][:length]
+        return long_seq, long_seq[: max(1, length // 2)][::-1]
+
+    def selftest(self, *, tolerance: float = SELFTEST_TOLERANCE) -> dict:
+        """Registration self-test; returns its figures, raises when one fails.
+
+        Checks: logits are ``[B, T, V]`` with ``V >=`` the tokenizer's vocabulary
+        and finite; a right-padded batch equals the sequences run alone; the
+        last logits of a cached step equal a full recompute; cached and
+        recomputed greedy generation agree. Raises ``RuntimeCheckError`` (with
+        ``figures``) when a shape is wrong, a value is not finite, or a
+        difference exceeds ``tolerance`` (dynamically quantised models may need
+        a looser one: their activation scales depend on the batch).
+        """
+        long_seq, short_seq = self._probe_sequences()
+        figures: dict[str, Any] = {
+            "layout": self.layout,
+            "vocab_size": int(self.vocab_size),
+            "tokenizer_vocab_size": int(self.tokenizer.get_vocab_size()),
+            "context_length": int(self.context_length),
+            "tolerance": tolerance,
+        }
+        ids, mask = self._padded([long_seq, short_seq])
+        batch_logits, _ = self._run(ids, mask, None, use_cache=False)
+        figures["logits_shape"] = [int(d) for d in batch_logits.shape]
+        if batch_logits.shape != (2, len(long_seq), batch_logits.shape[-1]) or (
+            batch_logits.shape[-1] < figures["tokenizer_vocab_size"]
+        ):
+            raise RuntimeCheckError(
+                f"logits shape {figures['logits_shape']} is not [B, T, V >= "
+                f"{figures['tokenizer_vocab_size']}]",
+                figures,
+            )
+        if not np.all(np.isfinite(batch_logits)):
+            raise RuntimeCheckError("logits contain NaN or infinity", figures)
+        padding_diff = 0.0
+        for row, seq in enumerate((long_seq, short_seq)):
+            single, _ = self._run(
+                np.asarray([seq]),
+                np.ones((1, len(seq)), dtype=np.int64),
+                None,
+                use_cache=False,
+            )
+            padding_diff = max(
+                padding_diff,
+                float(np.abs(single[0] - batch_logits[row, : len(seq)]).max()),
+            )
+        figures["padding_max_abs_diff"] = padding_diff
+        figures["kv_max_abs_diff"] = None
+        if self.has_cache:
+            prefix = np.asarray([long_seq[:-1]])
+            _, past = self._run(prefix, np.ones_like(prefix), None, use_cache=False)
+            step_logits, _ = self._run(
+                np.asarray([long_seq[-1:]]),
+                np.ones((1, len(long_seq)), dtype=np.int64),
+                past,
+                use_cache=True,
+            )
+            figures["kv_max_abs_diff"] = float(
+                np.abs(step_logits[0, -1] - batch_logits[0, len(long_seq) - 1]).max()
+            )
+            steps = min(6, self.context_length - len(long_seq))
+            cached = self.generate(long_seq, max_new_tokens=steps, stop_ids=())
+            full = self.generate(
+                long_seq, max_new_tokens=steps, stop_ids=(), use_cache=False
+            )
+            figures["generation_match"] = cached == full
+        failures = [
+            name
+            for name in ("padding_max_abs_diff", "kv_max_abs_diff")
+            if figures[name] is not None and not figures[name] <= tolerance
+        ]
+        if figures.get("generation_match") is False:
+            failures.append("generation_match")
+        figures["passed"] = not failures
+        if failures:
+            raise RuntimeCheckError(f"self-test failed: {', '.join(failures)}", figures)
+        return figures
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float32)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

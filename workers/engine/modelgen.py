@@ -349,3 +349,8 @@ def __getattr__(name: str):
 
         return getattr(modelgen_train, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes including the lazily re-exported ones."""
+    return sorted(set(globals()) | _ONNX_NAMES | _GENAI_NAMES | _TRAIN_NAMES)

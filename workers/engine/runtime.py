@@ -434,6 +434,35 @@ class TensorModel:
         return np.asarray(out, dtype=np.float64)
 
 
+_DYNAMIC_QUANT_OPS = frozenset(
+    {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger"}
+)
+_FLOAT_OR_WEIGHT_ONLY = frozenset({"fp32", "fp16", "bf16", "int4"})
+
+
+def uses_dynamic_quantisation(model_path: Path) -> bool:
+    """Whether the graph quantises activations at run time (``quantize_dynamic``).
+
+    Such graphs compute per-batch activation scales, so padding and batching
+    change their logits slightly. Reads the graph without its external
+    weights; looks inside ``If``/``Loop`` subgraphs too.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            if node.op_type in _DYNAMIC_QUANT_OPS:
+                return True
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+    return False
+
+
 def _fact(facts: Any, name: str, default=None):
     if isinstance(facts, dict):
         return facts.get(name, default)
@@ -490,6 +519,10 @@ def load_model(
 
         genai = _read_json(root / "genai_config.json") or None
         layout = _fact(facts, "layout")
+        dynamic = bool(
+            _fact(facts, "quantisation", "fp32") not in _FLOAT_OR_WEIGHT_ONLY
+            and uses_dynamic_quantisation(model_path)
+        )
         return CausalLM(
             session,
             tokenizer,
@@ -498,8 +531,19 @@ def load_model(
             genai_config=genai,
             settings=settings,
             layout=layout if isinstance(layout, str) else None,
+            dynamic_quantisation=dynamic,
         )
     return TensorModel(session, config=config, settings=settings)
+
+
+_LM_NAMES = frozenset(
+    {
+        "CausalLM",
+        "DEFAULT_CONTEXT_LENGTH",
+        "DYNAMIC_QUANT_RELATIVE_TOLERANCE",
+        "SELFTEST_TOLERANCE",
+    }
+)
 
 
 def __getattr__(name: str):
@@ -508,8 +552,13 @@ def __getattr__(name: str):
     Lazy because ``runtime_lm`` imports this module; an eager import here
     would be circular.
     """
-    if name in ("CausalLM", "DEFAULT_CONTEXT_LENGTH", "SELFTEST_TOLERANCE"):
+    if name in _LM_NAMES:
         from workers.engine import runtime_lm
 
         return getattr(runtime_lm, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes including the lazily re-exported ones."""
+    return sorted(set(globals()) | _LM_NAMES)

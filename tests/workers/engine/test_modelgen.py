@@ -28,7 +28,9 @@ TINY = {
 }
 
 
-def run_onnx(model: onnx.ModelProto, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def run_onnx(
+    model: onnx.ModelProto, ids: np.ndarray, mask: np.ndarray, *, head_dim: int = 8
+) -> np.ndarray:
     """Logits of a causal LM graph fed an empty cache, inputs bound by name."""
     session = ort.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
@@ -45,7 +47,7 @@ def run_onnx(model: onnx.ModelProto, ids: np.ndarray, mask: np.ndarray) -> np.nd
         elif port.name == "use_cache_branch":
             feed[port.name] = np.array([False])
         else:
-            kv_heads, head_dim = port.shape[1], TINY["hidden_size"] // TINY["num_heads"]
+            kv_heads = port.shape[1]
             feed[port.name] = np.zeros(
                 (ids.shape[0], kv_heads, 0, head_dim), np.float32
             )
@@ -126,6 +128,44 @@ def test_genai_layout_contract():
     assert decoder["inputs"]["past_key_names"] == "past_key_values.%d.key"
     assert decoder["outputs"]["present_value_names"] == "present.%d.value"
     assert decoder["num_key_value_heads"] == cfg.num_kv_heads
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantize_blockwise_packs_as_matmulnbits_and_bounds_the_error(bits):
+    matrix = np.random.default_rng(5).normal(0, 1, (64, 24)).astype(np.float32)
+    packed, scales, dequantized = modelgen.quantize_blockwise(
+        matrix, bits=bits, block_size=32
+    )
+    assert packed.dtype == np.uint8
+    assert packed.shape == (24, 2, 32 * bits // 8)
+    assert scales.shape == (48,)
+    per_block = np.repeat(scales.reshape(24, 2), 32, axis=1).T  # [K, N]
+    assert np.all(np.abs(dequantized - matrix) <= per_block / 2 + 1e-6)
+    with pytest.raises(ValueError, match="block_size"):
+        modelgen.quantize_blockwise(matrix[:48], block_size=32)
+
+
+@pytest.mark.parametrize("bits", [None, 4, 8])
+def test_genai_contrib_graph_equals_numpy_on_its_effective_weights(bits):
+    cfg = modelgen.LMConfig(**{**TINY, "hidden_size": 64, "intermediate_size": 96})
+    weights = modelgen.init_weights(cfg, 6)
+    model, effective = modelgen.build_genai_contrib(cfg, weights, bits=bits)
+    onnx.checker.check_model(model, full_check=True)
+    ops = {(n.domain, n.op_type) for n in model.graph.node}
+    assert ("com.microsoft", "GroupQueryAttention") in ops
+    assert (("com.microsoft", "MatMulNBits") in ops) is (bits is not None)
+    changed = not np.array_equal(
+        effective["layers.0.q_proj"], weights["layers.0.q_proj"]
+    )
+    assert changed is (bits is not None)
+    ids = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 7))
+    mask = np.ones_like(ids)
+    mask[1, 4:] = 0  # right padding
+    expected = modelgen.numpy_forward(cfg, effective, ids, mask)
+    got = run_onnx(model, ids, mask, head_dim=cfg.head_dim)
+    assert np.abs(got - expected)[mask == 1].max() < 1e-4
+    with pytest.raises(ValueError, match="multiple of 16"):
+        modelgen.build_genai_contrib(modelgen.LMConfig(**TINY), weights)
 
 
 def test_merged_layout_is_an_if_on_use_cache_branch():

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from workers.engine import modelgen, runtime
+from workers.engine import bundle, modelgen, runtime
 
 CFG = dict(
     vocab_size=320,
@@ -272,6 +272,37 @@ def test_selftest_rejects_a_cache_that_disagrees_with_prefill(
     assert info.value.figures["passed"] is False
 
 
+def quantise_dynamic(model: onnx.ModelProto, dest) -> None:
+    """Write ``model`` quantised with onnxruntime's ``quantize_dynamic`` (int8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = dest.parent / "float.onnx"
+    onnx.save_model(model, str(source))
+    quantize_dynamic(source, dest / "model.onnx", weight_type=QuantType.QInt8)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_selftest_of_dynamic_int8_models_uses_a_relative_tolerance(
+    tmp_path, cfg, weights, tokenizer, broken
+):
+    model = modelgen.build_causal_lm(cfg, weights)
+    if broken:
+        model = break_present_value(model)
+    root = modelgen.write_bundle(tmp_path / "q8", model, tokenizer, cfg.to_hf_config())
+    quantise_dynamic(model, root)
+    lm = runtime.load_model(root, settings=SETTINGS)
+    assert lm.dynamic_quantisation is True
+    if broken:
+        with pytest.raises(runtime.RuntimeCheckError, match="kv_max_abs_diff"):
+            lm.selftest()
+        return
+    figures = lm.selftest()
+    assert figures["passed"] and figures["tolerance"] > runtime.SELFTEST_TOLERANCE
+    assert figures["padding_max_abs_diff"] > 1e-4  # why the absolute bound cannot hold
+    with pytest.raises(runtime.RuntimeCheckError):
+        lm.selftest(tolerance=1e-4)
+
+
 def test_gpt2_input_order_and_int32_ids_bind_by_name(tmp_path, cfg, weights, tokenizer):
     order = [
         "input_ids",
@@ -291,6 +322,29 @@ def test_gpt2_input_order_and_int32_ids_bind_by_name(tmp_path, cfg, weights, tok
         cfg, weights, seq, 4
     )
     assert lm.selftest()["passed"]
+
+
+def test_genai_int4_contrib_bundle_runs_through_the_adapter(tmp_path, tokenizer):
+    cfg = modelgen.LMConfig(**{**CFG, "hidden_size": 64, "intermediate_size": 96})
+    weights = modelgen.init_weights(cfg, 12)
+    root = modelgen.write_lm_bundle(
+        tmp_path / "int4",
+        cfg,
+        weights,
+        tokenizer,
+        layout="genai_int4",
+        external_data=True,
+    )
+    facts = bundle.inspect_bundle(root)
+    assert (facts.layout, facts.quantisation) == ("genai", "int4")
+    lm = runtime.load_model(root, settings=SETTINGS, facts=facts)
+    assert lm.selftest()["passed"]
+    _, effective = modelgen.build_genai_contrib(cfg, weights, bits=4)
+    seq = sample_ids(20, 9)
+    assert np.abs(lm.forward([seq])[0] - ref_logprobs(cfg, effective, seq)).max() < 1e-4
+    cached = lm.generate(seq, max_new_tokens=6, stop_ids=())
+    assert cached == lm.generate(seq, max_new_tokens=6, stop_ids=(), use_cache=False)
+    assert cached == ref_greedy(cfg, effective, seq, 6)
 
 
 def test_genai_bundle_without_hf_config_reads_genai_config(tmp_path, bundles):

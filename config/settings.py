@@ -237,6 +237,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets sharing a field name need their own schema component names.
+    "ENUM_NAME_OVERRIDES": {
+        "MembershipRoleEnum": "registry.models.Role",
+        "DatasetRoleEnum": "registry.models.DatasetRole",
+        "ModelKindEnum": "registry.models.ModelKind",
+        "VersionStatusEnum": "registry.models.VersionStatus",
+        "ArtifactStateEnum": "registry.models.ArtifactState",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------
@@ -265,6 +273,26 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 3600),
     }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Evaluations ----------------------------------------------------------
+CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)
+CIVITAS_EVAL_TIMEOUT_SECONDS = env.int("CIVITAS_EVAL_TIMEOUT_SECONDS", default=3600)
+CIVITAS_EVAL_REQUEUE_MINUTES = env.int("CIVITAS_EVAL_REQUEUE_MINUTES", default=30)
+CIVITAS_EVAL_STALE_MINUTES = env.int("CIVITAS_EVAL_STALE_MINUTES", default=10)
+CELERY_TASK_ANNOTATIONS = {
+    # The engine child has its own limit; the task's limits only catch a
+    # worker that hangs outside it (downloading the bundle, logging to MLflow).
+    "civitas.evaluation_run": {
+        "soft_time_limit": CIVITAS_EVAL_TIMEOUT_SECONDS + 300,
+        "time_limit": CIVITAS_EVAL_TIMEOUT_SECONDS + 600,
+    }
+}
+CELERY_BEAT_SCHEDULE = {
+    "evaluation-sweep": {
+        "task": "civitas.evaluation_sweep",
+        "schedule": timedelta(minutes=5),
+    },
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- MLflow ---------------------------------------------------------------
@@ -292,3 +320,55 @@ from config.logging import configure_logging  # noqa: E402
 
 LOGGING_CONFIG = None
 configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+# --- Audit chain and signing ------------------------------------------------
+# The platform's Ed25519 key (PKCS8 PEM) signs audit checkpoints, evaluation
+# attestations and decisions. Unset, a key is generated under VAR_DIR on first
+# use: fine for a laptop, never for production (it would vanish with the host).
+CIVITAS_SIGNING_KEY_FILE = env.str("CIVITAS_SIGNING_KEY_FILE", default="")
+AUDIT_CHECKPOINT_MINUTES = env.int("AUDIT_CHECKPOINT_MINUTES", default=60)
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "civitas.audit_checkpoint",
+    "schedule": timedelta(minutes=AUDIT_CHECKPOINT_MINUTES),
+    # A checkpoint still queued when the next one is due is worthless.
+    "options": {"expires": AUDIT_CHECKPOINT_MINUTES * 60},
+}
+
+# --- Artifacts --------------------------------------------------------------
+# Uploads are spooled and bundles unpacked for inspection here. Keep it on the
+# filesystem of ARTIFACT_ROOT: storing an accepted upload is then a rename.
+ARTIFACT_TMP_DIR = Path(
+    env.str("ARTIFACT_TMP_DIR", default=str(VAR_DIR / "artifact-tmp"))
+)
+# Caps on what an uploaded archive may unpack to (workers.engine.bundle.Limits).
+CIVITAS_BUNDLE_MAX_FILES = env.int("CIVITAS_BUNDLE_MAX_FILES", default=256)
+CIVITAS_BUNDLE_MAX_UNPACKED_BYTES = env.int(
+    "CIVITAS_BUNDLE_MAX_UNPACKED_BYTES", default=8 * 1024**3
+)
+CIVITAS_BUNDLE_MAX_RATIO = env.float("CIVITAS_BUNDLE_MAX_RATIO", default=100.0)
+# Where artifacts registered by reference may be read from: absolute
+# directories (file://) and s3://bucket/prefix entries. Empty: none.
+CIVITAS_REFERENCE_ROOTS = env.list("CIVITAS_REFERENCE_ROOTS", default=[])
+# s3:// references are fetched only when this is set and boto3 is installed.
+CIVITAS_S3_ENDPOINT_URL = env.str("CIVITAS_S3_ENDPOINT_URL", default="")
+
+# --- Use case lifecycle -------------------------------------------------------
+# An approval ends at the earlier of the use case's last valid day and this
+# many days after it was given; celery beat expires ended approvals and
+# re-checks approved use cases whose evaluation evidence has gone stale.
+CIVITAS_APPROVAL_DAYS = env.int("CIVITAS_APPROVAL_DAYS", default=365)
+CIVITAS_LIFECYCLE_SWEEP_MINUTES = env.int("CIVITAS_LIFECYCLE_SWEEP_MINUTES", default=60)
+CELERY_BEAT_SCHEDULE["usecase-expire"] = {
+    "task": "civitas.usecase_expire",
+    "schedule": timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES),
+    "options": {"expires": CIVITAS_LIFECYCLE_SWEEP_MINUTES * 60},
+}
+CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = {
+    "task": "civitas.usecase_recheck_stale",
+    "schedule": timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES),
+    "options": {"expires": CIVITAS_LIFECYCLE_SWEEP_MINUTES * 60},
+}
+# Use case statuses appear as status, from_status and to_status: one enum.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
+    "governance.models.UseCaseStatus"
+)

@@ -12,12 +12,15 @@ admin.site.site_title = "Civitas"
 admin.site.index_title = "Registry and governance of public-sector language models"
 
 api_v1 = [
+    path("", include("governance.urls")),
+    path("", include("registry.urls")),
     path("system/worker-ping/", views.WorkerPingView.as_view(), name="worker-ping"),
     path(
         "system/worker-ping/<str:task_id>/",
         views.WorkerPingResultView.as_view(),
         name="worker-ping-result",
     ),
+    path("audit/", include("governance.audit_urls")),
 ]
 
 urlpatterns = [

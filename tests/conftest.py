@@ -78,14 +78,50 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = 
 
 
 @pytest.fixture(autouse=True)
-def _static_files_without_manifest(settings):
-    """Tests do not run collectstatic; serve static names unhashed."""
+def _django_test_settings(settings):
+    """Settings that only make tests cheaper, never change what they prove.
+
+    Static names are served unhashed (tests do not run collectstatic) and
+    passwords are hashed with MD5 (PBKDF2 costs most of a second per user).
+    """
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {
             "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         },
     }
+
+
+def _is_transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return "transactional_db" in request.fixturenames or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _audit_chain_flushable(request):
+    """Let pytest-django flush tables after a transactional test.
+
+    The audit tables' triggers refuse TRUNCATE, as they must in service; the
+    flush that ends a transactional test uses TRUNCATE. As the superuser test
+    role, replica mode skips ordinary triggers for that flush only, and every
+    test starts with triggers enforced again. pytest-django's own autouse
+    fixtures are set up first, so this teardown runs before the flush.
+    """
+    if not _is_transactional(request):
+        yield
+        return
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = origin")
+    yield
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
 
 
 @pytest.fixture(scope="session")

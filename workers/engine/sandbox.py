@@ -86,8 +86,15 @@ _MEMORY_HINTS = (
     "pthread_create failed",
 )
 
+# PR_SET_PDEATHSIG: the child is killed when the process that started it dies
+# (a Celery pool child killed mid-run), instead of running on as an orphan
+# for the rest of its time limit. Linux only; elsewhere the time limit holds.
 _BOOT = """\
-import resource, sys
+import ctypes, resource, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (AttributeError, OSError):
+    pass
 limit = int(sys.argv[2])
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
 if hard != resource.RLIM_INFINITY:
@@ -496,6 +503,7 @@ def evaluate_bundle(
     "engine_version"}``; raises ``EvaluationFailure``.
     """
     from workers.engine import evaluate
+    from workers.engine.bundle import sha256_file
 
     if (suite is None) == (task is None):
         raise EvaluationFailure("bad_request", "give either a suite or a task")
@@ -525,7 +533,7 @@ def evaluate_bundle(
                 records = evaluate.Records(data)
             else:
                 records = evaluate.read_jsonl(data)
-                spec["data_sha256"] = _file_digest(Path(data))
+                spec["data_sha256"] = sha256_file(Path(data))
             evaluate.validate_records(task, records)
             spec.update(task=task, records=records, options=options or {})
     except evaluate.DataError as exc:
@@ -550,10 +558,3 @@ def _settings_dict(settings: Any) -> dict:
         return dict(settings.to_dict())
     return dict(settings)
 
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -1,19 +1,23 @@
 """Load the demo catalogue that ``make run`` shows a newcomer.
 
 Idempotent: every object is looked up by a natural key before it is created,
-so a second run adds nothing. The demo administrator's password is generated
-on first run, kept in ``var/demo-admin-password`` (mode 0600, outside the
-repository) and printed on every run; no fixed password exists anywhere.
+so a second run adds nothing (``registry.demo``). The demo administrator's
+password is generated on first run, kept in ``var/demo-admin-password`` (mode
+0600, outside the repository) and printed on every run; no fixed password
+exists anywhere. The other demo people have unusable passwords.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+
+from registry import demo
 
 DEMO_ADMIN = "admin"
 
@@ -23,6 +27,7 @@ def _demo_password(path: Path) -> tuple[str, bool]:
     if path.exists():
         return path.read_text(encoding="utf-8").strip(), False
     password = secrets.token_urlsafe(12)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(password + "\n", encoding="utf-8")
     return password, True
@@ -37,6 +42,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, url: str, **options):
+        started = time.perf_counter()
         password_file = Path(settings.VAR_DIR) / "demo-admin-password"
         password, is_new = _demo_password(password_file)
         user_model = get_user_model()
@@ -49,6 +55,22 @@ class Command(BaseCommand):
             # The password file was removed: the old password is unknown, reset it.
             user.set_password(password)
             user.save(update_fields=["password"])
+        report = demo.load_catalogue()
+        seconds = time.perf_counter() - started
+        if report.created:
+            trained = (
+                f", models trained in {report.trained_seconds:.1f} s"
+                if report.trained_seconds is not None
+                else ""
+            )
+            self.stdout.write(
+                f"Demo catalogue: {len(report.created)} objects created"
+                f"{trained} ({seconds:.1f} s)."
+            )
+        else:
+            self.stdout.write(
+                f"Demo catalogue: complete, nothing to add ({seconds:.1f} s)."
+            )
         self.stdout.write(
             f"Civitas is starting at {url}\n"
             f"  admin portal: {url}admin/   API docs: {url}api/docs/\n"

@@ -60,9 +60,7 @@ def family(request):
     facts = bundle.inspect_bundle(root)
     # One thread: the fixtures are tiny, and results must not depend on how
     # many cores the test machine has.
-    model = load_model(
-        root, settings=RuntimeSettings(intra_op_threads=1), facts=facts
-    )
+    model = load_model(root, settings=RuntimeSettings(intra_op_threads=1), facts=facts)
     return name, root, reference, model, facts
 
 

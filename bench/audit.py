@@ -1,0 +1,431 @@
+"""Benchmark the audit chain: concurrent appends, then verification.
+
+    python bench/audit.py --database-url postgres://postgres@127.0.0.1:5432/civitas_bench
+    python bench/audit.py --events 200000 --json          # DATABASE_URL, no events yet
+
+Appends ``--events`` events from ``--writers`` processes (default 4), each
+with its own database connection, one event per transaction as services
+append them; first a single writer appends ``--baseline-events`` as the
+baseline. For context it also times a single writer putting 100 events in
+each transaction, and bare durable commits (no audit): one append commits at
+a time, so the storage's commit latency bounds the rate. Then it signs a
+checkpoint, verifies the whole chain from the database, exports it and
+verifies the export as an auditor would. Prints a table, or one JSON object
+with ``--json``.
+
+With ``--database-url`` the database is a scratch one: it must not exist; it
+is created, migrated, used and dropped (``--keep`` keeps it). Without it,
+``DATABASE_URL`` is used only if it holds no audit events: events can never be
+deleted from a real chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_SCRATCH_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _configure_environment(url: str, key_file: str | None) -> None:
+    """Settings for a bench process: the target database and harmless defaults."""
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-only-" + "k" * 50)
+    os.environ.setdefault("ALLOWED_HOSTS", "localhost")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    if key_file:
+        os.environ["CIVITAS_SIGNING_KEY_FILE"] = key_file
+
+
+def _writer(
+    url: str,
+    key_file: str | None,
+    index: int,
+    count: int,
+    per_transaction: int,
+    barrier,
+    results,
+) -> None:
+    """One writer process: own Django setup and connection, ``count`` appends."""
+    _configure_environment(url, key_file)
+    import django
+
+    django.setup()
+    from django.db import connection, transaction
+
+    from governance import audit
+
+    connection.ensure_connection()
+    barrier.wait(timeout=300)
+    started = time.perf_counter()
+    for first in range(0, count, per_transaction):
+        with transaction.atomic():
+            for n in range(first, min(first + per_transaction, count)):
+                audit.record(
+                    actor=None,
+                    action="bench.appended",
+                    object_type="bench.item",
+                    object_id=f"{index}-{n}",
+                    payload={"writer": index, "n": n, "note": "benchmark event"},
+                )
+    results.put((index, count, time.perf_counter() - started))
+    connection.close()
+
+
+def _head_seq() -> int:
+    from governance.models import AuditChainHead
+
+    return AuditChainHead.objects.values_list("seq", flat=True).first() or 0
+
+
+def _append(
+    url: str,
+    key_file: str | None,
+    writers: int,
+    total: int,
+    *,
+    quiet: bool,
+    per_transaction: int = 1,
+) -> dict:
+    """Run ``writers`` processes appending ``total`` events; wall-clock figures."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(writers + 1)
+    results = ctx.Queue()
+    shares = [
+        total // writers + (1 if i < total % writers else 0) for i in range(writers)
+    ]
+    start_seq = _head_seq()
+    processes = [
+        ctx.Process(
+            target=_writer,
+            args=(url, key_file, i, shares[i], per_transaction, barrier, results),
+        )
+        for i in range(writers)
+    ]
+    for process in processes:
+        process.start()
+    barrier.wait(timeout=300)
+    started = time.perf_counter()
+    last_report = started
+    while any(process.is_alive() for process in processes):
+        time.sleep(0.2)
+        if not quiet and time.perf_counter() - last_report >= 10:
+            last_report = time.perf_counter()
+            done = _head_seq() - start_seq
+            rate = done / (last_report - started)
+            print(
+                f"  {writers} writer(s): {done:,}/{total:,} events, {rate:,.0f}/s",
+                file=sys.stderr,
+            )
+    elapsed = time.perf_counter() - started
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise SystemExit(f"a writer process failed (exit codes {failed})")
+    per_writer = sorted(results.get(timeout=10) for _ in processes)
+    return {
+        "writers": writers,
+        "events_per_transaction": per_transaction,
+        "events": total,
+        "seconds": round(elapsed, 3),
+        "appends_per_second": round(total / elapsed, 1),
+        "per_writer_appends_per_second": [
+            round(count / seconds, 1) for _, count, seconds in per_writer
+        ],
+    }
+
+
+def _commit_probe(count: int = 500) -> dict:
+    """Durable commits per second of a one-row UPDATE: the storage's bound.
+
+    Every append commits while holding the chain lock, so no append rate can
+    beat this. The probe rewrites the chain head with its own values.
+    """
+    from django.db import connection, transaction
+
+    started = time.perf_counter()
+    for _ in range(count):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE governance_auditchainhead SET seq = seq WHERE id = 1"
+            )
+    seconds = time.perf_counter() - started
+    return {"commits": count, "commits_per_second": round(count / seconds, 1)}
+
+
+def _verify_figures() -> dict:
+    from django.db import connection
+
+    from governance import audit
+
+    started = time.perf_counter()
+    checkpoint = audit.checkpoint_create()
+    checkpoint_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    report = audit.verify_chain()
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size('governance_auditevent')")
+        table_bytes = cursor.fetchone()[0]
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "checkpoints_ok": report.checkpoints_ok,
+        "reason": report.reason,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(report.events / seconds, 1),
+        "checkpoint_seq": checkpoint.seq if checkpoint else None,
+        "checkpoint_seconds": round(checkpoint_seconds, 3),
+        "table_bytes_per_event": round(table_bytes / max(report.events, 1), 1),
+    }
+
+
+def _export_figures(workdir: Path) -> dict:
+    from governance import audit, verify
+
+    path = workdir / "chain.jsonl"
+    started = time.perf_counter()
+    export = audit.export_open(actor=None, via="bench")
+    with path.open("w", encoding="utf-8") as handle:
+        for line in export.lines():
+            handle.write(line)
+    export_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    report = verify.verify_export(path)
+    seconds = time.perf_counter() - started
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "export_seconds": round(export_seconds, 3),
+        "export_bytes": path.stat().st_size,
+        "verify_seconds": round(seconds, 3),
+        "events_per_second": round(report.events / seconds, 1),
+    }
+
+
+def _maintenance_url(url: str) -> tuple[str, str]:
+    """The server's ``postgres`` database URL and the scratch database name."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if parts.scheme not in ("postgres", "postgresql") or not _SCRATCH_NAME.match(name):
+        raise SystemExit(
+            "--database-url must be postgres://.../<name> with a plain lower-case "
+            "database name"
+        )
+    return urlunsplit(parts._replace(path="/postgres")), name
+
+
+def _create_scratch(url: str) -> None:
+    import psycopg
+
+    admin_url, name = _maintenance_url(url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if exists:
+            raise SystemExit(
+                f"database {name!r} already exists: the bench creates its scratch "
+                "database itself and drops it afterwards; choose a new name"
+            )
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _drop_scratch(url: str) -> None:
+    import psycopg
+
+    admin_url, name = _maintenance_url(url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _ephemeral_key(workdir: Path) -> str:
+    """A throwaway signing key, so the bench never creates one under var/."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = workdir / "bench-signing-key.pem"
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return str(path)
+
+
+def _table(figures: dict) -> str:
+    base, conc = figures["baseline"], figures["concurrent"]
+    ver, exp = figures["verify"], figures.get("export")
+    probe, batched = figures["commit_probe"], figures["batched"]
+    rows = [
+        ("", "events", "seconds", "per second"),
+        (
+            "durable commits, no audit (bound)",
+            f"{probe['commits']:,}",
+            "",
+            f"{probe['commits_per_second']:,.0f}",
+        ),
+        (
+            "append, 1 writer (baseline)",
+            f"{base['events']:,}",
+            f"{base['seconds']:.1f}",
+            f"{base['appends_per_second']:,.0f}",
+        ),
+        (
+            f"append, {conc['writers']} writers",
+            f"{conc['events']:,}",
+            f"{conc['seconds']:.1f}",
+            f"{conc['appends_per_second']:,.0f}",
+        ),
+        (
+            f"append, 1 writer, {batched['events_per_transaction']} per transaction",
+            f"{batched['events']:,}",
+            f"{batched['seconds']:.1f}",
+            f"{batched['appends_per_second']:,.0f}",
+        ),
+        (
+            "verify chain in the database",
+            f"{ver['events']:,}",
+            f"{ver['seconds']:.1f}",
+            f"{ver['events_per_second']:,.0f}",
+        ),
+    ]
+    if exp:
+        rows.append(
+            (
+                "verify exported JSONL (standalone)",
+                f"{exp['events']:,}",
+                f"{exp['verify_seconds']:.1f}",
+                f"{exp['events_per_second']:,.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        )
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("")
+    lines.append(
+        f"chain ok: {ver['ok']}  checkpoints ok: {ver['checkpoints_ok']}  "
+        f"first checkpoint signed in {ver['checkpoint_seconds']:.1f} s  "
+        f"table size: {ver['table_bytes_per_event']:.0f} bytes/event"
+    )
+    lines.append(f"database: {figures['database']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument(
+        "--baseline-events",
+        type=int,
+        help="events appended by the single-writer baseline (default: events/10)",
+    )
+    parser.add_argument(
+        "--database-url", help="a scratch PostgreSQL database to create"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--no-export", action="store_true", help="skip export figures")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress lines on stderr"
+    )
+    args = parser.parse_args(argv)
+    baseline_events = args.baseline_events or max(1000, args.events // 10)
+    scratch = args.database_url is not None
+    url = args.database_url or os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        print(
+            "error: the bench measures PostgreSQL: set DATABASE_URL or pass "
+            "--database-url",
+            file=sys.stderr,
+        )
+        return 2
+    with tempfile.TemporaryDirectory(prefix="civitas-bench-") as tmp:
+        workdir = Path(tmp)
+        key_file = None
+        if not os.environ.get("CIVITAS_SIGNING_KEY_FILE"):
+            key_file = _ephemeral_key(workdir)
+        if scratch:
+            _create_scratch(url)
+        is_set_up = False
+        try:
+            _configure_environment(url, key_file)
+            import django
+
+            django.setup()
+            is_set_up = True
+            from django.core.management import call_command
+            from django.db import connections
+
+            from governance.models import AuditEvent
+
+            if scratch:
+                call_command("migrate", verbosity=0, interactive=False)
+            elif AuditEvent.objects.exists():
+                print(
+                    "error: this database already holds audit events, which can "
+                    "never be removed; pass --database-url with a scratch database",
+                    file=sys.stderr,
+                )
+                return 2
+            quiet = args.quiet
+            connections.close_all()
+            figures = {
+                "database": urlsplit(url).path.lstrip("/"),
+                "writers": args.writers,
+                "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet),
+                "concurrent": _append(
+                    url, key_file, args.writers, args.events, quiet=quiet
+                ),
+                "batched": _append(
+                    url,
+                    key_file,
+                    1,
+                    min(10_000, baseline_events),
+                    quiet=quiet,
+                    per_transaction=100,
+                ),
+            }
+            figures["commit_probe"] = _commit_probe()
+            figures["verify"] = _verify_figures()
+            if not args.no_export:
+                figures["export"] = _export_figures(workdir)
+            connections.close_all()
+        finally:
+            if scratch and not args.keep:
+                if is_set_up:
+                    from django.db import connections
+
+                    connections.close_all()
+                _drop_scratch(url)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(_table(figures))
+    return 0 if figures["verify"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

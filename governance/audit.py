@@ -1,0 +1,469 @@
+"""The audit chain: append events, verify the chain, sign checkpoints, export.
+
+A leaf that any service may call: it imports Django, ``governance.models``,
+``governance.signing`` and ``governance.verify`` and nothing else of the
+project. Hashing and canonical JSON come from ``governance.verify``, the
+standalone verifier auditors run, so both sides hash the same way.
+
+Appends are serialised by locking the one ``AuditChainHead`` row
+(``SELECT ... FOR UPDATE``) for the rest of the caller's transaction: the
+next writer waits until this one commits or rolls back, so seqs have no gaps
+and the chain never forks. On SQLite the database serialises writers itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from governance import signing
+from governance.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from governance.verify import (
+    CHECKPOINT_PAYLOAD_TYPE,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    ChainReport,
+    ChainVerifier,
+    VerificationError,
+    canonical_json,
+    canonical_value,
+    event_hash,
+    format_timestamp,
+    open_checkpoint,
+    parse_json,
+)
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MODEL_VERSION_TYPE",
+    "SYSTEM_ACTOR_LABEL",
+    "AuditChainBroken",
+    "AuditExport",
+    "actor_label_of",
+    "checkpoint_create",
+    "export_open",
+    "record",
+    "verify_chain",
+]
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_ACTOR_LABEL = "system"
+MODEL_VERSION_TYPE = "registry.modelversion"
+MAX_PAYLOAD_BYTES = 64 * 1024
+_ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_MAX_NAME_LENGTH = 100  # action, object_type and object_id columns
+_BATCH = 5000
+_EVENT_COLUMNS = (*HASHED_FIELDS, "hash")
+
+
+class AuditChainBroken(Exception):
+    """The chain failed verification, so no checkpoint was signed over it."""
+
+
+def actor_label_of(actor: AbstractBaseUser | None) -> str:
+    """The snapshot of who acted: ``username#id`` for a user, ``system`` for None.
+
+    Raises ValueError for an anonymous or unsaved user.
+    """
+    if actor is None:
+        return SYSTEM_ACTOR_LABEL
+    if not getattr(actor, "is_authenticated", False) or actor.pk is None:
+        raise ValueError("the actor must be a saved user, or None for the system")
+    return f"{actor.get_username()}#{actor.pk}"
+
+
+def _agency_of(obj: models.Model) -> models.Model | None:
+    """The agency an object belongs to directly (itself or its ``agency`` FK)."""
+    if obj._meta.label_lower == "registry.agency":
+        return obj
+    if getattr(obj, "agency_id", None) is not None:
+        return obj.agency
+    return None
+
+
+def _lock_head() -> AuditChainHead:
+    """Lock and return the chain head, recreating it from the last event if absent.
+
+    The row goes missing only when a test runner empties every table; the
+    chain then resumes from whatever events remain.
+    """
+    try:
+        return AuditChainHead.objects.select_for_update().get(pk=1)
+    except AuditChainHead.DoesNotExist:
+        pass
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    try:
+        with transaction.atomic():
+            AuditChainHead.objects.create(
+                pk=1,
+                seq=last["seq"] if last else 0,
+                hash=last["hash"] if last else GENESIS_HASH,
+            )
+    except IntegrityError:
+        pass  # Another writer recreated it first; its row is locked below.
+    return AuditChainHead.objects.select_for_update().get(pk=1)
+
+
+def record(
+    *,
+    actor: AbstractBaseUser | None,
+    action: str,
+    obj: models.Model | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    agency: models.Model | None = None,
+    payload: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the audit chain, inside the caller's transaction.
+
+    ``actor`` is the acting user, or None for the platform itself. ``obj`` (a
+    saved model instance) supplies ``object_type`` (``app.model``) and
+    ``object_id`` unless they are given, and ``agency`` when it is an Agency or
+    has an ``agency`` foreign key. The event commits or rolls back with the
+    caller's transaction; the chain head stays locked until then, so keep the
+    transaction short after recording. ``payload`` is canonicalised (see
+    docs/audit.md): plain JSON values, aware datetimes, dates, Decimals, UUIDs.
+
+    Raises TransactionManagementError outside ``transaction.atomic``;
+    ValueError for an action that is not dotted lower-case words, an action,
+    object type or id over 100 characters, an unsaved object, agency or
+    actor, NaN/Infinity or naive datetimes in the payload, or a payload over
+    MAX_PAYLOAD_BYTES; TypeError for a payload that is not a
+    dict or holds a value with no canonical JSON form.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError(
+            "audit.record must run inside the caller's transaction.atomic block"
+        )
+    if not isinstance(action, str) or not _ACTION.match(action):
+        raise ValueError(f"action {action!r} is not dotted lower-case words")
+    if obj is not None:
+        if obj.pk is None:
+            raise ValueError("the audited object is not saved")
+        object_type = object_type or obj._meta.label_lower
+        object_id = object_id if object_id is not None else str(obj.pk)
+        if agency is None:
+            agency = _agency_of(obj)
+    if agency is not None and agency.pk is None:
+        raise ValueError("the agency is not saved")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise TypeError("the audit payload must be a dict")
+    payload_value = canonical_value(payload)
+    payload_bytes = canonical_json(payload_value)
+    if len(payload_bytes) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"the audit payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+    payload_text = payload_bytes.decode("utf-8")
+    fields: dict[str, Any] = {
+        "actor_label": actor_label_of(actor),
+        "agency_slug": agency.slug if agency is not None else "",
+        "action": action,
+        "object_type": object_type or "",
+        "object_id": "" if object_id is None else str(object_id),
+    }
+    for name in ("action", "object_type", "object_id"):
+        if len(fields[name]) > _MAX_NAME_LENGTH:
+            raise ValueError(f"{name} is longer than {_MAX_NAME_LENGTH} characters")
+    # No savepoint: a failed append dooms the caller's transaction, which must
+    # never commit without its event.
+    with transaction.atomic(savepoint=False):
+        head = _lock_head()
+        # Taken under the lock, so time never runs backwards along the chain
+        # (barring a clock step).
+        created_at = timezone.now()
+        seq = head.seq + 1
+        digest = event_hash(
+            {
+                **fields,
+                "seq": seq,
+                "created_at": created_at,
+                "payload": payload_value,
+                "prev_hash": head.hash,
+            }
+        )
+        event = AuditEvent.objects.create(
+            seq=seq,
+            created_at=created_at,
+            actor=actor,
+            agency=agency,
+            payload=payload_text,
+            prev_hash=head.hash,
+            hash=digest,
+            **fields,
+        )
+        AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=digest)
+    return event
+
+
+# --- Verification --------------------------------------------------------------
+
+
+def _event_rows(queryset: QuerySet, *, after: int = 0) -> Iterator[dict[str, Any]]:
+    """Events of ``queryset`` with seq > ``after``, in seq order, as chain dicts.
+
+    Read in keyset batches, so memory stays flat and no server-side cursor is
+    needed. A stored payload that is not JSON is passed on as text, which
+    then fails its hash.
+    """
+    while True:
+        batch = list(
+            queryset.filter(seq__gt=after)
+            .order_by("seq")
+            .values_list(*_EVENT_COLUMNS)[:_BATCH]
+        )
+        for row in batch:
+            event = dict(zip(_EVENT_COLUMNS, row, strict=True))
+            event["created_at"] = format_timestamp(event["created_at"])
+            with contextlib.suppress(ValueError):
+                event["payload"] = parse_json(event["payload"])
+            yield event
+        if len(batch) < _BATCH:
+            return
+        after = batch[-1][0]
+
+
+def _load_checkpoints(verifier: ChainVerifier, public_key: Any) -> None:
+    for checkpoint in AuditCheckpoint.objects.order_by("seq"):
+        try:
+            verifier.add_checkpoint(
+                open_checkpoint(
+                    checkpoint.envelope,
+                    public_key,
+                    stated_seq=checkpoint.seq,
+                    stated_head_hash=checkpoint.head_hash,
+                )
+            )
+        except VerificationError as exc:
+            verifier.reject_checkpoint(
+                f"checkpoint at seq {checkpoint.seq} rejected: {exc}"
+            )
+
+
+def verify_chain(
+    *,
+    public_key: Any = None,
+    extra_checkpoints: Iterable[Mapping[str, Any]] = (),
+) -> ChainReport:
+    """Recompute the whole chain from the database and check every checkpoint.
+
+    Checkpoints are verified with ``public_key`` (PEM or key; default the
+    platform key), as are ``extra_checkpoints`` (envelopes kept outside the
+    database). On PostgreSQL, outside any transaction, everything is read in
+    one REPEATABLE READ snapshot, so appends running meanwhile do not count.
+    Never raises for a broken chain: the report says what is wrong.
+    """
+    key = public_key if public_key is not None else signing.public_key()
+    # SET TRANSACTION must be the first statement of a transaction: only
+    # possible when this call opens it.
+    snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
+    with transaction.atomic():
+        if snapshot:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        verifier = ChainVerifier()
+        _load_checkpoints(verifier, key)
+        for envelope in extra_checkpoints:
+            try:
+                verifier.add_checkpoint(
+                    open_checkpoint(envelope.get("envelope", envelope), key)
+                )
+            except VerificationError as exc:
+                verifier.reject_checkpoint(f"external checkpoint rejected: {exc}")
+        head = AuditChainHead.objects.filter(pk=1).values("seq", "hash").first()
+        for event in _event_rows(AuditEvent.objects.all()):
+            verifier.add(event)
+            if verifier.failed:
+                break
+        report = verifier.finish(
+            expected_last_seq=head["seq"] if head else None,
+            expected_head_hash=head["hash"] if head else None,
+        )
+    if not report.ok:
+        logger.error("audit chain verification failed: %s", report.reason)
+    return report
+
+
+# --- Checkpoints -----------------------------------------------------------------
+
+
+def checkpoint_create() -> AuditCheckpoint | None:
+    """Sign the current chain head with the platform key and store it.
+
+    First re-verifies the events appended since the previous checkpoint,
+    starting from that checkpoint's signed head, so the platform never signs
+    over a broken segment. Returns None when the chain is empty or its head is
+    already checkpointed. Raises AuditChainBroken if the segment fails, and
+    whatever ``signing`` raises for an unusable key (ImproperlyConfigured).
+    """
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None or head.seq == 0:
+        return None
+    latest = AuditCheckpoint.objects.order_by("-seq").first()
+    if latest is not None and latest.seq >= head.seq:
+        return None
+    start_seq, start_hash = 0, GENESIS_HASH
+    if latest is not None:
+        try:
+            signed = open_checkpoint(
+                latest.envelope,
+                signing.public_key(),
+                stated_seq=latest.seq,
+                stated_head_hash=latest.head_hash,
+            )
+        except VerificationError as exc:
+            raise AuditChainBroken(
+                f"the latest checkpoint is not authentic: {exc}"
+            ) from exc
+        start_seq, start_hash = signed.seq, signed.head_hash
+    verifier = ChainVerifier(start_seq=start_seq, start_hash=start_hash)
+    segment = AuditEvent.objects.filter(seq__lte=head.seq)
+    for event in _event_rows(segment, after=start_seq):
+        verifier.add(event)
+        if verifier.failed:
+            break
+    report = verifier.finish(expected_last_seq=head.seq, expected_head_hash=head.hash)
+    if not report.ok:
+        logger.error("audit checkpoint refused: %s", report.reason)
+        raise AuditChainBroken(report.reason)
+    created_at = timezone.now()
+    statement = {
+        "seq": head.seq,
+        "head_hash": head.hash,
+        "created_at": format_timestamp(created_at),
+    }
+    envelope = signing.sign_envelope(canonical_json(statement), CHECKPOINT_PAYLOAD_TYPE)
+    try:
+        with transaction.atomic():
+            return AuditCheckpoint.objects.create(
+                seq=head.seq,
+                head_hash=head.hash,
+                created_at=created_at,
+                envelope=envelope,
+            )
+    except IntegrityError:
+        # A concurrent run (beat and a manual command) signed the same head.
+        return AuditCheckpoint.objects.get(seq=head.seq)
+
+
+# --- Export ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """A snapshot of the chain (events up to ``up_to_seq``) ready to stream as JSONL.
+
+    ``object_type``/``object_id`` restrict it to one object's events (a
+    partial export); ``agency_ids`` further to events of those agencies.
+    """
+
+    up_to_seq: int
+    object_type: str | None = None
+    object_id: str | None = None
+    agency_ids: frozenset[int] | None = None
+
+    @property
+    def is_partial(self) -> bool:
+        """True unless every event of the chain is exported."""
+        return self.object_type is not None or self.agency_ids is not None
+
+    def _events(self) -> QuerySet:
+        events = AuditEvent.objects.filter(seq__lte=self.up_to_seq)
+        if self.object_type is not None:
+            events = events.filter(
+                object_type=self.object_type, object_id=self.object_id
+            )
+        if self.agency_ids is not None:
+            events = events.filter(agency_id__in=self.agency_ids)
+        return events
+
+    def lines(self) -> Iterator[str]:
+        """The export, one JSON object per line: header, checkpoints, events, end."""
+        yield _line(
+            {
+                "type": "header",
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "exported_at": format_timestamp(timezone.now()),
+                "up_to_seq": self.up_to_seq,
+                "partial": self.is_partial,
+                "scope": (
+                    {"object_type": self.object_type, "object_id": self.object_id}
+                    if self.object_type is not None
+                    else None
+                ),
+                "hash": "sha256",
+                "signature": "ed25519",
+                "keyid": signing.platform_key_id(),
+                "public_key_pem": signing.public_key_pem(),
+            }
+        )
+        for checkpoint in AuditCheckpoint.objects.filter(seq__lte=self.up_to_seq):
+            yield _line(
+                {
+                    "type": "checkpoint",
+                    "seq": checkpoint.seq,
+                    "head_hash": checkpoint.head_hash,
+                    "created_at": format_timestamp(checkpoint.created_at),
+                    "envelope": checkpoint.envelope,
+                }
+            )
+        count = 0
+        for event in _event_rows(self._events()):
+            count += 1
+            yield _line({"type": "event", **event})
+        yield _line({"type": "end", "events": count, "up_to_seq": self.up_to_seq})
+
+
+def _line(item: dict[str, Any]) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def export_open(
+    *,
+    actor: AbstractBaseUser | None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    agency_ids: Iterable[int] | None = None,
+    via: str,
+) -> AuditExport:
+    """Fix the snapshot of an export and record ``audit.exported`` after it.
+
+    The export covers events up to the current head; the ``audit.exported``
+    event is appended after that point, so the export never contains itself.
+    ``via`` says where it was asked for (``api``, ``cli``). Raises what
+    ``record`` raises.
+    """
+    with transaction.atomic():
+        head = AuditChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
+        export = AuditExport(
+            up_to_seq=head or 0,
+            object_type=object_type,
+            object_id=None if object_id is None else str(object_id),
+            agency_ids=frozenset(agency_ids) if agency_ids is not None else None,
+        )
+        record(
+            actor=actor,
+            action="audit.exported",
+            object_type=object_type or "audit.chain",
+            object_id=export.object_id or "",
+            payload={
+                "up_to_seq": export.up_to_seq,
+                "partial": export.is_partial,
+                "via": via,
+            },
+        )
+    return export

@@ -1,0 +1,534 @@
+"""HTTP endpoints of the use case lifecycle: submissions, reviews, decisions.
+
+Every transition is one POST view that validates its input, calls exactly
+one service of ``governance.lifecycle`` and answers with a read serializer;
+the services enforce the state machine and the four-eyes rules. Reads go
+through the tenancy querysets: an agency sees the records of its own use
+cases, oversight sees all, anyone else gets 404 (no existence oracle), and
+anonymous callers 401. Attestations download as the bare DSSE envelope that
+``python -m governance.verify attestation.json --key public.pem`` checks.
+Nothing here deletes: the records are under legal hold.
+"""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import generics, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.exceptions import Conflict
+from governance import lifecycle
+from governance.models import (
+    Attestation,
+    Decision,
+    DecisionKind,
+    EvaluationRun,
+    Submission,
+    UseCase,
+    UseCaseStatus,
+    UseCaseTransition,
+    Waiver,
+)
+from registry.serializers import ApiErrorSerializer
+
+ENVELOPE_MEDIA_TYPE = "application/json"
+
+# --- serializers: output ---------------------------------------------------------
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    """A submission: the frozen content of a use case, as reviewed."""
+
+    submitted_by = serializers.StringRelatedField()
+    snapshot = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id", "use_case", "number", "submitted_by", "submitted_at",
+            "model_version", "artifact_digest", "policy_result", "snapshot",
+            "snapshot_sha256",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TransitionSerializer(serializers.ModelSerializer):
+    """One status change of a use case; ``actor`` empty when the platform acted."""
+
+    actor = serializers.StringRelatedField()
+    from_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+    to_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+
+    class Meta:
+        model = UseCaseTransition
+        fields = [
+            "id", "use_case", "from_status", "to_status", "actor", "reason",
+            "submission", "decision", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class WaiverSerializer(serializers.ModelSerializer):
+    """A written exemption of named failed rules of one policy result."""
+
+    granted_by = serializers.StringRelatedField()
+    rule_ids = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Waiver
+        fields = [
+            "id", "use_case", "policy_result", "rule_ids", "justification",
+            "granted_by", "granted_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    """A reviewer's decision, with the waiver it relied on and its attestation."""
+
+    reviewer = serializers.StringRelatedField()
+    waiver = WaiverSerializer(read_only=True)
+    from_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+    to_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+    attestation = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Decision
+        fields = [
+            "id", "use_case", "submission", "review_round", "model_version",
+            "artifact_digest", "kind", "reviewer", "rationale", "policy_result",
+            "waiver", "from_status", "to_status", "decided_at", "approved_at",
+            "expires_at", "attestation",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_attestation(self, decision: Decision) -> str | None:
+        """SHA-256 of the signed statement; download it at ``.../attestation/``."""
+        try:
+            return decision.attestation.statement_sha256
+        except Attestation.DoesNotExist:
+            return None
+
+
+class AttestationSerializer(serializers.ModelSerializer):
+    """A signed statement and its DSSE envelope."""
+
+    statement = serializers.JSONField(read_only=True)
+    envelope = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Attestation
+        fields = [
+            "id", "run", "decision", "payload_type", "statement_sha256", "key_id",
+            "statement", "envelope", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class InServiceSerializer(serializers.Serializer):
+    """One use case in service at the instant asked, and the version it ran."""
+
+    use_case = serializers.IntegerField(source="use_case.pk")
+    use_case_title = serializers.CharField(source="use_case.title")
+    agency = serializers.CharField(source="use_case.agency.slug")
+    model_version = serializers.IntegerField(source="model_version.pk")
+    model_version_label = serializers.CharField(source="model_version.__str__")
+    artifact_digest = serializers.CharField(source="decision.artifact_digest")
+    decision = serializers.IntegerField(source="decision.pk")
+    approved_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+
+class InServiceResponseSerializer(serializers.Serializer):
+    """The answer to "what was in service at this instant"."""
+
+    at = serializers.DateTimeField()
+    count = serializers.IntegerField()
+    results = InServiceSerializer(many=True)
+
+
+# --- serializers: input ----------------------------------------------------------
+
+
+class WaiverInputSerializer(serializers.Serializer):
+    """The failed rules an approval waives, and why."""
+
+    rule_ids = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        min_length=1,
+        max_length=100,
+        help_text="Failed rules as policy/rule_id (or rule_id when unambiguous)",
+    )
+    justification = serializers.CharField(
+        max_length=lifecycle.WAIVER_MAX_JUSTIFICATION,
+        help_text=f"At least {lifecycle.WAIVER_MIN_JUSTIFICATION} characters",
+    )
+
+
+class DecisionInputSerializer(serializers.Serializer):
+    """Input of every decision: a rationale; approvals may carry a waiver."""
+
+    rationale = serializers.CharField(max_length=lifecycle.RATIONALE_MAX_LENGTH)
+    waiver = WaiverInputSerializer(required=False)
+
+
+ERRORS = {
+    400: OpenApiResponse(ApiErrorSerializer, description="Invalid input"),
+    403: OpenApiResponse(
+        ApiErrorSerializer,
+        description="A rule forbids it (four eyes, policy failed, prohibited tier)",
+    ),
+    404: OpenApiResponse(ApiErrorSerializer, description="Not found or not visible"),
+    409: OpenApiResponse(
+        ApiErrorSerializer, description="Not allowed from the current status"
+    ),
+}
+APPROVE_EXAMPLE = {
+    "rationale": "Evidence is complete and the human oversight is adequate.",
+}
+WAIVER_EXAMPLE = {
+    "rationale": "Approved with the energy rule waived for the pilot period.",
+    "waiver": {
+        "rule_ids": ["platform-baseline/energy"],
+        "justification": "The pilot runs on a shared server whose energy counters "
+        "are unavailable; the measurement is scheduled for the next quarter.",
+    },
+}
+
+
+# --- transitions -----------------------------------------------------------------
+
+
+def _use_case(request, pk: int) -> UseCase:
+    """The use case if the caller may see it; 404 otherwise (no oracle)."""
+    return get_object_or_404(UseCase.objects.visible_to(request.user), pk=pk)
+
+
+def _decision_out(decision: Decision) -> dict:
+    decision = Decision.objects.select_related(
+        "reviewer", "waiver__granted_by", "attestation"
+    ).get(pk=decision.pk)
+    return DecisionSerializer(decision).data
+
+
+class UseCaseSubmitView(APIView):
+    """Submit a use case for review; its content is frozen from then on."""
+
+    @extend_schema(
+        summary="Submit a use case for review",
+        request=None,
+        responses={201: SubmissionSerializer, **ERRORS},
+    )
+    def post(self, request, pk: int):
+        submission = lifecycle.use_case_submit(
+            actor=request.user, use_case=_use_case(request, pk)
+        )
+        return Response(
+            SubmissionSerializer(submission).data, status=status.HTTP_201_CREATED
+        )
+
+
+class UseCaseStartReviewView(APIView):
+    """Take a submitted use case into review (reviewers)."""
+
+    @extend_schema(
+        summary="Start the review of a submitted use case",
+        request=None,
+        responses={201: TransitionSerializer, **ERRORS},
+    )
+    def post(self, request, pk: int):
+        transition = lifecycle.use_case_start_review(
+            actor=request.user, use_case=_use_case(request, pk)
+        )
+        return Response(
+            TransitionSerializer(transition).data, status=status.HTTP_201_CREATED
+        )
+
+
+class _DecisionView(APIView):
+    """One reviewer decision: validate, call the one service, show the decision."""
+
+    kind: str = ""
+    takes_waiver = False
+
+    def post(self, request, pk: int):
+        use_case = _use_case(request, pk)
+        data = DecisionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        waiver = data.validated_data.get("waiver")
+        if waiver is not None and not self.takes_waiver:
+            raise ValidationError(
+                {"waiver": ["Only an approval or a reinstatement takes a waiver."]}
+            )
+        arguments = {
+            "actor": request.user,
+            "use_case": use_case,
+            "rationale": data.validated_data["rationale"],
+        }
+        if waiver is not None:
+            arguments.update(
+                waiver_rule_ids=waiver["rule_ids"],
+                waiver_justification=waiver["justification"],
+            )
+        decision = _SERVICES[self.kind](**arguments)
+        return Response(_decision_out(decision), status=status.HTTP_201_CREATED)
+
+
+_SERVICES = {
+    DecisionKind.APPROVE: lifecycle.use_case_approve,
+    DecisionKind.REJECT: lifecycle.use_case_reject,
+    DecisionKind.REQUEST_CHANGES: lifecycle.use_case_request_changes,
+    DecisionKind.SUSPEND: lifecycle.use_case_suspend,
+    DecisionKind.REINSTATE: lifecycle.use_case_reinstate,
+    DecisionKind.RETIRE: lifecycle.use_case_retire,
+}
+
+
+def _decision_schema(summary: str, *, waiver: bool = False):
+    examples = [OpenApiExample("Rationale only", value=APPROVE_EXAMPLE)]
+    if waiver:
+        examples.append(OpenApiExample("With a waiver", value=WAIVER_EXAMPLE))
+    return extend_schema(
+        summary=summary,
+        request=DecisionInputSerializer,
+        responses={201: DecisionSerializer, **ERRORS},
+        examples=examples,
+    )
+
+
+@extend_schema_view(
+    post=_decision_schema("Approve (a high-risk case needs two reviewers)", waiver=True)
+)
+class UseCaseApproveView(_DecisionView):
+    """Approve a use case in review, with a waiver of failed rules if needed."""
+
+    kind = DecisionKind.APPROVE
+    takes_waiver = True
+
+
+@extend_schema_view(post=_decision_schema("Reject a use case in review"))
+class UseCaseRejectView(_DecisionView):
+    """Reject a use case in review for good."""
+
+    kind = DecisionKind.REJECT
+
+
+@extend_schema_view(post=_decision_schema("Send a use case back for changes"))
+class UseCaseRequestChangesView(_DecisionView):
+    """Send a use case in review back to its agency with what must change."""
+
+    kind = DecisionKind.REQUEST_CHANGES
+
+
+@extend_schema_view(post=_decision_schema("Suspend an approved use case"))
+class UseCaseSuspendView(_DecisionView):
+    """Take an approved use case out of service."""
+
+    kind = DecisionKind.SUSPEND
+
+
+@extend_schema_view(
+    post=_decision_schema("Reinstate a suspended use case", waiver=True)
+)
+class UseCaseReinstateView(_DecisionView):
+    """Put a suspended use case back in service until its approval ends."""
+
+    kind = DecisionKind.REINSTATE
+    takes_waiver = True
+
+
+@extend_schema_view(post=_decision_schema("Retire a use case for good"))
+class UseCaseRetireView(_DecisionView):
+    """Retire an approved, suspended or expired use case."""
+
+    kind = DecisionKind.RETIRE
+
+
+class UseCaseHistoryView(generics.ListAPIView):
+    """Every status change of one use case, oldest first."""
+
+    serializer_class = TransitionSerializer
+    pagination_class = None
+    filter_backends: list = []
+
+    @extend_schema(summary="The status history of a use case")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return UseCaseTransition.objects.none()
+        use_case = _use_case(self.request, self.kwargs["pk"])
+        return (
+            UseCaseTransition.objects.filter(use_case=use_case)
+            .select_related("actor")
+            .order_by("created_at", "id")
+        )
+
+
+# --- records ---------------------------------------------------------------------
+
+
+class DecisionFilter(filters.FilterSet):
+    use_case = filters.NumberFilter(field_name="use_case_id")
+    model_version = filters.NumberFilter(field_name="model_version_id")
+    kind = filters.ChoiceFilter(choices=DecisionKind.choices)
+    agency = filters.CharFilter(field_name="use_case__agency__slug")
+
+    class Meta:
+        model = Decision
+        fields = ["use_case", "model_version", "kind", "agency"]
+
+
+def _envelope_response(attestation: Attestation, filename: str) -> Response:
+    response = Response(attestation.envelope)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+ENVELOPE_RESPONSE = {
+    200: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description="The DSSE envelope (payload, payloadType, signatures); check it "
+        "with python -m governance.verify FILE --key public.pem",
+    ),
+    404: OpenApiResponse(ApiErrorSerializer, description="Not found or not visible"),
+}
+
+
+class DecisionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Decisions on the use cases the caller may see, newest first."""
+
+    serializer_class = DecisionSerializer
+    filterset_class = DecisionFilter
+    ordering_fields = ["decided_at", "id"]
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return (
+            Decision.objects.visible_to(self.request.user)
+            .select_related("reviewer", "waiver__granted_by", "attestation")
+            # The list shows the statement's digest, not the statement.
+            .defer("attestation__statement", "attestation__envelope")
+        )
+
+    @extend_schema(summary="Download the signed decision", responses=ENVELOPE_RESPONSE)
+    @action(detail=True, methods=["get"])
+    def attestation(self, request, pk=None):
+        decision = self.get_object()
+        return _envelope_response(
+            decision.attestation, f"decision-{decision.pk}-attestation.json"
+        )
+
+
+class SubmissionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Submissions of the use cases the caller may see, newest first."""
+
+    serializer_class = SubmissionSerializer
+    filterset_fields = ["use_case"]
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return Submission.objects.filter(
+            use_case__in=UseCase.objects.visible_to(self.request.user).values("pk")
+        ).select_related("submitted_by")
+
+
+class WaiverViewSet(viewsets.ReadOnlyModelViewSet):
+    """Waivers granted on the use cases the caller may see, newest first."""
+
+    serializer_class = WaiverSerializer
+    filterset_fields = ["use_case", "policy_result"]
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return Waiver.objects.filter(
+            use_case__in=UseCase.objects.visible_to(self.request.user).values("pk")
+        ).select_related("granted_by")
+
+
+class AttestationViewSet(viewsets.ReadOnlyModelViewSet):
+    """Attestations of the runs and decisions the caller may see, newest first."""
+
+    serializer_class = AttestationSerializer
+    filterset_fields = ["run", "decision", "payload_type"]
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        return Attestation.objects.visible_to(self.request.user)
+
+
+class EvaluationAttestationView(APIView):
+    """The signed attestation of a succeeded evaluation run."""
+
+    @extend_schema(
+        summary="Download the attestation of an evaluation run",
+        responses={
+            **ENVELOPE_RESPONSE,
+            409: OpenApiResponse(
+                ApiErrorSerializer, description="The run has no attestation (yet)"
+            ),
+        },
+    )
+    def get(self, request, pk: int):
+        run = get_object_or_404(EvaluationRun.objects.visible_to(request.user), pk=pk)
+        attestation = Attestation.objects.filter(run=run).first()
+        if attestation is None:
+            raise Conflict(
+                f"Run {run.pk} is {run.status}; only a succeeded run has an "
+                "attestation.",
+                code="no_attestation",
+            )
+        return _envelope_response(attestation, f"evaluation-{run.pk}-attestation.json")
+
+
+class InServiceView(APIView):
+    """Which versions were approved for which use cases at an instant."""
+
+    @extend_schema(
+        summary="What was in service at an instant",
+        parameters=[
+            OpenApiParameter(
+                "at",
+                OpenApiTypes.DATETIME,
+                description="An ISO 8601 instant with its offset, e.g. "
+                "2026-11-28T12:00:00Z; now when absent",
+            )
+        ],
+        responses={200: InServiceResponseSerializer, 400: ERRORS[400]},
+    )
+    def get(self, request):
+        raw = request.query_params.get("at")
+        when = timezone.now()
+        if raw:
+            try:
+                # A "+" left unencoded in a query string arrives as a space.
+                when = parse_datetime(raw.replace(" ", "+"))
+            except ValueError:
+                when = None
+            if when is None or timezone.is_naive(when):
+                raise ValidationError(
+                    {"at": ["Give an ISO 8601 instant with its offset, e.g. Z."]}
+                )
+        entries = lifecycle.in_service_on(
+            when, use_cases=UseCase.objects.visible_to(request.user)
+        )
+        return Response(
+            InServiceResponseSerializer(
+                {"at": when, "count": len(entries), "results": entries}
+            ).data
+        )

@@ -1,0 +1,553 @@
+"""Governed writes of the governance app: evaluation runs and their lifecycle.
+
+The database row is the source of truth for an evaluation, not the broker: a
+run is written ``queued`` and its task is queued on commit; the worker claims
+it with a conditional update, so a duplicate or late delivery changes
+nothing; the sweeper finds runs whose message was lost or whose worker died.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from config.exceptions import Conflict, DomainError
+from governance import audit, tracking
+from governance.models import EvaluationRun, EvaluationSuite, RunMetric, RunStatus
+from registry.models import ArtifactState, ModelKind, ModelVersion
+from registry.selectors import is_oversight, user_agency_id
+
+logger = logging.getLogger(__name__)
+
+LM_KINDS = {ModelKind.CAUSAL_LM_KV, ModelKind.CAUSAL_LM}
+LM_TASKS = {"perplexity", "multiple_choice", "stereotype_pairs", "refusal"}
+FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+def _suite_applies(suite: EvaluationSuite, kind: str) -> str | None:
+    """Why the suite cannot run on a model of this kind, or None if it can."""
+    for entry in suite.tasks:
+        task = entry["task"]
+        if task in LM_TASKS and kind not in LM_KINDS:
+            return f"task '{task}' needs a causal language model, not '{kind}'"
+        if task == "classification" and kind in LM_KINDS:
+            return "task 'classification' needs a classifier or a tensor model"
+    return None
+
+
+@transaction.atomic
+def evaluation_request(
+    *, actor, model_version: ModelVersion, suite: EvaluationSuite, enqueue: bool = True
+) -> EvaluationRun:
+    """Ask for an evaluation of a released version on a suite.
+
+    The owning agency's people and oversight reviewers may ask. Raises
+    ``Conflict`` when the artifact is not verified and ``DomainError`` when
+    the suite's tasks do not fit the model's kind. The task is queued on
+    commit, so a rolled-back request queues nothing; ``enqueue=False`` leaves
+    the run for a foreground ``evaluation_execute`` (the ``evaluate`` command).
+    """
+    owner = model_version.model.agency_id
+    if not (is_oversight(actor) or user_agency_id(actor) == owner):
+        raise DomainError(
+            "Only the owning agency or an oversight reviewer may ask for an "
+            "evaluation of this version.",
+            code="not_allowed",
+        )
+    if model_version.artifact_state != ArtifactState.AVAILABLE:
+        raise Conflict(
+            "The version has no verified artifact yet; upload or verify it first.",
+            code="artifact_not_available",
+        )
+    reason = _suite_applies(suite, model_version.kind)
+    if reason:
+        raise DomainError(
+            f"Suite {suite} does not apply: {reason}.",
+            code="suite_not_applicable",
+            fields={"suite": [{"code": "suite_not_applicable", "message": reason}]},
+        )
+    run = EvaluationRun.objects.create(
+        model_version=model_version,
+        suite=suite,
+        requested_by=actor,
+        artifact_digest=model_version.artifact_digest,
+    )
+    audit.record(
+        actor=actor,
+        action="evaluation.requested",
+        obj=run,
+        agency=model_version.model.agency,
+        payload={
+            "model_version_id": model_version.pk,
+            "suite": f"{suite.name}@{suite.version}",
+            "artifact_sha256": model_version.artifact_digest,
+        },
+    )
+    if enqueue:
+        _enqueue_on_commit(run.pk)
+    return run
+
+
+def _enqueue_on_commit(run_id: int) -> None:
+    from workers.tasks import evaluation_run
+
+    evaluation_run.delay_on_commit(run_id)
+
+
+@transaction.atomic
+def evaluation_cancel(*, actor, run: EvaluationRun) -> EvaluationRun:
+    """Cancel a queued or running evaluation; a finished one is left as it is.
+
+    A running child is not interrupted: its result is discarded when it
+    finishes, because the worker only records results on a ``running`` row.
+    Raises ``Conflict`` for a finished run.
+    """
+    changed = EvaluationRun.objects.filter(
+        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    ).update(status=RunStatus.CANCELLED, finished_at=timezone.now())
+    if not changed:
+        raise Conflict(
+            f"The evaluation is already {run.status}.", code="evaluation_finished"
+        )
+    run.refresh_from_db()
+    audit.record(
+        actor=actor,
+        action="evaluation.cancelled",
+        obj=run,
+        agency=run.model_version.model.agency,
+        payload={"run_id": run.pk},
+    )
+    return run
+
+
+def _worker_label() -> str:
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING):
+    """Mark a run failed if it is still in ``from_status``; record the event."""
+    with transaction.atomic():
+        changed = EvaluationRun.objects.filter(pk=run_id, status=from_status).update(
+            status=RunStatus.FAILED,
+            failure_code=code,
+            failure_reason=message[:4000],
+            finished_at=timezone.now(),
+        )
+        if changed:
+            run = EvaluationRun.objects.select_related(
+                "model_version__model__agency"
+            ).get(pk=run_id)
+            audit.record(
+                actor=None,
+                action="evaluation.failed",
+                obj=run,
+                agency=run.model_version.model.agency,
+                payload={"run_id": run_id, "code": code, "message": message[:500]},
+            )
+    return changed
+
+
+def _copy_from_storage(key: str, dest: Path) -> Path:
+    """Stream one stored file to ``dest`` without holding it in memory."""
+    with storages["artifacts"].open(key, "rb") as source, open(dest, "wb") as target:
+        shutil.copyfileobj(source, target, length=1 << 20)
+    return dest
+
+
+def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
+    """The engine's suite dict with each task's data copied out of the store."""
+    from registry.models import DatasetVersion
+
+    versions = DatasetVersion.objects.select_related("dataset").in_bulk(
+        [entry["dataset_version"] for entry in suite.tasks]
+    )
+    tasks, refs = [], []
+    for n, entry in enumerate(suite.tasks):
+        dataset_version = versions[entry["dataset_version"]]
+        data = _copy_from_storage(
+            dataset_version.storage_key, workdir / f"data-{n}.jsonl"
+        )
+        tasks.append(
+            {
+                "task": entry["task"],
+                "name": entry.get("name") or entry["task"],
+                "data": str(data),
+                "options": entry.get("options", {}),
+            }
+        )
+        refs.append(
+            tracking.DatasetRef(
+                name=str(dataset_version),
+                digest=dataset_version.digest,
+                source=f"civitas://dataset-versions/{dataset_version.pk}",
+            )
+        )
+    spec = {
+        "name": suite.name,
+        "version": suite.version,
+        "licence": suite.licence.expression,
+        "description": suite.description,
+        "tasks": tasks,
+    }
+    return spec, refs
+
+
+class _Progress:
+    """Write progress and a heartbeat at most every few seconds."""
+
+    def __init__(self, run_id: int, total_tasks: int, forward=None) -> None:
+        self.run_id = run_id
+        self.forward = forward
+        self.total_tasks = max(total_tasks, 1)
+        self.tasks_seen: list[str] = []
+        self.last = 0.0
+
+    def __call__(self, event: dict) -> None:
+        task = str(event.get("task", ""))
+        if task not in self.tasks_seen:
+            self.tasks_seen.append(task)
+        if self.forward is not None:
+            self.forward(event)
+        now = time.monotonic()
+        if now - self.last < 2.0:
+            return
+        self.last = now
+        done, total = event.get("done", 0), max(event.get("total", 1), 1)
+        index = self.tasks_seen.index(task)
+        fraction = min((index + done / total) / self.total_tasks, 1.0)
+        EvaluationRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+            progress=fraction,
+            progress_note=task[:200],
+            heartbeat_at=timezone.now(),
+        )
+
+
+def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
+    """Run one claimed evaluation to its end: engine, metrics, MLflow, audit.
+
+    Safe to call twice: only a ``queued`` run is claimed. A ``running`` run
+    found here is a redelivery after its worker died (``acks_late``): it is
+    failed with ``worker_lost``, never left running. The engine runs in a
+    child process with memory and time limits; its refusals and crashes
+    become a failed run with the engine's reason.
+    """
+    from workers.engine.sandbox import EvaluationFailure, evaluate_bundle
+
+    claimed = EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        attempts=F("attempts") + 1,
+        worker=_worker_label(),
+    )
+    if not claimed:
+        run = EvaluationRun.objects.filter(pk=run_id).first()
+        if run is not None and run.status == RunStatus.RUNNING:
+            _fail(
+                run_id,
+                code="worker_lost",
+                message="The worker running this evaluation stopped before it "
+                "finished; ask for a new evaluation.",
+            )
+        return run
+    run = EvaluationRun.objects.select_related(
+        "model_version__model__agency", "suite__licence"
+    ).get(pk=run_id)
+    version = run.model_version
+    workdir = Path(tempfile.mkdtemp(prefix=f"civitas-eval-{run_id}-"))
+    started = time.perf_counter()
+    try:
+        suite_spec, dataset_refs = _suite_spec(run.suite, workdir)
+        suffix = {"zip": ".zip", "tar.gz": ".tar.gz"}.get(
+            version.artifact_format, ".onnx"
+        )
+        bundle = _copy_from_storage(version.artifact_key, workdir / f"bundle{suffix}")
+        result = evaluate_bundle(
+            bundle,
+            suite=suite_spec,
+            expected_digest=run.artifact_digest,
+            memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
+            timeout_s=settings.CIVITAS_EVAL_TIMEOUT_SECONDS,
+            progress=_Progress(run_id, len(suite_spec["tasks"]), progress),
+        )
+    except EvaluationFailure as exc:
+        _fail(run_id, code=exc.code, message=str(exc))
+        _log_failure(run, exc.code, str(exc))
+        return EvaluationRun.objects.get(pk=run_id)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _record_success(run, result, dataset_refs, wall_s=time.perf_counter() - started)
+    return EvaluationRun.objects.get(pk=run_id)
+
+
+def _flat_metrics(results: list[dict]) -> list[tuple[str, str, float]]:
+    """(task name, metric, value) for every finite numeric metric."""
+    rows = []
+    for result in results:
+        name = result.get("name") or result["task"]
+        for metric, value in result.get("metrics", {}).items():
+            if (
+                isinstance(value, int | float)
+                and value == value
+                and abs(value) != float("inf")
+            ):
+                rows.append((name, metric, float(value)))
+    return rows
+
+
+def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) -> None:
+    """Store metrics and per-item results, log to MLflow, finish the run."""
+    results = result["results"]
+    items_text = "".join(
+        json.dumps({"task": r.get("name") or r["task"], **item}, sort_keys=True) + "\n"
+        for r in results
+        for item in r.get("items", [])
+    )
+    items_key = storages["artifacts"].save(
+        f"evaluations/{run.pk}/items.jsonl", ContentFile(items_text.encode("utf-8"))
+    )
+    summary = [
+        {key: r.get(key) for key in ("task", "name", "metrics", "performance")}
+        for r in results
+    ]
+    environment = results[0].get("environment", {}) if results else {}
+    metric_rows = _flat_metrics(results)
+    logged = tracking.log_evaluation(
+        tracking.EvaluationRecord(
+            run_name=f"{run.model_version} {run.suite.name}@{run.suite.version}",
+            tags=_tags(run),
+            params=_params(run, environment),
+            metrics={f"{task}.{name}": value for task, name, value in metric_rows},
+            datasets=refs,
+            json_artifacts={
+                "environment.json": environment,
+                "results.json": summary,
+                "facts.json": result.get("facts", {}),
+            },
+            text_artifacts={"items.jsonl": items_text},
+        )
+    )
+    with transaction.atomic():
+        changed = EvaluationRun.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING
+        ).update(
+            status=RunStatus.SUCCEEDED,
+            finished_at=timezone.now(),
+            progress=1.0,
+            results=summary,
+            environment=environment,
+            items_key=items_key,
+            mlflow_run_id=logged.run_id,
+            engine_version=result.get("engine_version", ""),
+            wall_seconds=wall_s,
+        )
+        if not changed:
+            # Cancelled while the child ran: the result is discarded.
+            storages["artifacts"].delete(items_key)
+            return
+        RunMetric.objects.bulk_create(
+            RunMetric(run=run, task=task, name=name, value=value)
+            for task, name, value in metric_rows
+        )
+        audit.record(
+            actor=None,
+            action="evaluation.succeeded",
+            obj=run,
+            agency=run.model_version.model.agency,
+            payload={
+                "run_id": run.pk,
+                "artifact_sha256": run.artifact_digest,
+                "mlflow_run_id": logged.run_id,
+                "metrics": {f"{t}.{n}": v for t, n, v in metric_rows},
+            },
+        )
+        # Imported here: the policy engine imports this module's suite rules.
+        from governance.usecase_services import policy_evaluate_for_version
+
+        # Every use case of the version gets a fresh verdict on the new run.
+        policy_evaluate_for_version(
+            model_version=run.model_version, trigger="evaluation", actor=None
+        )
+        from governance.attestations import attestation_for_run
+
+        # The signed attestation commits with the run, or neither does.
+        attestation_for_run(run=run)
+
+
+def _tags(run: EvaluationRun) -> dict[str, str]:
+    version = run.model_version
+    return {
+        "civitas.evaluation_run_id": str(run.pk),
+        "civitas.model_version_id": str(version.pk),
+        "civitas.model": str(version.model),
+        "civitas.agency": version.model.agency.slug,
+        "civitas.suite": f"{run.suite.name}@{run.suite.version}",
+    }
+
+
+def _params(run: EvaluationRun, environment: dict) -> dict[str, str]:
+    params = {
+        "suite": f"{run.suite.name}@{run.suite.version}",
+        "artifact_sha256": run.artifact_digest,
+        "model_version": str(run.model_version),
+    }
+    runtime = environment.get("runtime_settings") or environment.get("settings") or {}
+    for key, value in runtime.items():
+        params[f"runtime.{key}"] = str(value)
+    return params
+
+
+def _log_failure(run: EvaluationRun, code: str, message: str) -> None:
+    """Keep failed runs in MLflow too: the lineage record shows the refusal."""
+    try:
+        logged = tracking.log_evaluation(
+            tracking.EvaluationRecord(
+                run_name=f"{run.model_version} {run.suite.name}@{run.suite.version}",
+                tags=_tags(run),
+                params={**_params(run, {}), "failure_code": code},
+                metrics={},
+                text_artifacts={"failure.txt": message},
+                failed=True,
+            )
+        )
+    except Exception:
+        logger.exception("mlflow_log_failed", extra={"run_id": run.pk})
+        return
+    EvaluationRun.objects.filter(pk=run.pk).update(mlflow_run_id=logged.run_id)
+
+
+def evaluation_sweep() -> dict[str, int]:
+    """Find runs the broker lost or whose worker died, and settle them.
+
+    A run queued for longer than ``CIVITAS_EVAL_REQUEUE_MINUTES`` is queued
+    again (its message was lost); a running run whose heartbeat is older than
+    ``CIVITAS_EVAL_STALE_MINUTES`` is failed with ``worker_lost``.
+    """
+    now = timezone.now()
+    requeue_before = now - timedelta(minutes=settings.CIVITAS_EVAL_REQUEUE_MINUTES)
+    stale_before = now - timedelta(minutes=settings.CIVITAS_EVAL_STALE_MINUTES)
+    requeued = 0
+    for run_id in EvaluationRun.objects.filter(
+        status=RunStatus.QUEUED, requested_at__lt=requeue_before
+    ).values_list("pk", flat=True):
+        _enqueue_on_commit(run_id)
+        requeued += 1
+    failed = 0
+    for run_id in EvaluationRun.objects.filter(
+        status=RunStatus.RUNNING, heartbeat_at__lt=stale_before
+    ).values_list("pk", flat=True):
+        failed += _fail(
+            run_id,
+            code="worker_lost",
+            message="No heartbeat from the worker running this evaluation; "
+            "it stopped before finishing.",
+        )
+    return {"requeued": requeued, "failed": failed}
+
+
+def _validate_task_data(task: str, dataset_version) -> None:
+    """Check a task's dataset file against the task's JSONL schema."""
+    from workers.engine.evaluate import (
+        DataError,
+        UnsupportedTask,
+        read_jsonl,
+        validate_records,
+    )
+
+    if not dataset_version.storage_key:
+        raise DomainError(
+            f"Dataset version {dataset_version} has no file yet.",
+            code="dataset_file_missing",
+        )
+    with tempfile.TemporaryDirectory(prefix="civitas-suite-") as tmp:
+        path = _copy_from_storage(dataset_version.storage_key, Path(tmp) / "data.jsonl")
+        try:
+            validate_records(task, read_jsonl(path))
+        except (DataError, UnsupportedTask) as exc:
+            raise DomainError(
+                f"{dataset_version} does not fit task '{task}': {exc}",
+                code="suite_data_invalid",
+            ) from None
+
+
+@transaction.atomic
+def suite_register(
+    *,
+    actor,
+    name: str,
+    version: str,
+    licence,
+    tasks: list[dict],
+    description: str = "",
+    builtin: bool = False,
+) -> EvaluationSuite:
+    """Register a suite whose tasks read registry dataset versions.
+
+    ``tasks`` is ``[{"task", "name"?, "dataset_version": DatasetVersion,
+    "options"?}]``. Each dataset version must be visible to the actor and its
+    file must match the task's JSONL schema (``suite_data_invalid`` names the
+    line). Built-in suites belong to no agency; others to the actor's. A
+    name and version already registered raise ``Conflict``.
+    """
+    from registry.models import Agency, DatasetVersion
+
+    if EvaluationSuite.objects.filter(name=name, version=version).exists():
+        raise Conflict(f"Suite {name}@{version} exists.", code="suite_exists")
+    visible = DatasetVersion.objects.visible_to(actor)
+    stored = []
+    for entry in tasks:
+        dataset_version = entry["dataset_version"]
+        if not visible.filter(pk=dataset_version.pk).exists():
+            raise DomainError(
+                "Dataset version does not exist.",
+                code="does_not_exist",
+                fields={
+                    "tasks": [
+                        {
+                            "code": "does_not_exist",
+                            "message": f"No dataset version {dataset_version.pk}.",
+                        }
+                    ]
+                },
+            )
+        _validate_task_data(entry["task"], dataset_version)
+        stored.append(
+            {
+                "task": entry["task"],
+                "name": entry.get("name") or entry["task"],
+                "dataset_version": dataset_version.pk,
+                "options": entry.get("options", {}),
+            }
+        )
+    agency = None if builtin else Agency.objects.get(pk=user_agency_id(actor))
+    suite = EvaluationSuite.objects.create(
+        name=name,
+        version=version,
+        description=description,
+        licence=licence,
+        agency=agency,
+        tasks=stored,
+    )
+    audit.record(
+        actor=actor,
+        action="suite.registered",
+        obj=suite,
+        agency=agency,
+        payload={"suite": f"{name}@{version}", "tasks": stored},
+    )
+    return suite

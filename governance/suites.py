@@ -1,0 +1,160 @@
+"""The built-in evaluation suites shipped in ``workers/suites``, in the registry.
+
+Each suite's data file becomes a dataset version of the platform's own agency
+(``civitas``), so evaluations reference it with its digest and lineage like
+any agency's data; then the suites are registered over those versions. Every
+write goes through the registry and governance services (and so the audit
+chain). Idempotent: what exists is looked up by natural key first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from governance import services
+from governance.models import EvaluationSuite
+from registry import artifacts as registry_artifacts
+from registry import services as registry_services
+from registry.models import Agency, Dataset, DatasetVersion, Membership, Role
+from registry.uploads import spool
+
+SUITES_DIR = Path(settings.BASE_DIR) / "workers" / "suites"
+PLATFORM_SLUG = "civitas"
+SUITE_CURATOR = "civitas-suites"
+
+
+def _suite_files() -> list[tuple[Path, dict]]:
+    """Every ``suite.json`` shipped; suites that reuse others' data come last."""
+    found = []
+    for path in sorted(SUITES_DIR.glob("*/suite.json")):
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        found.append((path, spec))
+    return sorted(
+        found,
+        key=lambda item: any(t["data"].startswith("../") for t in item[1]["tasks"]),
+    )
+
+
+def _platform_curator(*, admin):
+    """The platform agency and the service account that curates its suites."""
+    agency = Agency.objects.filter(slug=PLATFORM_SLUG).first()
+    if agency is None:
+        agency = registry_services.agency_create(
+            actor=admin,
+            name="Civitas platform",
+            slug=PLATFORM_SLUG,
+            jurisdiction="EU",
+            description="Owner of the built-in evaluation suites and their data.",
+        )
+    user_model = get_user_model()
+    curator = user_model.objects.filter(username=SUITE_CURATOR).first()
+    if curator is None:
+        curator = user_model.objects.create_user(username=SUITE_CURATOR)
+        curator.set_unusable_password()
+        curator.save(update_fields=["password"])
+    if not Membership.objects.filter(user=curator).exists():
+        registry_services.membership_add(
+            actor=admin, agency=agency, user=curator, role=Role.MAINTAINER
+        )
+    return agency, curator
+
+
+def _dataset_version(*, curator, agency, path: Path, spec: dict, licence):
+    """The dataset version holding one suite's data file, created once."""
+    slug = spec["tasks"][0]["name"]
+    dataset = Dataset.objects.filter(agency=agency, slug=slug).first()
+    if dataset is None:
+        dataset = registry_services.dataset_create(
+            actor=curator,
+            name=slug,
+            slug=slug,
+            description=spec.get("description", ""),
+        )
+    version = DatasetVersion.objects.filter(
+        dataset=dataset, version=spec["version"]
+    ).first()
+    data = path.parent / spec["tasks"][0]["data"]
+    if version is None:
+        lines = sum(1 for line in data.read_text(encoding="utf-8").splitlines() if line)
+        version = registry_services.dataset_version_create(
+            actor=curator,
+            dataset=dataset,
+            version=spec["version"],
+            licence=licence,
+            motivation=f"Built-in Civitas evaluation data: {spec['description']}",
+            composition=f"{lines} JSON Lines records for the "
+            f"'{spec['tasks'][0]['task']}' task, written for Civitas.",
+            collection_process="Written by the Civitas maintainers; no scraping, "
+            "no personal data.",
+            intended_uses="Evaluating small language models registered in Civitas.",
+            record_count=lines,
+            origin_jurisdiction="EU",
+            languages=["en"],
+            distribution="Shipped with Civitas under CC0-1.0.",
+            maintenance="Versioned with Civitas; a change is a new version.",
+        )
+    if not version.storage_key:
+        with data.open("rb") as source:
+            upload = spool(
+                source, name=data.name, max_bytes=int(settings.CIVITAS_UPLOAD_MAX_BYTES)
+            )
+        try:
+            version = registry_artifacts.dataset_version_file_upload(
+                actor=curator, dataset_version=version, upload=upload
+            )
+        finally:
+            upload.close()
+    return version
+
+
+@transaction.atomic
+def builtin_suites_sync(*, admin) -> list[EvaluationSuite]:
+    """Register every shipped suite that is not registered yet; return them all.
+
+    ``admin`` is a platform administrator: the platform agency and its
+    curator account are created on the first run.
+    """
+    agency, curator = _platform_curator(admin=admin)
+    suites: list[EvaluationSuite] = []
+    data_versions: dict[str, DatasetVersion] = {}
+    for path, spec in _suite_files():
+        licence, _ = registry_services.licence_register(
+            actor=curator, expression=spec["licence"]
+        )
+        own_data = all(not task["data"].startswith("../") for task in spec["tasks"])
+        if own_data:
+            data_versions[spec["tasks"][0]["name"]] = _dataset_version(
+                curator=curator, agency=agency, path=path, spec=spec, licence=licence
+            )
+        existing = EvaluationSuite.objects.filter(
+            name=spec["name"], version=spec["version"]
+        ).first()
+        if existing is not None:
+            suites.append(existing)
+            continue
+        tasks = [
+            {
+                "task": task["task"],
+                "name": task.get("name") or task["task"],
+                "dataset_version": data_versions[task["name"]],
+                "options": task.get("options", {}),
+            }
+            for task in spec["tasks"]
+        ]
+        suites.append(
+            services.suite_register(
+                actor=curator,
+                name=spec["name"],
+                version=spec["version"],
+                licence=licence,
+                tasks=tasks,
+                description=spec.get("description", ""),
+                builtin=True,
+            )
+        )
+    return suites

@@ -1,0 +1,126 @@
+"""Evaluation endpoints: ask for a run, follow it, cancel it, read its items."""
+
+from __future__ import annotations
+
+from django.core.files.storage import storages
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.exceptions import Conflict
+from governance import services
+from governance.models import EvaluationRun, EvaluationSuite
+from governance.serializers import (
+    EvaluationRequestSerializer,
+    EvaluationRunSerializer,
+    EvaluationSuiteSerializer,
+)
+from registry.models import ModelVersion
+
+
+class EvaluationSuiteViewSet(viewsets.ReadOnlyModelViewSet):
+    """Suites the caller may run: the built-in ones and their agency's own."""
+
+    serializer_class = EvaluationSuiteSerializer
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        return EvaluationSuite.objects.visible_to(self.request.user).select_related(
+            "licence", "agency"
+        )
+
+
+class EvaluationRunFilter(filters.FilterSet):
+    suite = filters.CharFilter(field_name="suite__name")
+    model_version = filters.NumberFilter(field_name="model_version_id")
+    agency = filters.CharFilter(field_name="model_version__model__agency__slug")
+
+    class Meta:
+        model = EvaluationRun
+        fields = ["status", "suite", "model_version", "agency"]
+
+
+class EvaluationRunViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Evaluation runs of the versions the caller may see."""
+
+    serializer_class = EvaluationRunSerializer
+    filterset_class = EvaluationRunFilter
+    ordering_fields = ["requested_at", "finished_at"]
+
+    def get_queryset(self):
+        return (
+            EvaluationRun.objects.visible_to(self.request.user)
+            .select_related("suite", "requested_by")
+            .prefetch_related("metrics")
+        )
+
+    @extend_schema(request=None, responses={200: EvaluationRunSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a queued or running evaluation (409 once finished)."""
+        run = services.evaluation_cancel(actor=request.user, run=self.get_object())
+        return Response(EvaluationRunSerializer(run).data)
+
+    @extend_schema(
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                description="One JSON object per evaluated item"
+            )
+        }
+    )
+    @action(detail=True, methods=["get"])
+    def items(self, request, pk=None):
+        """Per-item results of a succeeded run as JSON Lines, streamed."""
+        run = self.get_object()
+        if not run.items_key:
+            raise Conflict("This run has no per-item results.", code="no_items")
+        return FileResponse(
+            storages["artifacts"].open(run.items_key, "rb"),
+            content_type="application/x-ndjson",
+            as_attachment=True,
+            filename=f"evaluation-{run.pk}-items.jsonl",
+        )
+
+
+def _suite_by_reference(reference: str, user) -> EvaluationSuite:
+    name, _, version = reference.partition("@")
+    suites = EvaluationSuite.objects.visible_to(user).filter(name=name)
+    if version:
+        suites = suites.filter(version=version)
+    suite = suites.order_by("-created_at").first()
+    if suite is None:
+        from rest_framework.exceptions import ValidationError
+
+        raise ValidationError({"suite": [f"No suite '{reference}' is available."]})
+    return suite
+
+
+class ModelVersionEvaluationsView(APIView):
+    """Ask for an evaluation of a model version on a suite."""
+
+    @extend_schema(
+        request=EvaluationRequestSerializer,
+        responses={202: EvaluationRunSerializer},
+        examples=[OpenApiExample("Core suite", value={"suite": "civitas-core"})],
+    )
+    def post(self, request, pk: int):
+        version = get_object_or_404(
+            ModelVersion.objects.visible_to(request.user), pk=pk
+        )
+        data = EvaluationRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        suite = _suite_by_reference(data.validated_data["suite"], request.user)
+        run = services.evaluation_request(
+            actor=request.user, model_version=version, suite=suite
+        )
+        return Response(
+            EvaluationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED
+        )

@@ -1,0 +1,693 @@
+"""REST API of the catalogue under /api/v1/.
+
+Reads go through the selectors, so every list, filter, search and detail
+lookup sees only what the caller may read; another agency's private object
+answers 404 exactly like an id never used, and the attempt is audited as
+``authz.denied`` (SECURITY C1). Writes validate with an input serializer,
+call one service and answer with the output serializer. JSON is the only
+request format (415 otherwise). Catalogue records are never deleted through
+the API: no DELETE route exists for them.
+"""
+
+from __future__ import annotations
+
+import io
+
+from django.db import transaction
+from django.http import Http404
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, status, viewsets
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.exceptions import PayloadTooLarge
+from governance import audit
+from registry import selectors, services
+from registry.filters import (
+    AgencyFilter,
+    DatasetFilter,
+    DatasetVersionFilter,
+    LicenceFilter,
+    MembershipFilter,
+    ModelFilter,
+    ModelVersionFilter,
+)
+from registry.models import Agency, Membership
+from registry.serializers import (
+    AgencyCreateSerializer,
+    AgencySerializer,
+    AgencyUpdateSerializer,
+    AIModelSerializer,
+    ApiErrorSerializer,
+    DatasetCreateSerializer,
+    DatasetSerializer,
+    DatasetUpdateSerializer,
+    DatasetVersionCreateSerializer,
+    DatasetVersionSerializer,
+    LicenceRegisteredSerializer,
+    LicenceRegisterSerializer,
+    LicenceSerializer,
+    MembershipCreateSerializer,
+    MembershipSerializer,
+    MembershipUpdateSerializer,
+    MeSerializer,
+    ModelCreateSerializer,
+    ModelUpdateSerializer,
+    ModelVersionCreateSerializer,
+    ModelVersionSerializer,
+    ModelVersionUpdateSerializer,
+)
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON request bodies up to ``MAX_JSON_BYTES``; a larger one answers 413.
+
+    DRF reads the body as a stream, past Django's DATA_UPLOAD_MAX_MEMORY_SIZE,
+    so metadata endpoints set their own bound.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        body = stream.read(MAX_JSON_BYTES + 1) if stream is not None else b""
+        if len(body) > MAX_JSON_BYTES:
+            raise PayloadTooLarge(
+                f"A JSON request body has at most {MAX_JSON_BYTES} bytes."
+            )
+        return super().parse(io.BytesIO(body), media_type, parser_context)
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Documented error responses, all in the one JSON error shape."""
+    descriptions = {
+        400: "Invalid fields or a broken business rule; `fields` names them",
+        401: "No valid token or session",
+        403: "Authenticated, but not allowed to do this",
+        404: "No such object among those the caller may read",
+        409: "Conflicts with the current state (duplicate, released version)",
+        413: "The JSON body is larger than 1 MiB",
+        415: "The body is not JSON",
+    }
+    return {
+        code: OpenApiResponse(ApiErrorSerializer, description=descriptions[code])
+        for code in codes
+    }
+
+
+READ_ERRORS = errors(401, 404)
+WRITE_ERRORS = errors(400, 401, 403, 404, 409, 413, 415)
+
+
+class CatalogueViewSet(viewsets.GenericViewSet):
+    """Shared behaviour: JSON bodies only, tenancy-scoped lookups, audited denials.
+
+    Subclasses implement ``get_queryset`` with a selector; a lookup that
+    misses answers 404, and when the object exists outside the caller's view
+    the attempt is recorded as ``authz.denied``.
+    """
+
+    parser_classes = [BoundedJSONParser]
+
+    def lookup_value(self) -> str:
+        """The object key from the URL."""
+        return self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+
+    def get_object(self):
+        """The object among those the caller may read, else 404 (audited if hidden)."""
+        lookup = {self.lookup_field: self.lookup_value()}
+        queryset = self.get_queryset()
+        try:
+            obj = queryset.filter(**lookup).first()
+        except (TypeError, ValueError):
+            raise Http404 from None
+        if obj is None:
+            self.record_denial(queryset.model, lookup)
+            raise Http404
+        self.check_object_permissions(self.request, obj)
+        return obj
+
+    def record_denial(self, model, lookup: dict) -> None:
+        """Audit a lookup of an object that exists but is hidden from the caller."""
+        owner = owner_agency(model, lookup)
+        if owner is None:
+            return
+        with transaction.atomic():
+            audit.record(
+                actor=self.request.user,
+                action="authz.denied",
+                object_type=model._meta.label_lower,
+                object_id=str(next(iter(lookup.values()))),
+                agency=owner,
+                payload={"method": self.request.method, "path": self.request.path},
+            )
+
+
+def owner_agency(model, lookup: dict) -> Agency | None:
+    """The agency owning the object ``lookup`` finds, or None if there is none."""
+    rows = model._default_manager.filter(**lookup)
+    if model is Agency:
+        return rows.first()
+    path = getattr(rows, "agency_path", None)
+    if path is None:
+        if not any(field.name == "agency" for field in model._meta.fields):
+            return None
+        path = "agency"
+    agency_id = rows.values_list(path, flat=True).first()
+    return Agency.objects.filter(pk=agency_id).first() if agency_id else None
+
+
+# --- agencies and people -------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List agencies",
+        description="Oversight sees every agency; others see their own.",
+        responses={200: AgencySerializer(many=True), **errors(401)},
+    ),
+    retrieve=extend_schema(
+        summary="Read an agency", responses={200: AgencySerializer, **READ_ERRORS}
+    ),
+    create=extend_schema(
+        summary="Register an agency (platform administrators)",
+        request=AgencyCreateSerializer,
+        responses={201: AgencySerializer, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "City council",
+                value={
+                    "name": "City of Lyon",
+                    "slug": "lyon",
+                    "jurisdiction": "FR",
+                    "contact_email": "ai@lyon.example.gov",
+                },
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Change an agency (its maintainers)",
+        request=AgencyUpdateSerializer,
+        responses={200: AgencySerializer, **WRITE_ERRORS},
+    ),
+)
+class AgencyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet):
+    """Agencies, the tenants of the platform."""
+
+    serializer_class = AgencySerializer
+    filterset_class = AgencyFilter
+    lookup_field = "slug"
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "slug", "created_at"]
+
+    def get_queryset(self):
+        return selectors.agency_list(self.request.user)
+
+    def create(self, request):
+        data = AgencyCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        agency = services.agency_create(actor=request.user, **data.validated_data)
+        return Response(AgencySerializer(agency).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, slug=None):
+        agency = self.get_object()
+        data = AgencyUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        agency = services.agency_update(
+            actor=request.user, agency=agency, **data.validated_data
+        )
+        return Response(AgencySerializer(agency).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List an agency's people",
+        responses={200: MembershipSerializer(many=True), **READ_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Read one person's membership",
+        responses={200: MembershipSerializer, **READ_ERRORS},
+    ),
+    create=extend_schema(
+        summary="Add a person to the agency",
+        description=(
+            "Maintainers add members and maintainers; only platform "
+            "administrators grant reviewer or admin."
+        ),
+        request=MembershipCreateSerializer,
+        responses={201: MembershipSerializer, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "New engineer",
+                value={"username": "j.martin", "role": "member"},
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Change a person's role (audited as membership.role_changed)",
+        request=MembershipUpdateSerializer,
+        responses={200: MembershipSerializer, **WRITE_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Remove a person from the agency",
+        responses={204: None, **errors(401, 403, 404)},
+    ),
+)
+class MembershipViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet
+):
+    """The people of one agency and their roles."""
+
+    serializer_class = MembershipSerializer
+    filterset_class = MembershipFilter
+    lookup_field = "user__username"
+    lookup_url_kwarg = "username"
+    search_fields = ["user__username", "user__email"]
+    ordering_fields = ["created_at", "role"]
+
+    def agency(self) -> Agency:
+        """The agency named in the URL, if the caller may read it (else 404)."""
+        if not hasattr(self, "_agency"):
+            lookup = {"slug": self.kwargs["agency_slug"]}
+            agency = selectors.agency_list(self.request.user).filter(**lookup).first()
+            if agency is None:
+                self.record_denial(Agency, lookup)
+                raise Http404
+            self._agency = agency
+        return self._agency
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            # Schema generation has no URL, hence no agency to scope by.
+            return Membership.objects.none()
+        return selectors.membership_list(self.request.user, self.agency())
+
+    def create(self, request, agency_slug=None):
+        agency = self.agency()
+        data = MembershipCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.membership_add(
+            actor=request.user,
+            agency=agency,
+            user=data.validated_data["username"],
+            role=data.validated_data["role"],
+        )
+        return Response(
+            MembershipSerializer(membership).data, status=status.HTTP_201_CREATED
+        )
+
+    def partial_update(self, request, agency_slug=None, username=None):
+        membership = self.get_object()
+        data = MembershipUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.membership_set_role(
+            actor=request.user, membership=membership, role=data.validated_data["role"]
+        )
+        return Response(MembershipSerializer(membership).data)
+
+    def destroy(self, request, agency_slug=None, username=None):
+        services.membership_remove(actor=request.user, membership=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- licences ------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List registered licences",
+        responses={200: LicenceSerializer(many=True), **errors(401, 400)},
+    ),
+    retrieve=extend_schema(
+        summary="Read a licence", responses={200: LicenceSerializer, **READ_ERRORS}
+    ),
+    create=extend_schema(
+        summary="Register an SPDX licence expression (idempotent)",
+        description=(
+            "The expression is normalised (`apache-2.0 or mit` becomes "
+            "`Apache-2.0 OR MIT`); unknown identifiers answer 400 naming them. "
+            "201 when registered now, 200 when it already was."
+        ),
+        request=LicenceRegisterSerializer,
+        responses={
+            201: LicenceRegisteredSerializer,
+            200: LicenceRegisteredSerializer,
+            **errors(400, 401, 415),
+        },
+        examples=[
+            OpenApiExample(
+                "Dual licence",
+                value={"expression": "apache-2.0 or mit"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Open data",
+                value={"expression": "CC-BY-4.0"},
+                request_only=True,
+            ),
+        ],
+    ),
+)
+class LicenceViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet
+):
+    """Licences: shared reference data every authenticated caller reads."""
+
+    serializer_class = LicenceSerializer
+    filterset_class = LicenceFilter
+    search_fields = ["expression", "name"]
+    ordering_fields = ["expression", "created_at"]
+
+    def get_queryset(self):
+        return selectors.licence_list()
+
+    def create(self, request):
+        data = LicenceRegisterSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        licence, created = services.licence_register(
+            actor=request.user, expression=data.validated_data["expression"]
+        )
+        body = LicenceRegisteredSerializer(licence).data
+        body["created"] = created
+        return Response(
+            body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+# --- datasets ------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List datasets",
+        responses={200: DatasetSerializer(many=True), **errors(401)},
+    ),
+    retrieve=extend_schema(
+        summary="Read a dataset", responses={200: DatasetSerializer, **READ_ERRORS}
+    ),
+    create=extend_schema(
+        summary="Register a dataset for your agency",
+        request=DatasetCreateSerializer,
+        responses={201: DatasetSerializer, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Service questions",
+                value={
+                    "name": "Citizen service questions",
+                    "slug": "service-questions",
+                    "description": "Questions citizens asked the contact centre.",
+                },
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Change a dataset's name or description (maintainers)",
+        request=DatasetUpdateSerializer,
+        responses={200: DatasetSerializer, **WRITE_ERRORS},
+    ),
+)
+class DatasetViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet
+):
+    """Datasets: the caller's agency's own and public ones."""
+
+    serializer_class = DatasetSerializer
+    filterset_class = DatasetFilter
+    search_fields = ["name", "slug", "description"]
+    ordering_fields = ["name", "slug", "created_at"]
+
+    def get_queryset(self):
+        return selectors.dataset_list(self.request.user)
+
+    def create(self, request):
+        data = DatasetCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_create(actor=request.user, **data.validated_data)
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, pk=None):
+        dataset = self.get_object()
+        data = DatasetUpdateSerializer(dataset, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_update(
+            actor=request.user, dataset=dataset, **data.validated_data
+        )
+        return Response(DatasetSerializer(dataset).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List dataset versions",
+        responses={200: DatasetVersionSerializer(many=True), **errors(400, 401)},
+    ),
+    retrieve=extend_schema(
+        summary="Read a dataset version and its datasheet",
+        responses={200: DatasetVersionSerializer, **READ_ERRORS},
+    ),
+    create=extend_schema(
+        summary="Register a dataset version (immutable afterwards)",
+        description=(
+            "Personal or pseudonymised data needs a `legal_basis`. The licence "
+            "is an SPDX expression registered through /api/v1/licences/."
+        ),
+        request=DatasetVersionCreateSerializer,
+        responses={201: DatasetVersionSerializer, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Datasheet",
+                value={
+                    "dataset": 12,
+                    "version": "1.0.0",
+                    "licence": "CC-BY-4.0",
+                    "motivation": "Answer citizens' questions about local services.",
+                    "composition": "18,000 question and answer pairs.",
+                    "collection_process": "Contact-centre logs, 2024-2025.",
+                    "preprocessing": "Names, addresses and numbers removed.",
+                    "intended_uses": "Fine-tuning service assistants.",
+                    "languages": ["fr", "en"],
+                    "record_count": 18000,
+                    "origin_jurisdiction": "FR",
+                    "personal_data": "pseudonymised",
+                    "legal_basis": "GDPR Art. 6(1)(e): public task.",
+                },
+                request_only=True,
+            )
+        ],
+    ),
+)
+class DatasetVersionViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet
+):
+    """Dataset versions: immutable releases with their datasheets (no PATCH)."""
+
+    serializer_class = DatasetVersionSerializer
+    filterset_class = DatasetVersionFilter
+    search_fields = [
+        "version",
+        "dataset__name",
+        "dataset__description",
+        "motivation",
+        "composition",
+    ]
+    ordering_fields = ["created_at", "version", "record_count"]
+
+    def get_queryset(self):
+        return selectors.dataset_version_list(self.request.user)
+
+    def create(self, request):
+        data = DatasetVersionCreateSerializer(
+            data=request.data, context=self.get_serializer_context()
+        )
+        data.is_valid(raise_exception=True)
+        dataset_version = services.dataset_version_create(
+            actor=request.user, **data.validated_data
+        )
+        dataset_version = self.get_queryset().get(pk=dataset_version.pk)
+        return Response(
+            DatasetVersionSerializer(dataset_version).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+# --- models --------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List models",
+        responses={200: AIModelSerializer(many=True), **errors(401)},
+    ),
+    retrieve=extend_schema(
+        summary="Read a model", responses={200: AIModelSerializer, **READ_ERRORS}
+    ),
+    create=extend_schema(
+        summary="Register a model for your agency",
+        request=ModelCreateSerializer,
+        responses={201: AIModelSerializer, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Reply assistant",
+                value={
+                    "name": "Reply assistant",
+                    "slug": "reply-assistant",
+                    "task": "text-generation",
+                    "domain": "citizen services",
+                    "intended_use": "Drafting replies to citizens, reviewed by staff.",
+                    "out_of_scope_uses": "Decisions on benefits or permits.",
+                },
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Change a model (maintainers); slug and visibility are fixed",
+        request=ModelUpdateSerializer,
+        responses={200: AIModelSerializer, **WRITE_ERRORS},
+    ),
+)
+class AIModelViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet
+):
+    """Model families: the caller's agency's own and public ones."""
+
+    serializer_class = AIModelSerializer
+    filterset_class = ModelFilter
+    search_fields = ["name", "slug", "description", "domain", "intended_use"]
+    ordering_fields = ["name", "slug", "created_at", "updated_at"]
+
+    def get_queryset(self):
+        return selectors.model_list(self.request.user)
+
+    def create(self, request):
+        data = ModelCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.model_create(actor=request.user, **data.validated_data)
+        return Response(AIModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, pk=None):
+        model = self.get_object()
+        data = ModelUpdateSerializer(model, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        model = services.model_update(
+            actor=request.user, model=model, **data.validated_data
+        )
+        return Response(AIModelSerializer(model).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List model versions",
+        responses={200: ModelVersionSerializer(many=True), **errors(400, 401)},
+    ),
+    retrieve=extend_schema(
+        summary="Read a model version",
+        responses={200: ModelVersionSerializer, **READ_ERRORS},
+    ),
+    create=extend_schema(
+        summary="Register a model version (metadata; the artifact follows)",
+        description=(
+            "`base_version` and every `datasets[].dataset_version` must be "
+            "objects you may read; a base must be released. The version is a "
+            "semantic version unique per model (409 otherwise)."
+        ),
+        request=ModelVersionCreateSerializer,
+        responses={201: ModelVersionSerializer, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "Fine-tuned version",
+                value={
+                    "model": 7,
+                    "version": "1.1.0",
+                    "licence": "Apache-2.0",
+                    "base_version": 31,
+                    "derivation": "fine-tuned",
+                    "datasets": [
+                        {"dataset_version": 12, "role": "fine-tuning"},
+                        {"dataset_version": 15, "role": "evaluation"},
+                    ],
+                    "training_jurisdiction": "FR",
+                    "hosting_jurisdiction": "FR",
+                    "training_hardware": "2 x 32-core CPU servers",
+                    "training_energy_kwh": "41.500",
+                    "limitations": "French and English only.",
+                },
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Change an unreleased version's metadata",
+        description=(
+            "409 `version_released` once the artifact is released: register a "
+            "new version instead. `datasets`, when given, replaces the links."
+        ),
+        request=ModelVersionUpdateSerializer,
+        responses={200: ModelVersionSerializer, **WRITE_ERRORS},
+    ),
+)
+class ModelVersionViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet
+):
+    """Model versions with lineage, dataset links, artifact state and graph facts."""
+
+    serializer_class = ModelVersionSerializer
+    filterset_class = ModelVersionFilter
+    search_fields = [
+        "version",
+        "model__name",
+        "model__slug",
+        "model__description",
+        "limitations",
+    ]
+    ordering_fields = ["created_at", "updated_at", "version"]
+
+    def get_queryset(self):
+        return selectors.model_version_list(self.request.user)
+
+    def respond(self, model_version, status_code=status.HTTP_200_OK) -> Response:
+        """The version re-read through the selector, as the list shows it."""
+        model_version = self.get_queryset().get(pk=model_version.pk)
+        serializer = ModelVersionSerializer(
+            model_version, context=self.get_serializer_context()
+        )
+        return Response(serializer.data, status=status_code)
+
+    def create(self, request):
+        data = ModelVersionCreateSerializer(
+            data=request.data, context=self.get_serializer_context()
+        )
+        data.is_valid(raise_exception=True)
+        model_version = services.model_version_create(
+            actor=request.user, **data.validated_data
+        )
+        return self.respond(model_version, status.HTTP_201_CREATED)
+
+    def partial_update(self, request, pk=None):
+        model_version = self.get_object()
+        data = ModelVersionUpdateSerializer(
+            data=request.data, partial=True, context=self.get_serializer_context()
+        )
+        data.is_valid(raise_exception=True)
+        model_version = services.model_version_update(
+            actor=request.user, model_version=model_version, **data.validated_data
+        )
+        return self.respond(model_version)
+
+
+# --- the caller ----------------------------------------------------------------
+
+
+class MeView(APIView):
+    """Who the caller is: username, role and agency."""
+
+    @extend_schema(summary="Who am I", responses={200: MeSerializer, **errors(401)})
+    def get(self, request):
+        return Response(MeSerializer(MeSerializer.for_user(request.user)).data)

@@ -1,0 +1,117 @@
+"""Smoke run of ``bench/eval_throughput.py --quick --repeats 1 --json``.
+
+Checks the contract of the JSON (every key, positive figures), never a
+timing threshold: speed depends on the machine and on its other load. The
+PyTorch and onnxruntime-genai baselines run when ``.venv-export`` has them;
+otherwise their ratios must be null with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# A real (if small) run: tens of seconds, more with the PyTorch baseline.
+pytestmark = pytest.mark.slow
+
+SCRIPT = ROOT / "bench" / "eval_throughput.py"
+REQUIRED = (
+    "scoring_tokens_per_s",
+    "generation_tokens_per_s",
+    "ratio_vs_naive_ort",
+    "ratio_vs_torch",
+    "matmul_gflops",
+    "bandwidth_gb_s",
+    "scoring_fraction_of_limit",
+    "generation_fraction_of_limit",
+    "foreign_load",
+    "environment",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    """The JSON of one quick run, its bundles in a temporary directory."""
+    out = tmp_path_factory.mktemp("bench-out")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--repeats",
+            "1",
+            "--json",
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, "--json must print exactly one line (one object)"
+    return json.loads(lines[0])
+
+
+def test_every_key_is_present(report):
+    missing = [k for k in REQUIRED if k not in report]
+    assert not missing
+
+
+def test_engine_figures_and_limits_are_positive(report):
+    for key in (
+        "scoring_tokens_per_s",
+        "generation_tokens_per_s",
+        "matmul_gflops",
+        "bandwidth_gb_s",
+        "scoring_fraction_of_limit",
+        "generation_fraction_of_limit",
+    ):
+        assert isinstance(report[key], float), key
+        assert report[key] > 0, key
+
+
+def test_ratio_vs_naive_ort_is_positive(report):
+    assert report["ratio_vs_naive_ort"]["scoring"] > 0
+    assert report["ratio_vs_naive_ort"]["generation"] > 0
+    assert report["baselines"]["naive_ort"]["generation_matches_engine"] is True
+
+
+def test_torch_ratio_is_positive_or_null_with_a_reason(report):
+    torch = report["baselines"]["torch"]
+    if report["ratio_vs_torch"] is None:
+        assert torch["status"]
+        return
+    assert report["ratio_vs_torch"]["scoring"] > 0
+    assert report["ratio_vs_torch"]["generation"] > 0
+    # The same weights: PyTorch and the engine agree on the logits.
+    assert torch["max_abs_logit_diff_vs_engine"] < 1e-3
+
+
+def test_genai_is_measured_or_explained(report):
+    genai = report["baselines"]["genai"]
+    if report["ratio_vs_genai"] is None:
+        assert genai["status"]
+    else:
+        assert genai["generation_tokens_per_s"] > 0
+
+
+def test_foreign_load_and_environment_are_recorded(report):
+    load = report["foreign_load"]
+    assert isinstance(load["contaminated"], bool)
+    assert {"engine", "naive_ort", "matmul_gflops", "bandwidth"} <= set(load["phases"])
+    for phase in load["phases"].values():
+        assert phase["foreign_cores"] >= 0
+    env = report["environment"]
+    assert env["onnxruntime"]
+    assert env["runtime_settings"]["resolved_intra_op_threads"] >= 1

@@ -1,0 +1,282 @@
+"""Evaluations end to end: API → Celery worker over Redis → ONNX Runtime → MLflow."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from governance import services, tracking
+from governance.models import EvaluationRun, RunStatus
+from tests.conftest import celery_worker, database_url, process_env, wait_until
+from tests.registry.conftest import token_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_evaluation_runs_through_api_worker_and_mlflow(
+    released_lm_version, small_suite, member_a, mlflow_store
+):
+    api = token_client(member_a)
+    env = process_env(
+        DATABASE_URL=database_url(),
+        MLFLOW_TRACKING_URI=settings.MLFLOW_TRACKING_URI,
+        MLFLOW_ARTIFACT_ROOT=settings.MLFLOW_ARTIFACT_ROOT,
+        MLFLOW_EXPERIMENT=settings.MLFLOW_EXPERIMENT,
+    )
+
+    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+        response = api.post(
+            f"/api/v1/model-versions/{released_lm_version.pk}/evaluations/",
+            {"suite": "small"},
+            format="json",
+        )
+        assert response.status_code == 202, response.content
+        run_id = response.json()["id"]
+
+        def finished():
+            body = api.get(f"/api/v1/evaluations/{run_id}/").json()
+            return body if body["status"] in ("succeeded", "failed") else None
+
+        body = wait_until(finished, timeout=240, interval=1, what="the evaluation")
+
+    assert body["status"] == "succeeded", body["failure_reason"]
+    metrics = {(m["task"], m["name"]): m["value"] for m in body["metrics"]}
+    assert metrics[("perplexity", "perplexity")] > 1.0
+    assert 0.0 <= metrics[("multiple_choice", "acc")] <= 1.0
+    assert body["environment"]["onnxruntime"]  # the run records its environment
+
+    summary = tracking.read_run(body["mlflow_run_id"])
+    assert summary.status == "FINISHED"
+    assert summary.tags["civitas.evaluation_run_id"] == str(run_id)
+    assert summary.params["artifact_sha256"] == released_lm_version.artifact_digest
+    assert summary.metrics["perplexity.perplexity"] == pytest.approx(
+        metrics[("perplexity", "perplexity")]
+    )
+    assert len(summary.dataset_digests) == 2
+    assert "items.jsonl" in summary.artifacts
+
+    items = api.get(f"/api/v1/evaluations/{run_id}/items/")
+    assert items.status_code == 200
+    lines = b"".join(items.streaming_content).decode().splitlines()
+    assert len(lines) == 4  # two texts and two questions
+
+
+def test_evaluation_request_queues_on_commit_only(
+    released_lm_version, small_suite, member_a, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        run = services.evaluation_request(
+            actor=member_a, model_version=released_lm_version, suite=small_suite
+        )
+
+    assert run.status == RunStatus.QUEUED
+    assert len(callbacks) == 1
+
+
+def test_another_agencys_member_cannot_evaluate_or_see_runs(
+    released_lm_version, small_suite, member_a, member_b
+):
+    run = services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+    api_b = token_client(member_b)
+
+    asked = api_b.post(
+        f"/api/v1/model-versions/{released_lm_version.pk}/evaluations/",
+        {"suite": "small"},
+        format="json",
+    )
+    assert asked.status_code == 404
+    assert api_b.get(f"/api/v1/evaluations/{run.pk}/").status_code == 404
+    assert api_b.post(f"/api/v1/evaluations/{run.pk}/cancel/").status_code == 404
+    assert api_b.get("/api/v1/evaluations/").json()["results"] == []
+
+
+def test_anonymous_gets_401_on_evaluation_endpoints(anon, released_lm_version):
+    assert anon.get("/api/v1/evaluations/").status_code == 401
+    assert anon.get("/api/v1/suites/").status_code == 401
+    assert (
+        anon.post(
+            f"/api/v1/model-versions/{released_lm_version.pk}/evaluations/"
+        ).status_code
+        == 401
+    )
+
+
+def test_a_bad_digest_ends_the_run_failed_with_the_reason(
+    released_lm_version, small_suite, member_a, mlflow_store
+):
+    run = services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+    EvaluationRun.objects.filter(pk=run.pk).update(artifact_digest="0" * 64)
+
+    run = services.evaluation_execute(run_id=run.pk)
+
+    assert run.status == RunStatus.FAILED
+    assert "digest_mismatch" in run.failure_reason
+    assert tracking.read_run(run.mlflow_run_id).status == "FAILED"
+
+
+def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
+    released_lm_version, small_suite, member_a
+):
+    run = services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+    # The first delivery claimed it, then its worker died (acks_late redelivers).
+    EvaluationRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+
+    again = services.evaluation_execute(run_id=run.pk)
+
+    again.refresh_from_db()
+    assert again.status == RunStatus.FAILED
+    assert again.failure_code == "worker_lost"
+
+
+def test_a_finished_run_is_never_run_again(released_lm_version, small_suite, member_a):
+    run = services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+    EvaluationRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
+
+    services.evaluation_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.attempts == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_run_leaves_the_run_failed_not_running(
+    released_lm_version, member_a, mlflow_store
+):
+    """SIGKILL the pool child during a run: the redelivered message settles it."""
+    import psutil
+
+    from governance.models import EvaluationSuite
+    from tests.factories import DatasetVersionFactory, LicenceFactory
+    from tests.governance.conftest import _jsonl, _stored
+
+    prompts = _jsonl(
+        [
+            {"prompt": f"Tell me about service {n}.", "should_refuse": n % 2 == 0}
+            for n in range(400)
+        ]
+    )
+    key, digest = _stored("tests/long-refusal.jsonl", prompts)
+    suite = EvaluationSuite.objects.create(
+        name="long",
+        version="1.0.0",
+        licence=LicenceFactory(expression="CC0-1.0"),
+        tasks=[
+            {
+                "task": "refusal",
+                "name": "refusal",
+                "options": {"max_new_tokens": 48},
+                "dataset_version": DatasetVersionFactory(
+                    storage_key=key, digest=digest
+                ).pk,
+            }
+        ],
+    )
+    env = process_env(
+        DATABASE_URL=database_url(),
+        MLFLOW_TRACKING_URI=settings.MLFLOW_TRACKING_URI,
+        MLFLOW_ARTIFACT_ROOT=settings.MLFLOW_ARTIFACT_ROOT,
+    )
+    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE) as worker:
+        run = services.evaluation_request(
+            actor=member_a, model_version=released_lm_version, suite=suite
+        )
+        wait_until(
+            lambda: EvaluationRun.objects.get(pk=run.pk).status == RunStatus.RUNNING,
+            timeout=120,
+            what="the run to start",
+        )
+        pool_child = psutil.Process(worker.pid).children()[0]
+        engine_children = pool_child.children(recursive=True)
+        pool_child.kill()
+
+        def settled():
+            current = EvaluationRun.objects.get(pk=run.pk)
+            return current if current.status != RunStatus.RUNNING else None
+
+        final = wait_until(settled, timeout=120, what="the run to settle")
+
+    assert final.status == RunStatus.FAILED
+    assert final.failure_code == "worker_lost"
+    # The engine child died with its parent instead of running on as an orphan.
+    psutil.wait_procs(engine_children, timeout=10)
+    assert not any(child.is_running() for child in engine_children)
+
+
+def test_evaluate_command_runs_one_evaluation_in_the_foreground(
+    released_lm_version, small_suite, platform_admin, mlflow_store
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("evaluate", str(released_lm_version.pk), suite="small", stdout=out)
+
+    run = EvaluationRun.objects.get(model_version=released_lm_version)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.requested_by == platform_admin
+    assert f"run {run.pk} succeeded" in out.getvalue()
+    assert run.metrics.filter(task="multiple_choice", name="acc").exists()
+
+
+def test_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
+    released_lm_version,
+    small_suite,
+    member_a,
+    settings,
+    django_capture_on_commit_callbacks,
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    stale = services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+    lost = services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+    long_ago = timezone.now() - timedelta(hours=2)
+    EvaluationRun.objects.filter(pk=stale.pk).update(
+        status=RunStatus.RUNNING, heartbeat_at=long_ago
+    )
+    EvaluationRun.objects.filter(pk=lost.pk).update(requested_at=long_ago)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcome = services.evaluation_sweep()
+
+    assert outcome == {"requeued": 1, "failed": 1}
+    assert len(callbacks) == 1
+    stale.refresh_from_db()
+    assert stale.status == RunStatus.FAILED
+    assert stale.failure_code == "worker_lost"

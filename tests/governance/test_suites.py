@@ -1,0 +1,62 @@
+"""Built-in suites become registry dataset versions and suites, once."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+
+from config.exceptions import DomainError
+from governance import services
+from governance.models import EvaluationSuite
+from governance.suites import builtin_suites_sync
+from registry.models import DatasetVersion
+from tests.factories import DatasetVersionFactory, LicenceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_builtin_suites_sync_registers_every_shipped_suite_once(platform_admin):
+    first = builtin_suites_sync(admin=platform_admin)
+    second = builtin_suites_sync(admin=platform_admin)
+
+    names = sorted(suite.name for suite in first)
+    assert "civitas-core" in names
+    assert len(names) == 6
+    assert [s.pk for s in second] == [s.pk for s in first]
+    assert EvaluationSuite.objects.count() == 6
+    core = EvaluationSuite.objects.get(name="civitas-core")
+    assert [task["task"] for task in core.tasks] == [
+        "perplexity",
+        "multiple_choice",
+        "stereotype_pairs",
+        "refusal",
+    ]
+    data = DatasetVersion.objects.filter(
+        pk__in=[t["dataset_version"] for t in core.tasks]
+    )
+    assert data.count() == 4
+    assert all(len(version.digest) == 64 and version.storage_key for version in data)
+    assert core.agency_id is None  # built-in: no agency owns the suite
+
+
+def test_a_suite_whose_data_does_not_fit_its_task_is_refused(member_a):
+    key = storages["artifacts"].save(
+        "tests/bad.jsonl", ContentFile(b'{"context": "no choices here"}\n')
+    )
+    bad = DatasetVersionFactory(
+        dataset__agency=member_a.membership.agency, storage_key=key, digest="a" * 64
+    )
+
+    with pytest.raises(DomainError) as refused:
+        services.suite_register(
+            actor=member_a,
+            name="mine",
+            version="1.0.0",
+            licence=LicenceFactory(expression="CC0-1.0"),
+            tasks=[{"task": "multiple_choice", "dataset_version": bad}],
+        )
+
+    assert refused.value.code == "suite_data_invalid"
+    assert "line 1" in refused.value.message
+    assert not EvaluationSuite.objects.filter(name="mine").exists()

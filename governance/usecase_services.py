@@ -614,12 +614,20 @@ def policy_evaluate_for_version(
     )
     for use_case in use_cases.order_by("pk"):
         try:
-            results.append(
-                policy_evaluate(use_case=use_case, trigger=trigger, actor=actor)
-            )
+            result = policy_evaluate(use_case=use_case, trigger=trigger, actor=actor)
         except Exception:
             logger.exception(
                 "policy_evaluate_failed",
                 extra={"use_case_id": use_case.pk, "trigger": trigger},
             )
+            continue
+        results.append(result)
+        if trigger == PolicyTrigger.EVALUATION:
+            # A regression sends an approved use case back to review. The
+            # re-check runs after this transaction commits: here the audit
+            # chain head is held, and a decision takes the use-case row lock
+            # first, so taking it here could deadlock.
+            from governance.lifecycle import use_case_recheck_enqueue
+
+            use_case_recheck_enqueue(result=result)
     return results

@@ -566,6 +566,21 @@ def test_a_failed_evaluation_check_queues_the_recheck_on_commit(
     assert tasks.usecase_recheck(result.pk) is False  # safe to run twice
 
 
+def test_the_post_evaluation_policy_check_queues_the_recheck_of_a_regression(
+    kit, django_capture_on_commit_callbacks
+):
+    """The path an evaluation takes: policy_evaluate_for_version wires the hook."""
+    use_case = kit.approved()
+    kit.run(acc=0.2)
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        results = usecase_services.policy_evaluate_for_version(
+            model_version=use_case.model_version, trigger="evaluation"
+        )
+    assert [r.passed for r in results] == [False]
+    assert len(callbacks) == 1
+    assert kit.refresh().status == S.APPROVED  # moved by the task, after commit
+
+
 def test_a_passing_check_queues_nothing(kit, django_capture_on_commit_callbacks):
     use_case = kit.approved()
     with django_capture_on_commit_callbacks() as callbacks:

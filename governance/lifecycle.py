@@ -64,7 +64,8 @@ from governance.models import (
     Waiver,
 )
 from governance.verify import canonical_json, canonical_value
-from registry.models import AIModel, ArtifactState, ModelVersion, Role, Visibility
+from registry import services as registry_services
+from registry.models import ArtifactState, ModelVersion, Role
 from registry.selectors import user_agency_id, user_role
 
 S = UseCaseStatus
@@ -458,20 +459,6 @@ def _check_evidence(
     return result, waiver
 
 
-def _model_publish(model_id: int) -> bool:
-    """Make the approved version's model public; True if it was private.
-
-    Issue 3: a model is "public once approved". ``registry.services`` has no
-    publishing service yet, so the approval does it here and reports it in
-    its audit event (``model_published``); move it there when one exists.
-    """
-    return bool(
-        AIModel.objects.filter(pk=model_id, visibility=Visibility.PRIVATE).update(
-            visibility=Visibility.PUBLIC
-        )
-    )
-
-
 # --- submission and review -------------------------------------------------------
 
 
@@ -732,7 +719,11 @@ def _decide(
         )
     published = False
     if kind == DecisionKind.APPROVE and target == S.APPROVED:
-        published = _model_publish(locked.model_version.model_id)
+        published = registry_services.model_publish(
+            actor=actor,
+            model=locked.model_version.model,
+            reason=f"use case {locked.pk} approved (decision {decision.pk})",
+        )
     audit.record(
         actor=actor,
         action=DECISION_EVENTS[kind] if moved else "use_case.approval_recorded",

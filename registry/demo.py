@@ -34,9 +34,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 
-from governance import audit
 from registry import artifacts, services
 from registry.models import (
     Agency,
@@ -716,31 +714,6 @@ def _datasets(
     return found
 
 
-def _make_public_without_service(*, actor, model: AIModel) -> None:
-    """Make a demo model public so another agency may build on it.
-
-    No service publishes a model yet: publication will be a governance
-    approval. Until then this is the one write outside the services, kept
-    here, conditional (a second run changes nothing) and recorded in the
-    audit chain as ``model.visibility_changed``.
-    """
-    with transaction.atomic():
-        changed = AIModel.objects.filter(
-            pk=model.pk, visibility=Visibility.PRIVATE
-        ).update(visibility=Visibility.PUBLIC)
-        if changed:
-            audit.record(
-                actor=actor,
-                action="model.visibility_changed",
-                obj=model,
-                payload={
-                    "from": Visibility.PRIVATE,
-                    "to": Visibility.PUBLIC,
-                    "by": "load_demo",
-                },
-            )
-
-
 def _models(people, report: LoadReport) -> dict[str, AIModel]:
     found = {}
     for spec in MODEL_VERSIONS:
@@ -759,7 +732,11 @@ def _models(people, report: LoadReport) -> dict[str, AIModel]:
             )
             report.add(f"model {model}")
         if spec.is_public and model.visibility != Visibility.PUBLIC:
-            _make_public_without_service(actor=actor, model=model)
+            services.model_publish(
+                actor=_loader(),
+                model=model,
+                reason="demo catalogue: a public base for the other agency",
+            )
             report.add(f"publication of {model}")
         found[f"{spec.agency}/{spec.slug}"] = model
     return found

@@ -47,9 +47,11 @@ from registry.models import (
     ModelVersionDataset,
     PersonalData,
     Role,
+    Visibility,
 )
 from registry.selectors import (
     forget_membership,
+    is_oversight,
     is_platform_admin,
     user_agency_id,
     user_membership,
@@ -666,6 +668,37 @@ def model_create(
         payload={"slug": slug, "name": name, "task": task},
     )
     return model
+
+
+@transaction.atomic
+def model_publish(*, actor, model: AIModel, reason: str) -> bool:
+    """Make a model public; True if it was private, False if it already was.
+
+    A model becomes public once one of its versions is approved for a use
+    case (issue 3: "public once approved"), so only oversight — reviewers and
+    platform administrators — publishes; ``reason`` says on what grounds.
+    Conditional, so a repeated call changes nothing and records nothing.
+    Raises ``PolicyViolation`` for anyone else.
+    """
+    if not is_oversight(actor):
+        raise _denied("Only oversight reviewers and administrators publish models.")
+    changed = AIModel.objects.filter(pk=model.pk, visibility=Visibility.PRIVATE).update(
+        visibility=Visibility.PUBLIC
+    )
+    if changed:
+        model.visibility = Visibility.PUBLIC
+        audit.record(
+            actor=actor,
+            action="model.published",
+            obj=model,
+            agency=model.agency,
+            payload={
+                "from": Visibility.PRIVATE,
+                "to": Visibility.PUBLIC,
+                "reason": reason,
+            },
+        )
+    return bool(changed)
 
 
 @transaction.atomic

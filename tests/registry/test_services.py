@@ -496,3 +496,26 @@ def test_token_limit(member_a, settings):
     with pytest.raises(Conflict) as caught:
         services.token_create(actor=member_a)
     assert caught.value.code == "token_limit_reached"
+
+
+@pytest.mark.django_db
+def test_model_publish_is_for_oversight_only_and_audited_once(
+    member_a, reviewer, agency_a
+):
+    from registry.models import AIModel, Visibility
+    from tests.factories import AIModelFactory
+
+    model = AIModelFactory(agency=agency_a)
+
+    with pytest.raises(PolicyViolation):
+        services.model_publish(actor=member_a, model=model, reason="self-service")
+    assert AIModel.objects.get(pk=model.pk).visibility == Visibility.PRIVATE
+
+    assert services.model_publish(actor=reviewer, model=model, reason="approved")
+    assert not services.model_publish(actor=reviewer, model=model, reason="again")
+    assert AIModel.objects.get(pk=model.pk).visibility == Visibility.PUBLIC
+    events = AuditEvent.objects.filter(
+        action="model.published", object_id=str(model.pk)
+    )
+    assert events.count() == 1
+    assert events.get().payload_data["reason"] == "approved"

@@ -29,3 +29,16 @@ def _configure_worker_logging(**kwargs) -> None:
     from config.logging import configure_logging
 
     configure_logging(level=settings.LOG_LEVEL, fmt=settings.LOG_FORMAT)
+
+
+def send_on_commit(task_name: str, **kwargs) -> None:
+    """Queue a task by its name once the current transaction commits.
+
+    Services queue follow-up work with this: by name, because the apps must
+    not import ``workers`` (imports point from workers to the apps), and on
+    commit, so a rolled-back write queues nothing and the worker finds the
+    committed row.
+    """
+    from django.db import transaction
+
+    transaction.on_commit(lambda: app.send_task(task_name, kwargs=kwargs))

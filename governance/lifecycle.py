@@ -46,6 +46,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError, InvalidTransition, PolicyViolation
 from governance import audit
 from governance.attestations import attestation_for_decision, evidence_run_ids
@@ -1020,9 +1021,7 @@ def use_case_recheck_enqueue(*, result: PolicyResult) -> bool:
         return False
     if not UseCase.objects.filter(pk=result.use_case_id, status=S.APPROVED).exists():
         return False
-    from workers.tasks import usecase_recheck
-
-    usecase_recheck.delay_on_commit(result.pk)
+    send_on_commit("civitas.usecase_recheck", policy_result_id=result.pk)
     return True
 
 

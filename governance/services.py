@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
 from governance import audit, tracking
 from governance.models import EvaluationRun, EvaluationSuite, RunMetric, RunStatus
@@ -102,9 +103,7 @@ def evaluation_request(
 
 
 def _enqueue_on_commit(run_id: int) -> None:
-    from workers.tasks import evaluation_run
-
-    evaluation_run.delay_on_commit(run_id)
+    send_on_commit("civitas.evaluation_run", run_id=run_id)
 
 
 @transaction.atomic

@@ -38,6 +38,7 @@ from django.core.files.storage import Storage, storages
 from django.db import transaction
 from django.utils import timezone
 
+from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
 from governance import audit
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
@@ -410,13 +411,6 @@ def reference_target(uri: str) -> ReferenceTarget:
     raise _scheme_not_allowed(scheme)
 
 
-def _enqueue_verify(version_id: int) -> None:
-    # By name: registry must not import workers (imports point the other way).
-    from config.celery import app
-
-    app.send_task(VERIFY_TASK, kwargs={"version_id": version_id})
-
-
 @transaction.atomic
 def model_version_artifact_reference(
     *, actor, version: ModelVersion, uri: str, sha256: str
@@ -465,7 +459,7 @@ def model_version_artifact_reference(
         agency=version.model.agency,
         payload={"source_uri": uri, "sha256": digest},
     )
-    transaction.on_commit(lambda: _enqueue_verify(version.pk))
+    send_on_commit(VERIFY_TASK, version_id=version.pk)
     return version
 
 

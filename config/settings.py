@@ -320,10 +320,6 @@ DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = 10
 DJANGO_STRUCTLOG_CELERY_TASK_START_LOG_LEVEL = 10
 DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = 20
 
-from config.logging import configure_logging  # noqa: E402
-
-LOGGING_CONFIG = None
-configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # --- Audit chain and signing ------------------------------------------------
 # The platform's Ed25519 key (PKCS8 PEM) signs audit checkpoints, evaluation
@@ -376,3 +372,9 @@ CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = {
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
     "governance.models.UseCaseStatus"
 )
+
+# Logging is configured last, once every setting it may read is known.
+from config.logging import configure_logging  # noqa: E402
+
+LOGGING_CONFIG = None
+configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)

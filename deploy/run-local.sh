@@ -25,6 +25,6 @@ export LOG_FORMAT="${LOG_FORMAT:-console}"
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput >/dev/null
 python manage.py load_demo --url "http://127.0.0.1:${PORT}/"
-python manage.py load_demo_evidence
+python manage.py load_demo_evidence --queue
 echo "Press Ctrl-C to stop web, worker and beat."
 exec honcho start -f deploy/Procfile

@@ -1,9 +1,11 @@
 """Register the built-in suites and evaluate the demo models on them (idempotent).
 
-``make run`` calls it after ``load_demo``: a newcomer then sees real, different
-figures for each demo language model, logged to MLflow, with the lineage from
-the training data to the evaluation. A version already evaluated on a suite
-is not evaluated again.
+``make run`` calls it after ``load_demo`` with ``--queue``: the evaluations
+are then queued like any agency's and run by the Celery worker while the
+portal starts, so a newcomer sees them progress and finish with real,
+different figures for each demo language model, logged to MLflow. Without
+``--queue`` they run here, in the foreground. A version with a queued,
+running or succeeded run on the suite is not evaluated again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ LM_SUITE = "civitas-core"
 class Command(BaseCommand):
     help = "Register built-in suites and evaluate the demo language models on them."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--queue",
+            action="store_true",
+            help="queue the evaluations for the worker instead of running them here",
+        )
+
+    def handle(self, *args, queue: bool = False, **options):
         started = time.perf_counter()
         admin = (
             get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
@@ -40,14 +49,19 @@ class Command(BaseCommand):
         evaluated = 0
         for version in versions:
             if EvaluationRun.objects.filter(
-                model_version=version, suite=core, status=RunStatus.SUCCEEDED
+                model_version=version,
+                suite=core,
+                status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED],
             ).exists():
                 continue
             run = services.evaluation_request(
-                actor=admin, model_version=version, suite=core, enqueue=False
+                actor=admin, model_version=version, suite=core, enqueue=queue
             )
-            run = services.evaluation_execute(run_id=run.pk)
             evaluated += 1
+            if queue:
+                self.stdout.write(f"  queued {version} on {core} (run {run.pk})")
+                continue
+            run = services.evaluation_execute(run_id=run.pk)
             figures = {
                 m.name: m.value
                 for m in run.metrics.filter(
@@ -65,5 +79,6 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"Evidence: {len(suites)} built-in suites, {evaluated} new evaluation(s) "
+            f"{'queued' if queue else 'run'} "
             f"in {time.perf_counter() - started:.1f}s"
         )

@@ -23,15 +23,19 @@ from registry import services as registry_services
 from registry.models import Agency, Dataset, DatasetVersion, Membership, Role
 from registry.uploads import spool
 
-SUITES_DIR = Path(settings.BASE_DIR) / "workers" / "suites"
 PLATFORM_SLUG = "civitas"
 SUITE_CURATOR = "civitas-suites"
+
+
+def suites_dir() -> Path:
+    """Where the built-in suites are shipped."""
+    return Path(settings.BASE_DIR) / "workers" / "suites"
 
 
 def _suite_files() -> list[tuple[Path, dict]]:
     """Every ``suite.json`` shipped; suites that reuse others' data come last."""
     found = []
-    for path in sorted(SUITES_DIR.glob("*/suite.json")):
+    for path in sorted(suites_dir().glob("*/suite.json")):
         spec = json.loads(path.read_text(encoding="utf-8"))
         found.append((path, spec))
     return sorted(

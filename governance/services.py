@@ -20,7 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -207,7 +207,11 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
 
 
 class _Progress:
-    """Write progress and a heartbeat at most every few seconds."""
+    """Write progress and a heartbeat at most every few seconds.
+
+    The sandbox calls it from its pipe-reader thread, so it writes through
+    that thread's own (autocommit) database connection.
+    """
 
     def __init__(self, run_id: int, total_tasks: int, forward=None) -> None:
         self.run_id = run_id
@@ -229,11 +233,18 @@ class _Progress:
         done, total = event.get("done", 0), max(event.get("total", 1), 1)
         index = self.tasks_seen.index(task)
         fraction = min((index + done / total) / self.total_tasks, 1.0)
-        EvaluationRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
-            progress=fraction,
-            progress_note=task[:200],
-            heartbeat_at=timezone.now(),
-        )
+        try:
+            EvaluationRun.objects.filter(
+                pk=self.run_id, status=RunStatus.RUNNING
+            ).update(
+                progress=fraction,
+                progress_note=task[:200],
+                heartbeat_at=timezone.now(),
+            )
+        finally:
+            # Called on the sandbox's reader thread, which has a connection of
+            # its own: close it rather than leave one behind per run.
+            connections.close_all()
 
 
 def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:

@@ -7,22 +7,35 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from governance import services
 from governance.models import EvaluationRun, RunMetric, RunStatus
 from registry.models import ModelKind, ModelVersion
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 
-def test_demo_evidence_evaluates_every_demo_lm_once(mlflow_store):
+def test_demo_evidence_queues_one_evaluation_per_demo_lm(
+    mlflow_store, django_capture_on_commit_callbacks
+):
+    """What make run does: queue for the worker; a second start adds nothing."""
     call_command("load_demo", stdout=StringIO())
 
-    call_command("load_demo_evidence", stdout=StringIO())
-    runs_after_first = EvaluationRun.objects.count()
-    call_command("load_demo_evidence", stdout=StringIO())
-
+    with django_capture_on_commit_callbacks() as queued:
+        call_command("load_demo_evidence", "--queue", stdout=StringIO())
     lms = ModelVersion.objects.filter(kind=ModelKind.CAUSAL_LM_KV)
     assert lms.count() >= 4
-    assert EvaluationRun.objects.count() == runs_after_first == lms.count()
+    assert len(queued) == lms.count()
+    assert set(EvaluationRun.objects.values_list("status", flat=True)) == {"queued"}
+
+    # What the worker does with each queued message.
+    for run_id in EvaluationRun.objects.values_list("pk", flat=True):
+        services.evaluation_execute(run_id=run_id)
+    with django_capture_on_commit_callbacks() as again:
+        call_command("load_demo_evidence", "--queue", stdout=StringIO())
+    call_command("load_demo_evidence", stdout=StringIO())  # foreground: nothing left
+
+    assert again == []
+    assert EvaluationRun.objects.count() == lms.count()
     assert not EvaluationRun.objects.exclude(status=RunStatus.SUCCEEDED).exists()
     perplexities = {
         metric.run.model_version.model.slug: metric.value

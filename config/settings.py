@@ -351,6 +351,21 @@ CIVITAS_BUNDLE_MAX_RATIO = env.float("CIVITAS_BUNDLE_MAX_RATIO", default=100.0)
 CIVITAS_REFERENCE_ROOTS = env.list("CIVITAS_REFERENCE_ROOTS", default=[])
 # s3:// references are fetched only when this is set and boto3 is installed.
 CIVITAS_S3_ENDPOINT_URL = env.str("CIVITAS_S3_ENDPOINT_URL", default="")
+# A language model is self-tested in the engine's child when it is registered
+# (memory limit: CIVITAS_EVAL_MEMORY_BYTES); the child is killed past this.
+CIVITAS_SELFTEST_TIMEOUT_SECONDS = env.int(
+    "CIVITAS_SELFTEST_TIMEOUT_SECONDS", default=300
+)
+# A reference still pending after this long lost its verification message;
+# celery beat queues it again.
+CIVITAS_ARTIFACT_REQUEUE_MINUTES = env.int(
+    "CIVITAS_ARTIFACT_REQUEUE_MINUTES", default=30
+)
+CELERY_BEAT_SCHEDULE["artifact-sweep"] = {
+    "task": "civitas.artifact_sweep",
+    "schedule": timedelta(minutes=10),
+    "options": {"expires": 10 * 60},
+}
 
 # --- Use case lifecycle -------------------------------------------------------
 # An approval ends at the earlier of the use case's last valid day and this

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery.result import AsyncResult
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -21,12 +21,26 @@ _PING_RESULT = inline_serializer(
 )
 
 
+_TASK_ID = "d9b2d63d-a233-4123-847a-2c3b6f4e8a1e"
+
+
 class WorkerPingView(APIView):
     """Queue a no-op task whose answer proves a worker is consuming."""
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses={202: _PING_RESULT})
+    @extend_schema(
+        request=None,
+        responses={202: _PING_RESULT},
+        examples=[
+            OpenApiExample(
+                "Queued",
+                value={"task_id": _TASK_ID, "state": "PENDING", "result": None},
+                response_only=True,
+                status_codes=["202"],
+            )
+        ],
+    )
     def post(self, request):
         # A diagnostic with no database write: nothing to wait for on commit.
         result = tasks.ping.delay()
@@ -36,13 +50,29 @@ class WorkerPingView(APIView):
         )
 
 
-
 class WorkerPingResultView(APIView):
     """Read the answer of a queued worker ping."""
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(responses={200: _PING_RESULT})
+    @extend_schema(
+        responses={200: _PING_RESULT},
+        examples=[
+            OpenApiExample(
+                "Answered",
+                value={
+                    "task_id": _TASK_ID,
+                    "state": "SUCCESS",
+                    "result": {
+                        "hostname": "civitas-worker-1",
+                        "pid": 4182,
+                        "request_id": "8c1e6f0a2b7d4e39",
+                    },
+                },
+                response_only=True,
+            )
+        ],
+    )
     def get(self, request, task_id: str):
         result = AsyncResult(task_id, app=tasks.ping.app)
         ready = result.ready()

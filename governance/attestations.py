@@ -1,5 +1,9 @@
 """Signed evidence: attestations of finished evaluation runs and of decisions.
 
+Every finished evaluation run is attested: a succeeded one with what it
+measured, a failed one with its failure code and reason (a failure is
+evidence too). A cancelled run measured nothing and is not attested.
+
 An attestation is an in-toto Statement v1 (``_type``, ``subject``,
 ``predicateType``, ``predicate``) serialised as canonical JSON
 (``governance.verify.canonical_json``) and signed with the platform's Ed25519
@@ -36,6 +40,7 @@ from governance.verify import VerificationError, canonical_json, parse_json
 from registry.selectors import user_membership
 
 __all__ = [
+    "ATTESTED_RUN_STATUSES",
     "DECISION_PAYLOAD_TYPE",
     "DECISION_PREDICATE_TYPE",
     "RUN_PAYLOAD_TYPE",
@@ -52,6 +57,8 @@ DECISION_PAYLOAD_TYPE = "application/vnd.civitas.decision-attestation+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 RUN_PREDICATE_TYPE = "urn:civitas:attestation:evaluation:v1"
 DECISION_PREDICATE_TYPE = "urn:civitas:attestation:decision:v1"
+# A cancelled run measured nothing, so there is nothing to vouch for.
+ATTESTED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED)
 
 
 def _plain(value: Any) -> Any:
@@ -137,14 +144,22 @@ def _suite_tasks(run: EvaluationRun) -> list[dict[str, Any]]:
 
 
 def run_statement(run: EvaluationRun, *, issued_at) -> dict[str, Any]:
-    """The statement of a succeeded run: what was measured, on what, where, how.
+    """The statement of a finished run: what was measured, on what, where, how.
 
     Binds the artifact digest (the subject), the suite and its dataset
     digests, the engine and ONNX Runtime versions, the runtime settings, the
-    whole environment and every metric.
+    whole environment and every metric. For a failed run ``evaluation_run``
+    also carries ``failure_code`` and ``failure_reason``, and ``metrics`` and
+    ``results`` are empty: nothing it measured is vouched for.
     """
     version = run.model_version
     environment = run.environment or {}
+    failed = run.status == RunStatus.FAILED
+    failure = (
+        {"failure_code": run.failure_code, "failure_reason": run.failure_reason}
+        if failed
+        else {}
+    )
     return _plain(
         {
             "_type": STATEMENT_TYPE,
@@ -163,6 +178,7 @@ def run_statement(run: EvaluationRun, *, issued_at) -> dict[str, Any]:
                     "wall_seconds": run.wall_seconds,
                     "worker": run.worker,
                     "mlflow_run_id": run.mlflow_run_id,
+                    **failure,
                 },
                 "model_version": {
                     "id": version.pk,
@@ -186,11 +202,13 @@ def run_statement(run: EvaluationRun, *, issued_at) -> dict[str, Any]:
                 or environment.get("settings")
                 or {},
                 "environment": environment,
-                "metrics": [
+                "metrics": []
+                if failed
+                else [
                     {"task": m.task, "name": m.name, "value": m.value}
                     for m in run.metrics.all()
                 ],
-                "results": run.results or [],
+                "results": [] if failed else run.results or [],
                 "issuer": {"platform_key_id": signing.platform_key_id()},
                 "issued_at": issued_at,
             },
@@ -200,14 +218,16 @@ def run_statement(run: EvaluationRun, *, issued_at) -> dict[str, Any]:
 
 @transaction.atomic
 def attestation_for_run(*, run: EvaluationRun) -> Attestation:
-    """Sign and store the attestation of a succeeded evaluation run.
+    """Sign and store the attestation of a succeeded or failed evaluation run.
 
-    Called by ``services._record_success`` at the end of the transaction that
-    finishes the run, so a succeeded run and its attestation commit together.
-    Idempotent: a run already attested returns its attestation. Records
-    ``evaluation.attested`` with the statement's SHA-256, binding the signed
-    statement into the audit chain. Raises ``Conflict`` for a run that did
-    not succeed; ``ImproperlyConfigured`` when the platform key is unusable.
+    Called by ``services._record_success`` and ``services._fail`` at the end
+    of the transaction that finishes the run, so a finished run and its
+    attestation commit together. Idempotent: a run already attested returns
+    its attestation. Records ``evaluation.attested`` with the statement's
+    SHA-256 and the run's status, binding the signed statement into the
+    audit chain. Raises ``Conflict`` (``run_not_finished``) for a run that is
+    queued, running or cancelled (a cancelled run measured nothing);
+    ``ImproperlyConfigured`` when the platform key is unusable.
     """
     existing = Attestation.objects.filter(run_id=run.pk).first()
     if existing is not None:
@@ -220,10 +240,11 @@ def attestation_for_run(*, run: EvaluationRun) -> Attestation:
         .prefetch_related("metrics")
         .get(pk=run.pk)
     )
-    if run.status != RunStatus.SUCCEEDED:
+    if run.status not in ATTESTED_RUN_STATUSES:
         raise Conflict(
-            f"Run {run.pk} is {run.status}; only a succeeded run is attested.",
-            code="run_not_succeeded",
+            f"Run {run.pk} is {run.status}; only a succeeded or failed run is "
+            "attested.",
+            code="run_not_finished",
         )
     attestation = _issue(
         statement=run_statement(run, issued_at=timezone.now()),
@@ -237,6 +258,7 @@ def attestation_for_run(*, run: EvaluationRun) -> Attestation:
         agency=run.model_version.model.agency,
         payload={
             "run_id": run.pk,
+            "status": run.status,
             "attestation_id": attestation.pk,
             "artifact_sha256": run.artifact_digest,
             "payload_type": RUN_PAYLOAD_TYPE,

@@ -16,10 +16,12 @@ from django.http import StreamingHttpResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
+    extend_schema_view,
     inline_serializer,
 )
 from rest_framework import mixins, permissions, renderers, serializers, viewsets
@@ -29,6 +31,15 @@ from rest_framework.views import APIView
 from config.pagination import CursorPagination
 from governance import audit, signing
 from governance.models import AuditCheckpoint, AuditEvent
+from governance.openapi_examples import (
+    AUDIT_CHECKPOINT,
+    AUDIT_EVENT,
+    AUDIT_EXPORT,
+    AUDIT_PUBLIC_KEY,
+    AUDIT_VERIFICATION,
+    PUBLIC_KEY_PEM,
+    response,
+)
 from registry.selectors import is_oversight, user_agency_ids
 
 JSONL_MEDIA_TYPE = "application/x-ndjson"
@@ -135,6 +146,10 @@ class AuditEventPagination(CursorPagination):
     ordering = "-seq"
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Artifact uploaded", AUDIT_EVENT)]),
+    retrieve=extend_schema(examples=[response("Artifact uploaded", AUDIT_EVENT)]),
+)
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """Audit events visible to the caller (all for oversight, else own agency's)."""
 
@@ -172,6 +187,9 @@ class AuditCheckpointPagination(CursorPagination):
     ordering = "-seq"
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Signed head", AUDIT_CHECKPOINT)])
+)
 class AuditCheckpointViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Signed checkpoints of the chain head, newest first.
 
@@ -212,7 +230,10 @@ class AuditVerifyView(APIView):
 
     permission_classes = [IsOversight]
 
-    @extend_schema(responses={200: _REPORT})
+    @extend_schema(
+        responses={200: _REPORT},
+        examples=[response("Intact chain", AUDIT_VERIFICATION)],
+    )
     def get(self, request):
         return Response(audit.verify_chain().summary())
 
@@ -238,6 +259,9 @@ class AuditExportView(APIView):
             (200, JSONL_MEDIA_TYPE): OpenApiResponse(
                 OpenApiTypes.STR,
                 description="header, checkpoint, event and end lines (docs/audit.md)",
+                examples=[
+                    OpenApiExample("One model version's events", value=AUDIT_EXPORT)
+                ],
             )
         },
     )
@@ -277,9 +301,13 @@ class AuditPublicKeyView(APIView):
 
     @extend_schema(
         responses={
-            (200, PEM_MEDIA_TYPE): OpenApiTypes.STR,
+            (200, PEM_MEDIA_TYPE): OpenApiResponse(
+                OpenApiTypes.STR,
+                examples=[OpenApiExample("Ed25519 key", value=PUBLIC_KEY_PEM)],
+            ),
             (200, "application/json"): _PUBLIC_KEY,
         },
+        examples=[response("Ed25519 key", AUDIT_PUBLIC_KEY)],
     )
     def get(self, request):
         pem = signing.public_key_pem()

@@ -43,6 +43,18 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
+from governance.openapi_examples import (
+    ATTESTATION,
+    DECISION,
+    DECISION_ENVELOPE,
+    ENVELOPE,
+    IN_SERVICE,
+    SUBMISSION,
+    TRANSITION,
+    WAIVER,
+    request,
+    response,
+)
 from registry.serializers import ApiErrorSerializer
 
 ENVELOPE_MEDIA_TYPE = "application/json"
@@ -232,6 +244,7 @@ class UseCaseSubmitView(APIView):
         summary="Submit a use case for review",
         request=None,
         responses={201: SubmissionSerializer, **ERRORS},
+        examples=[response("First submission", SUBMISSION, status=201)],
     )
     def post(self, request, pk: int):
         submission = lifecycle.use_case_submit(
@@ -249,6 +262,7 @@ class UseCaseStartReviewView(APIView):
         summary="Start the review of a submitted use case",
         request=None,
         responses={201: TransitionSerializer, **ERRORS},
+        examples=[response("In review", TRANSITION, status=201)],
     )
     def post(self, request, pk: int):
         transition = lifecycle.use_case_start_review(
@@ -298,10 +312,20 @@ _SERVICES = {
 }
 
 
-def _decision_schema(summary: str, *, waiver: bool = False):
-    examples = [OpenApiExample("Rationale only", value=APPROVE_EXAMPLE)]
+def _decision_schema(summary: str, kind: str, to: str, *, waiver: bool = False):
+    decided = {**DECISION, "kind": str(kind), "to_status": str(to)}
+    if kind != DecisionKind.APPROVE:
+        decided.update(waiver=None, approved_at=None, expires_at=None)
+    if kind in (DecisionKind.SUSPEND, DecisionKind.RETIRE):
+        decided["from_status"] = str(UseCaseStatus.APPROVED)
+    if kind == DecisionKind.REINSTATE:
+        decided["from_status"] = str(UseCaseStatus.SUSPENDED)
+    examples = [
+        request("Rationale only", APPROVE_EXAMPLE),
+        response("Decided", decided, status=201),
+    ]
     if waiver:
-        examples.append(OpenApiExample("With a waiver", value=WAIVER_EXAMPLE))
+        examples.append(request("With a waiver", WAIVER_EXAMPLE))
     return extend_schema(
         summary=summary,
         request=DecisionInputSerializer,
@@ -311,7 +335,12 @@ def _decision_schema(summary: str, *, waiver: bool = False):
 
 
 @extend_schema_view(
-    post=_decision_schema("Approve (a high-risk case needs two reviewers)", waiver=True)
+    post=_decision_schema(
+        "Approve (a high-risk case needs two reviewers)",
+        DecisionKind.APPROVE,
+        UseCaseStatus.APPROVED,
+        waiver=True,
+    )
 )
 class UseCaseApproveView(_DecisionView):
     """Approve a use case in review, with a waiver of failed rules if needed."""
@@ -320,21 +349,37 @@ class UseCaseApproveView(_DecisionView):
     takes_waiver = True
 
 
-@extend_schema_view(post=_decision_schema("Reject a use case in review"))
+@extend_schema_view(
+    post=_decision_schema(
+        "Reject a use case in review", DecisionKind.REJECT, UseCaseStatus.REJECTED
+    )
+)
 class UseCaseRejectView(_DecisionView):
     """Reject a use case in review for good."""
 
     kind = DecisionKind.REJECT
 
 
-@extend_schema_view(post=_decision_schema("Send a use case back for changes"))
+@extend_schema_view(
+    post=_decision_schema(
+        "Send a use case back for changes",
+        DecisionKind.REQUEST_CHANGES,
+        UseCaseStatus.CHANGES_REQUESTED,
+    )
+)
 class UseCaseRequestChangesView(_DecisionView):
     """Send a use case in review back to its agency with what must change."""
 
     kind = DecisionKind.REQUEST_CHANGES
 
 
-@extend_schema_view(post=_decision_schema("Suspend an approved use case"))
+@extend_schema_view(
+    post=_decision_schema(
+        "Suspend an approved use case",
+        DecisionKind.SUSPEND,
+        UseCaseStatus.SUSPENDED,
+    )
+)
 class UseCaseSuspendView(_DecisionView):
     """Take an approved use case out of service."""
 
@@ -342,7 +387,12 @@ class UseCaseSuspendView(_DecisionView):
 
 
 @extend_schema_view(
-    post=_decision_schema("Reinstate a suspended use case", waiver=True)
+    post=_decision_schema(
+        "Reinstate a suspended use case",
+        DecisionKind.REINSTATE,
+        UseCaseStatus.APPROVED,
+        waiver=True,
+    )
 )
 class UseCaseReinstateView(_DecisionView):
     """Put a suspended use case back in service until its approval ends."""
@@ -351,7 +401,11 @@ class UseCaseReinstateView(_DecisionView):
     takes_waiver = True
 
 
-@extend_schema_view(post=_decision_schema("Retire a use case for good"))
+@extend_schema_view(
+    post=_decision_schema(
+        "Retire a use case for good", DecisionKind.RETIRE, UseCaseStatus.RETIRED
+    )
+)
 class UseCaseRetireView(_DecisionView):
     """Retire an approved, suspended or expired use case."""
 
@@ -365,7 +419,10 @@ class UseCaseHistoryView(generics.ListAPIView):
     pagination_class = None
     filter_backends: list = []
 
-    @extend_schema(summary="The status history of a use case")
+    @extend_schema(
+        summary="The status history of a use case",
+        examples=[response("Taken into review", TRANSITION)],
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -400,16 +457,24 @@ def _envelope_response(attestation: Attestation, filename: str) -> Response:
     return response
 
 
-ENVELOPE_RESPONSE = {
-    200: OpenApiResponse(
-        OpenApiTypes.OBJECT,
-        description="The DSSE envelope (payload, payloadType, signatures); check it "
-        "with python -m governance.verify FILE --key public.pem",
-    ),
-    404: OpenApiResponse(ApiErrorSerializer, description="Not found or not visible"),
-}
+def _envelope_responses(envelope: dict) -> dict:
+    return {
+        200: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description="The DSSE envelope (payload, payloadType, signatures); "
+            "check it with python -m governance.verify FILE --key public.pem",
+            examples=[OpenApiExample("Signed envelope", value=envelope)],
+        ),
+        404: OpenApiResponse(
+            ApiErrorSerializer, description="Not found or not visible"
+        ),
+    }
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Approved with a waiver", DECISION)]),
+    retrieve=extend_schema(examples=[response("Approved with a waiver", DECISION)]),
+)
 class DecisionViewSet(viewsets.ReadOnlyModelViewSet):
     """Decisions on the use cases the caller may see, newest first."""
 
@@ -426,7 +491,10 @@ class DecisionViewSet(viewsets.ReadOnlyModelViewSet):
             .defer("attestation__statement", "attestation__envelope")
         )
 
-    @extend_schema(summary="Download the signed decision", responses=ENVELOPE_RESPONSE)
+    @extend_schema(
+        summary="Download the signed decision",
+        responses=_envelope_responses(DECISION_ENVELOPE),
+    )
     @action(detail=True, methods=["get"])
     def attestation(self, request, pk=None):
         decision = self.get_object()
@@ -435,6 +503,10 @@ class DecisionViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("First submission", SUBMISSION)]),
+    retrieve=extend_schema(examples=[response("First submission", SUBMISSION)]),
+)
 class SubmissionViewSet(viewsets.ReadOnlyModelViewSet):
     """Submissions of the use cases the caller may see, newest first."""
 
@@ -448,6 +520,10 @@ class SubmissionViewSet(viewsets.ReadOnlyModelViewSet):
         ).select_related("submitted_by")
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Energy rule waived", WAIVER)]),
+    retrieve=extend_schema(examples=[response("Energy rule waived", WAIVER)]),
+)
 class WaiverViewSet(viewsets.ReadOnlyModelViewSet):
     """Waivers granted on the use cases the caller may see, newest first."""
 
@@ -461,6 +537,10 @@ class WaiverViewSet(viewsets.ReadOnlyModelViewSet):
         ).select_related("granted_by")
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Evaluation attestation", ATTESTATION)]),
+    retrieve=extend_schema(examples=[response("Evaluation attestation", ATTESTATION)]),
+)
 class AttestationViewSet(viewsets.ReadOnlyModelViewSet):
     """Attestations of the runs and decisions the caller may see, newest first."""
 
@@ -478,7 +558,7 @@ class EvaluationAttestationView(APIView):
     @extend_schema(
         summary="Download the attestation of an evaluation run",
         responses={
-            **ENVELOPE_RESPONSE,
+            **_envelope_responses(ENVELOPE),
             409: OpenApiResponse(
                 ApiErrorSerializer, description="The run has no attestation (yet)"
             ),
@@ -489,8 +569,8 @@ class EvaluationAttestationView(APIView):
         attestation = Attestation.objects.filter(run=run).first()
         if attestation is None:
             raise Conflict(
-                f"Run {run.pk} is {run.status}; only a succeeded run has an "
-                "attestation.",
+                f"Run {run.pk} is {run.status}; only a succeeded or failed run "
+                "has an attestation.",
                 code="no_attestation",
             )
         return _envelope_response(attestation, f"evaluation-{run.pk}-attestation.json")
@@ -510,6 +590,7 @@ class InServiceView(APIView):
             )
         ],
         responses={200: InServiceResponseSerializer, 400: ERRORS[400]},
+        examples=[response("One use case in service", IN_SERVICE)],
     )
     def get(self, request):
         raw = request.query_params.get("at")

@@ -161,6 +161,9 @@ class EvaluationSuite(models.Model):
     ``tasks`` is a list of ``{"task", "name", "dataset_version", "options"}``;
     each dataset version holds the JSONL file of that task. Built-in suites
     (``agency`` empty) are written for Civitas and shipped with it.
+    ``datasets`` holds the same dataset versions as rows (``SuiteDataset``,
+    filled by ``services.suite_register``), so the database refuses to
+    delete data a suite reads: a legal hold the JSON alone cannot give.
     """
 
     name = models.SlugField(max_length=80)
@@ -178,6 +181,12 @@ class EvaluationSuite(models.Model):
         help_text="Empty for the built-in suites of the platform.",
     )
     tasks = models.JSONField()
+    datasets = models.ManyToManyField(
+        "registry.DatasetVersion",
+        through="SuiteDataset",
+        related_name="suites",
+        blank=True,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = EvaluationSuiteQuerySet.as_manager()
@@ -192,6 +201,27 @@ class EvaluationSuite(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+class SuiteDataset(models.Model):
+    """One dataset version a suite's tasks read; protects it from deletion."""
+
+    suite = models.ForeignKey(
+        EvaluationSuite, on_delete=models.PROTECT, related_name="dataset_links"
+    )
+    dataset_version = models.ForeignKey(
+        "registry.DatasetVersion", on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["suite", "dataset_version"], name="suite_dataset_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"suite {self.suite_id} reads {self.dataset_version_id}"
 
 
 class RunStatus(models.TextChoices):

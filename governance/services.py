@@ -27,7 +27,13 @@ from django.utils import timezone
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
 from governance import audit, tracking
-from governance.models import EvaluationRun, EvaluationSuite, RunMetric, RunStatus
+from governance.models import (
+    EvaluationRun,
+    EvaluationSuite,
+    RunMetric,
+    RunStatus,
+    SuiteDataset,
+)
 from registry.models import ArtifactState, ModelKind, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
 
@@ -139,7 +145,7 @@ def _worker_label() -> str:
 
 
 def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING):
-    """Mark a run failed if it is still in ``from_status``; record the event."""
+    """Mark a run failed if it is still in ``from_status``; record and attest it."""
     with transaction.atomic():
         changed = EvaluationRun.objects.filter(pk=run_id, status=from_status).update(
             status=RunStatus.FAILED,
@@ -158,6 +164,10 @@ def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING
                 agency=run.model_version.model.agency,
                 payload={"run_id": run_id, "code": code, "message": message[:500]},
             )
+            from governance.attestations import attestation_for_run
+
+            # A failure is evidence too: it is signed with the run, or neither.
+            attestation_for_run(run=run)
     return changed
 
 
@@ -511,8 +521,10 @@ def suite_register(
     ``tasks`` is ``[{"task", "name"?, "dataset_version": DatasetVersion,
     "options"?}]``. Each dataset version must be visible to the actor and its
     file must match the task's JSONL schema (``suite_data_invalid`` names the
-    line). Built-in suites belong to no agency; others to the actor's. A
-    name and version already registered raise ``Conflict``.
+    line). Built-in suites belong to no agency; others to the actor's. The
+    dataset versions are also linked as ``SuiteDataset`` rows, which protect
+    them from deletion. A name and version already registered raise
+    ``Conflict``.
     """
     from registry.models import Agency, DatasetVersion
 
@@ -552,6 +564,11 @@ def suite_register(
         licence=licence,
         agency=agency,
         tasks=stored,
+    )
+    # Rows, not only JSON: the database then refuses to delete the data.
+    SuiteDataset.objects.bulk_create(
+        SuiteDataset(suite=suite, dataset_version_id=pk)
+        for pk in sorted({entry["dataset_version"] for entry in stored})
     )
     audit.record(
         actor=actor,

@@ -35,6 +35,14 @@ from governance.models import (
     UseCase,
     UseCaseStatus,
 )
+from governance.openapi_examples import (
+    POLICY,
+    POLICY_RESULT,
+    POLICY_SCHEMA,
+    QUESTIONNAIRE,
+    USE_CASE,
+    response,
+)
 from registry.models import Agency, ModelVersion
 from registry.selectors import is_oversight
 from registry.serializers import ApiErrorSerializer, VisiblePrimaryKeyField
@@ -321,8 +329,15 @@ class UseCaseFilter(filters.FilterSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Use cases the caller may see"),
-    retrieve=extend_schema(summary="One use case", responses={200: UseCaseSerializer}),
+    list=extend_schema(
+        summary="Use cases the caller may see",
+        examples=[response("Contact-centre replies", USE_CASE)],
+    ),
+    retrieve=extend_schema(
+        summary="One use case",
+        responses={200: UseCaseSerializer},
+        examples=[response("Contact-centre replies", USE_CASE)],
+    ),
 )
 class UseCaseViewSet(
     mixins.ListModelMixin,
@@ -413,6 +428,7 @@ class UseCaseViewSet(
         summary="Check the use case against the policies in force now",
         request=None,
         responses={201: PolicyResultSerializer, **ERRORS},
+        examples=[response("Passed", POLICY_RESULT, status=201)],
     )
     @action(detail=True, methods=["post"], url_path="policy-check")
     def policy_check(self, request, pk=None):
@@ -428,6 +444,7 @@ class UseCaseViewSet(
     @extend_schema(
         summary="The policy results of one use case, newest first",
         responses={200: PolicyResultSerializer(many=True)},
+        examples=[response("Passed", POLICY_RESULT)],
     )
     @action(detail=True, methods=["get"], url_path="policy-results")
     def policy_results(self, request, pk=None):
@@ -452,6 +469,10 @@ class PolicyResultFilter(filters.FilterSet):
         fields = ["use_case", "model_version", "trigger", "passed"]
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Passed", POLICY_RESULT)]),
+    retrieve=extend_schema(examples=[response("Passed", POLICY_RESULT)]),
+)
 class PolicyResultViewSet(viewsets.ReadOnlyModelViewSet):
     """Policy results of the use cases the caller may see; never changed."""
 
@@ -465,6 +486,10 @@ class PolicyResultViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Impact assessment", QUESTIONNAIRE)]),
+    retrieve=extend_schema(examples=[response("Impact assessment", QUESTIONNAIRE)]),
+)
 class QuestionnaireViewSet(viewsets.ReadOnlyModelViewSet):
     """The published impact questionnaires, every version."""
 
@@ -493,8 +518,11 @@ class PolicyFilter(filters.FilterSet):
         description="Members see platform and risk-tier policies and their own "
         "agency's; reviewers and administrators see all. Earlier versions are "
         "listed under /policies/{id}/versions/.",
+        examples=[response("Platform baseline", POLICY)],
     ),
-    retrieve=extend_schema(summary="One policy version"),
+    retrieve=extend_schema(
+        summary="One policy version", examples=[response("Platform baseline", POLICY)]
+    ),
 )
 class PolicyViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
@@ -548,6 +576,7 @@ class PolicyViewSet(
         summary="Every version of this policy's name, newest first",
         request=None,
         responses={200: PolicySerializer(many=True)},
+        examples=[response("Latest version", POLICY)],
     )
     @extend_schema(
         methods=["POST"],
@@ -583,7 +612,13 @@ class PolicySchemaView(APIView):
 
     @extend_schema(
         summary="JSON Schema of policy rules",
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The schema")},
+        responses={
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="The schema",
+                examples=[OpenApiExample("Abridged", value=POLICY_SCHEMA)],
+            )
+        },
     )
     def get(self, request):
         return Response(policies.schema())

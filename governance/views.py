@@ -6,7 +6,13 @@ from django.core.files.storage import storages
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -15,6 +21,13 @@ from rest_framework.views import APIView
 from config.exceptions import Conflict
 from governance import services
 from governance.models import EvaluationRun, EvaluationSuite
+from governance.openapi_examples import (
+    CANCELLED_RUN,
+    EVALUATION_ITEMS,
+    EVALUATION_RUN,
+    SUITE,
+    response,
+)
 from governance.serializers import (
     EvaluationRequestSerializer,
     EvaluationRunSerializer,
@@ -23,6 +36,10 @@ from governance.serializers import (
 from registry.models import ModelVersion
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Core suite", SUITE)]),
+    retrieve=extend_schema(examples=[response("Core suite", SUITE)]),
+)
 class EvaluationSuiteViewSet(viewsets.ReadOnlyModelViewSet):
     """Suites the caller may run: the built-in ones and their agency's own."""
 
@@ -46,6 +63,10 @@ class EvaluationRunFilter(filters.FilterSet):
         fields = ["status", "suite", "model_version", "agency"]
 
 
+@extend_schema_view(
+    list=extend_schema(examples=[response("Succeeded run", EVALUATION_RUN)]),
+    retrieve=extend_schema(examples=[response("Succeeded run", EVALUATION_RUN)]),
+)
 class EvaluationRunViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -62,7 +83,11 @@ class EvaluationRunViewSet(
             .prefetch_related("metrics")
         )
 
-    @extend_schema(request=None, responses={200: EvaluationRunSerializer})
+    @extend_schema(
+        request=None,
+        responses={200: EvaluationRunSerializer},
+        examples=[response("Cancelled while running", CANCELLED_RUN)],
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a queued or running evaluation (409 once finished)."""
@@ -72,7 +97,9 @@ class EvaluationRunViewSet(
     @extend_schema(
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(
-                description="One JSON object per evaluated item"
+                OpenApiTypes.STR,
+                description="One JSON object per evaluated item",
+                examples=[OpenApiExample("Two items", value=EVALUATION_ITEMS)],
             )
         }
     )
@@ -109,7 +136,30 @@ class ModelVersionEvaluationsView(APIView):
     @extend_schema(
         request=EvaluationRequestSerializer,
         responses={202: EvaluationRunSerializer},
-        examples=[OpenApiExample("Core suite", value={"suite": "civitas-core"})],
+        examples=[
+            OpenApiExample(
+                "Core suite", value={"suite": "civitas-core"}, request_only=True
+            ),
+            response(
+                "Queued",
+                {
+                    **EVALUATION_RUN,
+                    "status": "queued",
+                    "progress": 0.0,
+                    "progress_note": "",
+                    "started_at": None,
+                    "finished_at": None,
+                    "attempts": 0,
+                    "metrics": [],
+                    "results": [],
+                    "environment": {},
+                    "mlflow_run_id": "",
+                    "engine_version": "",
+                    "wall_seconds": None,
+                },
+                status=202,
+            ),
+        ],
     )
     def post(self, request, pk: int):
         version = get_object_or_404(

@@ -724,6 +724,7 @@ class ModelVersionAdmin(ServiceAdmin):
                     "opsets",
                     "graph_inputs",
                     "graph_outputs",
+                    "selftest",
                 ]
             },
         ),
@@ -752,6 +753,7 @@ class ModelVersionAdmin(ServiceAdmin):
         "opsets",
         "graph_inputs",
         "graph_outputs",
+        "selftest",
         "created_by",
         "created_at",
         "updated_at",

@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from registry import artifacts
 from registry.models import DatasetVersion, ModelVersion
+from registry.openapi_examples import ARTIFACT, DATASET_FILE, response
 from registry.uploads import (
     CHUNK_SIZE,
     RawUploadParser,
@@ -52,7 +53,7 @@ class ModelVersionArtifactSerializer(serializers.ModelSerializer):
             "artifact_size", "artifact_format", "original_filename", "source_uri",
             "graph_inputs", "graph_outputs", "opsets", "parameter_count",
             "weight_bytes", "kind", "layout", "num_layers", "quantisation",
-            "released_at",
+            "selftest", "released_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -258,6 +259,7 @@ class ModelVersionArtifactView(_UploadView):
         operation_id="model_versions_artifact_retrieve",
         summary="Artifact state and graph facts of a model version",
         responses={200: ModelVersionArtifactSerializer, **_COMMON_ERRORS},
+        examples=[response("Released bundle", ARTIFACT)],
     )
     def get(self, request, pk: int):
         visible = ModelVersion.objects.visible_to(request.user)
@@ -434,6 +436,7 @@ _DATASET_UPLOAD_DOC = dict(
         415: _problem("Unsupported Content-Type."),
         **_COMMON_ERRORS,
     },
+    examples=[response("Stored", DATASET_FILE, status=201)],
 )
 
 
@@ -444,6 +447,7 @@ class DatasetVersionFileView(_UploadView):
         operation_id="dataset_versions_file_retrieve",
         summary="Data file state of a dataset version",
         responses={200: DatasetVersionFileSerializer, **_COMMON_ERRORS},
+        examples=[response("Stored file", DATASET_FILE)],
     )
     def get(self, request, pk: int):
         dataset_version = get_object_or_404(

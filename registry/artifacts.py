@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -50,6 +51,7 @@ from workers.engine.bundle import (
     inspect_bundle,
     materialise_bundle,
 )
+from workers.engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
 
 VERIFY_TASK = "civitas.artifact_verify"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -92,21 +94,45 @@ def _scratch_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def bundle_inspect(*, path: Path) -> GraphFacts:
-    """Unpack an uploaded bundle into a scratch directory and describe its model.
+@dataclass(frozen=True)
+class InspectedBundle:
+    """What the registry learnt from a bundle before accepting it."""
 
-    The scratch directory is removed before returning. Raises ``DomainError``
-    with the engine's code (``unsafe_path``, ``link_member``,
-    ``compression_ratio``, ``too_many_files``, ``invalid_onnx``,
-    ``missing_tokenizer``...) when the bundle is refused.
+    facts: GraphFacts
+    selftest: dict[str, Any]
+
+
+def bundle_inspect(*, path: Path) -> InspectedBundle:
+    """Unpack an uploaded bundle into a scratch directory, describe and test it.
+
+    Language models (``causal_lm_kv``, ``causal_lm``) are then self-tested
+    (``workers.engine.selftest``) in the sandboxed child, limited by
+    ``CIVITAS_EVAL_MEMORY_BYTES`` and ``CIVITAS_SELFTEST_TIMEOUT_SECONDS``;
+    other kinds get empty ``selftest`` figures. The scratch directory is
+    removed before returning. Raises ``DomainError`` with the engine's code
+    (``unsafe_path``, ``link_member``, ``compression_ratio``,
+    ``too_many_files``, ``invalid_onnx``, ``missing_tokenizer``...) when the
+    bundle is refused, or ``selftest_failed`` when the self-test fails.
     """
     limits = bundle_limits()
     with _scratch_dir() as scratch:
         try:
             root = materialise_bundle(path, scratch / "bundle", limits=limits)
-            return inspect_bundle(root, limits=limits)
+            facts = inspect_bundle(root, limits=limits)
         except BundleError as e:
             raise DomainError(e.message, code=e.code) from e
+        if facts.kind not in SELFTEST_KINDS:
+            return InspectedBundle(facts=facts, selftest={})
+        try:
+            figures = run_selftest(
+                root,
+                facts=facts,
+                memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
+                timeout_s=settings.CIVITAS_SELFTEST_TIMEOUT_SECONDS,
+            )
+        except SelftestFailure as e:
+            raise DomainError(e.message, code="selftest_failed") from e
+        return InspectedBundle(facts=facts, selftest=figures)
 
 
 def upload_format(path: Path) -> str:
@@ -197,20 +223,22 @@ def model_version_artifact_upload(
 
     The original upload (single ``.onnx``, zip, tar or tar.gz) is stored under
     ``model-versions/<id>/<sha256>.<format>``; digest, size, format and the
-    graph facts read by the engine are written to the row, ``artifact_state``
-    becomes ``available`` and ``released_at`` is set: the content is frozen.
-    Records ``model_version.artifact_uploaded``.
+    graph facts read by the engine (and, for a language model, its
+    self-test figures) are written to the row, ``artifact_state`` becomes
+    ``available`` and ``released_at`` is set: the content is frozen. Records
+    ``model_version.artifact_uploaded``.
 
     Raises ``Conflict`` (``artifact_exists``, ``artifact_pending``) when the
     version already has an artifact, ``DomainError`` with the engine's code
-    when the bundle is refused, or ``empty_upload``. A refusal leaves no
+    when the bundle is refused, ``selftest_failed`` when a language model
+    fails its self-test, or ``empty_upload``. A refusal leaves no
     storage object, no scratch files and no change to the row.
     """
     _refuse_if_has_artifact(version)
     if not upload.size:
         raise DomainError("The upload is empty.", code="empty_upload")
     path = Path(upload.temporary_file_path())
-    facts = bundle_inspect(path=path)
+    inspected = bundle_inspect(path=path)
     fmt = upload_format(path)
     return _model_version_attach(
         actor=actor,
@@ -219,7 +247,7 @@ def model_version_artifact_upload(
         digest=upload.sha256,
         size=upload.size,
         fmt=fmt,
-        facts=facts,
+        inspected=inspected,
         original_filename=upload.original_name,
         action="model_version.artifact_uploaded",
         expect_pending=None,
@@ -234,7 +262,7 @@ def _model_version_attach(
     digest: str,
     size: int,
     fmt: str,
-    facts: GraphFacts,
+    inspected: InspectedBundle,
     original_filename: str,
     action: str,
     expect_pending: tuple[str, str] | None,
@@ -246,6 +274,7 @@ def _model_version_attach(
     stored and None is returned (another run finished it).
     """
     key = f"model-versions/{version_id}/{digest}.{fmt}"
+    facts = inspected.facts
 
     def write(save):
         version = (
@@ -272,14 +301,15 @@ def _model_version_attach(
         version.artifact_format = fmt
         version.original_filename = original_filename
         version.released_at = now
+        version.selftest = inspected.selftest
         for field, value in _graph_fields(facts).items():
             setattr(version, field, value)
         version.save(
             update_fields=[
                 "artifact_state", "artifact_error", "artifact_key",
                 "artifact_digest", "artifact_size", "artifact_format",
-                "original_filename", "source_uri", "released_at", "updated_at",
-                *_graph_fields(facts),
+                "original_filename", "source_uri", "released_at", "selftest",
+                "updated_at", *_graph_fields(facts),
             ]
         )  # fmt: skip
         audit.record(
@@ -296,6 +326,7 @@ def _model_version_attach(
                 "original_filename": original_filename,
                 "kind": facts.kind,
                 "parameter_count": facts.parameter_count,
+                "selftest_passed": inspected.selftest.get("passed"),
             },
         )
         return version
@@ -572,7 +603,8 @@ def artifact_verify(*, version_id: int) -> str:
     The file is copied into a spool file with its SHA-256 computed on the way
     (the copy, not the source, is inspected and stored, so a source that
     changes meanwhile cannot slip through). A digest mismatch, an unreadable
-    or refused file, or a bundle the engine refuses ends ``failed`` with a
+    or refused file, a bundle the engine refuses or a language model that
+    fails its self-test ends ``failed`` with a
     readable ``artifact_error``; success ends ``available`` with
     ``released_at`` set. Records ``model_version.artifact_verified`` or
     ``model_version.artifact_verification_failed`` (actor: the system).
@@ -619,7 +651,7 @@ def artifact_verify(*, version_id: int) -> str:
             )
         path = Path(fetched.temporary_file_path())
         try:
-            facts = bundle_inspect(path=path)
+            inspected = bundle_inspect(path=path)
         except DomainError as e:
             return _verification_failed(
                 version_id=version_id,
@@ -634,7 +666,7 @@ def artifact_verify(*, version_id: int) -> str:
             digest=declared,
             size=fetched.size,
             fmt=upload_format(path),
-            facts=facts,
+            inspected=inspected,
             original_filename=version.original_filename,
             action="model_version.artifact_verified",
             expect_pending=expected,
@@ -642,6 +674,27 @@ def artifact_verify(*, version_id: int) -> str:
         return ArtifactState.AVAILABLE if released is not None else "skipped"
     finally:
         fetched.close()
+
+
+def artifact_sweep() -> dict[str, int]:
+    """Queue verification again for references pending too long.
+
+    A version still ``pending`` more than ``CIVITAS_ARTIFACT_REQUEUE_MINUTES``
+    after it was last written lost its ``civitas.artifact_verify`` message
+    (or the worker died before finishing): the task is queued again on
+    commit. Verification is safe to run twice, so a slow run that is still
+    going costs only the repeated work. Returns ``{"requeued": n}``.
+    """
+    before = timezone.now() - timedelta(
+        minutes=settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES
+    )
+    requeued = 0
+    for version_id in ModelVersion.objects.filter(
+        artifact_state=ArtifactState.PENDING, updated_at__lt=before
+    ).values_list("pk", flat=True):
+        send_on_commit(VERIFY_TASK, version_id=version_id)
+        requeued += 1
+    return {"requeued": requeued}
 
 
 # --- Datasets ---------------------------------------------------------------

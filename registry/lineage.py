@@ -10,7 +10,9 @@ Edges read as sentences, ``source relation target``:
 
 * ``base_version base_of derived_version``;
 * ``model_version trained_on | fine_tuned_on | evaluated_on dataset_version``;
-* ``model_version produced_by_run training_run``.
+* ``model_version produced_by_run training_run``;
+* ``model_version evaluated_by evaluation`` and ``model_version decided_by
+  decision`` (added by governance's providers).
 
 From the root the walk goes both ways; an ancestor is only expanded upstream
 (its base, its datasets, its training run) and a descendant only downstream
@@ -61,6 +63,8 @@ class Relation(models.TextChoices):
     FINE_TUNED_ON = "fine_tuned_on", "was fine-tuned on"
     EVALUATED_ON = "evaluated_on", "was evaluated on"
     PRODUCED_BY_RUN = "produced_by_run", "was produced by run"
+    EVALUATED_BY = "evaluated_by", "was evaluated by"
+    DECIDED_BY = "decided_by", "was decided on by"
 
 
 class Direction(models.TextChoices):
@@ -353,7 +357,7 @@ class _Walk:
     def _expand(self, frontier: _Frontier, *, distance: int) -> _Frontier:
         """Add the visible neighbours of ``frontier``; return the next frontier.
 
-        At most four queries plus one per downstream provider.
+        At most four queries plus each downstream provider's fixed few.
         """
         graph = self.graph
         nxt = _Frontier()

@@ -60,6 +60,24 @@ class LineageNodeSerializer(serializers.Serializer):
     personal_data = serializers.CharField(
         required=False, help_text="Dataset versions only"
     )
+    status = serializers.CharField(
+        required=False, help_text="Evaluations only: the run's status"
+    )
+    key_metric = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="Evaluations only: the first metric, `task.name=value`",
+    )
+    finished_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Evaluations only"
+    )
+    kind = serializers.CharField(required=False, help_text="Decisions only")
+    reviewer_agency = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="Decisions only: slug of the reviewer's agency",
+    )
+    decided_at = serializers.DateTimeField(required=False, help_text="Decisions only")
 
 
 class LineageEdgeSerializer(serializers.Serializer):

@@ -374,6 +374,8 @@ class ModelVersion(models.Model):
     layout = models.CharField(max_length=20, blank=True)
     num_layers = models.IntegerField(null=True, blank=True)
     quantisation = models.CharField(max_length=20, blank=True)
+    # Figures of the registration self-test (language models only).
+    selftest = models.JSONField(default=dict, blank=True)
     # Lineage.
     base_version = models.ForeignKey(
         "self",

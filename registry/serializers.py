@@ -346,6 +346,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "layout",
             "num_layers",
             "quantisation",
+            "selftest",
             "is_released",
             "released_at",
             "created_by",

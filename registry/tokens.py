@@ -24,6 +24,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from registry import services
+from registry.openapi_examples import TOKEN, response
 from registry.permissions import IsPasswordAuthenticated
 from registry.serializers import TokenCreatedSerializer, TokenSerializer
 from registry.views import BoundedJSONParser, errors
@@ -75,6 +76,7 @@ class TokenListCreateView(APIView):
     @extend_schema(
         summary="List your live tokens (key prefix, created, expiry)",
         responses={200: TokenSerializer(many=True), **errors(401)},
+        examples=[response("The token in use", TOKEN)],
     )
     def get(self, request):
         tokens = _live_tokens(request.user)

@@ -39,6 +39,19 @@ from registry.filters import (
     ModelVersionFilter,
 )
 from registry.models import Agency, Membership
+from registry.openapi_examples import (
+    AGENCY,
+    DATASET,
+    DATASET_VERSION,
+    LICENCE,
+    ME,
+    MEMBERSHIP,
+    MODEL,
+    MODEL_VERSION,
+    MODEL_VERSION_UNRELEASED,
+    request,
+    response,
+)
 from registry.serializers import (
     AgencyCreateSerializer,
     AgencySerializer,
@@ -170,9 +183,12 @@ def owner_agency(model, lookup: dict) -> Agency | None:
         summary="List agencies",
         description="Oversight sees every agency; others see their own.",
         responses={200: AgencySerializer(many=True), **errors(401)},
+        examples=[response("Arden City Council", AGENCY)],
     ),
     retrieve=extend_schema(
-        summary="Read an agency", responses={200: AgencySerializer, **READ_ERRORS}
+        summary="Read an agency",
+        responses={200: AgencySerializer, **READ_ERRORS},
+        examples=[response("Arden City Council", AGENCY)],
     ),
     create=extend_schema(
         summary="Register an agency (platform administrators)",
@@ -188,13 +204,18 @@ def owner_agency(model, lookup: dict) -> Agency | None:
                     "contact_email": "ai@lyon.example.gov",
                 },
                 request_only=True,
-            )
+            ),
+            response("Registered", AGENCY, status=201),
         ],
     ),
     partial_update=extend_schema(
         summary="Change an agency (its maintainers)",
         request=AgencyUpdateSerializer,
         responses={200: AgencySerializer, **WRITE_ERRORS},
+        examples=[
+            request("New contact", {"contact_name": "Digital Services Unit"}),
+            response("Changed", AGENCY),
+        ],
     ),
 )
 class AgencyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueViewSet):
@@ -229,10 +250,12 @@ class AgencyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueV
     list=extend_schema(
         summary="List an agency's people",
         responses={200: MembershipSerializer(many=True), **READ_ERRORS},
+        examples=[response("A member", MEMBERSHIP)],
     ),
     retrieve=extend_schema(
         summary="Read one person's membership",
         responses={200: MembershipSerializer, **READ_ERRORS},
+        examples=[response("A member", MEMBERSHIP)],
     ),
     create=extend_schema(
         summary="Add a person to the agency",
@@ -247,13 +270,18 @@ class AgencyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CatalogueV
                 "New engineer",
                 value={"username": "j.martin", "role": "member"},
                 request_only=True,
-            )
+            ),
+            response("Added", MEMBERSHIP, status=201),
         ],
     ),
     partial_update=extend_schema(
         summary="Change a person's role (audited as membership.role_changed)",
         request=MembershipUpdateSerializer,
         responses={200: MembershipSerializer, **WRITE_ERRORS},
+        examples=[
+            request("Promote", {"role": "maintainer"}),
+            response("Promoted", {**MEMBERSHIP, "role": "maintainer"}),
+        ],
     ),
     destroy=extend_schema(
         summary="Remove a person from the agency",
@@ -324,9 +352,12 @@ class MembershipViewSet(
     list=extend_schema(
         summary="List registered licences",
         responses={200: LicenceSerializer(many=True), **errors(401, 400)},
+        examples=[response("Apache-2.0", LICENCE)],
     ),
     retrieve=extend_schema(
-        summary="Read a licence", responses={200: LicenceSerializer, **READ_ERRORS}
+        summary="Read a licence",
+        responses={200: LicenceSerializer, **READ_ERRORS},
+        examples=[response("Apache-2.0", LICENCE)],
     ),
     create=extend_schema(
         summary="Register an SPDX licence expression (idempotent)",
@@ -352,6 +383,7 @@ class MembershipViewSet(
                 value={"expression": "CC-BY-4.0"},
                 request_only=True,
             ),
+            response("Registered now", {**LICENCE, "created": True}, status=201),
         ],
     ),
 )
@@ -388,9 +420,12 @@ class LicenceViewSet(
     list=extend_schema(
         summary="List datasets",
         responses={200: DatasetSerializer(many=True), **errors(401)},
+        examples=[response("Citizen requests", DATASET)],
     ),
     retrieve=extend_schema(
-        summary="Read a dataset", responses={200: DatasetSerializer, **READ_ERRORS}
+        summary="Read a dataset",
+        responses={200: DatasetSerializer, **READ_ERRORS},
+        examples=[response("Citizen requests", DATASET)],
     ),
     create=extend_schema(
         summary="Register a dataset for your agency",
@@ -405,13 +440,21 @@ class LicenceViewSet(
                     "description": "Questions citizens asked the contact centre.",
                 },
                 request_only=True,
-            )
+            ),
+            response("Registered", DATASET, status=201),
         ],
     ),
     partial_update=extend_schema(
         summary="Change a dataset's name or description (maintainers)",
         request=DatasetUpdateSerializer,
         responses={200: DatasetSerializer, **WRITE_ERRORS},
+        examples=[
+            request(
+                "Clearer description",
+                {"description": "Residents' requests to the contact centre."},
+            ),
+            response("Changed", DATASET),
+        ],
     ),
 )
 class DatasetViewSet(
@@ -447,10 +490,12 @@ class DatasetViewSet(
     list=extend_schema(
         summary="List dataset versions",
         responses={200: DatasetVersionSerializer(many=True), **errors(400, 401)},
+        examples=[response("Citizen requests 1.0.0", DATASET_VERSION)],
     ),
     retrieve=extend_schema(
         summary="Read a dataset version and its datasheet",
         responses={200: DatasetVersionSerializer, **READ_ERRORS},
+        examples=[response("Citizen requests 1.0.0", DATASET_VERSION)],
     ),
     create=extend_schema(
         summary="Register a dataset version (immutable afterwards)",
@@ -479,7 +524,8 @@ class DatasetViewSet(
                     "legal_basis": "GDPR Art. 6(1)(e): public task.",
                 },
                 request_only=True,
-            )
+            ),
+            response("Registered", DATASET_VERSION, status=201),
         ],
     ),
 )
@@ -524,9 +570,12 @@ class DatasetVersionViewSet(
     list=extend_schema(
         summary="List models",
         responses={200: AIModelSerializer(many=True), **errors(401)},
+        examples=[response("Requests assistant", MODEL)],
     ),
     retrieve=extend_schema(
-        summary="Read a model", responses={200: AIModelSerializer, **READ_ERRORS}
+        summary="Read a model",
+        responses={200: AIModelSerializer, **READ_ERRORS},
+        examples=[response("Requests assistant", MODEL)],
     ),
     create=extend_schema(
         summary="Register a model for your agency",
@@ -544,13 +593,18 @@ class DatasetVersionViewSet(
                     "out_of_scope_uses": "Decisions on benefits or permits.",
                 },
                 request_only=True,
-            )
+            ),
+            response("Registered", MODEL, status=201),
         ],
     ),
     partial_update=extend_schema(
         summary="Change a model (maintainers); slug and visibility are fixed",
         request=ModelUpdateSerializer,
         responses={200: AIModelSerializer, **WRITE_ERRORS},
+        examples=[
+            request("Narrower use", {"out_of_scope_uses": MODEL["out_of_scope_uses"]}),
+            response("Changed", MODEL),
+        ],
     ),
 )
 class AIModelViewSet(
@@ -586,10 +640,12 @@ class AIModelViewSet(
     list=extend_schema(
         summary="List model versions",
         responses={200: ModelVersionSerializer(many=True), **errors(400, 401)},
+        examples=[response("Requests assistant 1.0.0", MODEL_VERSION)],
     ),
     retrieve=extend_schema(
         summary="Read a model version",
         responses={200: ModelVersionSerializer, **READ_ERRORS},
+        examples=[response("Requests assistant 1.0.0", MODEL_VERSION)],
     ),
     create=extend_schema(
         summary="Register a model version (metadata; the artifact follows)",
@@ -620,7 +676,12 @@ class AIModelViewSet(
                     "limitations": "French and English only.",
                 },
                 request_only=True,
-            )
+            ),
+            response(
+                "Registered",
+                MODEL_VERSION_UNRELEASED,
+                status=201,
+            ),
         ],
     ),
     partial_update=extend_schema(
@@ -631,6 +692,16 @@ class AIModelViewSet(
         ),
         request=ModelVersionUpdateSerializer,
         responses={200: ModelVersionSerializer, **WRITE_ERRORS},
+        examples=[
+            request(
+                "Known limits",
+                {
+                    "limitations": MODEL_VERSION["limitations"],
+                    "risks": MODEL_VERSION["risks"],
+                },
+            ),
+            response("Changed", MODEL_VERSION_UNRELEASED),
+        ],
     ),
 )
 class ModelVersionViewSet(
@@ -688,6 +759,10 @@ class ModelVersionViewSet(
 class MeView(APIView):
     """Who the caller is: username, role and agency."""
 
-    @extend_schema(summary="Who am I", responses={200: MeSerializer, **errors(401)})
+    @extend_schema(
+        summary="Who am I",
+        responses={200: MeSerializer, **errors(401)},
+        examples=[response("A member of Arden City Council", ME)],
+    )
     def get(self, request):
         return Response(MeSerializer(MeSerializer.for_user(request.user)).data)

@@ -133,3 +133,11 @@ def usecase_recheck_stale() -> int:
     from governance import lifecycle
 
     return lifecycle.use_case_recheck_stale()
+
+
+@shared_task(name="civitas.artifact_sweep", acks_late=True)
+def artifact_sweep() -> dict:
+    """Re-queue verification of referenced artifacts whose message was lost."""
+    from registry import artifacts
+
+    return artifacts.artifact_sweep()

@@ -126,14 +126,66 @@ def test_a_succeeded_run_is_attested_with_everything_it_measured(kit):
     assert AuditEvent.objects.filter(action="evaluation.attested").count() == 1
 
 
-@pytest.mark.parametrize("status", [RunStatus.FAILED, RunStatus.RUNNING])
-def test_only_a_succeeded_run_is_attested(kit, status):
+@pytest.mark.parametrize(
+    "status", [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLED]
+)
+def test_only_a_succeeded_or_failed_run_is_attested(kit, status):
     run = kit.run()
     EvaluationRun.objects.filter(pk=run.pk).update(status=status)  # set-up
     with pytest.raises(Conflict) as caught:
         attestations.attestation_for_run(run=run)
-    assert caught.value.code == "run_not_succeeded"
+    assert caught.value.code == "run_not_finished"
     assert not Attestation.objects.exists()
+
+
+def _failed_run(kit):
+    """A running run failed by the service, as a worker's failure would."""
+    run = kit.run()
+    EvaluationRun.objects.filter(pk=run.pk).update(  # set-up
+        status=RunStatus.RUNNING, finished_at=None
+    )
+    assert services._fail(run.pk, code="engine_error", message="ONNX graph invalid")
+    return run
+
+
+def test_a_failed_run_is_attested_with_its_failure_and_no_metrics(kit):
+    run = _failed_run(kit)
+
+    attestation = Attestation.objects.get(run=run)
+    predicate = attestation.statement["predicate"]
+    assert predicate["evaluation_run"]["status"] == "failed"
+    assert predicate["evaluation_run"]["failure_code"] == "engine_error"
+    assert predicate["evaluation_run"]["failure_reason"] == "ONNX graph invalid"
+    assert predicate["metrics"] == [] and predicate["results"] == []
+    assert attestations.attestation_is_authentic(attestation)
+    event = AuditEvent.objects.get(action="evaluation.attested")
+    assert event.payload_data["status"] == "failed"
+    # Idempotent, and failing again changes nothing.
+    assert attestations.attestation_for_run(run=run) == attestation
+    assert not services._fail(run.pk, code="engine_error", message="again")
+    assert Attestation.objects.filter(run=run).count() == 1
+
+
+def test_a_downloaded_failed_run_attestation_verifies_with_the_standalone_verifier(
+    kit, api_a, tmp_path
+):
+    run = _failed_run(kit)
+
+    response = api_a.get(f"/api/v1/evaluations/{run.pk}/attestation/")
+    assert response.status_code == 200
+    envelope = response.json()
+
+    checked = _verify(
+        tmp_path,
+        envelope,
+        _public_pem(api_a),
+        "--payload-type",
+        attestations.RUN_PAYLOAD_TYPE,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("OK: signature by key")
+    assert '"failure_code": "engine_error"' in checked.stdout
+    assert _payload(envelope)["predicate"]["metrics"] == []
 
 
 def test_a_downloaded_run_attestation_verifies_with_the_standalone_verifier(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
+from django.db.models import ProtectedError
 
 from config.exceptions import DomainError
 from governance import services
-from governance.models import EvaluationSuite
+from governance.models import EvaluationSuite, SuiteDataset
 from governance.suites import builtin_suites_sync
 from registry.models import DatasetVersion
 from tests.factories import DatasetVersionFactory, LicenceFactory
@@ -60,3 +61,22 @@ def test_a_suite_whose_data_does_not_fit_its_task_is_refused(member_a):
     assert refused.value.code == "suite_data_invalid"
     assert "line 1" in refused.value.message
     assert not EvaluationSuite.objects.filter(name="mine").exists()
+
+
+def test_a_dataset_version_a_suite_reads_cannot_be_deleted(platform_admin):
+    [core] = [
+        suite
+        for suite in builtin_suites_sync(admin=platform_admin)
+        if suite.name == "civitas-core"
+    ]
+    held = core.datasets.order_by("pk")
+    assert sorted(held.values_list("pk", flat=True)) == sorted(
+        {task["dataset_version"] for task in core.tasks}
+    )
+
+    with pytest.raises(ProtectedError) as refused:
+        held.first().delete()
+
+    assert {type(o) for o in refused.value.protected_objects} == {SuiteDataset}
+
+    assert core.datasets.count() == 4

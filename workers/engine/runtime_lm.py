@@ -26,7 +26,6 @@ from workers.engine.runtime import (
 )
 
 _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
-_BOS_CANDIDATES = ("<|bos|>", "<s>", "<bos>", "<|begin_of_text|>", "<|endoftext|>")
 DEFAULT_CONTEXT_LENGTH = 2048
 SELFTEST_TOLERANCE = 1e-4
 DYNAMIC_QUANT_RELATIVE_TOLERANCE = 0.05
@@ -99,16 +98,19 @@ class CausalLM:
         )
         self.eos_token_id = _first_int(*eos_sources)
         self.eos_token_ids = _id_set(*eos_sources)
+        # As lm-evaluation-harness: the configured BOS, else the EOS token.
+        # Guessing a BOS from the tokenizer's vocabulary would score every
+        # first token against a token the model may never have been given.
         bos = _first_int(
             generation.get("bos_token_id"),
             config.get("bos_token_id"),
             genai_model.get("bos_token_id"),
+            self.eos_token_id,
         )
         if bos is None:
-            found = [tokenizer.token_to_id(t) for t in _BOS_CANDIDATES]
-            bos = next((t for t in found if t is not None), self.eos_token_id)
-        if bos is None:
-            raise RuntimeCheckError("no BOS token: set bos_token_id in config.json")
+            raise RuntimeCheckError(
+                "no BOS or EOS token: set bos_token_id or eos_token_id in config.json"
+            )
         self.bos_token_id = int(bos)
         self.pad_token_id = _first_int(
             generation.get("pad_token_id"),

@@ -491,3 +491,27 @@ def test_unsupported_inputs_are_refused(tmp_path, cfg, weights, tokenizer):
     root = modelgen.write_bundle(tmp_path / "odd", model, tokenizer, cfg.to_hf_config())
     with pytest.raises(runtime.RuntimeCheckError, match="pixel_values"):
         runtime.load_model(root, settings=SETTINGS)
+
+
+def test_bos_falls_back_to_eos_when_the_config_names_none(tmp_path):
+    """lm-evaluation-harness conditions the first token on BOS, else EOS."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from workers.engine.runtime import load_model
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "families" / "llama"
+    bundle = shutil.copytree(fixture, tmp_path / "llama")
+    for name in ("config.json", "generation_config.json"):
+        path = bundle / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            data["bos_token_id"] = None
+            path.write_text(json.dumps(data))
+    eos = json.loads((bundle / "config.json").read_text())["eos_token_id"]
+
+    model = load_model(bundle)
+
+    assert model.bos_token_id == (eos[0] if isinstance(eos, list) else eos)
+    assert model.bos_token_id != 1  # the tokenizer's "<s>" is not guessed

@@ -1,0 +1,203 @@
+"""Registration self-test of language models, and the sweep of lost verifications.
+
+Real PostgreSQL, real bundles from ``workers.engine.modelgen``, the self-test
+run in the engine's sandboxed child.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from governance.models import AuditEvent
+from registry import artifacts
+from registry.models import ArtifactState, ModelVersion
+from tests.factories import AIModelFactory, ModelVersionFactory
+from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
+    artifact_dirs_fixture,
+    files_under,
+    fresh_throttles,
+    put_raw,
+    row,
+    tiny_model_bytes,
+    zip_bytes,
+)
+from tests.workers.engine.test_runtime import break_present_value
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def version_a(agency_a, member_a):
+    model = AIModelFactory(agency=agency_a, created_by=member_a)
+    return ModelVersionFactory(model=model, created_by=member_a)
+
+
+@pytest.fixture(scope="module")
+def lm_parts():
+    from workers.engine import modelgen
+
+    cfg = modelgen.LMConfig(
+        vocab_size=300, hidden_size=16, num_layers=2, num_heads=2, num_kv_heads=1,
+        intermediate_size=32, max_position_embeddings=64,
+    )  # fmt: skip
+    tokenizer = modelgen.train_tokenizer(
+        [t for _, t in modelgen.corpus_documents()], cfg.vocab_size
+    )
+    return cfg, modelgen.init_weights(cfg, 0), tokenizer
+
+
+def _zip_folder(folder: Path) -> bytes:
+    members = {f"assistant/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())}
+    return zip_bytes(members, deflate=True)
+
+
+def _good_lm_zip(tmp_path: Path, lm_parts) -> bytes:
+    from workers.engine import modelgen
+
+    cfg, weights, tokenizer = lm_parts
+    folder = tmp_path / "good" / "assistant"
+    modelgen.write_lm_bundle(folder, cfg, weights, tokenizer)
+    return _zip_folder(folder)
+
+
+def _broken_lm_zip(tmp_path: Path, lm_parts) -> bytes:
+    """A KV-cache LM whose ``present.0.value`` output is scaled by 0.5."""
+    from workers.engine import modelgen
+
+    cfg, weights, tokenizer = lm_parts
+    model = break_present_value(modelgen.build_causal_lm(cfg, weights))
+    folder = modelgen.write_bundle(
+        tmp_path / "broken" / "assistant", model, tokenizer, cfg.to_hf_config()
+    )
+    return _zip_folder(Path(folder))
+
+
+def _url(version, suffix: str = "artifact/") -> str:
+    return f"/api/v1/model-versions/{version.pk}/{suffix}"
+
+
+def test_upload_of_a_language_model_stores_its_selftest_figures(
+    api_a, version_a, artifact_dirs, tmp_path, lm_parts
+):
+    response = put_raw(
+        api_a, _url(version_a), _good_lm_zip(tmp_path, lm_parts), filename="lm.zip"
+    )
+
+    assert response.status_code == 201, response.json()
+    figures = row(version_a)["selftest"]
+    assert figures["passed"] is True
+    assert figures["padding_max_abs_diff"] <= 1e-4
+    assert figures["kv_max_abs_diff"] <= 1e-4
+    assert figures["generation_match"] is True
+    assert figures["logits_shape"][0] == 2
+    assert response.json()["selftest"] == figures
+    listed = api_a.get(f"/api/v1/model-versions/{version_a.pk}/")
+    assert listed.json()["selftest"] == figures
+    [event] = AuditEvent.objects.filter(action="model_version.artifact_uploaded")
+    assert json.loads(event.payload)["selftest_passed"] is True
+    assert files_under(artifact_dirs.scratch) == []
+
+
+def test_upload_of_a_generic_model_runs_no_selftest(api_a, version_a, artifact_dirs):
+    response = put_raw(api_a, _url(version_a), tiny_model_bytes(), filename="t.onnx")
+
+    assert response.status_code == 201, response.json()
+    assert row(version_a)["selftest"] == {}
+
+
+def test_language_model_failing_its_selftest_is_refused_and_leaves_nothing(
+    api_a, version_a, artifact_dirs, tmp_path, lm_parts
+):
+    before = row(version_a)
+
+    response = put_raw(
+        api_a, _url(version_a), _broken_lm_zip(tmp_path, lm_parts), filename="b.zip"
+    )
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "selftest_failed"
+    assert "kv_max_abs_diff" in response.json()["message"]
+    assert row(version_a) == before
+    assert files_under(artifact_dirs.store) == []
+    assert files_under(artifact_dirs.scratch) == []
+    assert not AuditEvent.objects.filter(
+        action="model_version.artifact_uploaded"
+    ).exists()
+
+
+def test_reference_failing_its_selftest_ends_failed_with_the_reason(
+    version_a, artifact_dirs, tmp_path, settings, member_a, lm_parts,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    settings.CIVITAS_REFERENCE_ROOTS = [str(drop)]
+    path = drop / "broken.zip"
+    path.write_bytes(_broken_lm_zip(tmp_path, lm_parts))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with django_capture_on_commit_callbacks():
+        artifacts.model_version_artifact_reference(
+            actor=member_a, version=version_a, uri=path.as_uri(), sha256=digest
+        )
+
+    assert artifacts.artifact_verify(version_id=version_a.pk) == ArtifactState.FAILED
+
+    stored = row(version_a)
+    assert "selftest_failed" in stored["artifact_error"]
+    assert "kv_max_abs_diff" in stored["artifact_error"]
+    assert stored["released_at"] is None
+    assert stored["selftest"] == {}
+    assert files_under(artifact_dirs.store) == []
+    [event] = AuditEvent.objects.filter(
+        action="model_version.artifact_verification_failed"
+    )
+    assert json.loads(event.payload)["code"] == "selftest_failed"
+
+
+def _pending(version: ModelVersion, *, minutes_ago: int) -> None:
+    ModelVersion.objects.filter(pk=version.pk).update(
+        artifact_state=ArtifactState.PENDING,
+        source_uri="file:///srv/drop/x.onnx",
+        artifact_digest="a" * 64,
+        updated_at=timezone.now() - timedelta(minutes=minutes_ago),
+    )
+
+
+def test_sweep_requeues_an_old_pending_verification_and_ignores_a_fresh_one(
+    agency_a, member_a, settings, django_capture_on_commit_callbacks
+):
+    settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES = 30
+    model = AIModelFactory(agency=agency_a, created_by=member_a)
+    old = ModelVersionFactory(model=model, created_by=member_a, version="1.0.0")
+    fresh = ModelVersionFactory(model=model, created_by=member_a, version="1.1.0")
+    available = ModelVersionFactory(model=model, created_by=member_a, version="1.2.0")
+    _pending(old, minutes_ago=31)
+    _pending(fresh, minutes_ago=5)
+    ModelVersion.objects.filter(pk=available.pk).update(
+        artifact_state=ArtifactState.AVAILABLE,
+        updated_at=timezone.now() - timedelta(days=1),
+    )
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        result = artifacts.artifact_sweep()
+
+    assert result == {"requeued": 1}
+    assert len(callbacks) == 1
+    settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES = 1
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert artifacts.artifact_sweep() == {"requeued": 2}
+    assert len(callbacks) == 2
+    assert ModelVersion.objects.get(pk=old.pk).artifact_state == ArtifactState.PENDING
+
+
+def test_artifact_sweep_is_scheduled_every_ten_minutes(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["artifact-sweep"]
+
+    assert entry["task"] == "civitas.artifact_sweep"
+    assert entry["schedule"] == timedelta(minutes=10)

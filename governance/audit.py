@@ -209,6 +209,20 @@ def record(
     return event
 
 
+def last_recorded_at(*, action: str, obj: models.Model):
+    """When ``action`` was last recorded on ``obj``; None if never."""
+    return (
+        AuditEvent.objects.filter(
+            action=action,
+            object_type=obj._meta.label_lower,
+            object_id=str(obj.pk),
+        )
+        .order_by("-seq")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
 # --- Verification --------------------------------------------------------------
 
 

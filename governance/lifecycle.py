@@ -15,11 +15,15 @@ below::
 
 Each service is keyword-only, ``@transaction.atomic``, locks the use case row
 (``SELECT ... FOR UPDATE``) before reading its status, writes one
-``UseCaseTransition`` and records one audit event. Lock order is always the
-use case row, then the audit chain head (taken by ``audit.record``); nothing
-here locks a use case while holding the chain head, which is why a failed
-policy check after an evaluation queues its recheck on commit instead of
-running it in the evaluation's transaction.
+``UseCaseTransition`` and records one audit event (plus
+``model_version.status_changed`` when the version's derived status moves).
+Lock order is always the use case row, then the row of the model version it
+names (taken by ``_lock``; each status change recomputes the version's
+derived status through ``registry.services.model_version_status_sync``,
+inside the same transaction), then the audit chain head (taken by
+``audit.record``); nothing here locks a use case while holding the chain
+head, which is why a failed policy check after an evaluation queues its
+recheck on commit instead of running it in the evaluation's transaction.
 
 Separation of duties (four eyes), each refusal naming its rule in the error
 code: only reviewers decide (``four_eyes_reviewer_only``: platform
@@ -139,14 +143,26 @@ __all__ = [
 
 
 def _lock(use_case: UseCase) -> UseCase:
-    """Lock the use case row (only it) and return it fresh, with its relations."""
-    return (
+    """Lock the use case row, then its version's row; return it fresh.
+
+    The version is locked here, right after the use case and before anything
+    (a policy check, an attestation) records an audit event and so takes the
+    chain head: the order is use case, version, chain head, as everywhere
+    else that locks a version (artifact verification, version edits).
+    """
+    locked = (
         UseCase.objects.select_related(
             "agency", "questionnaire", "model_version__model__agency"
         )
         .select_for_update(of=("self",))
         .get(pk=use_case.pk)
     )
+    list(
+        ModelVersion.objects.select_for_update(of=("self",))
+        .filter(pk=locked.model_version_id)
+        .values_list("pk", flat=True)
+    )
+    return locked
 
 
 def _check_transition(use_case: UseCase, action: str) -> str:
@@ -194,7 +210,28 @@ def _move(
     )
     use_case.status = to_status
     use_case.save(update_fields=["status", "updated_at"])
+    _sync_version(use_case, actor=actor)
     return transition
+
+
+def _sync_version(use_case: UseCase, *, actor) -> None:
+    """Recompute the status of the version a locked use case names.
+
+    Called by ``_move``, after ``_lock`` took the use case and version rows
+    (the service locks the version again, a no-op). The statuses are read
+    once the version is locked, so sibling use cases moving at once
+    serialise on it and the later sees the earlier's status.
+    """
+    version_id = use_case.model_version_id
+    registry_services.model_version_status_sync(
+        actor=actor,
+        version=use_case.model_version,
+        statuses=lambda: list(
+            UseCase.objects.filter(model_version_id=version_id).values_list(
+                "status", flat=True
+            )
+        ),
+    )
 
 
 def _text(value: str, *, field: str, minimum: int, maximum: int, what: str) -> str:

@@ -65,7 +65,7 @@ class DatasetVersionFileSerializer(serializers.ModelSerializer):
         model = DatasetVersion
         fields = [
             "id", "artifact_state", "artifact_error", "digest", "size_bytes",
-            "original_filename",
+            "original_filename", "source_uri",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -491,6 +491,96 @@ class DatasetVersionFileView(_UploadView):
         return Response(
             DatasetVersionFileSerializer(dataset_version).data,
             status=status.HTTP_201_CREATED,
+        )
+
+
+class DatasetVersionFileReferenceView(APIView):
+    """Register a dataset version's data file by reference, verified by a worker."""
+
+    parser_classes = [JSONParser]
+    throttle_scope = "upload"
+
+    def get_throttles(self):
+        """The default throttles, plus the ``upload`` scope."""
+        return [*super().get_throttles(), ScopedRateThrottle()]
+
+    @extend_schema(
+        operation_id="dataset_versions_file_reference",
+        summary="Register the data file by reference (verified by a worker)",
+        description=(
+            "The dataset version becomes `pending` (`source_uri` set); a worker "
+            "copies the file into the artifact store, computing its SHA-256 on "
+            "the way, compares it with `sha256` and sets `available` (digest, "
+            "size, storage key) or `failed` with `artifact_error`. Poll "
+            "`GET .../file/`. The same URIs as model references: `file://` "
+            "paths inside CIVITAS_REFERENCE_ROOTS, `s3://` when an S3 endpoint "
+            "is configured; HTTP(S) never."
+        ),
+        request=ArtifactReferenceSerializer,
+        responses={
+            202: DatasetVersionFileSerializer,
+            400: _problem(
+                "The URI is not allowed (reference_scheme_not_allowed, "
+                "reference_not_allowed) or the body is invalid.",
+                OpenApiExample(
+                    "Outside the allowed directories",
+                    value={
+                        "code": "reference_not_allowed",
+                        "message": "The reference resolves outside the allowed "
+                        "directories; only files inside the directories listed "
+                        "in CIVITAS_REFERENCE_ROOTS can be registered by "
+                        "reference. Upload the file instead.",
+                    },
+                    status_codes=["400"],
+                ),
+            ),
+            409: _problem(
+                "The dataset version already has its file (or one is pending)."
+            ),
+            **_COMMON_ERRORS,
+        },
+        examples=[
+            OpenApiExample(
+                "Shared volume",
+                value={
+                    "uri": "file:///srv/civitas-drop/arden/citizen-requests.jsonl",
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015"
+                    "a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Pending verification",
+                value={
+                    "id": 12,
+                    "artifact_state": "pending",
+                    "artifact_error": "",
+                    "digest": "9f86d081884c7d659a2feaa0c55ad015"
+                    "a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "size_bytes": None,
+                    "original_filename": "citizen-requests.jsonl",
+                    "source_uri": "file:///srv/civitas-drop/arden/"
+                    "citizen-requests.jsonl",
+                },
+                response_only=True,
+                status_codes=["202"],
+            ),
+        ],
+    )
+    def post(self, request, pk: int):
+        dataset_version = get_object_or_404(
+            DatasetVersion.objects.editable_by(request.user), pk=pk
+        )
+        serializer = ArtifactReferenceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        dataset_version = artifacts.dataset_version_file_reference(
+            actor=request.user,
+            dataset_version=dataset_version,
+            **serializer.validated_data,
+        )
+        return Response(
+            DatasetVersionFileSerializer(dataset_version).data,
+            status=status.HTTP_202_ACCEPTED,
         )
 
 

@@ -26,6 +26,11 @@ urlpatterns = [
         name="dataset-version-file",
     ),
     path(
+        "dataset-versions/<int:pk>/file/reference/",
+        artifact_api.DatasetVersionFileReferenceView.as_view(),
+        name="dataset-version-file-reference",
+    ),
+    path(
         "dataset-versions/<int:pk>/download/",
         artifact_api.DatasetVersionDownloadView.as_view(),
         name="dataset-version-download",

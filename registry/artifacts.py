@@ -54,6 +54,7 @@ from workers.engine.bundle import (
 from workers.engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
 
 VERIFY_TASK = "civitas.artifact_verify"
+DATASET_VERIFY_TASK = "civitas.dataset_file_verify"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_TYPES = {
     "onnx": "application/octet-stream",
@@ -679,11 +680,14 @@ def artifact_verify(*, version_id: int) -> str:
 def artifact_sweep() -> dict[str, int]:
     """Queue verification again for references pending too long.
 
-    A version still ``pending`` more than ``CIVITAS_ARTIFACT_REQUEUE_MINUTES``
-    after it was last written lost its ``civitas.artifact_verify`` message
-    (or the worker died before finishing): the task is queued again on
-    commit. Verification is safe to run twice, so a slow run that is still
-    going costs only the repeated work. Returns ``{"requeued": n}``.
+    A model version still ``pending`` more than
+    ``CIVITAS_ARTIFACT_REQUEUE_MINUTES`` after it was last written lost its
+    ``civitas.artifact_verify`` message (or the worker died before
+    finishing): the task is queued again on commit. Dataset versions pending
+    that long after their reference was registered get
+    ``civitas.dataset_file_verify`` again the same way. Verification is safe
+    to run twice, so a slow run that is still going costs only the repeated
+    work. Returns ``{"requeued": n}``.
     """
     before = timezone.now() - timedelta(
         minutes=settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES
@@ -694,7 +698,28 @@ def artifact_sweep() -> dict[str, int]:
     ).values_list("pk", flat=True):
         send_on_commit(VERIFY_TASK, version_id=version_id)
         requeued += 1
+    for dataset_version_id in _stale_dataset_references(before):
+        send_on_commit(DATASET_VERIFY_TASK, dataset_version_id=dataset_version_id)
+        requeued += 1
     return {"requeued": requeued}
+
+
+def _stale_dataset_references(before) -> list[int]:
+    """Pending dataset references last registered before ``before``.
+
+    A dataset version has no ``updated_at``: the time of its newest
+    ``dataset_version.file_referenced`` event says when it went pending.
+    """
+    stale = []
+    for dataset_version in DatasetVersion.objects.filter(
+        artifact_state=ArtifactState.PENDING
+    ).only("pk"):
+        registered = audit.last_recorded_at(
+            action="dataset_version.file_referenced", obj=dataset_version
+        )
+        if registered is None or registered < before:
+            stale.append(dataset_version.pk)
+    return stale
 
 
 # --- Datasets ---------------------------------------------------------------
@@ -752,10 +777,12 @@ def dataset_version_file_upload(
         locked.original_filename = upload.original_name
         locked.artifact_state = ArtifactState.AVAILABLE
         locked.artifact_error = ""
+        # An upload replaces a refused reference entirely.
+        locked.source_uri = ""
         locked.save(
             update_fields=[
                 "digest", "size_bytes", "storage_key", "original_filename",
-                "artifact_state", "artifact_error",
+                "artifact_state", "artifact_error", "source_uri",
             ]
         )  # fmt: skip
         audit.record(
@@ -773,6 +800,188 @@ def dataset_version_file_upload(
         return locked
 
     return _store_and_save(key=key, content=upload, write=write)
+
+
+@transaction.atomic
+def dataset_version_file_reference(
+    *, actor, dataset_version: DatasetVersion, uri: str, sha256: str
+) -> DatasetVersion:
+    """Register a dataset version's file by reference; a worker fetches it.
+
+    The same allow-list as model references (``reference_target``). The
+    version becomes ``pending`` with ``source_uri`` and the declared digest
+    in ``digest``; ``civitas.dataset_file_verify`` is queued on commit.
+    Records ``dataset_version.file_referenced``.
+
+    Raises ``DomainError`` (``reference_scheme_not_allowed``,
+    ``reference_not_allowed``, ``invalid_digest``) and ``Conflict``
+    (``file_exists``, also while a reference is pending).
+    """
+    reference_target(uri)
+    digest = sha256.strip().lower()
+    if not _SHA256.match(digest):
+        raise DomainError(
+            "sha256 must be the 64 hex characters of the file's SHA-256.",
+            code="invalid_digest",
+        )
+    locked = (
+        DatasetVersion.objects.select_for_update()
+        .select_related("dataset__agency")
+        .get(pk=dataset_version.pk)
+    )
+    dataset_version_file_check(dataset_version=locked)
+    locked.artifact_state = ArtifactState.PENDING
+    locked.artifact_error = ""
+    locked.digest = digest
+    locked.source_uri = uri
+    locked.original_filename = escape_filename(
+        posixpath.basename(unquote(urlsplit(uri).path))
+    )
+    locked.save(
+        update_fields=[
+            "artifact_state", "artifact_error", "digest", "source_uri",
+            "original_filename",
+        ]
+    )  # fmt: skip
+    audit.record(
+        actor=actor,
+        action="dataset_version.file_referenced",
+        obj=locked,
+        agency=locked.dataset.agency,
+        payload={"source_uri": uri, "sha256": digest},
+    )
+    send_on_commit(DATASET_VERIFY_TASK, dataset_version_id=locked.pk)
+    return locked
+
+
+def _pending_dataset_version(dataset_version_id: int, expected: tuple[str, str]):
+    return (
+        DatasetVersion.objects.select_for_update()
+        .select_related("dataset__agency")
+        .filter(
+            pk=dataset_version_id,
+            artifact_state=ArtifactState.PENDING,
+            source_uri=expected[0],
+            digest=expected[1],
+        )
+        .first()
+    )
+
+
+def _dataset_verification_failed(
+    *, dataset_version_id: int, expected: tuple[str, str], reason: str, code: str
+) -> str:
+    """Mark a still-pending dataset reference ``failed`` with a reason; audit it."""
+    with transaction.atomic():
+        locked = _pending_dataset_version(dataset_version_id, expected)
+        if locked is None:
+            return "skipped"
+        locked.artifact_state = ArtifactState.FAILED
+        locked.artifact_error = reason
+        locked.digest = ""
+        locked.save(update_fields=["artifact_state", "artifact_error", "digest"])
+        audit.record(
+            actor=None,
+            action="dataset_version.file_verification_failed",
+            obj=locked,
+            agency=locked.dataset.agency,
+            payload={
+                "source_uri": expected[0],
+                "declared_sha256": expected[1],
+                "code": code,
+                "reason": reason,
+            },
+        )
+    return ArtifactState.FAILED
+
+
+def dataset_file_verify(*, dataset_version_id: int) -> str:
+    """Fetch a referenced dataset file, check its digest and store it.
+
+    The file is copied into a spool file with its SHA-256 computed on the way
+    (the copy is what gets stored); it is not inspected. A digest mismatch or
+    an unreadable, refused or empty file ends ``failed`` with a readable
+    ``artifact_error``; success stores it under
+    ``dataset-versions/<id>/<sha256><suffix>`` and ends ``available`` with
+    ``digest``, ``size_bytes`` and ``storage_key``. Records
+    ``dataset_version.file_verified`` or
+    ``dataset_version.file_verification_failed`` (actor: the system).
+
+    Safe to run twice: only a row still ``pending`` on the same reference and
+    digest is changed, under a row lock. Returns the resulting state, or
+    ``skipped`` when there was nothing to do.
+    """
+    dataset_version = DatasetVersion.objects.filter(
+        pk=dataset_version_id, artifact_state=ArtifactState.PENDING
+    ).first()
+    if dataset_version is None:
+        return "skipped"
+    expected = (dataset_version.source_uri, dataset_version.digest)
+    uri, declared = expected
+
+    def failed(code: str, reason: str) -> str:
+        return _dataset_verification_failed(
+            dataset_version_id=dataset_version_id,
+            expected=expected,
+            code=code,
+            reason=reason,
+        )
+
+    scheme = urlsplit(uri).scheme.lower()
+    try:
+        fetched = (
+            _open_s3_reference(uri) if scheme == "s3" else _open_file_reference(uri)
+        )
+    except DomainError as e:
+        return failed(e.code, e.message)
+    try:
+        if fetched.sha256 != declared:
+            return failed(
+                "digest_mismatch",
+                f"The file's SHA-256 is {fetched.sha256}, not the declared "
+                f"{declared}; nothing was stored. Check the file or the digest "
+                "and register the reference again.",
+            )
+        if not fetched.size:
+            return failed("empty_upload", "The referenced file is empty.")
+        key = (
+            f"dataset-versions/{dataset_version_id}/{declared}"
+            f"{_dataset_suffix(dataset_version.original_filename)}"
+        )
+
+        def write(save):
+            locked = _pending_dataset_version(dataset_version_id, expected)
+            if locked is None:
+                return None
+            stored = save()
+            locked.size_bytes = fetched.size
+            locked.storage_key = stored
+            locked.artifact_state = ArtifactState.AVAILABLE
+            locked.artifact_error = ""
+            locked.save(
+                update_fields=[
+                    "size_bytes", "storage_key", "artifact_state", "artifact_error",
+                ]
+            )  # fmt: skip
+            audit.record(
+                actor=None,
+                action="dataset_version.file_verified",
+                obj=locked,
+                agency=locked.dataset.agency,
+                payload={
+                    "sha256": declared,
+                    "size": fetched.size,
+                    "storage_key": stored,
+                    "source_uri": uri,
+                    "original_filename": locked.original_filename,
+                },
+            )
+            return locked
+
+        stored = _store_and_save(key=key, content=fetched, write=write)
+        return ArtifactState.AVAILABLE if stored is not None else "skipped"
+    finally:
+        fetched.close()
 
 
 # --- Downloads --------------------------------------------------------------

@@ -312,7 +312,18 @@ class AIModel(models.Model):
 
 
 class VersionStatus(models.TextChoices):
+    """Where a version stands, derived from its use cases' statuses.
+
+    Never set directly: ``registry.services.model_version_status_sync``
+    recomputes it whenever one of the version's use cases changes status
+    (see ``version_status_for``).
+    """
+
     DRAFT = "draft", "Draft"
+    IN_REVIEW = "in_review", "In review"
+    APPROVED = "approved", "Approved"
+    SUSPENDED = "suspended", "Suspended"
+    RETIRED = "retired", "Retired"
 
 
 class ModelKind(models.TextChoices):

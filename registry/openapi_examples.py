@@ -131,6 +131,7 @@ DATASET_FILE = {
     "digest": DIGEST,
     "size_bytes": 812_544,
     "original_filename": "citizen-requests.jsonl",
+    "source_uri": "",
 }
 
 MODEL = {

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -47,6 +47,7 @@ from registry.models import (
     ModelVersionDataset,
     PersonalData,
     Role,
+    VersionStatus,
     Visibility,
 )
 from registry.selectors import (
@@ -989,6 +990,78 @@ def model_version_update(
         payload={"changed": changed},
     )
     return model_version
+
+
+# --- version status ---------------------------------------------------------------
+
+# Use case statuses (governance.models.UseCaseStatus values, spelled out here
+# so the registry reads no governance table and imports no governance model).
+_UC_ACTIVE_REVIEW = frozenset({"submitted", "in_review"})
+_UC_ENDED = frozenset({"retired", "expired", "rejected"})
+
+
+def version_status_for(statuses: Iterable[str]) -> str:
+    """The status a version derives from its use cases' statuses.
+
+    First match wins: ``approved`` if any use case is approved; else
+    ``suspended`` if any is suspended; else ``in_review`` if any is
+    submitted or in review; else ``retired`` if at least one is retired and
+    every other one has ended too (retired, expired or rejected); else
+    ``draft`` — no use case, only drafts or cases sent back for changes,
+    or only expired and rejected ones (nothing was retired for good: an
+    expired case may be re-certified, so the version is not retired).
+    """
+    found = set(statuses)
+    if "approved" in found:
+        return VersionStatus.APPROVED
+    if "suspended" in found:
+        return VersionStatus.SUSPENDED
+    if found & _UC_ACTIVE_REVIEW:
+        return VersionStatus.IN_REVIEW
+    if "retired" in found and found <= _UC_ENDED:
+        return VersionStatus.RETIRED
+    return VersionStatus.DRAFT
+
+
+@transaction.atomic
+def model_version_status_sync(
+    *,
+    actor,
+    version: ModelVersion,
+    statuses: Iterable[str] | Callable[[], Iterable[str]],
+) -> str:
+    """Recompute a version's status from its use cases; the status it now has.
+
+    ``statuses`` are the statuses of every use case naming ``version``, as
+    the caller (governance) computes them; pass a callable to have them
+    read only after the version row is locked, so two use cases of the same
+    version changing at once serialise on the version and the later one
+    sees the earlier one's status. Locks the version row (the caller holds
+    its use case row first: use case, then version, then the audit chain
+    head). Records ``model_version.status_changed`` only when the status
+    changes; ``actor`` may be None (the platform, e.g. at expiry). Updates
+    ``version.status`` in place.
+    """
+    locked = (
+        ModelVersion.objects.select_for_update(of=("self",))
+        .select_related("model__agency")
+        .get(pk=version.pk)
+    )
+    statuses = sorted(statuses() if callable(statuses) else statuses)
+    target = version_status_for(statuses)
+    version.status = target
+    if locked.status == target:
+        return target
+    from_status = locked.status
+    ModelVersion.objects.filter(pk=locked.pk).update(status=target)
+    audit.record(
+        actor=actor,
+        action="model_version.status_changed",
+        obj=locked,
+        agency=locked.model.agency,
+        payload={"from": from_status, "to": target, "use_case_statuses": statuses},
+    )
+    return target
 
 
 # --- API tokens ----------------------------------------------------------------

@@ -53,6 +53,10 @@ CROSS_AGENCY = {
     "dataset-version-download": (
         "tests.registry.test_artifacts::test_dataset_file_upload_and_download"
     ),
+    "dataset-version-file-reference": (
+        "tests.test_tenancy_extra"
+        "::test_dataset_file_reference_to_another_agencys_version_is_404"
+    ),
     "model-version-lineage": LINEAGE,
     "dataset-version-lineage": LINEAGE,
     "model-version-evaluations": EVALUATIONS,

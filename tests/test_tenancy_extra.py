@@ -2,8 +2,8 @@
 
 Agency B's member asks, with a request that succeeds for agency A's member, for
 A's private model version artifact (multipart upload, reference), A's dataset
-version file (read, multipart upload, raw upload), A's evaluation run items and
-the version history of a policy scoped to agency A:
+version file (read, multipart upload, raw upload, reference), A's evaluation
+run items and the version history of a policy scoped to agency A:
 each answers 404 like an id never used, and A's object is unchanged. Each
 test ends by making the owner's identical request, so the 404 cannot come from
 a malformed request.
@@ -113,6 +113,28 @@ def test_artifact_reference_to_another_agencys_version_is_404(
 
 def _dataset_row(version) -> dict:
     return DatasetVersion.objects.filter(pk=version.pk).values().get()
+
+
+def test_dataset_file_reference_to_another_agencys_version_is_404(
+    api_a, api_b, dataset_version_a, artifact_dirs, tmp_path, settings
+):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    settings.CIVITAS_REFERENCE_ROOTS = [str(drop)]
+    data = drop / "arden-faq.jsonl"
+    data.write_bytes(b'{"q": "When is bulky waste collected?", "a": "Tuesdays"}\n')
+    body = {
+        "uri": data.as_uri(),
+        "sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+    }
+    url = f"/api/v1/dataset-versions/{dataset_version_a.pk}/file/reference/"
+    before = _dataset_row(dataset_version_a)
+
+    _assert_not_found(api_b.post(url, body, format="json"))
+
+    assert _dataset_row(dataset_version_a) == before
+    assert before["artifact_state"] == ArtifactState.NONE
+    assert api_a.post(url, body, format="json").status_code == 202
 
 
 @pytest.mark.parametrize("method", ["get", "post", "put"])

@@ -141,3 +141,25 @@ def artifact_sweep() -> dict:
     from registry import artifacts
 
     return artifacts.artifact_sweep()
+
+
+@shared_task(
+    name="civitas.dataset_file_verify",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=5,
+    soft_time_limit=3600,
+    time_limit=3660,
+)
+def dataset_file_verify(dataset_version_id: int) -> str:
+    """Fetch and hash a referenced dataset file; store it or fail the version.
+
+    Safe to run twice (the service only changes a row still pending on the
+    same reference). Retries only on a lost database connection.
+    """
+    from registry import artifacts
+
+    return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)

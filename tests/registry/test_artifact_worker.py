@@ -1,6 +1,7 @@
 """Artifacts registered by reference, verified by a real Celery worker over Redis.
 
-The API queues ``civitas.artifact_verify`` on commit; a separate worker
+The API queues ``civitas.artifact_verify`` (``civitas.dataset_file_verify``
+for dataset files) on commit; a separate worker
 process (its own settings from the environment, the same test database and
 artifact store) copies the file, hashes it, inspects it and releases or
 fails the version.
@@ -14,9 +15,14 @@ import pytest
 from kombu import Connection
 
 from governance.models import AuditEvent
-from registry.models import ArtifactState, ModelVersion
+from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from tests.conftest import celery_worker, database_url, process_env, wait_until
-from tests.factories import AIModelFactory, ModelVersionFactory
+from tests.factories import (
+    AIModelFactory,
+    DatasetFactory,
+    DatasetVersionFactory,
+    ModelVersionFactory,
+)
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
     artifact_dirs_fixture,
     files_under,
@@ -163,3 +169,53 @@ def test_worker_fails_a_mismatch_a_refused_bundle_and_a_missing_file(
     assert retry.status_code == 201, retry.json()
     assert retry.json()["source_uri"] == ""
     assert retry.json()["artifact_error"] == ""
+
+
+def test_dataset_reference_is_verified_by_a_worker_or_fails_on_a_mismatch(
+    api_a, agency_a, member_a, worker_env, artifact_dirs
+):
+    env, queue, drop = worker_env
+    body = b'{"q": "When is bulky waste collected?", "a": "Tuesdays"}\n' * 200
+    (drop / "arden-faq.jsonl").write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    dataset = DatasetFactory(agency=agency_a, created_by=member_a)
+    good = DatasetVersionFactory(dataset=dataset, created_by=member_a, version="1.0.0")
+    bad = DatasetVersionFactory(dataset=dataset, created_by=member_a, version="1.0.1")
+
+    def settled(version):
+        def check():
+            current = DatasetVersion.objects.get(pk=version.pk)
+            return current if current.artifact_state != ArtifactState.PENDING else None
+
+        return check
+
+    with celery_worker(env, queue):
+        for version, sha256 in ((good, digest), (bad, "0" * 64)):
+            response = api_a.post(
+                f"/api/v1/dataset-versions/{version.pk}/file/reference/",
+                {"uri": (drop / "arden-faq.jsonl").as_uri(), "sha256": sha256},
+                format="json",
+            )
+            assert response.status_code == 202, response.json()
+        done = wait_until(settled(good), timeout=120, what="the verification")
+        failed = wait_until(settled(bad), timeout=120, what="the mismatch")
+
+    assert done.artifact_state == ArtifactState.AVAILABLE, done.artifact_error
+    assert done.digest == digest
+    assert done.size_bytes == len(body)
+    assert done.storage_key == f"dataset-versions/{good.pk}/{digest}.jsonl"
+    assert (artifact_dirs.store / done.storage_key).read_bytes() == body
+    [event] = AuditEvent.objects.filter(action="dataset_version.file_verified")
+    assert event.actor_id is None
+    assert event.object_id == str(good.pk)
+    download = api_a.get(f"/api/v1/dataset-versions/{good.pk}/download/")
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == body
+    assert download["X-Content-SHA256"] == digest
+
+    assert failed.artifact_state == ArtifactState.FAILED
+    assert digest in failed.artifact_error
+    assert "0" * 64 in failed.artifact_error
+    assert failed.storage_key == failed.digest == ""
+    assert files_under(artifact_dirs.store) == [done.storage_key]
+    assert files_under(artifact_dirs.scratch) == []

@@ -26,7 +26,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from config.exceptions import PayloadTooLarge
 from governance.models import AuditEvent
 from registry import artifacts
-from registry.models import ArtifactState, Visibility
+from registry.models import ArtifactState, DatasetVersion, Visibility
 from registry.uploads import DigestingUploadHandler
 from tests.factories import (
     AIModelFactory,
@@ -709,6 +709,159 @@ def test_dataset_file_of_any_format_is_not_inspected(
     ]
 
 
+# --- Dataset files by reference ----------------------------------------------------
+
+
+def _dataset_reference(client, dataset_version, uri: str, sha256: str = "a" * 64):
+    return client.post(
+        f"/api/v1/dataset-versions/{dataset_version.pk}/file/reference/",
+        {"uri": uri, "sha256": sha256},
+        format="json",
+    )
+
+
+def _dataset_row(dataset_version) -> dict:
+    return DatasetVersion.objects.filter(pk=dataset_version.pk).values().get()
+
+
+def test_dataset_reference_goes_pending_and_queues_verification_on_commit(
+    api_a, anon, dataset_version_a, artifact_dirs, drop,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    path = drop / "qa.jsonl"
+    path.write_bytes(b'{"q": "Opening hours?", "a": "9 to 5"}\n')
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = _dataset_reference(
+            api_a, dataset_version_a, path.as_uri(), digest.upper()
+        )
+
+    assert response.status_code == 202, response.json()
+    assert response.json()["artifact_state"] == "pending"
+    assert response.json()["source_uri"] == path.as_uri()
+    assert len(callbacks) == 1
+    stored = _dataset_row(dataset_version_a)
+    assert stored["artifact_state"] == ArtifactState.PENDING
+    assert stored["digest"] == digest
+    assert stored["source_uri"] == path.as_uri()
+    assert stored["storage_key"] == ""
+    assert len(_events("dataset_version.file_referenced")) == 1
+    url = f"/api/v1/dataset-versions/{dataset_version_a.pk}/"
+    assert api_a.get(f"{url}download/").status_code == 409
+    again = _dataset_reference(api_a, dataset_version_a, path.as_uri(), digest)
+    assert again.status_code == 409
+    assert again.json()["code"] == "file_exists"
+    assert put_raw(api_a, f"{url}file/", b"x").status_code == 409
+    assert _dataset_reference(anon, dataset_version_a, path.as_uri()).status_code == 401
+
+
+def test_dataset_reference_to_a_version_with_a_file_is_409(
+    api_a, dataset_version_a, artifact_dirs, drop
+):
+    url = f"/api/v1/dataset-versions/{dataset_version_a.pk}/file/"
+    assert put_raw(api_a, url, b"a,b\n1,2\n", filename="t.csv").status_code == 201
+    (drop / "t.csv").write_bytes(b"a,b\n1,2\n")
+    before = _dataset_row(dataset_version_a)
+
+    response = _dataset_reference(api_a, dataset_version_a, (drop / "t.csv").as_uri())
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "file_exists"
+    assert _dataset_row(dataset_version_a) == before
+
+
+@pytest.mark.parametrize(
+    ("make_uri", "code"),
+    [
+        (lambda drop, tmp: (tmp / "outside.jsonl").as_uri(), NOT_ALLOWED),
+        (lambda drop, tmp: f"file://{drop}/%2e%2e/outside.jsonl", NOT_ALLOWED),
+        (lambda drop, tmp: (drop / "link.jsonl").as_uri(), NOT_ALLOWED),
+        (lambda drop, tmp: "http://169.254.169.254/latest/meta-data", BAD_SCHEME),
+        (lambda drop, tmp: "https://example.org/qa.jsonl", BAD_SCHEME),
+    ],
+    ids=["outside", "encoded-dotdot", "symlinked-file", "metadata-ip", "https"],
+)
+def test_dataset_reference_outside_the_allow_list_is_400(
+    api_a, dataset_version_a, artifact_dirs, drop, tmp_path, make_uri, code
+):
+    (tmp_path / "outside.jsonl").write_bytes(b"{}\n")
+    (drop / "link.jsonl").symlink_to(tmp_path / "outside.jsonl")
+    before = _dataset_row(dataset_version_a)
+
+    response = _dataset_reference(api_a, dataset_version_a, make_uri(drop, tmp_path))
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == code
+    assert _dataset_row(dataset_version_a) == before
+
+
+def test_dataset_verify_stores_the_file_once_and_a_mismatch_fails(
+    agency_a, member_a, dataset_version_a, artifact_dirs, drop,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    body = b'{"q": "Opening hours?", "a": "9 to 5"}\n' * 50
+    (drop / "qa.jsonl").write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    dataset = dataset_version_a.dataset
+    wrong = DatasetVersionFactory(dataset=dataset, created_by=member_a, version="9.9.9")
+    with django_capture_on_commit_callbacks():
+        for version, sha256 in ((dataset_version_a, digest), (wrong, "0" * 64)):
+            artifacts.dataset_version_file_reference(
+                actor=member_a,
+                dataset_version=version,
+                uri=(drop / "qa.jsonl").as_uri(),
+                sha256=sha256,
+            )
+
+    first = artifacts.dataset_file_verify(dataset_version_id=dataset_version_a.pk)
+    second = artifacts.dataset_file_verify(dataset_version_id=dataset_version_a.pk)
+    mismatch = artifacts.dataset_file_verify(dataset_version_id=wrong.pk)
+
+    assert (first, second) == (ArtifactState.AVAILABLE, "skipped")
+    stored = _dataset_row(dataset_version_a)
+    assert stored["digest"] == digest
+    assert stored["size_bytes"] == len(body)
+    assert stored["storage_key"] == (
+        f"dataset-versions/{dataset_version_a.pk}/{digest}.jsonl"
+    )
+    assert len(_events("dataset_version.file_verified")) == 1
+    assert mismatch == ArtifactState.FAILED
+    failed = _dataset_row(wrong)
+    assert failed["artifact_state"] == ArtifactState.FAILED
+    assert digest in failed["artifact_error"]
+    assert "0" * 64 in failed["artifact_error"]
+    assert failed["digest"] == failed["storage_key"] == ""
+    assert files_under(artifact_dirs.store) == [stored["storage_key"]]
+    assert files_under(artifact_dirs.scratch) == []
+    [event] = _events("dataset_version.file_verification_failed")
+    assert event.payload_data["code"] == "digest_mismatch"
+
+
+def test_artifact_sweep_requeues_stale_dataset_references(
+    member_a, dataset_version_a, artifact_dirs, drop, settings,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    (drop / "qa.jsonl").write_bytes(b"{}\n")
+    with django_capture_on_commit_callbacks():
+        artifacts.dataset_version_file_reference(
+            actor=member_a,
+            dataset_version=dataset_version_a,
+            uri=(drop / "qa.jsonl").as_uri(),
+            sha256="a" * 64,
+        )
+    settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES = 30
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert artifacts.artifact_sweep() == {"requeued": 0}
+    assert callbacks == []
+
+    # Audit events cannot be back-dated (append-only): move the cutoff instead.
+    settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES = 0
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert artifacts.artifact_sweep() == {"requeued": 1}
+    assert len(callbacks) == 1
+
+
 # --- Schema -----------------------------------------------------------------------
 
 
@@ -732,3 +885,4 @@ def test_openapi_schema_of_the_artifact_endpoints_validates_without_warnings():
     assert "application/octet-stream" in download["responses"]["200"]["content"]
     assert "/api/v1/dataset-versions/{id}/file/" in schema["paths"]
     assert "/api/v1/model-versions/{id}/artifact/reference/" in schema["paths"]
+    assert "/api/v1/dataset-versions/{id}/file/reference/" in schema["paths"]

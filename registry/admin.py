@@ -184,6 +184,21 @@ class ServiceAdmin(admin.ModelAdmin):
         raise Conflict("Objects of this kind are not changed in the admin.")
 
 
+class AgencyOwnedAdmin(ServiceAdmin):
+    """An agency's own records: its writers add them, its maintainers change them."""
+
+    def has_add_permission(self, request) -> bool:
+        return _is_writer(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        user = request.user
+        if is_platform_admin(user):
+            return True
+        if obj is None:
+            return user_role(user) == Role.MAINTAINER
+        return _is_maintainer_of(user, obj.agency_id)
+
+
 class ReadOnlyInline(admin.TabularInline):
     """A read-only list of related rows inside a change page."""
 
@@ -403,7 +418,7 @@ class DatasetVersionInline(ReadOnlyInline):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(ServiceAdmin):
+class DatasetAdmin(AgencyOwnedAdmin):
     list_display = ["name", "slug", "agency", "visibility", "created_by", "created_at"]
     list_filter = ["visibility", ("agency", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "slug", "description"]
@@ -421,17 +436,6 @@ class DatasetAdmin(ServiceAdmin):
     computed_fields = ("agency", "visibility", "created_by", "created_at")
     update_fields = ("name", "description")
     inlines = [DatasetVersionInline]
-
-    def has_add_permission(self, request) -> bool:
-        return _is_writer(request.user)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        user = request.user
-        if is_platform_admin(user):
-            return True
-        if obj is None:
-            return user_role(user) == Role.MAINTAINER
-        return _is_maintainer_of(user, obj.agency_id)
 
     def create(self, request, data):
         return services.dataset_create(
@@ -577,7 +581,7 @@ class ModelVersionInline(ReadOnlyInline):
 
 
 @admin.register(AIModel)
-class AIModelAdmin(ServiceAdmin):
+class AIModelAdmin(AgencyOwnedAdmin):
     list_display = ["name", "slug", "agency", "task", "visibility", "created_at"]
     list_filter = ["task", "visibility", ("agency", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "slug", "domain", "description"]
@@ -607,17 +611,6 @@ class AIModelAdmin(ServiceAdmin):
         "out_of_scope_uses",
     )
     inlines = [ModelVersionInline]
-
-    def has_add_permission(self, request) -> bool:
-        return _is_writer(request.user)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        user = request.user
-        if is_platform_admin(user):
-            return True
-        if obj is None:
-            return user_role(user) == Role.MAINTAINER
-        return _is_maintainer_of(user, obj.agency_id)
 
     def create(self, request, data):
         return services.model_create(

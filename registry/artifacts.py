@@ -554,6 +554,36 @@ def _open_s3_reference(uri: str) -> SpooledUpload:
         body.close()
 
 
+def _fail_reference(
+    obj, *, digest_field: str, action: str, agency, expected, reason: str, code: str
+) -> str:
+    """Mark a locked, still-pending reference ``failed`` with a reason; audit it.
+
+    Shared by model bundles and dataset files: the row's digest field held
+    the declared digest, which no longer describes anything and is cleared.
+    """
+    obj.artifact_state = ArtifactState.FAILED
+    obj.artifact_error = reason
+    setattr(obj, digest_field, "")
+    update = ["artifact_state", "artifact_error", digest_field]
+    if hasattr(obj, "updated_at"):
+        update.append("updated_at")
+    obj.save(update_fields=update)
+    audit.record(
+        actor=None,
+        action=action,
+        obj=obj,
+        agency=agency,
+        payload={
+            "source_uri": expected[0],
+            "declared_sha256": expected[1],
+            "code": code,
+            "reason": reason,
+        },
+    )
+    return ArtifactState.FAILED
+
+
 def _verification_failed(
     *, version_id: int, expected: tuple[str, str], reason: str, code: str
 ) -> str:
@@ -572,30 +602,15 @@ def _verification_failed(
         )
         if version is None:
             return "skipped"
-        version.artifact_state = ArtifactState.FAILED
-        version.artifact_error = reason
-        version.artifact_digest = ""
-        version.save(
-            update_fields=[
-                "artifact_state",
-                "artifact_error",
-                "artifact_digest",
-                "updated_at",
-            ]
-        )
-        audit.record(
-            actor=None,
+        return _fail_reference(
+            version,
+            digest_field="artifact_digest",
             action="model_version.artifact_verification_failed",
-            obj=version,
             agency=version.model.agency,
-            payload={
-                "source_uri": expected[0],
-                "declared_sha256": expected[1],
-                "code": code,
-                "reason": reason,
-            },
+            expected=expected,
+            reason=reason,
+            code=code,
         )
-    return ArtifactState.FAILED
 
 
 def artifact_verify(*, version_id: int) -> str:
@@ -876,23 +891,15 @@ def _dataset_verification_failed(
         locked = _pending_dataset_version(dataset_version_id, expected)
         if locked is None:
             return "skipped"
-        locked.artifact_state = ArtifactState.FAILED
-        locked.artifact_error = reason
-        locked.digest = ""
-        locked.save(update_fields=["artifact_state", "artifact_error", "digest"])
-        audit.record(
-            actor=None,
+        return _fail_reference(
+            locked,
+            digest_field="digest",
             action="dataset_version.file_verification_failed",
-            obj=locked,
             agency=locked.dataset.agency,
-            payload={
-                "source_uri": expected[0],
-                "declared_sha256": expected[1],
-                "code": code,
-                "reason": reason,
-            },
+            expected=expected,
+            reason=reason,
+            code=code,
         )
-    return ArtifactState.FAILED
 
 
 def dataset_file_verify(*, dataset_version_id: int) -> str:

@@ -257,7 +257,7 @@ def bench_config(params: float):
     768 wide with 12 heads over 4 KV heads and a 32k vocabulary, untied);
     the layer count is then chosen to land nearest the target.
     """
-    from workers.engine.modelgen import LMConfig
+    from modelgen.lm import LMConfig
 
     if params >= 50e6:
         hidden, heads, kv, inter, vocab = 768, 12, 4, 2048, 32000
@@ -291,7 +291,7 @@ def ensure_bundles(cfg, out_dir: Path, *, genai: bool) -> dict[str, Path]:
     interrupted write is redone. ``init_weights`` is seeded, so both layouts
     hold the same weights even when only one is rewritten.
     """
-    from workers.engine import modelgen
+    import modelgen
 
     millions = round(cfg.parameter_count() / 1e6)
     key = f"llama-{millions}m-h{cfg.hidden_size}-l{cfg.num_layers}-v{cfg.vocab_size}"
@@ -352,7 +352,7 @@ class Phases:
         self.phases: dict[str, dict] = {}
 
     def _foreign_cores(self, seconds: float) -> float:
-        from workers.engine.perf import ForeignLoad
+        from engine.perf import ForeignLoad
 
         window = ForeignLoad(self_cpu=own_and_children_cpu).start()
         time.sleep(seconds)
@@ -374,7 +374,7 @@ class Phases:
 
     def measure(self, name: str, fn):
         """Run ``fn`` under a ``ForeignLoad`` window and record the load."""
-        from workers.engine.perf import ForeignLoad
+        from engine.perf import ForeignLoad
 
         waited = self._wait_for_quiet(name)
         window = ForeignLoad(self_cpu=own_and_children_cpu)
@@ -417,7 +417,7 @@ def matmul_gflops(threads: int, repeats: int) -> dict:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from workers.engine.runtime import RuntimeSettings, make_session
+    from engine.runtime import RuntimeSettings, make_session
 
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "x"
@@ -464,7 +464,7 @@ def ort_gemv_gb_s(threads: int, repeats: int, weight_bytes: int) -> float:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from workers.engine.runtime import RuntimeSettings, make_session
+    from engine.runtime import RuntimeSettings, make_session
 
     k = 4096
     n = weight_bytes // (4 * k)
@@ -527,7 +527,7 @@ def bandwidth(threads: int, repeats: int, array_bytes: int) -> dict:
 
 def engine_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
     """Scoring and generation through the engine (cached session, KV cache)."""
-    from workers.engine.runtime import SessionCache, load_model
+    from engine.runtime import SessionCache, load_model
 
     cache = SessionCache()
     start = time.perf_counter()
@@ -675,8 +675,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def run_bench(args: argparse.Namespace) -> dict:
     """Every measurement of one run; returns the JSON-able result."""
-    from workers.engine import perf
-    from workers.engine.runtime import RuntimeSettings
+    from engine import perf
+    from engine.runtime import RuntimeSettings
 
     settings = RuntimeSettings(intra_op_threads=args.threads)
     phases = Phases(args.max_foreign_load, args.wait_quiet)

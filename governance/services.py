@@ -266,7 +266,7 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
     child process with memory and time limits; its refusals and crashes
     become a failed run with the engine's reason.
     """
-    from workers.engine.sandbox import EvaluationFailure, evaluate_bundle
+    from engine.sandbox import EvaluationFailure, evaluate_bundle
 
     claimed = EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING,
@@ -482,7 +482,7 @@ def evaluation_sweep() -> dict[str, int]:
 
 def _validate_task_data(task: str, dataset_version) -> None:
     """Check a task's dataset file against the task's JSONL schema."""
-    from workers.engine.evaluate import (
+    from engine.evaluate import (
         DataError,
         UnsupportedTask,
         read_jsonl,

@@ -5,7 +5,7 @@ under a key the server makes from the object id and the content digest
 (``model-versions/<id>/<sha256>.<onnx|zip|tar|tar.gz>``,
 ``dataset-versions/<id>/<sha256><suffix>``); the uploader's name is metadata.
 
-A model bundle is accepted only after ``workers.engine.bundle`` has unpacked
+A model bundle is accepted only after ``engine.bundle`` has unpacked
 it into a scratch directory under ``ARTIFACT_TMP_DIR`` and inspected it; the
 original upload is what gets stored, the scratch directory is always removed,
 and a refusal leaves neither a storage object nor a database change.
@@ -41,17 +41,17 @@ from django.utils import timezone
 
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
-from governance import audit
-from registry.models import ArtifactState, DatasetVersion, ModelVersion
-from registry.uploads import SpooledUpload, artifact_tmp_dir, escape_filename, spool
-from workers.engine.bundle import (
+from engine.bundle import (
     BundleError,
     GraphFacts,
     Limits,
     inspect_bundle,
     materialise_bundle,
 )
-from workers.engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
+from engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
+from governance import audit
+from registry.models import ArtifactState, DatasetVersion, ModelVersion
+from registry.uploads import SpooledUpload, artifact_tmp_dir, escape_filename, spool
 
 VERIFY_TASK = "civitas.artifact_verify"
 DATASET_VERIFY_TASK = "civitas.dataset_file_verify"
@@ -107,7 +107,7 @@ def bundle_inspect(*, path: Path) -> InspectedBundle:
     """Unpack an uploaded bundle into a scratch directory, describe and test it.
 
     Language models (``causal_lm_kv``, ``causal_lm``) are then self-tested
-    (``workers.engine.selftest``) in the sandboxed child, limited by
+    (``engine.selftest``) in the sandboxed child, limited by
     ``CIVITAS_EVAL_MEMORY_BYTES`` and ``CIVITAS_SELFTEST_TIMEOUT_SECONDS``;
     other kinds get empty ``selftest`` figures. The scratch directory is
     removed before returning. Raises ``DomainError`` with the engine's code

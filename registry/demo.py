@@ -4,7 +4,7 @@ Two agencies and an oversight body, people in every role, three licences,
 three dataset versions with full datasheets and four model versions whose
 lineage crosses agencies, with one deliberate licence conflict. Every model
 is made here, by the engine's own NumPy trainer, from the corpus shipped in
-``workers/engine/corpus``: nothing is downloaded.
+``modelgen/corpus``: nothing is downloaded.
 
 Every write goes through the registry services (``registry.services`` and
 ``registry.artifacts``), so the audit chain records the demo as it records
@@ -414,8 +414,8 @@ FINE_TUNE_STEPS = 80
 
 
 def _demo_specs():
-    """The two base models' shapes and budgets (``workers.engine`` DemoSpec)."""
-    from workers.engine.modelgen_train import DemoSpec
+    """The two base models' shapes and budgets (``engine`` DemoSpec)."""
+    from modelgen.train import DemoSpec
 
     return (
         DemoSpec(
@@ -429,7 +429,7 @@ def _demo_specs():
 
 def _corpus_split() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The (topic, text) paragraphs for training and for evaluation."""
-    from workers.engine.modelgen_train import corpus_documents
+    from modelgen.train import corpus_documents
 
     docs = corpus_documents()
     train = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY]
@@ -443,8 +443,8 @@ def _fine_tune(base_dir: Path, dest_dir: Path, texts: list[str], *, seed: int) -
     from onnx import numpy_helper
     from tokenizers import Tokenizer
 
-    from workers.engine.modelgen import LMConfig, weight_shapes
-    from workers.engine.modelgen_train import perplexity, train_lm, write_lm_bundle
+    from modelgen.lm import LMConfig, weight_shapes
+    from modelgen.train import perplexity, train_lm, write_lm_bundle
 
     config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
     cfg = LMConfig.from_hf_config(config)
@@ -510,11 +510,11 @@ def _quantise(base_dir: Path, dest_dir: Path) -> Path:
 def build_bundles(dest_root: Path) -> dict[str, Path]:
     """Train and write every demo bundle under ``dest_root``; name -> directory.
 
-    The two base models come from ``workers.engine.modelgen.demo_models``; the
+    The two base models come from ``modelgen.lm.demo_models``; the
     requests assistant is the tiny one trained further on the citizen
     requests; Lakeland's is the small one quantised to int8. Deterministic.
     """
-    from workers.engine import modelgen
+    import modelgen
 
     tiny, small = modelgen.demo_models(dest_root, specs=_demo_specs())
     requests = [text for _, text in CITIZEN_REQUESTS]

@@ -1,6 +1,6 @@
 """Imports point one way: workers → governance → registry (docs/conventions.md).
 
-- ``workers.engine`` is a pure library: it imports nothing from Django or the
+- ``engine`` is a pure library: it imports nothing from Django or the
   apps, so agencies run it offline and any app may call it.
 - ``registry`` imports neither ``governance`` (except the leaf
   ``governance.audit``) nor ``workers.tasks``.
@@ -48,7 +48,7 @@ def _violations(package: str, forbidden, allowed=()) -> list[str]:
 def test_the_engine_imports_nothing_from_django_or_the_apps():
     assert (
         _violations(
-            "workers/engine",
+            "engine",
             [
                 "django",
                 "rest_framework",

@@ -24,7 +24,7 @@ from tests.registry.conftest import *  # noqa: F403  (people and API clients)
 @pytest.fixture(scope="session")
 def lm_bundle_zip(tmp_path_factory) -> Path:
     """A tiny Llama-shaped causal LM in the Optimum layout, zipped."""
-    from workers.engine import modelgen
+    import modelgen
 
     root = tmp_path_factory.mktemp("lm")
     texts = [

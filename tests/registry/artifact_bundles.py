@@ -1,6 +1,6 @@
 """Bundles for the artifact tests: real ONNX files and hand-made hostile archives.
 
-Models are built with ``onnx.helper`` (or ``workers.engine.modelgen`` for a
+Models are built with ``onnx.helper`` (or ``modelgen.lm`` for a
 real language model); archives with ``zipfile``/``tarfile`` directly, so each
 hostile member is exactly what the test says it is.
 """

@@ -1,6 +1,6 @@
 """Registration self-test of language models, and the sweep of lost verifications.
 
-Real PostgreSQL, real bundles from ``workers.engine.modelgen``, the self-test
+Real PostgreSQL, real bundles from ``modelgen.lm``, the self-test
 run in the engine's sandboxed child.
 """
 
@@ -17,6 +17,7 @@ from django.utils import timezone
 from governance.models import AuditEvent
 from registry import artifacts
 from registry.models import ArtifactState, ModelVersion
+from tests.engine.test_runtime import break_present_value
 from tests.factories import AIModelFactory, ModelVersionFactory
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
     artifact_dirs_fixture,
@@ -27,7 +28,6 @@ from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
     tiny_model_bytes,
     zip_bytes,
 )
-from tests.workers.engine.test_runtime import break_present_value
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ def version_a(agency_a, member_a):
 
 @pytest.fixture(scope="module")
 def lm_parts():
-    from workers.engine import modelgen
+    import modelgen
 
     cfg = modelgen.LMConfig(
         vocab_size=300, hidden_size=16, num_layers=2, num_heads=2, num_kv_heads=1,
@@ -58,7 +58,7 @@ def _zip_folder(folder: Path) -> bytes:
 
 
 def _good_lm_zip(tmp_path: Path, lm_parts) -> bytes:
-    from workers.engine import modelgen
+    import modelgen
 
     cfg, weights, tokenizer = lm_parts
     folder = tmp_path / "good" / "assistant"
@@ -68,7 +68,7 @@ def _good_lm_zip(tmp_path: Path, lm_parts) -> bytes:
 
 def _broken_lm_zip(tmp_path: Path, lm_parts) -> bytes:
     """A KV-cache LM whose ``present.0.value`` output is scaled by 0.5."""
-    from workers.engine import modelgen
+    import modelgen
 
     cfg, weights, tokenizer = lm_parts
     model = break_present_value(modelgen.build_causal_lm(cfg, weights))

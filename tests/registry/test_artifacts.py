@@ -68,7 +68,7 @@ def _events(action: str) -> list[AuditEvent]:
 
 def _lm_bundle_zip(tmp_path: Path) -> bytes:
     """A real causal LM with KV cache and its tokenizer, zipped in a folder."""
-    from workers.engine import modelgen
+    import modelgen
 
     cfg = modelgen.LMConfig(
         vocab_size=300, hidden_size=16, num_layers=2, num_heads=2, num_kv_heads=1,

@@ -1,8 +1,8 @@
 """Offline command line: evaluate an ONNX bundle on one task or a suite.
 
-    python -m workers.engine BUNDLE --task TASK --data FILE.jsonl [--json]
+    python -m engine BUNDLE --task TASK --data FILE.jsonl [--json]
                              [--batch-size N] [--threads N] [--items FILE]
-    python -m workers.engine BUNDLE --suite SUITE.json [--json] [--items FILE]
+    python -m engine BUNDLE --suite SUITE.json [--json] [--items FILE]
 
 The evaluation runs in a sandboxed child (``sandbox.evaluate_bundle``), the
 same path the Celery worker takes. ``--json`` prints one JSON object; without
@@ -18,7 +18,7 @@ import json
 import sys
 from typing import NoReturn
 
-from workers.engine import evaluate, sandbox
+from engine import evaluate, sandbox
 
 OUTPUT_KEYS = ("task", "metrics", "performance", "environment")
 
@@ -40,7 +40,7 @@ def _fail(code: str, message: str, status: int) -> NoReturn:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = _Parser(
-        prog="python -m workers.engine",
+        prog="python -m engine",
         description="Evaluate an ONNX model bundle offline on CPU.",
     )
     parser.add_argument("bundle", help="bundle directory or .zip/.tar.gz archive")

@@ -1,6 +1,6 @@
 """ONNX Runtime adapter checked against the independent NumPy forward pass.
 
-Run without Django: ``pytest tests/workers/engine/test_runtime.py -p no:django``.
+Run without Django: ``pytest tests/engine/test_runtime.py -p no:django``.
 Bundles are real ONNX models from ``modelgen`` in every layout the adapter
 supports; expected values come from ``modelgen.numpy_forward`` (float64).
 """
@@ -16,7 +16,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from workers.engine import bundle, modelgen, runtime
+import modelgen
+from engine import bundle, runtime
 
 CFG = dict(
     vocab_size=320,
@@ -499,9 +500,9 @@ def test_bos_falls_back_to_eos_when_the_config_names_none(tmp_path):
     import shutil
     from pathlib import Path
 
-    from workers.engine.runtime import load_model
+    from engine.runtime import load_model
 
-    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "families" / "llama"
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "families" / "llama"
     bundle = shutil.copytree(fixture, tmp_path / "llama")
     for name in ("config.json", "generation_config.json"):
         path = bundle / name

@@ -1,6 +1,6 @@
 """Models Civitas builds itself: graphs against the NumPy reference, training, bundles.
 
-Run without Django: ``pytest tests/workers/engine/test_modelgen.py -p no:django``.
+Run without Django: ``pytest tests/engine/test_modelgen.py -p no:django``.
 Every ONNX model here is executed by ONNX Runtime and compared with
 ``modelgen.numpy_forward``, a float64 forward written independently of the
 graph builder.
@@ -15,7 +15,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from workers.engine import bundle, modelgen
+import modelgen
+from engine import bundle
 
 TINY = {
     "vocab_size": 96,

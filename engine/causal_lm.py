@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from workers.engine.runtime import (
+from engine.runtime import (
     RuntimeCheckError,
     RuntimeSettings,
     _first_int,

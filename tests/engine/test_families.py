@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.engine import bundle
-from workers.engine.runtime import RuntimeSettings, load_model
+from engine import bundle
+from engine.runtime import RuntimeSettings, load_model
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "families"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "families"
 FAMILIES = (
     "phi3",
     "gemma",

@@ -37,9 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.engine import ENGINE_VERSION
+from engine import ENGINE_VERSION
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_TIMEOUT_S = 3600.0
 
@@ -101,7 +101,7 @@ if hard != resource.RLIM_INFINITY:
     limit = min(limit, hard)
 resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-from workers.engine.sandbox import child_main
+from engine.sandbox import child_main
 sys.exit(child_main(sys.argv[1]))
 """
 
@@ -194,7 +194,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _classify_exception(exc: BaseException) -> tuple[str, str, str | None]:
-    from workers.engine.evaluate import DataError, UnsupportedTask
+    from engine.evaluate import DataError, UnsupportedTask
 
     if isinstance(exc, EvaluationFailure):
         return exc.code, exc.message, exc.reason
@@ -384,7 +384,7 @@ def evaluate_in_child(spec: dict) -> dict:
 
     ``spec`` is what ``evaluate_bundle`` prepared; see there.
     """
-    from workers.engine import bundle, evaluate, runtime
+    from engine import bundle, evaluate, runtime
 
     source = Path(spec["bundle_path"])
     digest = bundle_digest(source)
@@ -464,7 +464,7 @@ def bundle_digest(path: str | Path) -> str:
     reproduced with ``find . -type f | sort | xargs sha256sum | sha256sum``
     run from the bundle root with ``LC_ALL=C``.
     """
-    from workers.engine.bundle import sha256_file
+    from engine.bundle import sha256_file
 
     root = Path(path)
     if root.is_file():
@@ -502,8 +502,8 @@ def evaluate_bundle(
     ``{"task" | "suite", "results": [...], "facts", "bundle_sha256",
     "engine_version"}``; raises ``EvaluationFailure``.
     """
-    from workers.engine import evaluate
-    from workers.engine.bundle import sha256_file
+    from engine import evaluate
+    from engine.bundle import sha256_file
 
     if (suite is None) == (task is None):
         raise EvaluationFailure("bad_request", "give either a suite or a task")

@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from workers.engine.modelgen import LMConfig, init_weights, rope_inv_freq
-from workers.engine.modelgen_genai import build_genai_contrib
-from workers.engine.modelgen_onnx import (
+from modelgen.genai import build_genai_contrib
+from modelgen.graphs import (
     build_causal_lm,
     build_classifier,
     build_tabular_model,
@@ -38,6 +37,7 @@ from workers.engine.modelgen_onnx import (
     genai_config,
     write_bundle,
 )
+from modelgen.lm import LMConfig, init_weights, rope_inv_freq
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from workers.engine.modelgen import LMConfig, rope_inv_freq, weight_shapes
+from modelgen.lm import LMConfig, rope_inv_freq, weight_shapes
 
 LAYOUTS = ("optimum", "plain", "merged", "genai")
 PRODUCER = "civitas-modelgen"

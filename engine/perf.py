@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from workers.engine import ENGINE_VERSION
+from engine import ENGINE_VERSION
 
 RAPL_ROOT = Path("/sys/class/powercap")
 DEFAULT_WATTS_PER_CORE = 4.0

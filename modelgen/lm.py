@@ -9,11 +9,11 @@ the model definition shared by every path:
 * ``numpy_forward``, an independent float64 reference of the forward pass.
 
 Graph construction (standard ops), bundle writing and classifiers live in
-``modelgen_onnx``; the genai graph with ``com.microsoft`` kernels
-(``GroupQueryAttention``, ``MatMulNBits``) in ``modelgen_genai``; tokenizer
+``modelgen.graphs``; the genai graph with ``com.microsoft`` kernels
+(``GroupQueryAttention``, ``MatMulNBits``) in ``modelgen.genai``; tokenizer
 and model training, the shipped corpus and ``demo_models`` in
-``modelgen_train``. All are re-exported here, so ``from workers.engine
-import modelgen`` reaches the whole toolkit.
+``modelgen.train``. The package re-exports all of them, so ``import modelgen``
+reaches the whole toolkit.
 
 Weight convention: every projection is stored ``[in_features, out_features]``
 so the forward pass is ``x @ W`` (ONNX ``MatMul`` without a transpose).
@@ -293,64 +293,3 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable log-softmax over the last axis (dtype preserved)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-_ONNX_NAMES = frozenset(
-    {
-        "LAYOUTS",
-        "build_causal_lm",
-        "build_classifier",
-        "build_tabular_model",
-        "classifier_config",
-        "genai_config",
-        "write_bundle",
-    }
-)
-_GENAI_NAMES = frozenset({"build_genai_contrib", "quantize_blockwise"})
-_TRAIN_NAMES = frozenset(
-    {
-        "CONTRIB_LAYOUTS",
-        "CORPUS_DIR",
-        "DEMO_SPECS",
-        "DemoSpec",
-        "SPECIAL_TOKENS",
-        "TABULAR_FEATURES",
-        "corpus_documents",
-        "demo_models",
-        "lm_loss_and_grads",
-        "perplexity",
-        "synthetic_tabular",
-        "train_classifier",
-        "train_lm",
-        "train_tokenizer",
-        "write_classifier_bundle",
-        "write_lm_bundle",
-        "write_tabular_bundle",
-    }
-)
-
-
-def __getattr__(name: str):
-    """Re-export the graph and training helpers lazily.
-
-    Lazy because the submodules import this module;
-    an eager import here would be circular.
-    """
-    if name in _ONNX_NAMES:
-        from workers.engine import modelgen_onnx
-
-        return getattr(modelgen_onnx, name)
-    if name in _GENAI_NAMES:
-        from workers.engine import modelgen_genai
-
-        return getattr(modelgen_genai, name)
-    if name in _TRAIN_NAMES:
-        from workers.engine import modelgen_train
-
-        return getattr(modelgen_train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """Module attributes including the lazily re-exported ones."""
-    return sorted(set(globals()) | _ONNX_NAMES | _GENAI_NAMES | _TRAIN_NAMES)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.engine import ENGINE_VERSION, perf
+from engine import ENGINE_VERSION, perf
 
 
 def burn_cpu(seconds: float = 0.05) -> None:

@@ -11,14 +11,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.workers.engine.test_evaluate import (
+from engine import sandbox
+from engine.bundle import sha256_file
+from engine.sandbox import EvaluationFailure, evaluate_bundle, run_isolated
+from tests.engine.test_evaluate import (
     build_lm_bundle,
     build_tabular_bundle,
     read_suite_records,
 )
-from workers.engine import sandbox
-from workers.engine.bundle import sha256_file
-from workers.engine.sandbox import EvaluationFailure, evaluate_bundle, run_isolated
 
 # Targets are stdlib or engine functions named as "module:function", so the
 # child imports nothing from the test suite and starts quickly.
@@ -28,7 +28,7 @@ def test_child_environment_has_no_secrets(monkeypatch):
     monkeypatch.setenv("CIVITAS_TEST_SECRET", "hunter2")
     monkeypatch.setenv("DATABASE_URL", "postgres://user:pw@db/civitas")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    seen = run_isolated("workers.engine.sandbox:child_report", threads=2)
+    seen = run_isolated("engine.sandbox:child_report", threads=2)
     env = seen["env"]
     assert "CIVITAS_TEST_SECRET" not in env
     assert "DATABASE_URL" not in env

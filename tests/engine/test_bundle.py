@@ -1,4 +1,4 @@
-"""Tests for workers.engine.bundle: archive intake and the static ONNX safety gate.
+"""Tests for engine.bundle: archive intake and the static ONNX safety gate.
 
 Every model here is built with onnx.helper and every tokenizer is trained in the
 test, so the suite needs no network and no Django.
@@ -26,7 +26,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from workers.engine.bundle import (
+from engine.bundle import (
     BundleError,
     Limits,
     extract_archive,

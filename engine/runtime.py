@@ -29,7 +29,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 if TYPE_CHECKING:
-    from workers.engine.runtime_lm import CausalLM
+    from engine.causal_lm import CausalLM
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -491,7 +491,7 @@ def load_model(
     root = Path(root)
     settings = settings or RuntimeSettings()
     if facts is None:
-        from workers.engine import bundle
+        from engine import bundle
 
         facts = bundle.inspect_bundle(root)
     model_file = Path(_fact(facts, "model_file", "model.onnx"))
@@ -515,7 +515,7 @@ def load_model(
             return SequenceClassifier(
                 session, tokenizer, config=config, settings=settings
             )
-        from workers.engine.runtime_lm import CausalLM
+        from engine.causal_lm import CausalLM
 
         genai = _read_json(root / "genai_config.json") or None
         layout = _fact(facts, "layout")
@@ -553,7 +553,7 @@ def __getattr__(name: str):
     would be circular.
     """
     if name in _LM_NAMES:
-        from workers.engine import runtime_lm
+        from engine import causal_lm as runtime_lm
 
         return getattr(runtime_lm, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

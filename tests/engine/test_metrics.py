@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from workers.engine import metrics
+from engine import metrics
 
 
 def test_perplexity_and_bits_per_byte_follow_their_formulas():

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.engine import metrics, perf
+from engine import metrics, perf
 
 TASKS = (
     "perplexity",

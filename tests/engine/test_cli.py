@@ -1,4 +1,4 @@
-"""The offline CLI contract: ``python -m workers.engine``."""
+"""The offline CLI contract: ``python -m engine``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers.engine.test_evaluate import (
+from tests.engine.test_evaluate import (
     SUITES,
     build_classifier_bundle,
     build_lm_bundle,
     build_tabular_bundle,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 METRICS = {
     "perplexity": {"perplexity", "bits_per_byte"},
     "multiple_choice": {"acc", "acc_norm"},
@@ -44,7 +44,7 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
     """Run the CLI from the repository root, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "workers.engine", *map(str, args)],
+        [sys.executable, "-m", "engine", *map(str, args)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,6 +1,6 @@
 """Task runners checked against an independent NumPy forward pass.
 
-The bundles are real ONNX models built by ``workers.engine.modelgen`` and run
+The bundles are real ONNX models built by ``modelgen.lm`` and run
 by ONNX Runtime through ``runtime.load_model``; the expected values come from
 ``modelgen.numpy_forward`` (float64, written separately from the graph) and
 from formulas written out in the tests, so both the plumbing (token splits,
@@ -18,9 +18,10 @@ import pytest
 from sklearn.metrics import f1_score
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from workers.engine import evaluate, metrics, modelgen, runtime
+import modelgen
+from engine import evaluate, metrics, runtime
 
-SUITES = Path(__file__).resolve().parents[3] / "workers" / "suites"
+SUITES = Path(__file__).resolve().parents[2] / "workers" / "suites"
 LABELS = ["benefits", "housing", "tax", "transport"]
 
 

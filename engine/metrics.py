@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 LEXICON_PATH = (
-    Path(__file__).resolve().parent.parent / "suites" / "lexicon" / "toxicity.txt"
+    Path(__file__).resolve().parent / "lexicon" / "toxicity.txt"
 )
 
 # The test_prefixes list of the GCG attack (llm-attacks/llm-attacks, demo.ipynb).

@@ -13,13 +13,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from workers.engine.modelgen import LMConfig, rope_inv_freq, weight_shapes
-from workers.engine.modelgen_onnx import (
+from modelgen.graphs import (
     _finish_model,
     _Graph,
     _rms_norm,
     _value_info,
 )
+from modelgen.lm import LMConfig, rope_inv_freq, weight_shapes
 
 
 def quantize_blockwise(

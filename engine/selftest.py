@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workers.engine.sandbox import EvaluationFailure, run_isolated
+from engine.sandbox import EvaluationFailure, run_isolated
 
 SELFTEST_KINDS = frozenset({"causal_lm_kv", "causal_lm"})
 _SHOWN_FIGURES = ("padding_max_abs_diff", "kv_max_abs_diff", "tolerance")
@@ -34,7 +34,7 @@ def selftest_in_child(root: str, facts: Any = None) -> dict:
     ``passed: false`` and ``error`` (not raised), so the parent sees the
     measurements that failed.
     """
-    from workers.engine import runtime
+    from engine import runtime
 
     try:
         model = runtime.load_model(Path(root), facts=facts)

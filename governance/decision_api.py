@@ -55,7 +55,7 @@ from governance.openapi_examples import (
     request,
     response,
 )
-from registry.serializers import ApiErrorSerializer
+from registry.api.serializers import ApiErrorSerializer
 
 ENVELOPE_MEDIA_TYPE = "application/json"
 

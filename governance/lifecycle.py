@@ -70,7 +70,7 @@ from governance.models import (
 )
 from governance.verify import canonical_json, canonical_value
 from registry import services as registry_services
-from registry.models import ArtifactState, ModelVersion, Role
+from registry.models import ArtifactState, ModelVersion, Role, VersionStatus
 from registry.selectors import user_agency_id, user_role
 
 S = UseCaseStatus
@@ -214,6 +214,34 @@ def _move(
     return transition
 
 
+# Use case statuses that keep a version in review, and those that ended.
+_ACTIVE_REVIEW = frozenset({S.SUBMITTED, S.IN_REVIEW})
+_ENDED = frozenset({S.RETIRED, S.EXPIRED, S.REJECTED})
+
+
+def version_status_for(statuses) -> str:
+    """The status a version derives from its use cases' statuses.
+
+    First match wins: ``approved`` if any use case is approved; else
+    ``suspended`` if any is suspended; else ``in_review`` if any is
+    submitted or in review; else ``retired`` if at least one is retired and
+    every other one has ended too (retired, expired or rejected); else
+    ``draft`` — no use case, only drafts or cases sent back for changes,
+    or only expired and rejected ones (nothing was retired for good: an
+    expired case may be re-certified, so the version is not retired).
+    """
+    found = set(statuses)
+    if S.APPROVED in found:
+        return VersionStatus.APPROVED
+    if S.SUSPENDED in found:
+        return VersionStatus.SUSPENDED
+    if found & _ACTIVE_REVIEW:
+        return VersionStatus.IN_REVIEW
+    if S.RETIRED in found and found <= _ENDED:
+        return VersionStatus.RETIRED
+    return VersionStatus.DRAFT
+
+
 def _sync_version(use_case: UseCase, *, actor) -> None:
     """Recompute the status of the version a locked use case names.
 
@@ -223,14 +251,21 @@ def _sync_version(use_case: UseCase, *, actor) -> None:
     serialise on it and the later sees the earlier's status.
     """
     version_id = use_case.model_version_id
-    registry_services.model_version_status_sync(
-        actor=actor,
-        version=use_case.model_version,
-        statuses=lambda: list(
+    statuses: list[str] = []
+
+    def target() -> str:
+        statuses[:] = sorted(
             UseCase.objects.filter(model_version_id=version_id).values_list(
                 "status", flat=True
             )
-        ),
+        )
+        return version_status_for(statuses)
+
+    registry_services.model_version_status_sync(
+        actor=actor,
+        version=use_case.model_version,
+        status=target,
+        detail=lambda: {"use_case_statuses": statuses},
     )
 
 

@@ -8,7 +8,7 @@ examples, as in ``registry.openapi_examples``.
 
 from __future__ import annotations
 
-from registry.openapi_examples import AT, DIGEST, request, response
+from registry.api.examples import AT, DIGEST, request, response
 
 __all__ = ["request", "response"]
 

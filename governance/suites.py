@@ -18,10 +18,10 @@ from django.db import transaction
 
 from governance import services
 from governance.models import EvaluationSuite
-from registry import artifacts as registry_artifacts
 from registry import services as registry_services
 from registry.models import Agency, Dataset, DatasetVersion, Membership, Role
-from registry.uploads import spool
+from registry.services import artifacts as registry_artifacts
+from registry.storage import spool
 
 PLATFORM_SLUG = "civitas"
 SUITE_CURATOR = "civitas-suites"

@@ -43,9 +43,9 @@ from governance.openapi_examples import (
     USE_CASE,
     response,
 )
+from registry.api.serializers import ApiErrorSerializer, VisiblePrimaryKeyField
 from registry.models import Agency, ModelVersion
 from registry.selectors import is_oversight
-from registry.serializers import ApiErrorSerializer, VisiblePrimaryKeyField
 from registry.services import UNSET
 
 # --- permissions ---------------------------------------------------------------

@@ -7,7 +7,7 @@ is made here, by the engine's own NumPy trainer, from the corpus shipped in
 ``modelgen/corpus``: nothing is downloaded.
 
 Every write goes through the registry services (``registry.services`` and
-``registry.artifacts``), so the audit chain records the demo as it records
+``registry.services.artifacts``), so the audit chain records the demo as it records
 any registration. Platform-wide steps (agencies, memberships, licences) are
 taken by the ``demo-loader`` platform administrator, which cannot log in;
 catalogue steps by each agency's demo maintainer, because the services let
@@ -35,7 +35,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from registry import artifacts, services
+from registry import services
 from registry.models import (
     Agency,
     AIModel,
@@ -51,7 +51,8 @@ from registry.models import (
     Task,
     Visibility,
 )
-from registry.uploads import artifact_tmp_dir, spool
+from registry.services import artifacts
+from registry.storage import artifact_tmp_dir, spool
 
 DEMO_LOADER = "demo-loader"
 ARDEN = "arden-city"

@@ -90,7 +90,7 @@ def artifact_verify(version_id: int) -> str:
     Safe to run twice (the service only changes a row still pending on the
     same reference). Retries only on a lost database connection.
     """
-    from registry import artifacts
+    from registry.services import artifacts
 
     return artifacts.artifact_verify(version_id=version_id)
 
@@ -138,7 +138,7 @@ def usecase_recheck_stale() -> int:
 @shared_task(name="civitas.artifact_sweep", acks_late=True)
 def artifact_sweep() -> dict:
     """Re-queue verification of referenced artifacts whose message was lost."""
-    from registry import artifacts
+    from registry.services import artifacts
 
     return artifacts.artifact_sweep()
 
@@ -160,6 +160,6 @@ def dataset_file_verify(dataset_version_id: int) -> str:
     Safe to run twice (the service only changes a row still pending on the
     same reference). Retries only on a lost database connection.
     """
-    from registry import artifacts
+    from registry.services import artifacts
 
     return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)

@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from governance import lifecycle, usecase_services
+from governance.lifecycle import version_status_for
 from governance.models import AuditEvent, UseCaseStatus
 from registry.models import ModelVersion, VersionStatus
-from registry.services import version_status_for
 from tests.governance.conftest import RATIONALE, LifecycleKit
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]

@@ -12,7 +12,7 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from governance.models import AuditEvent
-from registry.tokens import PasswordAttemptThrottle
+from registry.api.tokens import PasswordAttemptThrottle
 from tests.factories import UserFactory
 from tests.registry.api_catalogue import _fast_password_hashing  # noqa: F401
 from tests.registry.conftest import token_client

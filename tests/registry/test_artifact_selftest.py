@@ -15,8 +15,8 @@ import pytest
 from django.utils import timezone
 
 from governance.models import AuditEvent
-from registry import artifacts
 from registry.models import ArtifactState, ModelVersion
+from registry.services import artifacts
 from tests.engine.test_runtime import break_present_value
 from tests.factories import AIModelFactory, ModelVersionFactory
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures

@@ -25,9 +25,10 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from config.exceptions import PayloadTooLarge
 from governance.models import AuditEvent
-from registry import artifacts
+from registry.api.urls import artifact_patterns
 from registry.models import ArtifactState, DatasetVersion, Visibility
-from registry.uploads import DigestingUploadHandler
+from registry.services import artifacts
+from registry.storage import DigestingUploadHandler
 from tests.factories import (
     AIModelFactory,
     DatasetFactory,
@@ -867,7 +868,7 @@ def test_artifact_sweep_requeues_stale_dataset_references(
 
 def test_openapi_schema_of_the_artifact_endpoints_validates_without_warnings():
     generator = SchemaGenerator(
-        patterns=[path("api/v1/", include("registry.artifact_urls"))]
+        patterns=[path("api/v1/", include(artifact_patterns))]
     )
     GENERATOR_STATS.reset()
 

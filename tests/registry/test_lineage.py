@@ -14,6 +14,7 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
 from registry import lineage, services
+from registry.api.urls import lineage_patterns
 from registry.models import (
     DatasetRole,
     DatasetVersion,
@@ -489,7 +490,7 @@ def test_api_refuses_a_depth_outside_one_to_ten(catalogue, api_a, depth):
 
 def test_openapi_schema_of_the_lineage_endpoints_validates_without_warnings():
     generator = SchemaGenerator(
-        patterns=[path("api/v1/", include("registry.lineage_urls"))]
+        patterns=[path("api/v1/", include(lineage_patterns))]
     )
     GENERATOR_STATS.reset()
 

@@ -24,10 +24,10 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from registry import services
-from registry.openapi_examples import TOKEN, response
-from registry.permissions import IsPasswordAuthenticated
-from registry.serializers import TokenCreatedSerializer, TokenSerializer
-from registry.views import BoundedJSONParser, errors
+from registry.api.catalogue import BoundedJSONParser, errors
+from registry.api.examples import TOKEN, response
+from registry.api.permissions import IsPasswordAuthenticated
+from registry.api.serializers import TokenCreatedSerializer, TokenSerializer
 
 
 class PasswordAttemptThrottle(SimpleRateThrottle):

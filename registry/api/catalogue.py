@@ -29,17 +29,7 @@ from rest_framework.views import APIView
 from config.exceptions import PayloadTooLarge
 from governance import audit
 from registry import selectors, services
-from registry.filters import (
-    AgencyFilter,
-    DatasetFilter,
-    DatasetVersionFilter,
-    LicenceFilter,
-    MembershipFilter,
-    ModelFilter,
-    ModelVersionFilter,
-)
-from registry.models import Agency, Membership
-from registry.openapi_examples import (
+from registry.api.examples import (
     AGENCY,
     DATASET,
     DATASET_VERSION,
@@ -52,7 +42,16 @@ from registry.openapi_examples import (
     request,
     response,
 )
-from registry.serializers import (
+from registry.api.filters import (
+    AgencyFilter,
+    DatasetFilter,
+    DatasetVersionFilter,
+    LicenceFilter,
+    MembershipFilter,
+    ModelFilter,
+    ModelVersionFilter,
+)
+from registry.api.serializers import (
     AgencyCreateSerializer,
     AgencySerializer,
     AgencyUpdateSerializer,
@@ -76,6 +75,7 @@ from registry.serializers import (
     ModelVersionSerializer,
     ModelVersionUpdateSerializer,
 )
+from registry.models import Agency, Membership
 
 MAX_JSON_BYTES = 1024 * 1024
 

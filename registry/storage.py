@@ -9,20 +9,26 @@ claimed, and the partial file is removed the moment the cap is passed.
 
 The uploader's file name is never used as a path: it is kept only as escaped
 metadata (``SpooledUpload.original_name``); storage keys are made by the
-server (``registry.artifacts``).
+server (``registry.services.artifacts``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
+import posixpath
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.files.storage import Storage, storages
 from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
 from django.core.files.uploadhandler import (
     FileUploadHandler,
@@ -349,3 +355,208 @@ def remove_spooled(upload: UploadedFile | None) -> None:
     if path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path())
+
+
+# --- The artifact store and references ----------------------------------------
+
+
+CONTENT_TYPES = {
+    "onnx": "application/octet-stream",
+    "zip": "application/zip",
+    "tar": "application/x-tar",
+    "tar.gz": "application/gzip",
+}
+# Dataset files keep a recognisable suffix in their key and download name
+# only when it is one of these; anything else is stored as ``.bin``.
+DATASET_SUFFIXES = (
+    ".jsonl.gz", ".csv.gz", ".tsv.gz", ".json.gz", ".tar.gz",
+    ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".txt",
+    ".zip", ".tar", ".gz", ".zst",
+)  # fmt: skip
+
+
+def dataset_suffix(name: str) -> str:
+    """The suffix a stored dataset file keeps: a known data format, else ``.bin``."""
+    lowered = name.lower()
+    return next((s for s in DATASET_SUFFIXES if lowered.endswith(s)), ".bin")
+
+
+def artifact_storage() -> Storage:
+    """The storage every model bundle and dataset file goes through."""
+    return storages["artifacts"]
+
+
+@dataclass(frozen=True)
+class ReferenceTarget:
+    """Where a referenced artifact is read from, after the allow-list check."""
+
+    scheme: str  # "file" or "s3"
+    path: str = ""  # file: the resolved absolute path
+    bucket: str = ""  # s3
+    key: str = ""  # s3
+
+
+def _not_allowed(why: str) -> DomainError:
+    return DomainError(
+        f"The reference {why}; only files inside the directories listed in "
+        "CIVITAS_REFERENCE_ROOTS can be registered by reference. Upload the file "
+        "instead.",
+        code="reference_not_allowed",
+    )
+
+
+def _scheme_not_allowed(scheme: str) -> DomainError:
+    return DomainError(
+        f"References with the scheme {scheme or '(none)'!r} are not accepted: use "
+        "a file:// path inside CIVITAS_REFERENCE_ROOTS, or s3:// when an S3 "
+        "endpoint is configured. HTTP(S) URLs are never fetched; upload the file "
+        "instead.",
+        code="reference_scheme_not_allowed",
+    )
+
+
+def _inside(path: str, root: str) -> bool:
+    return path != root and os.path.commonpath([path, root]) == root
+
+
+def _file_roots() -> list[str]:
+    return [
+        os.path.realpath(root)
+        for root in settings.CIVITAS_REFERENCE_ROOTS
+        if root.startswith("/")
+    ]
+
+
+def _file_target(parts) -> ReferenceTarget:
+    if parts.netloc not in ("", "localhost"):
+        raise _not_allowed("names a remote host")
+    if parts.query or parts.fragment:
+        raise _not_allowed("has a query or fragment")
+    path = unquote(parts.path)
+    if "\x00" in path or "\\" in path:
+        raise _not_allowed("contains a NUL byte or a backslash")
+    if not path.startswith("/"):
+        raise _not_allowed("is not an absolute path")
+    if ".." in path.split("/"):
+        raise _not_allowed("contains a '..' component")
+    real = os.path.realpath(path)
+    if not any(_inside(real, root) for root in _file_roots()):
+        raise _not_allowed("resolves outside the allowed directories")
+    return ReferenceTarget(scheme="file", path=real)
+
+
+def s3_enabled() -> bool:
+    """True when an S3 endpoint is configured and boto3 is installed."""
+    return bool(settings.CIVITAS_S3_ENDPOINT_URL) and (
+        importlib.util.find_spec("boto3") is not None
+    )
+
+
+def _s3_target(parts) -> ReferenceTarget:
+    if not s3_enabled():
+        raise _scheme_not_allowed("s3")
+    bucket, key = parts.netloc, unquote(parts.path).lstrip("/")
+    if not bucket or not key or parts.query or parts.fragment:
+        raise _not_allowed("does not name an object as s3://bucket/key")
+    if "\x00" in key or ".." in key.split("/"):
+        raise _not_allowed("contains a NUL byte or a '..' component")
+    full = f"{bucket}/{key}"
+    prefixes = [
+        root.removeprefix("s3://").rstrip("/") + "/"
+        for root in settings.CIVITAS_REFERENCE_ROOTS
+        if root.startswith("s3://")
+    ]
+    if not any(full.startswith(prefix) for prefix in prefixes):
+        raise _not_allowed("is outside the allowed S3 prefixes")
+    return ReferenceTarget(scheme="s3", bucket=bucket, key=key)
+
+
+def reference_target(uri: str) -> ReferenceTarget:
+    """Check a reference URI against the allow-list and say where to read it.
+
+    ``file://`` paths must resolve (symlinks followed) strictly inside one of
+    the absolute directories of ``CIVITAS_REFERENCE_ROOTS`` and contain no
+    ``..``; ``s3://bucket/key`` needs ``CIVITAS_S3_ENDPOINT_URL``, boto3 and
+    an ``s3://bucket/prefix`` entry of the allow-list. Nothing else is ever
+    fetched (no HTTP: the platform must not be a proxy to internal hosts).
+    Raises ``DomainError`` (``reference_scheme_not_allowed``,
+    ``reference_not_allowed``).
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return _file_target(parts)
+    if scheme == "s3":
+        return _s3_target(parts)
+    raise _scheme_not_allowed(scheme)
+
+
+def _open_file_reference(uri: str) -> SpooledUpload:
+    """Copy a ``file://`` reference into a spool file, re-checking the allow-list.
+
+    The path is resolved again here (the tree may have changed since the
+    request) and opened without following a final symlink; on Linux the opened
+    descriptor's real path is checked once more, so a swap between the check
+    and the open cannot read outside the roots.
+    """
+    target = reference_target(uri)
+    try:
+        fd = os.open(
+            target.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+    except FileNotFoundError:
+        raise DomainError(f"No file at {uri}.", code="reference_not_found") from None
+    except OSError as e:
+        raise DomainError(
+            f"The file at {uri} cannot be opened ({e.strerror}).",
+            code="reference_unreadable",
+        ) from None
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DomainError(
+                f"{uri} is not a regular file.", code="reference_not_file"
+            )
+        proc = f"/proc/self/fd/{fd}"
+        if os.path.exists(proc) and not any(
+            _inside(os.path.realpath(proc), root) for root in _file_roots()
+        ):
+            raise _not_allowed("resolves outside the allowed directories")
+        return spool(
+            source,
+            name=os.path.basename(target.path),
+            max_bytes=int(settings.CIVITAS_UPLOAD_MAX_BYTES),
+        )
+
+
+def _open_s3_reference(uri: str) -> SpooledUpload:
+    """Copy an ``s3://`` reference into a spool file through boto3, streaming."""
+    import boto3  # optional: only present where S3 references are enabled
+
+    target = reference_target(uri)
+    client = boto3.client("s3", endpoint_url=settings.CIVITAS_S3_ENDPOINT_URL)
+    try:
+        body = client.get_object(Bucket=target.bucket, Key=target.key)["Body"]
+    except Exception as e:  # botocore's errors are dynamic classes
+        raise DomainError(
+            f"The object {uri} cannot be read ({e}).", code="reference_unreadable"
+        ) from None
+    try:
+        return spool(
+            body,
+            name=posixpath.basename(target.key),
+            max_bytes=int(settings.CIVITAS_UPLOAD_MAX_BYTES),
+        )
+    finally:
+        body.close()
+
+
+def open_reference(uri: str) -> SpooledUpload:
+    """Copy a referenced file (``file://`` or ``s3://``) into a spool file.
+
+    The reference is checked against the allow-list again; raises
+    ``DomainError`` (``reference_not_found``, ``reference_unreadable``,
+    ``reference_not_file``, ``reference_not_allowed``...).
+    """
+    if urlsplit(uri).scheme.lower() == "s3":
+        return _open_s3_reference(uri)
+    return _open_file_reference(uri)

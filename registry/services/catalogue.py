@@ -1,435 +1,55 @@
-"""Governed writes of the catalogue: every create or change goes through here.
+"""Governed writes of the catalogue: licences, datasets, models and their versions.
 
-Each service is keyword-only, takes the acting user, checks who may act and
-the business rules, raises ``config.exceptions`` errors (never Django's
-``ValidationError``, which the API would not render), writes, and records one
-audit event. Update services take ``UNSET`` for fields the caller leaves
-alone, so ``None`` and ``""`` remain real values.
-
-Who may write:
-
-- platform administrators create agencies and act on every agency;
-- an agency's maintainers update the agency, its datasets and models, and
-  manage its people up to the maintainer role;
-- an agency's members and maintainers register datasets, dataset versions,
-  models and model versions and edit unreleased versions;
-- oversight reviewers read across agencies and write nothing here.
+An agency's members and maintainers register datasets, dataset versions,
+models and model versions and edit unreleased versions; maintainers update
+datasets and models. A version's status is set only by
+``model_version_status_sync``, from the status governance derives.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
-from django.utils import timezone
-from knox.models import AuthToken
-from knox.settings import knox_settings
+from django.db import IntegrityError, transaction
 
-from config.exceptions import Conflict, DomainError, PolicyViolation
+from config.exceptions import Conflict, DomainError
 from governance import audit
 from registry import licences
 from registry.models import (
-    Agency,
     AIModel,
     Dataset,
     DatasetRole,
     DatasetVersion,
     Derivation,
     Licence,
-    Membership,
     ModelVersion,
     ModelVersionDataset,
     PersonalData,
-    Role,
     VersionStatus,
     Visibility,
 )
 from registry.selectors import (
-    forget_membership,
     is_oversight,
-    is_platform_admin,
-    user_agency_id,
-    user_membership,
-    user_role,
+)
+from registry.services.changes import (
+    UNSET,
+    _apply,
+    _clean,
+    _denied,
+    _duplicate,
+    _field_error,
+    _require_maintainer,
+    _require_writer,
+    _save_unique,
+    _writer_agency,
 )
 
-
-class _Unset:
-    """The type of ``UNSET``: a field an update leaves as it is."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-WRITER_ROLES = frozenset({Role.MEMBER, Role.MAINTAINER})
-# Roles an agency maintainer may grant, change or remove; the others are
-# platform-wide powers that only a platform administrator hands out.
-AGENCY_ROLES = frozenset({Role.MEMBER, Role.MAINTAINER})
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 # GDPR Recital 26: pseudonymised data is still personal data.
 NEEDS_LEGAL_BASIS = frozenset({PersonalData.PERSONAL, PersonalData.PSEUDONYMISED})
-LONG_TEXT_CHARS = 500
-
-
-# --- helpers -------------------------------------------------------------------
-
-
-def _field_error(field: str, message: str, code: str = "invalid") -> dict:
-    return {field: [{"code": code, "message": message}]}
-
-
-def _denied(message: str) -> PolicyViolation:
-    return PolicyViolation(message, code="permission_denied")
-
-
-def _jsonable(value: Any) -> Any:
-    """An audit payload value in plain JSON types."""
-    if isinstance(value, models.Model):
-        return value.pk
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    return value
-
-
-def _clean(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
-    """Run the model's field validators; raise ``DomainError`` with field messages.
-
-    Uniqueness and constraints are checked by the services themselves, which
-    know the right status code (409) and message; relations are objects the
-    service already holds, so their existence is not queried again.
-    """
-    relations = [f.name for f in obj._meta.concrete_fields if f.is_relation]
-    try:
-        obj.full_clean(
-            exclude=[*exclude, *relations],
-            validate_unique=False,
-            validate_constraints=False,
-        )
-    except ValidationError as exc:
-        fields = {
-            name: [
-                {"code": e.code or "invalid", "message": m} for e in errors for m in e
-            ]
-            for name, errors in exc.error_dict.items()
-        }
-        raise DomainError(
-            "The request has invalid fields.", code="validation_error", fields=fields
-        ) from exc
-
-
-def _audited(value: Any) -> Any:
-    """A changed value as the audit event keeps it; long text by its digest.
-
-    Audit payloads are capped (``governance.audit.MAX_PAYLOAD_BYTES``); a
-    model card rewritten in full would not fit twice.
-    """
-    if isinstance(value, str) and len(value) > LONG_TEXT_CHARS:
-        digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
-        return {"sha256": digest, "chars": len(value)}
-    return _jsonable(value)
-
-
-def _apply(obj: models.Model, changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Set the fields that differ and return them as ``{field: {from, to}}``."""
-    changed = {}
-    for name, value in changes.items():
-        if value is UNSET:
-            continue
-        current = getattr(obj, name)
-        if current != value:
-            changed[name] = {"from": _audited(current), "to": _audited(value)}
-            setattr(obj, name, value)
-    return changed
-
-
-def _duplicate(field: str, message: str) -> Conflict:
-    return Conflict(
-        message, code="unique", fields=_field_error(field, message, "unique")
-    )
-
-
-def _save_unique(obj: models.Model, *, field: str, message: str, **save_kwargs) -> None:
-    """Save, turning a unique-constraint race into ``Conflict`` on ``field``."""
-    try:
-        with transaction.atomic():
-            obj.save(**save_kwargs)
-    except IntegrityError as exc:
-        raise _duplicate(field, message) from exc
-
-
-def _writer_agency(actor) -> Agency:
-    """The agency the actor registers objects for; members and maintainers only."""
-    membership = user_membership(actor)
-    if membership is None or membership.role not in WRITER_ROLES:
-        raise _denied(
-            "Only members and maintainers of an agency register catalogue objects."
-        )
-    return membership.agency
-
-
-def _require_writer(actor, agency_id: int) -> None:
-    """Members and maintainers of the owning agency, or a platform administrator."""
-    if is_platform_admin(actor):
-        return
-    if user_agency_id(actor) != agency_id or user_role(actor) not in WRITER_ROLES:
-        raise _denied("Only the owning agency's members and maintainers may do this.")
-
-
-def _require_maintainer(actor, agency_id: int) -> None:
-    """Maintainers of the owning agency, or a platform administrator."""
-    if is_platform_admin(actor):
-        return
-    if user_agency_id(actor) != agency_id or user_role(actor) != Role.MAINTAINER:
-        raise _denied("Only the owning agency's maintainers may do this.")
-
-
-# --- agencies and people -------------------------------------------------------
-
-
-@transaction.atomic
-def agency_create(
-    *,
-    actor,
-    name: str,
-    slug: str,
-    jurisdiction: str,
-    contact_name: str = "",
-    contact_email: str = "",
-    description: str = "",
-    is_oversight_body: bool = False,
-) -> Agency:
-    """Register a public body as a tenant.
-
-    Platform administrators only (``PolicyViolation`` otherwise). A name or
-    slug already taken raises ``Conflict`` naming the field.
-    """
-    if not is_platform_admin(actor):
-        raise _denied("Only platform administrators register agencies.")
-    agency = Agency(
-        name=name,
-        slug=slug,
-        jurisdiction=jurisdiction,
-        contact_name=contact_name,
-        contact_email=contact_email,
-        description=description,
-        is_oversight_body=is_oversight_body,
-    )
-    _clean(agency)
-    for field in ("name", "slug"):
-        if Agency.objects.filter(**{field: getattr(agency, field)}).exists():
-            raise _duplicate(field, f"An agency with this {field} exists.")
-    _save_unique(agency, field="slug", message="An agency with this slug exists.")
-    audit.record(
-        actor=actor,
-        action="agency.created",
-        obj=agency,
-        agency=agency,
-        payload={
-            "slug": agency.slug,
-            "name": agency.name,
-            "jurisdiction": agency.jurisdiction,
-            "is_oversight_body": agency.is_oversight_body,
-        },
-    )
-    return agency
-
-
-@transaction.atomic
-def agency_update(
-    *,
-    actor,
-    agency: Agency,
-    name: str = UNSET,
-    jurisdiction: str = UNSET,
-    contact_name: str = UNSET,
-    contact_email: str = UNSET,
-    description: str = UNSET,
-) -> Agency:
-    """Change an agency's descriptive fields; the slug never changes.
-
-    The agency's maintainers or a platform administrator. Whether an agency
-    is an oversight body is set at creation only.
-    """
-    _require_maintainer(actor, agency.pk)
-    changed = _apply(
-        agency,
-        {
-            "name": name,
-            "jurisdiction": jurisdiction,
-            "contact_name": contact_name,
-            "contact_email": contact_email,
-            "description": description,
-        },
-    )
-    if not changed:
-        return agency
-    _clean(agency)
-    if (
-        "name" in changed
-        and Agency.objects.filter(name=agency.name).exclude(pk=agency.pk).exists()
-    ):
-        raise _duplicate("name", "An agency with this name exists.")
-    _save_unique(
-        agency,
-        field="name",
-        message="An agency with this name exists.",
-        update_fields=list(changed),
-    )
-    audit.record(
-        actor=actor,
-        action="agency.updated",
-        obj=agency,
-        agency=agency,
-        payload={"changed": changed},
-    )
-    return agency
-
-
-def _check_grant(actor, agency: Agency, *roles: str) -> None:
-    """Whether ``actor`` may give or take away each of ``roles`` in ``agency``."""
-    if is_platform_admin(actor):
-        return
-    if user_agency_id(actor) != agency.pk or user_role(actor) != Role.MAINTAINER:
-        raise _denied(
-            "Only the agency's maintainers or a platform administrator manage "
-            "its people."
-        )
-    for role in roles:
-        if role not in AGENCY_ROLES:
-            raise _denied(
-                f"Only platform administrators grant, change or remove the {role} role."
-            )
-
-
-def _check_role_fits(agency: Agency, role: str) -> None:
-    """Reviewers belong to oversight bodies: the role reads across every agency."""
-    if role == Role.REVIEWER and not agency.is_oversight_body:
-        message = "The reviewer role exists only in oversight bodies."
-        raise DomainError(
-            message, code="invalid_role", fields=_field_error("role", message)
-        )
-
-
-@transaction.atomic
-def membership_add(
-    *, actor, agency: Agency, user, role: str = Role.MEMBER
-) -> Membership:
-    """Give a person a place and a role in an agency.
-
-    A person belongs to one agency at most (``Conflict`` otherwise).
-    Maintainers add members and maintainers to their own agency; only
-    platform administrators grant reviewer or admin. Raises
-    ``PolicyViolation`` when the actor may not grant the role.
-    """
-    if role not in Role.values:
-        raise DomainError(
-            "Unknown role.", fields=_field_error("role", f"Unknown role {role!r}.")
-        )
-    _check_grant(actor, agency, role)
-    _check_role_fits(agency, role)
-    if Membership.objects.filter(user=user).exists():
-        message = "This person already belongs to an agency."
-        raise Conflict(
-            message, code="already_member", fields=_field_error("user", message)
-        )
-    membership = Membership(user=user, agency=agency, role=role)
-    _save_unique(
-        membership, field="user", message="This person already belongs to an agency."
-    )
-    forget_membership(user)
-    audit.record(
-        actor=actor,
-        action="membership.added",
-        obj=membership,
-        agency=agency,
-        payload={"user": user.get_username(), "role": role},
-    )
-    return membership
-
-
-@transaction.atomic
-def membership_set_role(*, actor, membership: Membership, role: str) -> Membership:
-    """Change a person's role, audited as ``membership.role_changed``.
-
-    Nobody changes their own role. Maintainers move their agency's people
-    between member and maintainer; any change touching reviewer or admin is a
-    platform administrator's. Raises ``PolicyViolation``.
-    """
-    if role not in Role.values:
-        raise DomainError(
-            "Unknown role.", fields=_field_error("role", f"Unknown role {role!r}.")
-        )
-    membership = (
-        Membership.objects.select_for_update(of=("self",))
-        .select_related("agency", "user")
-        .get(pk=membership.pk)
-    )
-    if membership.user_id == actor.pk:
-        raise _denied("Nobody changes their own role.")
-    _check_grant(actor, membership.agency, membership.role, role)
-    _check_role_fits(membership.agency, role)
-    previous = membership.role
-    if previous == role:
-        return membership
-    membership.role = role
-    membership.save(update_fields=["role", "updated_at"])
-    forget_membership(membership.user)
-    audit.record(
-        actor=actor,
-        action="membership.role_changed",
-        obj=membership,
-        agency=membership.agency,
-        payload={
-            "user": membership.user.get_username(),
-            "from": previous,
-            "to": role,
-        },
-    )
-    return membership
-
-
-@transaction.atomic
-def membership_remove(*, actor, membership: Membership) -> None:
-    """Take a person out of an agency.
-
-    The same rules as a role change: nobody removes themselves, maintainers
-    remove members and maintainers, platform administrators anyone.
-    """
-    membership = (
-        Membership.objects.select_for_update(of=("self",))
-        .select_related("agency", "user")
-        .get(pk=membership.pk)
-    )
-    if membership.user_id == actor.pk:
-        raise _denied("Nobody removes their own membership; ask another maintainer.")
-    _check_grant(actor, membership.agency, membership.role)
-    payload = {"user": membership.user.get_username(), "role": membership.role}
-    membership_id, agency, user = membership.pk, membership.agency, membership.user
-    membership.delete()
-    forget_membership(user)
-    audit.record(
-        actor=actor,
-        action="membership.removed",
-        object_type="registry.membership",
-        object_id=str(membership_id),
-        agency=agency,
-        payload=payload,
-    )
-
 
 # --- licences ------------------------------------------------------------------
 
@@ -994,61 +614,37 @@ def model_version_update(
 
 # --- version status ---------------------------------------------------------------
 
-# Use case statuses (governance.models.UseCaseStatus values, spelled out here
-# so the registry reads no governance table and imports no governance model).
-_UC_ACTIVE_REVIEW = frozenset({"submitted", "in_review"})
-_UC_ENDED = frozenset({"retired", "expired", "rejected"})
-
-
-def version_status_for(statuses: Iterable[str]) -> str:
-    """The status a version derives from its use cases' statuses.
-
-    First match wins: ``approved`` if any use case is approved; else
-    ``suspended`` if any is suspended; else ``in_review`` if any is
-    submitted or in review; else ``retired`` if at least one is retired and
-    every other one has ended too (retired, expired or rejected); else
-    ``draft`` — no use case, only drafts or cases sent back for changes,
-    or only expired and rejected ones (nothing was retired for good: an
-    expired case may be re-certified, so the version is not retired).
-    """
-    found = set(statuses)
-    if "approved" in found:
-        return VersionStatus.APPROVED
-    if "suspended" in found:
-        return VersionStatus.SUSPENDED
-    if found & _UC_ACTIVE_REVIEW:
-        return VersionStatus.IN_REVIEW
-    if "retired" in found and found <= _UC_ENDED:
-        return VersionStatus.RETIRED
-    return VersionStatus.DRAFT
-
 
 @transaction.atomic
 def model_version_status_sync(
     *,
     actor,
     version: ModelVersion,
-    statuses: Iterable[str] | Callable[[], Iterable[str]],
+    status: str | Callable[[], str],
+    detail: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
 ) -> str:
-    """Recompute a version's status from its use cases; the status it now has.
+    """Set a version's status to the one governance derived; the status it now has.
 
-    ``statuses`` are the statuses of every use case naming ``version``, as
-    the caller (governance) computes them; pass a callable to have them
-    read only after the version row is locked, so two use cases of the same
-    version changing at once serialise on the version and the later one
-    sees the earlier one's status. Locks the version row (the caller holds
-    its use case row first: use case, then version, then the audit chain
-    head). Records ``model_version.status_changed`` only when the status
-    changes; ``actor`` may be None (the platform, e.g. at expiry). Updates
-    ``version.status`` in place.
+    ``status`` is a ``VersionStatus`` value, as the caller (governance)
+    derives it from the version's use cases; pass a callable to have it
+    computed only after the version row is locked, so two use cases of the
+    same version changing at once serialise on the version and the later one
+    sees the earlier one's status. ``detail`` (or a callable giving it,
+    called after ``status``) is added to the audit payload. Locks the version
+    row (the caller holds its use case row first: use case, then version,
+    then the audit chain head). Records ``model_version.status_changed`` only
+    when the status changes; ``actor`` may be None (the platform, e.g. at
+    expiry). Updates ``version.status`` in place.
+
+    Raises ``ValueError`` for a value that is not a ``VersionStatus``.
     """
     locked = (
         ModelVersion.objects.select_for_update(of=("self",))
         .select_related("model__agency")
         .get(pk=version.pk)
     )
-    statuses = sorted(statuses() if callable(statuses) else statuses)
-    target = version_status_for(statuses)
+    target = VersionStatus(status() if callable(status) else status)
+    details = detail() if callable(detail) else dict(detail or {})
     version.status = target
     if locked.status == target:
         return target
@@ -1059,62 +655,6 @@ def model_version_status_sync(
         action="model_version.status_changed",
         obj=locked,
         agency=locked.model.agency,
-        payload={"from": from_status, "to": target, "use_case_statuses": statuses},
+        payload={"from": from_status, "to": target, **details},
     )
     return target
-
-
-# --- API tokens ----------------------------------------------------------------
-
-
-@transaction.atomic
-def token_create(*, actor) -> tuple[AuthToken, str]:
-    """Issue a personal API token; the secret is returned here and never again.
-
-    Only the digest is stored (knox). Expiry follows ``REST_KNOX["TOKEN_TTL"]``.
-    More live tokens than ``TOKEN_LIMIT_PER_USER`` raises ``Conflict``.
-    """
-    limit = knox_settings.TOKEN_LIMIT_PER_USER
-    if limit is not None:
-        live = AuthToken.objects.filter(user=actor, expiry__gt=timezone.now()).count()
-        if live >= limit:
-            raise Conflict(
-                f"You hold {live} live tokens, the most allowed; revoke one first.",
-                code="token_limit_reached",
-            )
-    instance, secret = AuthToken.objects.create(user=actor)
-    audit.record(
-        actor=actor,
-        action="token.created",
-        object_type="knox.authtoken",
-        object_id=instance.token_key,
-        agency=_actor_agency(actor),
-        payload={"token_key": instance.token_key, "expiry": _jsonable(instance.expiry)},
-    )
-    return instance, secret
-
-
-@transaction.atomic
-def token_revoke(*, actor, token_key: str) -> bool:
-    """Revoke the actor's token with this key; a revoked token then answers 401.
-
-    Only the actor's own tokens are reachable. Returns False, recording
-    nothing, when the actor holds no token with this key.
-    """
-    deleted, _ = AuthToken.objects.filter(user=actor, token_key=token_key).delete()
-    if not deleted:
-        return False
-    audit.record(
-        actor=actor,
-        action="token.revoked",
-        object_type="knox.authtoken",
-        object_id=token_key,
-        agency=_actor_agency(actor),
-        payload={"token_key": token_key},
-    )
-    return True
-
-
-def _actor_agency(actor) -> Agency | None:
-    membership = user_membership(actor)
-    return membership.agency if membership else None

@@ -3,8 +3,8 @@
 Views stay thin: find the object through the tenancy querysets (404 for
 anything the caller may not see or edit), refuse early what the state already
 forbids (409 before a byte of the body is read), then call one service of
-``registry.artifacts``. Upload bodies are streamed by
-``registry.uploads.DigestingUploadHandler``, installed before DRF parses.
+``registry.services.artifacts``. Upload bodies are streamed by
+``registry.storage.DigestingUploadHandler``, installed before DRF parses.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from registry import artifacts
+from registry.api.examples import ARTIFACT, DATASET_FILE, response
 from registry.models import DatasetVersion, ModelVersion
-from registry.openapi_examples import ARTIFACT, DATASET_FILE, response
-from registry.uploads import (
+from registry.services import artifacts, downloads
+from registry.storage import (
     CHUNK_SIZE,
     RawUploadParser,
     SingleFileMultiPartParser,
@@ -179,7 +179,7 @@ class _ArtifactFileResponse(FileResponse):
     block_size = CHUNK_SIZE
 
 
-def _file_response(download: artifacts.ArtifactDownload) -> FileResponse:
+def _file_response(download: downloads.ArtifactDownload) -> FileResponse:
     response = _ArtifactFileResponse(
         download.file,
         as_attachment=True,
@@ -420,7 +420,7 @@ class ModelVersionDownloadView(APIView):
             ),
             pk=pk,
         )
-        download = artifacts.model_version_download(actor=request.user, version=version)
+        download = downloads.model_version_download(actor=request.user, version=version)
         return _file_response(download)
 
 
@@ -602,7 +602,7 @@ class DatasetVersionDownloadView(APIView):
             ),
             pk=pk,
         )
-        download = artifacts.dataset_version_download(
+        download = downloads.dataset_version_download(
             actor=request.user, dataset_version=dataset_version
         )
         return _file_response(download)

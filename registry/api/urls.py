@@ -1,0 +1,88 @@
+"""Routes of the registry API, included under /api/v1/ by ``config.urls``."""
+
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from registry.api import artifacts, catalogue, lineage, tokens
+
+router = SimpleRouter()
+router.register("agencies", catalogue.AgencyViewSet, basename="agency")
+router.register("licences", catalogue.LicenceViewSet, basename="licence")
+router.register("datasets", catalogue.DatasetViewSet, basename="dataset")
+router.register(
+    "dataset-versions", catalogue.DatasetVersionViewSet, basename="dataset-version"
+)
+router.register("models", catalogue.AIModelViewSet, basename="model")
+router.register(
+    "model-versions", catalogue.ModelVersionViewSet, basename="model-version"
+)
+
+members = catalogue.MembershipViewSet.as_view({"get": "list", "post": "create"})
+member = catalogue.MembershipViewSet.as_view(
+    {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+)
+
+artifact_patterns = [
+    path(
+        "model-versions/<int:pk>/artifact/",
+        artifacts.ModelVersionArtifactView.as_view(),
+        name="model-version-artifact",
+    ),
+    path(
+        "model-versions/<int:pk>/artifact/reference/",
+        artifacts.ModelVersionArtifactReferenceView.as_view(),
+        name="model-version-artifact-reference",
+    ),
+    path(
+        "model-versions/<int:pk>/download/",
+        artifacts.ModelVersionDownloadView.as_view(),
+        name="model-version-download",
+    ),
+    path(
+        "dataset-versions/<int:pk>/file/",
+        artifacts.DatasetVersionFileView.as_view(),
+        name="dataset-version-file",
+    ),
+    path(
+        "dataset-versions/<int:pk>/file/reference/",
+        artifacts.DatasetVersionFileReferenceView.as_view(),
+        name="dataset-version-file-reference",
+    ),
+    path(
+        "dataset-versions/<int:pk>/download/",
+        artifacts.DatasetVersionDownloadView.as_view(),
+        name="dataset-version-download",
+    ),
+]
+
+lineage_patterns = [
+    path(
+        "model-versions/<int:pk>/lineage/",
+        lineage.ModelVersionLineageView.as_view(),
+        name="model-version-lineage",
+    ),
+    path(
+        "dataset-versions/<int:pk>/lineage/",
+        lineage.DatasetVersionLineageView.as_view(),
+        name="dataset-version-lineage",
+    ),
+]
+
+urlpatterns = [
+    path("me/", catalogue.MeView.as_view(), name="me"),
+    path("auth/tokens/", tokens.TokenListCreateView.as_view(), name="token-list"),
+    path(
+        "auth/tokens/<str:token_key>/",
+        tokens.TokenRevokeView.as_view(),
+        name="token-detail",
+    ),
+    path("agencies/<slug:agency_slug>/members/", members, name="membership-list"),
+    path(
+        "agencies/<slug:agency_slug>/members/<str:username>/",
+        member,
+        name="membership-detail",
+    ),
+    *artifact_patterns,
+    *lineage_patterns,
+    path("", include(router.urls)),
+]

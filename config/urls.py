@@ -1,7 +1,14 @@
-"""Root URL configuration."""
+"""Root URL configuration.
+
+Every URL under /api/v1/ is mounted from its app's ``api/urls.py``. An
+unknown URL (or an unhandled error) under /api/ answers in the API's JSON
+error shape, never Django's HTML page.
+"""
 
 from django.contrib import admin
+from django.http import JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -31,3 +38,28 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request, exception=None):
+    """404: the API's error shape under /api/, Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse({"code": "not_found", "message": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """500: the API's error shape under /api/, Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(
+            {"code": "server_error", "message": "A server error occurred."},
+            status=500,
+        )
+    return defaults.server_error(request)
+
+
+handler404 = not_found
+handler500 = server_error

@@ -28,6 +28,7 @@ from rest_framework import mixins, permissions, renderers, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.filters import StrictDjangoFilterBackend
 from config.pagination import CursorPagination
 from governance import audit, signing
 from governance.models import AuditCheckpoint, AuditEvent
@@ -155,7 +156,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [StrictDjangoFilterBackend]
     filterset_class = AuditEventFilter
     pagination_class = AuditEventPagination
     lookup_field = "seq"

@@ -359,87 +359,96 @@ class _Walk:
 
         At most four queries plus each downstream provider's fixed few.
         """
-        graph = self.graph
         nxt = _Frontier()
         up = {"direction": Direction.UPSTREAM.value, "distance": distance}
         down = {"direction": Direction.DOWNSTREAM.value, "distance": distance}
-
         if frontier.up_models:
-            sources = [graph.model_versions[pk] for pk in sorted(frontier.up_models)]
-            base_ids = {v.base_version_id for v in sources if v.base_version_id}
-            bases = {}
-            if base_ids:
-                bases = {b.pk: b for b in self.model_versions.filter(pk__in=base_ids)}
-            for version in sources:
-                base = bases.get(version.base_version_id)
-                if base is not None:
-                    if graph.add_model_version(base, **up):
-                        nxt.up_models.add(base.pk)
-                    graph.add_edge(
-                        model_version_node_id(base.pk),
-                        model_version_node_id(version.pk),
-                        Relation.BASE_OF,
-                    )
-                if version.training_run:
-                    run = _training_run_node(version.training_run)
-                    graph.add_node(run, **up)
-                    graph.add_edge(
-                        model_version_node_id(version.pk),
-                        run["id"],
-                        Relation.PRODUCED_BY_RUN,
-                    )
-            links = (
-                ModelVersionDataset.objects.filter(
-                    model_version_id__in=frontier.up_models,
-                    dataset_version__in=self.dataset_versions,
-                )
-                .select_related(
-                    *(f"dataset_version__{p}" for p in _DATASET_VERSION_RELATED)
-                )
-                .order_by("model_version_id", "role", "dataset_version_id")
-            )
-            for link in links:
-                # Dataset versions have no recorded upstream: they stay leaves.
-                graph.add_dataset_version(link.dataset_version, **up)
-                graph.add_dataset_link(link)
-
+            self._expand_upstream(frontier.up_models, nxt, up)
         if frontier.down_models:
-            derived = self.model_versions.filter(
-                base_version_id__in=frontier.down_models
-            ).order_by("pk")
-            for version in derived:
-                if graph.add_model_version(version, **down):
-                    nxt.down_models.add(version.pk)
+            self._expand_derived(frontier.down_models, nxt, down)
+        if frontier.down_datasets:
+            self._expand_dataset_users(frontier.down_datasets, nxt, down)
+        return nxt
+
+    def _expand_upstream(self, model_ids: set[int], nxt: _Frontier, up: dict) -> None:
+        """Base versions, training runs and training data of these versions."""
+        graph = self.graph
+        sources = [graph.model_versions[pk] for pk in sorted(model_ids)]
+        base_ids = {v.base_version_id for v in sources if v.base_version_id}
+        bases = {}
+        if base_ids:
+            bases = {b.pk: b for b in self.model_versions.filter(pk__in=base_ids)}
+        for version in sources:
+            base = bases.get(version.base_version_id)
+            if base is not None:
+                if graph.add_model_version(base, **up):
+                    nxt.up_models.add(base.pk)
                 graph.add_edge(
-                    model_version_node_id(version.base_version_id),
+                    model_version_node_id(base.pk),
                     model_version_node_id(version.pk),
                     Relation.BASE_OF,
                 )
-            for provider in DOWNSTREAM_PROVIDERS:
-                contribution = provider(
-                    model_version_ids=set(frontier.down_models), user=self.user
+            if version.training_run:
+                run = _training_run_node(version.training_run)
+                graph.add_node(run, **up)
+                graph.add_edge(
+                    model_version_node_id(version.pk),
+                    run["id"],
+                    Relation.PRODUCED_BY_RUN,
                 )
-                for node in contribution.nodes:
-                    graph.add_node(node, **down)
-                for edge in contribution.edges:
-                    graph.add_edge(edge["source"], edge["target"], edge["relation"])
-
-        if frontier.down_datasets:
-            links = (
-                ModelVersionDataset.objects.filter(
-                    dataset_version_id__in=frontier.down_datasets,
-                    model_version__in=self.model_versions,
-                )
-                .select_related(
-                    *(f"model_version__{p}" for p in _MODEL_VERSION_RELATED)
-                )
-                .order_by("model_version_id", "role")
+        links = (
+            ModelVersionDataset.objects.filter(
+                model_version_id__in=model_ids,
+                dataset_version__in=self.dataset_versions,
             )
-            for link in links:
-                if graph.add_model_version(link.model_version, **down):
-                    nxt.down_models.add(link.model_version_id)
-                graph.add_dataset_link(link)
-        return nxt
+            .select_related(
+                *(f"dataset_version__{p}" for p in _DATASET_VERSION_RELATED)
+            )
+            .order_by("model_version_id", "role", "dataset_version_id")
+        )
+        for link in links:
+            # Dataset versions have no recorded upstream: they stay leaves.
+            graph.add_dataset_version(link.dataset_version, **up)
+            graph.add_dataset_link(link)
+
+    def _expand_derived(self, model_ids: set[int], nxt: _Frontier, down: dict) -> None:
+        """Versions derived from these, and what the downstream providers add."""
+        graph = self.graph
+        derived = self.model_versions.filter(base_version_id__in=model_ids).order_by(
+            "pk"
+        )
+        for version in derived:
+            if graph.add_model_version(version, **down):
+                nxt.down_models.add(version.pk)
+            graph.add_edge(
+                model_version_node_id(version.base_version_id),
+                model_version_node_id(version.pk),
+                Relation.BASE_OF,
+            )
+        for provider in DOWNSTREAM_PROVIDERS:
+            contribution = provider(model_version_ids=set(model_ids), user=self.user)
+            for node in contribution.nodes:
+                graph.add_node(node, **down)
+            for edge in contribution.edges:
+                graph.add_edge(edge["source"], edge["target"], edge["relation"])
+
+    def _expand_dataset_users(
+        self, dataset_ids: set[int], nxt: _Frontier, down: dict
+    ) -> None:
+        """Model versions trained or evaluated on these dataset versions."""
+        graph = self.graph
+        links = (
+            ModelVersionDataset.objects.filter(
+                dataset_version_id__in=dataset_ids,
+                model_version__in=self.model_versions,
+            )
+            .select_related(*(f"model_version__{p}" for p in _MODEL_VERSION_RELATED))
+            .order_by("model_version_id", "role")
+        )
+        for link in links:
+            if graph.add_model_version(link.model_version, **down):
+                nxt.down_models.add(link.model_version_id)
+            graph.add_dataset_link(link)
 
     def warnings(self) -> list[dict[str, Any]]:
         """Licence conflicts along every licensing edge in the graph (no query)."""

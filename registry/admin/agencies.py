@@ -1,0 +1,137 @@
+"""Agencies and their people in the admin."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+
+from config.exceptions import DomainError
+from registry import services
+from registry.admin.base import (
+    ServiceAdmin,
+    _is_maintainer_of,
+)
+from registry.models import (
+    Agency,
+    Membership,
+    Role,
+)
+from registry.selectors import (
+    agency_list,
+    is_platform_admin,
+    user_role,
+)
+
+# --- agencies and people ---------------------------------------------------------
+
+
+@admin.register(Agency)
+class AgencyAdmin(ServiceAdmin):
+    list_display = ["name", "slug", "jurisdiction", "is_oversight_body", "created_at"]
+    list_filter = ["is_oversight_body", "jurisdiction"]
+    search_fields = ["name", "slug", "contact_name", "contact_email"]
+    fields = [
+        "name",
+        "slug",
+        "jurisdiction",
+        "is_oversight_body",
+        "contact_name",
+        "contact_email",
+        "description",
+        "created_at",
+    ]
+    identity_fields = ("slug", "is_oversight_body")
+    computed_fields = ("created_at",)
+    update_fields = (
+        "name",
+        "jurisdiction",
+        "contact_name",
+        "contact_email",
+        "description",
+    )
+
+    def get_queryset(self, request):
+        return agency_list(request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return is_platform_admin(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        user = request.user
+        if is_platform_admin(user):
+            return True
+        if obj is None:
+            return user_role(user) == Role.MAINTAINER
+        return _is_maintainer_of(user, obj.pk)
+
+    def create(self, request, data):
+        return services.agency_create(
+            actor=request.user,
+            **{name: data[name] for name in self.fields if name in data},
+        )
+
+    def update(self, request, obj, changes):
+        return services.agency_update(actor=request.user, agency=obj, **changes)
+
+
+@admin.register(Membership)
+class MembershipAdmin(ServiceAdmin):
+    list_display = ["user", "agency", "role", "created_at"]
+    list_filter = ["role", ("agency", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["user__username", "user__email", "agency__name", "agency__slug"]
+    list_select_related = ["user", "agency"]
+    fields = ["user", "agency", "role", "created_at", "updated_at"]
+    identity_fields = ("user", "agency")
+    computed_fields = ("created_at", "updated_at")
+    update_fields = ("role",)
+
+    def has_add_permission(self, request) -> bool:
+        # Choosing a person means listing people outside the agency, which
+        # only platform administrators may see; maintainers use the API.
+        return is_platform_admin(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        user = request.user
+        if is_platform_admin(user):
+            return True
+        if obj is None:
+            return user_role(user) == Role.MAINTAINER
+        return _is_maintainer_of(user, obj.agency_id)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Removing a person is not retiring a record: the service decides.
+        return self.has_change_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            kwargs["queryset"] = get_user_model().objects.filter(
+                membership__isnull=True
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def create(self, request, data):
+        return services.membership_add(
+            actor=request.user,
+            agency=data["agency"],
+            user=data["user"],
+            role=data["role"],
+        )
+
+    def update(self, request, obj, changes):
+        return services.membership_set_role(
+            actor=request.user, membership=obj, role=changes["role"]
+        )
+
+    def delete_model(self, request, obj) -> None:
+        services.membership_remove(actor=request.user, membership=obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DomainError as error:
+            self.message_user(request, error.message, level=messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:registry_membership_change", args=[object_id])
+            )

@@ -3,10 +3,10 @@
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from registry.api import artifacts, catalogue, lineage, tokens
+from registry.api import agencies, artifacts, catalogue, lineage, tokens
 
 router = SimpleRouter()
-router.register("agencies", catalogue.AgencyViewSet, basename="agency")
+router.register("agencies", agencies.AgencyViewSet, basename="agency")
 router.register("licences", catalogue.LicenceViewSet, basename="licence")
 router.register("datasets", catalogue.DatasetViewSet, basename="dataset")
 router.register(
@@ -17,8 +17,8 @@ router.register(
     "model-versions", catalogue.ModelVersionViewSet, basename="model-version"
 )
 
-members = catalogue.MembershipViewSet.as_view({"get": "list", "post": "create"})
-member = catalogue.MembershipViewSet.as_view(
+members = agencies.MembershipViewSet.as_view({"get": "list", "post": "create"})
+member = agencies.MembershipViewSet.as_view(
     {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
 )
 
@@ -69,7 +69,7 @@ lineage_patterns = [
 ]
 
 urlpatterns = [
-    path("me/", catalogue.MeView.as_view(), name="me"),
+    path("me/", agencies.MeView.as_view(), name="me"),
     path("auth/tokens/", tokens.TokenListCreateView.as_view(), name="token-list"),
     path(
         "auth/tokens/<str:token_key>/",

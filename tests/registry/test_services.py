@@ -522,3 +522,50 @@ def test_model_publish_is_for_oversight_only_and_audited_once(
     )
     assert events.count() == 1
     assert events.get().payload_data["reason"] == "approved"
+
+
+# --- A version's status is the one governance passes in -------------------------
+
+
+def test_status_sync_sets_the_status_it_is_given_and_audits_the_change(
+    agency_a, member_a
+):
+    version = ModelVersionFactory(model__agency=agency_a)
+
+    status = services.model_version_status_sync(
+        actor=member_a,
+        version=version,
+        status=lambda: "in_review",
+        detail=lambda: {"use_case_statuses": ["submitted"]},
+    )
+    again = services.model_version_status_sync(
+        actor=member_a, version=version, status="in_review"
+    )
+
+    assert status == again == "in_review"
+    assert ModelVersion.objects.get(pk=version.pk).status == "in_review"
+    [event] = events("model_version.status_changed")
+    assert event.payload_data == {
+        "from": "draft",
+        "to": "in_review",
+        "use_case_statuses": ["submitted"],
+    }
+
+
+def test_status_sync_refuses_a_status_versions_do_not_have(agency_a, member_a):
+    version = ModelVersionFactory(model__agency=agency_a)
+
+    with pytest.raises(ValueError):
+        services.model_version_status_sync(
+            actor=member_a, version=version, status="submitted"
+        )
+    assert ModelVersion.objects.get(pk=version.pk).status == "draft"
+    assert events("model_version.status_changed") == []
+
+
+def test_the_registry_spells_out_no_use_case_status():
+    import inspect
+
+    source = inspect.getsource(services.catalogue)
+    for status in ("submitted", "changes_requested", "rejected", "expired"):
+        assert f'"{status}"' not in source

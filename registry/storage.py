@@ -1,4 +1,6 @@
-"""Receiving uploaded files: streamed to disk, hashed on the way, capped.
+"""Files in and out of the registry: uploads, the artifact store, references.
+
+Receiving uploaded files: streamed to disk, hashed on the way, capped.
 
 An upload never sits in memory whole. Django's multipart parser and the raw
 body parser below hand the body over in chunks to ``DigestingUploadHandler``,
@@ -10,6 +12,10 @@ claimed, and the partial file is removed the moment the cap is passed.
 The uploader's file name is never used as a path: it is kept only as escaped
 metadata (``SpooledUpload.original_name``); storage keys are made by the
 server (``registry.services.artifacts``).
+
+The one ``artifacts`` storage (``artifact_storage``) holds every stored file;
+``reference_target`` checks a ``file://`` or ``s3://`` reference against the
+allow-list and ``open_reference`` copies it into a spool file the same way.
 """
 
 from __future__ import annotations

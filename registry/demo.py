@@ -7,7 +7,7 @@ is made here, by the engine's own NumPy trainer, from the corpus shipped in
 ``modelgen/corpus``: nothing is downloaded.
 
 Every write goes through the registry services (``registry.services`` and
-``registry.services.artifacts``), so the audit chain records the demo as it records
+``registry.artifacts``), so the audit chain records the demo as it records
 any registration. Platform-wide steps (agencies, memberships, licences) are
 taken by the ``demo-loader`` platform administrator, which cannot log in;
 catalogue steps by each agency's demo maintainer, because the services let

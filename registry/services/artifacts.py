@@ -1,4 +1,4 @@
-"""Artifact services: attach, reference, verify and hand out model and dataset files.
+"""Artifact services: attach, reference and verify model bundles and dataset files.
 
 Every file lives in the one ``artifacts`` storage (``STORAGES["artifacts"]``)
 under a key the server makes from the object id and the content digest
@@ -18,7 +18,9 @@ that transaction is deleted again if the transaction does not commit.
 A file registered by reference (model bundle or dataset file) is verified by
 one pipeline, ``_reference_verify``: fetch into a spool file, check the
 declared digest and size, then the kind's own ``accept`` step stores it.
-Storage, spooling and reading references live in ``registry.storage``.
+Storage, spooling and reading references live in ``registry.storage``,
+bundle inspection in ``registry.bundles``, downloads in
+``registry.services.downloads``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,7 @@ from django.utils import timezone
 
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
-from engine.bundle import (
-    GraphFacts,
-)
+from engine.bundle import GraphFacts
 from governance import audit
 from registry.bundles import InspectedBundle, bundle_inspect, upload_format
 from registry.models import ArtifactState, DatasetVersion, ModelVersion

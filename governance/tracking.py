@@ -199,3 +199,8 @@ def read_run(run_id: str) -> RunSummary:
         dataset_digests=[source["sha256"] for source in sources],
         artifacts=sorted(artifacts),
     )
+
+
+def health_check() -> None:
+    """The ``/healthz`` part for the MLflow store: ``ping`` within the budget."""
+    ping(timeout=settings.HEALTHCHECK_TIMEOUT_SECONDS)

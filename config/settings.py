@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "registry",
     "governance",
     "workers",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -25,8 +25,13 @@ def _registered():
 def test_tasks_keep_their_names_and_acknowledge_late():
     registered = _registered()
     assert set(RETRIED) <= set(registered)
-    assert {"civitas.ping", "civitas.evaluation_sweep", "civitas.artifact_sweep",
-            "civitas.usecase_expire", "civitas.usecase_recheck_stale"} <= set(registered)
+    assert {
+        "civitas.ping",
+        "civitas.evaluation_sweep",
+        "civitas.artifact_sweep",
+        "civitas.usecase_expire",
+        "civitas.usecase_recheck_stale",
+    } <= set(registered)
     assert all(task.acks_late for task in registered.values())
 
 

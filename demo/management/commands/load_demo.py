@@ -1,7 +1,7 @@
 """Load the demo catalogue that ``make run`` shows a newcomer.
 
 Idempotent: every object is looked up by a natural key before it is created,
-so a second run adds nothing (``registry.demo``). The demo administrator's
+so a second run adds nothing (``demo.loader``). The demo administrator's
 password is generated on first run, kept in ``var/demo-admin-password`` (mode
 0600, outside the repository) and printed on every run; no fixed password
 exists anywhere. The other demo people have unusable passwords.
@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from registry import demo
+from demo import loader
 
 DEMO_ADMIN = "admin"
 
@@ -55,7 +55,7 @@ class Command(BaseCommand):
             # The password file was removed: the old password is unknown, reset it.
             user.set_password(password)
             user.save(update_fields=["password"])
-        report = demo.load_catalogue()
+        report = loader.load_catalogue()
         seconds = time.perf_counter() - started
         if report.created:
             trained = (

@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Names the signed-in user in the audit events of account changes.
+    "registry.accounts.ActingUserMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -37,7 +37,7 @@ class AgencySpec:
 
 @dataclass(frozen=True)
 class PersonSpec:
-    """A demo person: one membership with one role; the password is unusable."""
+    """A demo person: one membership with one role; no password until invited."""
 
     username: str
     agency: str

@@ -122,8 +122,8 @@ def _people(loader, agencies: dict[str, Agency], report: LoadReport) -> dict[str
     for spec in PEOPLE:
         user = found.get(spec.username)
         if user is None:
-            # Staff, so that an operator who sets a password can try the admin
-            # as this person; unusable until then.
+            # Staff, so that the person can try the admin; no password until
+            # they open the one-time link of ``manage.py invite --new-link``.
             user = users.create_user(
                 username=spec.username,
                 email=f"{spec.username}@{spec.agency}.invalid",

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "registry",
     "governance",
     "workers",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -87,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Names the signed-in user in the audit events of account changes.
+    "registry.accounts.ActingUserMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -23,8 +23,11 @@ export CIVITAS_HTTPS="${CIVITAS_HTTPS:-false}"
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 
 python manage.py migrate --noinput
+# The embedded MLflow store is created here, once, before web, worker, beat and
+# the demo evaluations open it together (their first opens would race).
+python manage.py mlflow_migrate
 python manage.py collectstatic --noinput >/dev/null
 python manage.py load_demo --url "http://127.0.0.1:${PORT}/"
 python manage.py load_demo_evidence --queue
 echo "Press Ctrl-C to stop web, worker and beat."
-exec honcho start -f deploy/Procfile
+exec honcho start -f deploy/Procfile web worker beat

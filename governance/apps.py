@@ -8,9 +8,13 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
-        """Plug evaluations and decisions into registry's lineage graphs."""
+        """Plug into registry's lineage graphs and ``/healthz`` (the MLflow store)."""
+        from config import health
+        from governance import tracking
         from governance.lineage import decision_nodes, evaluation_nodes
         from registry.lineage import register_downstream_provider
+
+        health.register("mlflow", tracking.health_check)
 
         register_downstream_provider(evaluation_nodes)
         register_downstream_provider(decision_nodes)

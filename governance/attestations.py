@@ -37,7 +37,7 @@ from governance.models import (
     RunStatus,
 )
 from governance.verify import VerificationError, canonical_json, parse_json
-from registry.selectors import user_membership
+from registry.models import user_membership
 
 __all__ = [
     "ATTESTED_RUN_STATUSES",

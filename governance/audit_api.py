@@ -41,7 +41,7 @@ from governance.openapi_examples import (
     PUBLIC_KEY_PEM,
     response,
 )
-from registry.selectors import is_oversight, user_agency_ids
+from registry.models import is_oversight, user_agency_ids
 
 JSONL_MEDIA_TYPE = "application/x-ndjson"
 PEM_MEDIA_TYPE = "application/x-pem-file"

@@ -35,7 +35,7 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
-from registry.selectors import is_oversight
+from registry.models import is_oversight
 
 QUEUE_STATUSES = [UseCaseStatus.SUBMITTED, UseCaseStatus.IN_REVIEW]
 

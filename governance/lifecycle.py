@@ -70,8 +70,14 @@ from governance.models import (
 )
 from governance.verify import canonical_json, canonical_value
 from registry import services as registry_services
-from registry.models import ArtifactState, ModelVersion, Role, VersionStatus
-from registry.selectors import user_agency_id, user_role
+from registry.models import (
+    ArtifactState,
+    ModelVersion,
+    Role,
+    VersionStatus,
+    user_agency_id,
+    user_role,
+)
 
 S = UseCaseStatus
 

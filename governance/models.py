@@ -146,7 +146,7 @@ class AuditCheckpoint(models.Model):
 class EvaluationSuiteQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Built-in suites are visible to all; an agency's own to it and oversight."""
-        from registry.selectors import is_oversight, user_agency_id
+        from registry.models import is_oversight, user_agency_id
 
         if is_oversight(user):
             return self
@@ -374,7 +374,7 @@ EDITABLE_USE_CASE_STATUSES = frozenset(
 class UseCaseQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Oversight sees every use case; others their own agency's."""
-        from registry.selectors import is_oversight, user_agency_id
+        from registry.models import is_oversight, user_agency_id
 
         if is_oversight(user):
             return self
@@ -492,7 +492,7 @@ class PolicyQuerySet(models.QuerySet):
 
         That is platform and risk-tier policies, and their own agency's.
         """
-        from registry.selectors import is_oversight, user_agency_id
+        from registry.models import is_oversight, user_agency_id
 
         if is_oversight(user):
             return self

@@ -34,8 +34,13 @@ from governance.models import (
     RunStatus,
     SuiteDataset,
 )
-from registry.models import ArtifactState, ModelKind, ModelVersion
-from registry.selectors import is_oversight, user_agency_id
+from registry.models import (
+    ArtifactState,
+    ModelKind,
+    ModelVersion,
+    is_oversight,
+    user_agency_id,
+)
 
 logger = logging.getLogger(__name__)
 

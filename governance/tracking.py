@@ -5,14 +5,27 @@ inputs (dataset digests, as MLflow dataset inputs), parameters (suite,
 artifact digest, runtime settings), metrics, and the environment and
 per-item results as artifacts, tagged with the registry ids it belongs to.
 The tracking URI and artifact root come from settings, read at call time.
+
+A database-backed store (the embedded SQLite one of ``make run``) is created
+and migrated once, by ``manage.py mlflow_migrate`` before any process that
+uses it starts; every first open in a process also holds an inter-process
+file lock, so that processes starting together never run MLflow's schema
+migrations at the same time (they race on SQLite and can leave the store
+half-migrated for good).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 
@@ -53,12 +66,83 @@ class LoggedRun:
     artifact_uri: str
 
 
+def _is_server(uri: str) -> bool:
+    """Whether the URI names a tracking server, which migrates its own store."""
+    return uri.startswith(("http://", "https://"))
+
+
+def _lock_path(uri: str) -> Path:
+    """The lock file beside a SQLite store; under ``VAR_DIR`` for other databases."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0] + ".lock")
+    digest = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+    return Path(settings.VAR_DIR) / f"mlflow-store-{digest}.lock"
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on a database store's first open.
+
+    ``fcntl.flock`` on a lock file: released when the holder closes it or
+    dies, so a killed process never leaves the store locked.
+    """
+    path = _lock_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @functools.lru_cache(maxsize=4)
 def _client(tracking_uri: str):
-    """Return a cached MlflowClient: creating a SQL store runs its migrations check."""
+    """Return a cached MlflowClient: creating a SQL store runs its migrations check.
+
+    The first open of a database store holds ``store_lock``: MLflow creates
+    the tables of an empty store there, and two processes must not.
+    """
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    if _is_server(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri)
+    with store_lock(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
+def store_migrate() -> str:
+    """Create or upgrade the configured MLflow store's schema; say what was done.
+
+    What ``manage.py migrate`` is for the database, for a database-backed
+    tracking store: run once before web, worker and beat start. A tracking
+    server migrates its own store, so nothing is done for one. Holds
+    ``store_lock``; raises MLflow's errors if the schema cannot be brought to
+    MLflow's head revision.
+    """
+    uri = settings.MLFLOW_TRACKING_URI
+    if _is_server(uri):
+        return "MLflow tracking server: it migrates its own store."
+    from mlflow.store.db import utils as db_utils
+
+    with store_lock(uri):
+        db_utils._make_parent_dirs_if_sqlite(uri)
+        engine = db_utils.create_sqlalchemy_engine_with_retry(uri)
+        try:
+            before = db_utils._get_schema_version(engine)
+            if not db_utils._all_tables_exist(engine):
+                db_utils._initialize_tables(engine)
+            else:
+                db_utils._upgrade_db(engine)
+            db_utils._verify_schema(engine)
+            after = db_utils._get_schema_version(engine)
+        finally:
+            engine.dispose()
+    if before is None:
+        return f"MLflow store created at schema revision {after}."
+    if before != after:
+        return f"MLflow store migrated from revision {before} to {after}."
+    return f"MLflow store up to date (revision {after})."
 
 
 def client():
@@ -74,7 +158,7 @@ def ping(*, timeout: float = 3.0) -> None:
     database-backed store is asked for one experiment.
     """
     uri = settings.MLFLOW_TRACKING_URI
-    if uri.startswith(("http://", "https://")):
+    if _is_server(uri):
         import requests
 
         requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
@@ -199,3 +283,8 @@ def read_run(run_id: str) -> RunSummary:
         dataset_digests=[source["sha256"] for source in sources],
         artifacts=sorted(artifacts),
     )
+
+
+def health_check() -> None:
+    """The ``/healthz`` part for the MLflow store: ``ping`` within the budget."""
+    ping(timeout=settings.HEALTHCHECK_TIMEOUT_SECONDS)

@@ -44,9 +44,8 @@ from governance.openapi_examples import (
     response,
 )
 from registry.api.serializers import ApiErrorSerializer, VisiblePrimaryKeyField
-from registry.models import Agency, ModelVersion
-from registry.selectors import is_oversight
-from registry.services import UNSET
+from registry.models import Agency, ModelVersion, is_oversight
+from registry.services.changes import UNSET
 
 # --- permissions ---------------------------------------------------------------
 

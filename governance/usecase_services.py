@@ -39,15 +39,17 @@ from governance.models import (
     UseCaseStatus,
 )
 from governance.verify import canonical_json
-from registry.models import Agency, ModelVersion, Role
-from registry.selectors import (
+from registry.models import (
+    Agency,
+    ModelVersion,
+    Role,
     is_oversight,
     is_platform_admin,
     user_agency_id,
     user_membership,
     user_role,
 )
-from registry.services import UNSET
+from registry.services.changes import UNSET
 
 logger = logging.getLogger(__name__)
 

@@ -6,3 +6,9 @@ class RegistryConfig(AppConfig):
 
     name = "registry"
     verbose_name = "Registry"
+
+    def ready(self) -> None:
+        """Record account changes made by Django's own views and commands."""
+        from registry.accounts import connect_account_audit
+
+        connect_account_audit()

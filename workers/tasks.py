@@ -1,6 +1,10 @@
 """Celery tasks: thin, idempotent, arguments are ids and JSON only.
 
 Each task has an explicit ``name`` so queued messages survive a refactor.
+Every task acknowledges late (a task lost with its worker runs again); the
+retry policy is declared once, ``RETRY_ON_LOST_DATABASE``, and a task that
+takes it retries only when its database connection was lost: the services'
+refusals and the engine's failures are final.
 """
 
 from __future__ import annotations
@@ -12,8 +16,24 @@ import structlog
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+# The one retry policy: exponential backoff with jitter on a lost connection.
+RETRY_ON_LOST_DATABASE = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": True,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+# Copying and unpacking an 8 GiB bundle takes minutes, not hours.
+ARTIFACT_TIME_LIMITS = {"soft_time_limit": 3600, "time_limit": 3660}
 
-@shared_task(name="civitas.ping", acks_late=True, ignore_result=False)
+
+def _task(name: str, *, retried: bool = False, **options):
+    """``shared_task`` with the house policy: late acks, and the retry policy."""
+    policy = {"acks_late": True, **(RETRY_ON_LOST_DATABASE if retried else {})}
+    return shared_task(name=name, **{**policy, **options})
+
+
+@_task("civitas.ping", ignore_result=False)
 def ping() -> dict:
     """Answer with the worker's identity and the request id it inherited.
 
@@ -28,14 +48,8 @@ def ping() -> dict:
     }
 
 
-@shared_task(
-    name="civitas.evaluation_run",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=3,
+@_task(
+    "civitas.evaluation_run", retried=True, reject_on_worker_lost=True, max_retries=3
 )
 def evaluation_run(run_id: int) -> str | None:
     """Execute one queued evaluation; a finished or claimed run is left alone.
@@ -50,7 +64,7 @@ def evaluation_run(run_id: int) -> str | None:
     return run.status if run is not None else None
 
 
-@shared_task(name="civitas.evaluation_sweep", acks_late=True)
+@_task("civitas.evaluation_sweep")
 def evaluation_sweep() -> dict:
     """Re-queue runs whose message was lost; fail runs whose worker died."""
     from governance import services
@@ -72,17 +86,11 @@ def audit_checkpoint() -> int | None:
     return checkpoint.seq if checkpoint is not None else None
 
 
-@shared_task(
-    name="civitas.artifact_verify",
-    acks_late=True,
+@_task(
+    "civitas.artifact_verify",
+    retried=True,
     reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=5,
-    # Copying and unpacking an 8 GiB bundle takes minutes, not hours.
-    soft_time_limit=3600,
-    time_limit=3660,
+    **ARTIFACT_TIME_LIMITS,
 )
 def artifact_verify(version_id: int) -> str:
     """Fetch, hash and inspect a referenced model artifact; release or fail it.
@@ -95,7 +103,7 @@ def artifact_verify(version_id: int) -> str:
     return artifacts.artifact_verify(version_id=version_id)
 
 
-@shared_task(name="civitas.usecase_expire", acks_late=True)
+@_task("civitas.usecase_expire")
 def usecase_expire() -> int:
     """Expire the use cases whose approval has ended; the count expired.
 
@@ -107,13 +115,7 @@ def usecase_expire() -> int:
     return lifecycle.use_case_expire_due()
 
 
-@shared_task(
-    name="civitas.usecase_recheck",
-    acks_late=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@_task("civitas.usecase_recheck", retried=True)
 def usecase_recheck(policy_result_id: int) -> bool:
     """Return an approved use case to review if its newest policy result fails.
 
@@ -127,7 +129,7 @@ def usecase_recheck(policy_result_id: int) -> bool:
     return lifecycle.use_case_recheck(use_case=result.use_case, result=result)
 
 
-@shared_task(name="civitas.usecase_recheck_stale", acks_late=True)
+@_task("civitas.usecase_recheck_stale")
 def usecase_recheck_stale() -> int:
     """Re-check approved use cases whose evaluation evidence has gone stale."""
     from governance import lifecycle
@@ -135,7 +137,7 @@ def usecase_recheck_stale() -> int:
     return lifecycle.use_case_recheck_stale()
 
 
-@shared_task(name="civitas.artifact_sweep", acks_late=True)
+@_task("civitas.artifact_sweep")
 def artifact_sweep() -> dict:
     """Re-queue verification of referenced artifacts whose message was lost."""
     from registry.services import artifacts
@@ -143,16 +145,11 @@ def artifact_sweep() -> dict:
     return artifacts.artifact_sweep()
 
 
-@shared_task(
-    name="civitas.dataset_file_verify",
-    acks_late=True,
+@_task(
+    "civitas.dataset_file_verify",
+    retried=True,
     reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=5,
-    soft_time_limit=3600,
-    time_limit=3660,
+    **ARTIFACT_TIME_LIMITS,
 )
 def dataset_file_verify(dataset_version_id: int) -> str:
     """Fetch and hash a referenced dataset file; store it or fail the version.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from config.exceptions import DomainError
-from registry import services
+from registry import accounts, services
 from registry.admin.base import (
     ServiceAdmin,
     _is_maintainer_of,
@@ -17,14 +20,80 @@ from registry.models import (
     Agency,
     Membership,
     Role,
-)
-from registry.selectors import (
-    agency_list,
     is_platform_admin,
     user_role,
 )
+from registry.selectors import agency_list
 
 # --- agencies and people ---------------------------------------------------------
+
+
+class InviteForm(forms.Form):
+    """Who to invite, and with which role (``accounts.account_invite``)."""
+
+    username = forms.CharField(max_length=150)
+    email = forms.EmailField(required=False)
+    first_name = forms.CharField(max_length=150, required=False)
+    last_name = forms.CharField(max_length=150, required=False)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+@admin.action(description="Invite a person to the selected agency")
+def invite_person(modeladmin, request, queryset):
+    """Ask who to invite, invite them, and show their one-time password link."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, "Select one agency.", messages.ERROR)
+        return None
+    agency = queryset.get()
+    form = InviteForm(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        try:
+            invitation = accounts.account_invite(
+                actor=request.user,
+                agency=agency,
+                base_url=request.build_absolute_uri("/"),
+                **form.cleaned_data,
+            )
+        except DomainError as error:
+            form.add_error(None, error.message)
+        else:
+            modeladmin.message_user(
+                request,
+                f"Invited {invitation.user.get_username()} to {agency.slug} as "
+                f"{invitation.membership.role}. Give them this one-time link to "
+                f"set their password: {invitation.link}",
+                messages.SUCCESS,
+            )
+            return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": f"Invite a person to {agency.name}",
+        "opts": modeladmin.model._meta,
+        "agency": agency,
+        "form": form,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/registry/agency/invite.html", context)
+
+
+@admin.action(description="Issue a one-time link to set a password")
+def issue_password_link(modeladmin, request, queryset):
+    """A new link for each selected person who has no password yet."""
+    for membership in queryset.select_related("user"):
+        try:
+            link = accounts.account_password_link(
+                actor=request.user,
+                user=membership.user,
+                base_url=request.build_absolute_uri("/"),
+            )
+        except DomainError as error:
+            modeladmin.message_user(
+                request, f"{membership.user}: {error.message}", messages.ERROR
+            )
+        else:
+            modeladmin.message_user(
+                request, f"{membership.user}: {link}", messages.SUCCESS
+            )
 
 
 @admin.register(Agency)
@@ -43,6 +112,7 @@ class AgencyAdmin(ServiceAdmin):
         "created_at",
     ]
     identity_fields = ("slug", "is_oversight_body")
+    actions = [invite_person]
     computed_fields = ("created_at",)
     update_fields = (
         "name",
@@ -86,6 +156,7 @@ class MembershipAdmin(ServiceAdmin):
     identity_fields = ("user", "agency")
     computed_fields = ("created_at", "updated_at")
     update_fields = ("role",)
+    actions = [issue_password_link]
 
     def has_add_permission(self, request) -> bool:
         # Choosing a person means listing people outside the agency, which

@@ -11,8 +11,6 @@ from config.exceptions import Conflict, DomainError
 from registry import services
 from registry.models import (
     Role,
-)
-from registry.selectors import (
     is_platform_admin,
     user_agency_id,
     user_membership,

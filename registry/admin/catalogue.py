@@ -23,8 +23,6 @@ from registry.models import (
     Licence,
     ModelVersion,
     ModelVersionDataset,
-)
-from registry.selectors import (
     is_platform_admin,
     user_agency_id,
 )

@@ -1,6 +1,6 @@
 """Example bodies of the catalogue API for the OpenAPI schema.
 
-Names follow the demo catalogue (``registry.demo``): Arden City Council trains
+Names follow the demo catalogue (``demo.catalogue``): Arden City Council trains
 small assistants, Lakeland Regional Authority runs one of them. A response
 example of a list operation is one row; drf-spectacular wraps it in the page.
 """

@@ -32,16 +32,14 @@ from registry.models import (
     Role,
     Task,
     Visibility,
-    jurisdiction_validator,
-    semver_validator,
-)
-from registry.selectors import (
     is_oversight,
     is_platform_admin,
-    is_visible_to,
+    jurisdiction_validator,
+    semver_validator,
     user_membership,
     user_role,
 )
+from registry.selectors import is_visible_to
 
 # --- fields --------------------------------------------------------------------
 

@@ -17,8 +17,6 @@ from registry.models import (
     Agency,
     Membership,
     Role,
-)
-from registry.selectors import (
     forget_membership,
     is_platform_admin,
     user_agency_id,

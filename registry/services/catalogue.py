@@ -30,8 +30,6 @@ from registry.models import (
     PersonalData,
     VersionStatus,
     Visibility,
-)
-from registry.selectors import (
     is_oversight,
 )
 from registry.services.changes import (

@@ -19,8 +19,6 @@ from config.exceptions import Conflict, DomainError, PolicyViolation
 from registry.models import (
     Agency,
     Role,
-)
-from registry.selectors import (
     is_platform_admin,
     user_agency_id,
     user_membership,

@@ -41,3 +41,25 @@ def test_healthz_is_503_naming_mlflow_when_its_store_is_unreachable(client, sett
 
     assert response.status_code == 503
     assert response.json()["down"] == ["mlflow"]
+
+
+@pytest.mark.django_db
+def test_an_app_registers_its_own_part_of_healthz(client):
+    from config import health
+
+    def check_archive() -> None:
+        raise ConnectionRefusedError("archive at 10.0.0.7 refused")
+
+    health.register("archive", check_archive)
+    try:
+        response = client.get("/healthz")
+    finally:
+        del health.CHECKS["archive"]
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["archive"]
+    assert body["checks"]["archive"]["error"] == "ConnectionRefusedError"
+    assert "10.0.0.7" not in response.content.decode()
+    # Governance registered the MLflow store from its AppConfig.ready.
+    assert body["checks"]["mlflow"]["ok"] is True

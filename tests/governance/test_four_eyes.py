@@ -16,8 +16,7 @@ from governance.models import (
     UseCaseStatus,
     UseCaseTransition,
 )
-from registry.models import Membership, Role
-from registry.selectors import forget_membership
+from registry.models import Membership, Role, forget_membership
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE, TIER_ANSWERS
 

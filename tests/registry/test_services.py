@@ -16,8 +16,8 @@ from registry.models import (
     ModelVersion,
     PersonalData,
     Role,
+    user_role,
 )
-from registry.selectors import user_role
 from tests.factories import (
     DatasetVersionFactory,
     MembershipFactory,

@@ -1,10 +1,12 @@
 """Load the demo catalogue that ``make run`` shows a newcomer.
 
 Idempotent: every object is looked up by a natural key before it is created,
-so a second run adds nothing (``registry.demo``). The demo administrator's
+so a second run adds nothing (``demo.loader``). The demo administrator's
 password is generated on first run, kept in ``var/demo-admin-password`` (mode
 0600, outside the repository) and printed on every run; no fixed password
-exists anywhere. The other demo people have unusable passwords.
+exists anywhere. The other demo people are invited, not given passwords: each
+has no password until they open a one-time link, which
+``manage.py invite USERNAME --new-link --by admin`` prints (docs/accounts.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from registry import demo
+from demo import loader
+from demo.catalogue import PEOPLE
 
 DEMO_ADMIN = "admin"
 
@@ -55,7 +58,7 @@ class Command(BaseCommand):
             # The password file was removed: the old password is unknown, reset it.
             user.set_password(password)
             user.save(update_fields=["password"])
-        report = demo.load_catalogue()
+        report = loader.load_catalogue()
         seconds = time.perf_counter() - started
         if report.created:
             trained = (
@@ -74,5 +77,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Civitas is starting at {url}\n"
             f"  admin portal: {url}admin/   API docs: {url}api/docs/\n"
-            f"  demo login:   {DEMO_ADMIN} / {password}"
+            f"  demo login:   {DEMO_ADMIN} / {password}\n"
+            f"  other demo people ({', '.join(p.username for p in PEOPLE)}) have no "
+            f"password yet; a one-time link to set one:\n"
+            f"    python manage.py invite USERNAME --new-link --by {DEMO_ADMIN}"
         )

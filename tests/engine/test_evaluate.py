@@ -19,7 +19,7 @@ from sklearn.metrics import f1_score
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import modelgen
-from engine import evaluate, metrics, runtime
+from engine import evaluate, metrics, runtime, suites
 
 SUITES = Path(__file__).resolve().parents[2] / "workers" / "suites"
 LABELS = ["benefits", "housing", "tax", "transport"]
@@ -435,12 +435,12 @@ def test_read_jsonl_reports_invalid_json_with_its_line(tmp_path):
 
 def test_every_builtin_suite_parses_and_validates():
     for suite_file in sorted(SUITES.glob("*/suite.json")):
-        suite = evaluate.load_suite(suite_file)
+        suite = suites.load_suite(suite_file)
         assert suite.licence == "CC0-1.0"
         for entry in suite.tasks:
             evaluate.validate_records(entry.task, entry.records)
             assert entry.data_sha256 and len(entry.data_sha256) == 64
-    core = evaluate.load_suite(SUITES / "civitas-core" / "suite.json")
+    core = suites.load_suite(SUITES / "civitas-core" / "suite.json")
     assert {t.task for t in core.tasks} == set(evaluate.LM_TASKS)
 
 
@@ -460,7 +460,7 @@ def test_run_suite_runs_each_task_and_reports_progress(lm):
         ],
     }
     seen = []
-    results = evaluate.run_suite(model, suite, progress=lambda *a: seen.append(a))
+    results = suites.run_suite(model, suite, progress=lambda *a: seen.append(a))
     assert [r.name for r in results] == ["perplexity", "mc"]
     assert ("mc", 1, 1) in seen
     perf = results[0].performance

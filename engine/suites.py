@@ -53,7 +53,9 @@ def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> 
     """Parse a suite file or dict and read its data files.
 
     ``data`` is a path relative to the suite file (or ``base_dir``) or an
-    inline list of records. Raises ``DataError`` naming the suite field.
+    inline list of records. A suite-level ``target_delimiter`` is the default
+    of its multiple-choice tasks' option of that name. Raises ``DataError``
+    naming the suite field.
     """
     if isinstance(suite, str | Path):
         path = Path(suite)
@@ -72,6 +74,11 @@ def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> 
     tasks = spec.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise DataError("must be a non-empty list", field="tasks")
+    defaults = {}
+    if "target_delimiter" in spec:
+        if not isinstance(spec["target_delimiter"], str):
+            raise DataError("must be a string", field="target_delimiter")
+        defaults["target_delimiter"] = spec["target_delimiter"]
     parsed = []
     for n, entry in enumerate(tasks):
         where = f"tasks[{n}]"
@@ -82,6 +89,12 @@ def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> 
         options = entry.get("options", {})
         if not isinstance(options, dict):
             raise DataError("must be an object", field=f"{where}.options")
+        if not isinstance(options.get("target_delimiter", ""), str):
+            raise DataError(
+                "must be a string", field=f"{where}.options.target_delimiter"
+            )
+        if entry["task"] == "multiple_choice":
+            options = {**defaults, **options}
         data = entry.get("data")
         if isinstance(data, list):
             records, digest = Records(data), None
@@ -143,16 +156,19 @@ def run_suite(
         report = (
             (lambda d, t, name=entry.name: progress(name, d, t)) if progress else None
         )
-        result = run_task(
-            model,
-            entry.task,
-            entry.records,
-            batch_size=batch_size,
-            progress=report,
-            max_new_tokens=max_new_tokens,
-            options=entry.options,
-            load_seconds=load_seconds,
-        )
+        try:
+            result = run_task(
+                model,
+                entry.task,
+                entry.records,
+                batch_size=batch_size,
+                progress=report,
+                max_new_tokens=max_new_tokens,
+                options=entry.options,
+                load_seconds=load_seconds,
+            )
+        except DataError as exc:
+            raise DataError(f"task '{entry.name}': {exc}") from exc
         result.name, result.data_sha256 = entry.name, entry.data_sha256
         results.append(result)
     return results

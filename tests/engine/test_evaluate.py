@@ -689,3 +689,43 @@ def test_performance_figures_are_also_metrics(lm):
     doc = result.to_dict(with_items=False)
     assert doc["metrics"]["model_load_s"] is None  # not measured here: null
     assert doc["metrics"]["wall_s"] == perf["wall_s"]
+
+
+def test_contexts_and_prompts_get_the_bos_a_modelgen_tokenizer_adds(tmp_path):
+    """A ``TemplateProcessing("<s> $A")`` tokenizer: contexts and prompts start
+    with BOS (checked against the NumPy forward pass); perplexity scores the
+    text's own tokens only; without a post-processor nothing is added."""
+    from tokenizers import processors
+
+    root, cfg, weights, tok = build_lm_bundle(tmp_path / "b")
+    bos = tok.token_to_id("<s>")
+    plain = load(root)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    tok.save(str(root / "tokenizer.json"))
+    model = load(root)
+    record = read_suite_records("public-services-mc")[0]
+    result = evaluate.run_task(model, "multiple_choice", [record])
+    c_ids = tok.encode(record["context"], add_special_tokens=False).ids
+    for choice, ll in zip(record["choices"], result.items[0]["lls"], strict=True):
+        whole = tok.encode(record["context"] + " " + choice, add_special_tokens=False)
+        cont = whole.ids[len(c_ids) :]
+        want = ref_continuation_ll(cfg, weights, [bos, *c_ids], cont, bos)
+        assert ll == pytest.approx(want, abs=1e-4)
+    prompt = read_suite_records("refusal")[0]["prompt"]
+    refusal = evaluate.run_task(
+        model, "refusal", [{"prompt": prompt, "should_refuse": True}], max_new_tokens=4
+    )
+    seq, generated = [bos, *tok.encode(prompt, add_special_tokens=False).ids], []
+    for _ in range(4):
+        nxt = int(np.argmax(ref_logprobs(cfg, weights, seq + generated)[-1]))
+        if nxt == model.eos_token_id:
+            break
+        generated.append(nxt)
+    assert refusal.items[0]["generated_tokens"] == len(generated)
+    assert refusal.items[0]["output"] == tok.decode(generated, skip_special_tokens=True)
+    text = read_suite_records("perplexity-public-texts")[0]["text"]
+    scored = evaluate.run_task(model, "perplexity", [{"text": text}])
+    assert scored.items[0]["tokens"] == len(tok.encode(text, add_special_tokens=False))
+    assert (plain.special_prefix, model.special_prefix) == ([], [bos])

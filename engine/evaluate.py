@@ -534,10 +534,12 @@ def _mc_requests(run: _Run) -> list[tuple[list, list[str], bool]]:
         conts = [scored_continuation(c, delimiter) for c in r["choices"]]
         requests = [encode_pair(run.model, r["context"], c) for c in conts]
         truncated = False
-        for ctx, cont in requests if length else ():
-            if len(cont) > length:
-                raise _too_long(run, i, "choices", len(cont))
-            truncated |= max(len(ctx), 1) + len(cont) - 1 > length
+        if length:
+            for ctx, cont in requests:
+                if len(cont) > length:
+                    raise _too_long(run, i, "choices", len(cont))
+                # An empty context stands for the one conditioning token.
+                truncated |= max(len(ctx), 1) + len(cont) - 1 > length
         out.append((requests, conts, truncated))
     return out
 

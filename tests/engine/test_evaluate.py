@@ -609,8 +609,10 @@ def test_metrics_do_not_depend_on_the_batch_size(tmp_path, lm, quantised):
         ]
     for one, eight in zip(runs[1], runs[8], strict=True):
         for key in QUALITY:
-            if key in one.metrics:
+            if key in one.metrics and quantised:
                 assert one.metrics[key] == eight.metrics[key]
+            elif key in one.metrics:  # float padding: exact up to rounding
+                assert one.metrics[key] == pytest.approx(eight.metrics[key], 1e-6)
         for a, b in zip(one.items, eight.items, strict=True):
             got = b.get("lls") or [b["ll_more"], b["ll_less"]]
             want = a.get("lls") or [a["ll_more"], a["ll_less"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,53 @@ class CausalLM:
         """Token ids of ``text`` without special tokens."""
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
+    @cached_property
+    def special_prefix(self) -> list[int]:
+        """Ids the tokenizer's post-processor puts before a text, often ``[]``.
+
+        ``[BOS]`` for a Llama- or Gemma-style ``TemplateProcessing``
+        (``"<s> $A"``); tokens it appends after the text (an EOS) are left out,
+        since a context is always followed by its continuation.
+        """
+        probe = "a"
+        plain = self.encode(probe)
+        full = list(self.tokenizer.encode(probe, add_special_tokens=True).ids)
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return full[:start]
+        return []
+
+    def encode_context(self, text: str) -> list[int]:
+        """Token ids of a context as the tokenizer says: ``special_prefix + encode``.
+
+        As lm-evaluation-harness (``tok_encode`` with the tokenizer's default),
+        a text that already starts with the prefix's text gets no second copy.
+        """
+        prefix = self.special_prefix
+        if prefix and text.startswith(
+            self.tokenizer.decode(prefix, skip_special_tokens=False)
+        ):
+            prefix = []
+        return [*prefix, *self.encode(text)]
+
+    def conditioning_ids(self) -> list[int]:
+        """What an empty context means: the tokenizer's prefix, else the config's BOS.
+
+        The first token of a text is scored given these ids; they are never
+        scored themselves.
+        """
+        return list(self.special_prefix) or [self.bos_token_id]
+
+    def scoring_batch_size(self, batch_size: int) -> int:
+        """Sequences per session run when scoring with ``batch_size``.
+
+        A graph that quantises its activations at run time computes one scale
+        per tensor, over every row and the padding of the batch, so its
+        log-likelihoods would depend on the batch; it is scored one sequence
+        at a time, unpadded. Any other graph scores ``batch_size`` rows.
+        """
+        return 1 if self.dynamic_quantisation else max(1, int(batch_size))
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``, special tokens skipped."""
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -328,11 +376,13 @@ class CausalLM:
     ) -> list[tuple[float, bool, list[float]]]:
         """``(sum ll, is_greedy, per-token ll)`` of each continuation given its context.
 
-        lm-evaluation-harness semantics: an empty context conditions on BOS;
+        lm-evaluation-harness semantics: an empty context conditions on
+        ``conditioning_ids()`` (BOS);
         the model reads ``(context + continuation)[-(L + 1):][:-1]`` with ``L``
         the context length (the context is left-truncated); ``is_greedy`` is
         true when every continuation token is the argmax. Requests run longest
-        first in batches of ``batch_size`` and come back in input order. An
+        first in batches of ``scoring_batch_size(batch_size)`` and come back in
+        input order, so the result does not depend on ``batch_size``. An
         empty continuation scores ``(0.0, True, [])``. Raises ``ValueError``
         when a continuation alone is longer than ``L``.
         """
@@ -348,7 +398,7 @@ class CausalLM:
                     f"continuation of {len(cont)} tokens exceeds the context "
                     f"length {length}"
                 )
-            ctx = [int(t) for t in context] or [self.bos_token_id]
+            ctx = [int(t) for t in context] or self.conditioning_ids()
             prepared.append(((ctx + cont)[-(length + 1) :][:-1], cont))
         results: list[tuple[float, bool, list[float]] | None] = [
             (0.0, True, []) if p is None else None for p in prepared
@@ -357,7 +407,7 @@ class CausalLM:
             (i for i, p in enumerate(prepared) if p is not None),
             key=lambda i: -len(prepared[i][0]),
         )
-        step = max(1, int(batch_size))
+        step = self.scoring_batch_size(batch_size)
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
             logprobs = self.forward([prepared[i][0] for i in chunk])
@@ -375,15 +425,15 @@ class CausalLM:
         """lm-evaluation-harness rolling windows (``context_len=1``), made disjoint.
 
         Each token appears in exactly one continuation; the first window's
-        context is BOS and every later one sees up to ``context_length``
-        preceding tokens.
+        context is ``conditioning_ids()`` (BOS, never scored) and every later
+        one sees up to ``context_length`` preceding tokens.
         """
         tokens = [int(t) for t in token_ids]
         length = self.context_length
         if not tokens:
             return []
         first = min(length, len(tokens))
-        windows = [([self.bos_token_id], tokens[:first])]
+        windows = [(self.conditioning_ids(), tokens[:first])]
         predicted = first
         while predicted < len(tokens):
             window_len = min(len(tokens) - predicted, length)
@@ -401,7 +451,8 @@ class CausalLM:
     ) -> list[float]:
         """Log-likelihood of every token of ``token_ids``, each scored once.
 
-        The first token is conditioned on BOS; texts longer than the context
+        ``token_ids`` come from ``encode`` (no special tokens): the first token
+        is conditioned on ``conditioning_ids()``; texts longer than the context
         length are split by ``rolling_windows``. Returns one float per token
         (empty for no tokens).
         """

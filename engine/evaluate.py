@@ -6,13 +6,12 @@ a typo never costs a half-finished run. Every runner keeps one log entry per
 item (id, log-likelihoods, prediction, output, correctness) for audit, and
 measures itself with ``perf.Recorder``.
 
-Suites (``SUITE.json``) list tasks over JSONL files relative to the suite file;
-see ``docs/evaluation.md`` for every schema and formula.
+Suites (``SUITE.json``) list tasks over JSONL files relative to the suite file
+(``engine.suites``); see ``docs/evaluation.md`` for every schema and formula.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -36,6 +35,23 @@ TASKS = (
 LM_TASKS = frozenset({"perplexity", "multiple_choice", "stereotype_pairs", "refusal"})
 TARGET_DELIMITER = " "
 Progress = Callable[[int, int], None]
+
+# The performance record's figures that are also reported as metrics, so that
+# they can be filtered and charted like the others: metric -> (performance
+# key, scale). ``peak_rss_mb`` is ``peak_rss_bytes`` in MiB.
+PERFORMANCE_METRICS: dict[str, tuple[str, float]] = {
+    "tokens_per_s": ("tokens_per_s", 1.0),
+    "items_per_s": ("items_per_s", 1.0),
+    "latency_p50_s": ("latency_p50_s", 1.0),
+    "latency_p95_s": ("latency_p95_s", 1.0),
+    "wall_s": ("wall_s", 1.0),
+    "model_load_s": ("model_load_s", 1.0),
+    "cpu_s": ("cpu_s", 1.0),
+    "cpu_s_per_1k_tokens": ("cpu_s_per_1k_tokens", 1.0),
+    "peak_rss_mb": ("peak_rss_bytes", 1.0 / 2**20),
+    "energy_j": ("energy_j", 1.0),
+    "energy_j_per_1k_tokens": ("energy_per_1k_tokens_j", 1.0),
+}
 
 
 class DataError(ValueError):
@@ -162,6 +178,7 @@ def validate_records(task: str, records: Sequence[dict]) -> list[int]:
         if not isinstance(record, dict):
             raise DataError("each record must be a JSON object", line=line)
         _validate_one(task, record, line)
+        _check_unicode(record, line)
     if task == "classification":
         kind = "text" if "text" in records[0] else "features"
         for record, line in zip(records, lines, strict=True):
@@ -172,6 +189,32 @@ def validate_records(task: str, records: Sequence[dict]) -> list[int]:
                     field=kind,
                 )
     return lines
+
+
+def _check_unicode(value: Any, line: int, field: str | None = None) -> None:
+    """Raise ``DataError`` for a string holding a lone surrogate (``"\\ud800"``).
+
+    JSON can spell one, but it is not a character: no UTF-8 encoder or
+    tokenizer takes it, so it is bad data, found before the model runs.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(
+                f"holds a lone surrogate ({value[exc.start]!r}) at character "
+                f"{exc.start}, which is not valid Unicode text",
+                line=line,
+                field=field,
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key) if field is None else f"{field}.{key}"
+            _check_unicode(str(key), line, name)
+            _check_unicode(item, line, name)
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _check_unicode(item, line, f"{field}[{n}]")
 
 
 def _validate_one(task: str, record: dict, line: int) -> None:
@@ -206,6 +249,8 @@ def _validate_one(task: str, record: dict, line: int) -> None:
                 line=line,
                 field="answer",
             )
+        if not isinstance(record.get("target_delimiter", ""), str):
+            raise DataError("must be a string", line=line, field="target_delimiter")
     elif task == "stereotype_pairs":
         _text(record, "more", line)
         _text(record, "less", line)
@@ -307,13 +352,18 @@ def run_task(
     """Run one task over validated records and return its ``TaskResult``.
 
     ``progress(done, total)`` is called after each batch of items. Options:
+    ``target_delimiter`` (multiple choice, default ``" "``),
     ``prompt_template`` (refusal, default ``"{prompt}"``), ``labels`` and
-    ``positive_label`` (classification). Raises ``DataError`` or
-    ``UnsupportedTask`` before any inference.
+    ``positive_label`` (classification). The metrics end with the
+    ``PERFORMANCE_METRICS``; ``performance`` records ``batch_size``, the
+    batch size the model scored with and the thread counts. Raises
+    ``DataError`` or ``UnsupportedTask`` before any inference.
     """
     options = dict(options or {})
     lines = validate_records(task, records)
     check_supported(model, task, records)
+    if not isinstance(options.get("target_delimiter", ""), str):
+        raise DataError("task option must be a string", field="target_delimiter")
     ids = [r.get("id", line) for r, line in zip(records, lines, strict=True)]
     tokens_before = _tokens_processed(model)
     with perf.Recorder(load_seconds=load_seconds) as rec:
@@ -330,14 +380,39 @@ def run_task(
         )
         task_metrics, items = _RUNNERS[task](run)
         rec.tokens = _tokens_processed(model) - tokens_before
+    performance = {**rec.result(), **_batching(model, max(1, batch_size))}
     return TaskResult(
         task=task,
-        metrics=task_metrics,
+        metrics={**task_metrics, **performance_metrics(performance)},
         items=items,
-        performance=rec.result(),
+        performance=performance,
         environment=perf.environment(_model_settings(model)),
         options=options,
     )
+
+
+def performance_metrics(performance: dict) -> dict[str, float]:
+    """The ``PERFORMANCE_METRICS`` of a performance record (``nan`` if unknown)."""
+    out = {}
+    for name, (key, scale) in PERFORMANCE_METRICS.items():
+        value = performance.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        out[name] = float(value) * scale if ok else math.nan
+    return out
+
+
+def _batching(model: Any, batch_size: int) -> dict:
+    """Batch size asked for and used, and the ONNX Runtime thread counts."""
+    scoring = getattr(model, "scoring_batch_size", None)
+    settings = _model_settings(model) or {}
+    return {
+        "batch_size": batch_size,
+        "scoring_batch_size": scoring(batch_size) if scoring else batch_size,
+        "intra_op_threads": settings.get(
+            "resolved_intra_op_threads", settings.get("intra_op_threads")
+        ),
+        "inter_op_threads": settings.get("inter_op_threads"),
+    }
 
 
 @dataclass
@@ -401,8 +476,11 @@ def encode_pair(
     Trailing whitespace of the context moves to the front of the continuation;
     the continuation's ids are ``encode(context + continuation)`` minus the
     first ``len(encode(context))`` ids, so tokens that merge across the
-    boundary are scored with the continuation. An empty context gives ``[]``
-    (the runtime then conditions on BOS).
+    boundary are scored with the continuation. The context is encoded as the
+    bundle's tokenizer says (``encode_context``: a Llama- or Gemma-style
+    post-processor puts BOS in front), the continuation never gets special
+    tokens. An empty context gives ``[]`` (the runtime then conditions on
+    BOS).
     """
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
@@ -410,35 +488,80 @@ def encode_pair(
         context = context[:-n_spaces]
     if not context:
         return [], list(model.encode(continuation))
-    whole = list(model.encode(context + continuation))
-    ctx = list(model.encode(context))
+    encode = getattr(model, "encode_context", model.encode)
+    whole = list(encode(context + continuation))
+    ctx = list(encode(context))
     return ctx, whole[len(ctx) :]
+
+
+def scored_continuation(choice: str, delimiter: str = TARGET_DELIMITER) -> str:
+    """The text scored for a choice: ``delimiter + choice``, as lm-evaluation-harness.
+
+    A choice that already begins with whitespace (the common Hugging Face data
+    style, ``" Paris"``) gets the delimiter without its trailing whitespace,
+    so no second space slips in front of it.
+    """
+    if choice[:1].isspace():
+        return delimiter.rstrip() + choice
+    return delimiter + choice
+
+
+def _context_length(model: Any) -> int | None:
+    length = getattr(model, "context_length", None)
+    return int(length) if isinstance(length, int) and length > 0 else None
+
+
+def _too_long(run: _Run, i: int, field: str, n_tokens: int) -> DataError:
+    return DataError(
+        f"{n_tokens} tokens as scored, longer than the model's context window "
+        f"of {_context_length(run.model)} tokens",
+        line=run.lines[i],
+        field=field,
+    )
+
+
+def _mc_requests(run: _Run) -> list[tuple[list, list[str], bool]]:
+    """Every item's ``(requests, continuations, truncated)``, before inference.
+
+    ``truncated`` is true when the runtime will drop tokens from the left of
+    a context to fit a choice into the context window. A choice longer than
+    the window on its own raises ``DataError`` naming the line.
+    """
+    default = run.options.get("target_delimiter", TARGET_DELIMITER)
+    length, out = _context_length(run.model), []
+    for i, r in enumerate(run.records):
+        delimiter = r.get("target_delimiter", default)
+        conts = [scored_continuation(c, delimiter) for c in r["choices"]]
+        requests = [encode_pair(run.model, r["context"], c) for c in conts]
+        truncated = False
+        if length:
+            for ctx, cont in requests:
+                if len(cont) > length:
+                    raise _too_long(run, i, "choices", len(cont))
+                # An empty context stands for the one conditioning token.
+                truncated |= max(len(ctx), 1) + len(cont) - 1 > length
+        out.append((requests, conts, truncated))
+    return out
 
 
 def _run_multiple_choice(run: _Run) -> tuple[dict, list[dict]]:
     items, accs, norms = [], [], []
+    encoded = _mc_requests(run)
     for chunk in _chunks(len(run.records), run.batch_size):
         requests, spans = [], []
         for i in chunk:
-            r = run.records[i]
             start = len(requests)
-            requests.extend(
-                encode_pair(run.model, r["context"], TARGET_DELIMITER + c)
-                for c in r["choices"]
-            )
+            requests.extend(encoded[i][0])
             spans.append((i, start, len(requests)))
         t0 = time.perf_counter()
         scored = run.model.loglikelihood(requests, batch_size=run.batch_size)
         run.rec.item((time.perf_counter() - t0) / len(chunk), len(chunk))
         for i, start, end in spans:
-            r = run.records[i]
+            r, (_, conts, truncated) = run.records[i], encoded[i]
             lls = [float(s[0]) for s in scored[start:end]]
             answer = r["answer"]
             gold = answer if isinstance(answer, int) else r["choices"].index(answer)
-            pred, pred_norm = (
-                metrics.choose(lls),
-                metrics.choose_norm(lls, r["choices"]),
-            )
+            pred, pred_norm = metrics.choose(lls), metrics.choose_norm(lls, conts)
             accs.append(float(pred == gold))
             norms.append(float(pred_norm == gold))
             items.append(
@@ -452,6 +575,7 @@ def _run_multiple_choice(run: _Run) -> tuple[dict, list[dict]]:
                     "prediction_norm": pred_norm,
                     "correct": pred == gold,
                     "correct_norm": pred_norm == gold,
+                    "truncated": truncated,
                 }
             )
         run.report(chunk.stop)
@@ -460,16 +584,23 @@ def _run_multiple_choice(run: _Run) -> tuple[dict, list[dict]]:
         "acc_stderr": metrics.bernoulli_stderr(accs),
         "acc_norm": metrics.mean_or_nan(norms),
         "acc_norm_stderr": metrics.bernoulli_stderr(norms),
+        "truncated_items": float(sum(item["truncated"] for item in items)),
     }, items
 
 
 def _run_stereotype_pairs(run: _Run) -> tuple[dict, list[dict]]:
     items, more, less = [], [], []
+    length, encoded = _context_length(run.model), []
+    for i, r in enumerate(run.records):
+        pair = [list(run.model.encode(r[key])) for key in ("more", "less")]
+        for key, ids in zip(("more", "less"), pair, strict=True):
+            if length and len(ids) > length:
+                raise _too_long(run, i, key, len(ids))
+        encoded.append(pair)
     for chunk in _chunks(len(run.records), run.batch_size):
         requests = []
         for i in chunk:
-            requests.append(([], list(run.model.encode(run.records[i]["more"]))))
-            requests.append(([], list(run.model.encode(run.records[i]["less"]))))
+            requests.extend(([], ids) for ids in encoded[i])
         t0 = time.perf_counter()
         scored = run.model.loglikelihood(requests, batch_size=run.batch_size)
         run.rec.item((time.perf_counter() - t0) / len(chunk), len(chunk))
@@ -493,9 +624,13 @@ def _run_stereotype_pairs(run: _Run) -> tuple[dict, list[dict]]:
 
 def _run_refusal(run: _Run) -> tuple[dict, list[dict]]:
     template = run.options.get("prompt_template", "{prompt}")
+    encode = getattr(run.model, "encode_context", run.model.encode)
+    length = _context_length(run.model)
+    # As CausalLM.generate: the prompt keeps its last L - max_new_tokens tokens.
+    keep = max(1, length - max(0, run.max_new_tokens)) if length else None
     items, outputs = [], []
     for i, r in enumerate(run.records):
-        prompt_ids = list(run.model.encode(template.replace("{prompt}", r["prompt"])))
+        prompt_ids = list(encode(template.replace("{prompt}", r["prompt"])))
         t0 = time.perf_counter()
         generated = list(
             run.model.generate(prompt_ids, max_new_tokens=run.max_new_tokens)
@@ -511,11 +646,13 @@ def _run_refusal(run: _Run) -> tuple[dict, list[dict]]:
                 "generated_tokens": len(generated),
                 "refused": metrics.is_refusal(text),
                 "toxic": metrics.is_toxic(text),
+                "truncated": keep is not None and len(prompt_ids) > keep,
             }
         )
         run.report(i + 1)
     out = metrics.refusal_rates(outputs, [r["should_refuse"] for r in run.records])
     out["toxicity_rate"] = metrics.toxicity_rate(outputs)
+    out["truncated_items"] = float(sum(item["truncated"] for item in items))
     return out, items
 
 
@@ -641,134 +778,3 @@ _RUNNERS = {
     "refusal": _run_refusal,
     "classification": _run_classification,
 }
-
-
-@dataclass
-class SuiteTask:
-    """One task of a suite with its records already read."""
-
-    task: str
-    name: str
-    records: Records
-    options: dict
-    data_sha256: str | None
-
-
-@dataclass
-class Suite:
-    """A parsed ``SUITE.json``."""
-
-    name: str
-    version: str
-    licence: str
-    description: str
-    tasks: list[SuiteTask]
-
-
-def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> Suite:
-    """Parse a suite file or dict and read its data files.
-
-    ``data`` is a path relative to the suite file (or ``base_dir``) or an
-    inline list of records. Raises ``DataError`` naming the suite field.
-    """
-    if isinstance(suite, str | Path):
-        path = Path(suite)
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read suite {path}: {exc}") from exc
-        base = Path(base_dir) if base_dir else path.parent
-    else:
-        spec, base = suite, Path(base_dir or ".")
-    if not isinstance(spec, dict):
-        raise DataError("a suite must be a JSON object")
-    for key in ("name", "version", "licence"):
-        if not isinstance(spec.get(key), str) or not spec[key]:
-            raise DataError("missing or not a string", field=key)
-    tasks = spec.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise DataError("must be a non-empty list", field="tasks")
-    parsed = []
-    for n, entry in enumerate(tasks):
-        where = f"tasks[{n}]"
-        if not isinstance(entry, dict) or entry.get("task") not in TASKS:
-            raise DataError(
-                f"task must be one of {', '.join(TASKS)}", field=f"{where}.task"
-            )
-        options = entry.get("options", {})
-        if not isinstance(options, dict):
-            raise DataError("must be an object", field=f"{where}.options")
-        data = entry.get("data")
-        if isinstance(data, list):
-            records, digest = Records(data), None
-        elif isinstance(data, str) and data:
-            data_path = base / data
-            records = _read_task_file(data_path, where)
-            digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
-        else:
-            raise DataError(
-                "must be a relative path or a list of records", field=f"{where}.data"
-            )
-        parsed.append(
-            SuiteTask(
-                entry["task"],
-                str(entry.get("name") or entry["task"]),
-                records,
-                options,
-                digest,
-            )
-        )
-    return Suite(
-        spec["name"],
-        spec["version"],
-        spec["licence"],
-        str(spec.get("description", "")),
-        parsed,
-    )
-
-
-def _read_task_file(path: Path, where: str) -> Records:
-    try:
-        return read_jsonl(path)
-    except DataError as exc:
-        raise DataError(f"{path.name}: {exc}", field=f"{where}.data") from exc
-
-
-def run_suite(
-    model: Any,
-    suite: str | Path | dict | Suite,
-    *,
-    batch_size: int = 8,
-    progress: Callable[[str, int, int], None] | None = None,
-    max_new_tokens: int = 48,
-    load_seconds: float | None = None,
-) -> list[TaskResult]:
-    """Run every task of a suite; all tasks are validated before the first runs.
-
-    ``progress(task_name, done, total)`` reports per task.
-    """
-    parsed = suite if isinstance(suite, Suite) else load_suite(suite)
-    for entry in parsed.tasks:
-        try:
-            validate_records(entry.task, entry.records)
-            check_supported(model, entry.task, entry.records)
-        except DataError as exc:
-            raise DataError(f"task '{entry.name}': {exc}") from exc
-    results = []
-    for entry in parsed.tasks:
-        report = (
-            (lambda d, t, name=entry.name: progress(name, d, t)) if progress else None
-        )
-        result = run_task(
-            model,
-            entry.task,
-            entry.records,
-            batch_size=batch_size,
-            progress=report,
-            max_new_tokens=max_new_tokens,
-            options=entry.options,
-            load_seconds=load_seconds,
-        )
-        result.name, result.data_sha256 = entry.name, entry.data_sha256
-        results.append(result)
-    return results

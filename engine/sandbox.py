@@ -384,7 +384,7 @@ def evaluate_in_child(spec: dict) -> dict:
 
     ``spec`` is what ``evaluate_bundle`` prepared; see there.
     """
-    from engine import bundle, evaluate, runtime
+    from engine import bundle, evaluate, runtime, suites
 
     source = Path(spec["bundle_path"])
     digest = bundle_digest(source)
@@ -431,7 +431,7 @@ def evaluate_in_child(spec: dict) -> dict:
     }
     if spec.get("suite") is not None:
         suite = spec["suite"]
-        results = evaluate.run_suite(model, suite, progress=progress, **common)
+        results = suites.run_suite(model, suite, progress=progress, **common)
         head = {"suite": suite.name, "suite_version": suite.version}
     else:
         task = spec["task"]
@@ -502,7 +502,7 @@ def evaluate_bundle(
     ``{"task" | "suite", "results": [...], "facts", "bundle_sha256",
     "engine_version"}``; raises ``EvaluationFailure``.
     """
-    from engine import evaluate
+    from engine import evaluate, suites
     from engine.bundle import sha256_file
 
     if (suite is None) == (task is None):
@@ -523,8 +523,8 @@ def evaluate_bundle(
         if suite is not None:
             spec["suite"] = (
                 suite
-                if isinstance(suite, evaluate.Suite)
-                else evaluate.load_suite(suite)
+                if isinstance(suite, suites.Suite)
+                else suites.load_suite(suite)
             )
         else:
             if task not in evaluate.TASKS:

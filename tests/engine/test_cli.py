@@ -169,3 +169,51 @@ def test_failed_run_exits_1(bundles):
     )
     assert run.returncode == 1
     assert run.stderr.startswith("error: resource_limit: ")
+
+
+LONG_CHOICE = "The council collects garden waste every second week. " * 60
+
+
+@pytest.mark.parametrize(
+    ("second_line", "message"),
+    [
+        (
+            json.dumps({"context": "Q:", "choices": ["a", LONG_CHOICE], "answer": 0}),
+            "longer than the model's context window",
+        ),
+        ('{"context": "Q: \\ud800", "choices": ["a", "b"], "answer": 0}', "surrogate"),
+    ],
+    ids=["continuation-longer-than-context", "lone-surrogate"],
+)
+def test_bad_data_found_while_scoring_exits_2_naming_the_line(
+    bundles, tmp_path, second_line, message
+):
+    data = tmp_path / "bad.jsonl"
+    first = '{"context": "Q:", "choices": ["a", "b"], "answer": 0}'
+    data.write_text(f"{first}\n{second_line}\n", encoding="utf-8")
+    run = cli(bundles["lm"], "--task", "multiple_choice", "--data", data, "--json")
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: data_error: ")
+    assert "line 2" in lines[0] and message in lines[0]
+
+
+def test_json_output_records_batch_size_threads_and_performance_metrics(bundles):
+    data = SUITES / "perplexity-public-texts" / "data.jsonl"
+    run = cli(
+        bundles["lm"],
+        *("--task", "perplexity", "--data", data, "--json"),
+        *("--batch-size", "3", "--threads", "1"),
+    )
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    perf = doc["performance"]
+    assert (perf["batch_size"], perf["scoring_batch_size"]) == (3, 3)
+    assert perf["intra_op_threads"] == 1
+    assert doc["metrics"]["tokens_per_s"] == perf["tokens_per_s"]
+    assert doc["metrics"]["peak_rss_mb"] == pytest.approx(
+        perf["peak_rss_bytes"] / 2**20
+    )
+    assert doc["metrics"]["model_load_s"] == perf["model_load_s"] > 0

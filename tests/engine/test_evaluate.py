@@ -19,7 +19,7 @@ from sklearn.metrics import f1_score
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import modelgen
-from engine import evaluate, metrics, runtime
+from engine import evaluate, metrics, runtime, suites
 
 SUITES = Path(__file__).resolve().parents[2] / "workers" / "suites"
 LABELS = ["benefits", "housing", "tax", "transport"]
@@ -435,12 +435,12 @@ def test_read_jsonl_reports_invalid_json_with_its_line(tmp_path):
 
 def test_every_builtin_suite_parses_and_validates():
     for suite_file in sorted(SUITES.glob("*/suite.json")):
-        suite = evaluate.load_suite(suite_file)
+        suite = suites.load_suite(suite_file)
         assert suite.licence == "CC0-1.0"
         for entry in suite.tasks:
             evaluate.validate_records(entry.task, entry.records)
             assert entry.data_sha256 and len(entry.data_sha256) == 64
-    core = evaluate.load_suite(SUITES / "civitas-core" / "suite.json")
+    core = suites.load_suite(SUITES / "civitas-core" / "suite.json")
     assert {t.task for t in core.tasks} == set(evaluate.LM_TASKS)
 
 
@@ -460,7 +460,7 @@ def test_run_suite_runs_each_task_and_reports_progress(lm):
         ],
     }
     seen = []
-    results = evaluate.run_suite(model, suite, progress=lambda *a: seen.append(a))
+    results = suites.run_suite(model, suite, progress=lambda *a: seen.append(a))
     assert [r.name for r in results] == ["perplexity", "mc"]
     assert ("mc", 1, 1) in seen
     perf = results[0].performance
@@ -496,3 +496,238 @@ def test_classification_records_must_not_mix_text_and_features():
     with pytest.raises(evaluate.DataError) as info:
         evaluate.validate_records("classification", records)
     assert (info.value.line, info.value.field) == (2, "text")
+
+
+class CharLM:
+    """A causal-LM stand-in: one token per character, fixed log-likelihoods.
+
+    ``loglikelihood`` looks each continuation's text up in ``lls`` (and
+    records it), so a test controls the scores exactly and sees what text
+    the runner scored.
+    """
+
+    tokens_processed = 0
+
+    def __init__(self, lls: dict[str, float]):
+        self.lls, self.scored = lls, []
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def generate(self, prompt_ids, *, max_new_tokens):
+        raise AssertionError("not used")
+
+    def loglikelihood(self, requests, *, batch_size=8):
+        texts = ["".join(map(chr, cont)) for _, cont in requests]
+        self.scored.extend(texts)
+        return [(self.lls[t], False, []) for t in texts]
+
+
+def test_choice_that_begins_with_whitespace_gets_no_second_delimiter(lm):
+    model = lm[0]
+    context = "Where do I renew a parking permit? Answer:"
+    plain = [{"context": context, "choices": ["online", "by post"], "answer": 0}]
+    spaced = [{"context": context, "choices": [" online", " by post"], "answer": 0}]
+    a = evaluate.run_task(model, "multiple_choice", plain)
+    b = evaluate.run_task(model, "multiple_choice", spaced)
+    assert b.items[0]["lls"] == pytest.approx(a.items[0]["lls"], abs=1e-6)
+    fake = CharLM({" online": -1.0, " by post": -2.0})
+    evaluate.run_task(fake, "multiple_choice", spaced)
+    assert fake.scored == [" online", " by post"]
+
+
+def test_target_delimiter_per_record_per_task_and_per_suite():
+    lls = {"\na": -1.0, "\nb": -2.0, ": a": -1.0, ": b": -2.0, "|a": -1.0, "|b": -2.0}
+    record = {"context": "Q", "choices": ["a", "b"], "answer": 0}
+    suite = {
+        "name": "delimiters",
+        "version": "1",
+        "licence": "CC0-1.0",
+        "target_delimiter": "\n",
+        "tasks": [
+            {"task": "multiple_choice", "name": "suite", "data": [record]},
+            {
+                "task": "multiple_choice",
+                "name": "task",
+                "data": [record],
+                "options": {"target_delimiter": ": "},
+            },
+            {
+                "task": "multiple_choice",
+                "name": "record",
+                "data": [{**record, "target_delimiter": "|"}],
+                "options": {"target_delimiter": ": "},
+            },
+        ],
+    }
+    fake = CharLM(lls)
+    suites.run_suite(fake, suite)
+    assert fake.scored == ["\na", "\nb", ": a", ": b", "|a", "|b"]
+    # ": " before a choice that has its own space keeps only the colon.
+    assert evaluate.scored_continuation(" a", ": ") == ": a"
+    assert evaluate.scored_continuation("a") == " a"
+    with pytest.raises(evaluate.DataError, match="target_delimiter"):
+        suites.load_suite({**suite, "target_delimiter": 1})
+
+
+def test_acc_norm_divides_by_the_bytes_of_the_scored_continuation():
+    # Per choice byte: -2/1 < -5/3, so "bbb" would win; per scored byte
+    # (delimiter included): -2/2 > -5/4, so "a" wins.
+    fake = CharLM({" a": -2.0, " bbb": -5.0})
+    records = [{"context": "Q:", "choices": ["a", "bbb"], "answer": 0}]
+    result = evaluate.run_task(fake, "multiple_choice", records)
+    assert result.items[0]["prediction_norm"] == 0
+    assert result.metrics["acc_norm"] == 1.0
+
+
+def build_dynamic_int8_bundle(dest: Path):
+    """A tiny Llama bundle quantised with onnxruntime's ``quantize_dynamic``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root, cfg, weights, _tok = build_lm_bundle(dest)
+    source = dest.parent / f"{dest.name}-float.onnx"
+    onnx.save_model(modelgen.build_causal_lm(cfg, weights), str(source))
+    quantize_dynamic(source, root / "model.onnx", weight_type=QuantType.QInt8)
+    return root
+
+
+QUALITY = ("acc", "acc_norm", "stereotype_preference", "likelihood_diff")
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_metrics_do_not_depend_on_the_batch_size(tmp_path, lm, quantised):
+    model = load(build_dynamic_int8_bundle(tmp_path / "q8")) if quantised else lm[0]
+    assert model.dynamic_quantisation is quantised
+    mc = read_suite_records("public-services-mc")[:8]
+    pairs = read_suite_records("stereotype-pairs")[:8]
+    runs = {}
+    for batch in (1, 8):
+        runs[batch] = [
+            evaluate.run_task(model, "multiple_choice", mc, batch_size=batch),
+            evaluate.run_task(model, "stereotype_pairs", pairs, batch_size=batch),
+        ]
+    for one, eight in zip(runs[1], runs[8], strict=True):
+        for key in QUALITY:
+            if key in one.metrics and quantised:
+                assert one.metrics[key] == eight.metrics[key]
+            elif key in one.metrics:  # float padding: exact up to rounding
+                assert one.metrics[key] == pytest.approx(eight.metrics[key], 1e-6)
+        for a, b in zip(one.items, eight.items, strict=True):
+            got = b.get("lls") or [b["ll_more"], b["ll_less"]]
+            want = a.get("lls") or [a["ll_more"], a["ll_less"]]
+            if quantised:  # scored one unpadded sequence at a time: identical
+                assert got == want
+            else:
+                assert got == pytest.approx(want, abs=1e-5)
+        assert one.performance["batch_size"] == 1
+        assert eight.performance["batch_size"] == 8
+        assert eight.performance["scoring_batch_size"] == (1 if quantised else 8)
+        assert eight.performance["intra_op_threads"] == 1
+
+
+def test_lone_surrogate_is_a_data_error_naming_line_and_field(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(
+        '{"text": "fine"}\n{"text": "bad \\ud800 text"}\n', encoding="utf-8"
+    )
+    with pytest.raises(evaluate.DataError) as info:
+        evaluate.validate_records("perplexity", evaluate.read_jsonl(path))
+    assert (info.value.line, info.value.field) == (2, "text")
+    assert "surrogate" in str(info.value)
+    mc = [{"context": "Q", "choices": ["a", "b\udfff"], "answer": 0}]
+    with pytest.raises(evaluate.DataError) as info:
+        evaluate.validate_records("multiple_choice", mc)
+    assert (info.value.line, info.value.field) == (1, "choices[1]")
+
+
+def test_continuation_longer_than_the_context_window_is_a_data_error(tmp_path):
+    root, _cfg, _weights, _tok = build_lm_bundle(tmp_path / "b", context=16)
+    model = load(root)
+    long_text = "The council collects garden waste every second week. " * 4
+    mc = [
+        {"context": "Q:", "choices": ["yes", "no"], "answer": 0},
+        {"context": "Q:", "choices": ["yes", long_text], "answer": 0},
+    ]
+    with pytest.raises(evaluate.DataError) as info:
+        evaluate.run_task(model, "multiple_choice", mc)
+    assert (info.value.line, info.value.field) == (2, "choices")
+    assert "context window of 16 tokens" in str(info.value)
+    pairs = [{"more": long_text, "less": "short", "category": "age"}]
+    with pytest.raises(evaluate.DataError) as info:
+        evaluate.run_task(model, "stereotype_pairs", pairs)
+    assert (info.value.line, info.value.field) == (1, "more")
+
+
+def test_left_truncated_contexts_and_prompts_are_counted(tmp_path):
+    root, _cfg, _weights, _tok = build_lm_bundle(tmp_path / "b", context=16)
+    model = load(root)
+    long_text = "The council collects garden waste every second week. " * 4
+    mc = [
+        {"context": "Q:", "choices": ["yes", "no"], "answer": 0},
+        {"context": long_text, "choices": ["yes", "no"], "answer": 0},
+    ]
+    result = evaluate.run_task(model, "multiple_choice", mc)
+    assert [item["truncated"] for item in result.items] == [False, True]
+    assert result.metrics["truncated_items"] == 1.0
+    prompts = [
+        {"prompt": "Hello", "should_refuse": False},
+        {"prompt": long_text, "should_refuse": True},
+    ]
+    result = evaluate.run_task(model, "refusal", prompts, max_new_tokens=4)
+    assert [item["truncated"] for item in result.items] == [False, True]
+    assert result.metrics["truncated_items"] == 1.0
+
+
+def test_performance_figures_are_also_metrics(lm):
+    records = read_suite_records("perplexity-public-texts")[:3]
+    result = evaluate.run_task(lm[0], "perplexity", records)
+    perf, m = result.performance, result.metrics
+    assert set(evaluate.PERFORMANCE_METRICS) <= set(m)
+    assert m["tokens_per_s"] == perf["tokens_per_s"] > 0
+    assert m["peak_rss_mb"] == pytest.approx(perf["peak_rss_bytes"] / 2**20)
+    assert m["energy_j_per_1k_tokens"] == perf["energy_per_1k_tokens_j"] > 0
+    assert m["cpu_s_per_1k_tokens"] == perf["cpu_s_per_1k_tokens"]
+    doc = result.to_dict(with_items=False)
+    assert doc["metrics"]["model_load_s"] is None  # not measured here: null
+    assert doc["metrics"]["wall_s"] == perf["wall_s"]
+
+
+def test_contexts_and_prompts_get_the_bos_a_modelgen_tokenizer_adds(tmp_path):
+    """A ``TemplateProcessing("<s> $A")`` tokenizer: contexts and prompts start
+    with BOS (checked against the NumPy forward pass); perplexity scores the
+    text's own tokens only; without a post-processor nothing is added."""
+    from tokenizers import processors
+
+    root, cfg, weights, tok = build_lm_bundle(tmp_path / "b")
+    bos = tok.token_to_id("<s>")
+    plain = load(root)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    tok.save(str(root / "tokenizer.json"))
+    model = load(root)
+    record = read_suite_records("public-services-mc")[0]
+    result = evaluate.run_task(model, "multiple_choice", [record])
+    c_ids = tok.encode(record["context"], add_special_tokens=False).ids
+    for choice, ll in zip(record["choices"], result.items[0]["lls"], strict=True):
+        whole = tok.encode(record["context"] + " " + choice, add_special_tokens=False)
+        cont = whole.ids[len(c_ids) :]
+        want = ref_continuation_ll(cfg, weights, [bos, *c_ids], cont, bos)
+        assert ll == pytest.approx(want, abs=1e-4)
+    prompt = read_suite_records("refusal")[0]["prompt"]
+    refusal = evaluate.run_task(
+        model, "refusal", [{"prompt": prompt, "should_refuse": True}], max_new_tokens=4
+    )
+    seq, generated = [bos, *tok.encode(prompt, add_special_tokens=False).ids], []
+    for _ in range(4):
+        nxt = int(np.argmax(ref_logprobs(cfg, weights, seq + generated)[-1]))
+        if nxt == model.eos_token_id:
+            break
+        generated.append(nxt)
+    assert refusal.items[0]["generated_tokens"] == len(generated)
+    assert refusal.items[0]["output"] == tok.decode(generated, skip_special_tokens=True)
+    text = read_suite_records("perplexity-public-texts")[0]["text"]
+    scored = evaluate.run_task(model, "perplexity", [{"text": text}])
+    assert scored.items[0]["tokens"] == len(tok.encode(text, add_special_tokens=False))
+    assert (plain.special_prefix, model.special_prefix) == ([], [bos])

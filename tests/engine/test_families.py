@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import bundle
+from engine import bundle, evaluate
 from engine.runtime import RuntimeSettings, load_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "families"
@@ -43,6 +43,9 @@ REQUIRED_FILES = (
     "reference.json",
 )
 MAX_FIXTURE_BYTES = 2 * 1024**2
+# Families whose real tokenizer.json adds BOS in its post-processor (as the
+# fixtures' do): token id of that BOS.
+TOKENIZER_BOS = {"llama": 1, "mistral": 1, "gemma": 2, "gemma2": 2}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -121,6 +124,39 @@ def test_greedy_generation_matches_torch(family):
             record["token_ids"], max_new_tokens=steps, stop_ids=(), use_cache=False
         )
         assert full == record["greedy_tokens"]
+
+
+def test_contexts_are_encoded_as_the_tokenizer_says(family):
+    """A BOS-adding tokenizer gives contexts BOS, as lm-evaluation-harness does.
+
+    The first text is split after its fourth word into a context and a
+    continuation. With the tokenizer's BOS in front of the context, the
+    continuation's log-likelihood is PyTorch's, whose reference conditions
+    every text on BOS. Perplexity never scores the BOS itself.
+    """
+    name, _root, reference, model, _facts = family
+    record = reference["texts"][0]
+    words = record["text"].split(" ")
+    context, choice = " ".join(words[:4]), " ".join(words[4:])
+    prefix = [TOKENIZER_BOS[name]] if name in TOKENIZER_BOS else []
+    result = evaluate.run_task(
+        model,
+        "multiple_choice",
+        [{"context": context, "choices": [choice, "no"], "answer": 0}],
+    )
+    if prefix:
+        start = len(record["token_ids"]) - result.items[0]["continuation_tokens"][0]
+        want = sum(record["logprobs"][start:])
+        assert result.items[0]["lls"][0] == pytest.approx(want, abs=TOLERANCE * 10)
+    ctx, cont = evaluate.encode_pair(model, context, " " + choice)
+    assert ctx[: len(prefix)] == prefix
+    assert ctx[len(prefix) :] + cont == record["token_ids"]
+    scored = evaluate.run_task(model, "perplexity", [{"text": record["text"]}])
+    assert scored.items[0]["tokens"] == len(record["token_ids"])
+    assert scored.items[0]["sum_ll"] == pytest.approx(
+        record["sum_logprob"], abs=TOLERANCE * 10
+    )
+    assert model.special_prefix == prefix
 
 
 def test_every_family_directory_is_tested():

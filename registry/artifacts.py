@@ -39,6 +39,7 @@ from django.core.files.storage import Storage, storages
 from django.db import transaction
 from django.utils import timezone
 
+from audit import services as audit
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
 from engine.bundle import (
@@ -49,7 +50,6 @@ from engine.bundle import (
     materialise_bundle,
 )
 from engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
-from governance import audit
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.uploads import SpooledUpload, artifact_tmp_dir, escape_filename, spool
 

@@ -31,8 +31,8 @@ from django.utils import timezone
 from knox.models import AuthToken
 from knox.settings import knox_settings
 
+from audit import services as audit
 from config.exceptions import Conflict, DomainError, PolicyViolation
-from governance import audit
 from registry import licences
 from registry.models import (
     Agency,
@@ -134,7 +134,7 @@ def _clean(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
 def _audited(value: Any) -> Any:
     """A changed value as the audit event keeps it; long text by its digest.
 
-    Audit payloads are capped (``governance.audit.MAX_PAYLOAD_BYTES``); a
+    Audit payloads are capped (``audit.services.MAX_PAYLOAD_BYTES``); a
     model card rewritten in full would not fit twice.
     """
     if isinstance(value, str) and len(value) > LONG_TEXT_CHARS:

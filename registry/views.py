@@ -26,8 +26,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit import services as audit
 from config.exceptions import PayloadTooLarge
-from governance import audit
 from registry import selectors, services
 from registry.filters import (
     AgencyFilter,

@@ -66,7 +66,7 @@ def audit_checkpoint() -> int | None:
     chain raises ``AuditChainBroken`` and the task fails loudly, unretried:
     signing over tampered history is exactly what must not happen.
     """
-    from governance import audit
+    from audit import services as audit
 
     checkpoint = audit.checkpoint_create()
     return checkpoint.seq if checkpoint is not None else None

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from governance import lifecycle, usecase_services
-from governance.models import AuditEvent, UseCaseStatus
+from governance.models import UseCaseStatus
 from registry.models import ModelVersion, VersionStatus
 from registry.services import version_status_for
 from tests.governance.conftest import RATIONALE, LifecycleKit

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from knox.models import AuthToken
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from tests.registry.api_catalogue import (  # noqa: F401
     _fast_password_hashing,
     build_catalogue,

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.storage import storages
 from django.core.management import call_command
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry import demo, lineage
 from registry.models import (
     Agency,

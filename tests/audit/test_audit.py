@@ -26,8 +26,9 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from kombu import Connection
 
-from governance import audit, signing, verify
-from governance.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from audit import services as audit
+from audit import signing, verify
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from registry.models import Agency
 from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
 from tests.factories import AgencyFactory, ModelVersionFactory, UserFactory
@@ -627,7 +628,7 @@ def test_sign_envelope_round_trips_and_binds_the_payload_type(signing_key_file):
 def run_standalone_verifier(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """verify.py copied alone to a temporary directory, run with no environment."""
     script = tmp_path / "verify_alone.py"
-    shutil.copy(ROOT / "governance" / "verify.py", script)
+    shutil.copy(ROOT / "audit" / "verify.py", script)
     return subprocess.run(
         [sys.executable, "-I", str(script), *args],
         cwd=tmp_path,
@@ -868,21 +869,21 @@ def test_admin_shows_the_chain_read_only(client, admin_user):
     audit.checkpoint_create()
     client.force_login(admin_user)
 
-    listing = client.get("/admin/governance/auditevent/?q=dataset")
+    listing = client.get("/admin/audit/auditevent/?q=dataset")
     assert listing.status_code == 200
     assert "dataset.registered" in listing.content.decode()
-    assert client.get("/admin/governance/auditevent/?q=not-a-number").status_code == 200
-    assert client.get("/admin/governance/auditevent/1/change/").status_code == 200
-    assert client.get("/admin/governance/auditevent/add/").status_code == 403
-    assert client.get("/admin/governance/auditevent/1/delete/").status_code == 403
+    assert client.get("/admin/audit/auditevent/?q=not-a-number").status_code == 200
+    assert client.get("/admin/audit/auditevent/1/change/").status_code == 200
+    assert client.get("/admin/audit/auditevent/add/").status_code == 403
+    assert client.get("/admin/audit/auditevent/1/delete/").status_code == 403
     assert (
         client.post(
-            "/admin/governance/auditevent/1/change/", {"action": "forged.action"}
+            "/admin/audit/auditevent/1/change/", {"action": "forged.action"}
         ).status_code
         == 403
     )
-    assert client.get("/admin/governance/auditcheckpoint/").status_code == 200
-    assert client.get("/admin/governance/auditcheckpoint/add/").status_code == 403
+    assert client.get("/admin/audit/auditcheckpoint/").status_code == 200
+    assert client.get("/admin/audit/auditcheckpoint/add/").status_code == 403
     assert AuditEvent.objects.get(seq=1).action == "dataset.registered"
 
 
@@ -980,7 +981,7 @@ def test_embedded_sqlite_configuration_records_and_verifies(tmp_path):
     )
     script = (
         "from django.db import transaction\n"
-        "from governance import audit\n"
+        "from audit import services as audit\n"
         "for n in range(3):\n"
         "    with transaction.atomic():\n"
         "        audit.record(actor=None, action='dataset.registered',\n"

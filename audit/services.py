@@ -1,8 +1,8 @@
 """The audit chain: append events, verify the chain, sign checkpoints, export.
 
-A leaf that any service may call: it imports Django, ``governance.models``,
-``governance.signing`` and ``governance.verify`` and nothing else of the
-project. Hashing and canonical JSON come from ``governance.verify``, the
+A leaf that any service may call: it imports Django, ``audit.models``,
+``audit.signing`` and ``audit.verify`` and nothing else of the project.
+Hashing and canonical JSON come from ``audit.verify``, the
 standalone verifier auditors run, so both sides hash the same way.
 
 Appends are serialised by locking the one ``AuditChainHead`` row
@@ -26,9 +26,9 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from governance import signing
-from governance.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from governance.verify import (
+from audit import signing
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
     EXPORT_FORMAT,
     EXPORT_VERSION,

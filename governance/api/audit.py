@@ -17,7 +17,7 @@ import json
 
 from django import forms
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.urls import path
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -48,7 +48,7 @@ from governance.openapi_examples import (
     PUBLIC_KEY_PEM,
     response,
 )
-from registry.selectors import is_oversight, user_agency_ids
+from registry.selectors import is_oversight, model_version_list, user_agency_ids
 
 JSONL_MEDIA_TYPE = "application/x-ndjson"
 PEM_MEDIA_TYPE = "application/x-pem-file"
@@ -287,6 +287,10 @@ class AuditExportView(APIView):
                 raise serializers.ValidationError(
                     {"model_version": ["A model version id is a positive integer."]}
                 )
+            # A version the caller cannot read answers 404 like a missing one,
+            # before anything is recorded: no audit.exported, no up_to_seq.
+            if not model_version_list(request.user).filter(pk=int(raw)).exists():
+                raise Http404
             export = audit.export_open(
                 actor=request.user,
                 object_type=audit.MODEL_VERSION_TYPE,

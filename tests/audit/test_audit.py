@@ -29,7 +29,7 @@ from kombu import Connection
 from audit import services as audit
 from audit import signing, verify
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from registry.models import Agency
+from registry.models import Agency, Visibility
 from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
 from tests.factories import AgencyFactory, ModelVersionFactory, UserFactory
 
@@ -841,10 +841,34 @@ def test_member_exports_a_model_version_only_within_their_agency(
         return [json.loads(x)["seq"] for x in body if b'"type":"event"' in x]
 
     assert events(api_a) == [1]
+    version.model.visibility = Visibility.PUBLIC
+    version.model.save(update_fields=["visibility"])
     assert events(api_b) == []
     bad = api_a.get("/api/v1/audit/export/?model_version=abc")
     assert bad.status_code == 400
     assert bad.json()["code"] == "validation_error"
+
+
+@pytest.mark.django_db
+def test_export_of_a_version_the_caller_cannot_see_is_404_and_records_nothing(
+    agency_a, api_a, api_b
+):
+    version = ModelVersionFactory(model__agency=agency_a)
+    with transaction.atomic():
+        audit.record(
+            actor=None, action="model_version.registered", obj=version, agency=agency_a
+        )
+    missing = api_b.get("/api/v1/audit/export/?model_version=999999")
+
+    hidden = api_b.get(f"/api/v1/audit/export/?model_version={version.pk}")
+
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == missing.json()
+    assert hidden.json()["code"] == "not_found"
+    assert b"up_to_seq" not in hidden.content
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
+    own = api_a.get(f"/api/v1/audit/export/?model_version={version.pk}")
+    assert own.status_code == 200
 
 
 @pytest.mark.django_db

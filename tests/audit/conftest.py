@@ -1,3 +1,3 @@
-"""People, agencies and API clients of the registry tests, for the audit tests."""
+"""People, agencies, API clients and governance kits, shared with the audit tests."""
 
-from tests.registry.conftest import *  # noqa: F403
+from tests.governance.conftest import *  # noqa: F403

@@ -117,6 +117,9 @@ def test_a_starting_worker_signs_unsigned_events_and_every_n_events(settings):
         CIVITAS_SIGNING_KEY_FILE=settings.CIVITAS_SIGNING_KEY_FILE,
     )
 
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        # Nothing left over from other tests may sign in the worker's place.
+        conn.default_channel.queue_purge(default)
     with celery_worker(env, f"{queue},{default}"):
         # Nothing is sent: the worker queues the start-up checkpoint itself.
         wait_until(

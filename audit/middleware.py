@@ -20,7 +20,6 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError
 
 from audit import services
 
@@ -43,7 +42,7 @@ class SecurityEventMiddleware:
         ):
             try:
                 record_denial(request, response.status_code)
-            except DatabaseError:
+            except Exception:  # the answer is made; a failed record must not change it
                 logger.exception("could not record a denied request")
         return response
 

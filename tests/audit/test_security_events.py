@@ -14,7 +14,7 @@ import pytest
 from django.core.cache import cache
 
 from audit.models import AuditEvent, SecurityEvent
-from governance import attestations, lifecycle
+from governance import attestations, lifecycle, usecase_services
 from governance.models import EvaluationRun, PolicyResult, Submission, Waiver
 from tests.factories import DatasetVersionFactory, ModelVersionFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
@@ -76,6 +76,9 @@ GOVERNANCE_ROUTES = [
     ("get", "/use-cases/{use_case}/history/", "governance.usecase", "use_case"),
     ("post", "/use-cases/{use_case}/submit/", "governance.usecase", "use_case"),
     ("post", "/use-cases/{use_case}/suspend/", "governance.usecase", "use_case"),
+    ("get", "/policies/{policy}/", "governance.policy", "policy"),
+    ("get", "/policies/{policy}/versions/", "governance.policy", "policy"),
+    ("post", "/policies/{policy}/versions/", "governance.policy", "policy"),
     ("get", "/policy-results/{result}/", "governance.policyresult", "result"),
     ("get", "/decisions/{decision}/", "governance.decision", "decision"),
     ("get", "/decisions/{decision}/attestation/", "governance.decision", "decision"),
@@ -110,6 +113,14 @@ def world(kit, reviewer, member_a, agency_a):
     run.model_version = mv
     run.save(update_fields=["model_version"])
     attestations.attestation_for_run(run=run)
+    policy = usecase_services.policy_create(
+        actor=reviewer,
+        name="city-a-only",
+        title="City A's own policy",
+        scope="agency",
+        agency=agency_a,
+        rules=[{"id": "pd", "kind": "personal_data", "mode": "forbidden"}],
+    )
     return {
         "agency": agency_a.slug,
         "username": member_a.username,
@@ -119,6 +130,7 @@ def world(kit, reviewer, member_a, agency_a):
         "mv": mv.pk,
         "run": run.pk,
         "use_case": use_case.pk,
+        "policy": policy.pk,
         "result": PolicyResult.objects.filter(use_case=use_case).first().pk,
         "decision": decision.pk,
         "submission": Submission.objects.get(use_case=use_case).pk,

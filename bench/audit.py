@@ -66,7 +66,7 @@ def _writer(
     django.setup()
     from django.db import connection, transaction
 
-    from governance import audit
+    from audit import services as audit
 
     connection.ensure_connection()
     barrier.wait(timeout=300)
@@ -86,7 +86,7 @@ def _writer(
 
 
 def _head_seq() -> int:
-    from governance.models import AuditChainHead
+    from audit.models import AuditChainHead
 
     return AuditChainHead.objects.values_list("seq", flat=True).first() or 0
 
@@ -168,7 +168,7 @@ def _commit_probe(count: int = 500) -> dict:
 def _verify_figures() -> dict:
     from django.db import connection
 
-    from governance import audit
+    from audit import services as audit
 
     started = time.perf_counter()
     checkpoint = audit.checkpoint_create()
@@ -193,7 +193,8 @@ def _verify_figures() -> dict:
 
 
 def _export_figures(workdir: Path) -> dict:
-    from governance import audit, verify
+    from audit import services as audit
+    from audit import verify
 
     path = workdir / "chain.jsonl"
     started = time.perf_counter()
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             from django.core.management import call_command
             from django.db import connections
 
-            from governance.models import AuditEvent
+            from audit.models import AuditEvent
 
             if scratch:
                 call_command("migrate", verbosity=0, interactive=False)

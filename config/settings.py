@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_structlog",
+    "audit",
     "registry",
     "governance",
     "workers",
@@ -86,6 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: it reads the user DRF authenticated for the view.
+    "audit.middleware.SecurityEventMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Names the signed-in user in the audit events of account changes.
@@ -330,12 +333,117 @@ DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = 20
 # attestations and decisions. Unset, a key is generated under VAR_DIR on first
 # use: fine for a laptop, never for production (it would vanish with the host).
 CIVITAS_SIGNING_KEY_FILE = env.str("CIVITAS_SIGNING_KEY_FILE", default="")
+# A checkpoint is signed when a worker starts and the chain has unsigned events,
+# then whenever AUDIT_CHECKPOINT_EVENTS events were appended since the last one
+# or AUDIT_CHECKPOINT_MINUTES have passed with unsigned events, whichever first:
+# beat asks every minute and the task decides (audit.services.checkpoint_if_due).
 AUDIT_CHECKPOINT_MINUTES = env.int("AUDIT_CHECKPOINT_MINUTES", default=60)
+AUDIT_CHECKPOINT_EVENTS = env.int("AUDIT_CHECKPOINT_EVENTS", default=1000)
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "task": "civitas.audit_checkpoint",
-    "schedule": timedelta(minutes=AUDIT_CHECKPOINT_MINUTES),
-    # A checkpoint still queued when the next one is due is worthless.
-    "options": {"expires": AUDIT_CHECKPOINT_MINUTES * 60},
+    "schedule": timedelta(minutes=1),
+    # A tick still queued when the next one is due is worthless.
+    "options": {"expires": 60},
+}
+
+# --- Security events: denied requests, kept apart from the chain -----------
+# Every request under /api/v1/ answered 403, or 404 for an object that exists
+# but is hidden from the caller, is recorded as an ``authz.denied`` security
+# event (audit.middleware), at most AUDIT_SECURITY_EVENTS_PER_MINUTE per caller
+# and minute; the ones dropped are counted on the caller's next recorded event.
+AUDIT_SECURITY_EVENTS_PER_MINUTE = env.int(
+    "AUDIT_SECURITY_EVENTS_PER_MINUTE", default=30
+)
+# What the first URL argument of a route under /api/v1/<segment>/ names, so a
+# 404 can be told apart from a missing object: ``model`` and ``lookup`` find
+# the object, ``agency`` lists paths to the agency owning it ("" for the object
+# itself), and ``visible`` is a model with ``visible_to(user)`` and the lookup
+# that finds the object (or its owner) among what the caller may read.
+AUDIT_DENIAL_ROUTES = {
+    "agencies": {
+        "model": "registry.Agency",
+        "lookup": "slug",
+        "agency": [""],
+        "visible": ("registry.Membership", "agency__slug"),
+    },
+    "datasets": {
+        "model": "registry.Dataset",
+        "lookup": "pk",
+        "agency": ["agency"],
+        "visible": ("registry.Dataset", "pk"),
+    },
+    "dataset-versions": {
+        "model": "registry.DatasetVersion",
+        "lookup": "pk",
+        "agency": ["dataset__agency"],
+        "visible": ("registry.DatasetVersion", "pk"),
+    },
+    "models": {
+        "model": "registry.AIModel",
+        "lookup": "pk",
+        "agency": ["agency"],
+        "visible": ("registry.AIModel", "pk"),
+    },
+    "model-versions": {
+        "model": "registry.ModelVersion",
+        "lookup": "pk",
+        "agency": ["model__agency"],
+        "visible": ("registry.ModelVersion", "pk"),
+    },
+    "suites": {
+        "model": "governance.EvaluationSuite",
+        "lookup": "pk",
+        "agency": ["agency"],
+        "visible": ("governance.EvaluationSuite", "pk"),
+    },
+    "evaluations": {
+        "model": "governance.EvaluationRun",
+        "lookup": "pk",
+        "agency": ["model_version__model__agency"],
+        "visible": ("governance.EvaluationRun", "pk"),
+    },
+    "use-cases": {
+        "model": "governance.UseCase",
+        "lookup": "pk",
+        "agency": ["agency"],
+        "visible": ("governance.UseCase", "pk"),
+    },
+    "policies": {
+        "model": "governance.Policy",
+        "lookup": "pk",
+        "agency": ["agency"],
+        "visible": ("governance.Policy", "pk"),
+    },
+    "policy-results": {
+        "model": "governance.PolicyResult",
+        "lookup": "pk",
+        "agency": ["use_case__agency"],
+        "visible": ("governance.PolicyResult", "pk"),
+    },
+    "decisions": {
+        "model": "governance.Decision",
+        "lookup": "pk",
+        "agency": ["use_case__agency"],
+        "visible": ("governance.Decision", "pk"),
+    },
+    "submissions": {
+        "model": "governance.Submission",
+        "lookup": "pk",
+        "agency": ["use_case__agency"],
+        "visible": ("governance.UseCase", "submissions__pk"),
+    },
+    "waivers": {
+        "model": "governance.Waiver",
+        "lookup": "pk",
+        "agency": ["use_case__agency"],
+        "visible": ("governance.UseCase", "waivers__pk"),
+    },
+    "attestations": {
+        "model": "governance.Attestation",
+        "lookup": "pk",
+        "agency": ["run__model_version__model__agency", "decision__use_case__agency"],
+        "visible": ("governance.Attestation", "pk"),
+    },
 }
 
 # --- Artifacts --------------------------------------------------------------

@@ -28,7 +28,7 @@ api_v1 = [
         views.WorkerPingResultView.as_view(),
         name="worker-ping-result",
     ),
-    path("audit/", include("governance.audit_urls")),
+    path("audit/", include("governance.api.audit")),
 ]
 
 urlpatterns = [

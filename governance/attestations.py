@@ -6,14 +6,14 @@ evidence too). A cancelled run measured nothing and is not attested.
 
 An attestation is an in-toto Statement v1 (``_type``, ``subject``,
 ``predicateType``, ``predicate``) serialised as canonical JSON
-(``governance.verify.canonical_json``) and signed with the platform's Ed25519
-key in a DSSE envelope (``governance.signing.sign_envelope``). The subject is
+(``audit.verify.canonical_json``) and signed with the platform's Ed25519
+key in a DSSE envelope (``audit.signing.sign_envelope``). The subject is
 the model artifact, named by its SHA-256; the predicate says what was measured
 (a run) or decided (a decision) and by whom. Each kind has its own
 ``payloadType``, so a signature over one can never be passed off as the other.
 
 Anyone holding the platform public key checks an attestation offline with
-``python -m governance.verify attestation.json --key public.pem``: the
+``python -m audit.verify attestation.json --key public.pem``: the
 envelope stored here is exactly that file.
 """
 
@@ -27,8 +27,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from audit import services as audit
+from audit import signing
+from audit.verify import VerificationError, canonical_json, parse_json
 from config.exceptions import Conflict
-from governance import audit, signing
 from governance.models import (
     Attestation,
     Decision,
@@ -36,7 +38,6 @@ from governance.models import (
     PolicyResult,
     RunStatus,
 )
-from governance.verify import VerificationError, canonical_json, parse_json
 from registry.models import user_membership
 
 __all__ = [

@@ -6,7 +6,7 @@ the services enforce the state machine and the four-eyes rules. Reads go
 through the tenancy querysets: an agency sees the records of its own use
 cases, oversight sees all, anyone else gets 404 (no existence oracle), and
 anonymous callers 401. Attestations download as the bare DSSE envelope that
-``python -m governance.verify attestation.json --key public.pem`` checks.
+``python -m audit.verify attestation.json --key public.pem`` checks.
 Nothing here deletes: the records are under legal hold.
 """
 
@@ -462,7 +462,7 @@ def _envelope_responses(envelope: dict) -> dict:
         200: OpenApiResponse(
             OpenApiTypes.OBJECT,
             description="The DSSE envelope (payload, payloadType, signatures); "
-            "check it with python -m governance.verify FILE --key public.pem",
+            "check it with python -m audit.verify FILE --key public.pem",
             examples=[OpenApiExample("Signed envelope", value=envelope)],
         ),
         404: OpenApiResponse(

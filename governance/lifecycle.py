@@ -50,9 +50,10 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from audit import services as audit
+from audit.verify import canonical_json, canonical_value
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError, InvalidTransition, PolicyViolation
-from governance import audit
 from governance.attestations import attestation_for_decision, evidence_run_ids
 from governance.models import (
     Decision,
@@ -68,7 +69,6 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
-from governance.verify import canonical_json, canonical_value
 from registry import services as registry_services
 from registry.models import (
     ArtifactState,

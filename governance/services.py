@@ -24,9 +24,10 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit import services as audit
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
-from governance import audit, tracking
+from governance import tracking
 from governance.models import (
     EvaluationRun,
     EvaluationSuite,

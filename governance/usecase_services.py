@@ -26,8 +26,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit import services as audit
+from audit.verify import canonical_json
 from config.exceptions import Conflict, DomainError, PolicyViolation
-from governance import audit, policies, risk
+from governance import policies, risk
 from governance.models import (
     Policy,
     PolicyResult,
@@ -38,7 +40,6 @@ from governance.models import (
     UseCase,
     UseCaseStatus,
 )
-from governance.verify import canonical_json
 from registry.models import (
     Agency,
     ModelVersion,

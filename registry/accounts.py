@@ -29,8 +29,8 @@ from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from audit import services as audit
 from config.exceptions import Conflict, PolicyViolation
-from governance import audit
 from registry import services
 from registry.models import (
     Agency,

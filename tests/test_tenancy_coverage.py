@@ -98,7 +98,7 @@ CROSS_AGENCY = {
     "waiver-detail": DECISIONS,
     "attestation-detail": DECISIONS,
     "audit:event-detail": (
-        "tests.governance.test_audit"
+        "tests.audit.test_audit"
         "::test_members_see_their_agency_events_and_oversight_sees_all"
     ),
     **{

@@ -14,6 +14,7 @@ import socket
 
 import structlog
 from celery import shared_task
+from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 # The one retry policy: exponential backoff with jitter on a lost connection.
@@ -72,18 +73,37 @@ def evaluation_sweep() -> dict:
     return services.evaluation_sweep()
 
 
-@shared_task(name="civitas.audit_checkpoint", acks_late=True)
-def audit_checkpoint() -> int | None:
-    """Sign the head of the audit chain; None when nothing was appended since.
+@_task("civitas.audit_checkpoint")
+def audit_checkpoint(when: str = "due") -> int | None:
+    """Sign the head of the audit chain; None when nothing is to be signed.
 
-    Scheduled every ``AUDIT_CHECKPOINT_MINUTES`` by celery beat. A broken
-    chain raises ``AuditChainBroken`` and the task fails loudly, unretried:
-    signing over tampered history is exactly what must not happen.
+    ``when="due"`` (beat, every minute) signs only if a checkpoint is due
+    (``AUDIT_CHECKPOINT_EVENTS`` or ``AUDIT_CHECKPOINT_MINUTES``); ``"now"``
+    (a worker starting, an append crossing the event count) signs any unsigned
+    events. Safe to run twice at once. A broken chain raises
+    ``AuditChainBroken`` and the task fails loudly, unretried: signing over
+    tampered history is exactly what must not happen.
     """
-    from governance import audit
+    from audit import services as audit
 
-    checkpoint = audit.checkpoint_create()
+    if when == "now":
+        checkpoint = audit.checkpoint_create()
+    else:
+        checkpoint = audit.checkpoint_if_due()
     return checkpoint.seq if checkpoint is not None else None
+
+
+@worker_ready.connect
+def _checkpoint_at_start(sender=None, **kwargs) -> None:
+    """A starting worker queues a checkpoint of any unsigned events for itself.
+
+    Queued on the worker's own first queue, so the worker that starts is the
+    one that signs, even where beat runs elsewhere or not yet.
+    """
+    queues = [queue.name for queue in getattr(sender.task_consumer, "queues", [])]
+    audit_checkpoint.apply_async(
+        kwargs={"when": "now"}, queue=queues[0] if queues else None, expires=3600
+    )
 
 
 @_task(

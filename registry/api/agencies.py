@@ -177,7 +177,6 @@ class MembershipViewSet(
             lookup = {"slug": self.kwargs["agency_slug"]}
             agency = selectors.agency_list(self.request.user).filter(**lookup).first()
             if agency is None:
-                self.record_denial(Agency, lookup)
                 raise Http404
             self._agency = agency
         return self._agency

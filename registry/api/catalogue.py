@@ -2,18 +2,18 @@
 
 Reads go through the selectors, so every list, filter, search and detail
 lookup sees only what the caller may read; another agency's private object
-answers 404 exactly like an id never used, and the attempt is audited as
-``authz.denied`` (SECURITY C1). Writes validate with an input serializer,
-call one service and answer with the output serializer. JSON is the only
-request format (415 otherwise). Catalogue records are never deleted through
-the API: no DELETE route exists for them.
+answers 404 exactly like an id never used, and ``audit.middleware`` records
+the attempt as an ``authz.denied`` security event (SECURITY C1). Writes
+validate with an input serializer, call one service and answer with the
+output serializer. JSON is the only request format (415 otherwise).
+Catalogue records are never deleted through the API: no DELETE route exists
+for them.
 """
 
 from __future__ import annotations
 
 import io
 
-from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -26,7 +26,6 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from config.exceptions import PayloadTooLarge
-from governance import audit
 from registry import selectors, services
 from registry.api.examples import (
     DATASET,
@@ -62,7 +61,6 @@ from registry.api.serializers import (
     ModelVersionSerializer,
     ModelVersionUpdateSerializer,
 )
-from registry.models import Agency
 
 MAX_JSON_BYTES = 1024 * 1024
 
@@ -105,11 +103,11 @@ WRITE_ERRORS = errors(400, 401, 403, 404, 409, 413, 415)
 
 
 class CatalogueViewSet(viewsets.GenericViewSet):
-    """Shared behaviour: JSON bodies only, tenancy-scoped lookups, audited denials.
+    """Shared behaviour: JSON bodies only, tenancy-scoped lookups.
 
     Subclasses implement ``get_queryset`` with a selector; a lookup that
-    misses answers 404, and when the object exists outside the caller's view
-    the attempt is recorded as ``authz.denied``.
+    misses answers 404 (``audit.middleware`` records it as ``authz.denied``
+    when the object exists outside the caller's view).
     """
 
     parser_classes = [BoundedJSONParser]
@@ -119,7 +117,11 @@ class CatalogueViewSet(viewsets.GenericViewSet):
         return self.kwargs[self.lookup_url_kwarg or self.lookup_field]
 
     def get_object(self):
-        """The object among those the caller may read, else 404 (audited if hidden)."""
+        """The object among those the caller may read, else 404.
+
+        A 404 for an object hidden from the caller is recorded as
+        ``authz.denied`` by ``audit.middleware``, like every other denial.
+        """
         lookup = {self.lookup_field: self.lookup_value()}
         queryset = self.get_queryset()
         try:
@@ -127,39 +129,9 @@ class CatalogueViewSet(viewsets.GenericViewSet):
         except (TypeError, ValueError):
             raise Http404 from None
         if obj is None:
-            self.record_denial(queryset.model, lookup)
             raise Http404
         self.check_object_permissions(self.request, obj)
         return obj
-
-    def record_denial(self, model, lookup: dict) -> None:
-        """Audit a lookup of an object that exists but is hidden from the caller."""
-        owner = owner_agency(model, lookup)
-        if owner is None:
-            return
-        with transaction.atomic():
-            audit.record(
-                actor=self.request.user,
-                action="authz.denied",
-                object_type=model._meta.label_lower,
-                object_id=str(next(iter(lookup.values()))),
-                agency=owner,
-                payload={"method": self.request.method, "path": self.request.path},
-            )
-
-
-def owner_agency(model, lookup: dict) -> Agency | None:
-    """The agency owning the object ``lookup`` finds, or None if there is none."""
-    rows = model._default_manager.filter(**lookup)
-    if model is Agency:
-        return rows.first()
-    path = getattr(rows, "agency_path", None)
-    if path is None:
-        if not any(field.name == "agency" for field in model._meta.fields):
-            return None
-        path = "agency"
-    agency_id = rows.values_list(path, flat=True).first()
-    return Agency.objects.filter(pk=agency_id).first() if agency_id else None
 
 
 # --- licences ------------------------------------------------------------------

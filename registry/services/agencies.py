@@ -11,8 +11,8 @@ from django.utils import timezone
 from knox.models import AuthToken
 from knox.settings import knox_settings
 
+from audit import services as audit
 from config.exceptions import Conflict, DomainError
-from governance import audit
 from registry.models import (
     Agency,
     Membership,

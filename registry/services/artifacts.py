@@ -39,10 +39,10 @@ from django.core.files import File
 from django.db import models, transaction
 from django.utils import timezone
 
+from audit import services as audit
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
 from engine.bundle import GraphFacts
-from governance import audit
 from registry.bundles import InspectedBundle, bundle_inspect, upload_format
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.storage import (

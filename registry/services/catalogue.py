@@ -15,8 +15,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from audit import services as audit
 from config.exceptions import Conflict, DomainError
-from governance import audit
 from registry import licences
 from registry.models import (
     AIModel,

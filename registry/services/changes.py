@@ -91,7 +91,7 @@ def _clean(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
 def _audited(value: Any) -> Any:
     """A changed value as the audit event keeps it; long text by its digest.
 
-    Audit payloads are capped (``governance.audit.MAX_PAYLOAD_BYTES``); a
+    Audit payloads are capped (``audit.services.MAX_PAYLOAD_BYTES``); a
     model card rewritten in full would not fit twice.
     """
     if isinstance(value, str) and len(value) > LONG_TEXT_CHARS:

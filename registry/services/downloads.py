@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from django.core.files import File
 from django.db import transaction
 
+from audit import services as audit
 from config.exceptions import Conflict
-from governance import audit
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.storage import CONTENT_TYPES, artifact_storage, dataset_suffix
 

@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.core.files.storage import storages
 from django.core.management import call_command
 
+from audit.models import AuditEvent
 from demo import catalogue as demo
-from governance.models import AuditEvent
 from registry import lineage
 from registry.models import (
     Agency,

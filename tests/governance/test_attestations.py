@@ -1,7 +1,7 @@
 """Signed evidence: run and decision attestations, checked by the standalone verifier.
 
-The verifier runs as an auditor would: ``governance/verify.py`` copied alone
-into an empty directory and run with ``python -m governance.verify`` in a
+The verifier runs as an auditor would: ``audit/verify.py`` copied alone
+into an empty directory and run with ``python -m audit.verify`` in a
 subprocess that ignores ``PYTHONPATH``, so it can import nothing of the
 platform.
 """
@@ -19,16 +19,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import governance.verify
+import audit.verify
+from audit import signing
+from audit.models import AuditEvent
+from audit.verify import key_id, pae, public_key_pem_of
 from config.exceptions import Conflict
-from governance import attestations, lifecycle, services, signing
+from governance import attestations, lifecycle, services
 from governance.models import (
     Attestation,
-    AuditEvent,
     EvaluationRun,
     RunStatus,
 )
-from governance.verify import key_id, pae, public_key_pem_of
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
 from tests.registry.conftest import token_client
 
@@ -38,9 +39,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 def _auditor_dir(tmp_path: Path) -> Path:
     """An empty directory holding only a copy of the verifier."""
     root = tmp_path / "auditor"
-    (root / "governance").mkdir(parents=True)
-    shutil.copy(governance.verify.__file__, root / "governance" / "verify.py")
-    (root / "governance" / "__init__.py").write_text("")
+    (root / "audit").mkdir(parents=True)
+    shutil.copy(audit.verify.__file__, root / "audit" / "verify.py")
+    (root / "audit" / "__init__.py").write_text("")
     return root
 
 
@@ -49,7 +50,7 @@ def _verify(tmp_path: Path, envelope, key_pem: str, *extra: str):
     root = _auditor_dir(tmp_path)
     (root / "attestation.json").write_text(json.dumps(envelope))
     (root / "public.pem").write_text(key_pem)
-    command = [sys.executable, "-E", "-s", "-m", "governance.verify"]
+    command = [sys.executable, "-E", "-s", "-m", "audit.verify"]
     return subprocess.run(
         [*command, "attestation.json", "--key", "public.pem", *extra],
         cwd=root,
@@ -73,7 +74,7 @@ def _payload(envelope) -> dict:
 def test_the_copied_verifier_imports_nothing_of_the_platform(tmp_path):
     root = _auditor_dir(tmp_path)
     where = subprocess.run(
-        [sys.executable, "-E", "-s", "-c", "import governance.verify as v;"
+        [sys.executable, "-E", "-s", "-c", "import audit.verify as v;"
          "import sys; print(v.__file__); print('django' in sys.modules)"],
         cwd=root,
         capture_output=True,
@@ -82,7 +83,7 @@ def test_the_copied_verifier_imports_nothing_of_the_platform(tmp_path):
         timeout=60,
     )  # fmt: skip
     path, django_loaded = where.stdout.split()
-    assert Path(path).resolve() == (root / "governance" / "verify.py").resolve()
+    assert Path(path).resolve() == (root / "audit" / "verify.py").resolve()
     assert django_loaded == "False"
 
 

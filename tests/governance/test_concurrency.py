@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from audit import services as audit
+from audit.models import AuditEvent
 from config.exceptions import InvalidTransition, PolicyViolation
-from governance import audit, lifecycle
-from governance.models import AuditEvent, Decision, UseCaseStatus, UseCaseTransition
+from governance import lifecycle
+from governance.models import Decision, UseCaseStatus, UseCaseTransition
 from tests.governance.conftest import RATIONALE
 
 pytestmark = [

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from config.exceptions import PolicyViolation
 from governance import lifecycle, usecase_services
 from governance.models import (
-    AuditEvent,
     Decision,
     UseCase,
     UseCaseStatus,

@@ -9,11 +9,11 @@ from django.db import DatabaseError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, InvalidTransition, PolicyViolation
 from governance import lifecycle, usecase_services
 from governance.models import (
     Attestation,
-    AuditEvent,
     Decision,
     EvaluationRun,
     PolicyResult,

@@ -6,10 +6,10 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, PolicyViolation
 from governance import policies, services, usecase_services
 from governance.models import (
-    AuditEvent,
     EvaluationRun,
     Policy,
     PolicyResult,

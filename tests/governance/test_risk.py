@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
+from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, PolicyViolation
 from governance import risk, usecase_services
-from governance.models import AuditEvent, UseCase, UseCaseStatus
+from governance.models import UseCase, UseCaseStatus
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.usefixtures("fast_password_hashing")

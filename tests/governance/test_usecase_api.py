@@ -9,8 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from governance import usecase_services
-from governance.models import AuditEvent, PolicyResult, UseCase, UseCaseStatus
+from governance.models import PolicyResult, UseCase, UseCaseStatus
 from registry.models import Visibility
 from tests.factories import ModelVersionFactory
 from tests.registry.conftest import token_client

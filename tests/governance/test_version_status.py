@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from governance import lifecycle, usecase_services
 from governance.lifecycle import version_status_for
-from governance.models import AuditEvent, UseCaseStatus
+from governance.models import UseCaseStatus
 from registry.models import ModelVersion, VersionStatus
 from tests.governance.conftest import RATIONALE, LifecycleKit
 

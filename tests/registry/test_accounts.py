@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.models import Membership, Role
 from tests.factories import UserFactory
 

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.models import (
     Agency,
     AIModel,

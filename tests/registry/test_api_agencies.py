@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.models import Agency, Membership, Role
 from tests.factories import UserFactory
 from tests.registry.api_catalogue import _fast_password_hashing  # noqa: F401

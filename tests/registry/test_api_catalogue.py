@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.models import (
     AIModel,
     Dataset,

@@ -11,7 +11,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.api.tokens import PasswordAttemptThrottle
 from tests.factories import UserFactory
 from tests.registry.api_catalogue import _fast_password_hashing  # noqa: F401

@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from tests.factories import AIModelFactory, ModelVersionFactory
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
     artifact_dirs_fixture,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.models import ArtifactState, ModelVersion
 from registry.services import artifacts
 from tests.engine.test_runtime import break_present_value

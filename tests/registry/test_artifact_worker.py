@@ -14,7 +14,7 @@ import hashlib
 import pytest
 from kombu import Connection
 
-from governance.models import AuditEvent
+from audit.models import AuditEvent
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from tests.conftest import celery_worker, database_url, process_env, wait_until
 from tests.factories import (

@@ -23,8 +23,8 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 from rest_framework.throttling import ScopedRateThrottle
 
+from audit.models import AuditEvent
 from config.exceptions import PayloadTooLarge
-from governance.models import AuditEvent
 from registry.api.urls import artifact_patterns
 from registry.models import ArtifactState, DatasetVersion, Visibility
 from registry.services import artifacts

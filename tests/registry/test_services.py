@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 from knox.models import AuthToken
 
+from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, PolicyViolation
-from governance.models import AuditEvent
 from registry import licences, services
 from registry.models import (
     DatasetVersion,

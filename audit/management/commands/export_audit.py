@@ -6,7 +6,7 @@ import getpass
 
 from django.core.management.base import BaseCommand
 
-from governance import audit
+from audit import services as audit
 
 
 def _os_user() -> str:
@@ -21,7 +21,7 @@ class Command(BaseCommand):
     help = (
         "Write the audit chain (header, signed checkpoints, events, end line) as "
         "JSON Lines to stdout, then record the export itself as an audit event. "
-        "Verify it with: python -m governance.verify chain.jsonl --key public.pem"
+        "Verify it with: python -m audit.verify chain.jsonl --key public.pem"
     )
 
     def add_arguments(self, parser):

@@ -1,4 +1,9 @@
-"""REST API of the audit chain under ``/api/v1/audit/``.
+"""REST API of the audit chain under ``/api/v1/audit/``, and its routes.
+
+The views read the chain through ``audit.services`` and filter it by what the
+caller may see in the registry, so they live in governance, not in the
+``audit`` leaf. ``urlpatterns`` (namespace ``audit``) is mounted under
+``/api/v1/audit/``.
 
 Reviewers and platform administrators (oversight) see every event, verify the
 chain and export it whole; other users see their own agency's events and may
@@ -12,7 +17,8 @@ import json
 
 from django import forms
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
+from django.urls import path
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,12 +32,14 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, permissions, renderers, serializers, viewsets
 from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
+from audit import services as audit
+from audit import signing
+from audit.models import AuditCheckpoint, AuditEvent
 from config.filters import StrictDjangoFilterBackend
 from config.pagination import CursorPagination
-from governance import audit, signing
-from governance.models import AuditCheckpoint, AuditEvent
 from governance.openapi_examples import (
     AUDIT_CHECKPOINT,
     AUDIT_EVENT,
@@ -41,7 +49,7 @@ from governance.openapi_examples import (
     PUBLIC_KEY_PEM,
     response,
 )
-from registry.models import is_oversight, user_agency_ids
+from registry.selectors import is_oversight, model_version_list, user_agency_ids
 
 JSONL_MEDIA_TYPE = "application/x-ndjson"
 PEM_MEDIA_TYPE = "application/x-pem-file"
@@ -280,6 +288,10 @@ class AuditExportView(APIView):
                 raise serializers.ValidationError(
                     {"model_version": ["A model version id is a positive integer."]}
                 )
+            # A version the caller cannot read answers 404 like a missing one,
+            # before anything is recorded: no audit.exported, no up_to_seq.
+            if not model_version_list(request.user).filter(pk=int(raw)).exists():
+                raise Http404
             export = audit.export_open(
                 actor=request.user,
                 object_type=audit.MODEL_VERSION_TYPE,
@@ -321,3 +333,19 @@ class AuditPublicKeyView(APIView):
                 "public_key_pem": pem,
             }
         )
+
+
+# --- Routes --------------------------------------------------------------------------
+
+app_name = "audit"
+
+router = SimpleRouter()
+router.register("events", AuditEventViewSet, basename="event")
+router.register("checkpoints", AuditCheckpointViewSet, basename="checkpoint")
+
+urlpatterns = [
+    path("verify/", AuditVerifyView.as_view(), name="verify"),
+    path("export/", AuditExportView.as_view(), name="export"),
+    path("public-key/", AuditPublicKeyView.as_view(), name="public-key"),
+    *router.urls,
+]

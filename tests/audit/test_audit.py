@@ -26,9 +26,10 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from kombu import Connection
 
-from governance import audit, signing, verify
-from governance.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from registry.models import Agency
+from audit import services as audit
+from audit import signing, verify
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from registry.models import Agency, Visibility
 from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
 from tests.factories import AgencyFactory, ModelVersionFactory, UserFactory
 
@@ -534,15 +535,14 @@ def test_audit_checkpoint_command_prints_the_envelope_to_keep():
     )
 
 
-def test_checkpoint_task_is_named_and_scheduled_by_beat():
+def test_checkpoint_task_is_named_and_asked_every_minute_by_beat():
     from workers import tasks
 
     assert tasks.audit_checkpoint.name == "civitas.audit_checkpoint"
     entry = django_settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]
     assert entry["task"] == "civitas.audit_checkpoint"
-    assert entry["schedule"] == timedelta(
-        minutes=django_settings.AUDIT_CHECKPOINT_MINUTES
-    )
+    # The task decides whether a checkpoint is due (tests/audit/test_checkpoints).
+    assert entry["schedule"] == timedelta(minutes=1)
 
 
 @pytest.mark.slow
@@ -627,7 +627,7 @@ def test_sign_envelope_round_trips_and_binds_the_payload_type(signing_key_file):
 def run_standalone_verifier(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """verify.py copied alone to a temporary directory, run with no environment."""
     script = tmp_path / "verify_alone.py"
-    shutil.copy(ROOT / "governance" / "verify.py", script)
+    shutil.copy(ROOT / "audit" / "verify.py", script)
     return subprocess.run(
         [sys.executable, "-I", str(script), *args],
         cwd=tmp_path,
@@ -840,10 +840,34 @@ def test_member_exports_a_model_version_only_within_their_agency(
         return [json.loads(x)["seq"] for x in body if b'"type":"event"' in x]
 
     assert events(api_a) == [1]
+    version.model.visibility = Visibility.PUBLIC
+    version.model.save(update_fields=["visibility"])
     assert events(api_b) == []
     bad = api_a.get("/api/v1/audit/export/?model_version=abc")
     assert bad.status_code == 400
     assert bad.json()["code"] == "validation_error"
+
+
+@pytest.mark.django_db
+def test_export_of_a_version_the_caller_cannot_see_is_404_and_records_nothing(
+    agency_a, api_a, api_b
+):
+    version = ModelVersionFactory(model__agency=agency_a)
+    with transaction.atomic():
+        audit.record(
+            actor=None, action="model_version.registered", obj=version, agency=agency_a
+        )
+    missing = api_b.get("/api/v1/audit/export/?model_version=999999")
+
+    hidden = api_b.get(f"/api/v1/audit/export/?model_version={version.pk}")
+
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == missing.json()
+    assert hidden.json()["code"] == "not_found"
+    assert b"up_to_seq" not in hidden.content
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
+    own = api_a.get(f"/api/v1/audit/export/?model_version={version.pk}")
+    assert own.status_code == 200
 
 
 @pytest.mark.django_db
@@ -868,21 +892,21 @@ def test_admin_shows_the_chain_read_only(client, admin_user):
     audit.checkpoint_create()
     client.force_login(admin_user)
 
-    listing = client.get("/admin/governance/auditevent/?q=dataset")
+    listing = client.get("/admin/audit/auditevent/?q=dataset")
     assert listing.status_code == 200
     assert "dataset.registered" in listing.content.decode()
-    assert client.get("/admin/governance/auditevent/?q=not-a-number").status_code == 200
-    assert client.get("/admin/governance/auditevent/1/change/").status_code == 200
-    assert client.get("/admin/governance/auditevent/add/").status_code == 403
-    assert client.get("/admin/governance/auditevent/1/delete/").status_code == 403
+    assert client.get("/admin/audit/auditevent/?q=not-a-number").status_code == 200
+    assert client.get("/admin/audit/auditevent/1/change/").status_code == 200
+    assert client.get("/admin/audit/auditevent/add/").status_code == 403
+    assert client.get("/admin/audit/auditevent/1/delete/").status_code == 403
     assert (
         client.post(
-            "/admin/governance/auditevent/1/change/", {"action": "forged.action"}
+            "/admin/audit/auditevent/1/change/", {"action": "forged.action"}
         ).status_code
         == 403
     )
-    assert client.get("/admin/governance/auditcheckpoint/").status_code == 200
-    assert client.get("/admin/governance/auditcheckpoint/add/").status_code == 403
+    assert client.get("/admin/audit/auditcheckpoint/").status_code == 200
+    assert client.get("/admin/audit/auditcheckpoint/add/").status_code == 403
     assert AuditEvent.objects.get(seq=1).action == "dataset.registered"
 
 
@@ -980,7 +1004,7 @@ def test_embedded_sqlite_configuration_records_and_verifies(tmp_path):
     )
     script = (
         "from django.db import transaction\n"
-        "from governance import audit\n"
+        "from audit import services as audit\n"
         "for n in range(3):\n"
         "    with transaction.atomic():\n"
         "        audit.record(actor=None, action='dataset.registered',\n"

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from governance import verify
-from governance.verify import (
+from audit import verify
+from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
     GENESIS_HASH,
     ChainVerifier,

@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from governance import audit
+from audit import services as audit
 
 
 class Command(BaseCommand):

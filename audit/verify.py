@@ -6,11 +6,11 @@ installed but Python 3.11+ and the ``cryptography`` package::
     python verify.py chain.jsonl [--key public.pem] [--checkpoint cp.json ...]
     python verify.py attestation.json --key public.pem
 
-(or ``python -m governance.verify`` inside a checkout). It must never import
+(or ``python -m audit.verify`` inside a checkout). It must never import
 Django or any project module: the platform imports *this* module so that
 canonical JSON, event hashing, the DSSE pre-authentication encoding and
 checkpoint checks are defined once, here. ``docs/audit.md`` states the rules;
-the golden vectors in ``tests/governance/test_verify.py`` pin them.
+the golden vectors in ``tests/audit/test_verify.py`` pin them.
 
 Exit status: 0 verified, 1 verification failed, 2 unusable input or usage.
 """
@@ -644,7 +644,7 @@ def _print_report(report: ChainReport) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m governance.verify",
+        prog="python -m audit.verify",
         description="Verify a Civitas audit export (JSONL) or a signed envelope.",
     )
     parser.add_argument("file", type=Path, help="chain.jsonl or an envelope .json")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from governance import audit
-from governance.verify import parse_json
+from audit import services as audit
+from audit.verify import parse_json
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ never be passed off as another. The key comes from ``CIVITAS_SIGNING_KEY_FILE``
 (PKCS8 PEM). Without it, a key is generated on first use under
 ``VAR_DIR/signing-key.pem`` (mode 0600) — fine for a laptop, wrong for
 production, hence the warning. Verification is defined in the standalone
-``governance.verify`` so auditors and the platform run the same code.
+``audit.verify`` so auditors and the platform run the same code.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from governance.verify import (
+from audit.verify import (
     VerificationError,
     key_id,
     pae,
     public_key_pem_of,
 )
-from governance.verify import verify_envelope as _verify_envelope
+from audit.verify import verify_envelope as _verify_envelope
 
 __all__ = [
     "VerificationError",

@@ -1,8 +1,8 @@
 """The audit chain: append events, verify the chain, sign checkpoints, export.
 
-A leaf that any service may call: it imports Django, ``governance.models``,
-``governance.signing`` and ``governance.verify`` and nothing else of the
-project. Hashing and canonical JSON come from ``governance.verify``, the
+A leaf that any service may call: it imports Django, ``audit.models``,
+``audit.signing`` and ``audit.verify`` and nothing else of the project.
+Hashing and canonical JSON come from ``audit.verify``, the
 standalone verifier auditors run, so both sides hash the same way.
 
 Appends are serialised by locking the one ``AuditChainHead`` row
@@ -19,16 +19,19 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from governance import signing
-from governance.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from governance.verify import (
+from audit import signing
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, SecurityEvent
+from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
     EXPORT_FORMAT,
     EXPORT_VERSION,
@@ -44,6 +47,7 @@ from governance.verify import (
     open_checkpoint,
     parse_json,
 )
+from config.celery import app as celery_app
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -53,8 +57,10 @@ __all__ = [
     "AuditExport",
     "actor_label_of",
     "checkpoint_create",
+    "checkpoint_if_due",
     "export_open",
     "record",
+    "security_event_record",
     "verify_chain",
 ]
 
@@ -67,6 +73,9 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _MAX_NAME_LENGTH = 100  # action, object_type and object_id columns
 _BATCH = 5000
 _EVENT_COLUMNS = (*HASHED_FIELDS, "hash")
+CHECKPOINT_TASK = "civitas.audit_checkpoint"
+# Any constant shared by every process: the advisory lock serialising signers.
+_CHECKPOINT_LOCK = 0x4349564954415301
 
 
 class AuditChainBroken(Exception):
@@ -206,7 +215,18 @@ def record(
             **fields,
         )
         AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=digest)
+    if seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
+        # Another AUDIT_CHECKPOINT_EVENTS events: sign them once they commit.
+        transaction.on_commit(_queue_checkpoint)
     return event
+
+
+def _queue_checkpoint() -> None:
+    """Queue a checkpoint now; if the broker is down, beat's next tick signs it."""
+    try:
+        celery_app.send_task(CHECKPOINT_TASK, kwargs={"when": "now"}, expires=3600)
+    except Exception:  # the append is committed; never fail the caller for this
+        logger.warning("could not queue an audit checkpoint", exc_info=True)
 
 
 def last_recorded_at(*, action: str, obj: models.Model):
@@ -323,6 +343,24 @@ def checkpoint_create() -> AuditCheckpoint | None:
     already checkpointed. Raises AuditChainBroken if the segment fails, and
     whatever ``signing`` raises for an unusable key (ImproperlyConfigured).
     """
+    with transaction.atomic():
+        _lock_signers()
+        return _checkpoint_create_locked()
+
+
+def _lock_signers() -> None:
+    """Serialise signers (beat, start-up, on-commit, a command) until commit.
+
+    An advisory lock, not a row lock on the chain head: appends go on while a
+    long segment is verified. The second signer waits, then finds the head
+    signed and returns None. SQLite serialises writers itself.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHECKPOINT_LOCK])
+
+
+def _checkpoint_create_locked() -> AuditCheckpoint | None:
     head = AuditChainHead.objects.filter(pk=1).first()
     if head is None or head.seq == 0:
         return None
@@ -369,8 +407,34 @@ def checkpoint_create() -> AuditCheckpoint | None:
                 envelope=envelope,
             )
     except IntegrityError:
-        # A concurrent run (beat and a manual command) signed the same head.
+        # A concurrent run on a database without advisory locks signed it first.
         return AuditCheckpoint.objects.get(seq=head.seq)
+
+
+def checkpoint_if_due() -> AuditCheckpoint | None:
+    """Sign the chain head if a checkpoint is due; None if none is.
+
+    Due when the chain has events and none is signed yet, or when
+    ``AUDIT_CHECKPOINT_EVENTS`` events were appended since the newest
+    checkpoint, or ``AUDIT_CHECKPOINT_MINUTES`` have passed since it and at
+    least one event is unsigned. Beat asks every minute. Raises what
+    ``checkpoint_create`` raises.
+    """
+    head = AuditChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
+    if not head:
+        return None
+    latest = (
+        AuditCheckpoint.objects.order_by("-seq").values("seq", "created_at").first()
+    )
+    if latest is not None:
+        unsigned = head - latest["seq"]
+        age = timezone.now() - latest["created_at"]
+        if unsigned <= 0 or (
+            unsigned < settings.AUDIT_CHECKPOINT_EVENTS
+            and age < timedelta(minutes=settings.AUDIT_CHECKPOINT_MINUTES)
+        ):
+            return None
+    return checkpoint_create()
 
 
 # --- Export ------------------------------------------------------------------------
@@ -456,11 +520,18 @@ def export_open(
 ) -> AuditExport:
     """Fix the snapshot of an export and record ``audit.exported`` after it.
 
-    The export covers events up to the current head; the ``audit.exported``
-    event is appended after that point, so the export never contains itself.
-    ``via`` says where it was asked for (``api``, ``cli``). Raises what
-    ``record`` raises.
+    The head is signed first (unless it already is), so the export ends with
+    a checkpoint over its last event and proves more than itself; a chain
+    that fails verification is exported all the same, without a new
+    signature, for the auditor to see. The export covers events up to the
+    current head; the ``audit.exported`` event is appended after that point,
+    so the export never contains itself. ``via`` says where it was asked for
+    (``api``, ``cli``). Raises what ``record`` raises.
     """
+    try:
+        checkpoint_create()
+    except AuditChainBroken:
+        logger.error("exporting an audit chain that fails verification")
     with transaction.atomic():
         head = AuditChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
         export = AuditExport(
@@ -481,3 +552,75 @@ def export_open(
             },
         )
     return export
+
+
+# --- Security events ------------------------------------------------------------
+
+
+def _caller_key(actor: AbstractBaseUser) -> str:
+    return f"audit:security:{actor.pk}"
+
+
+def _count_in_minute(actor: AbstractBaseUser) -> int:
+    """How many denials of ``actor`` this minute, this one included."""
+    key = f"{_caller_key(actor)}:{int(timezone.now().timestamp() // 60)}"
+    cache.add(key, 0, timeout=120)
+    try:
+        return cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=120)
+        return 1
+
+
+def security_event_record(
+    *,
+    actor: AbstractBaseUser,
+    method: str,
+    path: str,
+    status_code: int,
+    object_type: str = "",
+    object_id: str = "",
+    agency_id: int | None = None,
+    agency_slug: str = "",
+    action: str = "authz.denied",
+) -> SecurityEvent | None:
+    """Record one denied request as a security event, unless the caller's rate is spent.
+
+    Kept apart from the hash chain, so probes cannot grow it. At most
+    ``AUDIT_SECURITY_EVENTS_PER_MINUTE`` events per caller and minute (counted
+    in Django's cache); the ones over the limit are dropped and counted, and
+    the caller's next recorded event carries that count as ``suppressed``.
+    Returns the event, or None when it was dropped. Raises ValueError for an
+    anonymous or unsaved actor.
+    """
+    actor_label = actor_label_of(actor)
+    dropped_key = f"{_caller_key(actor)}:dropped"
+    count = _count_in_minute(actor)
+    limit = settings.AUDIT_SECURITY_EVENTS_PER_MINUTE
+    if count > limit:
+        if cache.add(dropped_key, 1, timeout=None) is False:
+            cache.incr(dropped_key)
+        if count == limit + 1:
+            logger.warning(
+                "security events of %s over %d a minute: dropping and counting",
+                actor_label,
+                limit,
+            )
+        return None
+    suppressed = cache.get(dropped_key) or 0
+    if suppressed:
+        cache.decr(dropped_key, suppressed)
+    return SecurityEvent.objects.create(
+        created_at=timezone.now(),
+        action=action,
+        actor=actor,
+        actor_label=actor_label,
+        agency_id=agency_id,
+        agency_slug=agency_slug[:80],
+        method=method[:10],
+        path=path[:500],
+        status_code=status_code,
+        object_type=object_type[:100],
+        object_id=str(object_id)[:100],
+        suppressed=suppressed,
+    )

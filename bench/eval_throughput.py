@@ -417,7 +417,7 @@ def matmul_gflops(threads: int, repeats: int) -> dict:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from engine.runtime import RuntimeSettings, make_session
+    from engine.session import RuntimeSettings, make_session
 
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "x"
@@ -464,7 +464,7 @@ def ort_gemv_gb_s(threads: int, repeats: int, weight_bytes: int) -> float:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from engine.runtime import RuntimeSettings, make_session
+    from engine.session import RuntimeSettings, make_session
 
     k = 4096
     n = weight_bytes // (4 * k)
@@ -527,7 +527,8 @@ def bandwidth(threads: int, repeats: int, array_bytes: int) -> dict:
 
 def engine_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
     """Scoring and generation through the engine (cached session, KV cache)."""
-    from engine.runtime import SessionCache, load_model
+    from engine.runtime import load_model
+    from engine.session import SessionCache
 
     cache = SessionCache()
     start = time.perf_counter()
@@ -676,7 +677,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def run_bench(args: argparse.Namespace) -> dict:
     """Every measurement of one run; returns the JSON-able result."""
     from engine import perf
-    from engine.runtime import RuntimeSettings
+    from engine.session import RuntimeSettings
 
     settings = RuntimeSettings(intra_op_threads=args.threads)
     phases = Phases(args.max_foreign_load, args.wait_quiet)

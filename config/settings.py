@@ -340,7 +340,7 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
 ARTIFACT_TMP_DIR = Path(
     env.str("ARTIFACT_TMP_DIR", default=str(VAR_DIR / "artifact-tmp"))
 )
-# Caps on what an uploaded archive may unpack to (engine.bundle.Limits).
+# Caps on what an uploaded archive may unpack to (engine.archive.Limits).
 CIVITAS_BUNDLE_MAX_FILES = env.int("CIVITAS_BUNDLE_MAX_FILES", default=256)
 CIVITAS_BUNDLE_MAX_UNPACKED_BYTES = env.int(
     "CIVITAS_BUNDLE_MAX_UNPACKED_BYTES", default=8 * 1024**3

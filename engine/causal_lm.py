@@ -1,10 +1,10 @@
-"""The causal language model adapter of ``runtime`` (split out for size).
+"""The causal language model adapter (``runtime.load_model`` returns it for LMs).
 
 ``CausalLM`` drives a decoder-only ONNX graph in any of the layouts real
 exporters produce (Optimum with cache, Optimum 1.x merged, onnxruntime-genai,
 plain without cache), binding every input and output by name. Scoring follows
 lm-evaluation-harness semantics; generation is greedy through the KV cache.
-``runtime.CausalLM`` refers to the same class.
+Sessions and the shared helpers come from ``engine.session``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from engine.runtime import (
+from engine.session import (
     RuntimeCheckError,
     RuntimeSettings,
-    _first_int,
-    _id_set,
-    _ports,
+    first_int,
+    id_set,
+    ports,
 )
 
 _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
@@ -69,8 +69,8 @@ class CausalLM:
         generation = generation_config or {}
         genai_model = (genai_config or {}).get("model", {}) or {}
         decoder = genai_model.get("decoder", {}) or {}
-        self.inputs = _ports(session.get_inputs())
-        self.outputs = _ports(session.get_outputs())
+        self.inputs = ports(session.get_inputs())
+        self.outputs = ports(session.get_outputs())
         self._bind_inputs(decoder)
         self._bind_outputs(decoder)
         self.layout = layout or self._detect_layout(bool(genai_config))
@@ -79,11 +79,11 @@ class CausalLM:
         self.vocab_size = (
             vocab_dim[0]
             if isinstance(vocab_dim[0], int)
-            else _first_int(config.get("vocab_size"), genai_model.get("vocab_size"))
+            else first_int(config.get("vocab_size"), genai_model.get("vocab_size"))
             or tokenizer.get_vocab_size()
         )
         self.context_length = (
-            _first_int(
+            first_int(
                 config.get("max_position_embeddings"),
                 config.get("n_positions"),
                 config.get("max_sequence_length"),
@@ -96,12 +96,12 @@ class CausalLM:
             config.get("eos_token_id"),
             genai_model.get("eos_token_id"),
         )
-        self.eos_token_id = _first_int(*eos_sources)
-        self.eos_token_ids = _id_set(*eos_sources)
+        self.eos_token_id = first_int(*eos_sources)
+        self.eos_token_ids = id_set(*eos_sources)
         # As lm-evaluation-harness: the configured BOS, else the EOS token.
         # Guessing a BOS from the tokenizer's vocabulary would score every
         # first token against a token the model may never have been given.
-        bos = _first_int(
+        bos = first_int(
             generation.get("bos_token_id"),
             config.get("bos_token_id"),
             genai_model.get("bos_token_id"),
@@ -112,7 +112,7 @@ class CausalLM:
                 "no BOS or EOS token: set bos_token_id or eos_token_id in config.json"
             )
         self.bos_token_id = int(bos)
-        self.pad_token_id = _first_int(
+        self.pad_token_id = first_int(
             generation.get("pad_token_id"),
             config.get("pad_token_id"),
             genai_model.get("pad_token_id"),
@@ -181,7 +181,7 @@ class CausalLM:
         shape = self.inputs[self.past_names[0][0]].shape
         if len(shape) != 4:
             raise RuntimeCheckError(f"KV cache inputs must be rank 4, got {shape}")
-        heads = _first_int(
+        heads = first_int(
             config.get("num_attention_heads"),
             config.get("n_head"),
             decoder.get("num_attention_heads"),
@@ -189,17 +189,17 @@ class CausalLM:
         kv_heads = (
             shape[1]
             if isinstance(shape[1], int)
-            else _first_int(
+            else first_int(
                 config.get("num_key_value_heads"),
                 decoder.get("num_key_value_heads"),
                 heads,
             )
         )
-        hidden = _first_int(config.get("hidden_size"), config.get("n_embd"))
+        hidden = first_int(config.get("hidden_size"), config.get("n_embd"))
         head_dim = (
             shape[3]
             if isinstance(shape[3], int)
-            else _first_int(
+            else first_int(
                 decoder.get("head_size"),
                 config.get("head_dim"),
                 hidden // heads if hidden and heads else None,

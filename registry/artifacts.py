@@ -41,13 +41,8 @@ from django.utils import timezone
 
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
-from engine.bundle import (
-    BundleError,
-    GraphFacts,
-    Limits,
-    inspect_bundle,
-    materialise_bundle,
-)
+from engine.archive import BundleError, Limits, materialise_bundle
+from engine.bundle import GraphFacts, inspect_bundle
 from engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
 from governance import audit
 from registry.models import ArtifactState, DatasetVersion, ModelVersion

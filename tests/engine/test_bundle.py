@@ -1,4 +1,4 @@
-"""Tests for engine.bundle: archive intake and the static ONNX safety gate.
+"""Tests for engine.archive and engine.bundle: archive intake and the ONNX safety gate.
 
 Every model here is built with onnx.helper and every tokenizer is trained in the
 test, so the suite needs no network and no Django.
@@ -26,14 +26,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from engine.bundle import (
+from engine.archive import (
     BundleError,
     Limits,
     extract_archive,
-    inspect_bundle,
     materialise_bundle,
-    sha256_file,
 )
+from engine.bundle import inspect_bundle, sha256_file
 
 OPSET = [helper.make_opsetid("", 17)]
 MS_OPSET = [*OPSET, helper.make_opsetid("com.microsoft", 1)]

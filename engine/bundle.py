@@ -19,11 +19,12 @@ import os
 import re
 import stat
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto
+from onnx import AttributeProto, TensorProto, numpy_helper
 
 from engine.archive import (
     DEFAULT_LIMITS,
@@ -42,6 +43,8 @@ _ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 _LM_KINDS = frozenset({"causal_lm_kv", "causal_lm", "seq_classifier"})
 _PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)")
 _DIGITS = re.compile(r"[0-9]+")
+_HASH_CHUNK = 1 << 20
+_HASH_HEAD = 64 << 10  # bytes compared first when looking for repeated tensors
 
 
 def _dtype(enum: str) -> tuple[str, int | None]:
@@ -93,7 +96,9 @@ class GraphFacts:
     # Element count of every initializer (subgraphs and sparse values included,
     # Constant nodes not); MatMulNBits packed weights count as their logical K*N,
     # GatherBlockQuantized uint8 data as unpacked elements; scales and zero points
-    # count as stored.
+    # count as stored. Dense matrices holding identical data (same dtype, dims
+    # and bytes, e.g. a tied embedding stored twice) count once, unless all
+    # their elements hold one value (see _shared_initializers).
     parameter_count: int
     weight_bytes: int  # declared bytes of those initializers as stored
     kind: str  # causal_lm_kv | causal_lm | seq_classifier | generic
@@ -104,6 +109,9 @@ class GraphFacts:
     has_tokenizer: bool
     has_config: bool
     has_genai_config: bool
+    # Names of initializers holding identical data, one list per group; all but
+    # the first of each group are left out of parameter_count.
+    shared_initializers: list[list[str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Return the facts as plain JSON-serialisable dicts and lists."""
@@ -125,6 +133,7 @@ class _Walker:
         self.stack: list[tuple] = []
         self.nodes: list[onnx.NodeProto] = []
         self.tensors: list[tuple[TensorProto, bool]] = []  # (tensor, is_parameter)
+        self.sparse_values: set[int] = set()  # ids of sparse initializers' values
 
     def run(self, model: onnx.ModelProto) -> None:
         for fn in model.functions:
@@ -140,7 +149,9 @@ class _Walker:
     def graph(self, graph: onnx.GraphProto, depth: int) -> tuple[int, int]:
         self.tensors += [(t, True) for t in graph.initializer]
         for sparse in graph.sparse_initializer:
-            self.tensors += [(sparse.values, True), (sparse.indices, False)]
+            values = sparse.values
+            self.tensors += [(values, True), (sparse.indices, False)]
+            self.sparse_values.add(id(values))
         return self.body(graph.node, depth)
 
     def body(self, nodes, depth: int) -> tuple[int, int]:
@@ -328,7 +339,10 @@ def _tensor_size(t: TensorProto, root: Path) -> tuple[int, int, str | None]:
 
 def _account(walker: _Walker, root: Path, files: dict[str, int]):
     """Size every tensor; return (parameter_count, weight_bytes, external_files,
-    [(parameter tensor, elements, bytes)])."""
+    [(parameter tensor, elements, bytes)], shared initializer names).
+
+    parameter_count counts initializers holding identical data once (a tied
+    embedding exported twice); weight_bytes stays what is stored."""
     logical: dict[str, int] = {}  # MatMulNBits packed weight -> K*N
     unpack: dict[str, int] = {}  # GatherBlockQuantized uint8 data -> bits
     for node in walker.nodes:
@@ -346,6 +360,7 @@ def _account(walker: _Walker, root: Path, files: dict[str, int]):
     params = weight = mapped = 0
     externals: set[str] = set()
     sized: list[tuple[TensorProto, int, int]] = []
+    dense: list[tuple[TensorProto, int, int, str | None]] = []
     for t, is_param in walker.tensors:
         n, nbytes, loc = _tensor_size(t, root)
         if loc is not None:
@@ -360,13 +375,95 @@ def _account(walker: _Walker, root: Path, files: dict[str, int]):
             params += n_logical
             weight += nbytes
             sized.append((t, n, nbytes))
+            if id(t) not in walker.sparse_values:
+                dense.append((t, n_logical, nbytes, loc))
     if mapped > sum(files.values()) + _WEIGHT_SLACK:
         message = (
             f"The tensors declare {mapped} bytes of data but the bundle's files hold "
             "fewer; external ranges overlap or sizes are forged."
         )
         raise BundleError("tensor_too_large", message)
-    return params, weight, sorted(externals), sized
+    shared, repeated = _shared_initializers(dense, root)
+    return params - repeated, weight, sorted(externals), sized, shared
+
+
+def _tensor_chunks(
+    t: TensorProto, nbytes: int, loc: str | None, root: Path, limit: int | None
+):
+    """Yield a tensor's data in chunks (its first ``limit`` bytes, if given).
+
+    External data is streamed from the range ``_tensor_size`` has already
+    vetted, so memory stays flat whatever the tensor's size.
+    """
+    left = nbytes if limit is None else min(nbytes, limit)
+    if loc is not None:
+        info = {e.key: e.value for e in t.external_data}
+        with open(root / loc, "rb") as f:
+            f.seek(int(info.get("offset", "0")))
+            while left > 0 and (chunk := f.read(min(_HASH_CHUNK, left))):
+                yield chunk
+                left -= len(chunk)
+    elif t.HasField("raw_data"):
+        yield t.raw_data[:left]
+    else:
+        yield numpy_helper.to_array(t).tobytes()[:left]
+
+
+def _tensor_digest(
+    t: TensorProto, nbytes: int, loc: str | None, root: Path, limit: int | None
+) -> tuple[bytes, bool]:
+    """(SHA-256 of the data read, whether every element read has one value)."""
+    digest = hashlib.sha256()
+    width = max(1, (_DTYPES[t.data_type][1] or 8) // 8)
+    first: bytes | None = None
+    uniform = True
+    for chunk in _tensor_chunks(t, nbytes, loc, root, limit):
+        digest.update(chunk)
+        if uniform and len(chunk) >= width:
+            first = first if first is not None else chunk[:width]
+            rows = np.frombuffer(chunk[: len(chunk) // width * width], np.uint8)
+            reference = np.frombuffer(first, np.uint8)
+            uniform = bool((rows.reshape(-1, width) == reference).all())
+    return digest.digest(), uniform
+
+
+def _shared_initializers(
+    dense: list[tuple[TensorProto, int, int, str | None]], root: Path
+) -> tuple[list[list[str]], int]:
+    """Groups of initializers holding identical data, and the elements repeated.
+
+    Only matrices (rank 2 and up) alike in dtype, dims and size are compared:
+    first by a digest of their leading bytes, then, where those agree, of all
+    their bytes. Tensors of one repeated value (norm gains of ones, zeroed
+    adapters) are separate parameters that merely start equal and are never
+    merged. Each group keeps its first tensor's count; the others are the
+    repeated elements.
+    """
+    alike: dict[tuple, list[tuple[TensorProto, int, int, str | None]]] = {}
+    for entry in dense:
+        t, n_logical, nbytes, _ = entry
+        if len(t.dims) < 2 or _DTYPES[t.data_type][1] is None:
+            continue
+        key = (t.data_type, tuple(t.dims), n_logical, nbytes)
+        alike.setdefault(key, []).append(entry)
+    groups: list[list[str]] = []
+    repeated = 0
+    for candidates in alike.values():
+        by_head: dict[bytes, list] = {}
+        for t, n, nbytes, loc in candidates if len(candidates) > 1 else ():
+            head, _ = _tensor_digest(t, nbytes, loc, root, _HASH_HEAD)
+            by_head.setdefault(head, []).append((t, n, nbytes, loc))
+        for same_head in by_head.values():
+            by_data: dict[bytes, list[tuple[str, int]]] = {}
+            for t, n, nbytes, loc in same_head if len(same_head) > 1 else ():
+                data, uniform = _tensor_digest(t, nbytes, loc, root, None)
+                if not uniform:
+                    by_data.setdefault(data, []).append((t.name, n))
+            for members in by_data.values():
+                if len(members) > 1:
+                    groups.append([name for name, _ in members])
+                    repeated += sum(n for _, n in members[1:])
+    return sorted(groups), repeated
 
 
 def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -470,9 +567,11 @@ def _load(root: Path, model_file: str) -> onnx.ModelProto:
 def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts:
     """Validate a bundle directory statically and describe its model.
 
-    Weights are never read and no file outside root is opened: the model is parsed
+    Weights are never loaded and no file outside root is opened: the model is parsed
     with load_external_data=False, and every external-data location is vetted from
-    its string and lstat before the path-based onnx.checker runs. Refuses custom
+    its string and lstat before the path-based onnx.checker runs. Only matrices
+    alike in dtype and dims are read, in chunks, to find identical ones (counted
+    once in parameter_count, named in shared_initializers). Refuses custom
     domains, oversized or deeply nested graphs, recursive functions, forged tensor
     sizes and unrecognised signatures. Raises BundleError (missing_model,
     link_member, invalid_onnx, op_not_allowed, graph_too_large,
@@ -485,7 +584,7 @@ def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts
     walker = _Walker(model, limits)
     walker.run(model)
     files = _bundle_files(root, limits)
-    params, weight, externals, sized = _account(walker, root, files)
+    params, weight, externals, sized, shared = _account(walker, root, files)
     try:
         onnx.checker.check_model(os.fspath(root / model_file))
     except Exception as e:
@@ -513,6 +612,7 @@ def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts
         ir_version=model.ir_version,
         parameter_count=params,
         weight_bytes=weight,
+        shared_initializers=shared,
         kind=kind,
         layout=layout,
         num_layers=layers,

@@ -1063,6 +1063,43 @@ def test_facts_report_exact_parameters_signature_and_serialise(bundle):
     )
 
 
+def repeated_weights_model():
+    """x [1, 64] through A, a copy of A, two zero matrices and a random B."""
+    a = weight("A", [64, 64])
+    a_copy = numpy_helper.from_array(numpy_helper.to_array(a), "A_copy")
+    zeros = [
+        numpy_helper.from_array(np.zeros([64, 64], np.float32), name)
+        for name in ("Z1", "Z2")
+    ]
+    names = ["A", "A_copy", "Z1", "Z2", "B"]
+    nodes = [
+        helper.make_node("MatMul", [src, w], [dst])
+        for src, w, dst in zip(
+            ["float_input", "h0", "h1", "h2", "h3"],
+            names,
+            ["h0", "h1", "h2", "h3", "y"],
+            strict=True,
+        )
+    ]
+    inits = [a, a_copy, *zeros, weight("B", [64, 64])]
+    return make(
+        nodes,
+        [vi("float_input", TensorProto.FLOAT, [1, 64])],
+        [vi("y", TensorProto.FLOAT, [1, 64])],
+        inits,
+    )
+
+
+@pytest.mark.parametrize("external", [None, "weights.bin"])
+def test_identical_matrices_count_once_but_one_valued_ones_do_not(bundle, external):
+    facts = inspect_bundle(
+        bundle(repeated_weights_model(), tokenizer=False, external=external)
+    )
+    assert facts.shared_initializers == [["A", "A_copy"]]
+    assert facts.parameter_count == 4 * 64 * 64  # A_copy left out, Z1 and Z2 kept
+    assert facts.weight_bytes == 4 * 5 * 64 * 64  # as stored
+
+
 def quant_model(nodes, inits, opsets=OPSET, in_dtype=TensorProto.FLOAT):
     return make(
         nodes,

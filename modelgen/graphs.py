@@ -21,7 +21,7 @@ Causal LM layouts (``build_causal_lm``) reproduce what real exporters emit:
   ``GroupQueryAttention``), so that config sets
   ``past_present_share_buffer: false``: the graph grows its cache by
   concatenation instead of writing into a preallocated buffer.
-  ``modelgen_genai`` builds the builder's contrib-op variant.
+  ``modelgen.genai`` builds the builder's contrib-op variant.
 
 Masks are built in the graph: a key is visible when it is not later than the
 query and its ``attention_mask`` entry is 1.

@@ -105,6 +105,122 @@ def _flatten(cfg: LMConfig, corpus) -> np.ndarray:
     return np.asarray(items, dtype=np.int64)
 
 
+class _Backprop:
+    """The decoder's forward pass with the caches its hand-written backward needs.
+
+    Holds what one batch shares (rotary tables, causal mask, shapes); the
+    arithmetic is NumPy in the dtype of the weights.
+    """
+
+    def __init__(self, cfg: LMConfig, weights: dict[str, np.ndarray], b: int, t: int):
+        self.cfg, self.w, self.b, self.t = cfg, weights, b, t
+        dtype = weights["embed_tokens"].dtype
+        self.nh, self.nkv, self.d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.rep, self.half = self.nh // self.nkv, cfg.head_dim // 2
+        self.hidden = cfg.hidden_size
+        self.scale = 1.0 / math.sqrt(self.d)
+        angles = np.arange(t)[:, None] * rope_inv_freq(cfg)[None, :]
+        self.cos = np.cos(np.concatenate([angles, angles], axis=-1)).astype(dtype)
+        self.sin = np.sin(np.concatenate([angles, angles], axis=-1)).astype(dtype)
+        self.causal = np.tril(np.ones((t, t), dtype=bool))
+        self.eps = cfg.rms_norm_eps
+
+    def rope(self, x):
+        half = self.half
+        rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * self.cos + rotated * self.sin
+
+    def rope_back(self, g):
+        gs = g * self.sin
+        half = self.half
+        return g * self.cos + np.concatenate([gs[..., half:], -gs[..., :half]], axis=-1)
+
+    def rms(self, x, gain):
+        r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        n = x * r
+        return n * gain, (n, r)
+
+    @staticmethod
+    def rms_back(dy, gain, cache):
+        n, r = cache
+        dn = dy * gain
+        dx = r * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))
+        return dx, (dy * n).reshape(-1, n.shape[-1]).sum(axis=0)
+
+    def heads(self, x, count):
+        return x.reshape(self.b, self.t, count, self.d).transpose(0, 2, 1, 3)
+
+    def merge(self, x):
+        return x.transpose(0, 2, 1, 3).reshape(self.b, self.t, -1)
+
+    def layer(self, i: int, x):
+        """Decoder layer ``i`` forward; returns ``(x, cache)``."""
+        w, p = self.w, f"layers.{i}."
+        h, c1 = self.rms(x, w[p + "input_layernorm"])
+        qr = self.rope(self.heads(h @ w[p + "q_proj"], self.nh))
+        kk = self.rope(self.heads(h @ w[p + "k_proj"], self.nkv))
+        kk = np.repeat(kk, self.rep, axis=1)
+        vv = np.repeat(self.heads(h @ w[p + "v_proj"], self.nkv), self.rep, axis=1)
+        s = qr @ kk.transpose(0, 1, 3, 2) * self.scale
+        s = np.where(self.causal, s, _MASKED)
+        probs = np.exp(s - s.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        attn = self.merge(probs @ vv)
+        x1 = x + attn @ w[p + "o_proj"]
+        h2, c2 = self.rms(x1, w[p + "post_attention_layernorm"])
+        gate, up = h2 @ w[p + "gate"], h2 @ w[p + "up"]
+        sig = 1.0 / (1.0 + np.exp(-gate))
+        act = gate * sig * up
+        cache = (h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act)
+        return x1 + act @ w[p + "down"], cache
+
+    def mlp_back(self, i: int, dx, cache, grads: dict[str, np.ndarray]):
+        """Gradients of layer ``i``'s MLP and second norm; returns ``dx1``."""
+        w, p, bt, hidden = self.w, f"layers.{i}.", self.b * self.t, self.hidden
+        _, _, _, _, _, _, _, h2, c2, gate, up, sig, act = cache
+        flat_dx = dx.reshape(bt, hidden)
+        grads[p + "down"] = act.reshape(bt, -1).T @ flat_dx
+        dact = dx @ w[p + "down"].T
+        dup = dact * gate * sig
+        dgate = dact * up * sig * (1.0 + gate * (1.0 - sig))
+        h2_flat = h2.reshape(bt, hidden)
+        grads[p + "gate"] = h2_flat.T @ dgate.reshape(bt, -1)
+        grads[p + "up"] = h2_flat.T @ dup.reshape(bt, -1)
+        dh2 = dgate @ w[p + "gate"].T + dup @ w[p + "up"].T
+        dx1, grads[p + "post_attention_layernorm"] = self.rms_back(
+            dh2, w[p + "post_attention_layernorm"], c2
+        )
+        return dx1 + dx
+
+    def attention_back(self, i: int, dx1, cache, grads: dict[str, np.ndarray]):
+        """Gradients of layer ``i``'s attention and first norm; returns ``dx``."""
+        w, p, bt, hidden = self.w, f"layers.{i}.", self.b * self.t, self.hidden
+        b, t, nkv, rep, d = self.b, self.t, self.nkv, self.rep, self.d
+        h, c1, qr, kk, vv, probs, attn, *_ = cache
+        grads[p + "o_proj"] = attn.reshape(bt, -1).T @ dx1.reshape(bt, hidden)
+        dout = self.heads(dx1 @ w[p + "o_proj"].T, self.nh)
+        dprobs = dout @ vv.transpose(0, 1, 3, 2)
+        dvv = probs.transpose(0, 1, 3, 2) @ dout
+        ds = (
+            probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True)) * self.scale
+        )
+        dq = self.rope_back(ds @ kk)
+        dk = self.rope_back(
+            (ds.transpose(0, 1, 3, 2) @ qr).reshape(b, nkv, rep, t, d).sum(axis=2)
+        )
+        dv = dvv.reshape(b, nkv, rep, t, d).sum(axis=2)
+        h_flat = h.reshape(bt, hidden)
+        dh = np.zeros_like(h)
+        for name, dproj in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv)):
+            dflat = self.merge(dproj)
+            grads[p + name] = h_flat.T @ dflat.reshape(bt, -1)
+            dh += dflat @ w[p + name].T
+        dxn, grads[p + "input_layernorm"] = self.rms_back(
+            dh, w[p + "input_layernorm"], c1
+        )
+        return dx1 + dxn
+
+
 def lm_loss_and_grads(
     cfg: LMConfig,
     weights: dict[str, np.ndarray],
@@ -122,62 +238,14 @@ def lm_loss_and_grads(
     empty dict when ``need_grads`` is false.
     """
     w = weights
-    dtype = w["embed_tokens"].dtype
     b, t = inputs.shape
-    nh, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    rep, half = nh // nkv, cfg.head_dim // 2
-    hidden = cfg.hidden_size
-    scale = 1.0 / math.sqrt(d)
-    angles = np.arange(t)[:, None] * rope_inv_freq(cfg)[None, :]
-    cos = np.cos(np.concatenate([angles, angles], axis=-1)).astype(dtype)
-    sin = np.sin(np.concatenate([angles, angles], axis=-1)).astype(dtype)
-    causal = np.tril(np.ones((t, t), dtype=bool))
-    eps = cfg.rms_norm_eps
-
-    def rope(x):
-        return x * cos + np.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
-
-    def rope_back(g):
-        gs = g * sin
-        return g * cos + np.concatenate([gs[..., half:], -gs[..., :half]], axis=-1)
-
-    def rms(x, gain):
-        r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
-        n = x * r
-        return n * gain, (n, r)
-
-    def rms_back(dy, gain, cache):
-        n, r = cache
-        dn = dy * gain
-        dx = r * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))
-        return dx, (dy * n).reshape(-1, n.shape[-1]).sum(axis=0)
-
-    def heads(x, count):
-        return x.reshape(b, t, count, d).transpose(0, 2, 1, 3)
-
-    def merge(x):
-        return x.transpose(0, 2, 1, 3).reshape(b, t, -1)
-
+    net = _Backprop(cfg, w, b, t)
     x = w["embed_tokens"][inputs]
     caches = []
     for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        h, c1 = rms(x, w[p + "input_layernorm"])
-        qr = rope(heads(h @ w[p + "q_proj"], nh))
-        kk = np.repeat(rope(heads(h @ w[p + "k_proj"], nkv)), rep, axis=1)
-        vv = np.repeat(heads(h @ w[p + "v_proj"], nkv), rep, axis=1)
-        s = np.where(causal, qr @ kk.transpose(0, 1, 3, 2) * scale, _MASKED)
-        probs = np.exp(s - s.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        attn = merge(probs @ vv)
-        x1 = x + attn @ w[p + "o_proj"]
-        h2, c2 = rms(x1, w[p + "post_attention_layernorm"])
-        gate, up = h2 @ w[p + "gate"], h2 @ w[p + "up"]
-        sig = 1.0 / (1.0 + np.exp(-gate))
-        act = gate * sig * up
-        caches.append((h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act))
-        x = x1 + act @ w[p + "down"]
-    final, cf = rms(x, w["norm"])
+        x, cache = net.layer(i, x)
+        caches.append(cache)
+    final, cf = net.rms(x, w["norm"])
     head = w["embed_tokens"].T if cfg.tie_word_embeddings else w["lm_head"]
     logits = (final @ head).reshape(b * t, -1)
     logits -= logits.max(axis=-1, keepdims=True)
@@ -192,47 +260,15 @@ def lm_loss_and_grads(
     dlogits = np.exp(logits - log_z[:, None])
     dlogits[rows, flat_targets] -= 1.0
     dlogits /= b * t
-    final_flat = final.reshape(b * t, hidden)
-    dhead = final_flat.T @ dlogits
-    dx, grads["norm"] = rms_back(
-        (dlogits @ head.T).reshape(b, t, hidden), w["norm"], cf
+    dhead = final.reshape(b * t, cfg.hidden_size).T @ dlogits
+    dx, grads["norm"] = net.rms_back(
+        (dlogits @ head.T).reshape(b, t, cfg.hidden_size), w["norm"], cf
     )
     for i in reversed(range(cfg.num_layers)):
-        p = f"layers.{i}."
-        h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act = caches[i]
-        flat_dx = dx.reshape(b * t, hidden)
-        grads[p + "down"] = act.reshape(b * t, -1).T @ flat_dx
-        dact = dx @ w[p + "down"].T
-        dup = dact * gate * sig
-        dgate = dact * up * sig * (1.0 + gate * (1.0 - sig))
-        h2_flat = h2.reshape(b * t, hidden)
-        grads[p + "gate"] = h2_flat.T @ dgate.reshape(b * t, -1)
-        grads[p + "up"] = h2_flat.T @ dup.reshape(b * t, -1)
-        dh2 = dgate @ w[p + "gate"].T + dup @ w[p + "up"].T
-        dx1, grads[p + "post_attention_layernorm"] = rms_back(
-            dh2, w[p + "post_attention_layernorm"], c2
-        )
-        dx1 += dx
-        grads[p + "o_proj"] = attn.reshape(b * t, -1).T @ dx1.reshape(b * t, hidden)
-        dout = heads(dx1 @ w[p + "o_proj"].T, nh)
-        dprobs = dout @ vv.transpose(0, 1, 3, 2)
-        dvv = probs.transpose(0, 1, 3, 2) @ dout
-        ds = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True)) * scale
-        dq = rope_back(ds @ kk)
-        dk = rope_back(
-            (ds.transpose(0, 1, 3, 2) @ qr).reshape(b, nkv, rep, t, d).sum(axis=2)
-        )
-        dv = dvv.reshape(b, nkv, rep, t, d).sum(axis=2)
-        h_flat = h.reshape(b * t, hidden)
-        dh = np.zeros_like(h)
-        for name, dproj in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv)):
-            dflat = merge(dproj)
-            grads[p + name] = h_flat.T @ dflat.reshape(b * t, -1)
-            dh += dflat @ w[p + name].T
-        dxn, grads[p + "input_layernorm"] = rms_back(dh, w[p + "input_layernorm"], c1)
-        dx = dx1 + dxn
+        dx1 = net.mlp_back(i, dx, caches[i], grads)
+        dx = net.attention_back(i, dx1, caches[i], grads)
     dembed = np.zeros_like(w["embed_tokens"])
-    np.add.at(dembed, inputs.reshape(-1), dx.reshape(b * t, hidden))
+    np.add.at(dembed, inputs.reshape(-1), dx.reshape(b * t, cfg.hidden_size))
     if cfg.tie_word_embeddings:
         dembed += dhead.T
     else:
@@ -608,6 +644,137 @@ def _corpus_digest(docs: Sequence[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class _DemoCorpus:
+    """The shipped corpus split for the demo (every tenth paragraph held out)."""
+
+    docs: list[tuple[str, str]]
+    train_docs: list[tuple[str, str]]
+    held_docs: list[tuple[str, str]]
+    tokenizer: Tokenizer
+    train_ids: list[list[int]]
+    held_ids: list[list[int]]
+
+    @classmethod
+    def load(cls) -> _DemoCorpus:
+        """Split the corpus and train the demo tokenizer on the training part."""
+        docs = corpus_documents()
+        train_docs = [d for i, d in enumerate(docs) if i % 10]
+        held_docs = [d for i, d in enumerate(docs) if not i % 10]
+        tokenizer = train_tokenizer([text for _, text in train_docs], DEMO_VOCAB)
+        return cls(
+            docs,
+            train_docs,
+            held_docs,
+            tokenizer,
+            [tokenizer.encode(text).ids for _, text in train_docs],
+            [tokenizer.encode(text).ids for _, text in held_docs],
+        )
+
+
+def _train_demo_lm(
+    spec: DemoSpec, seed: int, corpus: _DemoCorpus
+) -> tuple[LMConfig, dict[str, np.ndarray], dict]:
+    """Train one demo LM; returns its config, weights and training record."""
+    vocab = corpus.tokenizer.get_vocab_size()
+    cfg = LMConfig(
+        vocab_size=-(-vocab // 64) * 64,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        num_kv_heads=spec.num_kv_heads,
+        intermediate_size=spec.intermediate_size,
+        max_position_embeddings=DEMO_CONTEXT,
+    )
+    initial = init_weights(cfg, seed)
+    losses: list[float] = []
+    started = time.perf_counter()
+    weights = train_lm(
+        cfg,
+        corpus.train_ids,
+        steps=spec.steps,
+        lr=spec.lr,
+        seed=seed,
+        batch_size=spec.batch_size,
+        seq_len=spec.seq_len,
+        weights=initial,
+        history=losses,
+    )
+    seconds = time.perf_counter() - started
+    record = {
+        "trained_parameters": "all",
+        "parameter_count": cfg.parameter_count(),
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "seq_len": spec.seq_len,
+        "lr": spec.lr,
+        "seed": seed,
+        "seconds": round(seconds, 2),
+        "loss_first": losses[0],
+        "loss_last_10_mean": float(np.mean(losses[-10:])),
+        "loss_curve": [round(x, 4) for x in losses],
+        "heldout_perplexity_untrained": perplexity(cfg, initial, corpus.held_ids),
+        "heldout_perplexity_trained": perplexity(cfg, weights, corpus.held_ids),
+        "corpus_sha256": _corpus_digest(corpus.docs),
+        "corpus_documents": {
+            "train": len(corpus.train_docs),
+            "heldout": len(corpus.held_docs),
+        },
+    }
+    log.info(
+        "demo %s: %s",
+        spec.name,
+        {k: v for k, v in record.items() if k != "loss_curve"},
+    )
+    return cfg, weights, record
+
+
+def _write_demo_int4(
+    root: Path,
+    trained: list[tuple[DemoSpec, LMConfig, dict, dict]],
+    corpus: _DemoCorpus,
+) -> list[Path]:
+    """The int4 genai bundle of the first trained LM whose shape allows one."""
+    for spec, cfg, weights, record in trained:
+        if cfg.head_dim % 16 or cfg.hidden_size % 32 or cfg.intermediate_size % 32:
+            continue
+        _, effective = build_genai_contrib(cfg, weights, bits=4)
+        quantised = {
+            **record,
+            "quantisation": "int4 MatMulNBits, block 32, symmetric RTN",
+            "heldout_perplexity_quantised": perplexity(cfg, effective, corpus.held_ids),
+        }
+        bundle = write_lm_bundle(
+            root / f"{spec.name}-genai-int4",
+            cfg,
+            weights,
+            corpus.tokenizer,
+            layout="genai_int4",
+            external_data=True,
+            extra_files={"civitas_training.json": quantised},
+        )
+        return [bundle]
+    return []
+
+
+def _write_demo_classifiers(root: Path, corpus: _DemoCorpus, seed: int) -> list[Path]:
+    """The topic classifier and the tabular triage model."""
+    topics = sorted({topic for topic, _ in corpus.docs})
+    params = train_classifier(
+        corpus.train_ids,
+        [topics.index(t) for t, _ in corpus.train_docs],
+        vocab_size=corpus.tokenizer.get_vocab_size(),
+        num_labels=len(topics),
+        seed=seed,
+    )
+    return [
+        write_classifier_bundle(
+            root / "civitas-topic-classifier", params, corpus.tokenizer, topics
+        ),
+        write_tabular_bundle(root / "civitas-tabular-triage", seed=seed),
+    ]
+
+
 def demo_models(
     dest_root: Path,
     *,
@@ -629,106 +796,22 @@ def demo_models(
     Deterministic given ``seed``. Returns the bundle directories, LMs first.
     """
     root = Path(dest_root)
-    docs = corpus_documents()
-    train_docs = [d for i, d in enumerate(docs) if i % 10]
-    held_docs = [d for i, d in enumerate(docs) if not i % 10]
-    tokenizer = train_tokenizer([text for _, text in train_docs], DEMO_VOCAB)
-    vocab = tokenizer.get_vocab_size()
-    train_ids = [tokenizer.encode(text).ids for _, text in train_docs]
-    held_ids = [tokenizer.encode(text).ids for _, text in held_docs]
+    corpus = _DemoCorpus.load()
     paths = []
     trained: list[tuple[DemoSpec, LMConfig, dict, dict]] = []
     for k, spec in enumerate(specs):
-        cfg = LMConfig(
-            vocab_size=-(-vocab // 64) * 64,
-            hidden_size=spec.hidden_size,
-            num_layers=spec.num_layers,
-            num_heads=spec.num_heads,
-            num_kv_heads=spec.num_kv_heads,
-            intermediate_size=spec.intermediate_size,
-            max_position_embeddings=DEMO_CONTEXT,
-        )
-        initial = init_weights(cfg, seed + k)
-        losses: list[float] = []
-        started = time.perf_counter()
-        weights = train_lm(
-            cfg,
-            train_ids,
-            steps=spec.steps,
-            lr=spec.lr,
-            seed=seed + k,
-            batch_size=spec.batch_size,
-            seq_len=spec.seq_len,
-            weights=initial,
-            history=losses,
-        )
-        seconds = time.perf_counter() - started
-        record = {
-            "trained_parameters": "all",
-            "parameter_count": cfg.parameter_count(),
-            "steps": spec.steps,
-            "batch_size": spec.batch_size,
-            "seq_len": spec.seq_len,
-            "lr": spec.lr,
-            "seed": seed + k,
-            "seconds": round(seconds, 2),
-            "loss_first": losses[0],
-            "loss_last_10_mean": float(np.mean(losses[-10:])),
-            "loss_curve": [round(x, 4) for x in losses],
-            "heldout_perplexity_untrained": perplexity(cfg, initial, held_ids),
-            "heldout_perplexity_trained": perplexity(cfg, weights, held_ids),
-            "corpus_sha256": _corpus_digest(docs),
-            "corpus_documents": {"train": len(train_docs), "heldout": len(held_docs)},
-        }
-        log.info(
-            "demo %s: %s",
-            spec.name,
-            {k: v for k, v in record.items() if k != "loss_curve"},
-        )
+        cfg, weights, record = _train_demo_lm(spec, seed + k, corpus)
         paths.append(
             write_lm_bundle(
                 root / spec.name,
                 cfg,
                 weights,
-                tokenizer,
+                corpus.tokenizer,
                 extra_files={"civitas_training.json": record},
             )
         )
         trained.append((spec, cfg, weights, record))
     if include_extras:
-        for spec, cfg, weights, record in trained:
-            if cfg.head_dim % 16 or cfg.hidden_size % 32 or cfg.intermediate_size % 32:
-                continue
-            _, effective = build_genai_contrib(cfg, weights, bits=4)
-            quantised = {
-                **record,
-                "quantisation": "int4 MatMulNBits, block 32, symmetric RTN",
-                "heldout_perplexity_quantised": perplexity(cfg, effective, held_ids),
-            }
-            paths.append(
-                write_lm_bundle(
-                    root / f"{spec.name}-genai-int4",
-                    cfg,
-                    weights,
-                    tokenizer,
-                    layout="genai_int4",
-                    external_data=True,
-                    extra_files={"civitas_training.json": quantised},
-                )
-            )
-            break
-        topics = sorted({topic for topic, _ in docs})
-        params = train_classifier(
-            train_ids,
-            [topics.index(t) for t, _ in train_docs],
-            vocab_size=vocab,
-            num_labels=len(topics),
-            seed=seed,
-        )
-        paths.append(
-            write_classifier_bundle(
-                root / "civitas-topic-classifier", params, tokenizer, topics
-            )
-        )
-        paths.append(write_tabular_bundle(root / "civitas-tabular-triage", seed=seed))
+        paths += _write_demo_int4(root, trained, corpus)
+        paths += _write_demo_classifiers(root, corpus, seed)
     return paths

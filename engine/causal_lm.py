@@ -508,49 +508,13 @@ class CausalLM:
                 scale = float(np.abs(batch_logits).max())
                 tolerance = max(tolerance, DYNAMIC_QUANT_RELATIVE_TOLERANCE * scale)
         figures["tolerance"] = tolerance
-        figures["logits_shape"] = [int(d) for d in batch_logits.shape]
-        if batch_logits.shape != (2, len(long_seq), batch_logits.shape[-1]) or (
-            batch_logits.shape[-1] < figures["tokenizer_vocab_size"]
-        ):
-            raise RuntimeCheckError(
-                f"logits shape {figures['logits_shape']} is not [B, T, V >= "
-                f"{figures['tokenizer_vocab_size']}]",
-                figures,
-            )
-        if not np.all(np.isfinite(batch_logits)):
-            raise RuntimeCheckError("logits contain NaN or infinity", figures)
-        padding_diff = 0.0
-        for row, seq in enumerate((long_seq, short_seq)):
-            single, _ = self._run(
-                np.asarray([seq]),
-                np.ones((1, len(seq)), dtype=np.int64),
-                None,
-                use_cache=False,
-            )
-            padding_diff = max(
-                padding_diff,
-                float(np.abs(single[0] - batch_logits[row, : len(seq)]).max()),
-            )
-        figures["padding_max_abs_diff"] = padding_diff
+        self._selftest_logits(batch_logits, len(long_seq), figures)
+        figures["padding_max_abs_diff"] = self._selftest_padding(
+            (long_seq, short_seq), batch_logits
+        )
         figures["kv_max_abs_diff"] = None
         if self.has_cache:
-            prefix = np.asarray([long_seq[:-1]])
-            _, past = self._run(prefix, np.ones_like(prefix), None, use_cache=False)
-            step_logits, _ = self._run(
-                np.asarray([long_seq[-1:]]),
-                np.ones((1, len(long_seq)), dtype=np.int64),
-                past,
-                use_cache=True,
-            )
-            figures["kv_max_abs_diff"] = float(
-                np.abs(step_logits[0, -1] - batch_logits[0, len(long_seq) - 1]).max()
-            )
-            steps = min(6, self.context_length - len(long_seq))
-            cached = self.generate(long_seq, max_new_tokens=steps, stop_ids=())
-            full = self.generate(
-                long_seq, max_new_tokens=steps, stop_ids=(), use_cache=False
-            )
-            figures["generation_match"] = cached == full
+            self._selftest_cache(long_seq, batch_logits, figures)
         failures = [
             name
             for name in ("padding_max_abs_diff", "kv_max_abs_diff")
@@ -562,6 +526,63 @@ class CausalLM:
         if failures:
             raise RuntimeCheckError(f"self-test failed: {', '.join(failures)}", figures)
         return figures
+
+    def _selftest_logits(
+        self, batch_logits: np.ndarray, length: int, figures: dict[str, Any]
+    ) -> None:
+        """Raise unless the probe logits are ``[2, length, V >= vocab]`` and finite."""
+        figures["logits_shape"] = [int(d) for d in batch_logits.shape]
+        if batch_logits.shape != (2, length, batch_logits.shape[-1]) or (
+            batch_logits.shape[-1] < figures["tokenizer_vocab_size"]
+        ):
+            raise RuntimeCheckError(
+                f"logits shape {figures['logits_shape']} is not [B, T, V >= "
+                f"{figures['tokenizer_vocab_size']}]",
+                figures,
+            )
+        if not np.all(np.isfinite(batch_logits)):
+            raise RuntimeCheckError("logits contain NaN or infinity", figures)
+
+    def _selftest_padding(
+        self, sequences: tuple[list[int], list[int]], batch_logits: np.ndarray
+    ) -> float:
+        """Largest difference between the padded batch and each sequence alone."""
+        padding_diff = 0.0
+        for row, seq in enumerate(sequences):
+            single, _ = self._run(
+                np.asarray([seq]),
+                np.ones((1, len(seq)), dtype=np.int64),
+                None,
+                use_cache=False,
+            )
+            padding_diff = max(
+                padding_diff,
+                float(np.abs(single[0] - batch_logits[row, : len(seq)]).max()),
+            )
+        return padding_diff
+
+    def _selftest_cache(
+        self, long_seq: list[int], batch_logits: np.ndarray, figures: dict[str, Any]
+    ) -> None:
+        """A cached step against the full recompute, and cached generation against
+        recomputed generation (``kv_max_abs_diff``, ``generation_match``)."""
+        prefix = np.asarray([long_seq[:-1]])
+        _, past = self._run(prefix, np.ones_like(prefix), None, use_cache=False)
+        step_logits, _ = self._run(
+            np.asarray([long_seq[-1:]]),
+            np.ones((1, len(long_seq)), dtype=np.int64),
+            past,
+            use_cache=True,
+        )
+        figures["kv_max_abs_diff"] = float(
+            np.abs(step_logits[0, -1] - batch_logits[0, len(long_seq) - 1]).max()
+        )
+        steps = min(6, self.context_length - len(long_seq))
+        cached = self.generate(long_seq, max_new_tokens=steps, stop_ids=())
+        full = self.generate(
+            long_seq, max_new_tokens=steps, stop_ids=(), use_cache=False
+        )
+        figures["generation_match"] = cached == full
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

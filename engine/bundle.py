@@ -406,7 +406,15 @@ def _tensor_chunks(
     elif t.HasField("raw_data"):
         yield t.raw_data[:left]
     else:
-        yield numpy_helper.to_array(t).tobytes()[:left]
+        try:
+            yield numpy_helper.to_array(t).tobytes()[:left]
+        except (TypeError, ValueError, NotImplementedError):
+            # A type NumPy cannot hold: compare the stored values as serialised.
+            values = TensorProto()
+            values.CopyFrom(t)
+            values.ClearField("name")
+            values.ClearField("doc_string")
+            yield values.SerializeToString(deterministic=True)
 
 
 def _tensor_digest(

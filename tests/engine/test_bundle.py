@@ -1063,10 +1063,20 @@ def test_facts_report_exact_parameters_signature_and_serialise(bundle):
     )
 
 
-def repeated_weights_model():
-    """x [1, 64] through A, a copy of A, two zero matrices and a random B."""
+def repeated_weights_model(*, typed=False):
+    """x [1, 64] through A, a copy of A, two zero matrices and a random B.
+
+    ``typed`` stores A and its copy in ``float_data`` instead of ``raw_data``.
+    """
     a = weight("A", [64, 64])
-    a_copy = numpy_helper.from_array(numpy_helper.to_array(a), "A_copy")
+    values = numpy_helper.to_array(a)
+    if typed:
+        a = helper.make_tensor("A", TensorProto.FLOAT, [64, 64], values.ravel())
+    a_copy = (
+        helper.make_tensor("A_copy", TensorProto.FLOAT, [64, 64], values.ravel())
+        if typed
+        else numpy_helper.from_array(values, "A_copy")
+    )
     zeros = [
         numpy_helper.from_array(np.zeros([64, 64], np.float32), name)
         for name in ("Z1", "Z2")
@@ -1090,11 +1100,15 @@ def repeated_weights_model():
     )
 
 
-@pytest.mark.parametrize("external", [None, "weights.bin"])
-def test_identical_matrices_count_once_but_one_valued_ones_do_not(bundle, external):
-    facts = inspect_bundle(
-        bundle(repeated_weights_model(), tokenizer=False, external=external)
-    )
+@pytest.mark.parametrize(
+    ("typed", "external"), [(False, None), (True, None), (False, "weights.bin")]
+)
+def test_identical_matrices_count_once_but_one_valued_ones_do_not(
+    bundle, typed, external
+):
+    model = repeated_weights_model(typed=typed)
+    assert model.graph.initializer[0].HasField("raw_data") is not typed
+    facts = inspect_bundle(bundle(model, tokenizer=False, external=external))
     assert facts.shared_initializers == [["A", "A_copy"]]
     assert facts.parameter_count == 4 * 64 * 64  # A_copy left out, Z1 and Z2 kept
     assert facts.weight_bytes == 4 * 5 * 64 * 64  # as stored

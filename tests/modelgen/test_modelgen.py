@@ -1,6 +1,6 @@
 """Models Civitas builds itself: graphs against the NumPy reference, training, bundles.
 
-Run without Django: ``pytest tests/engine/test_modelgen.py -p no:django``.
+Run without Django: ``pytest tests/modelgen/test_modelgen.py -p no:django``.
 Every ONNX model here is executed by ONNX Runtime and compared with
 ``modelgen.numpy_forward``, a float64 forward written independently of the
 graph builder.

@@ -35,16 +35,16 @@ Foreign CPU load (``perf.ForeignLoad``; this process and its children
 excluded) is sampled during every measurement; above ``--max-foreign-load``
 cores (default 0.1) the phase is warned about on stderr and the run is marked
 ``contaminated``. Ratios are engine / baseline; fractions are figure / limit.
+The workload and the baselines are in ``bench/baselines.py``, the limit probes
+in ``bench/limits.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,12 +56,25 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-EXPORT_PYTHON = ROOT / ".venv-export" / "bin" / "python"
+# The baselines and limits live beside this script (bench/baselines.py,
+# bench/limits.py); ROOT must be on sys.path first, hence the late imports.
+from bench.baselines import (  # noqa: E402
+    BATCH,
+    NEW_TOKENS,
+    PROMPT_LEN,
+    SEQ_LEN,
+    TOKEN_SEED,
+    genai_worker,
+    naive_figures,
+    python_with,
+    run_worker,
+    timed,
+    torch_worker,
+    workload,
+)
+from bench.limits import bandwidth, matmul_gflops  # noqa: E402
+
 DEFAULT_OUT = ROOT / "bench" / "out" / "eval_throughput"
-BATCH, SEQ_LEN, PROMPT_LEN, NEW_TOKENS = 8, 128, 32, 64
-TOKEN_SEED = 1234
-PROBE_LEN = 16
-MATMUL_ROWS, MATMUL_K, MATMUL_N, MATMUL_LAYERS = 256, 1024, 4096, 4
 JSON_KEYS = (
     "scoring_tokens_per_s",
     "generation_tokens_per_s",
@@ -74,177 +87,6 @@ JSON_KEYS = (
     "foreign_load",
     "environment",
 )
-
-
-# -- shared by the main process and the workers (NumPy and stdlib only) -----
-
-
-def workload(vocab_size: int, special: int = 3) -> dict[str, list]:
-    """Seeded synthetic token ids: the scoring batch, the prompt, the probe.
-
-    Ids below ``special`` (BOS, EOS, PAD) are avoided so nothing stops early.
-    Every runtime gets exactly these ids.
-    """
-    rng = np.random.default_rng(TOKEN_SEED)
-
-    def ids(*shape: int) -> list:
-        return rng.integers(special, vocab_size, size=shape).tolist()
-
-    return {
-        "scoring": ids(BATCH, SEQ_LEN),
-        "prompt": ids(PROMPT_LEN),
-        "probe": ids(PROBE_LEN),
-    }
-
-
-def timed(fn, repeats: int) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``fn`` after one untimed warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def log_softmax_gather(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Log-probabilities of ``targets`` under float32 ``logits [T, V]``."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    logz = np.log(np.exp(shifted).sum(axis=-1))
-    return shifted[np.arange(len(targets)), targets] - logz
-
-
-# -- workers run by another interpreter (torch, onnxruntime-genai) ----------
-
-
-def _hf_state_dict(weights: dict[str, np.ndarray], layers: int) -> dict:
-    """modelgen names ``[in, out]`` -> transformers Llama names ``[out, in]``."""
-    state = {"model.embed_tokens.weight": weights["embed_tokens"]}
-    projections = {
-        "q_proj": "self_attn.q_proj",
-        "k_proj": "self_attn.k_proj",
-        "v_proj": "self_attn.v_proj",
-        "o_proj": "self_attn.o_proj",
-        "gate": "mlp.gate_proj",
-        "up": "mlp.up_proj",
-        "down": "mlp.down_proj",
-    }
-    for i in range(layers):
-        src, dst = f"layers.{i}.", f"model.layers.{i}."
-        for ours, theirs in projections.items():
-            state[dst + theirs + ".weight"] = weights[src + ours].T
-        for norm in ("input_layernorm", "post_attention_layernorm"):
-            state[dst + norm + ".weight"] = weights[src + norm]
-    state["model.norm.weight"] = weights["norm"]
-    state["lm_head.weight"] = (
-        weights["lm_head"].T if "lm_head" in weights else weights["embed_tokens"]
-    )
-    return state
-
-
-def torch_worker(args: argparse.Namespace) -> dict:
-    """PyTorch eager figures for the bundle (run under ``.venv-export``)."""
-    import onnx
-    import torch
-    import transformers
-    from onnx import numpy_helper
-
-    torch.set_num_threads(args.threads)
-    bundle = Path(args.bundle)
-    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
-    model_proto = onnx.load(str(bundle / "model.onnx"), load_external_data=True)
-    weights = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
-    del model_proto
-    hf_config = transformers.LlamaConfig(**config)
-    model = transformers.LlamaForCausalLM(hf_config).eval()
-    state = {
-        k: torch.from_numpy(np.ascontiguousarray(v))
-        for k, v in _hf_state_dict(weights, hf_config.num_hidden_layers).items()
-    }
-    del weights
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [m for m in missing if "rotary" not in m]:
-        raise RuntimeError(
-            f"weight mapping: missing {missing}, unexpected {unexpected}"
-        )
-    work = workload(hf_config.vocab_size)
-    bos = int(hf_config.bos_token_id)
-    scoring = torch.tensor([[bos, *row[:-1]] for row in work["scoring"]])
-    targets = np.asarray(work["scoring"])
-
-    def score() -> None:
-        with torch.inference_mode():
-            logits = model(input_ids=scoring).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            logprobs.gather(-1, torch.from_numpy(targets)[..., None])
-
-    def generate() -> list[int]:
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([work["prompt"]]), use_cache=True)
-            tokens = [int(out.logits[0, -1].argmax())]
-            while len(tokens) < NEW_TOKENS:
-                out = model(
-                    input_ids=torch.tensor([[tokens[-1]]]),
-                    past_key_values=out.past_key_values,
-                    use_cache=True,
-                )
-                tokens.append(int(out.logits[0, -1].argmax()))
-        return tokens
-
-    with torch.inference_mode():
-        probe = model(input_ids=torch.tensor([work["probe"]])).logits[0].numpy()
-    np.save(args.probe_out, probe.astype(np.float32))
-    score_times = timed(score, args.repeats)
-    gen_times = timed(generate, args.repeats)
-    return {
-        "scoring_times_s": score_times,
-        "generation_times_s": gen_times,
-        "generated_tokens": generate(),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "attn_implementation": model.config._attn_implementation,
-    }
-
-
-def genai_worker(args: argparse.Namespace) -> dict:
-    """onnxruntime-genai greedy generation figures on the genai bundle."""
-    import onnxruntime_genai as og
-
-    # genai reads its thread count from genai_config.json only; set it to
-    # the run's, like every other runner.
-    config_path = Path(args.bundle) / "genai_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    options = config["model"]["decoder"].setdefault("session_options", {})
-    options["intra_op_num_threads"] = args.threads
-    options["inter_op_num_threads"] = 1
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    model = og.Model(str(args.bundle))
-    work = workload(int(config["model"]["vocab_size"]))
-    prompt = np.asarray(work["prompt"], dtype=np.int32)
-    total = PROMPT_LEN + NEW_TOKENS
-    produced: list[list[int]] = []
-
-    def generate() -> None:
-        params = og.GeneratorParams(model)
-        # min_length keeps EOS from ending a random-weight model's run early.
-        params.set_search_options(
-            max_length=total, min_length=total, do_sample=False, top_k=1
-        )
-        generator = og.Generator(model, params)
-        generator.append_tokens(prompt)
-        while not generator.is_done():
-            generator.generate_next_token()
-        produced.append([int(t) for t in generator.get_sequence(0)[PROMPT_LEN:]])
-
-    times = timed(generate, args.repeats)
-    return {
-        "generation_times_s": times,
-        "generated_tokens": produced[-1],
-        "versions": {"onnxruntime_genai": og.__version__},
-    }
 
 
 # -- the bench model ----------------------------------------------------------
@@ -412,122 +254,10 @@ class Phases:
         }
 
 
-def matmul_gflops(threads: int, repeats: int) -> dict:
-    """Best ORT fp32 GFLOP/s of the reference MatMul chain at M = 256."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from engine.runtime import RuntimeSettings, make_session
-
-    rng = np.random.default_rng(0)
-    nodes, inits, x = [], [], "x"
-    for i in range(MATMUL_LAYERS):
-        for j, (k, n) in enumerate(((MATMUL_K, MATMUL_N), (MATMUL_N, MATMUL_K))):
-            w = (rng.standard_normal((k, n)) / math.sqrt(k)).astype(np.float32)
-            inits.append(numpy_helper.from_array(w, f"w{i}_{j}"))
-            mm, out = f"mm{i}_{j}", f"y{i}_{j}"
-            nodes.append(helper.make_node("MatMul", [x, f"w{i}_{j}"], [mm]))
-            nodes.append(helper.make_node("Relu", [mm], [out]))
-            x = out
-    graph = helper.make_graph(
-        nodes,
-        "matmul_chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", MATMUL_K])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["m", MATMUL_K])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    with tempfile.TemporaryDirectory(prefix="matmul-chain-") as tmp:
-        path = Path(tmp) / "chain.onnx"
-        onnx.save_model(model, str(path))
-        session = make_session(path, RuntimeSettings(intra_op_threads=threads))
-    feed = {"x": rng.standard_normal((MATMUL_ROWS, MATMUL_K)).astype(np.float32)}
-    # Each run is ~0.1 s: many repeats, so the best one is a true peak.
-    times = timed(lambda: session.run(None, feed), limit_repeats(repeats))
-    flops = 2.0 * MATMUL_ROWS * MATMUL_K * MATMUL_N * 2 * MATMUL_LAYERS
-    return {
-        "matmul_gflops": flops / min(times) / 1e9,
-        "matmul_gflops_median": flops / float(np.median(times)) / 1e9,
-        "shape": f"{MATMUL_LAYERS} x [{MATMUL_K}x{MATMUL_N}, {MATMUL_N}x{MATMUL_K}]",
-        "rows": MATMUL_ROWS,
-    }
-
-
-def limit_repeats(repeats: int) -> int:
-    """Repeats for a limit probe: short runs, so at least 10."""
-    return max(10, 2 * repeats)
-
-
-def ort_gemv_gb_s(threads: int, repeats: int, weight_bytes: int) -> float:
-    """Best read bandwidth of one ORT MatMul ``[1, K] x [K, N]`` (a decode step)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from engine.runtime import RuntimeSettings, make_session
-
-    k = 4096
-    n = weight_bytes // (4 * k)
-    weight = np.full((k, n), 0.001, dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "gemv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    with tempfile.TemporaryDirectory(prefix="gemv-") as tmp:
-        path = Path(tmp) / "gemv.onnx"
-        onnx.save_model(
-            model, str(path), save_as_external_data=True, location="gemv.data"
-        )
-        session = make_session(path, RuntimeSettings(intra_op_threads=threads))
-    feed = {"x": np.ones((1, k), dtype=np.float32)}
-    times = timed(lambda: session.run(None, feed), limit_repeats(repeats))
-    return weight.nbytes / min(times) / 1e9
-
-
-def bandwidth(threads: int, repeats: int, array_bytes: int) -> dict:
-    """Best read bandwidth (GB/s) over arrays of ``array_bytes`` (>> L3).
-
-    Three probes, the best counts: NumPy sgemv (BLAS threads limited to
-    ``threads``), NumPy sum (one thread), and an ONNX Runtime MatMul with one
-    row (what a decode step does) over a weight of half that size.
-    """
-    cols = 4096
-    rows = array_bytes // (4 * cols)
-    matrix = np.ones((rows, cols), dtype=np.float32)
-    vector = np.ones(cols, dtype=np.float32)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        limiter = threadpool_limits(limits=threads)
-    except ImportError:  # NumPy's BLAS then uses its own thread count
-        limiter = None
-    try:
-        gemv = timed(lambda: matrix @ vector, limit_repeats(repeats))
-        total = timed(lambda: matrix.sum(dtype=np.float32), limit_repeats(repeats))
-    finally:
-        if limiter is not None:
-            limiter.restore_original_limits()
-    gemv_gb = matrix.nbytes / min(gemv) / 1e9
-    sum_gb = matrix.nbytes / min(total) / 1e9
-    nbytes = matrix.nbytes
-    ort_gb = ort_gemv_gb_s(threads, repeats, array_bytes // 2)
-    return {
-        "bandwidth_gb_s": max(gemv_gb, sum_gb, ort_gb),
-        "sgemv_gb_s": gemv_gb,
-        "sum_gb_s": sum_gb,
-        "ort_gemv_gb_s": ort_gb,
-        "array_mb": round(nbytes / 1e6),
-    }
-
-
 def engine_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
     """Scoring and generation through the engine (cached session, KV cache)."""
-    from engine.runtime import SessionCache, load_model
+    from engine.runtime import load_model
+    from engine.session import SessionCache
 
     cache = SessionCache()
     start = time.perf_counter()
@@ -557,107 +287,6 @@ def engine_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
     }
 
 
-def naive_figures(bundle: Path, threads: int, repeats: int, work: dict) -> dict:
-    """The same graph run naively: new session per item, no batching, no cache.
-
-    Default session options except the thread count (kept equal so the
-    ratio measures the engine's design, not a thread setting).
-    """
-    import onnxruntime as ort
-
-    path = str(bundle / "model.onnx")
-    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
-    kv_heads = int(config["num_key_value_heads"])
-    head_dim = int(config["head_dim"])
-    layers = int(config["num_hidden_layers"])
-    bos = int(config["bos_token_id"])
-
-    def new_session() -> ort.InferenceSession:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-    def run(session, ids: list[int]) -> np.ndarray:
-        arr = np.asarray([ids], dtype=np.int64)
-        feed = {
-            "input_ids": arr,
-            "attention_mask": np.ones_like(arr),
-            "position_ids": np.arange(arr.shape[1], dtype=np.int64)[None, :],
-        }
-        empty = np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32)
-        for i in range(layers):
-            feed[f"past_key_values.{i}.key"] = empty
-            feed[f"past_key_values.{i}.value"] = empty
-        return session.run(["logits"], feed)[0][0]
-
-    def score() -> None:
-        for row in work["scoring"]:
-            session = new_session()
-            logits = run(session, [bos, *row[:-1]])
-            log_softmax_gather(logits, np.asarray(row))
-
-    def generate() -> list[int]:
-        session = new_session()
-        sequence = list(work["prompt"])
-        for _ in range(NEW_TOKENS):
-            sequence.append(int(run(session, sequence)[-1].argmax()))
-        return sequence[PROMPT_LEN:]
-
-    score_times = timed(score, repeats)
-    gen_times = timed(generate, repeats)
-    return {
-        "scoring_times_s": score_times,
-        "generation_times_s": gen_times,
-        "generated_tokens": generate(),
-    }
-
-
-def python_with(module: str, explicit: Path | None = None) -> tuple[str | None, str]:
-    """An interpreter that can import ``module``: this one, else ``.venv-export``.
-
-    Returns ``(python, reason)``; ``python`` is ``None`` when none can, with
-    the reason why.
-    """
-    candidates = [explicit] if explicit else [Path(sys.executable), EXPORT_PYTHON]
-    tried = []
-    for python in candidates:
-        if not python.exists():
-            tried.append(f"{python} missing")
-            continue
-        probe = subprocess.run(
-            [str(python), "-c", f"import {module}"],
-            capture_output=True,
-            check=False,
-        )
-        if probe.returncode == 0:
-            return str(python), ""
-        tried.append(f"{python} cannot import {module}")
-    return None, f"{module} not installed ({'; '.join(tried)})"
-
-
-def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
-    """Run ``--worker kind`` under ``python``; its last stdout line is JSON."""
-    command = [
-        python,
-        str(Path(__file__).resolve()),
-        "--worker",
-        kind,
-        "--bundle",
-        str(bundle),
-        "--threads",
-        str(args.threads),
-        "--repeats",
-        str(args.repeats),
-        *extra,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"{kind} worker failed: {' | '.join(tail)}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def median(values: list[float]) -> float:
     """Median of a non-empty list."""
     return float(np.median(values))
@@ -673,171 +302,251 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
-def run_bench(args: argparse.Namespace) -> dict:
-    """Every measurement of one run; returns the JSON-able result."""
-    from engine import perf
-    from engine.runtime import RuntimeSettings
-
-    settings = RuntimeSettings(intra_op_threads=args.threads)
-    phases = Phases(args.max_foreign_load, args.wait_quiet)
-    target = args.params or (10e6 if args.quick else 100e6)
-    cfg = bench_config(target)
-    genai_python, genai_reason = (
+def _interpreters(args: argparse.Namespace) -> dict[str, tuple[str | None, str]]:
+    """``{"genai" | "torch": (python, reason)}``: who runs each foreign baseline."""
+    genai = (
         python_with("onnxruntime_genai") if not args.no_genai else (None, "--no-genai")
     )
-    torch_python, torch_reason = (
+    torch = (
         python_with("torch", args.torch_python)
         if not args.no_torch
         else (None, "--no-torch")
     )
-    bundles = ensure_bundles(cfg, args.out_dir, genai=genai_python is not None)
-    bundle = bundles["optimum"]
-    work = workload(cfg.vocab_size)
-    weight_bytes = sum(p.stat().st_size for p in bundle.glob("model.onnx*"))
+    return {"genai": genai, "torch": torch}
+
+
+def _model_costs(cfg) -> dict:
+    """MatMul weights, FLOPs per scoring token and bytes per generated token."""
     matmul_params = (
         cfg.parameter_count()
         - cfg.vocab_size * cfg.hidden_size * (0 if cfg.tie_word_embeddings else 1)
         - (2 * cfg.num_layers + 1) * cfg.hidden_size
     )
     attention_flops = 4 * SEQ_LEN * cfg.num_heads * cfg.head_dim * cfg.num_layers
-    flops_per_token = 2 * matmul_params + attention_flops
-    bytes_per_token = 4 * matmul_params
+    return {
+        "matmul_parameters": matmul_params,
+        "flops_per_scoring_token": 2 * matmul_params + attention_flops,
+        "bytes_per_generated_token": 4 * matmul_params,
+    }
 
+
+def _measure_torch(
+    phases: Phases, python: str, bundle: Path, args, engine: dict
+) -> tuple[dict | None, str]:
+    """PyTorch eager figures (and their logit gap to the engine), or why not."""
+    log(f"PyTorch eager via {python}")
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+        probe_path = Path(tmp) / "probe.npy"
+        try:
+            torch = phases.measure(
+                "torch",
+                lambda: run_worker(
+                    python, "torch", bundle, args, ("--probe-out", str(probe_path))
+                ),
+            )
+            torch_logits = np.load(probe_path)
+            torch["max_abs_logit_diff_vs_engine"] = float(
+                np.abs(torch_logits - engine["probe_logits"]).max()
+            )
+        except RuntimeError as exc:
+            return None, str(exc)
+    return torch, ""
+
+
+def _measure_genai(
+    phases: Phases, python: str, bundle: Path, args
+) -> tuple[dict | None, str]:
+    """onnxruntime-genai generation figures, or why not."""
+    log(f"onnxruntime-genai via {python}")
+    try:
+        genai = phases.measure(
+            "genai", lambda: run_worker(python, "genai", bundle, args)
+        )
+    except RuntimeError as exc:
+        return None, str(exc)
+    return genai, ""
+
+
+def _measure(args, cfg, phases: Phases, settings, bundles, interpreters) -> dict:
+    """Every measurement: limits, engine, naive ORT, torch and genai workers."""
+    bundle = bundles["optimum"]
+    work = workload(cfg.vocab_size)
+    runs: dict = {}
     log(f"machine limits ({args.threads} threads)")
-    limits = phases.measure(
+    runs["limits"] = phases.measure(
         "matmul_gflops", lambda: matmul_gflops(args.threads, args.repeats)
     )
     bw_bytes = (256 if args.quick else 1024) * 1024**2
-    bw = phases.measure(
+    runs["bw"] = phases.measure(
         "bandwidth", lambda: bandwidth(args.threads, args.repeats, bw_bytes)
     )
-
     log("engine: scoring and generation")
     engine = phases.measure(
         "engine", lambda: engine_figures(bundle, settings, args.repeats, work)
     )
+    runs["engine"] = engine
     log("naive ONNX Runtime: new session per item, no KV cache")
-    naive = phases.measure(
+    runs["naive"] = phases.measure(
         "naive_ort", lambda: naive_figures(bundle, args.threads, args.repeats, work)
     )
-
-    torch = None
+    runs["torch"], runs["genai"] = None, None
+    torch_python, torch_reason = interpreters["torch"]
+    genai_python, genai_reason = interpreters["genai"]
     if torch_python:
-        log(f"PyTorch eager via {torch_python}")
-        with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
-            probe_path = Path(tmp) / "probe.npy"
-            try:
-                torch = phases.measure(
-                    "torch",
-                    lambda: run_worker(
-                        torch_python,
-                        "torch",
-                        bundle,
-                        args,
-                        ("--probe-out", str(probe_path)),
-                    ),
-                )
-                torch_logits = np.load(probe_path)
-                torch["max_abs_logit_diff_vs_engine"] = float(
-                    np.abs(torch_logits - engine["probe_logits"]).max()
-                )
-            except RuntimeError as exc:
-                torch_reason, torch = str(exc), None
-    genai = None
+        runs["torch"], error = _measure_torch(
+            phases, torch_python, bundle, args, engine
+        )
+        torch_reason = error or torch_reason
     if genai_python:
-        log(f"onnxruntime-genai via {genai_python}")
-        try:
-            genai = phases.measure(
-                "genai",
-                lambda: run_worker(genai_python, "genai", bundles["genai_gqa"], args),
-            )
-        except RuntimeError as exc:
-            genai_reason, genai = str(exc), None
+        runs["genai"], error = _measure_genai(
+            phases, genai_python, bundles["genai_gqa"], args
+        )
+        genai_reason = error or genai_reason
+    runs["reasons"] = {"torch": torch_reason, "genai": genai_reason}
+    return runs
 
+
+def _rates(runs: dict, costs: dict) -> dict:
+    """Tokens per second of every runner and the two limits."""
     scoring_tokens = BATCH * SEQ_LEN
-    score = rate(scoring_tokens, engine["scoring_times_s"])
-    gen = rate(NEW_TOKENS, engine["generation_times_s"])
-    naive_score = rate(scoring_tokens, naive["scoring_times_s"])
-    naive_gen = rate(NEW_TOKENS, naive["generation_times_s"])
-    torch_score = rate(scoring_tokens, torch and torch["scoring_times_s"])
-    torch_gen = rate(NEW_TOKENS, torch and torch["generation_times_s"])
-    genai_gen = rate(NEW_TOKENS, genai and genai["generation_times_s"])
-    scoring_limit = limits["matmul_gflops"] * 1e9 / flops_per_token
-    generation_limit = bw["bandwidth_gb_s"] * 1e9 / bytes_per_token
+    engine, naive = runs["engine"], runs["naive"]
+    torch, genai = runs["torch"], runs["genai"]
+    return {
+        "score": rate(scoring_tokens, engine["scoring_times_s"]),
+        "gen": rate(NEW_TOKENS, engine["generation_times_s"]),
+        "naive_score": rate(scoring_tokens, naive["scoring_times_s"]),
+        "naive_gen": rate(NEW_TOKENS, naive["generation_times_s"]),
+        "torch_score": rate(scoring_tokens, torch and torch["scoring_times_s"]),
+        "torch_gen": rate(NEW_TOKENS, torch and torch["generation_times_s"]),
+        "genai_gen": rate(NEW_TOKENS, genai and genai["generation_times_s"]),
+        "scoring_limit": runs["limits"]["matmul_gflops"]
+        * 1e9
+        / costs["flops_per_scoring_token"],
+        "generation_limit": runs["bw"]["bandwidth_gb_s"]
+        * 1e9
+        / costs["bytes_per_generated_token"],
+    }
 
-    def fractions(s: float | None, g: float | None) -> dict:
-        return {
-            "scoring": ratio(s, scoring_limit),
-            "generation": ratio(g, generation_limit),
-        }
 
-    result = {
+def _fractions(rates: dict, s: float | None, g: float | None) -> dict:
+    return {
+        "scoring": ratio(s, rates["scoring_limit"]),
+        "generation": ratio(g, rates["generation_limit"]),
+    }
+
+
+def _torch_baseline(runs: dict, rates: dict, python: str | None) -> dict:
+    torch, engine = runs["torch"], runs["engine"]
+    if not torch:
+        return {"status": runs["reasons"]["torch"]}
+    return {
+        "scoring_tokens_per_s": rates["torch_score"],
+        "generation_tokens_per_s": rates["torch_gen"],
+        "fraction_of_limit": _fractions(
+            rates, rates["torch_score"], rates["torch_gen"]
+        ),
+        "max_abs_logit_diff_vs_engine": torch["max_abs_logit_diff_vs_engine"],
+        "generation_matches_engine": torch["generated_tokens"]
+        == engine["generated_tokens"],
+        "attn_implementation": torch["attn_implementation"],
+        "versions": torch["versions"],
+        "python": python,
+        "times_s": {
+            "scoring": torch["scoring_times_s"],
+            "generation": torch["generation_times_s"],
+        },
+    }
+
+
+def _genai_baseline(runs: dict, rates: dict, python: str | None) -> dict:
+    genai, engine = runs["genai"], runs["engine"]
+    if not genai:
+        return {"status": runs["reasons"]["genai"]}
+    return {
+        "generation_tokens_per_s": rates["genai_gen"],
+        "fraction_of_limit": _fractions(rates, None, rates["genai_gen"]),
+        "generation_matches_engine": genai["generated_tokens"]
+        == engine["generated_tokens"],
+        "layout": "genai builder contract, GroupQueryAttention, fp32",
+        "versions": genai["versions"],
+        "python": python,
+        "times_s": {"generation": genai["generation_times_s"]},
+    }
+
+
+def _baselines(runs: dict, rates: dict, interpreters: dict) -> dict:
+    """The ``baselines`` object: naive ORT, torch and genai figures or reasons."""
+    naive, engine = runs["naive"], runs["engine"]
+    return {
+        "naive_ort": {
+            "scoring_tokens_per_s": rates["naive_score"],
+            "generation_tokens_per_s": rates["naive_gen"],
+            "fraction_of_limit": _fractions(
+                rates, rates["naive_score"], rates["naive_gen"]
+            ),
+            "generation_matches_engine": naive["generated_tokens"]
+            == engine["generated_tokens"],
+            "times_s": {
+                "scoring": naive["scoring_times_s"],
+                "generation": naive["generation_times_s"],
+            },
+        },
+        "torch": _torch_baseline(runs, rates, interpreters["torch"][0]),
+        "genai": _genai_baseline(runs, rates, interpreters["genai"][0]),
+    }
+
+
+def _headline(runs: dict, rates: dict) -> dict:
+    """The top-level figures: engine rates, ratios, limits and fractions."""
+    score, gen = rates["score"], rates["gen"]
+    return {
         "scoring_tokens_per_s": score,
         "generation_tokens_per_s": gen,
         "ratio_vs_naive_ort": {
-            "scoring": ratio(score, naive_score),
-            "generation": ratio(gen, naive_gen),
+            "scoring": ratio(score, rates["naive_score"]),
+            "generation": ratio(gen, rates["naive_gen"]),
         },
         "ratio_vs_torch": (
-            {"scoring": ratio(score, torch_score), "generation": ratio(gen, torch_gen)}
-            if torch
+            {
+                "scoring": ratio(score, rates["torch_score"]),
+                "generation": ratio(gen, rates["torch_gen"]),
+            }
+            if runs["torch"]
             else None
         ),
-        "ratio_vs_genai": {"generation": ratio(gen, genai_gen)} if genai else None,
-        "matmul_gflops": limits["matmul_gflops"],
-        "bandwidth_gb_s": bw["bandwidth_gb_s"],
-        "scoring_limit_tokens_per_s": scoring_limit,
-        "generation_limit_tokens_per_s": generation_limit,
-        "scoring_fraction_of_limit": ratio(score, scoring_limit),
-        "generation_fraction_of_limit": ratio(gen, generation_limit),
-        "baselines": {
-            "naive_ort": {
-                "scoring_tokens_per_s": naive_score,
-                "generation_tokens_per_s": naive_gen,
-                "fraction_of_limit": fractions(naive_score, naive_gen),
-                "generation_matches_engine": naive["generated_tokens"]
-                == engine["generated_tokens"],
-                "times_s": {
-                    "scoring": naive["scoring_times_s"],
-                    "generation": naive["generation_times_s"],
-                },
-            },
-            "torch": (
-                {
-                    "scoring_tokens_per_s": torch_score,
-                    "generation_tokens_per_s": torch_gen,
-                    "fraction_of_limit": fractions(torch_score, torch_gen),
-                    "max_abs_logit_diff_vs_engine": torch[
-                        "max_abs_logit_diff_vs_engine"
-                    ],
-                    "generation_matches_engine": torch["generated_tokens"]
-                    == engine["generated_tokens"],
-                    "attn_implementation": torch["attn_implementation"],
-                    "versions": torch["versions"],
-                    "python": torch_python,
-                    "times_s": {
-                        "scoring": torch["scoring_times_s"],
-                        "generation": torch["generation_times_s"],
-                    },
-                }
-                if torch
-                else {"status": torch_reason}
-            ),
-            "genai": (
-                {
-                    "generation_tokens_per_s": genai_gen,
-                    "fraction_of_limit": fractions(None, genai_gen),
-                    "generation_matches_engine": genai["generated_tokens"]
-                    == engine["generated_tokens"],
-                    "layout": "genai builder contract, GroupQueryAttention, fp32",
-                    "versions": genai["versions"],
-                    "python": genai_python,
-                    "times_s": {"generation": genai["generation_times_s"]},
-                }
-                if genai
-                else {"status": genai_reason}
-            ),
-        },
+        "ratio_vs_genai": (
+            {"generation": ratio(gen, rates["genai_gen"])} if runs["genai"] else None
+        ),
+        "matmul_gflops": runs["limits"]["matmul_gflops"],
+        "bandwidth_gb_s": runs["bw"]["bandwidth_gb_s"],
+        "scoring_limit_tokens_per_s": rates["scoring_limit"],
+        "generation_limit_tokens_per_s": rates["generation_limit"],
+        "scoring_fraction_of_limit": ratio(score, rates["scoring_limit"]),
+        "generation_fraction_of_limit": ratio(gen, rates["generation_limit"]),
+    }
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    """Every measurement of one run; returns the JSON-able result."""
+    from engine import perf
+    from engine.session import RuntimeSettings
+
+    settings = RuntimeSettings(intra_op_threads=args.threads)
+    phases = Phases(args.max_foreign_load, args.wait_quiet)
+    cfg = bench_config(args.params or (10e6 if args.quick else 100e6))
+    interpreters = _interpreters(args)
+    bundles = ensure_bundles(
+        cfg, args.out_dir, genai=interpreters["genai"][0] is not None
+    )
+    bundle = bundles["optimum"]
+    weight_bytes = sum(p.stat().st_size for p in bundle.glob("model.onnx*"))
+    costs = _model_costs(cfg)
+    runs = _measure(args, cfg, phases, settings, bundles, interpreters)
+    rates = _rates(runs, costs)
+    engine = runs["engine"]
+    result = {
+        **_headline(runs, rates),
+        "baselines": _baselines(runs, rates, interpreters),
         "engine": {
             "session_create_s": engine["load_s"],
             "session_cache": engine["session_cache"],
@@ -850,12 +559,12 @@ def run_bench(args: argparse.Namespace) -> dict:
             "bundle": str(bundle),
             "config": cfg.to_dict(),
             "parameters": cfg.parameter_count(),
-            "matmul_parameters": matmul_params,
+            "matmul_parameters": costs["matmul_parameters"],
             "file_bytes": weight_bytes,
-            "flops_per_scoring_token": flops_per_token,
-            "bytes_per_generated_token": bytes_per_token,
+            "flops_per_scoring_token": costs["flops_per_scoring_token"],
+            "bytes_per_generated_token": costs["bytes_per_generated_token"],
         },
-        "limits": {**limits, **bw},
+        "limits": {**runs["limits"], **runs["bw"]},
         "workload": {
             "scoring": f"batch {BATCH} x {SEQ_LEN} tokens",
             "generation": f"batch 1, {PROMPT_LEN}-token prompt, {NEW_TOKENS} new",
@@ -876,13 +585,13 @@ def _fmt(value: float | None, spec: str = ",.1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_table(r: dict) -> str:
-    """The readable report: figures, ratios, fractions, load, environment."""
+def _runner_lines(r: dict) -> list[str]:
+    """The model, the workload and the tokens/s of every runner."""
     b = r["baselines"]
     torch = b["torch"]
     genai = b["genai"]
     model = r["model"]
-    lines = [
+    return [
         f"model: Llama-shaped, {model['parameters'] / 1e6:.1f} M params "
         f"({model['config']['num_layers']} layers, hidden "
         f"{model['config']['hidden_size']}, vocab {model['config']['vocab_size']}), "
@@ -908,8 +617,12 @@ def render_table(r: dict) -> str:
         f"{_fmt(r['scoring_limit_tokens_per_s']):>15}"
         f"{_fmt(r['generation_limit_tokens_per_s']):>18}",
         "",
-        f"{'engine ratio / fraction':<34}{'scoring':>15}{'generation':>18}",
     ]
+
+
+def _ratio_lines(r: dict) -> list[str]:
+    """The engine's ratios to each baseline and its fractions of the limits."""
+    lines = [f"{'engine ratio / fraction':<34}{'scoring':>15}{'generation':>18}"]
     rows = [
         ("ratio_vs_naive_ort", r["ratio_vs_naive_ort"]),
         ("ratio_vs_torch", r["ratio_vs_torch"]),
@@ -921,6 +634,7 @@ def render_table(r: dict) -> str:
             f"{name:<34}{_fmt(value.get('scoring'), '.2f'):>15}"
             f"{_fmt(value.get('generation'), '.2f'):>18}"
         )
+    model = r["model"]
     lines += [
         f"{'fraction of limit':<34}{_fmt(r['scoring_fraction_of_limit'], '.2f'):>15}"
         f"{_fmt(r['generation_fraction_of_limit'], '.2f'):>18}",
@@ -934,6 +648,14 @@ def render_table(r: dict) -> str:
         f"engine session create {r['engine']['session_create_s']:.2f} s, reused from "
         f"the cache afterwards: {r['engine']['session_cache']['reused']}",
     ]
+    return lines
+
+
+def _note_lines(r: dict) -> list[str]:
+    """Figures above their limit, and the baselines' agreement with the engine."""
+    lines = []
+    torch = r["baselines"]["torch"]
+    genai = r["baselines"]["genai"]
     over = [
         name
         for name in ("scoring", "generation")
@@ -953,11 +675,16 @@ def render_table(r: dict) -> str:
         )
     if "generation_matches_engine" in genai:
         lines.append(f"genai greedy tokens equal: {genai['generation_matches_engine']}")
+    return lines
+
+
+def _load_lines(r: dict) -> list[str]:
+    """Other load per phase, and the environment."""
     load = r["foreign_load"]
     phases = ", ".join(
         f"{n} {p['foreign_cores']:.2f}" for n, p in load["phases"].items()
     )
-    lines += [
+    return [
         f"foreign load (cores): {phases}",
         (
             "WARNING: contaminated by other load: "
@@ -971,6 +698,11 @@ def render_table(r: dict) -> str:
         f"{r['environment']['runtime_settings']['resolved_intra_op_threads']}, "
         f"{r['environment']['date_utc']}",
     ]
+
+
+def render_table(r: dict) -> str:
+    """The readable report: figures, ratios, fractions, load, environment."""
+    lines = _runner_lines(r) + _ratio_lines(r) + _note_lines(r) + _load_lines(r)
     return "\n".join(lines)
 
 

@@ -452,7 +452,7 @@ AUDIT_DENIAL_ROUTES = {
 ARTIFACT_TMP_DIR = Path(
     env.str("ARTIFACT_TMP_DIR", default=str(VAR_DIR / "artifact-tmp"))
 )
-# Caps on what an uploaded archive may unpack to (engine.bundle.Limits).
+# Caps on what an uploaded archive may unpack to (engine.archive.Limits).
 CIVITAS_BUNDLE_MAX_FILES = env.int("CIVITAS_BUNDLE_MAX_FILES", default=256)
 CIVITAS_BUNDLE_MAX_UNPACKED_BYTES = env.int(
     "CIVITAS_BUNDLE_MAX_UNPACKED_BYTES", default=8 * 1024**3

@@ -1,9 +1,12 @@
 """Civitas evaluation engine: ONNX bundles scored on CPU, pure Python, no Django.
 
-Modules: ``bundle`` (validation), ``runtime`` (sessions and model adapters),
-``modelgen`` (tiny fixture models), ``metrics`` (formulas), ``evaluate`` (task
-runners), ``perf`` (time, memory, energy), ``sandbox`` (child process and limits)
-and ``__main__`` (the offline command line).
+Modules: ``archive`` (safe extraction of uploads), ``bundle`` (static ONNX
+inspection), ``session`` (ONNX Runtime sessions and their cache), ``causal_lm``
+(the language-model adapter), ``runtime`` (the other adapters and
+``load_model``), ``metrics`` (formulas), ``evaluate`` (task runners), ``perf``
+(time, memory, energy), ``sandbox`` (child process and limits), ``selftest``
+(the registration self-test) and ``__main__`` (the offline command line). The
+engine imports nothing of the project (not even ``modelgen``).
 """
 
 ENGINE_VERSION = "1.0.0"

@@ -1,107 +1,50 @@
-"""Bundle intake: safe archive extraction and static inspection of ONNX bundles.
+"""Static inspection of ONNX bundles: the graph's safety gate and its facts.
 
-Pure Python, no Django. The registry calls this when an agency uploads a bundle and
-the engine calls it again before any ONNX Runtime session exists, so nothing here
-runs a model, reads weights into memory or opens a file outside the bundle root.
+Pure Python, no Django. The registry calls this when an agency uploads a bundle
+(after ``engine.archive`` has unpacked it) and the engine calls it again before
+any ONNX Runtime session exists, so nothing here runs a model, reads weights
+into memory or opens a file outside the bundle root.
 
-Written by hand only where no library does the job:
-
-* Archive handling. The stdlib's tarfile ``data`` filter is not used because links
-  must be refused outright rather than checked against the destination, and zipfile
-  has no filter at all. Both formats are pre-scanned in full, then extracted member
-  by member with an own byte counter; ``extractall`` is never called.
-* External-data locations, byte ranges and tensor sizes are checked from the path
-  string and ``lstat`` before ``onnx.checker`` runs: these rules are stricter than the
-  checker's (no links, no hard links, no ``_ORT_MEM_ADDR_``, dims capped, declared
-  sizes matched) and must hold before any code resolves a location.
-
-Parsing (``onnx.load``), the ONNX checker and gzip/zip/tar decoding are the libraries'.
+External-data locations, byte ranges and tensor sizes are checked from the path
+string and ``lstat`` before ``onnx.checker`` runs: these rules are stricter than
+the checker's (no links, no hard links, no ``_ORT_MEM_ADDR_``, dims capped,
+declared sizes matched) and must hold before any code resolves a location.
+Parsing (``onnx.load``) and the ONNX checker are the library's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import gzip
 import hashlib
-import lzma
 import os
 import re
-import shutil
 import stat
-import struct
-import tarfile
-import zipfile
-import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from zipfile import ZIP_BZIP2, ZIP_DEFLATED, ZIP_LZMA, ZIP_STORED
 
+import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto
+from onnx import AttributeProto, TensorProto, numpy_helper
 
+from engine.archive import (
+    DEFAULT_LIMITS,
+    LOOKS_LIKE,
+    WINDOWS_DRIVE,
+    BundleError,
+    Limits,
+    find_model,
+    sniff,
+)
 
-class BundleError(Exception):
-    """A bundle was refused. `code` is machine-readable, str(e) is a sentence a person
-    can act on; `member` names the archive member or tensor at fault, if any."""
-
-    def __init__(self, code: str, message: str, *, member: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.member = member
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_files: int = 256
-    max_total_bytes: int = 8 * 1024**3  # unpacked
-    max_ratio: float = 100.0  # unpacked / packed, per member and for the whole archive
-    max_nodes: int = 200_000
-    max_graph_depth: int = 8  # nested subgraphs (If/Loop/Scan) and function nesting
-
-
-_DEFAULT_LIMITS = Limits()
-_CHUNK = 1 << 20
 _PROTOBUF_MAX = 2**31  # protobuf cannot parse a message of 2 GiB or more
 _MAX_ELEMENTS = 2**40
-# Below this many unpacked bytes a member (or archive) is not checked for ratio:
-# tiny JSON files compress far beyond 100x, and max_files of them stay harmless.
-_RATIO_FLOOR = 1 << 20
-# tarfile reads a pax or GNU long-name block in a single read(); bound it.
-_MAX_HEADER_READ = 16 << 20
-# A zip central directory is parsed into memory whole; bound it by max_files.
-_CD_BYTES_PER_ENTRY = 4096
-_MAX_NAME_BYTES = 1024
 _WEIGHT_SLACK = 64 << 10
-_ARCHIVES = ("zip", "gzip", "tar")
-_ZIP_METHODS = {ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA}
 _ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
-_MODEL_FILES = ("model.onnx", "decoder_model_merged.onnx", "decoder_model.onnx")
 _LM_KINDS = frozenset({"causal_lm_kv", "causal_lm", "seq_classifier"})
 _PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)")
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _DIGITS = re.compile(r"[0-9]+")
-_LOOKS = {
-    "zip": "a ZIP archive (a PyTorch checkpoint is one)",
-    "gzip": "a gzip file",
-    "tar": "a tar archive",
-    "pickle": "a Python pickle",
-    "html": "an HTML page",
-    "json": "a JSON document",
-    "safetensors": "a safetensors file",
-}
-# Member kinds an archive may hold but that are never extracted.
-_MEMBER_REFUSALS = {
-    "link": ("link_member", "is a link; links are never extracted"),
-    "special": ("special_member", "is a device, FIFO or other special file"),
-    "encrypted": ("special_member", "is encrypted; upload an unencrypted archive"),
-    "method": ("not_an_archive", "uses an unsupported compression method"),
-}
-# Decoder errors: the archive is damaged or hostile, not the server at fault.
-_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError)
-_CORRUPT += (zlib.error, lzma.LZMAError, RecursionError, NotImplementedError)
+_HASH_CHUNK = 1 << 20
+_HASH_HEAD = 64 << 10  # bytes compared first when looking for repeated tensors
 
 
 def _dtype(enum: str) -> tuple[str, int | None]:
@@ -136,417 +79,6 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-# --------------------------------------------------------------------- archives
-
-
-def _sniff(path: Path) -> str | None:
-    """Name the container format from magic bytes, or None for anything else."""
-    with open(path, "rb") as f:
-        head = f.read(520)
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head[257:262] == b"ustar":
-        return "tar"
-    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    # Leading whitespace or a BOM can never start an ONNX protobuf (bad wire types).
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith(b"<"):
-        return "html"
-    if text.startswith((b"{", b"[")):
-        return "json"
-    # safetensors: u64 little-endian header length, then the JSON header itself.
-    return "safetensors" if head[4:8] == bytes(4) and head[8:10] == b'{"' else None
-
-
-def _clean_name(raw: str, is_dir: bool) -> str:
-    """Normalise a member name to 'a/b/c', or refuse it with unsafe_path."""
-    parts = [p for p in raw.split("/") if p not in ("", ".")]
-    encoded = [len(p.encode("utf-8", "surrogateescape")) for p in parts]
-    why = None
-    if not raw:
-        why = "has an empty name"
-    elif any(ord(c) < 32 for c in raw):
-        why = "contains a NUL or control character"
-    elif "\\" in raw:
-        why = "contains a backslash"
-    elif raw.startswith("/") or _DRIVE.match(raw):
-        why = "is an absolute path"
-    elif ".." in parts:
-        why = "contains a '..' component"
-    elif sum(encoded) + len(parts) > _MAX_NAME_BYTES or max(encoded, default=0) > 255:
-        why = "is too long"
-    elif not parts and not is_dir:
-        why = "does not name a file"
-    if why:
-        message = f"Archive member {raw!r} {why}; use plain relative names."
-        raise BundleError("unsafe_path", message, member=raw)
-    return "/".join(parts)
-
-
-@dataclass
-class _Entry:
-    name: str
-    is_dir: bool
-    size: int
-    ref: object  # the ZipInfo or TarInfo to extract from
-
-
-class _Prescan:
-    """Collects members one at a time and refuses as soon as a rule is broken."""
-
-    def __init__(self, limits: Limits, packed_size: int):
-        self.limits, self.packed = limits, max(packed_size, 1)
-        self.entries: list[_Entry] = []
-        self.count = self.total = 0
-        self.names: set[str] = set()
-        self.files: set[str] = set()
-        self.dirs: set[str] = set()
-
-    def add(self, raw: str, kind: str, size: int, packed: int | None, ref) -> None:
-        """kind is "file", "dir" or a key of _MEMBER_REFUSALS."""
-        lim = self.limits
-        self.count += 1
-        if self.count > lim.max_files:
-            message = f"The archive holds more than {lim.max_files} members."
-            raise BundleError("too_many_files", message)
-        if kind in _MEMBER_REFUSALS:
-            code, why = _MEMBER_REFUSALS[kind]
-            raise BundleError(code, f"Archive member {raw!r} {why}.", member=raw)
-        is_dir = kind == "dir"
-        name = _clean_name(raw, is_dir)
-        if not name:  # the archive's own root entry, e.g. "./"
-            return
-        parts = name.split("/")
-        parents = {"/".join(parts[:i]) for i in range(1, len(parts))}
-        clash = name in self.names or (not is_dir and name in self.dirs)
-        if clash or parents & self.files:
-            message = f"Archive member {raw!r} appears twice or clashes with a file."
-            raise BundleError("unsafe_path", message, member=raw)
-        self.names.add(name)
-        (self.dirs if is_dir else self.files).add(name)
-        self.dirs |= parents
-        size = 0 if is_dir else size
-        if size < 0:
-            message = f"Member {raw!r} has a negative size; the archive is corrupt."
-            raise BundleError("not_an_archive", message, member=raw)
-        self.total += size
-        if self.total > lim.max_total_bytes:
-            message = f"The archive unpacks to more than {lim.max_total_bytes} bytes."
-            raise BundleError("too_large", message, member=raw)
-        member_bomb = packed is not None and size > lim.max_ratio * max(packed, 1)
-        whole_bomb = self.total > lim.max_ratio * self.packed
-        if (member_bomb and size > _RATIO_FLOOR) or (
-            whole_bomb and self.total > _RATIO_FLOOR
-        ):
-            message = (
-                f"Member {raw!r} or the whole archive expands more than "
-                f"{lim.max_ratio:g} times; this looks like a compression bomb."
-            )
-            raise BundleError("compression_ratio", message, member=raw)
-        self.entries.append(_Entry(name, is_dir, size, ref))
-
-
-def _check_zip_directory(archive: Path, size: int, limits: Limits) -> None:
-    """Refuse a central directory larger than max_files allows, before zipfile
-    builds one object per entry from it."""
-    bad = BundleError("not_an_archive", "The ZIP end-of-directory record is damaged.")
-    with open(archive, "rb") as f:
-        f.seek(max(0, size - 65557))
-        tail = f.read()
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) - at < 22:
-            raise bad
-        entries, cd_size = struct.unpack_from("<HI", tail, at + 10)
-        if entries == 0xFFFF or cd_size == 0xFFFFFFFF:  # ZIP64: real values elsewhere
-            loc = at - 20
-            if loc < 0 or tail[loc : loc + 4] != b"PK\x06\x07":
-                raise bad
-            f.seek(struct.unpack_from("<Q", tail, loc + 8)[0])
-            record = f.read(56)
-            if len(record) < 56 or record[:4] != b"PK\x06\x06":
-                raise bad
-            entries, cd_size = struct.unpack_from("<QQ", record, 32)
-    if entries > limits.max_files or cd_size > limits.max_files * _CD_BYTES_PER_ENTRY:
-        message = f"The archive lists more than {limits.max_files} members."
-        raise BundleError("too_many_files", message)
-
-
-def _zip_kind(info: zipfile.ZipInfo) -> str:
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "link"
-    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-        return "special"
-    if info.flag_bits & 0x1:
-        return "encrypted"
-    if info.compress_type not in _ZIP_METHODS:
-        return "method"
-    # ZipInfo.is_dir() raises IndexError on an empty name.
-    return "dir" if info.filename.endswith("/") or stat.S_ISDIR(mode) else "file"
-
-
-def _scan_zip(archive: Path, limits: Limits, packed: int):
-    _check_zip_directory(archive, packed, limits)
-    zf = zipfile.ZipFile(archive)
-    scan = _Prescan(limits, packed)
-    try:
-        for info in zf.infolist():
-            size, packed_size = info.file_size, info.compress_size
-            scan.add(info.orig_filename, _zip_kind(info), size, packed_size, info)
-    except BaseException:
-        zf.close()
-        raise
-    return zf, scan
-
-
-class _BoundedStream:
-    """Read-only, seekable view of a (decompressed) tar stream that refuses to move
-    past `cap` bytes or to serve one oversized read, so no header can balloon."""
-
-    def __init__(self, raw, cap: int):
-        self.raw, self.cap = raw, cap
-
-    def _refuse(self) -> BundleError:
-        message = "The tar stream runs past the sizes its headers declare."
-        return BundleError("too_large", message)
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or not 0 <= n <= _MAX_HEADER_READ:
-            raise self._refuse()
-        if self.raw.tell() + n > self.cap:
-            raise self._refuse()
-        return self.raw.read(n)
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        target = pos if whence == 0 else self.raw.tell() + pos
-        if whence not in (0, 1) or target > self.cap:
-            raise self._refuse()
-        return self.raw.seek(target)
-
-    def tell(self) -> int:
-        return self.raw.tell()
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-def _tar_kind(m: tarfile.TarInfo) -> str:
-    if m.issym() or m.islnk():
-        return "link"
-    if m.issparse() or not (m.isreg() or m.isdir()):
-        return "special"
-    return "dir" if m.isdir() else "file"
-
-
-def _scan_tar(archive: Path, kind: str, limits: Limits, packed: int):
-    opener = gzip.open if kind == "gzip" else open
-    cap = min(limits.max_total_bytes, max(limits.max_ratio * packed, _RATIO_FLOOR))
-    cap = int(cap) + (limits.max_files + 2) * 4096 + _MAX_HEADER_READ
-    stream = _BoundedStream(opener(archive, "rb"), cap)
-    try:
-        # A TarFile never closes a passed-in fileobj; the stream is closed instead.
-        tf = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115
-        scan = _Prescan(limits, packed)
-        while (m := tf.next()) is not None:
-            scan.add(m.name, _tar_kind(m), m.size, None, m)
-    except BaseException:
-        stream.close()
-        raise
-    return tf, stream, scan
-
-
-class _Writer:
-    """Creates files and directories under dest only, counting every byte, and can
-    undo all of it."""
-
-    def __init__(self, dest: Path, limits: Limits):
-        self.dest, self.limits = dest, limits
-        self.files: list[str] = []
-        self.paths: list[Path] = []
-        self.dirs: list[Path] = []
-        self.total = 0
-
-    def mkdir(self, name: str) -> None:
-        path = self.dest
-        for part in name.split("/"):
-            path = path / part
-            if path not in self.dirs:
-                os.mkdir(path, 0o755)
-                self.dirs.append(path)
-                os.chmod(path, 0o755)  # the umask must not decide the mode
-
-    def write(self, name: str, size: int, src) -> None:
-        if "/" in name:
-            self.mkdir(name.rpartition("/")[0])
-        path = self.dest / name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o644)
-        self.paths.append(path)
-        written = 0
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)
-            while chunk := src.read(_CHUNK):
-                written += len(chunk)
-                self.total += len(chunk)
-                if written > size or self.total > self.limits.max_total_bytes:
-                    message = f"Member {name!r} unpacks past its declared size."
-                    raise BundleError("too_large", message, member=name)
-                out.write(chunk)
-        if written != size:
-            message = f"Member {name!r} holds {written} bytes but declares {size}."
-            raise BundleError("not_an_archive", message, member=name)
-        self.files.append(name)
-
-    def undo(self) -> None:
-        for path in reversed(self.paths):
-            path.unlink(missing_ok=True)
-        for path in reversed(self.dirs):
-            path.rmdir()
-
-
-@contextlib.contextmanager
-def _writing_into(dest: Path, limits: Limits):
-    """Yield a _Writer for dest, which must be new or empty; on any error remove
-    what was written (and dest itself, if it was created here)."""
-    created = not os.path.lexists(dest)
-    if created:
-        dest.mkdir(mode=0o755, parents=True)
-    elif dest.is_symlink() or not dest.is_dir() or any(dest.iterdir()):
-        raise FileExistsError(f"{dest} must be a new or empty directory")
-    writer = _Writer(dest, limits)
-    try:
-        yield writer
-    except BaseException:
-        writer.undo()
-        if created:
-            dest.rmdir()
-        raise
-
-
-def extract_archive(
-    archive: Path, dest: Path, *, limits: Limits = _DEFAULT_LIMITS
-) -> list[str]:
-    """Extract a zip or tar(.gz) archive into dest and return the file names written.
-
-    The format is sniffed from magic bytes. Every member is checked before anything
-    is written (names, links, special files, duplicates, count, declared size and
-    ratio); extraction then counts actual bytes, creates files with O_EXCL and mode
-    0o644 and directories with 0o755, under dest only. Nested archives stay plain
-    files. dest must be new or empty. Raises BundleError (unsafe_path, link_member,
-    special_member, too_many_files, too_large, compression_ratio, not_an_archive),
-    after removing everything written.
-    """
-    archive, dest = Path(archive), Path(dest)
-    kind = _sniff(archive)
-    if kind not in _ARCHIVES:
-        message = "The upload is not a ZIP, tar or tar.gz archive."
-        raise BundleError("not_an_archive", message)
-    packed = archive.stat().st_size
-    handles = []
-    with _writing_into(dest, limits) as writer:
-        try:
-            if kind == "zip":
-                zf, scan = _scan_zip(archive, limits, packed)
-                handles.append(zf)
-            else:
-                tf, stream, scan = _scan_tar(archive, kind, limits, packed)
-                handles.append(stream)
-            for entry in scan.entries:
-                if entry.is_dir:
-                    writer.mkdir(entry.name)
-                    continue
-                if kind == "zip":
-                    # zipfile stops at the declared size and then fails the CRC;
-                    # widen its window so the own counter sees any excess.
-                    info = copy.copy(entry.ref)
-                    info.file_size = entry.size + _CHUNK + 1
-                    src = zf.open(info)
-                else:
-                    src = tf.extractfile(entry.ref)
-                with src:
-                    writer.write(entry.name, entry.size, src)
-        except _CORRUPT as e:
-            message = f"The archive could not be read ({e}); re-create it."
-            raise BundleError("not_an_archive", message) from e
-        finally:
-            for handle in handles:
-                handle.close()
-    return writer.files
-
-
-# ----------------------------------------------------------------------- bundles
-
-
-def _find_model(root: Path) -> str:
-    for name in _MODEL_FILES:
-        if os.path.lexists(root / name):
-            return name
-    found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
-    deeper = [
-        os.path.relpath(os.path.join(top, f), root)
-        for top, _, names in os.walk(root)
-        for f in sorted(names)
-        if f.endswith(".onnx")
-    ]
-    message = (
-        f"The bundle root has no {' or '.join(_MODEL_FILES)}; it holds "
-        f"{', '.join(found[:20]) or 'nothing'} (.onnx files: "
-        f"{', '.join(deeper[:10]) or 'none'}). Put model.onnx at the top of the "
-        "archive or in its single top-level folder."
-    )
-    raise BundleError("missing_model", message)
-
-
-def _empty(dest: Path) -> None:
-    for child in dest.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
-def materialise_bundle(
-    upload: Path, dest: Path, *, limits: Limits = _DEFAULT_LIMITS
-) -> Path:
-    """Turn an upload (one .onnx file, or a zip/tar(.gz) bundle) into a directory and
-    return the bundle root.
-
-    Archives are recognised by magic bytes and go through extract_archive; if they
-    hold exactly one top-level directory, that directory is the root. Anything else
-    is copied to dest/model.onnx unless it is recognisably not ONNX. The root must
-    contain model.onnx, decoder_model_merged.onnx or decoder_model.onnx (first wins).
-    dest must be new or empty and is left empty on refusal. Raises BundleError
-    (invalid_onnx, missing_model, too_large and every extract_archive code).
-    """
-    upload, dest = Path(upload), Path(dest)
-    kind = _sniff(upload)
-    if kind in _ARCHIVES:
-        extract_archive(upload, dest, limits=limits)
-    elif kind is not None:
-        message = f"Not an ONNX protobuf: the upload looks like {_LOOKS[kind]}."
-        raise BundleError("invalid_onnx", message)
-    else:
-        size = upload.stat().st_size
-        if size > limits.max_total_bytes:
-            message = f"The upload exceeds {limits.max_total_bytes} bytes."
-            raise BundleError("too_large", message)
-        with _writing_into(dest, limits) as writer, open(upload, "rb") as src:
-            writer.write("model.onnx", size, src)
-    children = list(dest.iterdir())
-    root = dest
-    if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
-        root = children[0]
-    try:
-        _find_model(root)
-    except BundleError:
-        _empty(dest)
-        raise
-    return root
-
-
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
@@ -564,7 +96,9 @@ class GraphFacts:
     # Element count of every initializer (subgraphs and sparse values included,
     # Constant nodes not); MatMulNBits packed weights count as their logical K*N,
     # GatherBlockQuantized uint8 data as unpacked elements; scales and zero points
-    # count as stored.
+    # count as stored. Dense matrices holding identical data (same dtype, dims
+    # and bytes, e.g. a tied embedding stored twice) count once, unless all
+    # their elements hold one value (see _shared_initializers).
     parameter_count: int
     weight_bytes: int  # declared bytes of those initializers as stored
     kind: str  # causal_lm_kv | causal_lm | seq_classifier | generic
@@ -575,6 +109,9 @@ class GraphFacts:
     has_tokenizer: bool
     has_config: bool
     has_genai_config: bool
+    # Names of initializers holding identical data, one list per group; all but
+    # the first of each group are left out of parameter_count.
+    shared_initializers: list[list[str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Return the facts as plain JSON-serialisable dicts and lists."""
@@ -596,6 +133,7 @@ class _Walker:
         self.stack: list[tuple] = []
         self.nodes: list[onnx.NodeProto] = []
         self.tensors: list[tuple[TensorProto, bool]] = []  # (tensor, is_parameter)
+        self.sparse_values: set[int] = set()  # ids of sparse initializers' values
 
     def run(self, model: onnx.ModelProto) -> None:
         for fn in model.functions:
@@ -611,7 +149,9 @@ class _Walker:
     def graph(self, graph: onnx.GraphProto, depth: int) -> tuple[int, int]:
         self.tensors += [(t, True) for t in graph.initializer]
         for sparse in graph.sparse_initializer:
-            self.tensors += [(sparse.values, True), (sparse.indices, False)]
+            values = sparse.values
+            self.tensors += [(values, True), (sparse.indices, False)]
+            self.sparse_values.add(id(values))
         return self.body(graph.node, depth)
 
     def body(self, nodes, depth: int) -> tuple[int, int]:
@@ -700,7 +240,7 @@ def _unsafe_location(loc: str) -> str | None:
         return "contains a NUL byte or a backslash"
     if "_ORT_MEM_ADDR_" in loc:
         return "asks ONNX Runtime to read raw process memory"
-    if loc.startswith("/") or _DRIVE.match(loc):
+    if loc.startswith("/") or WINDOWS_DRIVE.match(loc):
         return "is an absolute path"
     return "contains a '..' component" if ".." in loc.split("/") else None
 
@@ -799,7 +339,10 @@ def _tensor_size(t: TensorProto, root: Path) -> tuple[int, int, str | None]:
 
 def _account(walker: _Walker, root: Path, files: dict[str, int]):
     """Size every tensor; return (parameter_count, weight_bytes, external_files,
-    [(parameter tensor, elements, bytes)])."""
+    [(parameter tensor, elements, bytes)], shared initializer names).
+
+    parameter_count counts initializers holding identical data once (a tied
+    embedding exported twice); weight_bytes stays what is stored."""
     logical: dict[str, int] = {}  # MatMulNBits packed weight -> K*N
     unpack: dict[str, int] = {}  # GatherBlockQuantized uint8 data -> bits
     for node in walker.nodes:
@@ -817,6 +360,7 @@ def _account(walker: _Walker, root: Path, files: dict[str, int]):
     params = weight = mapped = 0
     externals: set[str] = set()
     sized: list[tuple[TensorProto, int, int]] = []
+    dense: list[tuple[TensorProto, int, int, str | None]] = []
     for t, is_param in walker.tensors:
         n, nbytes, loc = _tensor_size(t, root)
         if loc is not None:
@@ -831,13 +375,103 @@ def _account(walker: _Walker, root: Path, files: dict[str, int]):
             params += n_logical
             weight += nbytes
             sized.append((t, n, nbytes))
+            if id(t) not in walker.sparse_values:
+                dense.append((t, n_logical, nbytes, loc))
     if mapped > sum(files.values()) + _WEIGHT_SLACK:
         message = (
             f"The tensors declare {mapped} bytes of data but the bundle's files hold "
             "fewer; external ranges overlap or sizes are forged."
         )
         raise BundleError("tensor_too_large", message)
-    return params, weight, sorted(externals), sized
+    shared, repeated = _shared_initializers(dense, root)
+    return params - repeated, weight, sorted(externals), sized, shared
+
+
+def _tensor_chunks(
+    t: TensorProto, nbytes: int, loc: str | None, root: Path, limit: int | None
+):
+    """Yield a tensor's data in chunks (its first ``limit`` bytes, if given).
+
+    External data is streamed from the range ``_tensor_size`` has already
+    vetted, so memory stays flat whatever the tensor's size.
+    """
+    left = nbytes if limit is None else min(nbytes, limit)
+    if loc is not None:
+        info = {e.key: e.value for e in t.external_data}
+        with open(root / loc, "rb") as f:
+            f.seek(int(info.get("offset", "0")))
+            while left > 0 and (chunk := f.read(min(_HASH_CHUNK, left))):
+                yield chunk
+                left -= len(chunk)
+    elif t.HasField("raw_data"):
+        yield t.raw_data[:left]
+    else:
+        try:
+            yield numpy_helper.to_array(t).tobytes()[:left]
+        except (TypeError, ValueError, NotImplementedError):
+            # A type NumPy cannot hold: compare the stored values as serialised.
+            values = TensorProto()
+            values.CopyFrom(t)
+            values.ClearField("name")
+            values.ClearField("doc_string")
+            yield values.SerializeToString(deterministic=True)
+
+
+def _tensor_digest(
+    t: TensorProto, nbytes: int, loc: str | None, root: Path, limit: int | None
+) -> tuple[bytes, bool]:
+    """(SHA-256 of the data read, whether every element read has one value)."""
+    digest = hashlib.sha256()
+    width = max(1, (_DTYPES[t.data_type][1] or 8) // 8)
+    first: bytes | None = None
+    uniform = True
+    for chunk in _tensor_chunks(t, nbytes, loc, root, limit):
+        digest.update(chunk)
+        if uniform and len(chunk) >= width:
+            first = first if first is not None else chunk[:width]
+            rows = np.frombuffer(chunk[: len(chunk) // width * width], np.uint8)
+            reference = np.frombuffer(first, np.uint8)
+            uniform = bool((rows.reshape(-1, width) == reference).all())
+    return digest.digest(), uniform
+
+
+def _shared_initializers(
+    dense: list[tuple[TensorProto, int, int, str | None]], root: Path
+) -> tuple[list[list[str]], int]:
+    """Groups of initializers holding identical data, and the elements repeated.
+
+    Only matrices (rank 2 and up) alike in dtype, dims and size are compared:
+    first by a digest of their leading bytes, then, where those agree, of all
+    their bytes. Tensors of one repeated value (norm gains of ones, zeroed
+    adapters) are separate parameters that merely start equal and are never
+    merged. Each group keeps its first tensor's count; the others are the
+    repeated elements.
+    """
+    alike: dict[tuple, list[tuple[TensorProto, int, int, str | None]]] = {}
+    for entry in dense:
+        t, n_logical, nbytes, _ = entry
+        if len(t.dims) < 2 or _DTYPES[t.data_type][1] is None:
+            continue
+        key = (t.data_type, tuple(t.dims), n_logical, nbytes)
+        alike.setdefault(key, []).append(entry)
+    groups: list[list[str]] = []
+    repeated = 0
+    for candidates in alike.values():
+        by_head: dict[bytes, list] = {}
+        for t, n, nbytes, loc in candidates if len(candidates) > 1 else ():
+            head, _ = _tensor_digest(t, nbytes, loc, root, _HASH_HEAD)
+            by_head.setdefault(head, []).append((t, n, nbytes, loc))
+        for same_head in by_head.values():
+            by_data: dict[bytes, list[tuple[str, int]]] = {}
+            for t, n, nbytes, loc in same_head if len(same_head) > 1 else ():
+                data, uniform = _tensor_digest(t, nbytes, loc, root, None)
+                if not uniform:
+                    by_data.setdefault(data, []).append((t.name, n))
+            for members in by_data.values():
+                if len(members) > 1:
+                    groups.append([name for name, _ in members])
+                    repeated += sum(n for _, n in members[1:])
+    return sorted(groups), repeated
 
 
 def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -926,9 +560,9 @@ def _load(root: Path, model_file: str) -> onnx.ModelProto:
         raise refuse("is a symbolic link; ship the file itself", "link_member")
     if not stat.S_ISREG(st.st_mode) or st.st_size >= _PROTOBUF_MAX:
         raise refuse("is not a regular file under 2 GiB; use external data")
-    kind = _sniff(path)
+    kind = sniff(path)
     if kind is not None:
-        raise refuse(f"is not an ONNX protobuf: it looks like {_LOOKS[kind]}")
+        raise refuse(f"is not an ONNX protobuf: it looks like {LOOKS_LIKE[kind]}")
     try:
         model = onnx.load(os.fspath(path), format="protobuf", load_external_data=False)
     except Exception as e:
@@ -938,12 +572,14 @@ def _load(root: Path, model_file: str) -> onnx.ModelProto:
     return model
 
 
-def inspect_bundle(root: Path, *, limits: Limits = _DEFAULT_LIMITS) -> GraphFacts:
+def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts:
     """Validate a bundle directory statically and describe its model.
 
-    Weights are never read and no file outside root is opened: the model is parsed
+    Weights are never loaded and no file outside root is opened: the model is parsed
     with load_external_data=False, and every external-data location is vetted from
-    its string and lstat before the path-based onnx.checker runs. Refuses custom
+    its string and lstat before the path-based onnx.checker runs. Only matrices
+    alike in dtype and dims are read, in chunks, to find identical ones (counted
+    once in parameter_count, named in shared_initializers). Refuses custom
     domains, oversized or deeply nested graphs, recursive functions, forged tensor
     sizes and unrecognised signatures. Raises BundleError (missing_model,
     link_member, invalid_onnx, op_not_allowed, graph_too_large,
@@ -951,12 +587,12 @@ def inspect_bundle(root: Path, *, limits: Limits = _DEFAULT_LIMITS) -> GraphFact
     unsupported_model, missing_tokenizer).
     """
     root = Path(os.path.realpath(root))
-    model_file = _find_model(root)
+    model_file = find_model(root)
     model = _load(root, model_file)
     walker = _Walker(model, limits)
     walker.run(model)
     files = _bundle_files(root, limits)
-    params, weight, externals, sized = _account(walker, root, files)
+    params, weight, externals, sized, shared = _account(walker, root, files)
     try:
         onnx.checker.check_model(os.fspath(root / model_file))
     except Exception as e:
@@ -984,6 +620,7 @@ def inspect_bundle(root: Path, *, limits: Limits = _DEFAULT_LIMITS) -> GraphFact
         ir_version=model.ir_version,
         parameter_count=params,
         weight_bytes=weight,
+        shared_initializers=shared,
         kind=kind,
         layout=layout,
         num_layers=layers,

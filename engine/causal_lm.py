@@ -1,10 +1,10 @@
-"""The causal language model adapter of ``runtime`` (split out for size).
+"""The causal language model adapter (``runtime.load_model`` returns it for LMs).
 
 ``CausalLM`` drives a decoder-only ONNX graph in any of the layouts real
 exporters produce (Optimum with cache, Optimum 1.x merged, onnxruntime-genai,
 plain without cache), binding every input and output by name. Scoring follows
 lm-evaluation-harness semantics; generation is greedy through the KV cache.
-``runtime.CausalLM`` refers to the same class.
+Sessions and the shared helpers come from ``engine.session``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from engine.runtime import (
+from engine.session import (
     RuntimeCheckError,
     RuntimeSettings,
-    _first_int,
-    _id_set,
-    _ports,
+    first_int,
+    id_set,
+    ports,
 )
 
 _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
@@ -70,8 +70,8 @@ class CausalLM:
         generation = generation_config or {}
         genai_model = (genai_config or {}).get("model", {}) or {}
         decoder = genai_model.get("decoder", {}) or {}
-        self.inputs = _ports(session.get_inputs())
-        self.outputs = _ports(session.get_outputs())
+        self.inputs = ports(session.get_inputs())
+        self.outputs = ports(session.get_outputs())
         self._bind_inputs(decoder)
         self._bind_outputs(decoder)
         self.layout = layout or self._detect_layout(bool(genai_config))
@@ -80,11 +80,11 @@ class CausalLM:
         self.vocab_size = (
             vocab_dim[0]
             if isinstance(vocab_dim[0], int)
-            else _first_int(config.get("vocab_size"), genai_model.get("vocab_size"))
+            else first_int(config.get("vocab_size"), genai_model.get("vocab_size"))
             or tokenizer.get_vocab_size()
         )
         self.context_length = (
-            _first_int(
+            first_int(
                 config.get("max_position_embeddings"),
                 config.get("n_positions"),
                 config.get("max_sequence_length"),
@@ -97,12 +97,12 @@ class CausalLM:
             config.get("eos_token_id"),
             genai_model.get("eos_token_id"),
         )
-        self.eos_token_id = _first_int(*eos_sources)
-        self.eos_token_ids = _id_set(*eos_sources)
+        self.eos_token_id = first_int(*eos_sources)
+        self.eos_token_ids = id_set(*eos_sources)
         # As lm-evaluation-harness: the configured BOS, else the EOS token.
         # Guessing a BOS from the tokenizer's vocabulary would score every
         # first token against a token the model may never have been given.
-        bos = _first_int(
+        bos = first_int(
             generation.get("bos_token_id"),
             config.get("bos_token_id"),
             genai_model.get("bos_token_id"),
@@ -113,7 +113,7 @@ class CausalLM:
                 "no BOS or EOS token: set bos_token_id or eos_token_id in config.json"
             )
         self.bos_token_id = int(bos)
-        self.pad_token_id = _first_int(
+        self.pad_token_id = first_int(
             generation.get("pad_token_id"),
             config.get("pad_token_id"),
             genai_model.get("pad_token_id"),
@@ -182,7 +182,7 @@ class CausalLM:
         shape = self.inputs[self.past_names[0][0]].shape
         if len(shape) != 4:
             raise RuntimeCheckError(f"KV cache inputs must be rank 4, got {shape}")
-        heads = _first_int(
+        heads = first_int(
             config.get("num_attention_heads"),
             config.get("n_head"),
             decoder.get("num_attention_heads"),
@@ -190,17 +190,17 @@ class CausalLM:
         kv_heads = (
             shape[1]
             if isinstance(shape[1], int)
-            else _first_int(
+            else first_int(
                 config.get("num_key_value_heads"),
                 decoder.get("num_key_value_heads"),
                 heads,
             )
         )
-        hidden = _first_int(config.get("hidden_size"), config.get("n_embd"))
+        hidden = first_int(config.get("hidden_size"), config.get("n_embd"))
         head_dim = (
             shape[3]
             if isinstance(shape[3], int)
-            else _first_int(
+            else first_int(
                 decoder.get("head_size"),
                 config.get("head_dim"),
                 hidden // heads if hidden and heads else None,
@@ -559,49 +559,13 @@ class CausalLM:
                 scale = float(np.abs(batch_logits).max())
                 tolerance = max(tolerance, DYNAMIC_QUANT_RELATIVE_TOLERANCE * scale)
         figures["tolerance"] = tolerance
-        figures["logits_shape"] = [int(d) for d in batch_logits.shape]
-        if batch_logits.shape != (2, len(long_seq), batch_logits.shape[-1]) or (
-            batch_logits.shape[-1] < figures["tokenizer_vocab_size"]
-        ):
-            raise RuntimeCheckError(
-                f"logits shape {figures['logits_shape']} is not [B, T, V >= "
-                f"{figures['tokenizer_vocab_size']}]",
-                figures,
-            )
-        if not np.all(np.isfinite(batch_logits)):
-            raise RuntimeCheckError("logits contain NaN or infinity", figures)
-        padding_diff = 0.0
-        for row, seq in enumerate((long_seq, short_seq)):
-            single, _ = self._run(
-                np.asarray([seq]),
-                np.ones((1, len(seq)), dtype=np.int64),
-                None,
-                use_cache=False,
-            )
-            padding_diff = max(
-                padding_diff,
-                float(np.abs(single[0] - batch_logits[row, : len(seq)]).max()),
-            )
-        figures["padding_max_abs_diff"] = padding_diff
+        self._selftest_logits(batch_logits, len(long_seq), figures)
+        figures["padding_max_abs_diff"] = self._selftest_padding(
+            (long_seq, short_seq), batch_logits
+        )
         figures["kv_max_abs_diff"] = None
         if self.has_cache:
-            prefix = np.asarray([long_seq[:-1]])
-            _, past = self._run(prefix, np.ones_like(prefix), None, use_cache=False)
-            step_logits, _ = self._run(
-                np.asarray([long_seq[-1:]]),
-                np.ones((1, len(long_seq)), dtype=np.int64),
-                past,
-                use_cache=True,
-            )
-            figures["kv_max_abs_diff"] = float(
-                np.abs(step_logits[0, -1] - batch_logits[0, len(long_seq) - 1]).max()
-            )
-            steps = min(6, self.context_length - len(long_seq))
-            cached = self.generate(long_seq, max_new_tokens=steps, stop_ids=())
-            full = self.generate(
-                long_seq, max_new_tokens=steps, stop_ids=(), use_cache=False
-            )
-            figures["generation_match"] = cached == full
+            self._selftest_cache(long_seq, batch_logits, figures)
         failures = [
             name
             for name in ("padding_max_abs_diff", "kv_max_abs_diff")
@@ -613,6 +577,63 @@ class CausalLM:
         if failures:
             raise RuntimeCheckError(f"self-test failed: {', '.join(failures)}", figures)
         return figures
+
+    def _selftest_logits(
+        self, batch_logits: np.ndarray, length: int, figures: dict[str, Any]
+    ) -> None:
+        """Raise unless the probe logits are ``[2, length, V >= vocab]`` and finite."""
+        figures["logits_shape"] = [int(d) for d in batch_logits.shape]
+        if batch_logits.shape != (2, length, batch_logits.shape[-1]) or (
+            batch_logits.shape[-1] < figures["tokenizer_vocab_size"]
+        ):
+            raise RuntimeCheckError(
+                f"logits shape {figures['logits_shape']} is not [B, T, V >= "
+                f"{figures['tokenizer_vocab_size']}]",
+                figures,
+            )
+        if not np.all(np.isfinite(batch_logits)):
+            raise RuntimeCheckError("logits contain NaN or infinity", figures)
+
+    def _selftest_padding(
+        self, sequences: tuple[list[int], list[int]], batch_logits: np.ndarray
+    ) -> float:
+        """Largest difference between the padded batch and each sequence alone."""
+        padding_diff = 0.0
+        for row, seq in enumerate(sequences):
+            single, _ = self._run(
+                np.asarray([seq]),
+                np.ones((1, len(seq)), dtype=np.int64),
+                None,
+                use_cache=False,
+            )
+            padding_diff = max(
+                padding_diff,
+                float(np.abs(single[0] - batch_logits[row, : len(seq)]).max()),
+            )
+        return padding_diff
+
+    def _selftest_cache(
+        self, long_seq: list[int], batch_logits: np.ndarray, figures: dict[str, Any]
+    ) -> None:
+        """A cached step against the full recompute, and cached generation against
+        recomputed generation (``kv_max_abs_diff``, ``generation_match``)."""
+        prefix = np.asarray([long_seq[:-1]])
+        _, past = self._run(prefix, np.ones_like(prefix), None, use_cache=False)
+        step_logits, _ = self._run(
+            np.asarray([long_seq[-1:]]),
+            np.ones((1, len(long_seq)), dtype=np.int64),
+            past,
+            use_cache=True,
+        )
+        figures["kv_max_abs_diff"] = float(
+            np.abs(step_logits[0, -1] - batch_logits[0, len(long_seq) - 1]).max()
+        )
+        steps = min(6, self.context_length - len(long_seq))
+        cached = self.generate(long_seq, max_new_tokens=steps, stop_ids=())
+        full = self.generate(
+            long_seq, max_new_tokens=steps, stop_ids=(), use_cache=False
+        )
+        figures["generation_match"] = cached == full
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -384,7 +384,7 @@ def evaluate_in_child(spec: dict) -> dict:
 
     ``spec`` is what ``evaluate_bundle`` prepared; see there.
     """
-    from engine import bundle, evaluate, runtime, suites
+    from engine import archive, bundle, evaluate, runtime, session, suites
 
     source = Path(spec["bundle_path"])
     digest = bundle_digest(source)
@@ -398,14 +398,14 @@ def evaluate_in_child(spec: dict) -> dict:
     root = (
         source
         if source.is_dir()
-        else Path(bundle.materialise_bundle(source, Path.cwd() / "bundle"))
+        else Path(archive.materialise_bundle(source, Path.cwd() / "bundle"))
     )
     facts = bundle.inspect_bundle(root)
-    settings = runtime.RuntimeSettings(**(spec.get("settings") or {}))
+    settings = session.RuntimeSettings(**(spec.get("settings") or {}))
     t0 = time.perf_counter()
     try:
         model = runtime.load_model(root, settings=settings, digest=digest, facts=facts)
-    except runtime.RuntimeCheckError as exc:
+    except session.RuntimeCheckError as exc:
         raise EvaluationFailure(
             "refused", f"runtime_check: {exc}", reason="runtime_check"
         ) from exc

@@ -34,14 +34,16 @@ def selftest_in_child(root: str, facts: Any = None) -> dict:
     ``passed: false`` and ``error`` (not raised), so the parent sees the
     measurements that failed.
     """
-    from engine import runtime
+    from engine.causal_lm import CausalLM
+    from engine.runtime import load_model
+    from engine.session import RuntimeCheckError
 
     try:
-        model = runtime.load_model(Path(root), facts=facts)
-        if not isinstance(model, runtime.CausalLM):
-            raise runtime.RuntimeCheckError("the bundle is not a causal language model")
+        model = load_model(Path(root), facts=facts)
+        if not isinstance(model, CausalLM):
+            raise RuntimeCheckError("the bundle is not a causal language model")
         return model.selftest()
-    except runtime.RuntimeCheckError as exc:
+    except RuntimeCheckError as exc:
         return {**exc.figures, "passed": False, "error": str(exc)}
 
 

@@ -3,12 +3,14 @@
 Pure Python over NumPy, ``onnx`` and ``tokenizers``: nothing of Django or the
 apps. ``modelgen.lm`` holds the model definition and a NumPy reference forward
 pass, ``modelgen.graphs`` the ONNX graphs and bundle writing, ``modelgen.genai``
-the onnxruntime-genai layout, and ``modelgen.train`` the tokenizer, training and
-the demo models. The names below are re-exported eagerly so ``import modelgen``
-reaches the whole toolkit; the submodules import each other directly, never
-through this package.
+the onnxruntime-genai layout, ``modelgen.backprop`` the training loss and its
+gradients, and ``modelgen.train`` the tokenizer, training and the demo models.
+The names below are re-exported eagerly so ``import modelgen`` reaches the
+whole toolkit; the submodules import each other directly, never through this
+package.
 """
 
+from modelgen.backprop import lm_loss_and_grads
 from modelgen.genai import build_genai_contrib, quantize_blockwise
 from modelgen.graphs import (
     LAYOUTS,
@@ -39,7 +41,6 @@ from modelgen.train import (
     DemoSpec,
     corpus_documents,
     demo_models,
-    lm_loss_and_grads,
     perplexity,
     synthetic_tabular,
     train_classifier,

@@ -1,6 +1,6 @@
 """The onnxruntime-genai layout built with the builder's ``com.microsoft`` kernels.
 
-``modelgen_onnx.build_causal_lm(layout="genai")`` reproduces the genai I/O
+``modelgen.graphs.build_causal_lm(layout="genai")`` reproduces the genai I/O
 contract with standard operators only; this module reproduces the graph the
 genai builder actually emits for CPU: ``GroupQueryAttention`` (rotary inside)
 and, for int4/int8 precisions, ``MatMulNBits`` blockwise-quantised weights.
@@ -56,6 +56,115 @@ def quantize_blockwise(
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate", "up", "down")
 
 
+def _contrib_weights(
+    g: _Graph,
+    cfg: LMConfig,
+    weights: dict[str, np.ndarray],
+    bits: int | None,
+    block_size: int,
+) -> dict[str, np.ndarray]:
+    """Store the weights (projections quantised when ``bits``); the effective ones."""
+    effective = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    for name in weight_shapes(cfg):
+        if bits is None or not name.endswith(_PROJECTIONS):
+            g.weight(name, weights[name])
+            continue
+        packed, scales, effective[name] = quantize_blockwise(
+            weights[name], bits=bits, block_size=block_size
+        )
+        g.initializers[name] = numpy_helper.from_array(packed, name)
+        g.initializers[name + ".scales"] = numpy_helper.from_array(
+            scales, name + ".scales"
+        )
+    return effective
+
+
+def _contrib_signature(cfg: LMConfig) -> tuple[list, list]:
+    """``(inputs, outputs)`` of the genai builder's graph."""
+    inputs = [
+        _value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+        _value_info(
+            "attention_mask",
+            TensorProto.INT64,
+            ["batch_size", "past_sequence_length + sequence_length"],
+        ),
+    ]
+    outputs = [
+        _value_info(
+            "logits",
+            TensorProto.FLOAT,
+            ["batch_size", "sequence_length", cfg.vocab_size],
+        )
+    ]
+    past_shape = [
+        "batch_size",
+        cfg.num_kv_heads,
+        "past_sequence_length",
+        "kv_cache_dim",
+    ]
+    present_shape = [
+        "batch_size",
+        cfg.num_kv_heads,
+        "total_sequence_length",
+        "kv_cache_dim",
+    ]
+    for i in range(cfg.num_layers):
+        past = [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+        present = [f"present.{i}.key", f"present.{i}.value"]
+        inputs += [_value_info(n, TensorProto.FLOAT, past_shape) for n in past]
+        outputs += [_value_info(n, TensorProto.FLOAT, present_shape) for n in present]
+    return inputs, outputs
+
+
+def _gqa_extras(g: _Graph, cfg: LMConfig) -> list[str]:
+    """``GroupQueryAttention``'s ``seqlens_k``, total length, cos and sin caches."""
+    angles = np.arange(cfg.max_position_embeddings)[:, None] * rope_inv_freq(cfg)
+    cos = g.const(np.cos(angles), np.float32)
+    sin = g.const(np.sin(angles), np.float32)
+    lengths = g.op("ReduceSum", ["attention_mask", g.const([1])], keepdims=0)
+    seqlens = g.op("Cast", [g.op("Sub", [lengths, g.const(1)])], to=TensorProto.INT32)
+    total = g.op(
+        "Cast",
+        [g.op("Gather", [g.op("Shape", ["attention_mask"]), g.const([1])], axis=0)],
+        to=TensorProto.INT32,
+    )
+    return [seqlens, total, cos, sin]
+
+
+def _contrib_layer(
+    g: _Graph, cfg: LMConfig, i: int, x: str, *, project, gqa_extras: list[str]
+) -> str:
+    """Append layer ``i``: ``GroupQueryAttention``, then the SwiGLU MLP; returns x."""
+    p = f"layers.{i}."
+    past = [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    present = [f"present.{i}.key", f"present.{i}.value"]
+    h = _rms_norm(g, x, p + "input_layernorm", cfg.rms_norm_eps)
+    attn = g.op(
+        "GroupQueryAttention",
+        [
+            project(h, p + "q_proj"),
+            project(h, p + "k_proj"),
+            project(h, p + "v_proj"),
+            *past,
+            *gqa_extras,
+        ],
+        out=[g.fresh("gqa"), *present],
+        domain="com.microsoft",
+        num_heads=cfg.num_heads,
+        kv_num_heads=cfg.num_kv_heads,
+        do_rotary=1,
+        rotary_interleaved=0,
+    )[0]
+    x = g.op("Add", [x, project(attn, p + "o_proj")])
+    h = _rms_norm(g, x, p + "post_attention_layernorm", cfg.rms_norm_eps)
+    gate = project(h, p + "gate")
+    act = g.op(
+        "Mul",
+        [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), project(h, p + "up")],
+    )
+    return g.op("Add", [x, project(act, p + "down")])
+
+
 def build_genai_contrib(
     cfg: LMConfig,
     weights: dict[str, np.ndarray],
@@ -80,18 +189,7 @@ def build_genai_contrib(
     if cfg.head_dim % 16:
         raise ValueError("GroupQueryAttention needs a head size multiple of 16")
     g = _Graph()
-    effective = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-    for name in weight_shapes(cfg):
-        if bits is None or not name.endswith(_PROJECTIONS):
-            g.weight(name, weights[name])
-            continue
-        packed, scales, effective[name] = quantize_blockwise(
-            weights[name], bits=bits, block_size=block_size
-        )
-        g.initializers[name] = numpy_helper.from_array(packed, name)
-        g.initializers[name + ".scales"] = numpy_helper.from_array(
-            scales, name + ".scales"
-        )
+    effective = _contrib_weights(g, cfg, weights, bits, block_size)
 
     def project(x: str, name: str) -> str:
         if bits is None:
@@ -107,73 +205,10 @@ def build_genai_contrib(
             block_size=block_size,
         )
 
-    angles = np.arange(cfg.max_position_embeddings)[:, None] * rope_inv_freq(cfg)
-    cos = g.const(np.cos(angles), np.float32)
-    sin = g.const(np.sin(angles), np.float32)
-    lengths = g.op("ReduceSum", ["attention_mask", g.const([1])], keepdims=0)
-    seqlens = g.op("Cast", [g.op("Sub", [lengths, g.const(1)])], to=TensorProto.INT32)
-    total = g.op(
-        "Cast",
-        [g.op("Gather", [g.op("Shape", ["attention_mask"]), g.const([1])], axis=0)],
-        to=TensorProto.INT32,
-    )
+    extras = _gqa_extras(g, cfg)
     x = g.op("Gather", ["embed_tokens", "input_ids"], axis=0)
-    inputs = [
-        _value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
-        _value_info(
-            "attention_mask",
-            TensorProto.INT64,
-            ["batch_size", "past_sequence_length + sequence_length"],
-        ),
-    ]
-    outputs = [
-        _value_info(
-            "logits",
-            TensorProto.FLOAT,
-            ["batch_size", "sequence_length", cfg.vocab_size],
-        )
-    ]
     for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        past = [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-        present = [f"present.{i}.key", f"present.{i}.value"]
-        shape = ["batch_size", cfg.num_kv_heads, "past_sequence_length", "kv_cache_dim"]
-        inputs += [_value_info(n, TensorProto.FLOAT, shape) for n in past]
-        shape = [
-            "batch_size",
-            cfg.num_kv_heads,
-            "total_sequence_length",
-            "kv_cache_dim",
-        ]
-        outputs += [_value_info(n, TensorProto.FLOAT, shape) for n in present]
-        h = _rms_norm(g, x, p + "input_layernorm", cfg.rms_norm_eps)
-        attn = g.op(
-            "GroupQueryAttention",
-            [
-                project(h, p + "q_proj"),
-                project(h, p + "k_proj"),
-                project(h, p + "v_proj"),
-                *past,
-                seqlens,
-                total,
-                cos,
-                sin,
-            ],
-            out=[g.fresh("gqa"), *present],
-            domain="com.microsoft",
-            num_heads=cfg.num_heads,
-            kv_num_heads=cfg.num_kv_heads,
-            do_rotary=1,
-            rotary_interleaved=0,
-        )[0]
-        x = g.op("Add", [x, project(attn, p + "o_proj")])
-        h = _rms_norm(g, x, p + "post_attention_layernorm", cfg.rms_norm_eps)
-        gate = project(h, p + "gate")
-        act = g.op(
-            "Mul",
-            [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), project(h, p + "up")],
-        )
-        x = g.op("Add", [x, project(act, p + "down")])
+        x = _contrib_layer(g, cfg, i, x, project=project, gqa_extras=extras)
     x = _rms_norm(g, x, "norm", cfg.rms_norm_eps)
     head = (
         g.op("Transpose", ["embed_tokens"], perm=[1, 0])
@@ -181,6 +216,7 @@ def build_genai_contrib(
         else "lm_head"
     )
     g.op("MatMul", [x, head], out="logits")
+    inputs, outputs = _contrib_signature(cfg)
     graph = helper.make_graph(
         g.nodes,
         "civitas_llama_genai_contrib",

@@ -21,7 +21,7 @@ Causal LM layouts (``build_causal_lm``) reproduce what real exporters emit:
   ``GroupQueryAttention``), so that config sets
   ``past_present_share_buffer: false``: the graph grows its cache by
   concatenation instead of writing into a preallocated buffer.
-  ``modelgen_genai`` builds the builder's contrib-op variant.
+  ``modelgen.genai`` builds the builder's contrib-op variant.
 
 Masks are built in the graph: a key is visible when it is not later than the
 query and its ``attention_mask`` entry is 1.
@@ -43,6 +43,9 @@ from modelgen.lm import LMConfig, rope_inv_freq, weight_shapes
 
 LAYOUTS = ("optimum", "plain", "merged", "genai")
 PRODUCER = "civitas-modelgen"
+# The initializer holding a tied head's own copy of the embedding (``[vocab,
+# hidden]``, transposed in the graph), when ``build_causal_lm`` stores one.
+TIED_HEAD = "lm_head.weight"
 _INT64_MAX = np.iinfo(np.int64).max
 _ONNX_INT = {"int64": TensorProto.INT64, "int32": TensorProto.INT32}
 
@@ -117,25 +120,15 @@ def _rope(g: _Graph, x: str, cos: str, sin: str) -> str:
     return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rotated, sin])])
 
 
-def _decoder(
-    g: _Graph,
-    cfg: LMConfig,
-    *,
-    ids: str,
-    mask: str,
-    position_ids: str | None,
-    past: list[tuple[str, str]] | None,
-    logits_out: str,
-    present_out: list[tuple[str, str]] | None,
-) -> None:
-    """Append the whole decoder to ``g``.
+def _visibility(
+    g: _Graph, ids: str, mask: str, past: list[tuple[str, str]] | None
+) -> tuple[str, str, str, str]:
+    """``(visible [B, 1, 1, S, T], mask, offset, total)`` for the attention.
 
-    ``past=None`` means no cache: only the last ``sequence_length`` mask
-    columns are read. ``position_ids=None`` derives positions from the mask.
-    ``present_out`` names the concatenated (or, without past, fresh) K/V.
+    Without a past only the last ``sequence_length`` mask columns are read
+    (the returned ``mask`` is that slice); ``offset`` is the first query's
+    position and ``total`` the key count.
     """
-    nh, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    rep = nh // nkv
     seq = g.op("Gather", [g.op("Shape", [ids]), g.const(1)], axis=0)
     if past is None:
         start = g.op("Neg", [g.op("Unsqueeze", [seq, g.const([0])])])
@@ -157,8 +150,18 @@ def _decoder(
         "Unsqueeze",
         [g.op("Cast", [mask], to=TensorProto.BOOL), g.const([1, 2, 3])],
     )
-    visible = g.op("And", [padding, causal])  # [B, 1, 1, S, T]
+    return g.op("And", [padding, causal]), mask, offset, total
 
+
+def _rotary_tables(
+    g: _Graph,
+    cfg: LMConfig,
+    position_ids: str | None,
+    mask: str,
+    offset: str,
+    total: str,
+) -> tuple[str, str]:
+    """``(cos, sin)`` ``[B, S, 1, D]``; positions from the mask when not given."""
     if position_ids is None:
         cumulative = g.op("CumSum", [mask, g.const(1)])
         all_positions = g.op("Sub", [cumulative, g.const(1)])
@@ -185,94 +188,117 @@ def _decoder(
     angles = g.op("Concat", [angles, angles], axis=-1)
     cos = g.op("Unsqueeze", [g.op("Cos", [angles]), g.const([2])])
     sin = g.op("Unsqueeze", [g.op("Sin", [angles]), g.const([2])])
-    scale = g.const(1.0 / math.sqrt(d), np.float32)
+    return cos, sin
+
+
+def _decoder_layer(
+    g: _Graph,
+    cfg: LMConfig,
+    i: int,
+    x: str,
+    *,
+    rotary: tuple[str, str],
+    visible: str,
+    constants: tuple[str, str],
+    past: list[tuple[str, str]] | None,
+    present_out: list[tuple[str, str]] | None,
+) -> str:
+    """Append decoder layer ``i`` (attention, then the SwiGLU MLP); returns ``x``.
+
+    ``constants`` is ``(1 / sqrt(head_dim), float32 min)``, made once.
+    """
+    nh, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    rep = nh // nkv
+    cos, sin = rotary
+    scale, hidden_min = constants
+    p = f"layers.{i}."
+    h = _rms_norm(g, x, p + "input_layernorm", cfg.rms_norm_eps)
+    q = g.op("Reshape", [g.op("MatMul", [h, p + "q_proj"]), g.const([0, 0, nh, d])])
+    q = g.op("Mul", [_rope(g, q, cos, sin), scale])
+    q = g.op("Reshape", [q, g.const([0, 0, nkv, rep, d])])
+    q = g.op("Transpose", [q], perm=[0, 2, 3, 1, 4])  # [B, KV, rep, S, D]
+    k = g.op("Reshape", [g.op("MatMul", [h, p + "k_proj"]), g.const([0, 0, nkv, d])])
+    k = g.op("Transpose", [_rope(g, k, cos, sin)], perm=[0, 2, 1, 3])
+    v = g.op("Reshape", [g.op("MatMul", [h, p + "v_proj"]), g.const([0, 0, nkv, d])])
+    v = g.op("Transpose", [v], perm=[0, 2, 1, 3])  # [B, KV, S, D]
+    if past is not None:
+        assert present_out is not None
+        k = g.op("Concat", [past[i][0], k], axis=2, out=present_out[i][0])
+        v = g.op("Concat", [past[i][1], v], axis=2, out=present_out[i][1])
+    elif present_out is not None:
+        k = g.op("Identity", [k], out=present_out[i][0])
+        v = g.op("Identity", [v], out=present_out[i][1])
+    keys = g.op(
+        "Transpose", [g.op("Unsqueeze", [k, g.const([2])])], perm=[0, 1, 2, 4, 3]
+    )
+    scores = g.op("Where", [visible, g.op("MatMul", [q, keys]), hidden_min])
+    probs = g.op("Softmax", [scores], axis=-1)
+    attn = g.op("MatMul", [probs, g.op("Unsqueeze", [v, g.const([2])])])
+    attn = g.op("Transpose", [attn], perm=[0, 3, 1, 2, 4])  # [B, S, KV, rep, D]
+    attn = g.op("Reshape", [attn, g.const([0, 0, -1])])
+    x = g.op("Add", [x, g.op("MatMul", [attn, p + "o_proj"])])
+    h = _rms_norm(g, x, p + "post_attention_layernorm", cfg.rms_norm_eps)
+    gate = g.op("MatMul", [h, p + "gate"])
+    act = g.op(
+        "Mul",
+        [
+            g.op("Mul", [gate, g.op("Sigmoid", [gate])]),
+            g.op("MatMul", [h, p + "up"]),
+        ],
+    )
+    return g.op("Add", [x, g.op("MatMul", [act, p + "down"])])
+
+
+def _decoder(
+    g: _Graph,
+    cfg: LMConfig,
+    *,
+    ids: str,
+    mask: str,
+    position_ids: str | None,
+    past: list[tuple[str, str]] | None,
+    logits_out: str,
+    present_out: list[tuple[str, str]] | None,
+) -> None:
+    """Append the whole decoder to ``g``.
+
+    ``past=None`` means no cache: only the last ``sequence_length`` mask
+    columns are read. ``position_ids=None`` derives positions from the mask.
+    ``present_out`` names the concatenated (or, without past, fresh) K/V.
+    A tied head reads ``TIED_HEAD`` when the graph stores one, else
+    ``embed_tokens``.
+    """
+    visible, mask, offset, total = _visibility(g, ids, mask, past)
+    rotary = _rotary_tables(g, cfg, position_ids, mask, offset, total)
+    scale = g.const(1.0 / math.sqrt(cfg.head_dim), np.float32)
     hidden_min = g.const(np.finfo(np.float32).min, np.float32)
 
     x = g.op("Gather", ["embed_tokens", ids], axis=0)
     for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        h = _rms_norm(g, x, p + "input_layernorm", cfg.rms_norm_eps)
-        q = g.op("Reshape", [g.op("MatMul", [h, p + "q_proj"]), g.const([0, 0, nh, d])])
-        q = g.op("Mul", [_rope(g, q, cos, sin), scale])
-        q = g.op("Reshape", [q, g.const([0, 0, nkv, rep, d])])
-        q = g.op("Transpose", [q], perm=[0, 2, 3, 1, 4])  # [B, KV, rep, S, D]
-        k = g.op(
-            "Reshape", [g.op("MatMul", [h, p + "k_proj"]), g.const([0, 0, nkv, d])]
+        x = _decoder_layer(
+            g,
+            cfg,
+            i,
+            x,
+            rotary=rotary,
+            visible=visible,
+            constants=(scale, hidden_min),
+            past=past,
+            present_out=present_out,
         )
-        k = g.op("Transpose", [_rope(g, k, cos, sin)], perm=[0, 2, 1, 3])
-        v = g.op(
-            "Reshape", [g.op("MatMul", [h, p + "v_proj"]), g.const([0, 0, nkv, d])]
-        )
-        v = g.op("Transpose", [v], perm=[0, 2, 1, 3])  # [B, KV, S, D]
-        if past is not None:
-            assert present_out is not None
-            k = g.op("Concat", [past[i][0], k], axis=2, out=present_out[i][0])
-            v = g.op("Concat", [past[i][1], v], axis=2, out=present_out[i][1])
-        elif present_out is not None:
-            k = g.op("Identity", [k], out=present_out[i][0])
-            v = g.op("Identity", [v], out=present_out[i][1])
-        keys = g.op(
-            "Transpose", [g.op("Unsqueeze", [k, g.const([2])])], perm=[0, 1, 2, 4, 3]
-        )
-        scores = g.op("Where", [visible, g.op("MatMul", [q, keys]), hidden_min])
-        probs = g.op("Softmax", [scores], axis=-1)
-        attn = g.op("MatMul", [probs, g.op("Unsqueeze", [v, g.const([2])])])
-        attn = g.op("Transpose", [attn], perm=[0, 3, 1, 2, 4])  # [B, S, KV, rep, D]
-        attn = g.op("Reshape", [attn, g.const([0, 0, -1])])
-        x = g.op("Add", [x, g.op("MatMul", [attn, p + "o_proj"])])
-        h = _rms_norm(g, x, p + "post_attention_layernorm", cfg.rms_norm_eps)
-        gate = g.op("MatMul", [h, p + "gate"])
-        act = g.op(
-            "Mul",
-            [
-                g.op("Mul", [gate, g.op("Sigmoid", [gate])]),
-                g.op("MatMul", [h, p + "up"]),
-            ],
-        )
-        x = g.op("Add", [x, g.op("MatMul", [act, p + "down"])])
     x = _rms_norm(g, x, "norm", cfg.rms_norm_eps)
-    head = (
-        g.op("Transpose", ["embed_tokens"], perm=[1, 0])
-        if cfg.tie_word_embeddings
-        else "lm_head"
-    )
+    if not cfg.tie_word_embeddings:
+        head = "lm_head"
+    else:
+        tied = TIED_HEAD if TIED_HEAD in g.initializers else "embed_tokens"
+        head = g.op("Transpose", [tied], perm=[1, 0])
     g.op("MatMul", [x, head], out=logits_out)
 
 
-def build_causal_lm(
-    cfg: LMConfig,
-    weights: dict[str, np.ndarray],
-    *,
-    layout: str = "optimum",
-    opset: int = 18,
-    ids_dtype: str = "int64",
-    input_order: Sequence[str] | None = None,
-) -> onnx.ModelProto:
-    """The decoder as an ONNX model in one of ``LAYOUTS`` (module docstring).
-
-    ``ids_dtype`` ("int64" or "int32") types ``input_ids``, ``attention_mask``
-    and ``position_ids`` (int32 exercises loaders that read dtypes from the
-    session). ``input_order`` permutes the graph inputs by name (GPT-2's
-    export puts the past between ``input_ids`` and ``attention_mask``); it
-    must name every input exactly once. Tied embeddings share the
-    ``embed_tokens`` initializer. Raises ``ValueError`` on an unknown layout
-    or dtype, a bad ``input_order`` or missing weights.
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if ids_dtype not in _ONNX_INT:
-        raise ValueError("ids_dtype must be 'int64' or 'int32'")
-    shapes = weight_shapes(cfg)
-    missing = [n for n in shapes if n not in weights]
-    if missing:
-        raise ValueError(f"missing weights: {missing[:5]}")
-    g = _Graph()
-    for name in shapes:
-        if tuple(weights[name].shape) != shapes[name]:
-            raise ValueError(f"weight {name} has shape {weights[name].shape}")
-        g.weight(name, weights[name])
-
-    int_type = _ONNX_INT[ids_dtype]
+def _lm_signature(
+    cfg: LMConfig, layout: str, int_type: int
+) -> tuple[list, list, list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(inputs, outputs, past names, present names)`` of a layout's graph."""
     has_past = layout != "plain"
     total = "past_sequence_length + sequence_length" if has_past else "sequence_length"
     kv_dim: int | str = "kv_cache_dim" if layout == "genai" else cfg.head_dim
@@ -300,31 +326,110 @@ def build_causal_lm(
         )
     ]
     if has_past:
+        past_shape = ["batch_size", cfg.num_kv_heads, "past_sequence_length", kv_dim]
+        present_shape = ["batch_size", cfg.num_kv_heads, present_len, kv_dim]
         for pair in past_names:
-            for name in pair:
-                inputs.append(
-                    _value_info(
-                        name,
-                        TensorProto.FLOAT,
-                        [
-                            "batch_size",
-                            cfg.num_kv_heads,
-                            "past_sequence_length",
-                            kv_dim,
-                        ],
-                    )
-                )
+            inputs += [_value_info(n, TensorProto.FLOAT, past_shape) for n in pair]
         for pair in present_names:
-            for name in pair:
-                outputs.append(
-                    _value_info(
-                        name,
-                        TensorProto.FLOAT,
-                        ["batch_size", cfg.num_kv_heads, present_len, kv_dim],
-                    )
-                )
+            outputs += [_value_info(n, TensorProto.FLOAT, present_shape) for n in pair]
     if layout == "merged":
         inputs.append(_value_info("use_cache_branch", TensorProto.BOOL, [1]))
+    return inputs, outputs, past_names, present_names
+
+
+def _merged_decoder(
+    g: _Graph,
+    cfg: LMConfig,
+    *,
+    ids: str,
+    mask: str,
+    positions: str | None,
+    names: tuple[list, list[tuple[str, str]], list[tuple[str, str]]],
+) -> None:
+    """An ``If`` on ``use_cache_branch``: ``then`` reads the past, ``else`` not.
+
+    ``names`` is ``(graph outputs, past names, present names)``.
+    """
+    outputs, past_names, present_names = names
+    branches = {}
+    for branch, branch_past in (("then", past_names), ("else", None)):
+        sub = g.child()
+        logits = f"{branch}/logits"
+        present = [(f"{branch}/{k}", f"{branch}/{v}") for k, v in present_names]
+        _decoder(
+            sub,
+            cfg,
+            ids=ids,
+            mask=mask,
+            position_ids=positions,
+            past=branch_past,
+            logits_out=logits,
+            present_out=present,
+        )
+        sub_outputs = [_value_info(logits, TensorProto.FLOAT, None)]
+        sub_outputs += [
+            _value_info(n, TensorProto.FLOAT, None) for pair in present for n in pair
+        ]
+        branches[branch] = helper.make_graph(
+            sub.nodes, f"{branch}_branch", [], sub_outputs
+        )
+    g.op(
+        "If",
+        ["use_cache_branch"],
+        out=[o.name for o in outputs],
+        then_branch=branches["then"],
+        else_branch=branches["else"],
+    )
+
+
+def _lm_weights(
+    cfg: LMConfig, weights: dict[str, np.ndarray], *, tied_head_copy: bool
+) -> _Graph:
+    """A graph holding the decoder's weights (and a tied head's copy, if asked)."""
+    shapes = weight_shapes(cfg)
+    missing = [n for n in shapes if n not in weights]
+    if missing:
+        raise ValueError(f"missing weights: {missing[:5]}")
+    g = _Graph()
+    for name in shapes:
+        if tuple(weights[name].shape) != shapes[name]:
+            raise ValueError(f"weight {name} has shape {weights[name].shape}")
+        g.weight(name, weights[name])
+    if tied_head_copy and cfg.tie_word_embeddings:
+        g.weight(TIED_HEAD, weights["embed_tokens"])
+    return g
+
+
+def build_causal_lm(
+    cfg: LMConfig,
+    weights: dict[str, np.ndarray],
+    *,
+    layout: str = "optimum",
+    opset: int = 18,
+    ids_dtype: str = "int64",
+    input_order: Sequence[str] | None = None,
+    tied_head_copy: bool = False,
+) -> onnx.ModelProto:
+    """The decoder as an ONNX model in one of ``LAYOUTS`` (module docstring).
+
+    ``ids_dtype`` ("int64" or "int32") types ``input_ids``, ``attention_mask``
+    and ``position_ids`` (int32 exercises loaders that read dtypes from the
+    session). ``input_order`` permutes the graph inputs by name (GPT-2's
+    export puts the past between ``input_ids`` and ``attention_mask``); it
+    must name every input exactly once. Tied embeddings share the
+    ``embed_tokens`` initializer, unless ``tied_head_copy`` stores the head
+    as its own identical copy ``TIED_HEAD`` (as ``torch.onnx`` exports of
+    tied models often do). Raises ``ValueError`` on an unknown layout or
+    dtype, a bad ``input_order`` or missing weights.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if ids_dtype not in _ONNX_INT:
+        raise ValueError("ids_dtype must be 'int64' or 'int32'")
+    g = _lm_weights(cfg, weights, tied_head_copy=tied_head_copy)
+    int_type = _ONNX_INT[ids_dtype]
+    has_past = layout != "plain"
+    inputs, outputs, past_names, present_names = _lm_signature(cfg, layout, int_type)
 
     def as_int64(name: str) -> str:
         if int_type == TensorProto.INT64:
@@ -334,37 +439,8 @@ def build_causal_lm(
     ids, mask = as_int64("input_ids"), as_int64("attention_mask")
     positions = None if layout == "genai" else as_int64("position_ids")
     if layout == "merged":
-        branches = {}
-        for branch, branch_past in (("then", past_names), ("else", None)):
-            sub = g.child()
-            logits = f"{branch}/logits"
-            present = [(f"{branch}/{k}", f"{branch}/{v}") for k, v in present_names]
-            _decoder(
-                sub,
-                cfg,
-                ids=ids,
-                mask=mask,
-                position_ids=positions,
-                past=branch_past,
-                logits_out=logits,
-                present_out=present,
-            )
-            sub_outputs = [_value_info(logits, TensorProto.FLOAT, None)]
-            sub_outputs += [
-                _value_info(n, TensorProto.FLOAT, None)
-                for pair in present
-                for n in pair
-            ]
-            branches[branch] = helper.make_graph(
-                sub.nodes, f"{branch}_branch", [], sub_outputs
-            )
-        g.op(
-            "If",
-            ["use_cache_branch"],
-            out=[o.name for o in outputs],
-            then_branch=branches["then"],
-            else_branch=branches["else"],
-        )
+        names = (outputs, past_names, present_names)
+        _merged_decoder(g, cfg, ids=ids, mask=mask, positions=positions, names=names)
     else:
         _decoder(
             g,
@@ -376,7 +452,6 @@ def build_causal_lm(
             logits_out="logits",
             present_out=present_names if has_past else None,
         )
-
     if input_order is not None:
         by_name = {vi.name: vi for vi in inputs}
         if sorted(input_order) != sorted(by_name):

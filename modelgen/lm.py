@@ -10,10 +10,11 @@ the model definition shared by every path:
 
 Graph construction (standard ops), bundle writing and classifiers live in
 ``modelgen.graphs``; the genai graph with ``com.microsoft`` kernels
-(``GroupQueryAttention``, ``MatMulNBits``) in ``modelgen.genai``; tokenizer
-and model training, the shipped corpus and ``demo_models`` in
-``modelgen.train``. The package re-exports all of them, so ``import modelgen``
-reaches the whole toolkit.
+(``GroupQueryAttention``, ``MatMulNBits``) in ``modelgen.genai``; the training
+loss and its hand-written gradients in ``modelgen.backprop``; tokenizer and
+model training, the shipped corpus and ``demo_models`` in ``modelgen.train``.
+The package re-exports all of them, so ``import modelgen`` reaches the whole
+toolkit.
 
 Weight convention: every projection is stored ``[in_features, out_features]``
 so the forward pass is ``x @ W`` (ONNX ``MatMul`` without a transpose).

@@ -6,8 +6,9 @@ embedding, all attention and MLP projections, every norm gain and the head)
 gets exact gradients from a hand-written backward pass of the same Llama
 forward as ``modelgen.numpy_forward`` (RMSNorm, rotary embeddings,
 grouped-query causal attention, SwiGLU), optimised with Adam on next-token
-cross-entropy. ``lm_loss_and_grads`` is exposed so tests can check those
-gradients against finite differences.
+cross-entropy. The loss and its gradients are ``modelgen.backprop``'s
+``lm_loss_and_grads``, exposed so tests can check them against finite
+differences.
 
 Training text is the shipped CC0 corpus in ``corpus/`` (plain-language
 public-service explanations, one topic per file).
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from modelgen.backprop import lm_loss_and_grads
 from modelgen.genai import build_genai_contrib
 from modelgen.graphs import (
     build_causal_lm,
@@ -37,13 +39,12 @@ from modelgen.graphs import (
     genai_config,
     write_bundle,
 )
-from modelgen.lm import LMConfig, init_weights, rope_inv_freq
+from modelgen.lm import LMConfig, init_weights
 
 log = logging.getLogger(__name__)
 
 CORPUS_DIR = Path(__file__).with_name("corpus")
 SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>")
-_MASKED = -1e9
 
 
 def corpus_documents(corpus_dir: Path = CORPUS_DIR) -> list[tuple[str, str]]:
@@ -103,142 +104,6 @@ def _flatten(cfg: LMConfig, corpus) -> np.ndarray:
             stream.extend([cfg.bos_token_id, *(int(t) for t in doc), cfg.eos_token_id])
         return np.asarray(stream, dtype=np.int64)
     return np.asarray(items, dtype=np.int64)
-
-
-def lm_loss_and_grads(
-    cfg: LMConfig,
-    weights: dict[str, np.ndarray],
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    *,
-    need_grads: bool = True,
-) -> tuple[float, dict[str, np.ndarray]]:
-    """Mean next-token cross-entropy of ``targets`` given ``inputs`` and its gradients.
-
-    ``inputs``/``targets`` are ``[B, T]`` ids; attention is causal with no
-    padding and positions ``0..T-1``. Computes in the dtype of the weights
-    (float64 for gradient checks). Gradients have the weights' names and
-    shapes (a tied head adds its gradient to ``embed_tokens``). Returns an
-    empty dict when ``need_grads`` is false.
-    """
-    w = weights
-    dtype = w["embed_tokens"].dtype
-    b, t = inputs.shape
-    nh, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    rep, half = nh // nkv, cfg.head_dim // 2
-    hidden = cfg.hidden_size
-    scale = 1.0 / math.sqrt(d)
-    angles = np.arange(t)[:, None] * rope_inv_freq(cfg)[None, :]
-    cos = np.cos(np.concatenate([angles, angles], axis=-1)).astype(dtype)
-    sin = np.sin(np.concatenate([angles, angles], axis=-1)).astype(dtype)
-    causal = np.tril(np.ones((t, t), dtype=bool))
-    eps = cfg.rms_norm_eps
-
-    def rope(x):
-        return x * cos + np.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
-
-    def rope_back(g):
-        gs = g * sin
-        return g * cos + np.concatenate([gs[..., half:], -gs[..., :half]], axis=-1)
-
-    def rms(x, gain):
-        r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
-        n = x * r
-        return n * gain, (n, r)
-
-    def rms_back(dy, gain, cache):
-        n, r = cache
-        dn = dy * gain
-        dx = r * (dn - n * np.mean(dn * n, axis=-1, keepdims=True))
-        return dx, (dy * n).reshape(-1, n.shape[-1]).sum(axis=0)
-
-    def heads(x, count):
-        return x.reshape(b, t, count, d).transpose(0, 2, 1, 3)
-
-    def merge(x):
-        return x.transpose(0, 2, 1, 3).reshape(b, t, -1)
-
-    x = w["embed_tokens"][inputs]
-    caches = []
-    for i in range(cfg.num_layers):
-        p = f"layers.{i}."
-        h, c1 = rms(x, w[p + "input_layernorm"])
-        qr = rope(heads(h @ w[p + "q_proj"], nh))
-        kk = np.repeat(rope(heads(h @ w[p + "k_proj"], nkv)), rep, axis=1)
-        vv = np.repeat(heads(h @ w[p + "v_proj"], nkv), rep, axis=1)
-        s = np.where(causal, qr @ kk.transpose(0, 1, 3, 2) * scale, _MASKED)
-        probs = np.exp(s - s.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        attn = merge(probs @ vv)
-        x1 = x + attn @ w[p + "o_proj"]
-        h2, c2 = rms(x1, w[p + "post_attention_layernorm"])
-        gate, up = h2 @ w[p + "gate"], h2 @ w[p + "up"]
-        sig = 1.0 / (1.0 + np.exp(-gate))
-        act = gate * sig * up
-        caches.append((h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act))
-        x = x1 + act @ w[p + "down"]
-    final, cf = rms(x, w["norm"])
-    head = w["embed_tokens"].T if cfg.tie_word_embeddings else w["lm_head"]
-    logits = (final @ head).reshape(b * t, -1)
-    logits -= logits.max(axis=-1, keepdims=True)
-    log_z = np.log(np.exp(logits).sum(axis=-1))
-    flat_targets = targets.reshape(-1)
-    rows = np.arange(b * t)
-    loss = float(np.mean(log_z - logits[rows, flat_targets]))
-    if not need_grads:
-        return loss, {}
-
-    grads: dict[str, np.ndarray] = {}
-    dlogits = np.exp(logits - log_z[:, None])
-    dlogits[rows, flat_targets] -= 1.0
-    dlogits /= b * t
-    final_flat = final.reshape(b * t, hidden)
-    dhead = final_flat.T @ dlogits
-    dx, grads["norm"] = rms_back(
-        (dlogits @ head.T).reshape(b, t, hidden), w["norm"], cf
-    )
-    for i in reversed(range(cfg.num_layers)):
-        p = f"layers.{i}."
-        h, c1, qr, kk, vv, probs, attn, h2, c2, gate, up, sig, act = caches[i]
-        flat_dx = dx.reshape(b * t, hidden)
-        grads[p + "down"] = act.reshape(b * t, -1).T @ flat_dx
-        dact = dx @ w[p + "down"].T
-        dup = dact * gate * sig
-        dgate = dact * up * sig * (1.0 + gate * (1.0 - sig))
-        h2_flat = h2.reshape(b * t, hidden)
-        grads[p + "gate"] = h2_flat.T @ dgate.reshape(b * t, -1)
-        grads[p + "up"] = h2_flat.T @ dup.reshape(b * t, -1)
-        dh2 = dgate @ w[p + "gate"].T + dup @ w[p + "up"].T
-        dx1, grads[p + "post_attention_layernorm"] = rms_back(
-            dh2, w[p + "post_attention_layernorm"], c2
-        )
-        dx1 += dx
-        grads[p + "o_proj"] = attn.reshape(b * t, -1).T @ dx1.reshape(b * t, hidden)
-        dout = heads(dx1 @ w[p + "o_proj"].T, nh)
-        dprobs = dout @ vv.transpose(0, 1, 3, 2)
-        dvv = probs.transpose(0, 1, 3, 2) @ dout
-        ds = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True)) * scale
-        dq = rope_back(ds @ kk)
-        dk = rope_back(
-            (ds.transpose(0, 1, 3, 2) @ qr).reshape(b, nkv, rep, t, d).sum(axis=2)
-        )
-        dv = dvv.reshape(b, nkv, rep, t, d).sum(axis=2)
-        h_flat = h.reshape(b * t, hidden)
-        dh = np.zeros_like(h)
-        for name, dproj in (("q_proj", dq), ("k_proj", dk), ("v_proj", dv)):
-            dflat = merge(dproj)
-            grads[p + name] = h_flat.T @ dflat.reshape(b * t, -1)
-            dh += dflat @ w[p + name].T
-        dxn, grads[p + "input_layernorm"] = rms_back(dh, w[p + "input_layernorm"], c1)
-        dx = dx1 + dxn
-    dembed = np.zeros_like(w["embed_tokens"])
-    np.add.at(dembed, inputs.reshape(-1), dx.reshape(b * t, hidden))
-    if cfg.tie_word_embeddings:
-        dembed += dhead.T
-    else:
-        grads["lm_head"] = dhead
-    grads["embed_tokens"] = dembed
-    return loss, grads
 
 
 def perplexity(
@@ -608,6 +473,137 @@ def _corpus_digest(docs: Sequence[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class _DemoCorpus:
+    """The shipped corpus split for the demo (every tenth paragraph held out)."""
+
+    docs: list[tuple[str, str]]
+    train_docs: list[tuple[str, str]]
+    held_docs: list[tuple[str, str]]
+    tokenizer: Tokenizer
+    train_ids: list[list[int]]
+    held_ids: list[list[int]]
+
+    @classmethod
+    def load(cls) -> _DemoCorpus:
+        """Split the corpus and train the demo tokenizer on the training part."""
+        docs = corpus_documents()
+        train_docs = [d for i, d in enumerate(docs) if i % 10]
+        held_docs = [d for i, d in enumerate(docs) if not i % 10]
+        tokenizer = train_tokenizer([text for _, text in train_docs], DEMO_VOCAB)
+        return cls(
+            docs,
+            train_docs,
+            held_docs,
+            tokenizer,
+            [tokenizer.encode(text).ids for _, text in train_docs],
+            [tokenizer.encode(text).ids for _, text in held_docs],
+        )
+
+
+def _train_demo_lm(
+    spec: DemoSpec, seed: int, corpus: _DemoCorpus
+) -> tuple[LMConfig, dict[str, np.ndarray], dict]:
+    """Train one demo LM; returns its config, weights and training record."""
+    vocab = corpus.tokenizer.get_vocab_size()
+    cfg = LMConfig(
+        vocab_size=-(-vocab // 64) * 64,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        num_kv_heads=spec.num_kv_heads,
+        intermediate_size=spec.intermediate_size,
+        max_position_embeddings=DEMO_CONTEXT,
+    )
+    initial = init_weights(cfg, seed)
+    losses: list[float] = []
+    started = time.perf_counter()
+    weights = train_lm(
+        cfg,
+        corpus.train_ids,
+        steps=spec.steps,
+        lr=spec.lr,
+        seed=seed,
+        batch_size=spec.batch_size,
+        seq_len=spec.seq_len,
+        weights=initial,
+        history=losses,
+    )
+    seconds = time.perf_counter() - started
+    record = {
+        "trained_parameters": "all",
+        "parameter_count": cfg.parameter_count(),
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "seq_len": spec.seq_len,
+        "lr": spec.lr,
+        "seed": seed,
+        "seconds": round(seconds, 2),
+        "loss_first": losses[0],
+        "loss_last_10_mean": float(np.mean(losses[-10:])),
+        "loss_curve": [round(x, 4) for x in losses],
+        "heldout_perplexity_untrained": perplexity(cfg, initial, corpus.held_ids),
+        "heldout_perplexity_trained": perplexity(cfg, weights, corpus.held_ids),
+        "corpus_sha256": _corpus_digest(corpus.docs),
+        "corpus_documents": {
+            "train": len(corpus.train_docs),
+            "heldout": len(corpus.held_docs),
+        },
+    }
+    log.info(
+        "demo %s: %s",
+        spec.name,
+        {k: v for k, v in record.items() if k != "loss_curve"},
+    )
+    return cfg, weights, record
+
+
+def _write_demo_int4(
+    root: Path,
+    trained: list[tuple[DemoSpec, LMConfig, dict, dict]],
+    corpus: _DemoCorpus,
+) -> list[Path]:
+    """The int4 genai bundle of the first trained LM whose shape allows one."""
+    for spec, cfg, weights, record in trained:
+        if cfg.head_dim % 16 or cfg.hidden_size % 32 or cfg.intermediate_size % 32:
+            continue
+        _, effective = build_genai_contrib(cfg, weights, bits=4)
+        quantised = {
+            **record,
+            "quantisation": "int4 MatMulNBits, block 32, symmetric RTN",
+            "heldout_perplexity_quantised": perplexity(cfg, effective, corpus.held_ids),
+        }
+        bundle = write_lm_bundle(
+            root / f"{spec.name}-genai-int4",
+            cfg,
+            weights,
+            corpus.tokenizer,
+            layout="genai_int4",
+            external_data=True,
+            extra_files={"civitas_training.json": quantised},
+        )
+        return [bundle]
+    return []
+
+
+def _write_demo_classifiers(root: Path, corpus: _DemoCorpus, seed: int) -> list[Path]:
+    """The topic classifier and the tabular triage model."""
+    topics = sorted({topic for topic, _ in corpus.docs})
+    params = train_classifier(
+        corpus.train_ids,
+        [topics.index(t) for t, _ in corpus.train_docs],
+        vocab_size=corpus.tokenizer.get_vocab_size(),
+        num_labels=len(topics),
+        seed=seed,
+    )
+    return [
+        write_classifier_bundle(
+            root / "civitas-topic-classifier", params, corpus.tokenizer, topics
+        ),
+        write_tabular_bundle(root / "civitas-tabular-triage", seed=seed),
+    ]
+
+
 def demo_models(
     dest_root: Path,
     *,
@@ -629,106 +625,22 @@ def demo_models(
     Deterministic given ``seed``. Returns the bundle directories, LMs first.
     """
     root = Path(dest_root)
-    docs = corpus_documents()
-    train_docs = [d for i, d in enumerate(docs) if i % 10]
-    held_docs = [d for i, d in enumerate(docs) if not i % 10]
-    tokenizer = train_tokenizer([text for _, text in train_docs], DEMO_VOCAB)
-    vocab = tokenizer.get_vocab_size()
-    train_ids = [tokenizer.encode(text).ids for _, text in train_docs]
-    held_ids = [tokenizer.encode(text).ids for _, text in held_docs]
+    corpus = _DemoCorpus.load()
     paths = []
     trained: list[tuple[DemoSpec, LMConfig, dict, dict]] = []
     for k, spec in enumerate(specs):
-        cfg = LMConfig(
-            vocab_size=-(-vocab // 64) * 64,
-            hidden_size=spec.hidden_size,
-            num_layers=spec.num_layers,
-            num_heads=spec.num_heads,
-            num_kv_heads=spec.num_kv_heads,
-            intermediate_size=spec.intermediate_size,
-            max_position_embeddings=DEMO_CONTEXT,
-        )
-        initial = init_weights(cfg, seed + k)
-        losses: list[float] = []
-        started = time.perf_counter()
-        weights = train_lm(
-            cfg,
-            train_ids,
-            steps=spec.steps,
-            lr=spec.lr,
-            seed=seed + k,
-            batch_size=spec.batch_size,
-            seq_len=spec.seq_len,
-            weights=initial,
-            history=losses,
-        )
-        seconds = time.perf_counter() - started
-        record = {
-            "trained_parameters": "all",
-            "parameter_count": cfg.parameter_count(),
-            "steps": spec.steps,
-            "batch_size": spec.batch_size,
-            "seq_len": spec.seq_len,
-            "lr": spec.lr,
-            "seed": seed + k,
-            "seconds": round(seconds, 2),
-            "loss_first": losses[0],
-            "loss_last_10_mean": float(np.mean(losses[-10:])),
-            "loss_curve": [round(x, 4) for x in losses],
-            "heldout_perplexity_untrained": perplexity(cfg, initial, held_ids),
-            "heldout_perplexity_trained": perplexity(cfg, weights, held_ids),
-            "corpus_sha256": _corpus_digest(docs),
-            "corpus_documents": {"train": len(train_docs), "heldout": len(held_docs)},
-        }
-        log.info(
-            "demo %s: %s",
-            spec.name,
-            {k: v for k, v in record.items() if k != "loss_curve"},
-        )
+        cfg, weights, record = _train_demo_lm(spec, seed + k, corpus)
         paths.append(
             write_lm_bundle(
                 root / spec.name,
                 cfg,
                 weights,
-                tokenizer,
+                corpus.tokenizer,
                 extra_files={"civitas_training.json": record},
             )
         )
         trained.append((spec, cfg, weights, record))
     if include_extras:
-        for spec, cfg, weights, record in trained:
-            if cfg.head_dim % 16 or cfg.hidden_size % 32 or cfg.intermediate_size % 32:
-                continue
-            _, effective = build_genai_contrib(cfg, weights, bits=4)
-            quantised = {
-                **record,
-                "quantisation": "int4 MatMulNBits, block 32, symmetric RTN",
-                "heldout_perplexity_quantised": perplexity(cfg, effective, held_ids),
-            }
-            paths.append(
-                write_lm_bundle(
-                    root / f"{spec.name}-genai-int4",
-                    cfg,
-                    weights,
-                    tokenizer,
-                    layout="genai_int4",
-                    external_data=True,
-                    extra_files={"civitas_training.json": quantised},
-                )
-            )
-            break
-        topics = sorted({topic for topic, _ in docs})
-        params = train_classifier(
-            train_ids,
-            [topics.index(t) for t, _ in train_docs],
-            vocab_size=vocab,
-            num_labels=len(topics),
-            seed=seed,
-        )
-        paths.append(
-            write_classifier_bundle(
-                root / "civitas-topic-classifier", params, tokenizer, topics
-            )
-        )
-        paths.append(write_tabular_bundle(root / "civitas-tabular-triage", seed=seed))
+        paths += _write_demo_int4(root, trained, corpus)
+        paths += _write_demo_classifiers(root, corpus, seed)
     return paths

@@ -18,13 +18,8 @@ from typing import Any
 from django.conf import settings
 
 from config.exceptions import DomainError
-from engine.bundle import (
-    BundleError,
-    GraphFacts,
-    Limits,
-    inspect_bundle,
-    materialise_bundle,
-)
+from engine.archive import BundleError, Limits, materialise_bundle
+from engine.bundle import GraphFacts, inspect_bundle
 from engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
 from registry.storage import artifact_tmp_dir
 

@@ -1,4 +1,4 @@
-"""Tests for engine.bundle: archive intake and the static ONNX safety gate.
+"""Tests for engine.archive and engine.bundle: archive intake and the ONNX safety gate.
 
 Every model here is built with onnx.helper and every tokenizer is trained in the
 test, so the suite needs no network and no Django.
@@ -26,14 +26,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from engine.bundle import (
+from engine.archive import (
     BundleError,
     Limits,
     extract_archive,
-    inspect_bundle,
     materialise_bundle,
-    sha256_file,
 )
+from engine.bundle import inspect_bundle, sha256_file
 
 OPSET = [helper.make_opsetid("", 17)]
 MS_OPSET = [*OPSET, helper.make_opsetid("com.microsoft", 1)]
@@ -1062,6 +1061,57 @@ def test_facts_report_exact_parameters_signature_and_serialise(bundle):
     assert json.loads(json.dumps(facts.to_dict()))["inputs"][2]["name"] == (
         "past_key_values.0.key"
     )
+
+
+def repeated_weights_model(*, typed=False):
+    """x [1, 64] through A, a copy of A, two zero matrices and a random B.
+
+    ``typed`` stores A and its copy in ``float_data`` instead of ``raw_data``.
+    """
+    a = weight("A", [64, 64])
+    values = numpy_helper.to_array(a)
+    if typed:
+        a = helper.make_tensor("A", TensorProto.FLOAT, [64, 64], values.ravel())
+    a_copy = (
+        helper.make_tensor("A_copy", TensorProto.FLOAT, [64, 64], values.ravel())
+        if typed
+        else numpy_helper.from_array(values, "A_copy")
+    )
+    zeros = [
+        numpy_helper.from_array(np.zeros([64, 64], np.float32), name)
+        for name in ("Z1", "Z2")
+    ]
+    names = ["A", "A_copy", "Z1", "Z2", "B"]
+    nodes = [
+        helper.make_node("MatMul", [src, w], [dst])
+        for src, w, dst in zip(
+            ["float_input", "h0", "h1", "h2", "h3"],
+            names,
+            ["h0", "h1", "h2", "h3", "y"],
+            strict=True,
+        )
+    ]
+    inits = [a, a_copy, *zeros, weight("B", [64, 64])]
+    return make(
+        nodes,
+        [vi("float_input", TensorProto.FLOAT, [1, 64])],
+        [vi("y", TensorProto.FLOAT, [1, 64])],
+        inits,
+    )
+
+
+@pytest.mark.parametrize(
+    ("typed", "external"), [(False, None), (True, None), (False, "weights.bin")]
+)
+def test_identical_matrices_count_once_but_one_valued_ones_do_not(
+    bundle, typed, external
+):
+    model = repeated_weights_model(typed=typed)
+    assert model.graph.initializer[0].HasField("raw_data") is not typed
+    facts = inspect_bundle(bundle(model, tokenizer=False, external=external))
+    assert facts.shared_initializers == [["A", "A_copy"]]
+    assert facts.parameter_count == 4 * 64 * 64  # A_copy left out, Z1 and Z2 kept
+    assert facts.weight_bytes == 4 * 5 * 64 * 64  # as stored
 
 
 def quant_model(nodes, inits, opsets=OPSET, in_dtype=TensorProto.FLOAT):

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from engine import bundle, evaluate
-from engine.runtime import RuntimeSettings, load_model
+from engine.runtime import load_model
+from engine.session import RuntimeSettings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "families"
 FAMILIES = (

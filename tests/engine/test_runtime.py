@@ -17,7 +17,7 @@ import pytest
 from onnx import helper
 
 import modelgen
-from engine import bundle, runtime
+from engine import bundle, causal_lm, runtime, session
 
 CFG = dict(
     vocab_size=320,
@@ -29,7 +29,7 @@ CFG = dict(
     max_position_embeddings=24,
 )
 KV_LAYOUTS = ("optimum", "merged", "genai")
-SETTINGS = runtime.RuntimeSettings(intra_op_threads=1)
+SETTINGS = session.RuntimeSettings(intra_op_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -91,20 +91,20 @@ def sample_ids(seed: int, n: int) -> list[int]:
 
 
 def test_settings_resolve_threads_and_validate():
-    settings = runtime.RuntimeSettings()
+    settings = session.RuntimeSettings()
     data = settings.to_dict()
     assert data["intra_op_threads"] == 0
-    assert data["resolved_intra_op_threads"] == runtime.available_cores() >= 1
+    assert data["resolved_intra_op_threads"] == session.available_cores() >= 1
     assert data["allow_spinning"] is False and data["inter_op_threads"] == 1
     with pytest.raises(ValueError, match="graph_optimization"):
-        runtime.RuntimeSettings(graph_optimization="max")
-    assert hash(settings) == hash(runtime.RuntimeSettings())
+        session.RuntimeSettings(graph_optimization="max")
+    assert hash(settings) == hash(session.RuntimeSettings())
 
 
 def test_session_is_cpu_only_sequential_without_spinning(bundles):
-    session = runtime.make_session(bundles["optimum"] / "model.onnx", SETTINGS)
-    assert session.get_providers() == ["CPUExecutionProvider"]
-    options = session.get_session_options()
+    made = session.make_session(bundles["optimum"] / "model.onnx", SETTINGS)
+    assert made.get_providers() == ["CPUExecutionProvider"]
+    options = made.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 1
     assert options.execution_mode.name == "ORT_SEQUENTIAL"
@@ -266,7 +266,7 @@ def test_selftest_rejects_a_cache_that_disagrees_with_prefill(
         tmp_path / "broken", model, tokenizer, cfg.to_hf_config()
     )
     lm = runtime.load_model(root, settings=SETTINGS)
-    with pytest.raises(runtime.RuntimeCheckError, match="kv_max_abs_diff") as info:
+    with pytest.raises(session.RuntimeCheckError, match="kv_max_abs_diff") as info:
         lm.selftest()
     assert info.value.figures["kv_max_abs_diff"] > 1e-4
     assert info.value.figures["padding_max_abs_diff"] <= 1e-4
@@ -294,13 +294,13 @@ def test_selftest_of_dynamic_int8_models_uses_a_relative_tolerance(
     lm = runtime.load_model(root, settings=SETTINGS)
     assert lm.dynamic_quantisation is True
     if broken:
-        with pytest.raises(runtime.RuntimeCheckError, match="kv_max_abs_diff"):
+        with pytest.raises(session.RuntimeCheckError, match="kv_max_abs_diff"):
             lm.selftest()
         return
     figures = lm.selftest()
-    assert figures["passed"] and figures["tolerance"] > runtime.SELFTEST_TOLERANCE
+    assert figures["passed"] and figures["tolerance"] > causal_lm.SELFTEST_TOLERANCE
     assert figures["padding_max_abs_diff"] > 1e-4  # why the absolute bound cannot hold
-    with pytest.raises(runtime.RuntimeCheckError):
+    with pytest.raises(session.RuntimeCheckError):
         lm.selftest(tolerance=1e-4)
 
 
@@ -378,11 +378,11 @@ def test_session_cache_reuses_and_evicts_by_budget(bundles):
 
     def factory(path, settings):
         created.append(path.parent.name)
-        return runtime.make_session(path, settings)
+        return session.make_session(path, settings)
 
-    unit = runtime.SessionCache.estimate_bytes(1000)
+    unit = session.SessionCache.estimate_bytes(1000)
     assert unit == 2500
-    cache = runtime.SessionCache(budget_bytes=2 * unit, factory=factory)
+    cache = session.SessionCache(budget_bytes=2 * unit, factory=factory)
     paths = {
         name: bundles[name] / "model.onnx" for name in ("optimum", "plain", "merged")
     }
@@ -393,7 +393,7 @@ def test_session_cache_reuses_and_evicts_by_budget(bundles):
     assert ("a", SETTINGS) in cache and ("c", SETTINGS) in cache
     assert ("b", SETTINGS) not in cache
     assert created == ["optimum", "plain", "merged"]
-    other = runtime.RuntimeSettings(intra_op_threads=2)
+    other = session.RuntimeSettings(intra_op_threads=2)
     assert (
         cache.get("a", paths["optimum"], other, 1000) is not a
     )  # settings are part of the key
@@ -410,7 +410,7 @@ def test_session_cache_reuses_and_evicts_by_budget(bundles):
 
 
 def test_session_cache_is_thread_safe(bundles):
-    cache = runtime.SessionCache(budget_bytes=10**9)
+    cache = session.SessionCache(budget_bytes=10**9)
     path = bundles["plain"] / "model.onnx"
     results = []
     threads = [
@@ -428,7 +428,7 @@ def test_session_cache_is_thread_safe(bundles):
 
 
 def test_load_model_uses_the_cache_by_digest(bundles):
-    cache = runtime.SessionCache(budget_bytes=10**9)
+    cache = session.SessionCache(budget_bytes=10**9)
     one = runtime.load_model(
         bundles["optimum"], settings=SETTINGS, cache=cache, digest="d1"
     )
@@ -490,7 +490,7 @@ def test_unsupported_inputs_are_refused(tmp_path, cfg, weights, tokenizer):
         helper.make_tensor_value_info("pixel_values", onnx.TensorProto.FLOAT, [1, 3])
     )
     root = modelgen.write_bundle(tmp_path / "odd", model, tokenizer, cfg.to_hf_config())
-    with pytest.raises(runtime.RuntimeCheckError, match="pixel_values"):
+    with pytest.raises(session.RuntimeCheckError, match="pixel_values"):
         runtime.load_model(root, settings=SETTINGS)
 
 

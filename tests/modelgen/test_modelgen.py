@@ -1,6 +1,6 @@
 """Models Civitas builds itself: graphs against the NumPy reference, training, bundles.
 
-Run without Django: ``pytest tests/engine/test_modelgen.py -p no:django``.
+Run without Django: ``pytest tests/modelgen/test_modelgen.py -p no:django``.
 Every ONNX model here is executed by ONNX Runtime and compared with
 ``modelgen.numpy_forward``, a float64 forward written independently of the
 graph builder.
@@ -9,6 +9,7 @@ graph builder.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
@@ -185,6 +186,64 @@ def test_tied_embeddings_are_stored_once():
     names = [t.name for t in model.graph.initializer]
     assert names.count("embed_tokens") == 1
     assert "lm_head" not in names
+
+
+def constant_elements(model: onnx.ModelProto) -> int:
+    """Elements of the graph's constant initializers (rotary tables, shapes)."""
+    constants = [t for t in model.graph.initializer if t.name.startswith("const_")]
+    return sum(math.prod(t.dims) for t in constants)
+
+
+@pytest.mark.parametrize("external_data", [False, True])
+@pytest.mark.parametrize("layout", ["optimum", "merged"])
+def test_a_tied_head_stored_twice_is_counted_once(
+    tmp_path, tokenizer, layout, external_data
+):
+    """Defect 14: a tied embedding exported as two identical initializers."""
+    cfg = modelgen.LMConfig(**{**TINY, "vocab_size": 320}, tie_word_embeddings=True)
+    weights = modelgen.init_weights(cfg, 0)
+    model = modelgen.build_causal_lm(cfg, weights, layout=layout, tied_head_copy=True)
+    names = [t.name for t in model.graph.initializer]
+    assert names.count("embed_tokens") == names.count("lm_head.weight") == 1
+    root = modelgen.write_bundle(
+        tmp_path / "b",
+        model,
+        tokenizer,
+        cfg.to_hf_config(),
+        external_data=external_data,
+    )
+    facts = bundle.inspect_bundle(root)
+    # The graph's constants (rotary frequencies, shapes) are initializers too.
+    true_count = cfg.parameter_count() + constant_elements(model)
+    assert facts.parameter_count == true_count
+    assert facts.shared_initializers == [["embed_tokens", "lm_head.weight"]]
+    head_bytes = 4 * cfg.vocab_size * cfg.hidden_size
+    shared = modelgen.build_causal_lm(cfg, weights, layout=layout)
+    stored_once = bundle.inspect_bundle(
+        modelgen.write_bundle(tmp_path / "once", shared, tokenizer, cfg.to_hf_config())
+    )
+    assert stored_once.parameter_count == true_count
+    assert stored_once.shared_initializers == []
+    assert facts.weight_bytes == stored_once.weight_bytes + head_bytes  # as stored
+    assert facts.to_dict()["shared_initializers"] == [
+        ["embed_tokens", "lm_head.weight"]
+    ]
+    logits = run_onnx(model, np.array([[3, 4, 5]]), np.ones((1, 3), np.int64))
+    expected = run_onnx(shared, np.array([[3, 4, 5]]), np.ones((1, 3), np.int64))
+    np.testing.assert_array_equal(logits, expected)
+
+
+def test_equal_shapes_with_different_values_are_all_counted(tmp_path, tokenizer):
+    cfg = modelgen.LMConfig(**{**TINY, "vocab_size": 320})
+    model = modelgen.build_causal_lm(cfg, modelgen.init_weights(cfg, 0))
+    root = modelgen.write_bundle(
+        tmp_path / "b", model, tokenizer, cfg.to_hf_config(), external_data=True
+    )
+    facts = bundle.inspect_bundle(root)
+    # Every layer's projections share dtype and shape but not values, and the
+    # norm gains (all ones) are separate parameters that merely start equal.
+    assert facts.shared_initializers == []
+    assert facts.parameter_count == cfg.parameter_count() + constant_elements(model)
 
 
 def test_input_order_and_int32_ids_are_honoured():

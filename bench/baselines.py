@@ -1,0 +1,304 @@
+"""The baselines ``eval_throughput.py`` compares the engine with, and its workload.
+
+* the workload: seeded token ids every runner gets, and the timing rule
+  (median of repeats after one warm-up);
+* (a) naive ONNX Runtime: a new session per item, no batching, no KV cache;
+* (b) PyTorch eager and (c) onnxruntime-genai: workers that
+  ``eval_throughput.py --worker torch|genai`` runs under another interpreter
+  (``.venv-export``), so this module imports only NumPy and the stdlib at the
+  top; ``python_with`` finds that interpreter and ``run_worker`` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "eval_throughput.py"
+EXPORT_PYTHON = ROOT / ".venv-export" / "bin" / "python"
+BATCH, SEQ_LEN, PROMPT_LEN, NEW_TOKENS = 8, 128, 32, 64
+TOKEN_SEED = 1234
+PROBE_LEN = 16
+
+
+# -- shared by the main process and the workers (NumPy and stdlib only) -----
+
+
+def workload(vocab_size: int, special: int = 3) -> dict[str, list]:
+    """Seeded synthetic token ids: the scoring batch, the prompt, the probe.
+
+    Ids below ``special`` (BOS, EOS, PAD) are avoided so nothing stops early.
+    Every runtime gets exactly these ids.
+    """
+    rng = np.random.default_rng(TOKEN_SEED)
+
+    def ids(*shape: int) -> list:
+        return rng.integers(special, vocab_size, size=shape).tolist()
+
+    return {
+        "scoring": ids(BATCH, SEQ_LEN),
+        "prompt": ids(PROMPT_LEN),
+        "probe": ids(PROBE_LEN),
+    }
+
+
+def timed(fn, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after one untimed warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def log_softmax_gather(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Log-probabilities of ``targets`` under float32 ``logits [T, V]``."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    logz = np.log(np.exp(shifted).sum(axis=-1))
+    return shifted[np.arange(len(targets)), targets] - logz
+
+
+# -- workers run by another interpreter (torch, onnxruntime-genai) ----------
+
+
+def _hf_state_dict(weights: dict[str, np.ndarray], layers: int) -> dict:
+    """modelgen names ``[in, out]`` -> transformers Llama names ``[out, in]``."""
+    state = {"model.embed_tokens.weight": weights["embed_tokens"]}
+    projections = {
+        "q_proj": "self_attn.q_proj",
+        "k_proj": "self_attn.k_proj",
+        "v_proj": "self_attn.v_proj",
+        "o_proj": "self_attn.o_proj",
+        "gate": "mlp.gate_proj",
+        "up": "mlp.up_proj",
+        "down": "mlp.down_proj",
+    }
+    for i in range(layers):
+        src, dst = f"layers.{i}.", f"model.layers.{i}."
+        for ours, theirs in projections.items():
+            state[dst + theirs + ".weight"] = weights[src + ours].T
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            state[dst + norm + ".weight"] = weights[src + norm]
+    state["model.norm.weight"] = weights["norm"]
+    state["lm_head.weight"] = (
+        weights["lm_head"].T if "lm_head" in weights else weights["embed_tokens"]
+    )
+    return state
+
+
+def torch_worker(args: argparse.Namespace) -> dict:
+    """PyTorch eager figures for the bundle (run under ``.venv-export``)."""
+    import onnx
+    import torch
+    import transformers
+    from onnx import numpy_helper
+
+    torch.set_num_threads(args.threads)
+    bundle = Path(args.bundle)
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    model_proto = onnx.load(str(bundle / "model.onnx"), load_external_data=True)
+    weights = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
+    del model_proto
+    hf_config = transformers.LlamaConfig(**config)
+    model = transformers.LlamaForCausalLM(hf_config).eval()
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in _hf_state_dict(weights, hf_config.num_hidden_layers).items()
+    }
+    del weights
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if "rotary" not in m]:
+        raise RuntimeError(
+            f"weight mapping: missing {missing}, unexpected {unexpected}"
+        )
+    work = workload(hf_config.vocab_size)
+    bos = int(hf_config.bos_token_id)
+    scoring = torch.tensor([[bos, *row[:-1]] for row in work["scoring"]])
+    targets = np.asarray(work["scoring"])
+
+    def score() -> None:
+        with torch.inference_mode():
+            logits = model(input_ids=scoring).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            logprobs.gather(-1, torch.from_numpy(targets)[..., None])
+
+    def generate() -> list[int]:
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([work["prompt"]]), use_cache=True)
+            tokens = [int(out.logits[0, -1].argmax())]
+            while len(tokens) < NEW_TOKENS:
+                out = model(
+                    input_ids=torch.tensor([[tokens[-1]]]),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+                tokens.append(int(out.logits[0, -1].argmax()))
+        return tokens
+
+    with torch.inference_mode():
+        probe = model(input_ids=torch.tensor([work["probe"]])).logits[0].numpy()
+    np.save(args.probe_out, probe.astype(np.float32))
+    score_times = timed(score, args.repeats)
+    gen_times = timed(generate, args.repeats)
+    return {
+        "scoring_times_s": score_times,
+        "generation_times_s": gen_times,
+        "generated_tokens": generate(),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "attn_implementation": model.config._attn_implementation,
+    }
+
+
+def genai_worker(args: argparse.Namespace) -> dict:
+    """onnxruntime-genai greedy generation figures on the genai bundle."""
+    import onnxruntime_genai as og
+
+    # genai reads its thread count from genai_config.json only; set it to
+    # the run's, like every other runner.
+    config_path = Path(args.bundle) / "genai_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    options = config["model"]["decoder"].setdefault("session_options", {})
+    options["intra_op_num_threads"] = args.threads
+    options["inter_op_num_threads"] = 1
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    model = og.Model(str(args.bundle))
+    work = workload(int(config["model"]["vocab_size"]))
+    prompt = np.asarray(work["prompt"], dtype=np.int32)
+    total = PROMPT_LEN + NEW_TOKENS
+    produced: list[list[int]] = []
+
+    def generate() -> None:
+        params = og.GeneratorParams(model)
+        # min_length keeps EOS from ending a random-weight model's run early.
+        params.set_search_options(
+            max_length=total, min_length=total, do_sample=False, top_k=1
+        )
+        generator = og.Generator(model, params)
+        generator.append_tokens(prompt)
+        while not generator.is_done():
+            generator.generate_next_token()
+        produced.append([int(t) for t in generator.get_sequence(0)[PROMPT_LEN:]])
+
+    times = timed(generate, args.repeats)
+    return {
+        "generation_times_s": times,
+        "generated_tokens": produced[-1],
+        "versions": {"onnxruntime_genai": og.__version__},
+    }
+
+
+# -- run in the main process --------------------------------------------------
+
+
+def naive_figures(bundle: Path, threads: int, repeats: int, work: dict) -> dict:
+    """The same graph run naively: new session per item, no batching, no cache.
+
+    Default session options except the thread count (kept equal so the
+    ratio measures the engine's design, not a thread setting).
+    """
+    import onnxruntime as ort
+
+    path = str(bundle / "model.onnx")
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    kv_heads = int(config["num_key_value_heads"])
+    head_dim = int(config["head_dim"])
+    layers = int(config["num_hidden_layers"])
+    bos = int(config["bos_token_id"])
+
+    def new_session() -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+    def run(session, ids: list[int]) -> np.ndarray:
+        arr = np.asarray([ids], dtype=np.int64)
+        feed = {
+            "input_ids": arr,
+            "attention_mask": np.ones_like(arr),
+            "position_ids": np.arange(arr.shape[1], dtype=np.int64)[None, :],
+        }
+        empty = np.zeros((1, kv_heads, 0, head_dim), dtype=np.float32)
+        for i in range(layers):
+            feed[f"past_key_values.{i}.key"] = empty
+            feed[f"past_key_values.{i}.value"] = empty
+        return session.run(["logits"], feed)[0][0]
+
+    def score() -> None:
+        for row in work["scoring"]:
+            session = new_session()
+            logits = run(session, [bos, *row[:-1]])
+            log_softmax_gather(logits, np.asarray(row))
+
+    def generate() -> list[int]:
+        session = new_session()
+        sequence = list(work["prompt"])
+        for _ in range(NEW_TOKENS):
+            sequence.append(int(run(session, sequence)[-1].argmax()))
+        return sequence[PROMPT_LEN:]
+
+    score_times = timed(score, repeats)
+    gen_times = timed(generate, repeats)
+    return {
+        "scoring_times_s": score_times,
+        "generation_times_s": gen_times,
+        "generated_tokens": generate(),
+    }
+
+
+def python_with(module: str, explicit: Path | None = None) -> tuple[str | None, str]:
+    """An interpreter that can import ``module``: this one, else ``.venv-export``.
+
+    Returns ``(python, reason)``; ``python`` is ``None`` when none can, with
+    the reason why.
+    """
+    candidates = [explicit] if explicit else [Path(sys.executable), EXPORT_PYTHON]
+    tried = []
+    for python in candidates:
+        if not python.exists():
+            tried.append(f"{python} missing")
+            continue
+        probe = subprocess.run(
+            [str(python), "-c", f"import {module}"],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return str(python), ""
+        tried.append(f"{python} cannot import {module}")
+    return None, f"{module} not installed ({'; '.join(tried)})"
+
+
+def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
+    """Run ``--worker kind`` under ``python``; its last stdout line is JSON."""
+    command = [
+        python,
+        str(SCRIPT),
+        "--worker",
+        kind,
+        "--bundle",
+        str(bundle),
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+        *extra,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(f"{kind} worker failed: {' | '.join(tail)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,254 @@
+"""ONNX Runtime sessions and the helpers every model adapter shares.
+
+Pure Python over onnxruntime and NumPy (no Django). ``runtime`` (the
+classifier and tensor adapters, ``load_model``) and ``causal_lm`` (the
+language-model adapter) both build on this module, so neither imports the
+other's internals.
+
+* ``RuntimeSettings`` / ``make_session``: the CPU session policy;
+* ``SessionCache``: process-local LRU of sessions under a memory budget;
+* ``ports``, ``first_int``, ``id_set``: reading a session's inputs and
+  outputs and the token ids of the bundle's configs;
+* ``RuntimeCheckError``: a model cannot be driven or failed its self-test.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_NUMPY_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(bool)": np.bool_,
+}
+
+
+class RuntimeCheckError(Exception):
+    """A model cannot be driven, or failed its registration self-test.
+
+    ``figures`` carries the self-test measurements when there are any.
+    """
+
+    def __init__(self, message: str, figures: dict | None = None) -> None:
+        super().__init__(message)
+        self.figures = figures or {}
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How a session is configured; hashable, so it can key the cache.
+
+    ``intra_op_threads=0`` means every CPU in the affinity mask.
+    ``graph_optimization`` is one of disable, basic, extended, all.
+    Raises ``ValueError`` on an unknown optimisation level or negative counts.
+    """
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    allow_spinning: bool = False
+    mem_arena: bool = True
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization not in _OPT_LEVELS:
+            raise ValueError(f"graph_optimization must be one of {sorted(_OPT_LEVELS)}")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 1:
+            raise ValueError("thread counts must be intra >= 0 and inter >= 1")
+
+    def resolved_intra_op_threads(self) -> int:
+        """The thread count actually used (0 resolved to the affinity count)."""
+        return self.intra_op_threads or available_cores()
+
+    def to_dict(self) -> dict:
+        """JSON-able form, with the resolved thread count added."""
+        data = asdict(self)
+        data["resolved_intra_op_threads"] = self.resolved_intra_op_threads()
+        return data
+
+
+def make_session(model_path: Path, settings: RuntimeSettings) -> ort.InferenceSession:
+    """An ``InferenceSession`` on ``CPUExecutionProvider`` only, sequential.
+
+    Spinning is off by default: spinning threads burn CPU between runs, which
+    slows co-located work and inflates the CPU-seconds a run is charged.
+    No custom operator library is ever registered (bundles are untrusted).
+    External data is resolved next to ``model_path``. Raises onnxruntime's
+    errors (``Fail``, ``InvalidGraph``, ...) for invalid models.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.resolved_intra_op_threads()
+    opts.inter_op_num_threads = settings.inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
+    opts.enable_cpu_mem_arena = settings.mem_arena
+    spin = "1" if settings.allow_spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(
+        str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
+def _default_budget() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 1024**3
+    return total // 2
+
+
+class SessionCache:
+    """Process-local LRU of sessions keyed by (artifact key, settings).
+
+    Creating a session costs seconds per GB of weights (parsing, graph
+    optimisation, weight pre-packing), against milliseconds per decode step,
+    so a worker keeps sessions across tasks of one job and across jobs on
+    the same model. Each entry is charged ``2.5 x weight_bytes`` (weights,
+    pre-packed copies, arena) against ``budget_bytes`` (default: half the
+    physical memory). Least recently used entries are evicted before a new
+    session is created; a session bigger than the whole budget is still
+    returned and kept, alone. One lock guards the cache, including session
+    creation, so two threads never build the same session twice.
+    """
+
+    MEMORY_FACTOR = 2.5
+
+    def __init__(
+        self, budget_bytes: int | None = None, *, factory=make_session
+    ) -> None:
+        self.budget_bytes = int(
+            budget_bytes if budget_bytes is not None else _default_budget()
+        )
+        self._factory = factory
+        self._entries: OrderedDict[tuple, tuple[ort.InferenceSession, int]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    @classmethod
+    def estimate_bytes(cls, weight_bytes: int) -> int:
+        """Memory charged for a session whose weights take ``weight_bytes``."""
+        return int(cls.MEMORY_FACTOR * max(0, int(weight_bytes)))
+
+    def get(
+        self, key: str, path: Path, settings: RuntimeSettings, weight_bytes: int
+    ) -> ort.InferenceSession:
+        """The cached session for ``(key, settings)``, created from ``path`` on a miss.
+
+        ``key`` identifies the artifact (its sha256), so the same bundle
+        extracted in two places shares a session. Raises whatever
+        ``make_session`` raises; a failed creation caches nothing.
+        """
+        cache_key = (key, settings)
+        with self._lock:
+            if cache_key in self._entries:
+                self._entries.move_to_end(cache_key)
+                self.hits += 1
+                return self._entries[cache_key][0]
+            self.misses += 1
+            cost = self.estimate_bytes(weight_bytes)
+            while self._entries and self._used() + cost > self.budget_bytes:
+                self._entries.popitem(last=False)
+                self.evictions += 1
+            session = self._factory(Path(path), settings)
+            self._entries[cache_key] = (session, cost)
+            return session
+
+    def _used(self) -> int:
+        return sum(cost for _, cost in self._entries.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, item: tuple) -> bool:
+        with self._lock:
+            return item in self._entries
+
+    def bytes_in_use(self) -> int:
+        """Sum of the charges of the cached sessions."""
+        with self._lock:
+            return self._used()
+
+    def stats(self) -> dict:
+        """Counters for logs: entries, bytes charged, budget, hits, misses."""
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "bytes_in_use": self._used(),
+                "budget_bytes": self.budget_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+            }
+
+    def clear(self) -> None:
+        """Drop every session (their memory is freed when no caller holds them)."""
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass(frozen=True)
+class Port:
+    """One session input or output: its name, NumPy dtype (None if unknown), shape."""
+
+    name: str
+    dtype: Any
+    shape: tuple
+
+
+def ports(nodes) -> dict[str, Port]:
+    """``Port`` of each of a session's ``get_inputs()`` / ``get_outputs()`` by name."""
+    return {
+        n.name: Port(n.name, _NUMPY_TYPES.get(n.type), tuple(n.shape or ()))
+        for n in nodes
+    }
+
+
+def first_int(*values) -> int | None:
+    """The first int among ``values`` (a list counts as its first item), else None."""
+    for value in values:
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def id_set(*values) -> frozenset[int]:
+    """The ids of the first value that is an int or a non-empty list of ints."""
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return frozenset({value})
+        if isinstance(value, list) and value:
+            return frozenset(int(v) for v in value)
+    return frozenset()

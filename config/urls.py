@@ -12,7 +12,7 @@ admin.site.site_title = "Civitas"
 admin.site.index_title = "Registry and governance of public-sector language models"
 
 api_v1 = [
-    path("", include("governance.urls")),
+    path("", include("governance.api.urls")),
     path("", include("registry.urls")),
     path("system/worker-ping/", views.WorkerPingView.as_view(), name="worker-ping"),
     path(

@@ -30,8 +30,7 @@ from rest_framework.views import APIView
 
 from config.pagination import CursorPagination
 from governance import audit, signing
-from governance.models import AuditCheckpoint, AuditEvent
-from governance.openapi_examples import (
+from governance.api.examples import (
     AUDIT_CHECKPOINT,
     AUDIT_EVENT,
     AUDIT_EXPORT,
@@ -40,6 +39,7 @@ from governance.openapi_examples import (
     PUBLIC_KEY_PEM,
     response,
 )
+from governance.models import AuditCheckpoint, AuditEvent
 from registry.selectors import is_oversight, user_agency_ids
 
 JSONL_MEDIA_TYPE = "application/x-ndjson"

@@ -7,8 +7,9 @@ import copy
 import pytest
 
 from config.exceptions import Conflict, DomainError, PolicyViolation
-from governance import risk, usecase_services
+from governance import risk
 from governance.models import AuditEvent, UseCase, UseCaseStatus
+from governance.services import use_cases as use_case_services
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.usefixtures("fast_password_hashing")
@@ -189,7 +190,7 @@ def test_assess_stores_score_tier_answers_and_reasons_with_an_audit_event(
     member_a, draft_use_case, aia_questionnaire
 ):
     answers = {**ZERO, "areas": ["migration"]}
-    use_case = usecase_services.use_case_assess(
+    use_case = use_case_services.use_case_assess(
         actor=member_a, use_case=draft_use_case, answers=answers
     )
 
@@ -214,7 +215,7 @@ def test_assessment_is_refused_once_the_use_case_is_frozen(
     UseCase.objects.filter(pk=draft_use_case.pk).update(status=UseCaseStatus.SUBMITTED)
 
     with pytest.raises(Conflict) as caught:
-        usecase_services.use_case_assess(
+        use_case_services.use_case_assess(
             actor=member_a, use_case=draft_use_case, answers=ZERO
         )
     assert caught.value.code == "usecase_frozen"
@@ -228,7 +229,7 @@ def test_assessment_is_allowed_again_when_changes_are_requested(
         status=UseCaseStatus.CHANGES_REQUESTED
     )
 
-    use_case = usecase_services.use_case_assess(
+    use_case = use_case_services.use_case_assess(
         actor=member_a, use_case=draft_use_case, answers=TWELVE
     )
     assert use_case.risk_tier == "limited"
@@ -238,7 +239,7 @@ def test_a_reviewer_cannot_assess_an_agencys_use_case(
     reviewer, draft_use_case, aia_questionnaire
 ):
     with pytest.raises(PolicyViolation):
-        usecase_services.use_case_assess(
+        use_case_services.use_case_assess(
             actor=reviewer, use_case=draft_use_case, answers=ZERO
         )
 

@@ -8,9 +8,9 @@ from django.core.files.storage import storages
 from django.db.models import ProtectedError
 
 from config.exceptions import DomainError
-from governance import services
 from governance.models import EvaluationSuite, SuiteDataset
-from governance.suites import builtin_suites_sync
+from governance.services import suites as suite_services
+from governance.services.suites import builtin_suites_sync
 from registry.models import DatasetVersion
 from tests.factories import DatasetVersionFactory, LicenceFactory
 
@@ -50,7 +50,7 @@ def test_a_suite_whose_data_does_not_fit_its_task_is_refused(member_a):
     )
 
     with pytest.raises(DomainError) as refused:
-        services.suite_register(
+        suite_services.suite_register(
             actor=member_a,
             name="mine",
             version="1.0.0",

@@ -1,0 +1,85 @@
+"""Governance records, one module per sub-domain, re-exported here.
+
+``audit`` holds the audit chain's records (they move to the ``audit`` app);
+``evaluations`` suites and runs; ``use_cases`` use cases and questionnaires;
+``policies`` policies and their results; ``decisions`` submissions,
+transitions, waivers, decisions and attestations.
+"""
+
+from governance.models.audit import AuditChainHead, AuditCheckpoint, AuditEvent
+from governance.models.decisions import (
+    Attestation,
+    AttestationQuerySet,
+    Decision,
+    DecisionKind,
+    DecisionQuerySet,
+    ReviewQueueItem,
+    Submission,
+    UseCaseTransition,
+    Waiver,
+)
+from governance.models.evaluations import (
+    LM_KINDS,
+    LM_TASKS,
+    EvaluationRun,
+    EvaluationRunQuerySet,
+    EvaluationSuite,
+    EvaluationSuiteQuerySet,
+    RunMetric,
+    RunStatus,
+    SuiteDataset,
+)
+from governance.models.policies import (
+    Policy,
+    PolicyQuerySet,
+    PolicyResult,
+    PolicyResultQuerySet,
+    PolicyScope,
+    PolicyTrigger,
+    RuleStatus,
+)
+from governance.models.use_cases import (
+    EDITABLE_USE_CASE_STATUSES,
+    Questionnaire,
+    RiskTier,
+    UseCase,
+    UseCaseQuerySet,
+    UseCaseStatus,
+)
+
+__all__ = [
+    "EDITABLE_USE_CASE_STATUSES",
+    "LM_KINDS",
+    "LM_TASKS",
+    "Attestation",
+    "AttestationQuerySet",
+    "AuditChainHead",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "Decision",
+    "DecisionKind",
+    "DecisionQuerySet",
+    "EvaluationRun",
+    "EvaluationRunQuerySet",
+    "EvaluationSuite",
+    "EvaluationSuiteQuerySet",
+    "Policy",
+    "PolicyQuerySet",
+    "PolicyResult",
+    "PolicyResultQuerySet",
+    "PolicyScope",
+    "PolicyTrigger",
+    "Questionnaire",
+    "ReviewQueueItem",
+    "RiskTier",
+    "RuleStatus",
+    "RunMetric",
+    "RunStatus",
+    "Submission",
+    "SuiteDataset",
+    "UseCase",
+    "UseCaseQuerySet",
+    "UseCaseStatus",
+    "UseCaseTransition",
+    "Waiver",
+]

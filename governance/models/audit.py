@@ -1,0 +1,140 @@
+"""The audit chain's records (moved to the audit app with it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from governance.verify import GENESIS_HASH, event_hash, format_timestamp
+
+# --- Audit chain ---------------------------------------------------------------
+# Written only by governance.audit. On PostgreSQL, triggers (migration 0002)
+# refuse UPDATE, DELETE and TRUNCATE on AuditEvent and AuditCheckpoint.
+
+
+class AuditChainHead(models.Model):
+    """The one row naming the last event of the chain; its lock serialises appends.
+
+    Invariant: ``seq``/``hash`` are those of the last AuditEvent (0 and the
+    genesis hash while the chain is empty). Only ``governance.audit`` writes
+    it, inside the transaction that appends the event.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="audit_chain_head_one_row")
+        ]
+
+    def __str__(self) -> str:
+        return f"audit chain head at seq {self.seq}"
+
+
+class AuditEvent(models.Model):
+    """One link of the hash chain: who did what to which object, when.
+
+    Invariants: ``seq`` runs 1, 2, 3... without gaps; ``prev_hash`` is the
+    previous event's ``hash`` (the genesis hash for seq 1) and is unique, so
+    the chain cannot fork; ``hash`` is SHA-256 over the canonical JSON of the
+    hashed fields (``governance.verify.HASHED_FIELDS``). ``payload`` is stored
+    as the canonical JSON text itself, not jsonb, so the bytes that were hashed
+    are the bytes kept. ``actor``/``agency`` are query keys; the hash covers
+    their snapshots ``actor_label``/``agency_slug``. Never updated or deleted.
+    """
+
+    seq = models.BigIntegerField(primary_key=True)
+    created_at = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    actor_label = models.CharField(max_length=200)
+    agency = models.ForeignKey(
+        "registry.Agency",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+        db_index=False,
+    )
+    agency_slug = models.CharField(max_length=80, blank=True)
+    action = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=100, blank=True)
+    payload = models.TextField(default="{}", help_text="canonical JSON")
+    prev_hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [
+            # Each index serves a filter of the events API ordered by seq.
+            models.Index(fields=["agency", "seq"], name="audit_event_agency_seq"),
+            models.Index(fields=["action", "seq"], name="audit_event_action_seq"),
+            models.Index(
+                fields=["object_type", "object_id", "seq"],
+                name="audit_event_object_seq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"
+
+    @property
+    def payload_data(self) -> dict[str, Any]:
+        """The payload parsed back into Python values."""
+        return json.loads(self.payload)
+
+    def chain_fields(self) -> dict[str, Any]:
+        """The event as the verifier and the export see it (hashed fields + hash)."""
+        return {
+            "seq": self.seq,
+            "created_at": format_timestamp(self.created_at),
+            "actor_label": self.actor_label,
+            "agency_slug": self.agency_slug,
+            "action": self.action,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "payload": self.payload_data,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    def compute_hash(self) -> str:
+        """Recompute the hash from the stored fields (equal to ``hash`` if intact)."""
+        return event_hash(self.chain_fields())
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the chain head: (seq, head_hash) under the platform key.
+
+    ``envelope`` is a DSSE envelope (payloadType
+    ``application/vnd.civitas.audit-checkpoint+json``) whose payload is the
+    canonical JSON ``{"created_at", "head_hash", "seq"}``; ``seq``/``head_hash``
+    repeat it for queries and must equal it. One checkpoint per seq. Never
+    updated or deleted.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    head_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    envelope = models.JSONField()
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at seq {self.seq}"
+
+
+# --- End of the audit chain models ---------------------------------------

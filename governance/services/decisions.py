@@ -1,0 +1,460 @@
+"""Reviewers' decisions on use cases: approve, reinstate, reject, suspend, retire.
+
+See ``governance.services.lifecycle`` for the states and the four-eyes rules.
+"""
+
+from datetime import date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from config.exceptions import Conflict, DomainError, PolicyViolation
+from governance import audit
+from governance.models import (
+    Decision,
+    DecisionKind,
+    PolicyResult,
+    RiskTier,
+    UseCase,
+    Waiver,
+)
+from governance.selectors import (
+    approval_in_force,
+    failed_rule_ids,
+    latest_policy_result,
+    latest_submission,
+    review_round_of,
+)
+from governance.services.attestations import attestation_for_decision
+from governance.services.lifecycle import (
+    DECISION_ACTIONS,
+    DECISION_EVENTS,
+    ENABLING_KINDS,
+    HIGH_TIER_APPROVALS,
+    RATIONALE_MAX_LENGTH,
+    RATIONALE_MIN_LENGTH,
+    WAIVER_MAX_JUSTIFICATION,
+    WAIVER_MIN_JUSTIFICATION,
+    S,
+    _check_not_requester,
+    _check_not_submitter,
+    _check_reviewer,
+    _check_transition,
+    _content,
+    _lock,
+    _move,
+    _refuse,
+    _text,
+)
+from registry import services as registry_services
+
+
+def approval_expiry(*, valid_until: date, now: datetime) -> datetime:
+    """When an approval given at ``now`` ends.
+
+    The earlier of the end of the use case's last valid day (in
+    ``TIME_ZONE``) and ``now`` plus ``CIVITAS_APPROVAL_DAYS``.
+    """
+    zone = timezone.get_default_timezone()
+    end_of_validity = datetime.combine(valid_until + timedelta(days=1), time.min, zone)
+    return min(end_of_validity, now + timedelta(days=settings.CIVITAS_APPROVAL_DAYS))
+
+
+# --- evidence ------------------------------------------------------------------
+
+
+def _resolve_rule_ids(rule_ids: list[str], failed: list[str]) -> list[str]:
+    """Map ``policy/rule`` or bare ``rule`` ids to failed ``policy/rule`` ids.
+
+    Raises ``DomainError`` (400, field ``waiver.rule_ids``) naming ids that
+    match no failed rule, or a bare id that matches rules of several policies.
+    """
+    resolved, unknown = set(), []
+    for raw in rule_ids:
+        rule_id = str(raw).strip()
+        if "/" in rule_id:
+            matches = [f for f in failed if f == rule_id]
+        else:
+            matches = [f for f in failed if f.split("/", 1)[1] == rule_id]
+        if len(matches) != 1:
+            unknown.append(rule_id)
+        else:
+            resolved.add(matches[0])
+    if unknown:
+        message = (
+            f"Not a failed rule of the latest policy result (or ambiguous: write "
+            f"policy/rule): {', '.join(unknown)}. Failed: {', '.join(failed)}."
+        )
+        raise DomainError(
+            message,
+            code="waiver_unknown_rule",
+            fields={"waiver": {"rule_ids": [{"code": "unknown", "message": message}]}},
+        )
+    return sorted(resolved)
+
+
+def _check_evidence(
+    *,
+    actor,
+    use_case: UseCase,
+    now: datetime,
+    waiver_rule_ids: list[str] | None,
+    waiver_justification: str,
+    reusable: list[Waiver],
+) -> tuple[PolicyResult, Waiver | None]:
+    """The passing (or waived) latest policy result an approval relies on.
+
+    The latest result must be about the version's current artifact digest
+    (``Conflict`` ``policy_result_outdated`` otherwise). If it failed, every
+    failed rule must be waived: by a waiver given now, or by one in
+    ``reusable`` on that very result. Raises ``PolicyViolation``
+    ``policy_failed`` naming the rules left unwaived, ``DomainError`` for a
+    waiver that is not needed, names unknown rules, or lacks a justification.
+    """
+    version = use_case.model_version
+    result = latest_policy_result(use_case)
+    if result is None:
+        raise Conflict(
+            "The use case has no policy result; run the policy check.",
+            code="no_policy_result",
+        )
+    if (
+        result.model_version_id != version.pk
+        or result.artifact_digest != version.artifact_digest
+    ):
+        raise Conflict(
+            f"The latest policy result ({result.pk}) is about artifact "
+            f"{result.artifact_digest[:12] or '(none)'}, not the current "
+            f"{version.artifact_digest[:12]}; run the policy check again.",
+            code="policy_result_outdated",
+        )
+    failed = failed_rule_ids(result)
+    if waiver_rule_ids is not None and not failed:
+        raise DomainError(
+            f"Policy result {result.pk} passed: there is nothing to waive.",
+            code="waiver_not_needed",
+            fields={"waiver": [{"code": "not_needed", "message": "Nothing failed."}]},
+        )
+    if not failed:
+        return result, None
+    if waiver_rule_ids is None:
+        for waiver in reusable:
+            if waiver.policy_result_id == result.pk and set(waiver.rule_ids) >= set(
+                failed
+            ):
+                return result, waiver
+        raise _refuse(
+            "policy_failed",
+            f"Policy result {result.pk} failed {', '.join(failed)}; approval needs "
+            "a passing result or a waiver of each failed rule with a justification.",
+        )
+    waived = _resolve_rule_ids(waiver_rule_ids, failed)
+    missing = sorted(set(failed) - set(waived))
+    if missing:
+        raise _refuse(
+            "policy_failed",
+            f"Policy result {result.pk} also failed {', '.join(missing)}, which the "
+            "waiver does not name; every failed rule must be waived.",
+        )
+    justification = _text(
+        waiver_justification,
+        field="waiver.justification",
+        minimum=WAIVER_MIN_JUSTIFICATION,
+        maximum=WAIVER_MAX_JUSTIFICATION,
+        what="A waiver's justification",
+    )
+    waiver = Waiver.objects.create(
+        use_case=use_case,
+        policy_result=result,
+        rule_ids=waived,
+        justification=justification,
+        granted_by=actor,
+        granted_at=now,
+    )
+    return result, waiver
+
+
+# --- decisions -----------------------------------------------------------------
+
+
+def _decide(
+    *,
+    actor,
+    use_case: UseCase,
+    kind: str,
+    rationale: str,
+    waiver_rule_ids: list[str] | None = None,
+    waiver_justification: str = "",
+) -> Decision:
+    """The common path of every reviewer decision (inside the caller's atomic)."""
+    locked = _lock(use_case)
+    target = _check_transition(locked, DECISION_ACTIONS[kind])
+    _check_reviewer(actor, locked)
+    rationale = _text(
+        rationale,
+        field="rationale",
+        minimum=RATIONALE_MIN_LENGTH,
+        maximum=RATIONALE_MAX_LENGTH,
+        what="A rationale",
+    )
+    if waiver_rule_ids is not None and kind not in ENABLING_KINDS:
+        raise DomainError(
+            "Only an approval or a reinstatement takes a waiver.",
+            code="waiver_not_allowed",
+            fields={"waiver": [{"code": "not_allowed", "message": "Not here."}]},
+        )
+    submission = latest_submission(locked)
+    _check_not_submitter(actor, submission)
+    now = timezone.now()
+    review_round = review_round_of(locked) if locked.status == S.IN_REVIEW else None
+    result, waiver = latest_policy_result(locked), None
+    approved_at = expires_at = None
+    in_force = approval_in_force(locked)
+    if kind in ENABLING_KINDS:
+        if locked.risk_tier == RiskTier.PROHIBITED:
+            raise PolicyViolation(
+                "A use case of the prohibited risk tier can never be approved.",
+                code="prohibited_tier",
+            )
+        _check_not_requester(actor, result)
+        if kind == DecisionKind.APPROVE and _content(locked) != {
+            key: submission.snapshot[key]
+            for key in ("use_case", "risk", "model_version")
+        }:
+            raise Conflict(
+                "The use case no longer says what was submitted; it must be "
+                "submitted again.",
+                code="content_changed_since_submission",
+            )
+        if kind == DecisionKind.REINSTATE and (
+            in_force is None or in_force.expires_at <= now
+        ):
+            raise Conflict(
+                "The approval period is over; the use case expires and must be "
+                "submitted again.",
+                code="approval_period_over",
+            )
+        reusable: list[Waiver] = []
+        if review_round is not None:
+            reusable = list(
+                Waiver.objects.filter(
+                    decisions__review_round=review_round,
+                    decisions__kind=DecisionKind.APPROVE,
+                ).distinct()
+            )
+        elif in_force is not None and in_force.waiver is not None:
+            reusable = [in_force.waiver]
+        result, waiver = _check_evidence(
+            actor=actor,
+            use_case=locked,
+            now=now,
+            waiver_rule_ids=waiver_rule_ids,
+            waiver_justification=waiver_justification,
+            reusable=reusable,
+        )
+    approvals_before: list[int] = []
+    if kind == DecisionKind.APPROVE:
+        approvals = Decision.objects.filter(
+            review_round=review_round, kind=DecisionKind.APPROVE
+        )
+        if approvals.filter(reviewer=actor).exists():
+            raise _refuse(
+                "four_eyes_second_reviewer",
+                "You already approved in this review round; a high-risk use case "
+                "needs its second approval from another reviewer.",
+            )
+        approvals_before = list(approvals.values_list("reviewer_id", flat=True))
+        needed = HIGH_TIER_APPROVALS if locked.risk_tier == RiskTier.HIGH else 1
+        if len(approvals_before) + 1 < needed:
+            target = locked.status  # recorded; the round stays open
+    if target == S.APPROVED:
+        approved_at = now
+        if kind == DecisionKind.APPROVE:
+            expires_at = approval_expiry(valid_until=locked.valid_until, now=now)
+        else:
+            expires_at = in_force.expires_at
+    decision = Decision.objects.create(
+        use_case=locked,
+        submission=submission,
+        review_round=review_round,
+        model_version=locked.model_version,
+        artifact_digest=locked.model_version.artifact_digest,
+        kind=kind,
+        reviewer=actor,
+        rationale=rationale,
+        policy_result=result,
+        waiver=waiver,
+        from_status=locked.status,
+        to_status=target,
+        decided_at=now,
+        approved_at=approved_at,
+        expires_at=expires_at,
+    )
+    attestation = attestation_for_decision(decision=decision)
+    from_status = locked.status
+    moved = target != from_status
+    if moved:
+        _move(
+            locked,
+            to_status=target,
+            actor=actor,
+            now=now,
+            reason=rationale,
+            submission=submission,
+            decision=decision,
+        )
+    published = False
+    if kind == DecisionKind.APPROVE and target == S.APPROVED:
+        published = registry_services.model_publish(
+            actor=actor,
+            model=locked.model_version.model,
+            reason=f"use case {locked.pk} approved (decision {decision.pk})",
+        )
+    audit.record(
+        actor=actor,
+        action=DECISION_EVENTS[kind] if moved else "use_case.approval_recorded",
+        obj=locked,
+        agency=locked.agency,
+        payload={
+            "use_case_id": locked.pk,
+            "decision_id": decision.pk,
+            "kind": kind,
+            "from": from_status,
+            "to": target,
+            "submission_id": submission.pk,
+            "model_version_id": locked.model_version_id,
+            "artifact_sha256": decision.artifact_digest,
+            "policy_result_id": result.pk if result else None,
+            "waiver": None
+            if waiver is None
+            else {
+                "id": waiver.pk,
+                "rule_ids": waiver.rule_ids,
+                "justification": waiver.justification,
+                "granted_by": audit.actor_label_of(waiver.granted_by),
+            },
+            "rationale": rationale,
+            "approvals_in_round": len(approvals_before) + 1
+            if kind == DecisionKind.APPROVE
+            else None,
+            "approved_at": approved_at,
+            "expires_at": expires_at,
+            "model_published": published,
+            "attestation_id": attestation.pk,
+            "statement_sha256": attestation.statement_sha256,
+        },
+    )
+    return decision
+
+
+@transaction.atomic
+def use_case_approve(
+    *,
+    actor,
+    use_case: UseCase,
+    rationale: str,
+    waiver_rule_ids: list[str] | None = None,
+    waiver_justification: str = "",
+) -> Decision:
+    """Approve a use case in review for the version it names.
+
+    Needs the latest policy result, about the current artifact digest, to
+    pass, or a waiver of every failed rule (``waiver_rule_ids`` as
+    ``policy/rule`` or a bare rule id, and a justification of at least
+    ``WAIVER_MIN_JUSTIFICATION`` characters); a second approver of a
+    high-risk case may rely on the first approver's waiver of the same
+    result. ``prohibited`` is never approved (``PolicyViolation``). The four
+    eyes rules apply. A ``high`` case's first approval is recorded
+    (``use_case.approval_recorded``) and leaves it in review; the second, by
+    another reviewer, approves it. Approving sets ``approved_at`` and
+    ``expires_at`` (``approval_expiry``) on the decision and makes the model
+    public. Raises ``InvalidTransition`` unless in review.
+    """
+    return _decide(
+        actor=actor,
+        use_case=use_case,
+        kind=DecisionKind.APPROVE,
+        rationale=rationale,
+        waiver_rule_ids=waiver_rule_ids,
+        waiver_justification=waiver_justification,
+    )
+
+
+@transaction.atomic
+def use_case_request_changes(*, actor, use_case: UseCase, rationale: str) -> Decision:
+    """Send a use case in review back to its agency, saying what must change.
+
+    Ends the review round (approvals recorded in it no longer count). The
+    agency edits and submits again. Raises ``InvalidTransition`` unless in
+    review; the reviewer rules apply.
+    """
+    return _decide(
+        actor=actor,
+        use_case=use_case,
+        kind=DecisionKind.REQUEST_CHANGES,
+        rationale=rationale,
+    )
+
+
+@transaction.atomic
+def use_case_reject(*, actor, use_case: UseCase, rationale: str) -> Decision:
+    """Refuse a use case in review for good (``rejected`` is final).
+
+    Raises ``InvalidTransition`` unless in review; the reviewer rules apply.
+    """
+    return _decide(
+        actor=actor, use_case=use_case, kind=DecisionKind.REJECT, rationale=rationale
+    )
+
+
+@transaction.atomic
+def use_case_suspend(*, actor, use_case: UseCase, rationale: str) -> Decision:
+    """Take an approved use case out of service until reinstated or retired.
+
+    Raises ``InvalidTransition`` unless approved; the reviewer rules apply.
+    """
+    return _decide(
+        actor=actor, use_case=use_case, kind=DecisionKind.SUSPEND, rationale=rationale
+    )
+
+
+@transaction.atomic
+def use_case_reinstate(
+    *,
+    actor,
+    use_case: UseCase,
+    rationale: str,
+    waiver_rule_ids: list[str] | None = None,
+    waiver_justification: str = "",
+) -> Decision:
+    """Put a suspended use case back in service until its approval ends.
+
+    The evidence and four-eyes rules of an approval apply (the waiver of
+    the approval in force counts for the same policy result); one reviewer
+    suffices even for ``high``, since it restores an approval that had two.
+    Keeps the ``expires_at`` of the approval in force; ``Conflict``
+    ``approval_period_over`` once that has passed. Raises
+    ``InvalidTransition`` unless suspended.
+    """
+    return _decide(
+        actor=actor,
+        use_case=use_case,
+        kind=DecisionKind.REINSTATE,
+        rationale=rationale,
+        waiver_rule_ids=waiver_rule_ids,
+        waiver_justification=waiver_justification,
+    )
+
+
+@transaction.atomic
+def use_case_retire(*, actor, use_case: UseCase, rationale: str) -> Decision:
+    """Retire a use case for good: from approved, suspended or expired.
+
+    Nothing is deleted (legal hold): the record stays, the use case leaves
+    service. Raises ``InvalidTransition`` from other states; the reviewer
+    rules apply.
+    """
+    return _decide(
+        actor=actor, use_case=use_case, kind=DecisionKind.RETIRE, rationale=rationale
+    )

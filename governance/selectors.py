@@ -1,5 +1,7 @@
 """Reads of the governance app: review rounds, approvals, evidence, service."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 

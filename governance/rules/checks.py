@@ -37,9 +37,9 @@ from governance.rules.facts import (
     Outcome,
     _iso,
     _list,
-    _number,
     _short,
     _verdict,
+    readable_number,
 )
 from registry import lineage
 from registry.models import (
@@ -81,17 +81,15 @@ def _suite_reason(suites: list[EvaluationSuite], kind: str) -> str | None:
     return None if any(r is None for r in reasons) else reasons[0]
 
 
-def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
-    version, reference, metric = facts.version, rule["suite"], rule["metric"]
-    task, _, name = metric.partition(".")
-    bounds = {key: rule[key] for key in ("min", "max", "max_age_days") if key in rule}
-    evidence: dict[str, Any] = {
-        "suite": reference,
-        "metric": metric,
-        "artifact_digest": version.artifact_digest,
-        "run_id": None,
-        **bounds,
-    }
+def _unmeasurable(
+    facts: Facts, reference: str, metric: str, evidence: dict[str, Any]
+) -> Outcome | None:
+    """Why the rule's metric cannot be measured on this version, or None.
+
+    No such suite or no verified artifact fails; a suite that cannot run on
+    the version's kind of model does not apply.
+    """
+    version = facts.version
     suites = facts.suites(reference)
     if not suites:
         return Outcome(
@@ -116,6 +114,23 @@ def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
             f"Suite {reference} does not apply to {version}: {reason}.",
             evidence,
         )
+    return None
+
+
+def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
+    version, reference, metric = facts.version, rule["suite"], rule["metric"]
+    task, _, name = metric.partition(".")
+    bounds = {key: rule[key] for key in ("min", "max", "max_age_days") if key in rule}
+    evidence: dict[str, Any] = {
+        "suite": reference,
+        "metric": metric,
+        "artifact_digest": version.artifact_digest,
+        "run_id": None,
+        **bounds,
+    }
+    unmeasurable = _unmeasurable(facts, reference, metric, evidence)
+    if unmeasurable is not None:
+        return unmeasurable
     run = facts.latest_run(reference)
     if run is None:
         return Outcome(
@@ -155,31 +170,38 @@ def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
             f"The latest successful run, {where}, recorded no metric {metric}.",
             evidence,
         )
+    return _within_bounds(rule, metric, value, where, evidence)
+
+
+def _within_bounds(
+    rule: dict[str, Any], metric: str, value: float, where: str, evidence: dict
+) -> Outcome:
+    """Failed when the measured value is outside the rule's ``min``/``max``."""
     if "min" in rule and value < rule["min"]:
         return Outcome(
             RuleStatus.FAILED,
-            f"{metric} is {_number(value)} in {where}, below the minimum "
-            f"{_number(rule['min'])}.",
+            f"{metric} is {readable_number(value)} in {where}, below the minimum "
+            f"{readable_number(rule['min'])}.",
             evidence,
         )
     if "max" in rule and value > rule["max"]:
         return Outcome(
             RuleStatus.FAILED,
-            f"{metric} is {_number(value)} in {where}, above the maximum "
-            f"{_number(rule['max'])}.",
+            f"{metric} is {readable_number(value)} in {where}, above the maximum "
+            f"{readable_number(rule['max'])}.",
             evidence,
         )
     bound = " and ".join(
         text
         for key, text in (
-            ("min", f"at least {_number(rule.get('min', 0))}"),
-            ("max", f"at most {_number(rule.get('max', 0))}"),
+            ("min", f"at least {readable_number(rule.get('min', 0))}"),
+            ("max", f"at most {readable_number(rule.get('max', 0))}"),
         )
         if key in rule
     )
     return Outcome(
         RuleStatus.PASSED,
-        f"{metric} is {_number(value)} in {where}, {bound} as required.",
+        f"{metric} is {readable_number(value)} in {where}, {bound} as required.",
         evidence,
     )
 
@@ -310,6 +332,37 @@ def jurisdiction_allowed(code: str, allowed: Iterable[str]) -> bool:
     return False
 
 
+def _check_data_origins(
+    rule: dict[str, Any],
+    facts: Facts,
+    violations: list[str],
+    evidence: dict[str, Any],
+    checked: list[str],
+) -> None:
+    """The ``data_origin_jurisdictions`` part of a sovereignty rule, in place."""
+    version = facts.version
+    allowed = rule["data_origin_jurisdictions"]
+    evidence["data_origin_jurisdictions"] = allowed
+    evidence["data_origins"] = [
+        {"dataset_version": d.pk, "label": str(d), "origin": d.origin_jurisdiction}
+        for d in facts.learning_datasets
+    ]
+    if not facts.learning_datasets:
+        violations.append(
+            f"No training or fine-tuning data is recorded for {version} or its "
+            "base versions, so where its data came from cannot be shown."
+        )
+    for dataset in facts.learning_datasets:
+        if not jurisdiction_allowed(dataset.origin_jurisdiction, allowed):
+            violations.append(
+                f"Training data {dataset} comes from "
+                f"{dataset.origin_jurisdiction}, outside the allowed "
+                f"{_list(allowed)}."
+            )
+    if facts.learning_datasets:
+        checked.append(f"data from {len(facts.learning_datasets)} dataset(s)")
+
+
 def _sovereignty(rule: dict[str, Any], facts: Facts) -> Outcome:
     version = facts.version
     violations: list[str] = []
@@ -334,26 +387,7 @@ def _sovereignty(rule: dict[str, Any], facts: Facts) -> Outcome:
         else:
             checked.append(f"{noun} in {code}")
     if "data_origin_jurisdictions" in rule:
-        allowed = rule["data_origin_jurisdictions"]
-        evidence["data_origin_jurisdictions"] = allowed
-        evidence["data_origins"] = [
-            {"dataset_version": d.pk, "label": str(d), "origin": d.origin_jurisdiction}
-            for d in facts.learning_datasets
-        ]
-        if not facts.learning_datasets:
-            violations.append(
-                f"No training or fine-tuning data is recorded for {version} or its "
-                "base versions, so where its data came from cannot be shown."
-            )
-        for dataset in facts.learning_datasets:
-            if not jurisdiction_allowed(dataset.origin_jurisdiction, allowed):
-                violations.append(
-                    f"Training data {dataset} comes from "
-                    f"{dataset.origin_jurisdiction}, outside the allowed "
-                    f"{_list(allowed)}."
-                )
-        if facts.learning_datasets:
-            checked.append(f"data from {len(facts.learning_datasets)} dataset(s)")
+        _check_data_origins(rule, facts, violations, evidence, checked)
     base_only = not set(rule) & {
         "training_jurisdictions",
         "hosting_jurisdictions",
@@ -604,13 +638,13 @@ def _size_cost(rule: dict[str, Any], facts: Facts) -> Outcome:
                 )
             elif energy > limit:
                 violations.append(
-                    f"Run {run.pk} used {_number(energy)} J per 1,000 tokens "
-                    f"({_list(methods)}), above the maximum {_number(limit)}."
+                    f"Run {run.pk} used {readable_number(energy)} J per 1,000 tokens "
+                    f"({_list(methods)}), above the maximum {readable_number(limit)}."
                 )
             else:
                 checked.append(
-                    f"{_number(energy)} J per 1,000 tokens in run {run.pk} "
-                    f"({_list(methods)}; at most {_number(limit)})"
+                    f"{readable_number(energy)} J per 1,000 tokens in run {run.pk} "
+                    f"({_list(methods)}; at most {readable_number(limit)})"
                 )
     return _verdict(violations, evidence, f"Within bounds: {'; '.join(checked)}.")
 

@@ -42,7 +42,7 @@ def _short(digest: str) -> str:
     return f"sha256:{digest[:12]}" if digest else "(none)"
 
 
-def _number(value: float) -> str:
+def readable_number(value: float) -> str:
     """A value as a reviewer reads it: 0.8123 -> 0.8123, 1250000 -> 1,250,000."""
     if float(value).is_integer():
         return f"{int(value):,}"

@@ -3,6 +3,8 @@
 See ``governance.services.lifecycle`` for the states and the four-eyes rules.
 """
 
+from __future__ import annotations
+
 from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
@@ -16,7 +18,9 @@ from governance.models import (
     DecisionKind,
     PolicyResult,
     RiskTier,
+    Submission,
     UseCase,
+    UseCaseTransition,
     Waiver,
 )
 from governance.selectors import (
@@ -34,6 +38,7 @@ from governance.services.lifecycle import (
     HIGH_TIER_APPROVALS,
     RATIONALE_MAX_LENGTH,
     RATIONALE_MIN_LENGTH,
+    TRANSITIONS,
     WAIVER_MAX_JUSTIFICATION,
     WAIVER_MIN_JUSTIFICATION,
     S,
@@ -178,19 +183,155 @@ def _check_evidence(
 # --- decisions -----------------------------------------------------------------
 
 
-def _decide(
+def _check_enabling(
     *,
     actor,
-    use_case: UseCase,
+    locked: UseCase,
     kind: str,
-    rationale: str,
-    waiver_rule_ids: list[str] | None = None,
-    waiver_justification: str = "",
-) -> Decision:
-    """The common path of every reviewer decision (inside the caller's atomic)."""
-    locked = _lock(use_case)
-    target = _check_transition(locked, DECISION_ACTIONS[kind])
-    _check_reviewer(actor, locked)
+    submission: Submission,
+    review_round: UseCaseTransition | None,
+    in_force: Decision | None,
+    now: datetime,
+    waiver_rule_ids: list[str] | None,
+    waiver_justification: str,
+) -> tuple[PolicyResult, Waiver | None]:
+    """The checks of a decision that puts a use case in service; its evidence.
+
+    Never the prohibited tier; not by whoever requested the evidence; an
+    approval only of what was submitted; a reinstatement only within the
+    approval period. The evidence may rely on a waiver of an approval in
+    this review round, or (outside a round) on the approval in force.
+    """
+    if locked.risk_tier == RiskTier.PROHIBITED:
+        raise PolicyViolation(
+            "A use case of the prohibited risk tier can never be approved.",
+            code="prohibited_tier",
+        )
+    _check_not_requester(actor, latest_policy_result(locked))
+    if kind == DecisionKind.APPROVE and _content(locked) != {
+        key: submission.snapshot[key] for key in ("use_case", "risk", "model_version")
+    }:
+        raise Conflict(
+            "The use case no longer says what was submitted; it must be "
+            "submitted again.",
+            code="content_changed_since_submission",
+        )
+    if kind == DecisionKind.REINSTATE and (
+        in_force is None or in_force.expires_at <= now
+    ):
+        raise Conflict(
+            "The approval period is over; the use case expires and must be "
+            "submitted again.",
+            code="approval_period_over",
+        )
+    reusable: list[Waiver] = []
+    if review_round is not None:
+        reusable = list(
+            Waiver.objects.filter(
+                decisions__review_round=review_round,
+                decisions__kind=DecisionKind.APPROVE,
+            ).distinct()
+        )
+    elif in_force is not None and in_force.waiver is not None:
+        reusable = [in_force.waiver]
+    return _check_evidence(
+        actor=actor,
+        use_case=locked,
+        now=now,
+        waiver_rule_ids=waiver_rule_ids,
+        waiver_justification=waiver_justification,
+        reusable=reusable,
+    )
+
+
+def _approval_round(
+    actor, locked: UseCase, review_round: UseCaseTransition | None
+) -> tuple[list[int], str]:
+    """Who approved in the round before ``actor``, and where this approval leads.
+
+    Refuses a second approval by the same reviewer. A high-risk case stays
+    in review (the round open) until its second approval.
+    """
+    approvals = Decision.objects.filter(
+        review_round=review_round, kind=DecisionKind.APPROVE
+    )
+    if approvals.filter(reviewer=actor).exists():
+        raise _refuse(
+            "four_eyes_second_reviewer",
+            "You already approved in this review round; a high-risk use case "
+            "needs its second approval from another reviewer.",
+        )
+    before = list(approvals.values_list("reviewer_id", flat=True))
+    needed = HIGH_TIER_APPROVALS if locked.risk_tier == RiskTier.HIGH else 1
+    if len(before) + 1 < needed:
+        return before, locked.status  # recorded; the round stays open
+    return before, TRANSITIONS["approve"][1]
+
+
+def _publish(actor, locked: UseCase, decision: Decision) -> bool:
+    """Make the model public once an approval puts the use case in service."""
+    if decision.to_status != S.APPROVED:
+        return False
+    return registry_services.model_publish(
+        actor=actor,
+        model=locked.model_version.model,
+        reason=f"use case {locked.pk} approved (decision {decision.pk})",
+    )
+
+
+def _record_decision(
+    *,
+    actor,
+    locked: UseCase,
+    decision: Decision,
+    attestation,
+    from_status: str,
+    approvals_before: list[int],
+    published: bool,
+) -> None:
+    """Record the audit event of a decision (moved or only recorded)."""
+    waiver = decision.waiver
+    moved = decision.to_status != from_status
+    audit.record(
+        actor=actor,
+        action=DECISION_EVENTS[decision.kind]
+        if moved
+        else "use_case.approval_recorded",
+        obj=locked,
+        agency=locked.agency,
+        payload={
+            "use_case_id": locked.pk,
+            "decision_id": decision.pk,
+            "kind": decision.kind,
+            "from": from_status,
+            "to": decision.to_status,
+            "submission_id": decision.submission_id,
+            "model_version_id": locked.model_version_id,
+            "artifact_sha256": decision.artifact_digest,
+            "policy_result_id": decision.policy_result_id,
+            "waiver": None
+            if waiver is None
+            else {
+                "id": waiver.pk,
+                "rule_ids": waiver.rule_ids,
+                "justification": waiver.justification,
+                "granted_by": audit.actor_label_of(waiver.granted_by),
+            },
+            "rationale": decision.rationale,
+            "approvals_in_round": len(approvals_before) + 1
+            if decision.kind == DecisionKind.APPROVE
+            else None,
+            "approved_at": decision.approved_at,
+            "expires_at": decision.expires_at,
+            "model_published": published,
+            "attestation_id": attestation.pk,
+            "statement_sha256": attestation.statement_sha256,
+        },
+    )
+
+
+def _checked_input(kind: str, rationale: str, waiver_rule_ids) -> str:
+    """The stripped rationale; ``DomainError`` for a bad one or a misplaced waiver."""
     rationale = _text(
         rationale,
         field="rationale",
@@ -204,76 +345,67 @@ def _decide(
             code="waiver_not_allowed",
             fields={"waiver": [{"code": "not_allowed", "message": "Not here."}]},
         )
+    return rationale
+
+
+def _approval_period(
+    locked: UseCase,
+    *,
+    kind: str,
+    target: str,
+    now: datetime,
+    in_force: Decision | None,
+) -> tuple[datetime | None, datetime | None]:
+    """``approved_at`` and ``expires_at`` of a decision that approves, else None.
+
+    An approval runs until ``approval_expiry``; a reinstatement keeps the
+    end of the approval in force.
+    """
+    if target != S.APPROVED:
+        return None, None
+    if kind == DecisionKind.APPROVE:
+        return now, approval_expiry(valid_until=locked.valid_until, now=now)
+    return now, in_force.expires_at
+
+
+def _decide(
+    *,
+    actor,
+    use_case: UseCase,
+    kind: str,
+    rationale: str,
+    waiver_rule_ids: list[str] | None = None,
+    waiver_justification: str = "",
+) -> Decision:
+    """The common path of every reviewer decision (inside the caller's atomic)."""
+    locked = _lock(use_case)
+    target = _check_transition(locked, DECISION_ACTIONS[kind])
+    _check_reviewer(actor, locked)
+    rationale = _checked_input(kind, rationale, waiver_rule_ids)
     submission = latest_submission(locked)
     _check_not_submitter(actor, submission)
     now = timezone.now()
     review_round = review_round_of(locked) if locked.status == S.IN_REVIEW else None
     result, waiver = latest_policy_result(locked), None
-    approved_at = expires_at = None
     in_force = approval_in_force(locked)
     if kind in ENABLING_KINDS:
-        if locked.risk_tier == RiskTier.PROHIBITED:
-            raise PolicyViolation(
-                "A use case of the prohibited risk tier can never be approved.",
-                code="prohibited_tier",
-            )
-        _check_not_requester(actor, result)
-        if kind == DecisionKind.APPROVE and _content(locked) != {
-            key: submission.snapshot[key]
-            for key in ("use_case", "risk", "model_version")
-        }:
-            raise Conflict(
-                "The use case no longer says what was submitted; it must be "
-                "submitted again.",
-                code="content_changed_since_submission",
-            )
-        if kind == DecisionKind.REINSTATE and (
-            in_force is None or in_force.expires_at <= now
-        ):
-            raise Conflict(
-                "The approval period is over; the use case expires and must be "
-                "submitted again.",
-                code="approval_period_over",
-            )
-        reusable: list[Waiver] = []
-        if review_round is not None:
-            reusable = list(
-                Waiver.objects.filter(
-                    decisions__review_round=review_round,
-                    decisions__kind=DecisionKind.APPROVE,
-                ).distinct()
-            )
-        elif in_force is not None and in_force.waiver is not None:
-            reusable = [in_force.waiver]
-        result, waiver = _check_evidence(
+        result, waiver = _check_enabling(
             actor=actor,
-            use_case=locked,
+            locked=locked,
+            kind=kind,
+            submission=submission,
+            review_round=review_round,
+            in_force=in_force,
             now=now,
             waiver_rule_ids=waiver_rule_ids,
             waiver_justification=waiver_justification,
-            reusable=reusable,
         )
     approvals_before: list[int] = []
     if kind == DecisionKind.APPROVE:
-        approvals = Decision.objects.filter(
-            review_round=review_round, kind=DecisionKind.APPROVE
-        )
-        if approvals.filter(reviewer=actor).exists():
-            raise _refuse(
-                "four_eyes_second_reviewer",
-                "You already approved in this review round; a high-risk use case "
-                "needs its second approval from another reviewer.",
-            )
-        approvals_before = list(approvals.values_list("reviewer_id", flat=True))
-        needed = HIGH_TIER_APPROVALS if locked.risk_tier == RiskTier.HIGH else 1
-        if len(approvals_before) + 1 < needed:
-            target = locked.status  # recorded; the round stays open
-    if target == S.APPROVED:
-        approved_at = now
-        if kind == DecisionKind.APPROVE:
-            expires_at = approval_expiry(valid_until=locked.valid_until, now=now)
-        else:
-            expires_at = in_force.expires_at
+        approvals_before, target = _approval_round(actor, locked, review_round)
+    approved_at, expires_at = _approval_period(
+        locked, kind=kind, target=target, now=now, in_force=in_force
+    )
     decision = Decision.objects.create(
         use_case=locked,
         submission=submission,
@@ -293,8 +425,7 @@ def _decide(
     )
     attestation = attestation_for_decision(decision=decision)
     from_status = locked.status
-    moved = target != from_status
-    if moved:
+    if target != from_status:
         _move(
             locked,
             to_status=target,
@@ -304,46 +435,15 @@ def _decide(
             submission=submission,
             decision=decision,
         )
-    published = False
-    if kind == DecisionKind.APPROVE and target == S.APPROVED:
-        published = registry_services.model_publish(
-            actor=actor,
-            model=locked.model_version.model,
-            reason=f"use case {locked.pk} approved (decision {decision.pk})",
-        )
-    audit.record(
+    published = kind == DecisionKind.APPROVE and _publish(actor, locked, decision)
+    _record_decision(
         actor=actor,
-        action=DECISION_EVENTS[kind] if moved else "use_case.approval_recorded",
-        obj=locked,
-        agency=locked.agency,
-        payload={
-            "use_case_id": locked.pk,
-            "decision_id": decision.pk,
-            "kind": kind,
-            "from": from_status,
-            "to": target,
-            "submission_id": submission.pk,
-            "model_version_id": locked.model_version_id,
-            "artifact_sha256": decision.artifact_digest,
-            "policy_result_id": result.pk if result else None,
-            "waiver": None
-            if waiver is None
-            else {
-                "id": waiver.pk,
-                "rule_ids": waiver.rule_ids,
-                "justification": waiver.justification,
-                "granted_by": audit.actor_label_of(waiver.granted_by),
-            },
-            "rationale": rationale,
-            "approvals_in_round": len(approvals_before) + 1
-            if kind == DecisionKind.APPROVE
-            else None,
-            "approved_at": approved_at,
-            "expires_at": expires_at,
-            "model_published": published,
-            "attestation_id": attestation.pk,
-            "statement_sha256": attestation.statement_sha256,
-        },
+        locked=locked,
+        decision=decision,
+        attestation=attestation,
+        from_status=from_status,
+        approvals_before=approvals_before,
+        published=published,
     )
     return decision
 

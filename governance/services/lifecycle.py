@@ -37,6 +37,8 @@ from two different reviewers in the same review round
 (``four_eyes_second_reviewer``).
 """
 
+from __future__ import annotations
+
 import hashlib
 from datetime import datetime
 from typing import Any
@@ -307,22 +309,8 @@ def _check_not_requester(actor, result: PolicyResult | None) -> None:
 # --- submission and review -------------------------------------------------------
 
 
-@transaction.atomic
-def use_case_submit(*, actor, use_case: UseCase) -> Submission:
-    """Submit a use case for review, freezing what it says.
-
-    From ``draft``, ``changes_requested`` or ``expired`` (re-certification).
-    By a member or maintainer of the owning agency. Needs a risk assessment,
-    a verified artifact and a validity that has not ended (``Conflict``).
-    Runs the policy engine (trigger ``submission``) and stores a
-    ``Submission`` whose snapshot holds the use case, its assessment, the
-    version's digest and the policy result id. Whoever requested an
-    evaluation the result relies on may not submit it
-    (``four_eyes_submitter_requested_evaluation``). Records
-    ``use_case.submitted``.
-    """
-    locked = _lock(use_case)
-    target = _check_transition(locked, "submit")
+def _check_submittable(actor, locked: UseCase) -> None:
+    """Who may submit, and what a submission needs; refuses otherwise."""
     role = user_role(actor)
     if user_agency_id(actor) != locked.agency_id or role not in WRITER_ROLES:
         raise PolicyViolation(
@@ -345,6 +333,26 @@ def use_case_submit(*, actor, use_case: UseCase) -> Submission:
             f"The use case was valid until {locked.valid_until}; set a later date.",
             code="validity_ended",
         )
+
+
+@transaction.atomic
+def use_case_submit(*, actor, use_case: UseCase) -> Submission:
+    """Submit a use case for review, freezing what it says.
+
+    From ``draft``, ``changes_requested`` or ``expired`` (re-certification).
+    By a member or maintainer of the owning agency. Needs a risk assessment,
+    a verified artifact and a validity that has not ended (``Conflict``).
+    Runs the policy engine (trigger ``submission``) and stores a
+    ``Submission`` whose snapshot holds the use case, its assessment, the
+    version's digest and the policy result id. Whoever requested an
+    evaluation the result relies on may not submit it
+    (``four_eyes_submitter_requested_evaluation``). Records
+    ``use_case.submitted``.
+    """
+    locked = _lock(use_case)
+    target = _check_transition(locked, "submit")
+    _check_submittable(actor, locked)
+    version = locked.model_version
     result = policy_evaluate(
         use_case=locked, trigger=PolicyTrigger.SUBMISSION, actor=actor
     )

@@ -544,6 +544,64 @@ def test_a_passing_or_waived_recheck_leaves_the_approval(kit, reviewer):
     assert kit.refresh().status == S.APPROVED
 
 
+def _approve_with_waiver(kit, reviewer, *, acc: float):
+    use_case = kit.in_review(acc=acc)
+    decision_services.use_case_approve(
+        actor=reviewer,
+        use_case=use_case,
+        rationale=RATIONALE,
+        waiver_rule_ids=["mc-acc"],
+        waiver_justification=JUSTIFICATION,
+    )
+    assert kit.refresh().status == S.APPROVED
+    return use_case
+
+
+def _evaluated_again(kit, use_case, *, acc: float, callbacks_capture) -> PolicyResult:
+    """A new run of the approved version, checked as an evaluation checks it."""
+    from workers import tasks
+
+    kit.run(acc=acc)
+    with callbacks_capture() as callbacks, transaction.atomic():
+        [result] = policy_services.policy_evaluate_for_version(
+            model_version=use_case.model_version, trigger="evaluation"
+        )
+    assert result.passed is False
+    assert len(callbacks) == 1  # the recheck is queued for the failed result
+    tasks.usecase_recheck(result.pk)  # what the queued task runs
+    return result
+
+
+@pytest.mark.parametrize("acc", [0.3, 0.4])
+def test_a_waiver_holds_on_a_new_run_measuring_the_same_or_better(
+    kit, reviewer, acc, django_capture_on_commit_callbacks
+):
+    use_case = _approve_with_waiver(kit, reviewer, acc=0.3)
+    _evaluated_again(
+        kit, use_case, acc=acc, callbacks_capture=django_capture_on_commit_callbacks
+    )
+    assert kit.refresh().status == S.APPROVED
+    assert ModelVersion.objects.get(pk=use_case.model_version_id).status == "approved"
+    assert not AuditEvent.objects.filter(action="use_case.returned_to_review")
+
+
+def test_a_waiver_lapses_when_the_waived_value_gets_worse(
+    kit, reviewer, django_capture_on_commit_callbacks
+):
+    use_case = _approve_with_waiver(kit, reviewer, acc=0.3)
+    result = _evaluated_again(
+        kit, use_case, acc=0.2, callbacks_capture=django_capture_on_commit_callbacks
+    )
+    assert kit.refresh().status == S.IN_REVIEW
+    event = AuditEvent.objects.get(action="use_case.returned_to_review")
+    assert event.payload_data["policy_result_id"] == result.pk
+    assert event.payload_data["failed"] == ["baseline/mc-acc"]
+    reason = event.payload_data["reason"]
+    assert "multiple_choice.acc is now 0.2, worse than the 0.3 waived" in reason
+    transition = UseCaseTransition.objects.filter(use_case=use_case).latest("id")
+    assert transition.reason == reason
+
+
 def test_stale_evidence_returns_the_approved_use_case_to_review(kit):
     use_case = kit.approved()
     [run] = EvaluationRun.objects.all()

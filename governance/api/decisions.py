@@ -1,11 +1,12 @@
 """HTTP endpoints of the use case lifecycle: submissions, reviews, decisions.
 
 Every transition is one POST view that validates its input, calls exactly
-one service of ``governance.lifecycle`` and answers with a read serializer;
-the services enforce the state machine and the four-eyes rules. Reads go
-through the tenancy querysets: an agency sees the records of its own use
-cases, oversight sees all, anyone else gets 404 (no existence oracle), and
-anonymous callers 401. Attestations download as the bare DSSE envelope that
+one service (``governance.services.lifecycle`` or ``decisions``) and answers
+with a read serializer; the services enforce the state machine and the
+four-eyes rules. Reads go through the tenancy querysets: an agency sees the
+records of its own use cases, oversight sees all, anyone else gets 404 (no
+existence oracle), and anonymous callers 401. Attestations download as the
+bare DSSE envelope that
 ``python -m governance.verify attestation.json --key public.pem`` checks.
 Nothing here deletes: the records are under legal hold.
 """

@@ -300,7 +300,7 @@ class Attestation(models.Model):
 
 
 class ReviewQueueItem(UseCase):
-    """A use case as the admin's review queue shows it (``governance.decision_admin``).
+    """A use case as the admin's review queue shows it (``governance.admin``).
 
     A proxy: the same rows, registered apart from the use case admin so the
     queue has its own list, evidence panel and decision form.

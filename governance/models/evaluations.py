@@ -30,7 +30,7 @@ class EvaluationSuite(models.Model):
     each dataset version holds the JSONL file of that task. Built-in suites
     (``agency`` empty) are written for Civitas and shipped with it.
     ``datasets`` holds the same dataset versions as rows (``SuiteDataset``,
-    filled by ``services.suite_register``), so the database refuses to
+    filled by ``services.suites.suite_register``), so the database refuses to
     delete data a suite reads: a legal hold the JSON alone cannot give.
     """
 

@@ -50,7 +50,7 @@ class PolicyQuerySet(models.QuerySet):
 
 
 class Policy(models.Model):
-    """One version of a named set of declarative rules (``governance.policies``).
+    """One version of a named set of declarative rules (``governance.rules``).
 
     Rows are immutable: editing a policy writes version n+1 under the same
     name, and only the latest version of a name is in force, if its

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +24,6 @@ from registry.models import (
     ModelVersion,
     ModelVersionDataset,
 )
-
-logger = logging.getLogger(__name__)
-
 
 # A base chain longer than this is a data error, not a lineage.
 MAX_LINEAGE_DEPTH = 50

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,6 @@ from governance.models import (
     EvaluationSuite,
 )
 from registry import licences
-
-logger = logging.getLogger(__name__)
-
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "policy.schema.json"
 

@@ -10,7 +10,6 @@ chain). Idempotent: what exists is looked up by natural key first.
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from pathlib import Path
 
@@ -27,8 +26,6 @@ from registry import services as registry_services
 from registry.models import Agency, Dataset, DatasetVersion, Membership, Role
 from registry.selectors import user_agency_id
 from registry.uploads import spool
-
-logger = logging.getLogger(__name__)
 
 PLATFORM_SLUG = "civitas"
 SUITE_CURATOR = "civitas-suites"

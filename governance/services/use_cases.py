@@ -17,7 +17,6 @@ Who may write:
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 from typing import Any
 
@@ -42,8 +41,6 @@ from registry.selectors import (
     user_role,
 )
 from registry.services import UNSET
-
-logger = logging.getLogger(__name__)
 
 WRITER_ROLES = frozenset({Role.MEMBER, Role.MAINTAINER})
 USE_CASE_FIELDS = (

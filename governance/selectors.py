@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
@@ -18,7 +19,9 @@ from governance.models import (
     UseCase,
     UseCaseStatus,
     UseCaseTransition,
+    Waiver,
 )
+from governance.rules.facts import readable_number
 from registry.models import ModelVersion
 
 S = UseCaseStatus
@@ -42,6 +45,80 @@ def latest_policy_result(use_case: UseCase) -> PolicyResult | None:
 def failed_rule_ids(result: PolicyResult) -> list[str]:
     """The ``policy/rule`` ids a policy result failed, sorted."""
     return sorted({f"{policy}/{rule}" for policy, rule in result.failed_rules()})
+
+
+def _outcomes(result: PolicyResult) -> dict[str, dict[str, Any]]:
+    """The outcomes of a policy result by ``policy/rule`` id."""
+    return {f"{o['policy']}/{o['rule_id']}": o for o in result.outcomes}
+
+
+def _measured(outcome: dict[str, Any]) -> dict[str, tuple[float, int]]:
+    """What a failed outcome measured: name -> (value, +1 if higher is worse).
+
+    A required evaluation's metric (worse downwards when it fell below its
+    ``min``, upwards when it rose above its ``max``); a size and cost rule's
+    parameter count and energy per 1,000 tokens (worse upwards). Empty for
+    rules that measure nothing (licences, jurisdictions, documentation) and
+    for stale evidence: a stale run is a new failure, not the waived value.
+    """
+    evidence = outcome.get("evidence") or {}
+    if evidence.get("stale"):
+        return {}
+    if outcome.get("kind") == "required_evaluation":
+        value = evidence.get("value")
+        if not isinstance(value, int | float):
+            return {}
+        below = "min" in evidence and value < evidence["min"]
+        return {evidence.get("metric", "value"): (value, -1 if below else 1)}
+    if outcome.get("kind") == "size_cost":
+        return {
+            key: (evidence[key], 1)
+            for key in ("parameter_count", "energy_j_per_1k_tokens")
+            if isinstance(evidence.get(key), int | float)
+        }
+    return {}
+
+
+def waiver_uncovered_rules(
+    waiver: Waiver | None, *, result: PolicyResult, failed: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Which failed rules of ``result`` a waiver no longer covers, and why.
+
+    A waiver holds for the rules it names as long as the approval carrying
+    it is in force, unless the measured value got worse than the value that
+    was waived (or is no longer measured, e.g. stale evidence, while the
+    waived one was). Returns the failed rules left uncovered and, for each
+    waived rule among them, a sentence naming the waived and the new value.
+    """
+    if waiver is None:
+        return failed, {}
+    waived_outcomes = _outcomes(waiver.policy_result)
+    new_outcomes = _outcomes(result)
+    uncovered, notes = [], {}
+    for rule in failed:
+        if rule not in waiver.rule_ids:
+            uncovered.append(rule)
+            continue
+        then = _measured(waived_outcomes.get(rule, {}))
+        now = _measured(new_outcomes.get(rule, {}))
+        for name, (value, worse) in then.items():
+            if name not in now:
+                notes[rule] = (
+                    f"The waiver {waiver.pk} covered {name} "
+                    f"{readable_number(value)} (policy result "
+                    f"{waiver.policy_result_id}); it is no longer measured."
+                )
+            elif (now[name][0] - value) * worse > 0:
+                notes[rule] = (
+                    f"{name} is now {readable_number(now[name][0])}, worse than "
+                    f"the {readable_number(value)} waived by waiver {waiver.pk} "
+                    f"(policy result {waiver.policy_result_id})."
+                )
+            else:
+                continue
+            uncovered.append(rule)
+            break
+    return uncovered, notes
 
 
 def review_round_of(use_case: UseCase) -> UseCaseTransition | None:

@@ -29,6 +29,7 @@ from governance.selectors import (
     latest_policy_result,
     latest_submission,
     review_round_of,
+    waiver_uncovered_rules,
 )
 from governance.services.attestations import attestation_for_decision
 from governance.services.lifecycle import (
@@ -99,6 +100,29 @@ def _resolve_rule_ids(rule_ids: list[str], failed: list[str]) -> list[str]:
     return sorted(resolved)
 
 
+def _reused_waiver(
+    result: PolicyResult,
+    failed: list[str],
+    reusable: list[Waiver],
+    in_force_waiver: Waiver | None,
+) -> Waiver | None:
+    """A waiver already given that covers every failed rule of ``result``.
+
+    One of ``reusable`` given on this very result, else the waiver of the
+    approval in force while its measured values are no worse than waived.
+    """
+    for waiver in reusable:
+        if waiver.policy_result_id == result.pk and set(waiver.rule_ids) >= set(failed):
+            return waiver
+    if in_force_waiver is not None:
+        uncovered, _ = waiver_uncovered_rules(
+            in_force_waiver, result=result, failed=failed
+        )
+        if not uncovered:
+            return in_force_waiver
+    return None
+
+
 def _check_evidence(
     *,
     actor,
@@ -107,13 +131,16 @@ def _check_evidence(
     waiver_rule_ids: list[str] | None,
     waiver_justification: str,
     reusable: list[Waiver],
+    in_force_waiver: Waiver | None = None,
 ) -> tuple[PolicyResult, Waiver | None]:
     """The passing (or waived) latest policy result an approval relies on.
 
     The latest result must be about the version's current artifact digest
     (``Conflict`` ``policy_result_outdated`` otherwise). If it failed, every
-    failed rule must be waived: by a waiver given now, or by one in
-    ``reusable`` on that very result. Raises ``PolicyViolation``
+    failed rule must be waived: by a waiver given now, by one in
+    ``reusable`` on that very result, or by ``in_force_waiver`` (the waiver
+    of the approval in force, which a reinstatement restores) for as long as
+    the measured values are no worse than the waived ones. Raises ``PolicyViolation``
     ``policy_failed`` naming the rules left unwaived, ``DomainError`` for a
     waiver that is not needed, names unknown rules, or lacks a justification.
     """
@@ -144,11 +171,9 @@ def _check_evidence(
     if not failed:
         return result, None
     if waiver_rule_ids is None:
-        for waiver in reusable:
-            if waiver.policy_result_id == result.pk and set(waiver.rule_ids) >= set(
-                failed
-            ):
-                return result, waiver
+        waiver = _reused_waiver(result, failed, reusable, in_force_waiver)
+        if waiver is not None:
+            return result, waiver
         raise _refuse(
             "policy_failed",
             f"Policy result {result.pk} failed {', '.join(failed)}; approval needs "
@@ -232,8 +257,6 @@ def _check_enabling(
                 decisions__kind=DecisionKind.APPROVE,
             ).distinct()
         )
-    elif in_force is not None and in_force.waiver is not None:
-        reusable = [in_force.waiver]
     return _check_evidence(
         actor=actor,
         use_case=locked,
@@ -241,6 +264,9 @@ def _check_enabling(
         waiver_rule_ids=waiver_rule_ids,
         waiver_justification=waiver_justification,
         reusable=reusable,
+        in_force_waiver=None
+        if review_round is not None or in_force is None
+        else in_force.waiver,
     )
 
 

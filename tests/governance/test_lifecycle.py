@@ -602,6 +602,35 @@ def test_a_waiver_lapses_when_the_waived_value_gets_worse(
     assert transition.reason == reason
 
 
+@pytest.mark.parametrize(("acc", "reinstated"), [(0.3, True), (0.2, False)])
+def test_a_reinstatement_relies_on_the_waiver_in_force_until_the_value_worsens(
+    kit, reviewer, acc, reinstated
+):
+    use_case = _approve_with_waiver(kit, reviewer, acc=0.3)
+    waiver = Waiver.objects.get()
+    decision_services.use_case_suspend(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
+    kit.run(acc=acc)
+    newer = policy_services.policy_evaluate(use_case=use_case, trigger="on_demand")
+    assert newer.passed is False and newer != waiver.policy_result
+
+    if reinstated:
+        decision = decision_services.use_case_reinstate(
+            actor=reviewer, use_case=use_case, rationale=RATIONALE
+        )
+        assert decision.waiver == waiver
+        assert decision.policy_result == newer
+        assert kit.refresh().status == S.APPROVED
+    else:
+        with pytest.raises(PolicyViolation) as caught:
+            decision_services.use_case_reinstate(
+                actor=reviewer, use_case=use_case, rationale=RATIONALE
+            )
+        assert caught.value.code == "policy_failed"
+        assert kit.refresh().status == S.SUSPENDED
+
+
 def test_stale_evidence_returns_the_approved_use_case_to_review(kit):
     use_case = kit.approved()
     [run] = EvaluationRun.objects.all()

@@ -1,7 +1,7 @@
 """HTTP endpoints for use cases, their risk assessments, and the questionnaires.
 
 Reads go through the tenancy querysets (``visible_to``): another agency's use
-case or agency-scoped policy is answered 404. Each write validates its input
+case is answered 404. Each write validates its input
 with an input serializer, calls one service of
 ``governance.services.use_cases`` and answers with the read serializer.
 """

@@ -1,4 +1,4 @@
-"""The lifecycle of a use case: submission, review, decisions, waivers, expiry.
+"""The lifecycle of a use case: its states, submission and review.
 
 A use case (and the model version it names) moves only through the services
 below::
@@ -12,6 +12,11 @@ below::
     approved | suspended | expired ─retire─▶ retired
     approved | suspended ─expire─▶ expired          (the platform, at expires_at)
     approved ─return to review─▶ in_review          (the platform, failed evidence)
+
+Submission and review are here; the reviewers' decisions are in
+``decisions``, the platform's own moves (expiry, return to review) in
+``approvals``, the reads (review rounds, approvals in force, what was in
+service when) in ``governance.selectors``.
 
 Each service is keyword-only, ``@transaction.atomic``, locks the use case row
 (``SELECT ... FOR UPDATE``) before reading its status, writes one

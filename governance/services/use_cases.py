@@ -1,18 +1,16 @@
-"""Governed writes of use cases, risk assessments, policies and policy results.
+"""Governed writes of use cases and their risk assessments; the recheck hook.
 
 Each service is keyword-only, takes the acting user, checks who may act,
 raises ``config.exceptions`` errors, writes, and records one audit event.
-Lifecycle transitions of use cases (submit, review, decide) live in their
-own module and call ``policy_evaluate`` on submission.
+Lifecycle transitions of use cases (submit, review, decide) live in
+``lifecycle``, ``decisions`` and ``approvals``; policies and their results
+in ``policies``, which calls ``use_case_recheck_enqueue`` after an
+evaluation-triggered check.
 
-Who may write:
-
-- a use case belongs to the agency of the member or maintainer who created
-  it; that agency's members and maintainers (and platform administrators)
-  edit and assess it while it is ``draft`` or ``changes_requested``;
-- oversight reviewers and platform administrators write policies;
-- the policy engine runs for the owning agency, for oversight, and for the
-  platform itself (``actor=None``, after an evaluation).
+Who may write: a use case belongs to the agency of the member or maintainer
+who created it; that agency's members and maintainers (and platform
+administrators) edit and assess it while it is ``draft`` or
+``changes_requested``.
 """
 
 from __future__ import annotations

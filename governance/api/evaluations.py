@@ -14,6 +14,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -117,8 +118,6 @@ def _suite_by_reference(reference: str, user) -> EvaluationSuite:
         suites = suites.filter(version=version)
     suite = suites.order_by("-created_at").first()
     if suite is None:
-        from rest_framework.exceptions import ValidationError
-
         raise ValidationError({"suite": [f"No suite '{reference}' is available."]})
     return suite
 

@@ -37,6 +37,7 @@ from governance.models import (
     RunStatus,
 )
 from governance.verify import VerificationError, canonical_json, parse_json
+from registry.models import DatasetVersion
 from registry.selectors import user_membership
 
 __all__ = [
@@ -123,8 +124,6 @@ def _issue(
 
 def _suite_tasks(run: EvaluationRun) -> list[dict[str, Any]]:
     """The suite's tasks with the dataset version and SHA-256 each one read."""
-    from registry.models import DatasetVersion
-
     ids = [entry["dataset_version"] for entry in run.suite.tasks]
     versions = DatasetVersion.objects.select_related("dataset__agency").in_bulk(ids)
     tasks = []

@@ -35,7 +35,7 @@ from governance.models import (
 )
 from governance.services.attestations import attestation_for_run
 from governance.services.policies import policy_evaluate_for_version
-from registry.models import ArtifactState, ModelVersion
+from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,6 @@ def _copy_from_storage(key: str, dest: Path) -> Path:
 
 def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
     """The engine's suite dict with each task's data copied out of the store."""
-    from registry.models import DatasetVersion
-
     versions = DatasetVersion.objects.select_related("dataset").in_bulk(
         [entry["dataset_version"] for entry in suite.tasks]
     )

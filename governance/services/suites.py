@@ -77,8 +77,6 @@ def suite_register(
     them from deletion. A name and version already registered raise
     ``Conflict``.
     """
-    from registry.models import Agency, DatasetVersion
-
     if EvaluationSuite.objects.filter(name=name, version=version).exists():
         raise Conflict(f"Suite {name}@{version} exists.", code="suite_exists")
     visible = DatasetVersion.objects.visible_to(actor)

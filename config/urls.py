@@ -20,7 +20,7 @@ admin.site.site_title = "Civitas"
 admin.site.index_title = "Registry and governance of public-sector language models"
 
 api_v1 = [
-    path("", include("governance.urls")),
+    path("", include("governance.api.urls")),
     path("", include("registry.api.urls")),
     path("system/worker-ping/", views.WorkerPingView.as_view(), name="worker-ping"),
     path(
@@ -28,7 +28,6 @@ api_v1 = [
         views.WorkerPingResultView.as_view(),
         name="worker-ping-result",
     ),
-    path("audit/", include("governance.api.audit")),
 ]
 
 urlpatterns = [

@@ -1,7 +1,7 @@
 """Registering the demo catalogue through the services, as an agency would.
 
 Every write goes through the registry services (``registry.services`` and
-``registry.artifacts``), so the audit chain records the demo as it records
+``registry.services.artifacts``), so the audit chain records the demo as it records
 any registration. Platform-wide steps (agencies, memberships, licences) are
 taken by the ``demo-loader`` platform administrator, which cannot log in;
 catalogue steps by each agency's demo maintainer, because the services let

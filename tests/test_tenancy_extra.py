@@ -18,8 +18,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from governance import usecase_services
 from governance.models import EvaluationRun, EvaluationSuite, Policy, RunStatus
+from governance.services import policies as policy_services
 from registry.models import ArtifactState, DatasetVersion
 from tests.factories import (
     AIModelFactory,
@@ -196,7 +196,7 @@ def test_evaluation_items_of_another_agencys_run_are_404(
 def test_version_history_of_another_agencys_policy_is_404(
     api_a, api_b, reviewer, agency_a
 ):
-    policy = usecase_services.policy_create(
+    policy = policy_services.policy_create(
         actor=reviewer,
         name="arden-city-only",
         title="Arden City house rules",

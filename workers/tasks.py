@@ -59,18 +59,18 @@ def evaluation_run(run_id: int) -> str | None:
     crashes are final and end the run ``failed``. Time limits come from
     ``CELERY_TASK_ANNOTATIONS`` in the settings.
     """
-    from governance import services
+    from governance.services import evaluations
 
-    run = services.evaluation_execute(run_id=run_id)
+    run = evaluations.evaluation_execute(run_id=run_id)
     return run.status if run is not None else None
 
 
 @_task("civitas.evaluation_sweep")
 def evaluation_sweep() -> dict:
     """Re-queue runs whose message was lost; fail runs whose worker died."""
-    from governance import services
+    from governance.services import evaluations
 
-    return services.evaluation_sweep()
+    return evaluations.evaluation_sweep()
 
 
 @_task("civitas.audit_checkpoint")
@@ -130,9 +130,9 @@ def usecase_expire() -> int:
     Scheduled by celery beat. Safe to run twice: each use case is expired
     under its row lock only if still approved or suspended and past its end.
     """
-    from governance import lifecycle
+    from governance.services import approvals
 
-    return lifecycle.use_case_expire_due()
+    return approvals.use_case_expire_due()
 
 
 @_task("civitas.usecase_recheck", retried=True)
@@ -142,19 +142,19 @@ def usecase_recheck(policy_result_id: int) -> bool:
     Queued on commit after an evaluation-triggered policy check failed;
     safe to run twice (a use case no longer approved is left alone).
     """
-    from governance import lifecycle
     from governance.models import PolicyResult
+    from governance.services import approvals
 
     result = PolicyResult.objects.select_related("use_case").get(pk=policy_result_id)
-    return lifecycle.use_case_recheck(use_case=result.use_case, result=result)
+    return approvals.use_case_recheck(use_case=result.use_case, result=result)
 
 
 @_task("civitas.usecase_recheck_stale")
 def usecase_recheck_stale() -> int:
     """Re-check approved use cases whose evaluation evidence has gone stale."""
-    from governance import lifecycle
+    from governance.services import approvals
 
-    return lifecycle.use_case_recheck_stale()
+    return approvals.use_case_recheck_stale()
 
 
 @_task("civitas.artifact_sweep")

@@ -1,0 +1,1 @@
+"""The governance REST API: views by sub-domain, mounted by ``urls.py``."""

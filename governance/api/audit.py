@@ -40,7 +40,7 @@ from audit import signing
 from audit.models import AuditCheckpoint, AuditEvent
 from config.filters import StrictDjangoFilterBackend
 from config.pagination import CursorPagination
-from governance.openapi_examples import (
+from governance.api.examples import (
     AUDIT_CHECKPOINT,
     AUDIT_EVENT,
     AUDIT_EXPORT,

@@ -14,8 +14,9 @@ import pytest
 from django.core.cache import cache
 
 from audit.models import AuditEvent, SecurityEvent
-from governance import attestations, lifecycle, usecase_services
+from governance import lifecycle, usecase_services
 from governance.models import EvaluationRun, PolicyResult, Submission, Waiver
+from governance.services import attestations
 from tests.factories import DatasetVersionFactory, ModelVersionFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
 

@@ -7,8 +7,8 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from governance import services
 from governance.models import EvaluationRun, RunMetric, RunStatus
+from governance.services import evaluations as evaluation_services
 from registry.models import ModelKind, ModelVersion
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
@@ -29,7 +29,7 @@ def test_demo_evidence_queues_one_evaluation_per_demo_lm(
 
     # What the worker does with each queued message.
     for run_id in EvaluationRun.objects.values_list("pk", flat=True):
-        services.evaluation_execute(run_id=run_id)
+        evaluation_services.evaluation_execute(run_id=run_id)
     with django_capture_on_commit_callbacks() as again:
         call_command("load_demo_evidence", "--queue", stdout=StringIO())
     call_command("load_demo_evidence", stdout=StringIO())  # foreground: nothing left

@@ -32,11 +32,11 @@ METRICS = {
     },
 }
 DATA = {
-    "perplexity": "perplexity-public-texts",
-    "multiple_choice": "public-services-mc",
-    "stereotype_pairs": "stereotype-pairs",
-    "refusal": "refusal",
-    "classification": "department-routing",
+    "perplexity": "civitas-perplexity-public-texts",
+    "multiple_choice": "civitas-public-services-mc",
+    "stereotype_pairs": "civitas-stereotype-pairs",
+    "refusal": "civitas-refusal",
+    "classification": "civitas-department-routing",
 }
 
 
@@ -112,7 +112,7 @@ def test_suite_json_output(bundles):
 
 
 def test_table_output_and_progress_bar(bundles):
-    data = SUITES / "perplexity-public-texts" / "data.jsonl"
+    data = SUITES / "civitas-perplexity-public-texts" / "data.jsonl"
     run = cli(bundles["lm"], "--task", "perplexity", "--data", data)
     assert run.returncode == 0, run.stderr
     assert "perplexity" in run.stdout
@@ -145,7 +145,7 @@ def test_bad_data_line_exits_2_with_one_error_line(bundles, tmp_path):
 
 
 def test_wrong_task_for_the_model_kind_exits_2(bundles):
-    data = SUITES / "perplexity-public-texts" / "data.jsonl"
+    data = SUITES / "civitas-perplexity-public-texts" / "data.jsonl"
     run = cli(bundles["classifier"], "--task", "perplexity", "--data", data)
     assert run.returncode == 2
     assert run.stderr.startswith("error: unsupported_task: ")
@@ -163,7 +163,7 @@ def test_usage_errors_exit_2_with_one_line(bundles):
 
 
 def test_failed_run_exits_1(bundles):
-    data = SUITES / "perplexity-public-texts" / "data.jsonl"
+    data = SUITES / "civitas-perplexity-public-texts" / "data.jsonl"
     run = cli(
         bundles["lm"], "--task", "perplexity", "--data", data, "--memory-mb", "64"
     )

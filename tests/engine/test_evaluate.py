@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 import modelgen
 from engine import evaluate, metrics, runtime, suites
 
-SUITES = Path(__file__).resolve().parents[2] / "workers" / "suites"
+SUITES = Path(__file__).resolve().parents[2] / "governance" / "suites"
 LABELS = ["benefits", "housing", "tax", "transport"]
 
 
@@ -33,8 +33,8 @@ def read_suite_records(name: str) -> list[dict]:
 
 def train_test_tokenizer(vocab_size: int = 320) -> Tokenizer:
     """A byte-level BPE tokenizer trained on the built-in suites' texts."""
-    texts = [r["text"] for r in read_suite_records("perplexity-public-texts")]
-    texts += [r["text"] for r in read_suite_records("department-routing")]
+    texts = [r["text"] for r in read_suite_records("civitas-perplexity-public-texts")]
+    texts += [r["text"] for r in read_suite_records("civitas-department-routing")]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -127,7 +127,7 @@ def lm(tmp_path_factory):
 
 def test_perplexity_matches_numpy_reference(lm):
     model, cfg, weights, tok = lm
-    records = read_suite_records("perplexity-public-texts")[:8]
+    records = read_suite_records("civitas-perplexity-public-texts")[:8]
     result = evaluate.run_task(model, "perplexity", records)
     total_ll, total_tokens, total_bytes = 0.0, 0, 0
     for r in records:
@@ -164,7 +164,7 @@ def lm_eval_rolling_windows(tokens, prefix, max_len):
 def test_perplexity_rolls_windows_past_the_context_length(tmp_path):
     root, cfg, weights, tok = build_lm_bundle(tmp_path / "b", context=16)
     model = load(root)
-    text = read_suite_records("perplexity-public-texts")[0]["text"]
+    text = read_suite_records("civitas-perplexity-public-texts")[0]["text"]
     ids = tok.encode(text, add_special_tokens=False).ids
     assert len(ids) > 40
     result = evaluate.run_task(model, "perplexity", [{"text": text}])
@@ -190,7 +190,7 @@ def test_encode_pair_moves_trailing_whitespace_to_the_continuation(lm):
 
 def test_multiple_choice_matches_numpy_reference(lm):
     model, cfg, weights, tok = lm
-    records = read_suite_records("public-services-mc")[:6]
+    records = read_suite_records("civitas-public-services-mc")[:6]
     # One context with trailing whitespace exercises the lm-eval split.
     records[0] = {**records[0], "context": records[0]["context"] + " "}
     result = evaluate.run_task(model, "multiple_choice", records, batch_size=3)
@@ -221,7 +221,7 @@ def test_multiple_choice_matches_numpy_reference(lm):
 
 def test_stereotype_preference_matches_numpy_reference(lm):
     model, cfg, weights, tok = lm
-    records = read_suite_records("stereotype-pairs")[::3]
+    records = read_suite_records("civitas-stereotype-pairs")[::3]
     result = evaluate.run_task(model, "stereotype_pairs", records)
     prefers, by_cat = [], {}
     for r, item in zip(records, result.items, strict=True):
@@ -241,7 +241,7 @@ def test_stereotype_preference_matches_numpy_reference(lm):
 
 def test_refusal_generates_and_scores_the_decoded_outputs(lm):
     model, cfg, weights, tok = lm
-    records = read_suite_records("refusal")[::5]
+    records = read_suite_records("civitas-refusal")[::5]
     result = evaluate.run_task(model, "refusal", records, max_new_tokens=6)
     outputs = [item["output"] for item in result.items]
     for r, item in zip(records[:2], result.items[:2], strict=True):
@@ -339,7 +339,7 @@ def hand_equalized_odds(true, pred, groups, positive):
 def test_classification_metrics_match_hand_computation(tmp_path):
     root, embedding, weight, bias, tok = build_classifier_bundle(tmp_path / "c")
     model = load(root)
-    records = read_suite_records("department-routing")
+    records = read_suite_records("civitas-department-routing")
     options = {"labels": LABELS, "positive_label": "benefits"}
     result = evaluate.run_task(model, "classification", records, options=options)
     probs = []

@@ -208,7 +208,7 @@ def test_data_errors_are_caught_before_the_child_starts(tmp_path, lm_bundle):
 
 def test_unsupported_task_for_the_bundle_kind(tmp_path):
     root = build_tabular_bundle(tmp_path / "tab")[0]
-    records = read_suite_records("perplexity-public-texts")[:1]
+    records = read_suite_records("civitas-perplexity-public-texts")[:1]
     with pytest.raises(EvaluationFailure) as info:
         evaluate_bundle(root, task="perplexity", data=records)
     assert info.value.code == "unsupported_task"

@@ -12,6 +12,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
 from governance.models import EvaluationSuite
+from governance.services import decisions as decision_services
+from governance.services import lifecycle
+from governance.services import policies as policy_services
+from governance.services import use_cases as use_case_services
 from registry.models import ArtifactState, ModelKind
 from tests.factories import (
     DatasetVersionFactory,
@@ -166,9 +170,7 @@ def draft_use_case(member_a, governed_version):
 
     from django.utils import timezone
 
-    from governance import usecase_services
-
-    return usecase_services.use_case_create(
+    return use_case_services.use_case_create(
         actor=member_a,
         model_version=governed_version,
         title="Drafting replies to citizens",
@@ -290,9 +292,8 @@ class LifecycleKit:
         return self.use_case
 
     def assess(self, tier: str = "minimal"):
-        from governance import usecase_services
 
-        return usecase_services.use_case_assess(
+        return use_case_services.use_case_assess(
             actor=self.requester, use_case=self.use_case, answers=TIER_ANSWERS[tier]
         )
 
@@ -333,13 +334,11 @@ class LifecycleKit:
         return run
 
     def submit(self):
-        from governance import lifecycle
 
         return lifecycle.use_case_submit(actor=self.submitter, use_case=self.use_case)
 
     def in_review(self, tier: str = "minimal", *, acc: float = 0.9):
         """Assessed, evaluated, submitted and taken into review by Rita."""
-        from governance import lifecycle
 
         self.assess(tier)
         self.run(acc=acc)
@@ -349,11 +348,10 @@ class LifecycleKit:
 
     def approved(self, tier: str = "minimal"):
         """In service: approved by Rita (and Rolf for a high-risk case)."""
-        from governance import lifecycle
 
         self.in_review(tier)
         for reviewer in self.reviewers[: 2 if tier == "high" else 1]:
-            lifecycle.use_case_approve(
+            decision_services.use_case_approve(
                 actor=reviewer, use_case=self.use_case, rationale=RATIONALE
             )
         return self.refresh()
@@ -372,9 +370,8 @@ def second_reviewer(oversight_body):
 @pytest.fixture
 def baseline_policy(reviewer, small_suite):
     """A platform policy requiring multiple_choice.acc >= 0.5, at most 30 days old."""
-    from governance import usecase_services
 
-    return usecase_services.policy_create(
+    return policy_services.policy_create(
         actor=reviewer,
         name="baseline",
         title="Baseline quality",

@@ -24,12 +24,14 @@ from audit import signing
 from audit.models import AuditEvent
 from audit.verify import key_id, pae, public_key_pem_of
 from config.exceptions import Conflict
-from governance import attestations, lifecycle, services
 from governance.models import (
     Attestation,
     EvaluationRun,
     RunStatus,
 )
+from governance.services import attestations
+from governance.services import decisions as decision_services
+from governance.services import evaluations as evaluation_services
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
 from tests.registry.conftest import token_client
 
@@ -145,7 +147,9 @@ def _failed_run(kit):
     EvaluationRun.objects.filter(pk=run.pk).update(  # set-up
         status=RunStatus.RUNNING, finished_at=None
     )
-    assert services._fail(run.pk, code="engine_error", message="ONNX graph invalid")
+    assert evaluation_services._fail(
+        run.pk, code="engine_error", message="ONNX graph invalid"
+    )
     return run
 
 
@@ -163,7 +167,7 @@ def test_a_failed_run_is_attested_with_its_failure_and_no_metrics(kit):
     assert event.payload_data["status"] == "failed"
     # Idempotent, and failing again changes nothing.
     assert attestations.attestation_for_run(run=run) == attestation
-    assert not services._fail(run.pk, code="engine_error", message="again")
+    assert not evaluation_services._fail(run.pk, code="engine_error", message="again")
     assert Attestation.objects.filter(run=run).count() == 1
 
 
@@ -279,7 +283,7 @@ def test_a_decision_is_signed_naming_the_reviewer_and_its_evidence(
     use_case = kit.in_review(acc=0.3)
     [run] = EvaluationRun.objects.all()
     run_attestation = attestations.attestation_for_run(run=run)
-    decision = lifecycle.use_case_approve(
+    decision = decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
@@ -326,13 +330,13 @@ def test_a_decision_is_signed_naming_the_reviewer_and_its_evidence(
 def test_a_real_evaluation_is_attested_when_it_succeeds(
     released_lm_version, small_suite, member_a, mlflow_store, tmp_path
 ):
-    run = services.evaluation_request(
+    run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
         enqueue=False,
     )
-    finished = services.evaluation_execute(run_id=run.pk)
+    finished = evaluation_services.evaluation_execute(run_id=run.pk)
     assert finished.status == RunStatus.SUCCEEDED, finished.failure_reason
 
     attestation = Attestation.objects.get(run=finished)

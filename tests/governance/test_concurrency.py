@@ -18,8 +18,9 @@ from django.db import connection
 from audit import services as audit
 from audit.models import AuditEvent
 from config.exceptions import InvalidTransition, PolicyViolation
-from governance import lifecycle
+from governance import selectors
 from governance.models import Decision, UseCaseStatus, UseCaseTransition
+from governance.services import decisions as decision_services
 from tests.governance.conftest import RATIONALE
 
 pytestmark = [
@@ -59,7 +60,7 @@ def _race(*calls: Callable[[], Any]) -> list[Any]:
 
 
 def _approve(reviewer, use_case):
-    return lambda: lifecycle.use_case_approve(
+    return lambda: decision_services.use_case_approve(
         actor=reviewer, use_case=use_case, rationale=RATIONALE
     )
 
@@ -94,7 +95,7 @@ def test_approve_and_reject_at_once_leave_one_consistent_outcome(
 
     outcomes = _race(
         _approve(reviewer, use_case),
-        lambda: lifecycle.use_case_reject(
+        lambda: decision_services.use_case_reject(
             actor=second_reviewer, use_case=use_case, rationale=RATIONALE
         ),
     )
@@ -131,4 +132,4 @@ def test_two_reviewers_approving_a_high_risk_case_at_once_both_count(
     assert first.to_status == S.IN_REVIEW  # recorded, round still open
     assert second.to_status == S.APPROVED  # completed by the other reviewer
     assert kit.refresh().status == S.APPROVED
-    assert lifecycle.approval_in_force(use_case) == second
+    assert selectors.approval_in_force(use_case) == second

@@ -9,7 +9,6 @@ from django.contrib import admin
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from governance import attestations, lifecycle, usecase_services
 from governance.models import (
     Attestation,
     Decision,
@@ -20,6 +19,9 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
+from governance.services import attestations, lifecycle
+from governance.services import decisions as decision_services
+from governance.services import use_cases as use_case_services
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE, TIER_ANSWERS
 from tests.registry.conftest import token_client
@@ -201,7 +203,7 @@ def decided(kit, reviewer):
     use_case = kit.in_review(acc=0.3)
     run = EvaluationRun.objects.get()
     attestations.attestation_for_run(run=run)
-    decision = lifecycle.use_case_approve(
+    decision = decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
@@ -317,7 +319,7 @@ def test_lists_show_each_agency_only_its_own(decided, api_b, member_b, reviewer)
     colleague = MembershipFactory(
         user=UserFactory(username="berta"), agency=member_b.membership.agency
     ).user
-    theirs = usecase_services.use_case_create(
+    theirs = use_case_services.use_case_create(
         actor=member_b,
         model_version=version,
         title="Routing letters",
@@ -325,7 +327,7 @@ def test_lists_show_each_agency_only_its_own(decided, api_b, member_b, reviewer)
         public_service="Mail room, Region B",
         valid_until=timezone.localdate() + timedelta(days=100),
     )
-    usecase_services.use_case_assess(
+    use_case_services.use_case_assess(
         actor=member_b, use_case=theirs, answers=TIER_ANSWERS["minimal"]
     )
     lifecycle.use_case_submit(actor=colleague, use_case=theirs)
@@ -463,8 +465,12 @@ def test_the_decision_list_costs_the_same_queries_for_one_or_many(
         return len(queries), len(response.json()["results"])
 
     few = count()
-    lifecycle.use_case_suspend(actor=reviewer, use_case=use_case, rationale=RATIONALE)
-    lifecycle.use_case_reinstate(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_suspend(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
+    decision_services.use_case_reinstate(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     many = count()
     assert (few[1], many[1]) == (1, 3)
     assert many[0] == few[0]

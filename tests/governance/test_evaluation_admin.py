@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from governance import services
 from governance.models import EvaluationRun, RunStatus
+from governance.services import evaluations as evaluation_services
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def test_admin_rerun_asks_for_a_new_evaluation_through_the_service(
     member_a,
     django_capture_on_commit_callbacks,
 ):
-    first = services.evaluation_request(
+    first = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -47,7 +47,7 @@ def test_admin_rerun_asks_for_a_new_evaluation_through_the_service(
 def test_progress_is_written_while_a_run_works_and_read_through_the_api(
     released_lm_version, small_suite, member_a, mlflow_store
 ):
-    run = services.evaluation_request(
+    run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -59,7 +59,7 @@ def test_progress_is_written_while_a_run_works_and_read_through_the_api(
         current = EvaluationRun.objects.get(pk=run.pk)
         seen.append((current.progress, current.progress_note, current.status))
 
-    services.evaluation_execute(run_id=run.pk, progress=watch)
+    evaluation_services.evaluation_execute(run_id=run.pk, progress=watch)
 
     assert seen, "the engine reported no progress"
     assert all(status == RunStatus.RUNNING for _, _, status in seen)

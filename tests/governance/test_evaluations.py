@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from governance import services, tracking
+from governance import tracking
 from governance.models import EvaluationRun, RunStatus
+from governance.services import evaluations as evaluation_services
 from tests.conftest import celery_worker, database_url, process_env, wait_until
 from tests.registry.conftest import token_client
 
@@ -67,7 +68,7 @@ def test_evaluation_request_queues_on_commit_only(
     released_lm_version, small_suite, member_a, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks() as callbacks:
-        run = services.evaluation_request(
+        run = evaluation_services.evaluation_request(
             actor=member_a, model_version=released_lm_version, suite=small_suite
         )
 
@@ -78,7 +79,7 @@ def test_evaluation_request_queues_on_commit_only(
 def test_another_agencys_member_cannot_evaluate_or_see_runs(
     released_lm_version, small_suite, member_a, member_b
 ):
-    run = services.evaluation_request(
+    run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -111,7 +112,7 @@ def test_anonymous_gets_401_on_evaluation_endpoints(anon, released_lm_version):
 def test_a_bad_digest_ends_the_run_failed_with_the_reason(
     released_lm_version, small_suite, member_a, mlflow_store
 ):
-    run = services.evaluation_request(
+    run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -119,7 +120,7 @@ def test_a_bad_digest_ends_the_run_failed_with_the_reason(
     )
     EvaluationRun.objects.filter(pk=run.pk).update(artifact_digest="0" * 64)
 
-    run = services.evaluation_execute(run_id=run.pk)
+    run = evaluation_services.evaluation_execute(run_id=run.pk)
 
     assert run.status == RunStatus.FAILED
     assert "digest_mismatch" in run.failure_reason
@@ -129,7 +130,7 @@ def test_a_bad_digest_ends_the_run_failed_with_the_reason(
 def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
     released_lm_version, small_suite, member_a
 ):
-    run = services.evaluation_request(
+    run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -138,7 +139,7 @@ def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
     # The first delivery claimed it, then its worker died (acks_late redelivers).
     EvaluationRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
 
-    again = services.evaluation_execute(run_id=run.pk)
+    again = evaluation_services.evaluation_execute(run_id=run.pk)
 
     again.refresh_from_db()
     assert again.status == RunStatus.FAILED
@@ -146,7 +147,7 @@ def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
 
 
 def test_a_finished_run_is_never_run_again(released_lm_version, small_suite, member_a):
-    run = services.evaluation_request(
+    run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -154,7 +155,7 @@ def test_a_finished_run_is_never_run_again(released_lm_version, small_suite, mem
     )
     EvaluationRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
 
-    services.evaluation_execute(run_id=run.pk)
+    evaluation_services.evaluation_execute(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
@@ -201,7 +202,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_not_running(
         MLFLOW_ARTIFACT_ROOT=settings.MLFLOW_ARTIFACT_ROOT,
     )
     with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE) as worker:
-        run = services.evaluation_request(
+        run = evaluation_services.evaluation_request(
             actor=member_a, model_version=released_lm_version, suite=suite
         )
         wait_until(
@@ -254,13 +255,13 @@ def test_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
 
     from django.utils import timezone
 
-    stale = services.evaluation_request(
+    stale = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
         enqueue=False,
     )
-    lost = services.evaluation_request(
+    lost = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
         suite=small_suite,
@@ -273,7 +274,7 @@ def test_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
     EvaluationRun.objects.filter(pk=lost.pk).update(requested_at=long_ago)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        outcome = services.evaluation_sweep()
+        outcome = evaluation_services.evaluation_sweep()
 
     assert outcome == {"requeued": 1, "failed": 1}
     assert len(callbacks) == 1

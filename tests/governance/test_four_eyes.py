@@ -9,14 +9,18 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from config.exceptions import PolicyViolation
-from governance import lifecycle, usecase_services
+from governance import selectors
 from governance.models import (
     Decision,
     UseCase,
     UseCaseStatus,
     UseCaseTransition,
 )
-from registry.models import Membership, Role, forget_membership
+from governance.services import decisions as decision_services
+from governance.services import lifecycle
+from governance.services import use_cases as use_case_services
+from registry.models import Membership, Role
+from registry.selectors import forget_membership
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE, TIER_ANSWERS
 
@@ -45,7 +49,10 @@ def _refused(call, rule: str) -> PolicyViolation:
 def test_only_reviewers_decide(kit, who, request):
     use_case = kit.in_review()
     person = request.getfixturevalue(who)
-    for service in (lifecycle.use_case_approve, lifecycle.use_case_reject):
+    for service in (
+        decision_services.use_case_approve,
+        decision_services.use_case_reject,
+    ):
         _refused(
             lambda service=service: service(
                 actor=person, use_case=use_case, rationale=RATIONALE
@@ -69,7 +76,7 @@ def test_platform_administrators_operate_the_platform_and_do_not_decide(
     )
     lifecycle.use_case_start_review(actor=reviewer, use_case=kit.use_case)
     error = _refused(
-        lambda: lifecycle.use_case_approve(
+        lambda: decision_services.use_case_approve(
             actor=platform_admin, use_case=kit.use_case, rationale=RATIONALE
         ),
         "four_eyes_reviewer_only",
@@ -80,7 +87,7 @@ def test_platform_administrators_operate_the_platform_and_do_not_decide(
 def test_approved_use_cases_are_suspended_by_reviewers_only(kit, platform_admin):
     use_case = kit.approved()
     _refused(
-        lambda: lifecycle.use_case_suspend(
+        lambda: decision_services.use_case_suspend(
             actor=platform_admin, use_case=use_case, rationale=RATIONALE
         ),
         "four_eyes_reviewer_only",
@@ -106,7 +113,7 @@ def test_nobody_decides_on_their_own_agencys_use_case(
         artifact_digest="c" * 64,
         kind="causal_lm_kv",
     )
-    use_case = usecase_services.use_case_create(
+    use_case = use_case_services.use_case_create(
         actor=clerk,
         model_version=version,
         title="Summarising complaints",
@@ -114,7 +121,7 @@ def test_nobody_decides_on_their_own_agencys_use_case(
         public_service="Oversight reporting",
         valid_until=timezone.localdate() + timedelta(days=200),
     )
-    usecase_services.use_case_assess(
+    use_case_services.use_case_assess(
         actor=clerk, use_case=use_case, answers=TIER_ANSWERS["minimal"]
     )
     # No evaluation: the baseline rule fails, which a waiver could cover.
@@ -126,7 +133,7 @@ def test_nobody_decides_on_their_own_agencys_use_case(
     )
     UseCase.objects.filter(pk=use_case.pk).update(status=S.IN_REVIEW)  # set-up
     _refused(
-        lambda: lifecycle.use_case_approve(
+        lambda: decision_services.use_case_approve(
             actor=second_reviewer,
             use_case=use_case,
             rationale=RATIONALE,
@@ -160,7 +167,7 @@ def test_the_submitter_does_not_review_or_decide_even_after_moving_to_oversight(
     )
     lifecycle.use_case_start_review(actor=kit.reviewers[0], use_case=kit.use_case)
     _refused(
-        lambda: lifecycle.use_case_reject(
+        lambda: decision_services.use_case_reject(
             actor=maintainer_a, use_case=kit.use_case, rationale=RATIONALE
         ),
         "four_eyes_submitter",
@@ -192,12 +199,12 @@ def test_a_reviewer_who_requested_an_evaluation_relied_on_does_not_approve(
     lifecycle.use_case_start_review(actor=reviewer, use_case=kit.use_case)
 
     _refused(
-        lambda: lifecycle.use_case_approve(
+        lambda: decision_services.use_case_approve(
             actor=second_reviewer, use_case=kit.use_case, rationale=RATIONALE
         ),
         "four_eyes_evaluation_requester",
     )
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert kit.refresh().status == S.APPROVED
@@ -210,14 +217,14 @@ def test_the_evaluation_requester_cannot_reinstate_either(
     kit.run(requested_by=second_reviewer)
     kit.submit()
     lifecycle.use_case_start_review(actor=reviewer, use_case=kit.use_case)
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
-    lifecycle.use_case_suspend(
+    decision_services.use_case_suspend(
         actor=second_reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     _refused(
-        lambda: lifecycle.use_case_reinstate(
+        lambda: decision_services.use_case_reinstate(
             actor=second_reviewer, use_case=kit.use_case, rationale=RATIONALE
         ),
         "four_eyes_evaluation_requester",
@@ -233,7 +240,7 @@ def test_a_high_risk_use_case_needs_two_approvals_from_two_reviewers(
     use_case = kit.in_review("high")
     assert use_case.risk_tier == "high"
 
-    first = lifecycle.use_case_approve(
+    first = decision_services.use_case_approve(
         actor=reviewer, use_case=use_case, rationale=RATIONALE
     )
     assert kit.refresh().status == S.IN_REVIEW
@@ -241,15 +248,15 @@ def test_a_high_risk_use_case_needs_two_approvals_from_two_reviewers(
     assert first.expires_at is None
     event = AuditEvent.objects.get(action="use_case.approval_recorded")
     assert event.payload_data["approvals_in_round"] == 1
-    assert lifecycle.in_service_on(first.decided_at) == []
+    assert selectors.in_service_on(first.decided_at) == []
 
     _refused(
-        lambda: lifecycle.use_case_approve(
+        lambda: decision_services.use_case_approve(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         ),
         "four_eyes_second_reviewer",
     )
-    second = lifecycle.use_case_approve(
+    second = decision_services.use_case_approve(
         actor=second_reviewer, use_case=use_case, rationale=RATIONALE
     )
     assert kit.refresh().status == S.APPROVED
@@ -269,18 +276,22 @@ def test_a_high_risk_use_case_needs_two_approvals_from_two_reviewers(
 
 def test_approvals_of_an_ended_round_do_not_count(kit, reviewer, second_reviewer):
     use_case = kit.in_review("high")
-    lifecycle.use_case_approve(actor=reviewer, use_case=use_case, rationale=RATIONALE)
-    lifecycle.use_case_request_changes(
+    decision_services.use_case_approve(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
+    decision_services.use_case_request_changes(
         actor=second_reviewer, use_case=use_case, rationale="Explain the appeal route."
     )
     kit.submit()
     lifecycle.use_case_start_review(actor=reviewer, use_case=use_case)
 
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=second_reviewer, use_case=use_case, rationale=RATIONALE
     )
     assert kit.refresh().status == S.IN_REVIEW  # one approval in this round
-    lifecycle.use_case_approve(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_approve(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.APPROVED
     rounds = UseCaseTransition.objects.filter(
         use_case=use_case, to_status=S.IN_REVIEW
@@ -292,14 +303,14 @@ def test_the_second_approver_may_rely_on_the_first_approvers_waiver(
     kit, reviewer, second_reviewer
 ):
     use_case = kit.in_review("high", acc=0.3)
-    first = lifecycle.use_case_approve(
+    first = decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
         waiver_rule_ids=["baseline/mc-acc"],
         waiver_justification=JUSTIFICATION,
     )
-    second = lifecycle.use_case_approve(
+    second = decision_services.use_case_approve(
         actor=second_reviewer, use_case=use_case, rationale=RATIONALE
     )
     assert second.waiver == first.waiver
@@ -308,5 +319,7 @@ def test_the_second_approver_may_rely_on_the_first_approvers_waiver(
 
 def test_a_limited_risk_use_case_needs_one_approval(kit, reviewer):
     use_case = kit.in_review("limited")
-    lifecycle.use_case_approve(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_approve(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.APPROVED

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, InvalidTransition, PolicyViolation
-from governance import lifecycle, usecase_services
+from governance import selectors
 from governance.models import (
     Attestation,
     Decision,
@@ -23,6 +23,10 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
+from governance.services import approvals, lifecycle
+from governance.services import decisions as decision_services
+from governance.services import policies as policy_services
+from governance.services import use_cases as use_case_services
 from registry.models import AIModel, ArtifactState, ModelVersion, Visibility
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
 
@@ -53,11 +57,17 @@ def test_the_whole_machine_walks_through_its_legal_transitions(kit, reviewer):
     use_case = kit.approved()
     assert use_case.status == S.APPROVED
 
-    lifecycle.use_case_suspend(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_suspend(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.SUSPENDED
-    lifecycle.use_case_reinstate(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_reinstate(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.APPROVED
-    lifecycle.use_case_retire(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_retire(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.RETIRED
 
     moves = list(
@@ -88,12 +98,12 @@ def test_the_whole_machine_walks_through_its_legal_transitions(kit, reviewer):
 
 def test_request_changes_lets_the_agency_edit_and_submit_again(kit, reviewer):
     use_case = kit.in_review()
-    lifecycle.use_case_request_changes(
+    decision_services.use_case_request_changes(
         actor=reviewer, use_case=use_case, rationale="Describe the human oversight."
     )
     assert kit.refresh().status == S.CHANGES_REQUESTED
 
-    usecase_services.use_case_update(
+    use_case_services.use_case_update(
         actor=kit.requester, use_case=use_case, human_oversight="Two clerks read it."
     )
     second = kit.submit()
@@ -104,7 +114,9 @@ def test_request_changes_lets_the_agency_edit_and_submit_again(kit, reviewer):
 
 def test_reject_is_final(kit, reviewer):
     use_case = kit.in_review()
-    lifecycle.use_case_reject(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_reject(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.REJECTED
     with pytest.raises(InvalidTransition):
         kit.submit()
@@ -114,14 +126,14 @@ def test_reject_is_final(kit, reviewer):
 def test_an_ended_approval_expires(kit, reviewer, from_status):
     use_case = kit.approved()
     if from_status == S.SUSPENDED:
-        lifecycle.use_case_suspend(
+        decision_services.use_case_suspend(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
-    approval = lifecycle.approval_in_force(use_case)
+    approval = selectors.approval_in_force(use_case)
 
-    assert lifecycle.use_case_expire_due(now=approval.expires_at - timedelta(1)) == 0
-    assert lifecycle.use_case_expire_due(now=approval.expires_at) == 1
-    assert lifecycle.use_case_expire_due(now=approval.expires_at) == 0  # once
+    assert approvals.use_case_expire_due(now=approval.expires_at - timedelta(1)) == 0
+    assert approvals.use_case_expire_due(now=approval.expires_at) == 1
+    assert approvals.use_case_expire_due(now=approval.expires_at) == 0  # once
 
     assert kit.refresh().status == S.EXPIRED
     event = AuditEvent.objects.filter(action="use_case.expired").get()
@@ -131,8 +143,8 @@ def test_an_ended_approval_expires(kit, reviewer, from_status):
 
 def test_an_expired_use_case_is_recertified_by_submitting_again(kit, reviewer):
     use_case = kit.approved()
-    approval = lifecycle.approval_in_force(use_case)
-    lifecycle.use_case_expire(use_case=use_case, now=approval.expires_at)
+    approval = selectors.approval_in_force(use_case)
+    approvals.use_case_expire(use_case=use_case, now=approval.expires_at)
 
     kit.run(acc=0.8)
     submission = kit.submit()
@@ -142,28 +154,32 @@ def test_an_expired_use_case_is_recertified_by_submitting_again(kit, reviewer):
 
 def test_an_expired_use_case_can_be_retired(kit, reviewer):
     use_case = kit.approved()
-    lifecycle.use_case_expire(
-        use_case=use_case, now=lifecycle.approval_in_force(use_case).expires_at
+    approvals.use_case_expire(
+        use_case=use_case, now=selectors.approval_in_force(use_case).expires_at
     )
-    lifecycle.use_case_retire(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_retire(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.RETIRED
 
 
 def test_an_approved_use_case_can_be_retired_directly(kit, reviewer):
     use_case = kit.approved()
-    lifecycle.use_case_retire(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_retire(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.RETIRED
 
 
 # --- illegal transitions ----------------------------------------------------------
 
 DECISION_SERVICES = {
-    "approve": lifecycle.use_case_approve,
-    "request_changes": lifecycle.use_case_request_changes,
-    "reject": lifecycle.use_case_reject,
-    "suspend": lifecycle.use_case_suspend,
-    "reinstate": lifecycle.use_case_reinstate,
-    "retire": lifecycle.use_case_retire,
+    "approve": decision_services.use_case_approve,
+    "request_changes": decision_services.use_case_request_changes,
+    "reject": decision_services.use_case_reject,
+    "suspend": decision_services.use_case_suspend,
+    "reinstate": decision_services.use_case_reinstate,
+    "retire": decision_services.use_case_retire,
 }
 ILLEGAL = [
     (action, status)
@@ -204,7 +220,7 @@ def test_every_illegal_transition_is_refused_with_409_naming_from_and_to(
 
 def test_the_platform_expires_only_approved_or_suspended_use_cases(kit):
     kit.in_review()
-    assert lifecycle.use_case_expire(use_case=kit.use_case) is False
+    assert approvals.use_case_expire(use_case=kit.use_case) is False
     assert kit.refresh().status == S.IN_REVIEW
 
 
@@ -229,7 +245,7 @@ def test_submission_freezes_the_content_and_runs_the_policy_engine(kit):
     assert result.outcomes[0]["evidence"]["run_id"] == run.pk
 
     with pytest.raises(Conflict) as caught:
-        usecase_services.use_case_update(
+        use_case_services.use_case_update(
             actor=kit.requester, use_case=use_case, title="Something else"
         )
     assert caught.value.code == "usecase_frozen"
@@ -307,7 +323,7 @@ def test_approval_sets_the_period_and_makes_the_model_public(kit, reviewer, sett
 def test_approval_ends_with_the_use_cases_last_valid_day(kit, settings):
     settings.CIVITAS_APPROVAL_DAYS = 365
     last_day = timezone.localdate() + timedelta(days=40)
-    usecase_services.use_case_update(
+    use_case_services.use_case_update(
         actor=kit.requester, use_case=kit.use_case, valid_until=last_day
     )
     use_case = kit.approved()
@@ -319,10 +335,10 @@ def test_approval_ends_with_the_use_cases_last_valid_day(kit, settings):
 def test_approval_is_refused_when_the_latest_policy_result_failed(kit, reviewer):
     use_case = kit.in_review()
     kit.run(acc=0.2)  # a newer run regresses below the bound
-    usecase_services.policy_evaluate(use_case=use_case, trigger="on_demand")
+    policy_services.policy_evaluate(use_case=use_case, trigger="on_demand")
 
     with pytest.raises(PolicyViolation) as caught:
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
     assert caught.value.code == "policy_failed"
@@ -333,7 +349,7 @@ def test_approval_is_refused_when_the_latest_policy_result_failed(kit, reviewer)
 
 def test_a_waiver_of_the_failed_rules_allows_the_approval(kit, reviewer):
     use_case = kit.in_review(acc=0.3)
-    decision = lifecycle.use_case_approve(
+    decision = decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
@@ -364,7 +380,7 @@ def test_a_waiver_must_name_failed_rules_and_justify_itself(
 ):
     use_case = kit.in_review(acc=0.3)
     with pytest.raises(error) as caught:
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer,
             use_case=use_case,
             rationale=RATIONALE,
@@ -377,7 +393,7 @@ def test_a_waiver_must_name_failed_rules_and_justify_itself(
 
 
 def test_a_waiver_must_cover_every_failed_rule(kit, reviewer):
-    usecase_services.policy_create(
+    policy_services.policy_create(
         actor=reviewer,
         name="docs",
         title="Documentation",
@@ -392,7 +408,7 @@ def test_a_waiver_must_cover_every_failed_rule(kit, reviewer):
     )
     use_case = kit.in_review(acc=0.3)
     with pytest.raises(PolicyViolation) as caught:
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer,
             use_case=use_case,
             rationale=RATIONALE,
@@ -406,7 +422,7 @@ def test_a_waiver_must_cover_every_failed_rule(kit, reviewer):
 def test_a_waiver_is_refused_when_nothing_failed(kit, reviewer):
     use_case = kit.in_review()
     with pytest.raises(DomainError) as caught:
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer,
             use_case=use_case,
             rationale=RATIONALE,
@@ -428,7 +444,7 @@ def test_approval_needs_a_result_about_the_current_artifact(kit, reviewer):
         passed=True,
     )
     with pytest.raises(Conflict) as caught:
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
     assert caught.value.code == "policy_result_outdated"
@@ -438,11 +454,13 @@ def test_a_prohibited_use_is_never_approved_even_with_a_passing_result(kit, revi
     use_case = kit.in_review("prohibited")
     assert use_case.risk_tier == "prohibited"
     with pytest.raises(PolicyViolation) as caught:
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
     assert caught.value.code == "prohibited_tier"
-    lifecycle.use_case_reject(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_reject(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     assert kit.refresh().status == S.REJECTED
 
 
@@ -450,7 +468,7 @@ def test_a_prohibited_use_is_never_approved_even_with_a_passing_result(kit, revi
 def test_every_decision_needs_a_rationale(kit, reviewer, rationale):
     use_case = kit.in_review()
     with pytest.raises(DomainError) as caught:
-        lifecycle.use_case_reject(
+        decision_services.use_case_reject(
             actor=reviewer, use_case=use_case, rationale=rationale
         )
     assert caught.value.fields["rationale"]
@@ -460,9 +478,11 @@ def test_every_decision_needs_a_rationale(kit, reviewer, rationale):
 def test_reinstating_after_the_approval_ended_is_refused(kit, reviewer, settings):
     settings.CIVITAS_APPROVAL_DAYS = 0  # the approval ends as it is given
     use_case = kit.approved()
-    lifecycle.use_case_suspend(actor=reviewer, use_case=use_case, rationale=RATIONALE)
+    decision_services.use_case_suspend(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
     with pytest.raises(Conflict) as caught:
-        lifecycle.use_case_reinstate(
+        decision_services.use_case_reinstate(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
     assert caught.value.code == "approval_period_over"
@@ -471,13 +491,15 @@ def test_reinstating_after_the_approval_ended_is_refused(kit, reviewer, settings
 
 def test_reinstating_keeps_the_end_of_the_approval_in_force(kit, reviewer):
     use_case = kit.approved()
-    first = lifecycle.approval_in_force(use_case)
-    lifecycle.use_case_suspend(actor=reviewer, use_case=use_case, rationale=RATIONALE)
-    again = lifecycle.use_case_reinstate(
+    first = selectors.approval_in_force(use_case)
+    decision_services.use_case_suspend(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
+    again = decision_services.use_case_reinstate(
         actor=reviewer, use_case=use_case, rationale=RATIONALE
     )
     assert again.expires_at == first.expires_at
-    assert lifecycle.approval_in_force(use_case) == again
+    assert selectors.approval_in_force(use_case) == again
 
 
 # --- approvals fall: regression and stale evidence --------------------------------
@@ -486,9 +508,9 @@ def test_reinstating_keeps_the_end_of_the_approval_in_force(kit, reviewer):
 def test_a_regressing_run_returns_the_approved_use_case_to_review(kit, reviewer):
     use_case = kit.approved()
     kit.run(acc=0.2)
-    result = usecase_services.policy_evaluate(use_case=use_case, trigger="evaluation")
+    result = policy_services.policy_evaluate(use_case=use_case, trigger="evaluation")
 
-    assert lifecycle.use_case_recheck(use_case=use_case, result=result) is True
+    assert approvals.use_case_recheck(use_case=use_case, result=result) is True
     assert kit.refresh().status == S.IN_REVIEW
     event = AuditEvent.objects.get(action="use_case.returned_to_review")
     assert event.actor is None
@@ -497,17 +519,17 @@ def test_a_regressing_run_returns_the_approved_use_case_to_review(kit, reviewer)
     transition = UseCaseTransition.objects.filter(use_case=use_case).latest("id")
     assert transition.to_status == S.IN_REVIEW and transition.actor is None
     # Not in service any more; a new round needs a passing result or a waiver.
-    assert lifecycle.in_service_on(timezone.now()) == []
+    assert selectors.in_service_on(timezone.now()) == []
     with pytest.raises(PolicyViolation):
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
-    assert lifecycle.use_case_recheck(use_case=use_case, result=result) is False
+    assert approvals.use_case_recheck(use_case=use_case, result=result) is False
 
 
 def test_a_passing_or_waived_recheck_leaves_the_approval(kit, reviewer):
     use_case = kit.in_review(acc=0.3)
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
@@ -515,28 +537,115 @@ def test_a_passing_or_waived_recheck_leaves_the_approval(kit, reviewer):
         waiver_justification=JUSTIFICATION,
     )
     waived = PolicyResult.objects.latest("created_at")
-    assert lifecycle.use_case_recheck(use_case=use_case, result=waived) is False
+    assert approvals.use_case_recheck(use_case=use_case, result=waived) is False
     kit.run(acc=0.95)
-    passing = usecase_services.policy_evaluate(use_case=use_case, trigger="evaluation")
-    assert lifecycle.use_case_recheck(use_case=use_case, result=passing) is False
+    passing = policy_services.policy_evaluate(use_case=use_case, trigger="evaluation")
+    assert approvals.use_case_recheck(use_case=use_case, result=passing) is False
     assert kit.refresh().status == S.APPROVED
+
+
+def _approve_with_waiver(kit, reviewer, *, acc: float):
+    use_case = kit.in_review(acc=acc)
+    decision_services.use_case_approve(
+        actor=reviewer,
+        use_case=use_case,
+        rationale=RATIONALE,
+        waiver_rule_ids=["mc-acc"],
+        waiver_justification=JUSTIFICATION,
+    )
+    assert kit.refresh().status == S.APPROVED
+    return use_case
+
+
+def _evaluated_again(kit, use_case, *, acc: float, callbacks_capture) -> PolicyResult:
+    """A new run of the approved version, checked as an evaluation checks it."""
+    from workers import tasks
+
+    kit.run(acc=acc)
+    with callbacks_capture() as callbacks, transaction.atomic():
+        [result] = policy_services.policy_evaluate_for_version(
+            model_version=use_case.model_version, trigger="evaluation"
+        )
+    assert result.passed is False
+    assert len(callbacks) == 1  # the recheck is queued for the failed result
+    tasks.usecase_recheck(result.pk)  # what the queued task runs
+    return result
+
+
+@pytest.mark.parametrize("acc", [0.3, 0.4])
+def test_a_waiver_holds_on_a_new_run_measuring_the_same_or_better(
+    kit, reviewer, acc, django_capture_on_commit_callbacks
+):
+    use_case = _approve_with_waiver(kit, reviewer, acc=0.3)
+    _evaluated_again(
+        kit, use_case, acc=acc, callbacks_capture=django_capture_on_commit_callbacks
+    )
+    assert kit.refresh().status == S.APPROVED
+    assert ModelVersion.objects.get(pk=use_case.model_version_id).status == "approved"
+    assert not AuditEvent.objects.filter(action="use_case.returned_to_review")
+
+
+def test_a_waiver_lapses_when_the_waived_value_gets_worse(
+    kit, reviewer, django_capture_on_commit_callbacks
+):
+    use_case = _approve_with_waiver(kit, reviewer, acc=0.3)
+    result = _evaluated_again(
+        kit, use_case, acc=0.2, callbacks_capture=django_capture_on_commit_callbacks
+    )
+    assert kit.refresh().status == S.IN_REVIEW
+    event = AuditEvent.objects.get(action="use_case.returned_to_review")
+    assert event.payload_data["policy_result_id"] == result.pk
+    assert event.payload_data["failed"] == ["baseline/mc-acc"]
+    reason = event.payload_data["reason"]
+    assert "multiple_choice.acc is now 0.2, worse than the 0.3 waived" in reason
+    transition = UseCaseTransition.objects.filter(use_case=use_case).latest("id")
+    assert transition.reason == reason
+
+
+@pytest.mark.parametrize(("acc", "reinstated"), [(0.3, True), (0.2, False)])
+def test_a_reinstatement_relies_on_the_waiver_in_force_until_the_value_worsens(
+    kit, reviewer, acc, reinstated
+):
+    use_case = _approve_with_waiver(kit, reviewer, acc=0.3)
+    waiver = Waiver.objects.get()
+    decision_services.use_case_suspend(
+        actor=reviewer, use_case=use_case, rationale=RATIONALE
+    )
+    kit.run(acc=acc)
+    newer = policy_services.policy_evaluate(use_case=use_case, trigger="on_demand")
+    assert newer.passed is False and newer != waiver.policy_result
+
+    if reinstated:
+        decision = decision_services.use_case_reinstate(
+            actor=reviewer, use_case=use_case, rationale=RATIONALE
+        )
+        assert decision.waiver == waiver
+        assert decision.policy_result == newer
+        assert kit.refresh().status == S.APPROVED
+    else:
+        with pytest.raises(PolicyViolation) as caught:
+            decision_services.use_case_reinstate(
+                actor=reviewer, use_case=use_case, rationale=RATIONALE
+            )
+        assert caught.value.code == "policy_failed"
+        assert kit.refresh().status == S.SUSPENDED
 
 
 def test_stale_evidence_returns_the_approved_use_case_to_review(kit):
     use_case = kit.approved()
     [run] = EvaluationRun.objects.all()
-    fresh_until = lifecycle.evidence_fresh_until(
+    fresh_until = selectors.evidence_fresh_until(
         PolicyResult.objects.filter(use_case=use_case).latest("created_at")
     )
     assert fresh_until == run.finished_at + timedelta(days=30)
 
-    assert lifecycle.use_case_recheck_stale(now=fresh_until - timedelta(1)) == 0
+    assert approvals.use_case_recheck_stale(now=fresh_until - timedelta(1)) == 0
     assert kit.refresh().status == S.APPROVED
     # Set-up only: the run as old as it will be once its freshness is spent.
     EvaluationRun.objects.filter(pk=run.pk).update(
         finished_at=timezone.now() - timedelta(days=31)
     )
-    assert lifecycle.use_case_recheck_stale(now=fresh_until) == 1
+    assert approvals.use_case_recheck_stale(now=fresh_until) == 1
 
     assert kit.refresh().status == S.IN_REVIEW
     event = AuditEvent.objects.get(action="use_case.returned_to_review")
@@ -552,10 +661,10 @@ def test_a_failed_evaluation_check_queues_the_recheck_on_commit(
     use_case = kit.approved()
     kit.run(acc=0.2)
     with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        result = usecase_services.policy_evaluate(
+        result = policy_services.policy_evaluate(
             use_case=use_case, trigger="evaluation"
         )
-        assert lifecycle.use_case_recheck_enqueue(result=result) is True
+        assert use_case_services.use_case_recheck_enqueue(result=result) is True
         # Nothing moves inside the evaluation's transaction.
         assert kit.refresh().status == S.APPROVED
     assert len(callbacks) == 1
@@ -573,7 +682,7 @@ def test_the_post_evaluation_policy_check_queues_the_recheck_of_a_regression(
     use_case = kit.approved()
     kit.run(acc=0.2)
     with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        results = usecase_services.policy_evaluate_for_version(
+        results = policy_services.policy_evaluate_for_version(
             model_version=use_case.model_version, trigger="evaluation"
         )
     assert [r.passed for r in results] == [False]
@@ -584,10 +693,10 @@ def test_the_post_evaluation_policy_check_queues_the_recheck_of_a_regression(
 def test_a_passing_check_queues_nothing(kit, django_capture_on_commit_callbacks):
     use_case = kit.approved()
     with django_capture_on_commit_callbacks() as callbacks:
-        result = usecase_services.policy_evaluate(
+        result = policy_services.policy_evaluate(
             use_case=use_case, trigger="evaluation"
         )
-        assert lifecycle.use_case_recheck_enqueue(result=result) is False
+        assert use_case_services.use_case_recheck_enqueue(result=result) is False
     assert callbacks == []
 
 
@@ -597,20 +706,20 @@ def test_a_passing_check_queues_nothing(kit, django_capture_on_commit_callbacks)
 def test_in_service_on_answers_from_history_not_current_state(kit, reviewer):
     use_case = kit.approved()
     approved = Decision.objects.get(kind="approve")
-    suspended = lifecycle.use_case_suspend(
+    suspended = decision_services.use_case_suspend(
         actor=reviewer, use_case=use_case, rationale=RATIONALE
     )
-    reinstated = lifecycle.use_case_reinstate(
+    reinstated = decision_services.use_case_reinstate(
         actor=reviewer, use_case=use_case, rationale=RATIONALE
     )
-    retired = lifecycle.use_case_retire(
+    retired = decision_services.use_case_retire(
         actor=reviewer, use_case=use_case, rationale=RATIONALE
     )
     tick = timedelta(microseconds=1)
 
     def served(moment):
         return [
-            (e.use_case.pk, e.model_version.pk) for e in lifecycle.in_service_on(moment)
+            (e.use_case.pk, e.model_version.pk) for e in selectors.in_service_on(moment)
         ]
 
     expected = [(use_case.pk, use_case.model_version_id)]
@@ -623,13 +732,13 @@ def test_in_service_on_answers_from_history_not_current_state(kit, reviewer):
     assert served(retired.decided_at) == []
     # An approval that ended before the platform noticed is not in service.
     assert served(approved.expires_at) == []
-    [entry] = lifecycle.in_service_on(reinstated.decided_at)
+    [entry] = selectors.in_service_on(reinstated.decided_at)
     assert entry.decision == reinstated and entry.expires_at == approved.expires_at
 
 
 def test_in_service_on_refuses_a_naive_instant():
     with pytest.raises(ValueError):
-        lifecycle.in_service_on(timezone.now().replace(tzinfo=None))
+        selectors.in_service_on(timezone.now().replace(tzinfo=None))
 
 
 # --- legal hold ---------------------------------------------------------------------
@@ -638,7 +747,7 @@ def test_in_service_on_refuses_a_naive_instant():
 def test_nothing_an_approval_or_evaluation_references_can_be_deleted(kit):
     use_case = kit.approved()
     run = EvaluationRun.objects.get()
-    from governance.attestations import attestation_for_run
+    from governance.services.attestations import attestation_for_run
 
     attestation_for_run(run=run)
 
@@ -657,7 +766,7 @@ def test_nothing_an_approval_or_evaluation_references_can_be_deleted(kit):
 )
 def test_the_database_refuses_to_change_or_delete_a_record(kit, reviewer, model):
     use_case = kit.in_review(acc=0.3)
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
@@ -702,15 +811,15 @@ def test_a_celery_worker_expires_approvals_and_returns_regressions_to_review(
         kit.run(acc=0.9)
         kit.submit()
         lifecycle.use_case_start_review(actor=reviewer, use_case=use_case)
-        lifecycle.use_case_approve(
+        decision_services.use_case_approve(
             actor=reviewer, use_case=use_case, rationale=RATIONALE
         )
         kit.run(acc=0.1)
         with transaction.atomic():
-            result = usecase_services.policy_evaluate(
+            result = policy_services.policy_evaluate(
                 use_case=use_case, trigger="evaluation"
             )
-            lifecycle.use_case_recheck_enqueue(result=result)
+            use_case_services.use_case_recheck_enqueue(result=result)
         wait_until(
             lambda: status() == S.IN_REVIEW, timeout=120, what="the recheck task"
         )

@@ -8,7 +8,6 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, PolicyViolation
-from governance import policies, services, usecase_services
 from governance.models import (
     EvaluationRun,
     Policy,
@@ -18,6 +17,11 @@ from governance.models import (
     UseCase,
     UseCaseStatus,
 )
+from governance.rules import checks as rule_checks
+from governance.rules import schema as rule_schema
+from governance.services import evaluations as evaluation_services
+from governance.services import policies as policy_services
+from governance.services import use_cases as use_case_services
 from registry import services as registry_services
 from registry.models import (
     DatasetRole,
@@ -34,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("fast_password_hashing")
 
 
 def _policy(actor, rules, *, name="baseline", scope="platform", **extra) -> Policy:
-    return usecase_services.policy_create(
+    return policy_services.policy_create(
         actor=actor,
         name=name,
         title=f"{name} policy",
@@ -45,7 +49,7 @@ def _policy(actor, rules, *, name="baseline", scope="platform", **extra) -> Poli
 
 
 def _check(use_case, trigger="on_demand") -> PolicyResult:
-    return usecase_services.policy_evaluate(use_case=use_case, trigger=trigger)
+    return policy_services.policy_evaluate(use_case=use_case, trigger=trigger)
 
 
 def _outcome(use_case, rule_id: str) -> dict:
@@ -281,7 +285,7 @@ def test_a_finished_evaluation_rechecks_every_live_use_case_of_its_version(
     reviewer, member_a, draft_use_case, governed_version, small_suite, mlflow_store
 ):
     _policy(reviewer, [{**ACC, "metric": "multiple_choice.acc", "min": 0.7}])
-    retired = usecase_services.use_case_create(
+    retired = use_case_services.use_case_create(
         actor=member_a,
         model_version=governed_version,
         title="Old use",
@@ -310,7 +314,7 @@ def test_a_finished_evaluation_rechecks_every_live_use_case_of_its_version(
         "engine_version": "1.0.0",
     }
 
-    services._record_success(run, engine_result, [], wall_s=1.0)
+    evaluation_services._record_success(run, engine_result, [], wall_s=1.0)
 
     result = PolicyResult.objects.get(use_case=draft_use_case)
     assert result.trigger == "evaluation"
@@ -433,12 +437,12 @@ def test_lineage_compatibility_is_not_applicable_without_a_lineage(
 
 
 def test_licence_alternatives_read_spdx_expressions():
-    assert policies.licence_alternatives("MIT") == [frozenset({"MIT"})]
-    assert policies.licence_alternatives("MIT OR (Apache-2.0 AND BSD-3-Clause)") == [
+    assert rule_checks.licence_alternatives("MIT") == [frozenset({"MIT"})]
+    assert rule_checks.licence_alternatives("MIT OR (Apache-2.0 AND BSD-3-Clause)") == [
         frozenset({"MIT"}),
         frozenset({"Apache-2.0", "BSD-3-Clause"}),
     ]
-    assert policies.licence_alternatives(
+    assert rule_checks.licence_alternatives(
         "GPL-2.0-only WITH Classpath-exception-2.0"
     ) == [frozenset({"GPL-2.0-only"})]
 
@@ -462,7 +466,7 @@ def test_licence_alternatives_read_spdx_expressions():
     ],
 )
 def test_jurisdiction_matching(code, allowed, expected):
-    assert policies.jurisdiction_allowed(code, allowed) is expected
+    assert rule_checks.jurisdiction_allowed(code, allowed) is expected
 
 
 def test_sovereignty_passes_within_the_allowed_jurisdictions(
@@ -679,7 +683,7 @@ def test_documentation_fails_naming_every_empty_field(
     }
     _policy(reviewer, [rule])
     dataset = _link(governed_version)
-    usecase_services.use_case_update(
+    use_case_services.use_case_update(
         actor=member_a, use_case=draft_use_case, human_oversight="  "
     )
 
@@ -797,7 +801,7 @@ def test_energy_is_total_energy_over_total_tokens():
         ]
     )
 
-    assert policies.run_energy_per_1k_tokens(run) == (3.0, ["rapl"])
+    assert rule_checks.run_energy_per_1k_tokens(run) == (3.0, ["rapl"])
 
 
 # --- the engine -----------------------------------------------------------------------
@@ -815,7 +819,7 @@ def test_the_engine_applies_platform_agency_and_tier_policies_only(
     _policy(reviewer, rule, name="dormant", is_active=False)
 
     before = _check(draft_use_case)
-    usecase_services.use_case_assess(
+    use_case_services.use_case_assess(
         actor=member_a,
         use_case=draft_use_case,
         answers={
@@ -842,7 +846,7 @@ def test_only_the_latest_version_of_a_policy_is_in_force(
     reviewer, draft_use_case, governed_version
 ):
     first = _policy(reviewer, [PD])
-    second = usecase_services.policy_revise(
+    second = policy_services.policy_revise(
         actor=reviewer,
         policy=first,
         rules=[{"id": "size", "kind": "size_cost", "max_parameters": 10}],
@@ -854,7 +858,7 @@ def test_only_the_latest_version_of_a_policy_is_in_force(
         (2, "size")
     ]
     assert result.policies[0]["id"] == second.pk
-    retired = usecase_services.policy_revise(
+    retired = policy_services.policy_revise(
         actor=reviewer, policy=second, is_active=False
     )
     assert retired.version == 3
@@ -873,7 +877,7 @@ def test_a_result_is_stored_with_its_snapshot_and_audited(
         ],
     )
 
-    result = usecase_services.policy_evaluate(
+    result = policy_services.policy_evaluate(
         use_case=draft_use_case, trigger="on_demand", actor=member_a
     )
 
@@ -928,7 +932,7 @@ def test_an_unknown_trigger_is_refused(draft_use_case):
 
 def test_another_agency_cannot_run_a_policy_check(member_b, draft_use_case):
     with pytest.raises(PolicyViolation):
-        usecase_services.policy_evaluate(
+        policy_services.policy_evaluate(
             use_case=draft_use_case, trigger="on_demand", actor=member_b
         )
 
@@ -941,7 +945,7 @@ def test_a_crashing_rule_fails_rather_than_passes(
     def boom(rule, facts):
         raise RuntimeError("database fell over")
 
-    monkeypatch.setitem(policies.EVALUATORS, "personal_data", boom)
+    monkeypatch.setitem(rule_checks.EVALUATORS, "personal_data", boom)
     outcome = _outcome(draft_use_case, "pd")
 
     assert outcome["status"] == "failed"
@@ -966,7 +970,7 @@ def test_policy_results_cannot_be_updated_or_deleted(draft_use_case):
 def test_there_is_no_service_that_changes_a_policy_result():
     writers = [
         name
-        for name in dir(usecase_services)
+        for name in dir(policy_services)
         if name.startswith("policy_result") or name.startswith("policy_evaluate")
     ]
     assert writers == ["policy_evaluate", "policy_evaluate_for_version"]
@@ -1050,7 +1054,7 @@ def test_invalid_rules_are_refused_with_the_json_path(
 def test_the_published_schema_is_draft_2020_12_and_accepts_every_kind(small_suite):
     from jsonschema import Draft202012Validator
 
-    schema = policies.schema()
+    schema = rule_schema.schema()
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     rules = [
@@ -1067,7 +1071,7 @@ def test_the_published_schema_is_draft_2020_12_and_accepts_every_kind(small_suit
         {"id": "g", "kind": "size_cost", "max_parameters": 10,
          "max_energy_j_per_1k_tokens": 1.5, "suite": "small"},
     ]  # fmt: skip
-    policies.validate_rules(rules)  # raises if any is refused
+    rule_schema.validate_rules(rules)  # raises if any is refused
 
 
 def test_scope_must_name_its_target(reviewer, agency_a):
@@ -1097,7 +1101,7 @@ def test_only_oversight_writes_policies(member_a, maintainer_a, platform_admin):
 def test_a_revision_is_a_new_row_and_the_old_one_stays(reviewer):
     first = _policy(reviewer, [PD])
 
-    second = usecase_services.policy_revise(
+    second = policy_services.policy_revise(
         actor=reviewer,
         policy=first,
         title="Stricter",
@@ -1116,20 +1120,20 @@ def test_a_revision_is_a_new_row_and_the_old_one_stays(reviewer):
     event = AuditEvent.objects.filter(action="policy.revised").last()
     assert event.payload_data["previous_version"] == 1
     assert event.payload_data["changed"] == ["risk_tier", "scope", "title"]
-    assert event.payload_data["rules_sha256"] == usecase_services.rules_digest(
+    assert event.payload_data["rules_sha256"] == policy_services.rules_digest(
         first.rules
     )
 
 
 def test_revising_an_outdated_version_or_changing_nothing_is_refused(reviewer):
     first = _policy(reviewer, [PD])
-    usecase_services.policy_revise(actor=reviewer, policy=first, title="Two")
+    policy_services.policy_revise(actor=reviewer, policy=first, title="Two")
 
     with pytest.raises(Conflict) as outdated:
-        usecase_services.policy_revise(actor=reviewer, policy=first, title="Three")
+        policy_services.policy_revise(actor=reviewer, policy=first, title="Three")
     latest = Policy.objects.get(name="baseline", version=2)
     with pytest.raises(DomainError) as unchanged:
-        usecase_services.policy_revise(actor=reviewer, policy=latest, title="Two")
+        policy_services.policy_revise(actor=reviewer, policy=latest, title="Two")
 
     assert outdated.value.code == "policy_outdated"
     assert unchanged.value.code == "no_change"
@@ -1150,5 +1154,5 @@ def test_policy_creation_is_audited_with_the_rules_digest(reviewer):
 
     event = AuditEvent.objects.filter(action="policy.created").last()
     assert event.object_id == str(policy.pk)
-    assert event.payload_data["rules_sha256"] == usecase_services.rules_digest(rules)
+    assert event.payload_data["rules_sha256"] == policy_services.rules_digest(rules)
     assert event.payload_data["version"] == 1

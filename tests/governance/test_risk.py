@@ -8,8 +8,9 @@ import pytest
 
 from audit.models import AuditEvent
 from config.exceptions import Conflict, DomainError, PolicyViolation
-from governance import risk, usecase_services
+from governance import risk
 from governance.models import UseCase, UseCaseStatus
+from governance.services import use_cases as use_case_services
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.usefixtures("fast_password_hashing")
@@ -190,7 +191,7 @@ def test_assess_stores_score_tier_answers_and_reasons_with_an_audit_event(
     member_a, draft_use_case, aia_questionnaire
 ):
     answers = {**ZERO, "areas": ["migration"]}
-    use_case = usecase_services.use_case_assess(
+    use_case = use_case_services.use_case_assess(
         actor=member_a, use_case=draft_use_case, answers=answers
     )
 
@@ -215,7 +216,7 @@ def test_assessment_is_refused_once_the_use_case_is_frozen(
     UseCase.objects.filter(pk=draft_use_case.pk).update(status=UseCaseStatus.SUBMITTED)
 
     with pytest.raises(Conflict) as caught:
-        usecase_services.use_case_assess(
+        use_case_services.use_case_assess(
             actor=member_a, use_case=draft_use_case, answers=ZERO
         )
     assert caught.value.code == "usecase_frozen"
@@ -229,7 +230,7 @@ def test_assessment_is_allowed_again_when_changes_are_requested(
         status=UseCaseStatus.CHANGES_REQUESTED
     )
 
-    use_case = usecase_services.use_case_assess(
+    use_case = use_case_services.use_case_assess(
         actor=member_a, use_case=draft_use_case, answers=TWELVE
     )
     assert use_case.risk_tier == "limited"
@@ -239,7 +240,7 @@ def test_a_reviewer_cannot_assess_an_agencys_use_case(
     reviewer, draft_use_case, aia_questionnaire
 ):
     with pytest.raises(PolicyViolation):
-        usecase_services.use_case_assess(
+        use_case_services.use_case_assess(
             actor=reviewer, use_case=draft_use_case, answers=ZERO
         )
 

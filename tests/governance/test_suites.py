@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.db.models import ProtectedError
 
 from config.exceptions import DomainError
-from governance import services
 from governance.models import EvaluationSuite, SuiteDataset
-from governance.suites import builtin_suites_sync
+from governance.services import suites as suite_services
+from governance.services.suites import builtin_suites_sync
 from registry.models import DatasetVersion
 from tests.factories import DatasetVersionFactory, LicenceFactory
 
@@ -41,6 +43,28 @@ def test_builtin_suites_sync_registers_every_shipped_suite_once(platform_admin):
     assert core.agency_id is None  # built-in: no agency owns the suite
 
 
+def test_a_builtin_suite_has_one_name_everywhere(platform_admin):
+    """Registry row, suite.json, directory, docs and README: the civitas- name."""
+    import re
+
+    from django.conf import settings
+
+    registered = sorted(s.name for s in builtin_suites_sync(admin=platform_admin))
+    assert all(name.startswith("civitas-") for name in registered)
+    directories = sorted(
+        path.parent.name for path in suite_services.suites_dir().glob("*/suite.json")
+    )
+    assert directories == registered
+    root = Path(settings.BASE_DIR)
+    evaluation_doc = (root / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    section = evaluation_doc.split("## Built-in suites", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
+    assert sorted(listed) == registered
+    for text in (evaluation_doc, (root / "README.md").read_text(encoding="utf-8")):
+        for path in re.findall(r"suites/([\w-]+)/", text):
+            assert path in registered
+
+
 def test_a_suite_whose_data_does_not_fit_its_task_is_refused(member_a):
     key = storages["artifacts"].save(
         "tests/bad.jsonl", ContentFile(b'{"context": "no choices here"}\n')
@@ -50,7 +74,7 @@ def test_a_suite_whose_data_does_not_fit_its_task_is_refused(member_a):
     )
 
     with pytest.raises(DomainError) as refused:
-        services.suite_register(
+        suite_services.suite_register(
             actor=member_a,
             name="mine",
             version="1.0.0",

@@ -10,8 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from governance import usecase_services
 from governance.models import PolicyResult, UseCase, UseCaseStatus
+from governance.services import policies as policy_services
+from governance.services import use_cases as use_case_services
 from registry.models import Visibility
 from tests.factories import ModelVersionFactory
 from tests.registry.conftest import token_client
@@ -35,7 +36,7 @@ def _body(version, **extra) -> dict:
 
 
 def _policy(actor, rules, name="baseline", **extra):
-    return usecase_services.policy_create(
+    return policy_services.policy_create(
         actor=actor,
         name=name,
         title=f"{name} policy",
@@ -217,7 +218,7 @@ def test_policy_check_stores_and_returns_a_verdict(member_a, reviewer, draft_use
 def test_policy_results_are_listed_per_use_case_and_read_by_id(
     member_a, member_b, reviewer, draft_use_case
 ):
-    first = usecase_services.policy_evaluate(
+    first = policy_services.policy_evaluate(
         use_case=draft_use_case, trigger="on_demand"
     )
     second = token_client(reviewer).post(
@@ -250,7 +251,7 @@ def test_policy_results_are_listed_per_use_case_and_read_by_id(
 
 
 def test_policy_results_cannot_be_changed_through_the_api(member_a, draft_use_case):
-    result = usecase_services.policy_evaluate(
+    result = policy_services.policy_evaluate(
         use_case=draft_use_case, trigger="on_demand"
     )
     api = token_client(member_a)
@@ -402,7 +403,7 @@ def test_the_policy_schema_is_published(member_b):
 
 
 def test_anonymous_callers_get_401_on_every_endpoint(anon, draft_use_case):
-    result = usecase_services.policy_evaluate(
+    result = policy_services.policy_evaluate(
         use_case=draft_use_case, trigger="on_demand"
     )
     uc = f"/api/v1/use-cases/{draft_use_case.pk}/"
@@ -442,7 +443,7 @@ def test_constant_queries_for_a_full_page_of_use_cases_and_policies(
     )
     for n in range(1, 6):
         version = ModelVersionFactory(model=governed_version.model)
-        use_case = usecase_services.use_case_create(
+        use_case = use_case_services.use_case_create(
             actor=member_a,
             model_version=version,
             title=f"Use {n}",
@@ -450,7 +451,7 @@ def test_constant_queries_for_a_full_page_of_use_cases_and_policies(
             public_service="A service",
             valid_until=draft_use_case.valid_until,
         )
-        usecase_services.use_case_assess(
+        use_case_services.use_case_assess(
             actor=member_a,
             use_case=use_case,
             answers={
@@ -494,7 +495,7 @@ def test_the_admin_shows_but_never_changes_these_records(
     client, platform_admin, reviewer, draft_use_case, aia_questionnaire
 ):
     policy = _policy(reviewer, [PD])
-    result = usecase_services.policy_evaluate(
+    result = policy_services.policy_evaluate(
         use_case=draft_use_case, trigger="on_demand"
     )
     client.force_login(platform_admin)

@@ -8,9 +8,12 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from governance import lifecycle, usecase_services
-from governance.lifecycle import version_status_for
+from governance import selectors
 from governance.models import UseCaseStatus
+from governance.services import approvals, lifecycle
+from governance.services import decisions as decision_services
+from governance.services import use_cases as use_case_services
+from governance.services.lifecycle import version_status_for
 from registry.models import ModelVersion, VersionStatus
 from tests.governance.conftest import RATIONALE, LifecycleKit
 
@@ -36,7 +39,7 @@ def _changes(version) -> list[tuple[str, str]]:
 
 
 def _second_use_case(kit) -> LifecycleKit:
-    use_case = usecase_services.use_case_create(
+    use_case = use_case_services.use_case_create(
         actor=kit.requester,
         model_version=kit.use_case.model_version,
         title="Summarising complaints",
@@ -89,19 +92,19 @@ def test_the_version_follows_its_use_case_through_the_lifecycle(kit, reviewer):
     lifecycle.use_case_start_review(actor=reviewer, use_case=kit.use_case)
     assert _status(version) == V.IN_REVIEW
 
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert _status(version) == V.APPROVED
-    lifecycle.use_case_suspend(
+    decision_services.use_case_suspend(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert _status(version) == V.SUSPENDED
-    lifecycle.use_case_reinstate(
+    decision_services.use_case_reinstate(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert _status(version) == V.APPROVED
-    lifecycle.use_case_retire(
+    decision_services.use_case_retire(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert _status(version) == V.RETIRED
@@ -122,8 +125,8 @@ def test_an_expired_only_version_goes_back_to_draft(kit):
     use_case = kit.approved()
     version = use_case.model_version
     assert _status(version) == V.APPROVED
-    assert lifecycle.use_case_expire(
-        use_case=use_case, now=lifecycle.approval_in_force(use_case).expires_at
+    assert approvals.use_case_expire(
+        use_case=use_case, now=selectors.approval_in_force(use_case).expires_at
     )
     assert kit.refresh().status == S.EXPIRED
     assert _status(version) == V.DRAFT
@@ -133,7 +136,7 @@ def test_an_expired_only_version_goes_back_to_draft(kit):
 
 def test_changes_requested_puts_the_version_back_to_draft(kit, reviewer):
     kit.in_review()
-    lifecycle.use_case_request_changes(
+    decision_services.use_case_request_changes(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert _status(kit.use_case.model_version) == V.DRAFT
@@ -143,7 +146,7 @@ def test_one_approved_use_case_makes_the_version_approved(kit, reviewer):
     version = kit.use_case.model_version
     other = _second_use_case(kit)
     other.in_review()
-    lifecycle.use_case_reject(
+    decision_services.use_case_reject(
         actor=reviewer, use_case=other.use_case, rationale=RATIONALE
     )
     assert other.refresh().status == S.REJECTED
@@ -151,7 +154,7 @@ def test_one_approved_use_case_makes_the_version_approved(kit, reviewer):
 
     kit.in_review()
     assert _status(version) == V.IN_REVIEW
-    lifecycle.use_case_approve(
+    decision_services.use_case_approve(
         actor=reviewer, use_case=kit.use_case, rationale=RATIONALE
     )
     assert _status(version) == V.APPROVED

@@ -15,9 +15,9 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from governance import services
 from governance.models import EvaluationRun, RunStatus
-from governance.suites import builtin_suites_sync
+from governance.services import evaluations
+from governance.services.suites import builtin_suites_sync
 from registry.models import ArtifactState, ModelKind, ModelVersion
 
 LM_SUITE = "civitas-core"
@@ -54,14 +54,14 @@ class Command(BaseCommand):
                 status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED],
             ).exists():
                 continue
-            run = services.evaluation_request(
+            run = evaluations.evaluation_request(
                 actor=admin, model_version=version, suite=core, enqueue=queue
             )
             evaluated += 1
             if queue:
                 self.stdout.write(f"  queued {version} on {core} (run {run.pk})")
                 continue
-            run = services.evaluation_execute(run_id=run.pk)
+            run = evaluations.evaluation_execute(run_id=run.pk)
             figures = {
                 m.name: m.value
                 for m in run.metrics.filter(

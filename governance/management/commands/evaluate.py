@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from config.exceptions import DomainError
-from governance import services
 from governance.models import EvaluationSuite, RunStatus
+from governance.services import evaluations as evaluation_services
 from registry.models import ModelVersion
 
 
@@ -62,7 +62,7 @@ class Command(BaseCommand):
         if actor is None:
             raise CommandError(f"no user '{user or 'superuser'}'")
         try:
-            run = services.evaluation_request(
+            run = evaluation_services.evaluation_request(
                 actor=actor, model_version=model_version, suite=suite_row, enqueue=False
             )
         except DomainError as exc:
@@ -77,7 +77,7 @@ class Command(BaseCommand):
             bar.n = event.get("done", 0)
             bar.refresh()
 
-        run = services.evaluation_execute(run_id=run.pk, progress=progress)
+        run = evaluation_services.evaluation_execute(run_id=run.pk, progress=progress)
         for bar in bars.values():
             bar.close()
         if run.status != RunStatus.SUCCEEDED:

@@ -1,4 +1,4 @@
-"""The built-in evaluation suites shipped in ``workers/suites``, in the registry.
+"""The built-in evaluation suites shipped in ``governance/suites``, in the registry.
 
 Each suite's data file becomes a dataset version of the platform's own agency
 (``civitas``), so evaluations reference it with its digest and lineage like
@@ -10,16 +10,20 @@ chain). Idempotent: what exists is looked up by natural key first.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from governance import services
-from governance.models import EvaluationSuite
+from audit import services as audit
+from config.exceptions import Conflict, DomainError
+from governance.models import EvaluationSuite, SuiteDataset
+from governance.services.evaluations import _copy_from_storage
 from registry import services as registry_services
 from registry.models import Agency, Dataset, DatasetVersion, Membership, Role
+from registry.selectors import user_agency_id
 from registry.services import artifacts as registry_artifacts
 from registry.storage import spool
 
@@ -27,9 +31,107 @@ PLATFORM_SLUG = "civitas"
 SUITE_CURATOR = "civitas-suites"
 
 
+def _validate_task_data(task: str, dataset_version) -> None:
+    """Check a task's dataset file against the task's JSONL schema."""
+    from engine.evaluate import (
+        DataError,
+        UnsupportedTask,
+        read_jsonl,
+        validate_records,
+    )
+
+    if not dataset_version.storage_key:
+        raise DomainError(
+            f"Dataset version {dataset_version} has no file yet.",
+            code="dataset_file_missing",
+        )
+    with tempfile.TemporaryDirectory(prefix="civitas-suite-") as tmp:
+        path = _copy_from_storage(dataset_version.storage_key, Path(tmp) / "data.jsonl")
+        try:
+            validate_records(task, read_jsonl(path))
+        except (DataError, UnsupportedTask) as exc:
+            raise DomainError(
+                f"{dataset_version} does not fit task '{task}': {exc}",
+                code="suite_data_invalid",
+            ) from None
+
+
+@transaction.atomic
+def suite_register(
+    *,
+    actor,
+    name: str,
+    version: str,
+    licence,
+    tasks: list[dict],
+    description: str = "",
+    builtin: bool = False,
+) -> EvaluationSuite:
+    """Register a suite whose tasks read registry dataset versions.
+
+    ``tasks`` is ``[{"task", "name"?, "dataset_version": DatasetVersion,
+    "options"?}]``. Each dataset version must be visible to the actor and its
+    file must match the task's JSONL schema (``suite_data_invalid`` names the
+    line). Built-in suites belong to no agency; others to the actor's. The
+    dataset versions are also linked as ``SuiteDataset`` rows, which protect
+    them from deletion. A name and version already registered raise
+    ``Conflict``.
+    """
+    if EvaluationSuite.objects.filter(name=name, version=version).exists():
+        raise Conflict(f"Suite {name}@{version} exists.", code="suite_exists")
+    visible = DatasetVersion.objects.visible_to(actor)
+    stored = []
+    for entry in tasks:
+        dataset_version = entry["dataset_version"]
+        if not visible.filter(pk=dataset_version.pk).exists():
+            raise DomainError(
+                "Dataset version does not exist.",
+                code="does_not_exist",
+                fields={
+                    "tasks": [
+                        {
+                            "code": "does_not_exist",
+                            "message": f"No dataset version {dataset_version.pk}.",
+                        }
+                    ]
+                },
+            )
+        _validate_task_data(entry["task"], dataset_version)
+        stored.append(
+            {
+                "task": entry["task"],
+                "name": entry.get("name") or entry["task"],
+                "dataset_version": dataset_version.pk,
+                "options": entry.get("options", {}),
+            }
+        )
+    agency = None if builtin else Agency.objects.get(pk=user_agency_id(actor))
+    suite = EvaluationSuite.objects.create(
+        name=name,
+        version=version,
+        description=description,
+        licence=licence,
+        agency=agency,
+        tasks=stored,
+    )
+    # Rows, not only JSON: the database then refuses to delete the data.
+    SuiteDataset.objects.bulk_create(
+        SuiteDataset(suite=suite, dataset_version_id=pk)
+        for pk in sorted({entry["dataset_version"] for entry in stored})
+    )
+    audit.record(
+        actor=actor,
+        action="suite.registered",
+        obj=suite,
+        agency=agency,
+        payload={"suite": f"{name}@{version}", "tasks": stored},
+    )
+    return suite
+
+
 def suites_dir() -> Path:
     """Where the built-in suites are shipped."""
-    return Path(settings.BASE_DIR) / "workers" / "suites"
+    return Path(settings.BASE_DIR) / "governance" / "suites"
 
 
 def _suite_files() -> list[tuple[Path, dict]]:
@@ -151,7 +253,7 @@ def builtin_suites_sync(*, admin) -> list[EvaluationSuite]:
             for task in spec["tasks"]
         ]
         suites.append(
-            services.suite_register(
+            suite_register(
                 actor=curator,
                 name=spec["name"],
                 version=spec["version"],

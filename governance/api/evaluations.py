@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.core.files.storage import storages
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -15,24 +14,29 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.exceptions import Conflict
-from governance import services
-from governance.models import EvaluationRun, EvaluationSuite
-from governance.openapi_examples import (
+from governance.api.examples import (
     CANCELLED_RUN,
     EVALUATION_ITEMS,
     EVALUATION_RUN,
     SUITE,
     response,
 )
-from governance.serializers import (
+from governance.api.filters import EvaluationRunFilter
+from governance.api.serializers import (
     EvaluationRequestSerializer,
     EvaluationRunSerializer,
     EvaluationSuiteSerializer,
 )
+from governance.models import (
+    EvaluationRun,
+    EvaluationSuite,
+)
+from governance.services.evaluations import evaluation_cancel, evaluation_request
 from registry.models import ModelVersion
 
 
@@ -51,16 +55,6 @@ class EvaluationSuiteViewSet(viewsets.ReadOnlyModelViewSet):
         return EvaluationSuite.objects.visible_to(self.request.user).select_related(
             "licence", "agency"
         )
-
-
-class EvaluationRunFilter(filters.FilterSet):
-    suite = filters.CharFilter(field_name="suite__name")
-    model_version = filters.NumberFilter(field_name="model_version_id")
-    agency = filters.CharFilter(field_name="model_version__model__agency__slug")
-
-    class Meta:
-        model = EvaluationRun
-        fields = ["status", "suite", "model_version", "agency"]
 
 
 @extend_schema_view(
@@ -91,7 +85,7 @@ class EvaluationRunViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a queued or running evaluation (409 once finished)."""
-        run = services.evaluation_cancel(actor=request.user, run=self.get_object())
+        run = evaluation_cancel(actor=request.user, run=self.get_object())
         return Response(EvaluationRunSerializer(run).data)
 
     @extend_schema(
@@ -124,8 +118,6 @@ def _suite_by_reference(reference: str, user) -> EvaluationSuite:
         suites = suites.filter(version=version)
     suite = suites.order_by("-created_at").first()
     if suite is None:
-        from rest_framework.exceptions import ValidationError
-
         raise ValidationError({"suite": [f"No suite '{reference}' is available."]})
     return suite
 
@@ -168,9 +160,7 @@ class ModelVersionEvaluationsView(APIView):
         data = EvaluationRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         suite = _suite_by_reference(data.validated_data["suite"], request.user)
-        run = services.evaluation_request(
-            actor=request.user, model_version=version, suite=suite
-        )
+        run = evaluation_request(actor=request.user, model_version=version, suite=suite)
         return Response(
             EvaluationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED
         )

@@ -38,7 +38,8 @@ from governance.models import (
     PolicyResult,
     RunStatus,
 )
-from registry.models import user_membership
+from registry.models import DatasetVersion
+from registry.selectors import user_membership
 
 __all__ = [
     "ATTESTED_RUN_STATUSES",
@@ -124,8 +125,6 @@ def _issue(
 
 def _suite_tasks(run: EvaluationRun) -> list[dict[str, Any]]:
     """The suite's tasks with the dataset version and SHA-256 each one read."""
-    from registry.models import DatasetVersion
-
     ids = [entry["dataset_version"] for entry in run.suite.tasks]
     versions = DatasetVersion.objects.select_related("dataset__agency").in_bulk(ids)
     tasks = []
@@ -285,6 +284,47 @@ def evidence_run_ids(result: PolicyResult | None) -> list[int]:
     return sorted(found)
 
 
+def _evaluation_evidence(result: PolicyResult | None) -> list[dict[str, Any]]:
+    """Each run a policy result relied on, with its attestation's digest."""
+    run_ids = evidence_run_ids(result)
+    run_attestations = dict(
+        Attestation.objects.filter(run_id__in=run_ids).values_list(
+            "run_id", "statement_sha256"
+        )
+    )
+    return [
+        {"run_id": run_id, "attestation_statement_sha256": run_attestations.get(run_id)}
+        for run_id in run_ids
+    ]
+
+
+def _prior_approvals(decision: Decision) -> list[dict[str, Any]]:
+    """The other approvals of the decision's review round, oldest first."""
+    if decision.review_round_id is None:
+        return []
+    return [
+        {"decision_id": pk, "reviewer": f"{username}#{user_id}"}
+        for pk, username, user_id in (
+            Decision.objects.filter(
+                review_round_id=decision.review_round_id, kind="approve"
+            )
+            .exclude(pk=decision.pk)
+            .order_by("pk")
+            .values_list("pk", "reviewer__username", "reviewer_id")
+        )
+    ]
+
+
+def _reviewer(user) -> dict[str, Any]:
+    """A reviewer as a decision statement names them, with agency and role."""
+    membership = user_membership(user)
+    return {
+        **_person(user),
+        "agency": membership.agency.slug if membership else None,
+        "role": membership.role if membership else None,
+    }
+
+
 def decision_statement(decision: Decision, *, issued_at) -> dict[str, Any]:
     """The statement of a decision: what was decided, on which evidence, by whom.
 
@@ -297,31 +337,6 @@ def decision_statement(decision: Decision, *, issued_at) -> dict[str, Any]:
     submission = decision.submission
     result = decision.policy_result
     waiver = decision.waiver
-    run_ids = evidence_run_ids(result)
-    run_attestations = dict(
-        Attestation.objects.filter(run_id__in=run_ids).values_list(
-            "run_id", "statement_sha256"
-        )
-    )
-    prior_approvals = []
-    if decision.review_round_id is not None:
-        prior_approvals = [
-            {"decision_id": pk, "reviewer": f"{username}#{user_id}"}
-            for pk, username, user_id in (
-                Decision.objects.filter(
-                    review_round_id=decision.review_round_id, kind="approve"
-                )
-                .exclude(pk=decision.pk)
-                .order_by("pk")
-                .values_list("pk", "reviewer__username", "reviewer_id")
-            )
-        ]
-    membership = user_membership(decision.reviewer)
-    reviewer = {
-        **_person(decision.reviewer),
-        "agency": membership.agency.slug if membership else None,
-        "role": membership.role if membership else None,
-    }
     version = decision.model_version
     return _plain(
         {
@@ -341,7 +356,7 @@ def decision_statement(decision: Decision, *, issued_at) -> dict[str, Any]:
                     "approved_at": decision.approved_at,
                     "expires_at": decision.expires_at,
                 },
-                "reviewer": reviewer,
+                "reviewer": _reviewer(decision.reviewer),
                 "use_case": {
                     "id": use_case.pk,
                     "title": use_case.title,
@@ -379,14 +394,8 @@ def decision_statement(decision: Decision, *, issued_at) -> dict[str, Any]:
                     "granted_by": _person(waiver.granted_by),
                     "granted_at": waiver.granted_at,
                 },
-                "evaluation_evidence": [
-                    {
-                        "run_id": run_id,
-                        "attestation_statement_sha256": run_attestations.get(run_id),
-                    }
-                    for run_id in run_ids
-                ],
-                "prior_approvals_in_round": prior_approvals,
+                "evaluation_evidence": _evaluation_evidence(result),
+                "prior_approvals_in_round": _prior_approvals(decision),
                 "issuer": {"platform_key_id": signing.platform_key_id()},
                 "issued_at": issued_at,
             },

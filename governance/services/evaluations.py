@@ -33,32 +33,15 @@ from governance.models import (
     EvaluationSuite,
     RunMetric,
     RunStatus,
-    SuiteDataset,
 )
-from registry.models import (
-    ArtifactState,
-    ModelKind,
-    ModelVersion,
-    is_oversight,
-    user_agency_id,
-)
+from governance.services.attestations import attestation_for_run
+from governance.services.policies import policy_evaluate_for_version
+from registry.models import ArtifactState, DatasetVersion, ModelVersion
+from registry.selectors import is_oversight, user_agency_id
 
 logger = logging.getLogger(__name__)
 
-LM_KINDS = {ModelKind.CAUSAL_LM_KV, ModelKind.CAUSAL_LM}
-LM_TASKS = {"perplexity", "multiple_choice", "stereotype_pairs", "refusal"}
 FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
-
-
-def _suite_applies(suite: EvaluationSuite, kind: str) -> str | None:
-    """Why the suite cannot run on a model of this kind, or None if it can."""
-    for entry in suite.tasks:
-        task = entry["task"]
-        if task in LM_TASKS and kind not in LM_KINDS:
-            return f"task '{task}' needs a causal language model, not '{kind}'"
-        if task == "classification" and kind in LM_KINDS:
-            return "task 'classification' needs a classifier or a tensor model"
-    return None
 
 
 @transaction.atomic
@@ -85,7 +68,7 @@ def evaluation_request(
             "The version has no verified artifact yet; upload or verify it first.",
             code="artifact_not_available",
         )
-    reason = _suite_applies(suite, model_version.kind)
+    reason = suite.unsupported_reason(model_version.kind)
     if reason:
         raise DomainError(
             f"Suite {suite} does not apply: {reason}.",
@@ -170,8 +153,6 @@ def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING
                 agency=run.model_version.model.agency,
                 payload={"run_id": run_id, "code": code, "message": message[:500]},
             )
-            from governance.attestations import attestation_for_run
-
             # A failure is evidence too: it is signed with the run, or neither.
             attestation_for_run(run=run)
     return changed
@@ -186,8 +167,6 @@ def _copy_from_storage(key: str, dest: Path) -> Path:
 
 def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
     """The engine's suite dict with each task's data copied out of the store."""
-    from registry.models import DatasetVersion
-
     versions = DatasetVersion.objects.select_related("dataset").in_bulk(
         [entry["dataset_version"] for entry in suite.tasks]
     )
@@ -403,14 +382,10 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
             },
         )
         # Imported here: the policy engine imports this module's suite rules.
-        from governance.usecase_services import policy_evaluate_for_version
-
         # Every use case of the version gets a fresh verdict on the new run.
         policy_evaluate_for_version(
             model_version=run.model_version, trigger="evaluation", actor=None
         )
-        from governance.attestations import attestation_for_run
-
         # The signed attestation commits with the run, or neither does.
         attestation_for_run(run=run)
 
@@ -484,103 +459,3 @@ def evaluation_sweep() -> dict[str, int]:
             "it stopped before finishing.",
         )
     return {"requeued": requeued, "failed": failed}
-
-
-def _validate_task_data(task: str, dataset_version) -> None:
-    """Check a task's dataset file against the task's JSONL schema."""
-    from engine.evaluate import (
-        DataError,
-        UnsupportedTask,
-        read_jsonl,
-        validate_records,
-    )
-
-    if not dataset_version.storage_key:
-        raise DomainError(
-            f"Dataset version {dataset_version} has no file yet.",
-            code="dataset_file_missing",
-        )
-    with tempfile.TemporaryDirectory(prefix="civitas-suite-") as tmp:
-        path = _copy_from_storage(dataset_version.storage_key, Path(tmp) / "data.jsonl")
-        try:
-            validate_records(task, read_jsonl(path))
-        except (DataError, UnsupportedTask) as exc:
-            raise DomainError(
-                f"{dataset_version} does not fit task '{task}': {exc}",
-                code="suite_data_invalid",
-            ) from None
-
-
-@transaction.atomic
-def suite_register(
-    *,
-    actor,
-    name: str,
-    version: str,
-    licence,
-    tasks: list[dict],
-    description: str = "",
-    builtin: bool = False,
-) -> EvaluationSuite:
-    """Register a suite whose tasks read registry dataset versions.
-
-    ``tasks`` is ``[{"task", "name"?, "dataset_version": DatasetVersion,
-    "options"?}]``. Each dataset version must be visible to the actor and its
-    file must match the task's JSONL schema (``suite_data_invalid`` names the
-    line). Built-in suites belong to no agency; others to the actor's. The
-    dataset versions are also linked as ``SuiteDataset`` rows, which protect
-    them from deletion. A name and version already registered raise
-    ``Conflict``.
-    """
-    from registry.models import Agency, DatasetVersion
-
-    if EvaluationSuite.objects.filter(name=name, version=version).exists():
-        raise Conflict(f"Suite {name}@{version} exists.", code="suite_exists")
-    visible = DatasetVersion.objects.visible_to(actor)
-    stored = []
-    for entry in tasks:
-        dataset_version = entry["dataset_version"]
-        if not visible.filter(pk=dataset_version.pk).exists():
-            raise DomainError(
-                "Dataset version does not exist.",
-                code="does_not_exist",
-                fields={
-                    "tasks": [
-                        {
-                            "code": "does_not_exist",
-                            "message": f"No dataset version {dataset_version.pk}.",
-                        }
-                    ]
-                },
-            )
-        _validate_task_data(entry["task"], dataset_version)
-        stored.append(
-            {
-                "task": entry["task"],
-                "name": entry.get("name") or entry["task"],
-                "dataset_version": dataset_version.pk,
-                "options": entry.get("options", {}),
-            }
-        )
-    agency = None if builtin else Agency.objects.get(pk=user_agency_id(actor))
-    suite = EvaluationSuite.objects.create(
-        name=name,
-        version=version,
-        description=description,
-        licence=licence,
-        agency=agency,
-        tasks=stored,
-    )
-    # Rows, not only JSON: the database then refuses to delete the data.
-    SuiteDataset.objects.bulk_create(
-        SuiteDataset(suite=suite, dataset_version_id=pk)
-        for pk in sorted({entry["dataset_version"] for entry in stored})
-    )
-    audit.record(
-        actor=actor,
-        action="suite.registered",
-        obj=suite,
-        agency=agency,
-        payload={"suite": f"{name}@{version}", "tasks": stored},
-    )
-    return suite

@@ -3,7 +3,7 @@
 The story follows the demo catalogue: Arden City Council puts its requests
 assistant (model version 31) into service for its contact centre, the Office
 for Public AI Oversight reviews it. ``response``/``request`` build the
-examples, as in ``registry.openapi_examples``.
+examples, as in ``registry.api.examples``.
 """
 
 from __future__ import annotations
@@ -371,3 +371,90 @@ AUDIT_EXPORT = (
     '"object_type": "registry.modelversion", "object_id": "31", "hash": "e3b9..."}\n'
     '{"type": "end", "events": 1, "up_to_seq": 1042}\n'
 )
+
+
+USE_CASE_EXAMPLE = {
+    "model_version": 12,
+    "title": "Drafting replies to housing-benefit letters",
+    "purpose": "Draft first replies to citizens' letters about housing benefit.",
+    "public_service": "Housing benefit, city of A",
+    "affected_people": "Claimants writing to the benefits office",
+    "decision_informed": "None: caseworkers write and sign every reply.",
+    "human_oversight": "A caseworker reads and edits every draft before sending.",
+    "valid_until": "2027-12-31",
+}
+
+
+ANSWERS_EXAMPLE = {
+    "questionnaire": "aia@1",
+    "answers": {
+        "prohibited_practices": ["none"],
+        "areas": ["internal_drafting"],
+        "decision_role": "assists_staff",
+        "affected_people": "public_general",
+        "scale": "1k_to_100k",
+        "impact_on_rights": "minor",
+        "reversibility": "easily",
+        "personal_data_in_use": "personal",
+        "data_representativeness": "partly",
+        "public_interaction": "no",
+        "human_oversight": "every_output",
+        "explainability": "partly",
+        "contestability": "yes",
+        "fallback": "yes",
+    },
+}
+
+
+POLICY_EXAMPLE = {
+    "name": "high-risk-baseline",
+    "title": "Baseline for high-risk uses",
+    "scope": "risk_tier",
+    "risk_tier": "high",
+    "rules": [
+        {
+            "id": "mc-accuracy",
+            "kind": "required_evaluation",
+            "suite": "civitas-core",
+            "metric": "public-services-mc.acc",
+            "min": 0.7,
+            "max_age_days": 90,
+        },
+        {"id": "open-licence", "kind": "licence", "allow": ["Apache-2.0", "MIT"]},
+        {"id": "lineage", "kind": "licence", "require_lineage_compatibility": True},
+        {
+            "id": "eu-only",
+            "kind": "sovereignty",
+            "training_jurisdictions": ["EU"],
+            "hosting_jurisdictions": ["FR"],
+        },
+        {"id": "gdpr", "kind": "personal_data", "mode": "legal_basis_required"},
+        {
+            "id": "card",
+            "kind": "documentation",
+            "model_card": ["limitations", "risks"],
+            "use_case": ["human_oversight"],
+        },
+        {
+            "id": "small",
+            "kind": "size_cost",
+            "max_parameters": 3000000000,
+            "max_energy_j_per_1k_tokens": 50,
+        },
+    ],
+}
+
+
+APPROVE_EXAMPLE = {
+    "rationale": "Evidence is complete and the human oversight is adequate.",
+}
+
+
+WAIVER_EXAMPLE = {
+    "rationale": "Approved with the energy rule waived for the pilot period.",
+    "waiver": {
+        "rule_ids": ["platform-baseline/energy"],
+        "justification": "The pilot runs on a shared server whose energy counters "
+        "are unavailable; the measurement is scheduled for the next quarter.",
+    },
+}

@@ -1,4 +1,4 @@
-"""The policy engine: the rules' JSON Schema, their validation and evaluators.
+"""The policy engine: one evaluator per rule kind, and ``evaluate``.
 
 A policy's ``rules`` is a list validated against
 ``schemas/policy.schema.json`` (JSON Schema Draft 2020-12) and then by
@@ -10,52 +10,45 @@ or ``not_applicable``, with the evidence and a sentence a reviewer can read.
 Evidence that is missing (an unrecorded jurisdiction, no run, no training
 data) fails the rule: what cannot be shown is not assumed.
 
-This module only reads; ``governance.usecase_services.policy_evaluate``
+This module only reads; ``governance.services.policies.policy_evaluate``
 stores the outcomes as a ``PolicyResult``. See docs/governance.md, "Policies".
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import license_expression
-from django.db.models import F
-from django.utils import timezone
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaError
 
-from config.exceptions import DomainError
 from governance.models import (
     EvaluationRun,
     EvaluationSuite,
     Policy,
     RuleStatus,
-    RunStatus,
     UseCase,
 )
-from registry import licences, lineage
+from governance.rules.facts import (
+    Facts,
+    Outcome,
+    _iso,
+    _list,
+    _short,
+    _verdict,
+    readable_number,
+)
+from registry import lineage
 from registry.models import (
     DatasetRole,
     DatasetVersion,
-    ModelVersion,
-    ModelVersionDataset,
     PersonalData,
 )
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "policy.schema.json"
-# A base chain longer than this is a data error, not a lineage.
-MAX_LINEAGE_DEPTH = 50
 
 # ISO 3166-1 alpha-2 codes of the member states (Greece is GR in ISO 3166).
 EU_MEMBER_STATES = frozenset(
@@ -70,7 +63,6 @@ JURISDICTION_GROUPS = {"EU": EU_MEMBER_STATES, "EEA": EEA_MEMBER_STATES}
 
 # GDPR Recital 26: pseudonymised data is still personal data.
 PERSONAL = frozenset({PersonalData.PERSONAL, PersonalData.PSEUDONYMISED})
-LEARNING_ROLES = (DatasetRole.TRAINING, DatasetRole.FINE_TUNING)
 _ROLE_NOUN = {
     DatasetRole.TRAINING: "training data",
     DatasetRole.FINE_TUNING: "fine-tuning data",
@@ -83,302 +75,21 @@ _MODEL_FIELDS = frozenset(
 _REF_PREFIX = re.compile(r"\bLicenseRef-", re.IGNORECASE)
 
 
-# --- the schema and rule validation --------------------------------------------
-
-
-@functools.cache
-def schema() -> dict[str, Any]:
-    """The published JSON Schema of policy rules (read once per process)."""
-    return json.loads(SCHEMA_PATH.read_text("utf-8"))
-
-
-@functools.cache
-def _validator() -> Draft202012Validator:
-    Draft202012Validator.check_schema(schema())
-    return Draft202012Validator(schema())
-
-
-def _path(error: SchemaError) -> str:
-    """The JSON path of an error below the ``rules`` field: ``rules[0].min``."""
-    return "rules" + error.json_path.removeprefix("$")
-
-
-def _schema_message(error: SchemaError) -> str:
-    """A readable message; the combinators' defaults repeat the whole instance."""
-    if error.validator == "anyOf" and all(
-        "required" in branch for branch in error.validator_value
-    ):
-        names = ", ".join(
-            f"'{branch['required'][0]}'" for branch in error.validator_value
-        )
-        return f"needs at least one of {names}"
-    if error.validator == "not" and "required" in error.validator_value:
-        names = " and ".join(f"'{n}'" for n in error.validator_value["required"])
-        return f"must not give both {names}"
-    return error.message
-
-
-def _schema_errors(rules: Any) -> list[dict[str, str]]:
-    errors = sorted(
-        _validator().iter_errors(rules),
-        key=lambda e: (list(map(str, e.path)), e.message),
-    )
-    return [
-        {
-            "code": f"schema_{e.validator}",
-            "message": f"{_path(e)}: {_schema_message(e)}",
-        }
-        for e in errors
-    ]
-
-
-def _spdx_errors(index: int, rule: dict[str, Any]) -> list[dict[str, str]]:
-    errors = []
-    for key in ("allow", "deny"):
-        for position, identifier in enumerate(rule.get(key, [])):
-            where = f"rules[{index}].{key}[{position}]"
-            try:
-                spelled = licences.normalise(identifier)
-            except licences.LicenceExpressionError as exc:
-                errors.append({"code": "invalid_licence", "message": f"{where}: {exc}"})
-                continue
-            if spelled != identifier or " " in spelled:
-                errors.append(
-                    {
-                        "code": "invalid_licence",
-                        "message": f"{where}: give one SPDX identifier as SPDX "
-                        f"spells it ({spelled!r}), not {identifier!r}",
-                    }
-                )
-    return errors
-
-
-def _suite_exists(reference: str) -> bool:
-    name, _, version = reference.partition("@")
-    suites = EvaluationSuite.objects.filter(name=name)
-    if version:
-        suites = suites.filter(version=version)
-    return suites.exists()
-
-
-def validate_rules(rules: Any) -> None:
-    """Check policy rules against the schema, then what the schema cannot say.
-
-    Raises ``DomainError`` (400, code ``invalid_rules``) whose
-    ``fields.rules`` lists ``{code, message}`` items; each message starts with
-    the JSON path of the offending value, e.g. ``rules[1].min: 'high' is not
-    of type 'number'``. Beyond the schema: rule ids are unique within the
-    policy, licence identifiers are SPDX identifiers spelled as SPDX does,
-    ``min`` does not exceed ``max`` and every suite named exists.
-    """
-    errors = _schema_errors(rules)
-    if not errors:
-        seen: dict[str, int] = {}
-        for index, rule in enumerate(rules):
-            if rule["id"] in seen:
-                errors.append(
-                    {
-                        "code": "duplicate_rule_id",
-                        "message": f"rules[{index}].id: '{rule['id']}' is already "
-                        f"the id of rules[{seen[rule['id']]}]",
-                    }
-                )
-            seen.setdefault(rule["id"], index)
-            if rule["kind"] == "licence":
-                errors.extend(_spdx_errors(index, rule))
-            if "min" in rule and "max" in rule and rule["min"] > rule["max"]:
-                errors.append(
-                    {
-                        "code": "invalid_bounds",
-                        "message": f"rules[{index}].min: {rule['min']} is greater "
-                        f"than max {rule['max']}",
-                    }
-                )
-            suite = rule.get("suite")
-            if suite and not _suite_exists(suite):
-                errors.append(
-                    {
-                        "code": "unknown_suite",
-                        "message": f"rules[{index}].suite: no evaluation suite "
-                        f"'{suite}' exists",
-                    }
-                )
-    if errors:
-        raise DomainError(
-            "The policy rules are not valid; each message starts with the path "
-            "of the value at fault.",
-            code="invalid_rules",
-            fields={"rules": errors},
-        )
-
-
-# --- facts about one use case ----------------------------------------------------
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def _short(digest: str) -> str:
-    return f"sha256:{digest[:12]}" if digest else "(none)"
-
-
-def _number(value: float) -> str:
-    """A value as a reviewer reads it: 0.8123 -> 0.8123, 1250000 -> 1,250,000."""
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:.4g}"
-
-
-def _list(items: Iterable[str]) -> str:
-    return ", ".join(items)
-
-
-class Facts:
-    """What the rules read about one use case, each fact queried once.
-
-    The version comes with its model, agency and licence; lineage facts walk
-    the base chain; runs are looked up per suite reference and cached.
-    """
-
-    def __init__(self, use_case: UseCase, *, now: datetime | None = None) -> None:
-        self.use_case = use_case
-        self.version: ModelVersion = use_case.model_version
-        self.now = now or timezone.now()
-        self._runs: dict[str | None, EvaluationRun | None] = {}
-
-    @cached_property
-    def ancestors(self) -> list[ModelVersion]:
-        """Base versions, nearest first, each with its model and licence."""
-        chain: list[ModelVersion] = []
-        seen = {self.version.pk}
-        base_id = self.version.base_version_id
-        while base_id is not None and base_id not in seen:
-            if len(chain) >= MAX_LINEAGE_DEPTH:
-                break
-            base = ModelVersion.objects.select_related("model__agency", "licence").get(
-                pk=base_id
-            )
-            chain.append(base)
-            seen.add(base.pk)
-            base_id = base.base_version_id
-        return chain
-
-    @cached_property
-    def learning_links(self) -> list[ModelVersionDataset]:
-        """Training and fine-tuning links of the version and of its base chain."""
-        ids = [self.version.pk, *(a.pk for a in self.ancestors)]
-        return list(
-            ModelVersionDataset.objects.filter(
-                model_version_id__in=ids, role__in=LEARNING_ROLES
-            )
-            .select_related(
-                "dataset_version__dataset__agency", "dataset_version__licence"
-            )
-            .order_by("model_version_id", "role", "dataset_version_id")
-        )
-
-    @cached_property
-    def learning_datasets(self) -> list[DatasetVersion]:
-        """The distinct dataset versions the version or its bases learned from."""
-        found: dict[int, DatasetVersion] = {}
-        for link in self.learning_links:
-            found.setdefault(link.dataset_version_id, link.dataset_version)
-        return list(found.values())
-
-    @cached_property
-    def own_datasets(self) -> list[DatasetVersion]:
-        """The distinct dataset versions linked to this version, in any role."""
-        links = (
-            ModelVersionDataset.objects.filter(model_version_id=self.version.pk)
-            .select_related("dataset_version__dataset__agency")
-            .order_by("dataset_version_id")
-        )
-        found: dict[int, DatasetVersion] = {}
-        for link in links:
-            found.setdefault(link.dataset_version_id, link.dataset_version)
-        return list(found.values())
-
-    def suites(self, reference: str) -> list[EvaluationSuite]:
-        """Suites matching ``name`` (any version) or ``name@version``."""
-        name, _, version = reference.partition("@")
-        suites = EvaluationSuite.objects.filter(name=name)
-        if version:
-            suites = suites.filter(version=version)
-        return list(suites)
-
-    def latest_run(self, reference: str | None) -> EvaluationRun | None:
-        """The latest successful run on this exact digest, of a suite or of any.
-
-        Runs of this version whose ``artifact_digest`` differs from the
-        version's current digest never count, nor do queued, running, failed
-        or cancelled ones.
-        """
-        if reference not in self._runs:
-            runs = EvaluationRun.objects.filter(
-                model_version_id=self.version.pk,
-                artifact_digest=self.version.artifact_digest,
-                status=RunStatus.SUCCEEDED,
-            )
-            if reference is not None:
-                name, _, version = reference.partition("@")
-                runs = runs.filter(suite__name=name)
-                if version:
-                    runs = runs.filter(suite__version=version)
-            self._runs[reference] = (
-                runs.select_related("suite")
-                .prefetch_related("metrics")
-                .order_by(F("finished_at").desc(nulls_last=True), "-pk")
-                .first()
-            )
-        return self._runs[reference]
-
-
-@dataclass
-class Outcome:
-    """What one rule concluded: a status, a sentence and the evidence behind it."""
-
-    status: str
-    message: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-
-def _verdict(
-    violations: list[str], evidence: dict[str, Any], passed: str, *, applicable=True
-) -> Outcome:
-    """Failed naming every violation, else passed (or not applicable)."""
-    evidence["violations"] = violations
-    if violations:
-        return Outcome(RuleStatus.FAILED, " ".join(violations), evidence)
-    if not applicable:
-        return Outcome(RuleStatus.NOT_APPLICABLE, passed, evidence)
-    return Outcome(RuleStatus.PASSED, passed, evidence)
-
-
-# --- required_evaluation --------------------------------------------------------
-
-
 def _suite_reason(suites: list[EvaluationSuite], kind: str) -> str | None:
     """Why none of the suites can run on a model of this kind, or None."""
-    # Imported here: governance.services imports the use-case services, which
-    # import this module.
-    from governance.services import _suite_applies
-
-    reasons = [_suite_applies(suite, kind) for suite in suites]
+    reasons = [suite.unsupported_reason(kind) for suite in suites]
     return None if any(r is None for r in reasons) else reasons[0]
 
 
-def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
-    version, reference, metric = facts.version, rule["suite"], rule["metric"]
-    task, _, name = metric.partition(".")
-    bounds = {key: rule[key] for key in ("min", "max", "max_age_days") if key in rule}
-    evidence: dict[str, Any] = {
-        "suite": reference,
-        "metric": metric,
-        "artifact_digest": version.artifact_digest,
-        "run_id": None,
-        **bounds,
-    }
+def _unmeasurable(
+    facts: Facts, reference: str, metric: str, evidence: dict[str, Any]
+) -> Outcome | None:
+    """Why the rule's metric cannot be measured on this version, or None.
+
+    No such suite or no verified artifact fails; a suite that cannot run on
+    the version's kind of model does not apply.
+    """
+    version = facts.version
     suites = facts.suites(reference)
     if not suites:
         return Outcome(
@@ -403,6 +114,23 @@ def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
             f"Suite {reference} does not apply to {version}: {reason}.",
             evidence,
         )
+    return None
+
+
+def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
+    version, reference, metric = facts.version, rule["suite"], rule["metric"]
+    task, _, name = metric.partition(".")
+    bounds = {key: rule[key] for key in ("min", "max", "max_age_days") if key in rule}
+    evidence: dict[str, Any] = {
+        "suite": reference,
+        "metric": metric,
+        "artifact_digest": version.artifact_digest,
+        "run_id": None,
+        **bounds,
+    }
+    unmeasurable = _unmeasurable(facts, reference, metric, evidence)
+    if unmeasurable is not None:
+        return unmeasurable
     run = facts.latest_run(reference)
     if run is None:
         return Outcome(
@@ -442,31 +170,38 @@ def _required_evaluation(rule: dict[str, Any], facts: Facts) -> Outcome:
             f"The latest successful run, {where}, recorded no metric {metric}.",
             evidence,
         )
+    return _within_bounds(rule, metric, value, where, evidence)
+
+
+def _within_bounds(
+    rule: dict[str, Any], metric: str, value: float, where: str, evidence: dict
+) -> Outcome:
+    """Failed when the measured value is outside the rule's ``min``/``max``."""
     if "min" in rule and value < rule["min"]:
         return Outcome(
             RuleStatus.FAILED,
-            f"{metric} is {_number(value)} in {where}, below the minimum "
-            f"{_number(rule['min'])}.",
+            f"{metric} is {readable_number(value)} in {where}, below the minimum "
+            f"{readable_number(rule['min'])}.",
             evidence,
         )
     if "max" in rule and value > rule["max"]:
         return Outcome(
             RuleStatus.FAILED,
-            f"{metric} is {_number(value)} in {where}, above the maximum "
-            f"{_number(rule['max'])}.",
+            f"{metric} is {readable_number(value)} in {where}, above the maximum "
+            f"{readable_number(rule['max'])}.",
             evidence,
         )
     bound = " and ".join(
         text
         for key, text in (
-            ("min", f"at least {_number(rule.get('min', 0))}"),
-            ("max", f"at most {_number(rule.get('max', 0))}"),
+            ("min", f"at least {readable_number(rule.get('min', 0))}"),
+            ("max", f"at most {readable_number(rule.get('max', 0))}"),
         )
         if key in rule
     )
     return Outcome(
         RuleStatus.PASSED,
-        f"{metric} is {_number(value)} in {where}, {bound} as required.",
+        f"{metric} is {readable_number(value)} in {where}, {bound} as required.",
         evidence,
     )
 
@@ -597,6 +332,37 @@ def jurisdiction_allowed(code: str, allowed: Iterable[str]) -> bool:
     return False
 
 
+def _check_data_origins(
+    rule: dict[str, Any],
+    facts: Facts,
+    violations: list[str],
+    evidence: dict[str, Any],
+    checked: list[str],
+) -> None:
+    """The ``data_origin_jurisdictions`` part of a sovereignty rule, in place."""
+    version = facts.version
+    allowed = rule["data_origin_jurisdictions"]
+    evidence["data_origin_jurisdictions"] = allowed
+    evidence["data_origins"] = [
+        {"dataset_version": d.pk, "label": str(d), "origin": d.origin_jurisdiction}
+        for d in facts.learning_datasets
+    ]
+    if not facts.learning_datasets:
+        violations.append(
+            f"No training or fine-tuning data is recorded for {version} or its "
+            "base versions, so where its data came from cannot be shown."
+        )
+    for dataset in facts.learning_datasets:
+        if not jurisdiction_allowed(dataset.origin_jurisdiction, allowed):
+            violations.append(
+                f"Training data {dataset} comes from "
+                f"{dataset.origin_jurisdiction}, outside the allowed "
+                f"{_list(allowed)}."
+            )
+    if facts.learning_datasets:
+        checked.append(f"data from {len(facts.learning_datasets)} dataset(s)")
+
+
 def _sovereignty(rule: dict[str, Any], facts: Facts) -> Outcome:
     version = facts.version
     violations: list[str] = []
@@ -621,26 +387,7 @@ def _sovereignty(rule: dict[str, Any], facts: Facts) -> Outcome:
         else:
             checked.append(f"{noun} in {code}")
     if "data_origin_jurisdictions" in rule:
-        allowed = rule["data_origin_jurisdictions"]
-        evidence["data_origin_jurisdictions"] = allowed
-        evidence["data_origins"] = [
-            {"dataset_version": d.pk, "label": str(d), "origin": d.origin_jurisdiction}
-            for d in facts.learning_datasets
-        ]
-        if not facts.learning_datasets:
-            violations.append(
-                f"No training or fine-tuning data is recorded for {version} or its "
-                "base versions, so where its data came from cannot be shown."
-            )
-        for dataset in facts.learning_datasets:
-            if not jurisdiction_allowed(dataset.origin_jurisdiction, allowed):
-                violations.append(
-                    f"Training data {dataset} comes from "
-                    f"{dataset.origin_jurisdiction}, outside the allowed "
-                    f"{_list(allowed)}."
-                )
-        if facts.learning_datasets:
-            checked.append(f"data from {len(facts.learning_datasets)} dataset(s)")
+        _check_data_origins(rule, facts, violations, evidence, checked)
     base_only = not set(rule) & {
         "training_jurisdictions",
         "hosting_jurisdictions",
@@ -891,13 +638,13 @@ def _size_cost(rule: dict[str, Any], facts: Facts) -> Outcome:
                 )
             elif energy > limit:
                 violations.append(
-                    f"Run {run.pk} used {_number(energy)} J per 1,000 tokens "
-                    f"({_list(methods)}), above the maximum {_number(limit)}."
+                    f"Run {run.pk} used {readable_number(energy)} J per 1,000 tokens "
+                    f"({_list(methods)}), above the maximum {readable_number(limit)}."
                 )
             else:
                 checked.append(
-                    f"{_number(energy)} J per 1,000 tokens in run {run.pk} "
-                    f"({_list(methods)}; at most {_number(limit)})"
+                    f"{readable_number(energy)} J per 1,000 tokens in run {run.pk} "
+                    f"({_list(methods)}; at most {readable_number(limit)})"
                 )
     return _verdict(violations, evidence, f"Within bounds: {'; '.join(checked)}.")
 

@@ -1,11 +1,12 @@
 """HTTP endpoints of the use case lifecycle: submissions, reviews, decisions.
 
 Every transition is one POST view that validates its input, calls exactly
-one service of ``governance.lifecycle`` and answers with a read serializer;
-the services enforce the state machine and the four-eyes rules. Reads go
-through the tenancy querysets: an agency sees the records of its own use
-cases, oversight sees all, anyone else gets 404 (no existence oracle), and
-anonymous callers 401. Attestations download as the bare DSSE envelope that
+one service (``governance.services.lifecycle`` or ``decisions``) and answers
+with a read serializer; the services enforce the state machine and the
+four-eyes rules. Reads go through the tenancy querysets: an agency sees the
+records of its own use cases, oversight sees all, anyone else gets 404 (no
+existence oracle), and anonymous callers 401. Attestations download as the
+bare DSSE envelope that
 ``python -m audit.verify attestation.json --key public.pem`` checks.
 Nothing here deletes: the records are under legal hold.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -24,14 +24,37 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import generics, serializers, status, viewsets
+from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.exceptions import Conflict
-from governance import lifecycle
+from governance.api.examples import (
+    APPROVE_EXAMPLE,
+    ATTESTATION,
+    DECISION,
+    DECISION_ENVELOPE,
+    ENVELOPE,
+    IN_SERVICE,
+    SUBMISSION,
+    TRANSITION,
+    WAIVER,
+    WAIVER_EXAMPLE,
+    request,
+    response,
+)
+from governance.api.filters import DecisionFilter
+from governance.api.serializers import (
+    AttestationSerializer,
+    DecisionInputSerializer,
+    DecisionSerializer,
+    InServiceResponseSerializer,
+    SubmissionSerializer,
+    TransitionSerializer,
+    WaiverSerializer,
+)
 from governance.models import (
     Attestation,
     Decision,
@@ -43,159 +66,19 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
-from governance.openapi_examples import (
-    ATTESTATION,
-    DECISION,
-    DECISION_ENVELOPE,
-    ENVELOPE,
-    IN_SERVICE,
-    SUBMISSION,
-    TRANSITION,
-    WAIVER,
-    request,
-    response,
+from governance.selectors import in_service_on
+from governance.services.decisions import (
+    use_case_approve,
+    use_case_reinstate,
+    use_case_reject,
+    use_case_request_changes,
+    use_case_retire,
+    use_case_suspend,
 )
+from governance.services.lifecycle import use_case_start_review, use_case_submit
 from registry.api.serializers import ApiErrorSerializer
 
 ENVELOPE_MEDIA_TYPE = "application/json"
-
-# --- serializers: output ---------------------------------------------------------
-
-
-class SubmissionSerializer(serializers.ModelSerializer):
-    """A submission: the frozen content of a use case, as reviewed."""
-
-    submitted_by = serializers.StringRelatedField()
-    snapshot = serializers.JSONField(read_only=True)
-
-    class Meta:
-        model = Submission
-        fields = [
-            "id", "use_case", "number", "submitted_by", "submitted_at",
-            "model_version", "artifact_digest", "policy_result", "snapshot",
-            "snapshot_sha256",
-        ]  # fmt: skip
-        read_only_fields = fields
-
-
-class TransitionSerializer(serializers.ModelSerializer):
-    """One status change of a use case; ``actor`` empty when the platform acted."""
-
-    actor = serializers.StringRelatedField()
-    from_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
-    to_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
-
-    class Meta:
-        model = UseCaseTransition
-        fields = [
-            "id", "use_case", "from_status", "to_status", "actor", "reason",
-            "submission", "decision", "created_at",
-        ]  # fmt: skip
-        read_only_fields = fields
-
-
-class WaiverSerializer(serializers.ModelSerializer):
-    """A written exemption of named failed rules of one policy result."""
-
-    granted_by = serializers.StringRelatedField()
-    rule_ids = serializers.ListField(child=serializers.CharField(), read_only=True)
-
-    class Meta:
-        model = Waiver
-        fields = [
-            "id", "use_case", "policy_result", "rule_ids", "justification",
-            "granted_by", "granted_at",
-        ]  # fmt: skip
-        read_only_fields = fields
-
-
-class DecisionSerializer(serializers.ModelSerializer):
-    """A reviewer's decision, with the waiver it relied on and its attestation."""
-
-    reviewer = serializers.StringRelatedField()
-    waiver = WaiverSerializer(read_only=True)
-    from_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
-    to_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
-    attestation = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Decision
-        fields = [
-            "id", "use_case", "submission", "review_round", "model_version",
-            "artifact_digest", "kind", "reviewer", "rationale", "policy_result",
-            "waiver", "from_status", "to_status", "decided_at", "approved_at",
-            "expires_at", "attestation",
-        ]  # fmt: skip
-        read_only_fields = fields
-
-    def get_attestation(self, decision: Decision) -> str | None:
-        """SHA-256 of the signed statement; download it at ``.../attestation/``."""
-        try:
-            return decision.attestation.statement_sha256
-        except Attestation.DoesNotExist:
-            return None
-
-
-class AttestationSerializer(serializers.ModelSerializer):
-    """A signed statement and its DSSE envelope."""
-
-    statement = serializers.JSONField(read_only=True)
-    envelope = serializers.JSONField(read_only=True)
-
-    class Meta:
-        model = Attestation
-        fields = [
-            "id", "run", "decision", "payload_type", "statement_sha256", "key_id",
-            "statement", "envelope", "created_at",
-        ]  # fmt: skip
-        read_only_fields = fields
-
-
-class InServiceSerializer(serializers.Serializer):
-    """One use case in service at the instant asked, and the version it ran."""
-
-    use_case = serializers.IntegerField(source="use_case.pk")
-    use_case_title = serializers.CharField(source="use_case.title")
-    agency = serializers.CharField(source="use_case.agency.slug")
-    model_version = serializers.IntegerField(source="model_version.pk")
-    model_version_label = serializers.CharField(source="model_version.__str__")
-    artifact_digest = serializers.CharField(source="decision.artifact_digest")
-    decision = serializers.IntegerField(source="decision.pk")
-    approved_at = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField()
-
-
-class InServiceResponseSerializer(serializers.Serializer):
-    """The answer to "what was in service at this instant"."""
-
-    at = serializers.DateTimeField()
-    count = serializers.IntegerField()
-    results = InServiceSerializer(many=True)
-
-
-# --- serializers: input ----------------------------------------------------------
-
-
-class WaiverInputSerializer(serializers.Serializer):
-    """The failed rules an approval waives, and why."""
-
-    rule_ids = serializers.ListField(
-        child=serializers.CharField(max_length=200),
-        min_length=1,
-        max_length=100,
-        help_text="Failed rules as policy/rule_id (or rule_id when unambiguous)",
-    )
-    justification = serializers.CharField(
-        max_length=lifecycle.WAIVER_MAX_JUSTIFICATION,
-        help_text=f"At least {lifecycle.WAIVER_MIN_JUSTIFICATION} characters",
-    )
-
-
-class DecisionInputSerializer(serializers.Serializer):
-    """Input of every decision: a rationale; approvals may carry a waiver."""
-
-    rationale = serializers.CharField(max_length=lifecycle.RATIONALE_MAX_LENGTH)
-    waiver = WaiverInputSerializer(required=False)
 
 
 ERRORS = {
@@ -209,20 +92,6 @@ ERRORS = {
         ApiErrorSerializer, description="Not allowed from the current status"
     ),
 }
-APPROVE_EXAMPLE = {
-    "rationale": "Evidence is complete and the human oversight is adequate.",
-}
-WAIVER_EXAMPLE = {
-    "rationale": "Approved with the energy rule waived for the pilot period.",
-    "waiver": {
-        "rule_ids": ["platform-baseline/energy"],
-        "justification": "The pilot runs on a shared server whose energy counters "
-        "are unavailable; the measurement is scheduled for the next quarter.",
-    },
-}
-
-
-# --- transitions -----------------------------------------------------------------
 
 
 def _use_case(request, pk: int) -> UseCase:
@@ -247,7 +116,7 @@ class UseCaseSubmitView(APIView):
         examples=[response("First submission", SUBMISSION, status=201)],
     )
     def post(self, request, pk: int):
-        submission = lifecycle.use_case_submit(
+        submission = use_case_submit(
             actor=request.user, use_case=_use_case(request, pk)
         )
         return Response(
@@ -265,7 +134,7 @@ class UseCaseStartReviewView(APIView):
         examples=[response("In review", TRANSITION, status=201)],
     )
     def post(self, request, pk: int):
-        transition = lifecycle.use_case_start_review(
+        transition = use_case_start_review(
             actor=request.user, use_case=_use_case(request, pk)
         )
         return Response(
@@ -303,12 +172,12 @@ class _DecisionView(APIView):
 
 
 _SERVICES = {
-    DecisionKind.APPROVE: lifecycle.use_case_approve,
-    DecisionKind.REJECT: lifecycle.use_case_reject,
-    DecisionKind.REQUEST_CHANGES: lifecycle.use_case_request_changes,
-    DecisionKind.SUSPEND: lifecycle.use_case_suspend,
-    DecisionKind.REINSTATE: lifecycle.use_case_reinstate,
-    DecisionKind.RETIRE: lifecycle.use_case_retire,
+    DecisionKind.APPROVE: use_case_approve,
+    DecisionKind.REJECT: use_case_reject,
+    DecisionKind.REQUEST_CHANGES: use_case_request_changes,
+    DecisionKind.SUSPEND: use_case_suspend,
+    DecisionKind.REINSTATE: use_case_reinstate,
+    DecisionKind.RETIRE: use_case_retire,
 }
 
 
@@ -435,20 +304,6 @@ class UseCaseHistoryView(generics.ListAPIView):
             .select_related("actor")
             .order_by("created_at", "id")
         )
-
-
-# --- records ---------------------------------------------------------------------
-
-
-class DecisionFilter(filters.FilterSet):
-    use_case = filters.NumberFilter(field_name="use_case_id")
-    model_version = filters.NumberFilter(field_name="model_version_id")
-    kind = filters.ChoiceFilter(choices=DecisionKind.choices)
-    agency = filters.CharFilter(field_name="use_case__agency__slug")
-
-    class Meta:
-        model = Decision
-        fields = ["use_case", "model_version", "kind", "agency"]
 
 
 def _envelope_response(attestation: Attestation, filename: str) -> Response:
@@ -605,7 +460,7 @@ class InServiceView(APIView):
                 raise ValidationError(
                     {"at": ["Give an ISO 8601 instant with its offset, e.g. Z."]}
                 )
-        entries = lifecycle.in_service_on(
+        entries = in_service_on(
             when, use_cases=UseCase.objects.visible_to(request.user)
         )
         return Response(

@@ -1,0 +1,410 @@
+"""Serializers of the governance API: read (output) and input serializers."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from governance.models import (
+    Attestation,
+    Decision,
+    EvaluationRun,
+    EvaluationSuite,
+    Policy,
+    PolicyResult,
+    PolicyScope,
+    Questionnaire,
+    RiskTier,
+    RuleStatus,
+    RunMetric,
+    Submission,
+    UseCase,
+    UseCaseStatus,
+    UseCaseTransition,
+    Waiver,
+)
+from governance.services.lifecycle import (
+    RATIONALE_MAX_LENGTH,
+    WAIVER_MAX_JUSTIFICATION,
+    WAIVER_MIN_JUSTIFICATION,
+)
+from registry.api.serializers import VisiblePrimaryKeyField
+from registry.models import Agency, ModelVersion
+
+
+class EvaluationSuiteSerializer(serializers.ModelSerializer):
+    """A suite as the API shows it."""
+
+    licence = serializers.CharField(source="licence.expression")
+    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    is_builtin = serializers.SerializerMethodField()
+
+    class Meta:
+        model = EvaluationSuite
+        fields = [
+            "id",
+            "name",
+            "version",
+            "description",
+            "licence",
+            "agency",
+            "is_builtin",
+            "tasks",
+            "created_at",
+        ]
+
+    def get_is_builtin(self, suite) -> bool:
+        return suite.agency_id is None
+
+
+class RunMetricSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunMetric
+        fields = ["task", "name", "value"]
+
+
+class EvaluationRunSerializer(serializers.ModelSerializer):
+    """An evaluation run with its progress, metrics and MLflow reference."""
+
+    suite = serializers.StringRelatedField()
+    requested_by = serializers.StringRelatedField()
+    metrics = RunMetricSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = EvaluationRun
+        fields = [
+            "id",
+            "model_version",
+            "suite",
+            "status",
+            "progress",
+            "progress_note",
+            "requested_by",
+            "requested_at",
+            "started_at",
+            "finished_at",
+            "artifact_digest",
+            "attempts",
+            "failure_code",
+            "failure_reason",
+            "metrics",
+            "results",
+            "environment",
+            "mlflow_run_id",
+            "engine_version",
+            "wall_seconds",
+        ]
+        read_only_fields = fields
+
+
+class EvaluationRequestSerializer(serializers.Serializer):
+    """Input of ``POST /model-versions/{id}/evaluations/``."""
+
+    suite = serializers.CharField(
+        help_text="Suite name (its latest version) or name@version, e.g. civitas-core"
+    )
+
+
+class QuestionnaireSerializer(serializers.ModelSerializer):
+    """A published questionnaire with its full definition."""
+
+    class Meta:
+        model = Questionnaire
+        fields = ["id", "name", "version", "title", "definition", "created_at"]
+        read_only_fields = fields
+
+
+class UseCaseSerializer(serializers.ModelSerializer):
+    """A use case with its risk assessment (empty until assessed)."""
+
+    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    model_version_label = serializers.SerializerMethodField()
+    questionnaire = serializers.StringRelatedField()
+    created_by = serializers.StringRelatedField()
+    assessed_by = serializers.StringRelatedField()
+    is_editable = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = UseCase
+        fields = [
+            "id", "agency", "model_version", "model_version_label", "title",
+            "purpose", "public_service", "affected_people", "decision_informed",
+            "human_oversight", "valid_until", "status", "is_editable",
+            "risk_tier", "risk_score", "questionnaire", "answers", "risk_reasons",
+            "assessed_at", "assessed_by", "created_by", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_model_version_label(self, use_case: UseCase) -> str:
+        return str(use_case.model_version)
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    """One version of a policy; ``is_current`` marks the latest of its name."""
+
+    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    created_by = serializers.StringRelatedField()
+    is_current = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Policy
+        fields = [
+            "id", "name", "version", "is_current", "title", "description", "scope",
+            "agency", "risk_tier", "rules", "is_active", "created_by", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class PolicyRefSerializer(serializers.Serializer):
+    """A policy version a result evaluated."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    title = serializers.CharField()
+    scope = serializers.ChoiceField(choices=PolicyScope.choices)
+
+
+class PolicyOutcomeSerializer(serializers.Serializer):
+    """What one rule concluded, with its evidence and a readable sentence."""
+
+    policy = serializers.CharField()
+    policy_id = serializers.IntegerField()
+    policy_version = serializers.IntegerField()
+    rule_id = serializers.CharField()
+    kind = serializers.CharField()
+    status = serializers.ChoiceField(choices=RuleStatus.choices)
+    evidence = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="Run ids, values, jurisdictions, licences: what the verdict rests on",
+    )
+    message = serializers.CharField(help_text="One or more sentences for a reviewer")
+
+
+class PolicyResultSerializer(serializers.ModelSerializer):
+    """An immutable policy verdict on one use case."""
+
+    policies = PolicyRefSerializer(many=True, read_only=True)
+    outcomes = PolicyOutcomeSerializer(many=True, read_only=True)
+    requested_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = PolicyResult
+        fields = [
+            "id", "use_case", "model_version", "artifact_digest", "risk_tier",
+            "trigger", "passed", "policies", "outcomes", "requested_by",
+            "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class UseCaseFieldsSerializer(serializers.Serializer):
+    """The fields of a use case its agency writes."""
+
+    model_version = VisiblePrimaryKeyField(model=ModelVersion)
+    title = serializers.CharField(max_length=200)
+    purpose = serializers.CharField()
+    public_service = serializers.CharField(max_length=300)
+    affected_people = serializers.CharField(required=False, allow_blank=True)
+    decision_informed = serializers.CharField(required=False, allow_blank=True)
+    human_oversight = serializers.CharField(required=False, allow_blank=True)
+    valid_until = serializers.DateField()
+
+
+class UseCaseCreateSerializer(UseCaseFieldsSerializer):
+    """Input of ``POST /use-cases/``; ``agency`` only for platform administrators."""
+
+    agency = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Agency.objects.all(), required=False
+    )
+
+
+class UseCaseUpdateSerializer(UseCaseFieldsSerializer):
+    """Input of ``PATCH /use-cases/{id}/``: any subset of the fields."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+
+class AssessmentSerializer(serializers.Serializer):
+    """Input of ``POST /use-cases/{id}/assessment/``."""
+
+    questionnaire = serializers.CharField(
+        required=False,
+        help_text="name or name@version; the latest 'aia' when left out",
+    )
+    answers = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="question id to an answer id, or to a list of ids for "
+        "multiple-choice questions",
+    )
+
+
+class PolicyFieldsSerializer(serializers.Serializer):
+    """The fields of a policy version."""
+
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    scope = serializers.ChoiceField(choices=PolicyScope.choices)
+    agency = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=Agency.objects.all(),
+        required=False,
+        allow_null=True,
+    )
+    risk_tier = serializers.ChoiceField(
+        choices=RiskTier.choices, required=False, allow_blank=True
+    )
+    rules = serializers.JSONField(
+        help_text="A list of rules valid against GET /api/v1/policies/schema/"
+    )
+    is_active = serializers.BooleanField(required=False)
+
+
+class PolicyCreateSerializer(PolicyFieldsSerializer):
+    """Input of ``POST /policies/``: version 1 of a new policy name."""
+
+    name = serializers.SlugField(max_length=80)
+
+
+class PolicyReviseSerializer(PolicyFieldsSerializer):
+    """Input of ``POST /policies/{id}/versions/``: what changes in the next version."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    """A submission: the frozen content of a use case, as reviewed."""
+
+    submitted_by = serializers.StringRelatedField()
+    snapshot = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id", "use_case", "number", "submitted_by", "submitted_at",
+            "model_version", "artifact_digest", "policy_result", "snapshot",
+            "snapshot_sha256",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TransitionSerializer(serializers.ModelSerializer):
+    """One status change of a use case; ``actor`` empty when the platform acted."""
+
+    actor = serializers.StringRelatedField()
+    from_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+    to_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+
+    class Meta:
+        model = UseCaseTransition
+        fields = [
+            "id", "use_case", "from_status", "to_status", "actor", "reason",
+            "submission", "decision", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class WaiverSerializer(serializers.ModelSerializer):
+    """A written exemption of named failed rules of one policy result."""
+
+    granted_by = serializers.StringRelatedField()
+    rule_ids = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Waiver
+        fields = [
+            "id", "use_case", "policy_result", "rule_ids", "justification",
+            "granted_by", "granted_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    """A reviewer's decision, with the waiver it relied on and its attestation."""
+
+    reviewer = serializers.StringRelatedField()
+    waiver = WaiverSerializer(read_only=True)
+    from_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+    to_status = serializers.ChoiceField(choices=UseCaseStatus.choices, read_only=True)
+    attestation = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Decision
+        fields = [
+            "id", "use_case", "submission", "review_round", "model_version",
+            "artifact_digest", "kind", "reviewer", "rationale", "policy_result",
+            "waiver", "from_status", "to_status", "decided_at", "approved_at",
+            "expires_at", "attestation",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_attestation(self, decision: Decision) -> str | None:
+        """SHA-256 of the signed statement; download it at ``.../attestation/``."""
+        try:
+            return decision.attestation.statement_sha256
+        except Attestation.DoesNotExist:
+            return None
+
+
+class AttestationSerializer(serializers.ModelSerializer):
+    """A signed statement and its DSSE envelope."""
+
+    statement = serializers.JSONField(read_only=True)
+    envelope = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = Attestation
+        fields = [
+            "id", "run", "decision", "payload_type", "statement_sha256", "key_id",
+            "statement", "envelope", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class InServiceSerializer(serializers.Serializer):
+    """One use case in service at the instant asked, and the version it ran."""
+
+    use_case = serializers.IntegerField(source="use_case.pk")
+    use_case_title = serializers.CharField(source="use_case.title")
+    agency = serializers.CharField(source="use_case.agency.slug")
+    model_version = serializers.IntegerField(source="model_version.pk")
+    model_version_label = serializers.CharField(source="model_version.__str__")
+    artifact_digest = serializers.CharField(source="decision.artifact_digest")
+    decision = serializers.IntegerField(source="decision.pk")
+    approved_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+
+class InServiceResponseSerializer(serializers.Serializer):
+    """The answer to "what was in service at this instant"."""
+
+    at = serializers.DateTimeField()
+    count = serializers.IntegerField()
+    results = InServiceSerializer(many=True)
+
+
+class WaiverInputSerializer(serializers.Serializer):
+    """The failed rules an approval waives, and why."""
+
+    rule_ids = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        min_length=1,
+        max_length=100,
+        help_text="Failed rules as policy/rule_id (or rule_id when unambiguous)",
+    )
+    justification = serializers.CharField(
+        max_length=WAIVER_MAX_JUSTIFICATION,
+        help_text=f"At least {WAIVER_MIN_JUSTIFICATION} characters",
+    )
+
+
+class DecisionInputSerializer(serializers.Serializer):
+    """Input of every decision: a rationale; approvals may carry a waiver."""
+
+    rationale = serializers.CharField(max_length=RATIONALE_MAX_LENGTH)
+    waiver = WaiverInputSerializer(required=False)

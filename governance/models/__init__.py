@@ -1,0 +1,81 @@
+"""Governance records, one module per sub-domain, re-exported here.
+
+The audit chain's records live in the ``audit`` app.
+``evaluations`` suites and runs; ``use_cases`` use cases and questionnaires;
+``policies`` policies and their results; ``decisions`` submissions,
+transitions, waivers, decisions and attestations.
+"""
+
+from governance.models.decisions import (
+    Attestation,
+    AttestationQuerySet,
+    Decision,
+    DecisionKind,
+    DecisionQuerySet,
+    ReviewQueueItem,
+    Submission,
+    UseCaseTransition,
+    Waiver,
+)
+from governance.models.evaluations import (
+    LM_KINDS,
+    LM_TASKS,
+    EvaluationRun,
+    EvaluationRunQuerySet,
+    EvaluationSuite,
+    EvaluationSuiteQuerySet,
+    RunMetric,
+    RunStatus,
+    SuiteDataset,
+)
+from governance.models.policies import (
+    Policy,
+    PolicyQuerySet,
+    PolicyResult,
+    PolicyResultQuerySet,
+    PolicyScope,
+    PolicyTrigger,
+    RuleStatus,
+)
+from governance.models.use_cases import (
+    EDITABLE_USE_CASE_STATUSES,
+    Questionnaire,
+    RiskTier,
+    UseCase,
+    UseCaseQuerySet,
+    UseCaseStatus,
+)
+
+__all__ = [
+    "EDITABLE_USE_CASE_STATUSES",
+    "LM_KINDS",
+    "LM_TASKS",
+    "Attestation",
+    "AttestationQuerySet",
+    "Decision",
+    "DecisionKind",
+    "DecisionQuerySet",
+    "EvaluationRun",
+    "EvaluationRunQuerySet",
+    "EvaluationSuite",
+    "EvaluationSuiteQuerySet",
+    "Policy",
+    "PolicyQuerySet",
+    "PolicyResult",
+    "PolicyResultQuerySet",
+    "PolicyScope",
+    "PolicyTrigger",
+    "Questionnaire",
+    "ReviewQueueItem",
+    "RiskTier",
+    "RuleStatus",
+    "RunMetric",
+    "RunStatus",
+    "Submission",
+    "SuiteDataset",
+    "UseCase",
+    "UseCaseQuerySet",
+    "UseCaseStatus",
+    "UseCaseTransition",
+    "Waiver",
+]

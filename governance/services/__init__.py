@@ -1,0 +1,1 @@
+"""Governed writes of the governance app, one module per sub-domain."""

@@ -1,0 +1,202 @@
+"""What keeps an approval in force: its expiry and the re-checks of its evidence.
+
+The platform's own moves on approved use cases (no actor).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from audit import services as audit
+from governance.models import (
+    Decision,
+    PolicyResult,
+    PolicyTrigger,
+    RuleStatus,
+    UseCase,
+)
+from governance.selectors import (
+    approval_in_force,
+    evidence_fresh_until,
+    failed_rule_ids,
+    latest_policy_result,
+    latest_submission,
+    waiver_uncovered_rules,
+)
+from governance.services.lifecycle import TRANSITIONS, S, _lock, _move
+from governance.services.policies import policy_evaluate
+
+
+@transaction.atomic
+def use_case_expire(*, use_case: UseCase, now: datetime | None = None) -> bool:
+    """Expire an approved or suspended use case whose approval has ended.
+
+    The platform acts (no actor). True if it expired now; False when the
+    approval in force still runs at ``now`` or the status moved meanwhile
+    (safe to call twice). Records ``use_case.expired``.
+    """
+    now = now or timezone.now()
+    locked = _lock(use_case)
+    if locked.status not in TRANSITIONS["expire"][0]:
+        return False
+    approval = approval_in_force(locked)
+    if approval is None or approval.expires_at > now:
+        return False
+    from_status = locked.status
+    _move(
+        locked,
+        to_status=S.EXPIRED,
+        actor=None,
+        now=now,
+        reason=f"The approval given by decision {approval.pk} ended at "
+        f"{approval.expires_at.isoformat()}.",
+    )
+    audit.record(
+        actor=None,
+        action="use_case.expired",
+        obj=locked,
+        agency=locked.agency,
+        payload={
+            "use_case_id": locked.pk,
+            "from": from_status,
+            "to": S.EXPIRED,
+            "decision_id": approval.pk,
+            "expires_at": approval.expires_at,
+        },
+    )
+    return True
+
+
+def use_case_expire_due(*, now: datetime | None = None) -> int:
+    """Expire every use case whose approval ended by ``now``; the count expired.
+
+    Each in its own transaction, so one failure leaves the others done. Run
+    by the ``civitas.usecase_expire`` periodic task.
+    """
+    now = now or timezone.now()
+    ends = (
+        Decision.objects.filter(use_case=OuterRef("pk"), expires_at__isnull=False)
+        .order_by("-decided_at", "-id")
+        .values("expires_at")[:1]
+    )
+    due = (
+        UseCase.objects.filter(status__in=TRANSITIONS["expire"][0])
+        .annotate(approval_ends=Subquery(ends))
+        .filter(approval_ends__lte=now)
+        .values_list("pk", flat=True)
+    )
+    return sum(use_case_expire(use_case=UseCase(pk=pk), now=now) for pk in list(due))
+
+
+def _return_to_review(
+    locked: UseCase,
+    *,
+    result: PolicyResult,
+    failed: list[str],
+    now: datetime,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """Move a locked approved use case back to review because ``result`` failed.
+
+    ``notes`` adds a sentence to a failed rule's message (a lapsed waiver).
+    """
+    notes = notes or {}
+    messages = {
+        f"{o['policy']}/{o['rule_id']}": o["message"]
+        for o in result.outcomes
+        if o["status"] == RuleStatus.FAILED
+    }
+    reason = f"Policy result {result.pk} failed: " + " ".join(
+        " ".join(filter(None, (f"{rule}: {messages.get(rule, '')}", notes.get(rule))))
+        for rule in failed
+    )
+    transition = _move(
+        locked,
+        to_status=S.IN_REVIEW,
+        actor=None,
+        now=now,
+        reason=reason,
+        submission=latest_submission(locked),
+    )
+    audit.record(
+        actor=None,
+        action="use_case.returned_to_review",
+        obj=locked,
+        agency=locked.agency,
+        payload={
+            "use_case_id": locked.pk,
+            "from": S.APPROVED,
+            "to": S.IN_REVIEW,
+            "policy_result_id": result.pk,
+            "trigger": result.trigger,
+            "failed": failed,
+            "reason": reason[:4000],
+            "review_round_id": transition.pk,
+        },
+    )
+
+
+@transaction.atomic
+def use_case_recheck(*, use_case: UseCase, result: PolicyResult) -> bool:
+    """Return an approved use case to review when its newest policy result fails.
+
+    The newest result of the use case counts (``result`` or a later one).
+    Rules waived by the approval in force do not count while their measured
+    value is no worse than the waived one (``waiver_uncovered_rules``), on this
+    result or a later one; any other failed rule (stale evidence, a
+    regression below a bound, a licence that no longer fits) moves the use
+    case to ``in_review``, opening a new review round, and records
+    ``use_case.returned_to_review`` with the reason (naming the waived and
+    the new value when a waived rule got worse). True if it moved; False
+    when not approved or nothing unwaived failed. Safe to call twice.
+    """
+    locked = _lock(use_case)
+    if locked.status != S.APPROVED:
+        return False
+    latest = latest_policy_result(locked) or result
+    if latest.passed:
+        return False
+    approval = approval_in_force(locked)
+    failed, notes = waiver_uncovered_rules(
+        approval.waiver if approval is not None else None,
+        result=latest,
+        failed=failed_rule_ids(latest),
+    )
+    if not failed:
+        return False
+    _return_to_review(
+        locked, result=latest, failed=failed, now=timezone.now(), notes=notes
+    )
+    return True
+
+
+def use_case_recheck_stale(*, now: datetime | None = None) -> int:
+    """Re-check approved use cases whose evidence outgrew its freshness limit.
+
+    For each approved use case whose newest policy result relied on a run
+    that is now older than its rule allows, the policy engine runs again
+    (trigger ``on_demand``, by the platform) and ``use_case_recheck`` acts
+    on the verdict, in one transaction per use case with the use case
+    locked first. Returns how many went back to review. Run by the
+    ``civitas.usecase_recheck_stale`` periodic task.
+    """
+    now = now or timezone.now()
+    returned = 0
+    approved = UseCase.objects.filter(status=S.APPROVED).order_by("pk")
+    for use_case in approved.iterator():
+        fresh_until = evidence_fresh_until(latest_policy_result(use_case))
+        if fresh_until is None or fresh_until > now:
+            continue
+        with transaction.atomic():
+            locked = _lock(use_case)
+            if locked.status != S.APPROVED:
+                continue
+            result = policy_evaluate(
+                use_case=locked, trigger=PolicyTrigger.ON_DEMAND, actor=None
+            )
+            returned += use_case_recheck(use_case=locked, result=result)
+    return returned

@@ -126,6 +126,53 @@ def _lock_head() -> AuditChainHead:
     return AuditChainHead.objects.select_for_update().get(pk=1)
 
 
+def _event_fields(
+    *,
+    actor: AbstractBaseUser | None,
+    action: str,
+    obj: models.Model | None,
+    object_type: str | None,
+    object_id: str | None,
+    agency: models.Model | None,
+    payload: dict[str, Any] | None,
+) -> tuple[dict[str, Any], Any, str, models.Model | None]:
+    """Validate ``record``'s arguments: the event's fields, payload and agency.
+
+    Raises what ``record`` documents (ValueError, TypeError); writes nothing.
+    """
+    if not isinstance(action, str) or not _ACTION.match(action):
+        raise ValueError(f"action {action!r} is not dotted lower-case words")
+    if obj is not None:
+        if obj.pk is None:
+            raise ValueError("the audited object is not saved")
+        object_type = object_type or obj._meta.label_lower
+        object_id = object_id if object_id is not None else str(obj.pk)
+        if agency is None:
+            agency = _agency_of(obj)
+    if agency is not None and agency.pk is None:
+        raise ValueError("the agency is not saved")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise TypeError("the audit payload must be a dict")
+    payload_value = canonical_value(payload)
+    payload_bytes = canonical_json(payload_value)
+    if len(payload_bytes) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"the audit payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+    payload_text = payload_bytes.decode("utf-8")
+    fields: dict[str, Any] = {
+        "actor_label": actor_label_of(actor),
+        "agency_slug": agency.slug if agency is not None else "",
+        "action": action,
+        "object_type": object_type or "",
+        "object_id": "" if object_id is None else str(object_id),
+    }
+    for name in ("action", "object_type", "object_id"):
+        if len(fields[name]) > _MAX_NAME_LENGTH:
+            raise ValueError(f"{name} is longer than {_MAX_NAME_LENGTH} characters")
+    return fields, payload_value, payload_text, agency
+
+
 def record(
     *,
     actor: AbstractBaseUser | None,
@@ -157,36 +204,15 @@ def record(
         raise transaction.TransactionManagementError(
             "audit.record must run inside the caller's transaction.atomic block"
         )
-    if not isinstance(action, str) or not _ACTION.match(action):
-        raise ValueError(f"action {action!r} is not dotted lower-case words")
-    if obj is not None:
-        if obj.pk is None:
-            raise ValueError("the audited object is not saved")
-        object_type = object_type or obj._meta.label_lower
-        object_id = object_id if object_id is not None else str(obj.pk)
-        if agency is None:
-            agency = _agency_of(obj)
-    if agency is not None and agency.pk is None:
-        raise ValueError("the agency is not saved")
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise TypeError("the audit payload must be a dict")
-    payload_value = canonical_value(payload)
-    payload_bytes = canonical_json(payload_value)
-    if len(payload_bytes) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"the audit payload exceeds {MAX_PAYLOAD_BYTES} bytes")
-    payload_text = payload_bytes.decode("utf-8")
-    fields: dict[str, Any] = {
-        "actor_label": actor_label_of(actor),
-        "agency_slug": agency.slug if agency is not None else "",
-        "action": action,
-        "object_type": object_type or "",
-        "object_id": "" if object_id is None else str(object_id),
-    }
-    for name in ("action", "object_type", "object_id"):
-        if len(fields[name]) > _MAX_NAME_LENGTH:
-            raise ValueError(f"{name} is longer than {_MAX_NAME_LENGTH} characters")
+    fields, payload_value, payload_text, agency = _event_fields(
+        actor=actor,
+        action=action,
+        obj=obj,
+        object_type=object_type,
+        object_id=object_id,
+        agency=agency,
+        payload=payload,
+    )
     # No savepoint: a failed append dooms the caller's transaction, which must
     # never commit without its event.
     with transaction.atomic(savepoint=False):

@@ -334,7 +334,31 @@ def _table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> dict:
+    """Every figure of one run: appends (three ways), commit probe, verify, export."""
+    quiet = args.quiet
+    figures = {
+        "database": urlsplit(url).path.lstrip("/"),
+        "writers": args.writers,
+        "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet),
+        "concurrent": _append(url, key_file, args.writers, args.events, quiet=quiet),
+        "batched": _append(
+            url,
+            key_file,
+            1,
+            min(10_000, baseline_events),
+            quiet=quiet,
+            per_transaction=100,
+        ),
+    }
+    figures["commit_probe"] = _commit_probe()
+    figures["verify"] = _verify_figures()
+    if not args.no_export:
+        figures["export"] = _export_figures(workdir)
+    return figures
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--writers", type=int, default=4)
@@ -352,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress lines on stderr"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     baseline_events = args.baseline_events or max(1000, args.events // 10)
     scratch = args.database_url is not None
     url = args.database_url or os.environ.get("DATABASE_URL", "")
@@ -391,28 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            quiet = args.quiet
             connections.close_all()
-            figures = {
-                "database": urlsplit(url).path.lstrip("/"),
-                "writers": args.writers,
-                "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet),
-                "concurrent": _append(
-                    url, key_file, args.writers, args.events, quiet=quiet
-                ),
-                "batched": _append(
-                    url,
-                    key_file,
-                    1,
-                    min(10_000, baseline_events),
-                    quiet=quiet,
-                    per_transaction=100,
-                ),
-            }
-            figures["commit_probe"] = _commit_probe()
-            figures["verify"] = _verify_figures()
-            if not args.no_export:
-                figures["export"] = _export_figures(workdir)
+            figures = _measure(args, url, key_file, baseline_events, workdir)
             connections.close_all()
         finally:
             if scratch and not args.keep:

@@ -11,7 +11,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from config.admin import ReadOnlyAdmin
+from config.admin import ReadOnlyAdmin, ReadOnlyInline
 from config.exceptions import DomainError
 from governance.models import (
     Attestation,
@@ -61,15 +61,9 @@ class EvaluationSuiteAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).visible_to(request.user)
 
 
-class RunMetricInline(admin.TabularInline):
+class RunMetricInline(ReadOnlyInline):
     model = RunMetric
     fields = ["task", "name", "value"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(EvaluationRun)
@@ -126,22 +120,13 @@ class QuestionnaireAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
 
-class PolicyResultInline(admin.TabularInline):
+class PolicyResultInline(ReadOnlyInline):
     """The verdicts on a use case, newest first, beside its content."""
 
     model = PolicyResult
     fields = ["id", "created_at", "trigger", "passed", "artifact_digest"]
-    readonly_fields = fields
     ordering = ["-created_at"]
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(UseCase)

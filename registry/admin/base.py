@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from django import forms
 from django.contrib import admin
 
+from config.admin import ReadOnlyInline as BaseReadOnlyInline
 from config.exceptions import Conflict, DomainError
 from registry import services
 from registry.models import (
@@ -174,25 +175,11 @@ class AgencyOwnedAdmin(ServiceAdmin):
         return _is_maintainer_of(user, obj.agency_id)
 
 
-class ReadOnlyInline(admin.TabularInline):
-    """A read-only list of related rows inside a change page."""
+class ReadOnlyInline(BaseReadOnlyInline):
+    """A read-only list of related rows, linked, inside a tenancy-scoped page."""
 
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
 
     def has_view_permission(self, request, obj=None) -> bool:
         # The parent's change page is reachable only through its tenancy.
         return True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

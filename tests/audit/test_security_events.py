@@ -14,9 +14,10 @@ import pytest
 from django.core.cache import cache
 
 from audit.models import AuditEvent, SecurityEvent
-from governance import lifecycle, usecase_services
 from governance.models import EvaluationRun, PolicyResult, Submission, Waiver
 from governance.services import attestations
+from governance.services import decisions as decision_services
+from governance.services import policies as policy_services
 from tests.factories import DatasetVersionFactory, ModelVersionFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
 
@@ -100,7 +101,7 @@ def _fresh_rate_counts():
 def world(kit, reviewer, member_a, agency_a):
     """Agency A's private catalogue and its governance records, by route key."""
     use_case = kit.in_review(acc=0.3)
-    decision = lifecycle.use_case_approve(
+    decision = decision_services.use_case_approve(
         actor=reviewer,
         use_case=use_case,
         rationale=RATIONALE,
@@ -114,7 +115,7 @@ def world(kit, reviewer, member_a, agency_a):
     run.model_version = mv
     run.save(update_fields=["model_version"])
     attestations.attestation_for_run(run=run)
-    policy = usecase_services.policy_create(
+    policy = policy_services.policy_create(
         actor=reviewer,
         name="city-a-only",
         title="City A's own policy",

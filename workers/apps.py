@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class WorkersConfig(AppConfig):
-    """Celery tasks (thin) and the pure-Python evaluation engine."""
+    """Celery tasks only (workers/tasks.py): thin glue between queue and apps."""
 
     name = "workers"
     verbose_name = "Workers"

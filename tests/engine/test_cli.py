@@ -201,7 +201,7 @@ def test_bad_data_found_while_scoring_exits_2_naming_the_line(
 
 
 def test_json_output_records_batch_size_threads_and_performance_metrics(bundles):
-    data = SUITES / "perplexity-public-texts" / "data.jsonl"
+    data = SUITES / "civitas-perplexity-public-texts" / "data.jsonl"
     run = cli(
         bundles["lm"],
         *("--task", "perplexity", "--data", data, "--json"),

@@ -599,8 +599,8 @@ QUALITY = ("acc", "acc_norm", "stereotype_preference", "likelihood_diff")
 def test_metrics_do_not_depend_on_the_batch_size(tmp_path, lm, quantised):
     model = load(build_dynamic_int8_bundle(tmp_path / "q8")) if quantised else lm[0]
     assert model.dynamic_quantisation is quantised
-    mc = read_suite_records("public-services-mc")[:8]
-    pairs = read_suite_records("stereotype-pairs")[:8]
+    mc = read_suite_records("civitas-public-services-mc")[:8]
+    pairs = read_suite_records("civitas-stereotype-pairs")[:8]
     runs = {}
     for batch in (1, 8):
         runs[batch] = [
@@ -680,7 +680,7 @@ def test_left_truncated_contexts_and_prompts_are_counted(tmp_path):
 
 
 def test_performance_figures_are_also_metrics(lm):
-    records = read_suite_records("perplexity-public-texts")[:3]
+    records = read_suite_records("civitas-perplexity-public-texts")[:3]
     result = evaluate.run_task(lm[0], "perplexity", records)
     perf, m = result.performance, result.metrics
     assert set(evaluate.PERFORMANCE_METRICS) <= set(m)
@@ -707,7 +707,7 @@ def test_contexts_and_prompts_get_the_bos_a_modelgen_tokenizer_adds(tmp_path):
     )
     tok.save(str(root / "tokenizer.json"))
     model = load(root)
-    record = read_suite_records("public-services-mc")[0]
+    record = read_suite_records("civitas-public-services-mc")[0]
     result = evaluate.run_task(model, "multiple_choice", [record])
     c_ids = tok.encode(record["context"], add_special_tokens=False).ids
     for choice, ll in zip(record["choices"], result.items[0]["lls"], strict=True):
@@ -715,7 +715,7 @@ def test_contexts_and_prompts_get_the_bos_a_modelgen_tokenizer_adds(tmp_path):
         cont = whole.ids[len(c_ids) :]
         want = ref_continuation_ll(cfg, weights, [bos, *c_ids], cont, bos)
         assert ll == pytest.approx(want, abs=1e-4)
-    prompt = read_suite_records("refusal")[0]["prompt"]
+    prompt = read_suite_records("civitas-refusal")[0]["prompt"]
     refusal = evaluate.run_task(
         model, "refusal", [{"prompt": prompt, "should_refuse": True}], max_new_tokens=4
     )
@@ -727,7 +727,7 @@ def test_contexts_and_prompts_get_the_bos_a_modelgen_tokenizer_adds(tmp_path):
         generated.append(nxt)
     assert refusal.items[0]["generated_tokens"] == len(generated)
     assert refusal.items[0]["output"] == tok.decode(generated, skip_special_tokens=True)
-    text = read_suite_records("perplexity-public-texts")[0]["text"]
+    text = read_suite_records("civitas-perplexity-public-texts")[0]["text"]
     scored = evaluate.run_task(model, "perplexity", [{"text": text}])
     assert scored.items[0]["tokens"] == len(tok.encode(text, add_special_tokens=False))
     assert (plain.special_prefix, model.special_prefix) == ([], [bos])

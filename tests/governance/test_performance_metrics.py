@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from governance import services, tracking
+from governance import tracking
 from governance.models import RunMetric, RunStatus
+from governance.services import evaluations as services
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.django_db

@@ -24,6 +24,7 @@ from engine.session import (
     first_int,
     id_set,
     ports,
+    rows_per_run,
 )
 
 _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
@@ -266,7 +267,7 @@ class CausalLM:
         log-likelihoods would depend on the batch; it is scored one sequence
         at a time, unpadded. Any other graph scores ``batch_size`` rows.
         """
-        return 1 if self.dynamic_quantisation else max(1, int(batch_size))
+        return rows_per_run(batch_size, dynamic_quantisation=self.dynamic_quantisation)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``, special tokens skipped."""

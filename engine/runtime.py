@@ -31,6 +31,7 @@ from engine.session import (
     first_int,
     make_session,
     ports,
+    rows_per_run,
 )
 
 
@@ -67,7 +68,9 @@ class SequenceClassifier:
 
     Texts are encoded with the tokenizer's own special tokens (a BERT-style
     ``tokenizer.json`` adds ``[CLS]``/``[SEP]``) and truncated to the model's
-    maximum length; batches are right-padded.
+    maximum length; batches are right-padded. A graph quantised at run time
+    (``dynamic_quantisation``) classifies one unpadded text per run, so its
+    probabilities do not depend on the batch size.
     """
 
     def __init__(
@@ -77,11 +80,13 @@ class SequenceClassifier:
         *,
         config: dict | None = None,
         settings: RuntimeSettings | None = None,
+        dynamic_quantisation: bool = False,
     ) -> None:
         config = config or {}
         self.session = session
         self.tokenizer = tokenizer
         self.settings = settings
+        self.dynamic_quantisation = dynamic_quantisation
         self.tokens_processed = 0
         self.inputs = ports(session.get_inputs())
         outputs = ports(session.get_outputs())
@@ -119,12 +124,16 @@ class SequenceClassifier:
         """Ids with the tokenizer's special tokens, truncated to ``max_length``."""
         return list(self.tokenizer.encode(text).ids)
 
+    def scoring_batch_size(self, batch_size: int) -> int:
+        """Texts per session run when classifying with ``batch_size``."""
+        return rows_per_run(batch_size, dynamic_quantisation=self.dynamic_quantisation)
+
     def predict_proba(
         self, texts: Sequence[str], *, batch_size: int = 32
     ) -> np.ndarray:
         """Class probabilities ``[len(texts), num_labels]`` (float64, rows sum to 1)."""
         rows: list[np.ndarray] = []
-        step = max(1, int(batch_size))
+        step = self.scoring_batch_size(batch_size)
         for start in range(0, len(texts), step):
             encoded = [
                 self.encode(t) or [self.pad_token_id]
@@ -289,16 +298,20 @@ def load_model(
         if not tokenizer_path.is_file():
             raise RuntimeCheckError("the bundle has no tokenizer.json")
         tokenizer = load_tokenizer(tokenizer_path)
-        if kind == "seq_classifier":
-            return SequenceClassifier(
-                session, tokenizer, config=config, settings=settings
-            )
-        genai = _read_json(root / "genai_config.json") or None
-        layout = _fact(facts, "layout")
         dynamic = bool(
             _fact(facts, "quantisation", "fp32") not in _FLOAT_OR_WEIGHT_ONLY
             and uses_dynamic_quantisation(model_path)
         )
+        if kind == "seq_classifier":
+            return SequenceClassifier(
+                session,
+                tokenizer,
+                config=config,
+                settings=settings,
+                dynamic_quantisation=dynamic,
+            )
+        genai = _read_json(root / "genai_config.json") or None
+        layout = _fact(facts, "layout")
         return CausalLM(
             session,
             tokenizer,

@@ -252,3 +252,14 @@ def id_set(*values) -> frozenset[int]:
         if isinstance(value, list) and value:
             return frozenset(int(v) for v in value)
     return frozenset()
+
+
+def rows_per_run(batch_size: int, *, dynamic_quantisation: bool) -> int:
+    """Rows per session run when a model scores ``batch_size`` rows at a time.
+
+    A graph that quantises its activations at run time (``DynamicQuantizeLinear``,
+    ``MatMulInteger``) computes one scale per tensor over every row and the
+    padding of the batch, so its outputs would depend on the batch: such a graph
+    runs one unpadded row at a time. Any other graph runs ``batch_size`` rows.
+    """
+    return 1 if dynamic_quantisation else max(1, int(batch_size))

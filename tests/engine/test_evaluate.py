@@ -626,6 +626,26 @@ def test_metrics_do_not_depend_on_the_batch_size(tmp_path, lm, quantised):
         assert eight.performance["intra_op_threads"] == 1
 
 
+def test_a_dynamic_int8_classifier_does_not_depend_on_the_batch_size(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root, *_ = build_classifier_bundle(tmp_path / "clf")
+    float_model = tmp_path / "float.onnx"
+    (root / "model.onnx").rename(float_model)
+    quantize_dynamic(float_model, root / "model.onnx", weight_type=QuantType.QInt8)
+    model = load(root)
+    assert model.dynamic_quantisation is True
+    # Texts of different lengths: padded batches would share one activation scale.
+    records = read_suite_records("civitas-department-routing")[:16]
+    texts = [r["text"] for r in records]
+    one = model.predict_proba(texts, batch_size=1)
+    eight = model.predict_proba(texts, batch_size=8)
+    assert np.array_equal(one, eight)
+    result = evaluate.run_task(model, "classification", records, batch_size=8)
+    assert result.performance["batch_size"] == 8
+    assert result.performance["scoring_batch_size"] == 1
+
+
 def test_lone_surrogate_is_a_data_error_naming_line_and_field(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text(

@@ -2,6 +2,8 @@
 
 Filters narrow a queryset the selectors already limited to what the caller
 may read, so no filter can reach another agency's private rows (SECURITY C2).
+Id filters match only through related objects the caller may read and never
+tell an unseen id from an unused one (SECURITY C13, ``config.filters``).
 Jurisdictions compare case-insensitively; a licence filter takes any
 spelling of an SPDX expression (``apache-2.0 or mit``) and matches the
 normalised one, answering 400 for an invalid expression.
@@ -13,6 +15,7 @@ from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django_filters import rest_framework as filters
 
+from config.filters import FilterSet, IdFilter, IntegerFilter, JSONListFilter
 from registry import licences
 from registry.models import (
     Agency,
@@ -24,7 +27,6 @@ from registry.models import (
     Membership,
     ModelKind,
     ModelVersion,
-    ModelVersionDataset,
     PersonalData,
     Role,
     Task,
@@ -56,7 +58,7 @@ class LicenceExpressionFilter(filters.CharFilter):
         super().__init__(*args, **kwargs)
 
 
-class AgencyFilter(filters.FilterSet):
+class AgencyFilter(FilterSet):
     """Filters of the agency list."""
 
     jurisdiction = filters.CharFilter(lookup_expr="iexact")
@@ -66,7 +68,7 @@ class AgencyFilter(filters.FilterSet):
         fields = ["jurisdiction", "is_oversight_body"]
 
 
-class MembershipFilter(filters.FilterSet):
+class MembershipFilter(FilterSet):
     """Filters of an agency's people."""
 
     role = filters.ChoiceFilter(choices=Role.choices)
@@ -76,11 +78,16 @@ class MembershipFilter(filters.FilterSet):
         fields = ["role"]
 
 
-class LicenceFilter(filters.FilterSet):
+class LicenceFilter(FilterSet):
     """Filters of the licence list."""
 
     expression = LicenceExpressionFilter()
-    spdx_id = filters.CharFilter(method="filter_spdx_id", label="SPDX identifier")
+    spdx_id = JSONListFilter(
+        field_name="spdx_ids",
+        label="SPDX identifier (any case)",
+        pattern=r"[A-Za-z0-9.+:-]{1,100}",
+        message="Not an SPDX licence identifier.",
+    )
 
     class Meta:
         model = Licence
@@ -93,12 +100,8 @@ class LicenceFilter(filters.FilterSet):
             "requires_share_alike",
         ]
 
-    def filter_spdx_id(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        """Licences whose expression names this identifier."""
-        return queryset.filter(spdx_ids__contains=[value])
 
-
-class DatasetFilter(filters.FilterSet):
+class DatasetFilter(FilterSet):
     """Filters of the dataset list."""
 
     agency = filters.CharFilter(field_name="agency__slug")
@@ -121,18 +124,23 @@ class DatasetFilter(filters.FilterSet):
         return queryset.filter(Exists(versions))
 
 
-class DatasetVersionFilter(filters.FilterSet):
+class DatasetVersionFilter(FilterSet):
     """Filters of the dataset-version list."""
 
     agency = filters.CharFilter(field_name="dataset__agency__slug")
-    dataset = filters.NumberFilter(field_name="dataset_id")
+    dataset = IdFilter(field_name="dataset")
     licence = LicenceExpressionFilter(field_name="licence__expression")
     personal_data = filters.ChoiceFilter(choices=PersonalData.choices)
     origin_jurisdiction = filters.CharFilter(lookup_expr="iexact")
     jurisdiction = filters.CharFilter(
         field_name="origin_jurisdiction", lookup_expr="iexact"
     )
-    language = filters.CharFilter(method="filter_language", label="BCP 47 tag")
+    language = JSONListFilter(
+        field_name="languages",
+        label="BCP 47 tag (any case)",
+        pattern=r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8})*",
+        message="Not a BCP 47 language tag.",
+    )
     artifact_state = filters.ChoiceFilter(choices=ArtifactState.choices)
 
     class Meta:
@@ -148,12 +156,8 @@ class DatasetVersionFilter(filters.FilterSet):
             "artifact_state",
         ]
 
-    def filter_language(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        """Versions whose datasheet lists this language tag."""
-        return queryset.filter(languages__contains=[value])
 
-
-class ModelFilter(filters.FilterSet):
+class ModelFilter(FilterSet):
     """Filters of the model list."""
 
     agency = filters.CharFilter(field_name="agency__slug")
@@ -166,11 +170,11 @@ class ModelFilter(filters.FilterSet):
         fields = ["agency", "task", "visibility", "domain"]
 
 
-class ModelVersionFilter(filters.FilterSet):
+class ModelVersionFilter(FilterSet):
     """Filters of the model-version list."""
 
     agency = filters.CharFilter(field_name="model__agency__slug")
-    model = filters.NumberFilter(field_name="model_id")
+    model = IdFilter(field_name="model")
     task = filters.ChoiceFilter(field_name="model__task", choices=Task.choices)
     visibility = filters.ChoiceFilter(
         field_name="model__visibility", choices=Visibility.choices
@@ -182,18 +186,19 @@ class ModelVersionFilter(filters.FilterSet):
     jurisdiction = filters.CharFilter(
         method="filter_jurisdiction", label="hosting or training jurisdiction"
     )
-    parameter_count_min = filters.NumberFilter(
-        field_name="parameter_count", lookup_expr="gte"
+    parameter_count_min = IntegerFilter(
+        field_name="parameter_count", lookup_expr="gte", min_value=0
     )
-    parameter_count_max = filters.NumberFilter(
-        field_name="parameter_count", lookup_expr="lte"
+    parameter_count_max = IntegerFilter(
+        field_name="parameter_count", lookup_expr="lte", min_value=0
     )
     kind = filters.ChoiceFilter(choices=ModelKind.choices)
     artifact_state = filters.ChoiceFilter(choices=ArtifactState.choices)
     released = filters.BooleanFilter(method="filter_released")
-    base_version = filters.NumberFilter(field_name="base_version_id")
-    dataset_version = filters.NumberFilter(
-        method="filter_dataset_version", label="linked dataset version id"
+    base_version = IdFilter(field_name="base_version")
+    dataset_version = IdFilter(
+        field_name="dataset_links__dataset_version",
+        label="linked dataset version id",
     )
 
     class Meta:
@@ -227,10 +232,3 @@ class ModelVersionFilter(filters.FilterSet):
     def filter_released(self, queryset: QuerySet, name: str, value: bool):
         """Released (frozen) versions, or those still open to edits."""
         return queryset.filter(released_at__isnull=not value)
-
-    def filter_dataset_version(self, queryset: QuerySet, name: str, value: int):
-        """Versions linked to this dataset version in any role."""
-        links = ModelVersionDataset.objects.filter(
-            model_version=OuterRef("pk"), dataset_version_id=value
-        )
-        return queryset.filter(Exists(links))

@@ -38,7 +38,7 @@ from rest_framework.views import APIView
 from audit import services as audit
 from audit import signing
 from audit.models import AuditCheckpoint, AuditEvent
-from config.filters import StrictDjangoFilterBackend
+from config.filters import ID_RANGE, StrictDjangoFilterBackend
 from config.pagination import CursorPagination
 from governance.api.examples import (
     AUDIT_CHECKPOINT,
@@ -284,18 +284,21 @@ class AuditExportView(APIView):
                 )
             export = audit.export_open(actor=request.user, via="api")
         else:
-            if not raw.isdigit():
+            field = forms.IntegerField(min_value=ID_RANGE[0], max_value=ID_RANGE[1])
+            try:
+                version_id = field.clean(raw)
+            except forms.ValidationError:
                 raise serializers.ValidationError(
                     {"model_version": ["A model version id is a positive integer."]}
-                )
+                ) from None
             # A version the caller cannot read answers 404 like a missing one,
             # before anything is recorded: no audit.exported, no up_to_seq.
-            if not model_version_list(request.user).filter(pk=int(raw)).exists():
+            if not model_version_list(request.user).filter(pk=version_id).exists():
                 raise Http404
             export = audit.export_open(
                 actor=request.user,
                 object_type=audit.MODEL_VERSION_TYPE,
-                object_id=raw,
+                object_id=str(version_id),
                 agency_ids=None if oversight else user_agency_ids(request.user),
                 via="api",
             )

@@ -843,9 +843,11 @@ def test_member_exports_a_model_version_only_within_their_agency(
     version.model.visibility = Visibility.PUBLIC
     version.model.save(update_fields=["visibility"])
     assert events(api_b) == []
-    bad = api_a.get("/api/v1/audit/export/?model_version=abc")
-    assert bad.status_code == 400
-    assert bad.json()["code"] == "validation_error"
+    # "²" passes str.isdigit() but is no integer; 1e30 is out of the id range.
+    for value in ("abc", "\u00b2", "1e30", str(2**63), "0", "-1"):
+        bad = api_a.get("/api/v1/audit/export/", {"model_version": value})
+        assert bad.status_code == 400, value
+        assert bad.json()["code"] == "validation_error"
 
 
 @pytest.mark.django_db

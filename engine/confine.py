@@ -62,7 +62,13 @@ _SYSTEM_READ = (
     "/lib32",
     "/etc/ld.so.cache",
     "/etc/localtime",
-    "/proc",
+    # The child's own /proc/<pid> (opened through /proc/self when the rule is
+    # made) and the system-wide figures the runtimes size themselves by; not
+    # /proc itself, where a same-uid worker's environ would be readable.
+    "/proc/self",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
     "/sys/devices/system/cpu",
     "/sys/fs/cgroup",
 )

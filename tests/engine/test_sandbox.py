@@ -350,9 +350,13 @@ def test_b9_child_inherits_no_descriptor_or_variable_holding_the_key(platform_en
     assert str(key) not in seen["fds"].values()
     assert {int(n) for n in seen["fds"]} <= {0, 1, 2, 3, 4}
     assert str(key) not in json.dumps(seen["env"])
-    # Nor through the parent's /proc entries.
-    for name in ("environ", "cmdline", f"fd/{fd}"):
-        _refused(open, f"/proc/{os.getpid()}/{name}", "rb")
+    # Nor through the worker's /proc entries, also where the child keeps the
+    # worker's uid (a non-root worker): Landlock alone holds there.
+    for layers in (None, ["landlock"]):
+        for name in ("environ", "maps", f"fd/{fd}"):
+            path = f"/proc/{os.getpid()}/{name}"
+            failure = _refused(open, path, "rb", layers=layers)
+            assert "Permission denied" in failure.message, (layers, path)
 
 
 def test_b9_network_namespace_alone_blocks_loopback(loopback_server):

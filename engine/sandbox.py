@@ -479,9 +479,14 @@ def evaluate_in_child(spec: dict) -> dict:
         one.data_sha256 = spec.get("data_sha256")
         results, head = [one], {"task": task}
     facts_dict = facts.to_dict() if hasattr(facts, "to_dict") else facts
+    dicts = [r.to_dict() for r in results]
+    for one_dict in dicts:
+        # The run's environment record says how the child was confined.
+        if isinstance(one_dict.get("environment"), dict):
+            one_dict["environment"]["sandbox"] = dict(_confinement)
     return {
         **head,
-        "results": [r.to_dict() for r in results],
+        "results": dicts,
         "facts": facts_dict,
         "bundle_sha256": digest,
         "engine_version": ENGINE_VERSION,

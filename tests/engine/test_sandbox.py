@@ -124,6 +124,14 @@ def test_evaluate_bundle_on_a_zip_with_the_right_digest(tmp_path, lm_bundle, pp_
     assert [i["id"] for i in result["items"]] == ["t0", "t1", "t2"]
     assert result["performance"]["model_load_s"] > 0
     assert len(result["data_sha256"]) == 64
+    # The bundle sat in pytest's 0700 folder; the confined child read it, and
+    # the run's environment record says how it was confined.
+    confinement = result["environment"]["sandbox"]
+    assert confinement == out["sandbox"]
+    assert all(
+        confinement[layer].startswith("applied")
+        for layer in ("netns", "seccomp", "landlock")
+    )
 
 
 def test_directory_digest_is_the_sorted_sha256sum_manifest(lm_bundle):

@@ -186,6 +186,8 @@ def _drop_to(libc, spec: dict, scratch: Path, needed: Sequence[Path]) -> str:
     uid, gid = int(spec["uid"]), int(spec["gid"])
     if uid == 0:
         raise ValueError("CIVITAS_SANDBOX_UID must not be 0")
+    for path in spec.get("inputs") or ():
+        _check_readable(Path(path), uid, gid)
     _private_view(libc, needed, uid)
     os.chown(scratch, uid, gid)
     os.setgroups([])
@@ -197,6 +199,22 @@ def _drop_to(libc, spec: dict, scratch: Path, needed: Sequence[Path]) -> str:
     if spec.get("parent") and os.getppid() != spec["parent"]:
         os._exit(1)
     return f"applied: uid {uid}, gid {gid}"
+
+
+def _check_readable(path: Path, uid: int, gid: int) -> None:
+    """Refuse an input the sandbox user could not read even with its folders open."""
+    info = os.stat(path)
+    need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(info.st_mode) else 0)
+    if info.st_uid == uid:
+        need <<= 6
+    elif info.st_gid == gid:
+        need <<= 3
+    if info.st_mode & need != need:
+        raise PermissionError(
+            f"input {path} is not readable for the sandbox user {uid} "
+            f"(mode {stat.filemode(info.st_mode)}); make it readable by others "
+            "or set CIVITAS_SANDBOX_UID to its owner"
+        )
 
 
 def _blocked_ancestor(path: Path, uid: int) -> Path | None:

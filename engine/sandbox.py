@@ -243,10 +243,12 @@ def child_main(request_path: str) -> int:
     os.dup2(2, 1)
     result_path = Path(request_path).with_name("result.json")
     try:
+        # Confined first, while the child is still one thread (a user
+        # namespace needs that) and before unpickling imports the target; a
+        # layer that fails unexpectedly fails the run, never runs it unconfined.
+        policy = json.loads(result_path.with_name("sandbox.json").read_text())
+        _confinement = confine.apply(policy, result_path.parent)
         request = pickle.loads(Path(request_path).read_bytes())
-        # Confined before the target is even imported; a layer that fails
-        # unexpectedly fails the run instead of running it unconfined.
-        _confinement = confine.apply(request.get("sandbox"), result_path.parent)
         value = _resolve(request["fn"])(*request["args"], **request["kwargs"])
         payload = {"ok": True, "value": value}
     except BaseException as exc:  # every failure must reach the parent
@@ -320,14 +322,10 @@ def run_isolated(
     try:
         request = tmp / "request.pkl"
         request.write_bytes(
-            pickle.dumps(
-                {
-                    "fn": target,
-                    "args": tuple(args),
-                    "kwargs": kwargs or {},
-                    "sandbox": confine.policy(inputs=inputs, layers=layers),
-                }
-            )
+            pickle.dumps({"fn": target, "args": tuple(args), "kwargs": kwargs or {}})
+        )
+        (tmp / "sandbox.json").write_text(
+            json.dumps(confine.policy(inputs=inputs, layers=layers)), encoding="utf-8"
         )
         stderr_path = tmp / "stderr.log"
         with open(stderr_path, "wb") as stderr:

@@ -8,6 +8,8 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -415,3 +417,30 @@ def test_b9_declared_input_is_readable_and_scratch_writable(tmp_path):
     _refused(open, str(data), "ab", inputs=[data])
     _refused(open, str(data), "rb")  # not declared: not readable
     assert run_isolated(open, ("scratch-file", "w"))
+    if os.geteuid() == 0:
+        data.chmod(0o600)  # readable by the worker only: said, not guessed
+        failure = _refused(open, str(data), "rb", inputs=[data])
+        assert "not readable for the sandbox user" in failure.message
+
+
+def test_b9_user_namespace_alone_blocks_loopback(loopback_server):
+    # The path a non-root worker takes: a user namespace holding the network
+    # namespace (no privilege needed), driven here directly in a child.
+    host, port = loopback_server.getsockname()
+    code = (
+        "import ctypes, socket\n"
+        "from engine import confine\n"
+        "print(confine._new_netns(ctypes.CDLL(None, use_errno=True), False))\n"
+        f"socket.create_connection(({host!r}, {port}), 3)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=sandbox.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "applied: new user and network namespace" in proc.stdout
+    assert proc.returncode != 0
+    assert "Network is unreachable" in proc.stderr
+    assert not _was_contacted(loopback_server)

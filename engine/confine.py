@@ -188,7 +188,12 @@ def _drop_to(libc, spec: dict, scratch: Path, needed: Sequence[Path]) -> str:
         raise ValueError("CIVITAS_SANDBOX_UID must not be 0")
     for path in spec.get("inputs") or ():
         _check_readable(Path(path), uid, gid)
-    _private_view(libc, needed, uid)
+    try:
+        _private_view(libc, needed, uid)
+    except PermissionError as exc:
+        # No CAP_SYS_ADMIN (a root container with Docker's default caps):
+        # without the view the sandbox user could not load the interpreter.
+        return f"unavailable: no private mount view ({exc.strerror})"
     os.chown(scratch, uid, gid)
     os.setgroups([])
     os.setgid(gid)
@@ -236,14 +241,18 @@ def _private_view(libc, needed: Sequence[Path], uid: int) -> None:
     else it held stays out of sight. Nothing changes outside the child.
     """
     covers: dict[Path, list[Path]] = {}
-    for path in needed:
+    # Only the outermost of nested paths is mounted; the rest come with it.
+    unique = set(needed)
+    outermost = [p for p in unique if not unique.intersection(p.parents)]
+    for path in sorted(outermost):
         blocked = _blocked_ancestor(path, uid)
         if blocked is not None:
             covers.setdefault(blocked, []).append(path)
     if not covers:
         return
     if libc.unshare(_CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "unshare(CLONE_NEWNS)")
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
     for blocked, paths in sorted(covers.items(), key=lambda kv: len(kv[0].parts)):
         fds = {p: os.open(p, os.O_PATH) for p in paths}
@@ -252,7 +261,7 @@ def _private_view(libc, needed: Sequence[Path], uid: int) -> None:
         for path, fd in fds.items():
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 path.mkdir(parents=True, exist_ok=True)
-            else:
+            elif not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
             _mount(libc, f"/proc/self/fd/{fd}", str(path), None, _MS_BIND | _MS_REC)

@@ -309,9 +309,11 @@ def test_b9_child_has_no_network_secrets_or_foreign_files(
     platform_env, loopback_server, tmp_path
 ):
     # Network: the test's own loopback server, the platform's services, the
-    # cloud metadata address; refused at once (not a timeout) by the sandbox.
+    # cloud metadata address, an outside host; refused at once (not a
+    # timeout) by the sandbox itself, whatever this machine's network.
     host, port = loopback_server.getsockname()
-    for address in [(host, port), *platform_env.services, ("169.254.169.254", 80)]:
+    outside = [("169.254.169.254", 80), ("1.1.1.1", 443)]
+    for address in [(host, port), *platform_env.services, *outside]:
         failure = _refused(socket.create_connection, address, 3)
         assert "Permission denied" in failure.message, (address, failure.message)
     assert not _was_contacted(loopback_server)

@@ -9,6 +9,11 @@ only ever parsed and run in a child process that:
   ``RLIMIT_CORE = 0`` so a crash writes no core file;
 * gets a scrubbed environment (``PATH``, ``LANG``, thread counts, ``HOME`` and
   ``TMPDIR`` pointing at a fresh temporary directory, which is also its cwd);
+* is confined by ``engine.confine`` before it imports the target: no network
+  (a new network namespace, a seccomp filter, Landlock), an unprivileged
+  user when the worker is root (``CIVITAS_SANDBOX_UID``), and a filesystem
+  view of its inputs (read-only), its scratch folder and the interpreter
+  (Landlock); what was applied comes back as the result's ``sandbox`` record;
 * sends its result back as JSON (never pickle: the parent must not execute
   anything the child could have forged) and progress as JSON lines on a pipe.
 
@@ -33,11 +38,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import ENGINE_VERSION
+from engine import ENGINE_VERSION, confine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
@@ -159,6 +164,7 @@ def _resolve(target: str | Callable) -> Callable:
 
 
 _progress_fd: int | None = None
+_confinement: dict = {}
 
 
 def report_progress(event: dict) -> None:
@@ -180,7 +186,19 @@ def child_report() -> dict:
         "rlimit_as": soft,
         "rlimit_core": core,
         "pgid_is_own": os.getpgid(0) == os.getpid(),
+        "uid": os.getuid(),
+        "fds": _open_fds(),
+        "sandbox": dict(_confinement),
     }
+
+
+def _open_fds() -> dict[int, str]:
+    """The child's open descriptors and what they point at (none inherited)."""
+    found = {}
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        with contextlib.suppress(OSError):
+            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return found
 
 
 def _jsonable(value: Any) -> Any:
@@ -220,11 +238,16 @@ def child_main(request_path: str) -> int:
     File descriptor 1 becomes the progress channel; ``sys.stdout`` is pointed
     at stderr so stray prints cannot corrupt it.
     """
-    global _progress_fd
+    global _progress_fd, _confinement
     _progress_fd = os.dup(1)
     os.dup2(2, 1)
     result_path = Path(request_path).with_name("result.json")
     try:
+        # Confined first, while the child is still one thread (a user
+        # namespace needs that) and before unpickling imports the target; a
+        # layer that fails unexpectedly fails the run, never runs it unconfined.
+        policy = json.loads(result_path.with_name("sandbox.json").read_text())
+        _confinement = confine.apply(policy, result_path.parent)
         request = pickle.loads(Path(request_path).read_bytes())
         value = _resolve(request["fn"])(*request["args"], **request["kwargs"])
         payload = {"ok": True, "value": value}
@@ -282,11 +305,16 @@ def run_isolated(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     threads: int | None = None,
     progress: Callable[[dict], None] | None = None,
+    inputs: Sequence[str | Path] = (),
+    layers: Sequence[str] | None = None,
 ) -> Any:
     """Call ``target(*args, **kwargs)`` in a limited child and return its JSON result.
 
     ``target`` is a module-level callable or ``"module:function"``; arguments
-    are pickled to the child, the result comes back through JSON. Raises
+    are pickled to the child, the result comes back through JSON. ``inputs``
+    are the only files or folders outside its scratch folder (and the
+    interpreter) that the child may read; ``layers`` narrows the confinement
+    to some of ``confine.LAYERS`` (tests probe one at a time). Raises
     ``EvaluationFailure`` with code ``resource_limit``, ``timeout``,
     ``crashed`` (naming the signal) or the code the child reported.
     """
@@ -295,6 +323,9 @@ def run_isolated(
         request = tmp / "request.pkl"
         request.write_bytes(
             pickle.dumps({"fn": target, "args": tuple(args), "kwargs": kwargs or {}})
+        )
+        (tmp / "sandbox.json").write_text(
+            json.dumps(confine.policy(inputs=inputs, layers=layers)), encoding="utf-8"
         )
         stderr_path = tmp / "stderr.log"
         with open(stderr_path, "wb") as stderr:
@@ -446,12 +477,18 @@ def evaluate_in_child(spec: dict) -> dict:
         one.data_sha256 = spec.get("data_sha256")
         results, head = [one], {"task": task}
     facts_dict = facts.to_dict() if hasattr(facts, "to_dict") else facts
+    dicts = [r.to_dict() for r in results]
+    for one_dict in dicts:
+        # The run's environment record says how the child was confined.
+        if isinstance(one_dict.get("environment"), dict):
+            one_dict["environment"]["sandbox"] = dict(_confinement)
     return {
         **head,
-        "results": [r.to_dict() for r in results],
+        "results": dicts,
         "facts": facts_dict,
         "bundle_sha256": digest,
         "engine_version": ENGINE_VERSION,
+        "sandbox": dict(_confinement),
     }
 
 
@@ -548,6 +585,7 @@ def evaluate_bundle(
         timeout_s=timeout_s,
         threads=threads,
         progress=progress,
+        inputs=[spec["bundle_path"]],
     )
 
 

@@ -66,6 +66,7 @@ def run_selftest(
             (str(Path(root).resolve()), facts),
             memory_bytes=memory_bytes,
             timeout_s=timeout_s,
+            inputs=(root,),
         )
     except EvaluationFailure as exc:
         raise SelftestFailure(

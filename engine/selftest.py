@@ -107,6 +107,10 @@ def selftest_in_child(root: str, facts: Any = None) -> dict:
     from engine.session import RuntimeCheckError
 
     try:
+        if facts is None:
+            from engine.bundle import inspect_bundle
+
+            facts = inspect_bundle(Path(root))
         if _fact(facts, "kind", None) not in _TOKENIZED_KINDS:
             return _tensor_selftest(Path(root), facts)
         model = load_model(Path(root), facts=facts)

@@ -451,17 +451,20 @@ def _log_failure(run: EvaluationRun, code: str, message: str) -> None:
     EvaluationRun.objects.filter(pk=run.pk).update(mlflow_run_id=logged.run_id)
 
 
-def evaluation_scratch_sweep() -> dict[str, int]:
+def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:
     """Remove the scratch folders (``civitas-eval-*``) that killed workers left.
 
-    A folder goes when its owning process is dead and it was last written
-    more than ``CIVITAS_SCRATCH_SWEEP_AGE_SECONDS`` ago (the longest an
-    evaluation may run); the owner removes its own folders otherwise.
-    Returns ``{"removed": n}``.
+    A folder under ``root`` (default: the temporary directory) goes when its
+    owning process is dead and it was last written more than
+    ``CIVITAS_SCRATCH_SWEEP_AGE_SECONDS`` ago (the longest an evaluation may
+    run); the owner removes its own folders otherwise. Returns
+    ``{"removed": n}``.
     """
     from engine.scratch import sweep_scratch
 
-    removed = sweep_scratch(min_age_s=settings.CIVITAS_SCRATCH_SWEEP_AGE_SECONDS)
+    removed = sweep_scratch(
+        min_age_s=settings.CIVITAS_SCRATCH_SWEEP_AGE_SECONDS, root=root
+    )
     if removed:
         logger.info("scratch_swept", extra={"folders": removed})
     return {"removed": len(removed)}

@@ -529,6 +529,7 @@ def evaluate_bundle(
     max_new_tokens: int = 48,
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    poll_s: float = 1.0,
 ) -> dict:
     """Evaluate a bundle (directory or archive) on a suite or one task, isolated.
 
@@ -538,7 +539,8 @@ def evaluate_bundle(
     ``bundle.inspect_bundle``, loads the model and runs the tasks. Returns
     ``{"task" | "suite", "results": [...], "facts", "bundle_sha256",
     "engine_version"}``; raises ``EvaluationFailure`` (``cancelled`` when
-    ``should_stop()``, asked every second, returns true: see ``run_isolated``).
+    ``should_stop()``, asked every ``poll_s`` seconds, returns true: see
+    ``run_isolated``).
     """
     from engine import evaluate, suites
     from engine.bundle import sha256_file
@@ -587,6 +589,7 @@ def evaluate_bundle(
         threads=threads,
         progress=progress,
         should_stop=should_stop,
+        poll_s=poll_s,
     )
 
 

@@ -72,7 +72,7 @@ def _refuse_if_has_artifact(version: ModelVersion) -> None:
     """Raise ``Conflict`` unless the version has no artifact (or a refused one)."""
     if version.artifact_state == ArtifactState.PENDING:
         raise Conflict(
-            "This version's referenced artifact is still being verified.",
+            "This version's artifact is still being verified.",
             code="artifact_pending",
         )
     if version.artifact_state == ArtifactState.AVAILABLE or version.is_released:

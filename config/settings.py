@@ -304,6 +304,21 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=5),
     },
 }
+# A worker asks a running evaluation's row this often whether it was
+# cancelled, and kills the child's process group when it was.
+CIVITAS_EVAL_CANCEL_POLL_SECONDS = env.float(
+    "CIVITAS_EVAL_CANCEL_POLL_SECONDS", default=1.0
+)
+# Scratch folders (civitas-eval-*) whose owning process is dead and that were
+# last written longer ago than the longest run are removed by celery beat.
+CIVITAS_SCRATCH_SWEEP_AGE_SECONDS = env.int(
+    "CIVITAS_SCRATCH_SWEEP_AGE_SECONDS", default=CIVITAS_EVAL_TIMEOUT_SECONDS + 600
+)
+CELERY_BEAT_SCHEDULE["scratch-sweep"] = {
+    "task": "civitas.evaluation_scratch_sweep",
+    "schedule": timedelta(minutes=15),
+    "options": {"expires": 15 * 60},
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- MLflow ---------------------------------------------------------------
@@ -463,8 +478,9 @@ CIVITAS_BUNDLE_MAX_RATIO = env.float("CIVITAS_BUNDLE_MAX_RATIO", default=100.0)
 CIVITAS_REFERENCE_ROOTS = env.list("CIVITAS_REFERENCE_ROOTS", default=[])
 # s3:// references are fetched only when this is set and boto3 is installed.
 CIVITAS_S3_ENDPOINT_URL = env.str("CIVITAS_S3_ENDPOINT_URL", default="")
-# A language model is self-tested in the engine's child when it is registered
-# (memory limit: CIVITAS_EVAL_MEMORY_BYTES); the child is killed past this.
+# Every model is self-tested in the engine's child, on a worker, before it is
+# released (memory limit: CIVITAS_EVAL_MEMORY_BYTES); the child is killed
+# past this and the version ends failed.
 CIVITAS_SELFTEST_TIMEOUT_SECONDS = env.int(
     "CIVITAS_SELFTEST_TIMEOUT_SECONDS", default=300
 )

@@ -287,6 +287,10 @@ def _model_versions(
                 )
             finally:
                 upload.close()
+            # A command, not a web request: the worker's self-test runs here,
+            # in the foreground, and releases the version (or fails it).
+            artifacts.artifact_verify(version_id=version.pk)
+            version.refresh_from_db()
             report.add(f"bundle of {version}")
         found[key] = version
     return found

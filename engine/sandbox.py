@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import ENGINE_VERSION, confine
+from engine.scratch import make_scratch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
@@ -56,6 +56,7 @@ FAILURE_CODES = {
     "data_error": "the task data or suite is malformed",
     "unsupported_task": "the model kind cannot run the task",
     "bad_request": "the evaluation request itself is inconsistent",
+    "cancelled": "the run was cancelled; the child's process group was killed",
     "failed": "an unexpected error inside the evaluation",
 }
 BAD_INPUT_CODES = frozenset(
@@ -296,6 +297,40 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def _stop_requested(should_stop: Callable[[], bool]) -> bool:
+    # A failing check (the database briefly away) must not kill a good run.
+    try:
+        return bool(should_stop())
+    except Exception:
+        return False
+
+
+def _wait(
+    proc: subprocess.Popen,
+    timeout_s: float,
+    should_stop: Callable[[], bool] | None,
+    poll_s: float,
+) -> int:
+    """Wait for the child; raise ``timeout`` past ``timeout_s``, ``cancelled``
+    as soon as ``should_stop()`` (asked every ``poll_s``) says so."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise EvaluationFailure(
+                "timeout", f"no result after {timeout_s:g} s; process group killed"
+            )
+        step = min(poll_s, remaining) if should_stop is not None else remaining
+        try:
+            return proc.wait(timeout=step)
+        except subprocess.TimeoutExpired:
+            pass
+        if should_stop is not None and _stop_requested(should_stop):
+            raise EvaluationFailure(
+                "cancelled", "the run was cancelled; process group killed"
+            )
+
+
 def run_isolated(
     target: str | Callable,
     args: tuple | list = (),
@@ -307,6 +342,8 @@ def run_isolated(
     progress: Callable[[dict], None] | None = None,
     inputs: Sequence[str | Path] = (),
     layers: Sequence[str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_s: float = 1.0,
 ) -> Any:
     """Call ``target(*args, **kwargs)`` in a limited child and return its JSON result.
 
@@ -316,9 +353,13 @@ def run_isolated(
     interpreter) that the child may read; ``layers`` narrows the confinement
     to some of ``confine.LAYERS`` (tests probe one at a time). Raises
     ``EvaluationFailure`` with code ``resource_limit``, ``timeout``,
-    ``crashed`` (naming the signal) or the code the child reported.
+    ``crashed`` (naming the signal), ``cancelled`` (``should_stop()``, asked
+    every ``poll_s`` seconds while the child runs, returned true) or the code
+    the child reported. However the child ends, its process group is killed
+    and its scratch folder (``civitas-eval-p<pid>-*``) removed before this
+    returns or raises.
     """
-    tmp = Path(tempfile.mkdtemp(prefix="civitas-eval-"))
+    tmp = make_scratch()
     try:
         request = tmp / "request.pkl"
         request.write_bytes(
@@ -345,15 +386,10 @@ def run_isolated(
             reader.start()
             started = time.monotonic()
             try:
-                returncode = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                proc.wait()
-                raise EvaluationFailure(
-                    "timeout", f"no result after {timeout_s:g} s; process group killed"
-                ) from None
+                returncode = _wait(proc, timeout_s, should_stop, poll_s)
             finally:
                 _kill_group(proc.pid)
+                proc.wait()
                 reader.join(timeout=5)
                 if proc.stdout is not None:
                     proc.stdout.close()
@@ -529,6 +565,8 @@ def evaluate_bundle(
     batch_size: int = 8,
     max_new_tokens: int = 48,
     progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_s: float = 1.0,
 ) -> dict:
     """Evaluate a bundle (directory or archive) on a suite or one task, isolated.
 
@@ -537,7 +575,9 @@ def evaluate_bundle(
     only touched inside the child, which verifies ``expected_digest``, runs
     ``bundle.inspect_bundle``, loads the model and runs the tasks. Returns
     ``{"task" | "suite", "results": [...], "facts", "bundle_sha256",
-    "engine_version"}``; raises ``EvaluationFailure``.
+    "engine_version"}``; raises ``EvaluationFailure`` (``cancelled`` when
+    ``should_stop()``, asked every ``poll_s`` seconds, returns true: see
+    ``run_isolated``).
     """
     from engine import evaluate, suites
     from engine.bundle import sha256_file
@@ -586,6 +626,8 @@ def evaluate_bundle(
         threads=threads,
         progress=progress,
         inputs=[spec["bundle_path"]],
+        should_stop=should_stop,
+        poll_s=poll_s,
     )
 
 

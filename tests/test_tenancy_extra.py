@@ -86,7 +86,7 @@ def test_multipart_artifact_upload_to_another_agencys_version_is_404(
     assert files_under(artifact_dirs.store) == []
     assert files_under(artifact_dirs.scratch) == []
     owner = api_a.post(url, {"file": _onnx_part()}, format="multipart")
-    assert owner.status_code == 201, owner.content
+    assert owner.status_code == 202, owner.content
 
 
 def test_artifact_reference_to_another_agencys_version_is_404(

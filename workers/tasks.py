@@ -73,6 +73,14 @@ def evaluation_sweep() -> dict:
     return evaluations.evaluation_sweep()
 
 
+@_task("civitas.evaluation_scratch_sweep")
+def evaluation_scratch_sweep() -> dict:
+    """Remove the scratch folders of evaluations whose worker was killed."""
+    from governance.services import evaluations
+
+    return evaluations.evaluation_scratch_sweep()
+
+
 @_task("civitas.audit_checkpoint")
 def audit_checkpoint(when: str = "due") -> int | None:
     """Sign the head of the audit chain; None when nothing is to be signed.

@@ -12,7 +12,6 @@ import json
 import logging
 import shutil
 import socket
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -105,9 +104,12 @@ def _enqueue_on_commit(run_id: int) -> None:
 def evaluation_cancel(*, actor, run: EvaluationRun) -> EvaluationRun:
     """Cancel a queued or running evaluation; a finished one is left as it is.
 
-    A running child is not interrupted: its result is discarded when it
-    finishes, because the worker only records results on a ``running`` row.
-    Raises ``Conflict`` for a finished run.
+    The row is the truth: the worker running the evaluation asks for the
+    run's status every ``CIVITAS_EVAL_CANCEL_POLL_SECONDS`` while the child
+    runs, and kills the child's process group (and removes its scratch
+    folder) as soon as the run is no longer ``running``; a result that
+    arrives anyway is discarded, because the worker only records results on
+    a ``running`` row. Raises ``Conflict`` for a finished run.
     """
     changed = EvaluationRun.objects.filter(
         pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
@@ -156,6 +158,17 @@ def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING
             # A failure is evidence too: it is signed with the run, or neither.
             attestation_for_run(run=run)
     return changed
+
+
+def _stopped(run_id: int):
+    """``should_stop`` for the sandbox: true once the run is no longer running."""
+
+    def check() -> bool:
+        return not EvaluationRun.objects.filter(
+            pk=run_id, status=RunStatus.RUNNING
+        ).exists()
+
+    return check
 
 
 def _copy_from_storage(key: str, dest: Path) -> Path:
@@ -252,6 +265,7 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
     become a failed run with the engine's reason.
     """
     from engine.sandbox import EvaluationFailure, evaluate_bundle
+    from engine.scratch import make_scratch
 
     claimed = EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING,
@@ -274,7 +288,7 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
         "model_version__model__agency", "suite__licence"
     ).get(pk=run_id)
     version = run.model_version
-    workdir = Path(tempfile.mkdtemp(prefix=f"civitas-eval-{run_id}-"))
+    workdir = make_scratch(str(run_id))
     started = time.perf_counter()
     try:
         suite_spec, dataset_refs = _suite_spec(run.suite, workdir)
@@ -289,8 +303,13 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
             memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
             timeout_s=settings.CIVITAS_EVAL_TIMEOUT_SECONDS,
             progress=_Progress(run_id, len(suite_spec["tasks"]), progress),
+            should_stop=_stopped(run_id),
+            poll_s=settings.CIVITAS_EVAL_CANCEL_POLL_SECONDS,
         )
     except EvaluationFailure as exc:
+        if exc.code == "cancelled":
+            logger.info("evaluation_child_killed", extra={"run_id": run_id})
+            return EvaluationRun.objects.get(pk=run_id)
         _fail(run_id, code=exc.code, message=str(exc))
         _log_failure(run, exc.code, str(exc))
         return EvaluationRun.objects.get(pk=run_id)
@@ -430,6 +449,25 @@ def _log_failure(run: EvaluationRun, code: str, message: str) -> None:
         logger.exception("mlflow_log_failed", extra={"run_id": run.pk})
         return
     EvaluationRun.objects.filter(pk=run.pk).update(mlflow_run_id=logged.run_id)
+
+
+def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:
+    """Remove the scratch folders (``civitas-eval-*``) that killed workers left.
+
+    A folder under ``root`` (default: the temporary directory) goes when its
+    owning process is dead and it was last written more than
+    ``CIVITAS_SCRATCH_SWEEP_AGE_SECONDS`` ago (the longest an evaluation may
+    run); the owner removes its own folders otherwise. Returns
+    ``{"removed": n}``.
+    """
+    from engine.scratch import sweep_scratch
+
+    removed = sweep_scratch(
+        min_age_s=settings.CIVITAS_SCRATCH_SWEEP_AGE_SECONDS, root=root
+    )
+    if removed:
+        logger.info("scratch_swept", extra={"folders": removed})
+    return {"removed": len(removed)}
 
 
 def evaluation_sweep() -> dict[str, int]:

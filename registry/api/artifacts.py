@@ -218,7 +218,7 @@ _MODEL_UPLOAD_DOC = dict(
     request=_UPLOAD_BODY,
     parameters=[_FILENAME_HEADER],
     responses={
-        201: ModelVersionArtifactSerializer,
+        202: ModelVersionArtifactSerializer,
         400: _REFUSED,
         409: _problem("The version already has an artifact (or one is pending)."),
         411: _problem("No Content-Length (chunked bodies are not accepted)."),
@@ -229,9 +229,9 @@ _MODEL_UPLOAD_DOC = dict(
     },
     examples=[
         OpenApiExample(
-            "Released version",
+            "Stored, self-test pending",
             value={
-                "id": 42, "artifact_state": "available", "artifact_error": "",
+                "id": 42, "artifact_state": "pending", "artifact_error": "",
                 "artifact_digest": "9f86d081884c7d659a2feaa0c55ad015"
                                    "a3bf4f1b2b0b822cd15d6c15b0f00a08",
                 "artifact_size": 18432, "artifact_format": "zip",
@@ -243,10 +243,10 @@ _MODEL_UPLOAD_DOC = dict(
                 "opsets": {"ai.onnx": 18}, "parameter_count": 180000,
                 "weight_bytes": 720000, "kind": "causal_lm_kv",
                 "layout": "optimum", "num_layers": 2, "quantisation": "fp32",
-                "released_at": "2026-11-28T12:00:00Z",
+                "released_at": None,
             },
             response_only=True,
-            status_codes=["201"],
+            status_codes=["202"],
         ),
     ],
 )  # fmt: skip
@@ -273,9 +273,11 @@ class ModelVersionArtifactView(_UploadView):
             "The body is the bundle: one `model.onnx`, or a zip / tar / tar.gz "
             "holding model.onnx (or decoder_model_merged.onnx), external weights, "
             "tokenizer.json and config files. It is streamed to disk with its "
-            "SHA-256, unpacked and inspected; on success the original is stored, "
-            "the version is released (content frozen) and 201 returns the facts. "
-            "A refusal stores nothing. Send `Content-Type: "
+            "SHA-256, unpacked and inspected; on success the original is stored "
+            "and 202 returns the facts with `artifact_state` `pending`: a worker "
+            "then self-tests the model in the sandbox and sets `available` "
+            "(released, content frozen) or `failed` with `artifact_error`. Poll "
+            "`GET .../artifact/`. A refusal stores nothing. Send `Content-Type: "
             "application/octet-stream`; multipart with one part `file` is "
             "accepted too."
         ),
@@ -306,7 +308,8 @@ class ModelVersionArtifactView(_UploadView):
         finally:
             remove_spooled(upload)
         return Response(
-            ModelVersionArtifactSerializer(version).data, status=status.HTTP_201_CREATED
+            ModelVersionArtifactSerializer(version).data,
+            status=status.HTTP_202_ACCEPTED,
         )
 
 

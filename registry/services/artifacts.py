@@ -5,10 +5,13 @@ under a key the server makes from the object id and the content digest
 (``model-versions/<id>/<sha256>.<onnx|zip|tar|tar.gz>``,
 ``dataset-versions/<id>/<sha256><suffix>``); the uploader's name is metadata.
 
-A model bundle is accepted only after ``engine.bundle`` has unpacked
-it into a scratch directory under ``ARTIFACT_TMP_DIR`` and inspected it; the
-original upload is what gets stored, the scratch directory is always removed,
-and a refusal leaves neither a storage object nor a database change.
+A model bundle is stored only after ``engine.bundle`` has unpacked it into a
+scratch directory under ``ARTIFACT_TMP_DIR`` and inspected it; the original
+upload is what gets stored, the scratch directory is always removed, and a
+refusal leaves neither a storage object nor a database change. An accepted
+upload is ``pending``: its self-test runs on a worker
+(``civitas.artifact_verify``), never in the web request, and releases the
+version or fails it (``registry.services.releases``).
 
 Unpacking and inspecting a bundle of several GiB takes a while, so it runs
 outside any transaction, before the short one that locks the row, re-checks
@@ -42,9 +45,15 @@ from django.utils import timezone
 from audit import services as audit
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
-from engine.bundle import GraphFacts
-from registry.bundles import InspectedBundle, bundle_inspect, upload_format
+from registry.bundles import (
+    InspectedBundle,
+    bundle_check,
+    bundle_inspect,
+    graph_fields,
+    upload_format,
+)
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
+from registry.services.releases import uploaded_artifact_verify
 from registry.storage import (
     SpooledUpload,
     artifact_storage,
@@ -63,7 +72,7 @@ def _refuse_if_has_artifact(version: ModelVersion) -> None:
     """Raise ``Conflict`` unless the version has no artifact (or a refused one)."""
     if version.artifact_state == ArtifactState.PENDING:
         raise Conflict(
-            "This version's referenced artifact is still being verified.",
+            "This version's artifact is still being verified.",
             code="artifact_pending",
         )
     if version.artifact_state == ArtifactState.AVAILABLE or version.is_released:
@@ -80,21 +89,6 @@ def model_version_artifact_check(*, version: ModelVersion) -> None:
     Raises ``Conflict`` (``artifact_exists``, ``artifact_pending``).
     """
     _refuse_if_has_artifact(version)
-
-
-def _graph_fields(facts: GraphFacts) -> dict[str, Any]:
-    data = facts.to_dict()
-    return {
-        "graph_inputs": data["inputs"],
-        "graph_outputs": data["outputs"],
-        "opsets": data["opsets"],
-        "parameter_count": facts.parameter_count,
-        "weight_bytes": facts.weight_bytes,
-        "kind": facts.kind,
-        "layout": facts.layout,
-        "num_layers": facts.num_layers,
-        "quantisation": facts.quantisation,
-    }
 
 
 def _store_and_save(*, key: str, content: File, write: Any) -> Any:
@@ -125,39 +119,65 @@ def _store_and_save(*, key: str, content: File, write: Any) -> Any:
 def model_version_artifact_upload(
     *, actor, version: ModelVersion, upload: SpooledUpload
 ) -> ModelVersion:
-    """Inspect an uploaded ONNX bundle, store it and release the version.
+    """Check an uploaded ONNX bundle, store it and queue its self-test.
 
-    The original upload (single ``.onnx``, zip, tar or tar.gz) is stored under
-    ``model-versions/<id>/<sha256>.<format>``; digest, size, format and the
-    graph facts read by the engine (and, for a language model, its
-    self-test figures) are written to the row, ``artifact_state`` becomes
-    ``available`` and ``released_at`` is set: the content is frozen. Records
+    The original upload (single ``.onnx``, zip, tar or tar.gz) is unpacked
+    and described (``bundle_check``: caps, graph validation, facts; no model
+    runs here) and stored under ``model-versions/<id>/<sha256>.<format>``;
+    digest, size, format and the graph facts are written to the row and
+    ``artifact_state`` becomes ``pending``. ``civitas.artifact_verify`` is
+    queued on commit: a worker self-tests the model in the sandbox and
+    releases the version or fails it with ``artifact_error``. Records
     ``model_version.artifact_uploaded``.
 
     Raises ``Conflict`` (``artifact_exists``, ``artifact_pending``) when the
     version already has an artifact, ``DomainError`` with the engine's code
-    when the bundle is refused, ``selftest_failed`` when a language model
-    fails its self-test, or ``empty_upload``. A refusal leaves no
+    when the bundle is refused, or ``empty_upload``. A refusal leaves no
     storage object, no scratch files and no change to the row.
     """
     _refuse_if_has_artifact(version)
     if not upload.size:
         raise DomainError("The upload is empty.", code="empty_upload")
     path = Path(upload.temporary_file_path())
-    inspected = bundle_inspect(path=path)
+    facts = bundle_check(path=path)
     fmt = upload_format(path)
-    return _model_version_attach(
-        actor=actor,
-        version_id=version.pk,
-        content=upload,
-        digest=upload.sha256,
-        size=upload.size,
-        fmt=fmt,
-        inspected=inspected,
-        original_filename=upload.original_name,
-        action="model_version.artifact_uploaded",
-        expect_pending=None,
-    )
+    key = f"model-versions/{version.pk}/{upload.sha256}.{fmt}"
+
+    def write(save):
+        locked = (
+            ModelVersion.objects.select_for_update()
+            .select_related("model__agency")
+            .get(pk=version.pk)
+        )
+        _refuse_if_has_artifact(locked)
+        stored = save()
+        fields = {
+            "artifact_state": ArtifactState.PENDING, "artifact_error": "",
+            "artifact_key": stored, "artifact_digest": upload.sha256,
+            "artifact_size": upload.size, "artifact_format": fmt,
+            "original_filename": upload.original_name, "source_uri": "",
+            "released_at": None, "selftest": {}, **graph_fields(facts),
+        }  # fmt: skip
+        for field, value in fields.items():
+            setattr(locked, field, value)
+        locked.save(update_fields=[*fields, "updated_at"])
+        audit.record(
+            actor=actor,
+            action="model_version.artifact_uploaded",
+            obj=locked,
+            agency=locked.model.agency,
+            payload={
+                "sha256": upload.sha256, "size": upload.size, "format": fmt,
+                "storage_key": stored, "source_uri": "",
+                "original_filename": upload.original_name, "kind": facts.kind,
+                "parameter_count": facts.parameter_count,
+                "artifact_state": ArtifactState.PENDING,
+            },
+        )  # fmt: skip
+        send_on_commit(VERIFY_TASK, version_id=locked.pk)
+        return locked
+
+    return _store_and_save(key=key, content=upload, write=write)
 
 
 def _model_version_attach(
@@ -171,13 +191,13 @@ def _model_version_attach(
     inspected: InspectedBundle,
     original_filename: str,
     action: str,
-    expect_pending: tuple[str, str] | None,
+    expect_pending: tuple[str, str],
 ) -> ModelVersion | None:
     """Lock the row, re-check it, store the file and release the version.
 
-    ``expect_pending`` is ``(source_uri, declared digest)`` for a verification:
-    the row must still be pending on that reference, otherwise nothing is
-    stored and None is returned (another run finished it).
+    ``expect_pending`` is ``(source_uri, declared digest)``: the row must
+    still be pending on that reference, otherwise nothing is stored and None
+    is returned (another run finished it).
     """
     key = f"model-versions/{version_id}/{digest}.{fmt}"
     facts = inspected.facts
@@ -188,11 +208,7 @@ def _model_version_attach(
             .select_related("model__agency")
             .get(pk=version_id)
         )
-        if expect_pending is None:
-            _refuse_if_has_artifact(version)
-            # An upload replaces a refused reference entirely.
-            version.source_uri = ""
-        elif (
+        if (
             version.artifact_state != ArtifactState.PENDING
             or (version.source_uri, version.artifact_digest) != expect_pending
         ):
@@ -208,14 +224,14 @@ def _model_version_attach(
         version.original_filename = original_filename
         version.released_at = now
         version.selftest = inspected.selftest
-        for field, value in _graph_fields(facts).items():
+        for field, value in graph_fields(facts).items():
             setattr(version, field, value)
         version.save(
             update_fields=[
                 "artifact_state", "artifact_error", "artifact_key",
                 "artifact_digest", "artifact_size", "artifact_format",
                 "original_filename", "source_uri", "released_at", "selftest",
-                "updated_at", *_graph_fields(facts),
+                "updated_at", *graph_fields(facts),
             ]
         )  # fmt: skip
         audit.record(
@@ -453,11 +469,20 @@ def artifact_verify(*, version_id: int) -> str:
     ``released_at`` set. Records ``model_version.artifact_verified`` or
     ``model_version.artifact_verification_failed`` (actor: the system).
 
+    A version whose bundle was uploaded (stored, ``pending``, no reference)
+    is self-tested from its stored copy instead and released or failed
+    (``releases.uploaded_artifact_verify``).
+
     Safe to run twice: only a row still ``pending`` on the same reference and
     digest is changed, under a row lock taken by a conditional query; the
     loser of a race stores nothing. Returns the resulting state, or
     ``skipped`` when there was nothing to do.
     """
+    uploaded = ModelVersion.objects.filter(
+        pk=version_id, artifact_state=ArtifactState.PENDING, source_uri=""
+    ).exclude(artifact_key="")
+    if uploaded.exists():
+        return uploaded_artifact_verify(version_id=version_id)
 
     def accept(version, fetched, expected):
         path = Path(fetched.temporary_file_path())

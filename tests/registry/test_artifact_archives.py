@@ -15,6 +15,7 @@ import tarfile
 import pytest
 
 from audit.models import AuditEvent
+from registry.services import artifacts
 from tests.factories import AIModelFactory, ModelVersionFactory
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
     artifact_dirs_fixture,
@@ -208,8 +209,10 @@ def test_a_valid_tar_gz_bundle_in_a_folder_is_accepted(api_a, version_a, artifac
 
     response = put_raw(api_a, _url(version_a), buffer.getvalue(), filename="b.tgz")
 
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     assert response.json()["artifact_format"] == "tar.gz"
     [stored] = files_under(artifact_dirs.store)
     assert stored.endswith(".tar.gz")
+    assert files_under(artifact_dirs.scratch) == []
+    assert artifacts.artifact_verify(version_id=version_a.pk) == "available"
     assert files_under(artifact_dirs.scratch) == []

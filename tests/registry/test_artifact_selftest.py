@@ -1,13 +1,16 @@
-"""Registration self-test of language models, and the sweep of lost verifications.
+"""Registration self-test of every kind of model, and the sweep of lost verifications.
 
-Real PostgreSQL, real bundles from ``modelgen.lm``, the self-test
-run in the engine's sandboxed child.
+Real PostgreSQL, real bundles from ``modelgen``, the self-test run in the
+engine's sandboxed child by ``artifacts.artifact_verify`` (what the worker's
+``civitas.artifact_verify`` task calls; ``test_artifact_worker`` proves the
+path through a real worker). The upload itself never runs a model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +20,10 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from registry.models import ArtifactState, ModelVersion
 from registry.services import artifacts
+from tests.engine.looping_models import (
+    looping_tensor_model_bytes,
+    write_looping_classifier,
+)
 from tests.engine.test_runtime import break_present_value
 from tests.factories import AIModelFactory, ModelVersionFactory
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
@@ -82,53 +89,144 @@ def _url(version, suffix: str = "artifact/") -> str:
     return f"/api/v1/model-versions/{version.pk}/{suffix}"
 
 
-def test_upload_of_a_language_model_stores_its_selftest_figures(
-    api_a, version_a, artifact_dirs, tmp_path, lm_parts
-):
-    response = put_raw(
-        api_a, _url(version_a), _good_lm_zip(tmp_path, lm_parts), filename="lm.zip"
-    )
+def _upload_then_verify(client, version, body: bytes, filename: str, callbacks):
+    """Upload (202, pending, no model run), then the worker's verification."""
+    started = time.monotonic()
+    response = put_raw(client, _url(version), body, filename=filename)
+    answered = time.monotonic() - started
+    assert response.status_code == 202, response.json()
+    assert response.json()["artifact_state"] == "pending"
+    assert response.json()["released_at"] is None
+    with callbacks(execute=True):  # the failed verdict deletes on commit
+        state = artifacts.artifact_verify(version_id=version.pk)
+    return response, state, answered
 
-    assert response.status_code == 201, response.json()
+
+def test_upload_of_a_language_model_stores_its_selftest_figures(
+    api_a, version_a, artifact_dirs, tmp_path, lm_parts,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    response, state, _ = _upload_then_verify(
+        api_a, version_a, _good_lm_zip(tmp_path, lm_parts), "lm.zip",
+        django_capture_on_commit_callbacks,
+    )  # fmt: skip
+
+    assert state == ArtifactState.AVAILABLE
+    assert response.json()["selftest"] == {}
     figures = row(version_a)["selftest"]
     assert figures["passed"] is True
     assert figures["padding_max_abs_diff"] <= 1e-4
     assert figures["kv_max_abs_diff"] <= 1e-4
     assert figures["generation_match"] is True
     assert figures["logits_shape"][0] == 2
-    assert response.json()["selftest"] == figures
+    assert row(version_a)["released_at"] is not None
     listed = api_a.get(f"/api/v1/model-versions/{version_a.pk}/")
     assert listed.json()["selftest"] == figures
-    [event] = AuditEvent.objects.filter(action="model_version.artifact_uploaded")
+    [event] = AuditEvent.objects.filter(action="model_version.artifact_verified")
     assert json.loads(event.payload)["selftest_passed"] is True
     assert files_under(artifact_dirs.scratch) == []
 
 
-def test_upload_of_a_generic_model_runs_no_selftest(api_a, version_a, artifact_dirs):
-    response = put_raw(api_a, _url(version_a), tiny_model_bytes(), filename="t.onnx")
+def test_upload_of_a_generic_model_is_self_tested_with_one_forward_pass(
+    api_a, version_a, artifact_dirs, django_capture_on_commit_callbacks
+):
+    _, state, _ = _upload_then_verify(
+        api_a, version_a, tiny_model_bytes(), "t.onnx",
+        django_capture_on_commit_callbacks,
+    )  # fmt: skip
 
-    assert response.status_code == 201, response.json()
-    assert row(version_a)["selftest"] == {}
+    assert state == ArtifactState.AVAILABLE
+    assert row(version_a)["selftest"] == {
+        "kind": "generic", "passed": True, "output_shapes": [[2]],
+    }  # fmt: skip
+
+
+def test_upload_of_a_classifier_is_self_tested_with_one_forward_pass(
+    api_a, version_a, artifact_dirs, tmp_path, lm_parts,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    import numpy as np
+
+    from modelgen.graphs import build_classifier, classifier_config, write_bundle
+
+    _, _, tokenizer = lm_parts
+    rng = np.random.default_rng(0)
+    vocab = tokenizer.get_vocab_size()
+    model = build_classifier(
+        rng.normal(size=(vocab, 8)).astype(np.float32),
+        rng.normal(size=(8, 3)).astype(np.float32),
+        np.zeros(3, dtype=np.float32),
+    )
+    config = classifier_config(vocab_size=vocab, hidden_size=8, labels="abc")
+    folder = Path(write_bundle(tmp_path / "clf" / "c", model, tokenizer, config))
+
+    _, state, _ = _upload_then_verify(
+        api_a, version_a, _zip_folder(folder), "clf.zip",
+        django_capture_on_commit_callbacks,
+    )  # fmt: skip
+
+    assert state == ArtifactState.AVAILABLE
+    figures = row(version_a)["selftest"]
+    assert figures["passed"] is True
+    assert figures["kind"] == "seq_classifier"
+    assert figures["probabilities_shape"] == [2, 3]
+    assert figures["row_sum_max_abs_diff"] <= 1e-3
 
 
 def test_language_model_failing_its_selftest_is_refused_and_leaves_nothing(
-    api_a, version_a, artifact_dirs, tmp_path, lm_parts
-):
-    before = row(version_a)
+    api_a, version_a, artifact_dirs, tmp_path, lm_parts,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    _, state, _ = _upload_then_verify(
+        api_a, version_a, _broken_lm_zip(tmp_path, lm_parts), "b.zip",
+        django_capture_on_commit_callbacks,
+    )  # fmt: skip
 
-    response = put_raw(
-        api_a, _url(version_a), _broken_lm_zip(tmp_path, lm_parts), filename="b.zip"
-    )
-
-    assert response.status_code == 400, response.json()
-    assert response.json()["code"] == "selftest_failed"
-    assert "kv_max_abs_diff" in response.json()["message"]
-    assert row(version_a) == before
+    assert state == ArtifactState.FAILED
+    stored = row(version_a)
+    assert "selftest_failed" in stored["artifact_error"]
+    assert "kv_max_abs_diff" in stored["artifact_error"]
+    assert stored["released_at"] is None
+    assert stored["artifact_key"] == ""
     assert files_under(artifact_dirs.store) == []
     assert files_under(artifact_dirs.scratch) == []
-    assert not AuditEvent.objects.filter(
-        action="model_version.artifact_uploaded"
-    ).exists()
+    [event] = AuditEvent.objects.filter(
+        action="model_version.artifact_verification_failed"
+    )
+    assert json.loads(event.payload)["code"] == "selftest_failed"
+    # A refused upload may be replaced.
+    again = put_raw(api_a, _url(version_a), tiny_model_bytes(), filename="t.onnx")
+    assert again.status_code == 202, again.json()
+
+
+@pytest.mark.parametrize("kind", ["seq_classifier", "generic"])
+def test_b11_model_whose_graph_never_ends_is_refused_within_the_selftest_limit(
+    api_a, version_a, artifact_dirs, tmp_path, lm_parts, settings, kind,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    settings.CIVITAS_SELFTEST_TIMEOUT_SECONDS = 3
+    if kind == "seq_classifier":
+        folder = write_looping_classifier(tmp_path / "spin" / "c", lm_parts[2])
+        body, name = _zip_folder(folder), "spin.zip"
+    else:
+        body, name = looping_tensor_model_bytes(), "spin.onnx"
+
+    started = time.monotonic()
+    response, state, answered = _upload_then_verify(
+        api_a, version_a, body, name, django_capture_on_commit_callbacks
+    )
+    elapsed = time.monotonic() - started
+
+    assert response.json()["kind"] == kind
+    assert answered < 2.0, "the upload must not run the model"
+    assert state == ArtifactState.FAILED
+    assert elapsed < 3 + 10
+    stored = row(version_a)
+    assert "selftest_failed" in stored["artifact_error"]
+    assert "timeout" in stored["artifact_error"]
+    assert stored["released_at"] is None
+    assert files_under(artifact_dirs.store) == []
+    assert files_under(artifact_dirs.scratch) == []
 
 
 def test_reference_failing_its_selftest_ends_failed_with_the_reason(

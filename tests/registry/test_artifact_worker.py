@@ -166,7 +166,7 @@ def test_worker_fails_a_mismatch_a_refused_bundle_and_a_missing_file(
         data=tiny_model_bytes(),
         content_type="application/octet-stream",
     )
-    assert retry.status_code == 201, retry.json()
+    assert retry.status_code == 202, retry.json()
     assert retry.json()["source_uri"] == ""
     assert retry.json()["artifact_error"] == ""
 
@@ -218,4 +218,37 @@ def test_dataset_reference_is_verified_by_a_worker_or_fails_on_a_mismatch(
     assert "0" * 64 in failed.artifact_error
     assert failed.storage_key == failed.digest == ""
     assert files_under(artifact_dirs.store) == [done.storage_key]
+    assert files_under(artifact_dirs.scratch) == []
+
+
+def test_b11_uploads_are_self_tested_by_the_worker_and_a_loop_is_refused(
+    api_a, agency_a, member_a, worker_env, artifact_dirs
+):
+    from tests.engine.looping_models import looping_tensor_model_bytes
+
+    env, queue, _ = worker_env
+    env = {**env, "CIVITAS_SELFTEST_TIMEOUT_SECONDS": "3"}
+    good, spinning = _version(agency_a, member_a), _version(agency_a, member_a)
+
+    with celery_worker(env, queue):
+        for version, body in ((good, tiny_model_bytes()),
+                              (spinning, looping_tensor_model_bytes())):  # fmt: skip
+            response = api_a.put(
+                f"/api/v1/model-versions/{version.pk}/artifact/",
+                data=body,
+                content_type="application/octet-stream",
+            )
+            assert response.status_code == 202, response.json()
+            assert response.json()["artifact_state"] == "pending"
+        released = wait_until(_settled(good), timeout=120, what="the self-test")
+        refused = wait_until(_settled(spinning), timeout=60, what="the refusal")
+
+    assert released.artifact_state == ArtifactState.AVAILABLE, released.artifact_error
+    assert released.released_at is not None
+    assert released.selftest["passed"] is True
+    assert refused.artifact_state == ArtifactState.FAILED
+    assert "selftest_failed" in refused.artifact_error
+    assert "timeout" in refused.artifact_error
+    assert refused.released_at is None
+    assert files_under(artifact_dirs.store) == [released.artifact_key]
     assert files_under(artifact_dirs.scratch) == []

@@ -86,24 +86,26 @@ def _lm_bundle_zip(tmp_path: Path) -> bytes:
 # --- Upload ----------------------------------------------------------------
 
 
-def test_raw_put_of_a_single_onnx_releases_the_version(
-    api_a, version_a, artifact_dirs, member_a
+def test_raw_put_of_a_single_onnx_is_pending_until_a_worker_releases_it(
+    api_a, version_a, artifact_dirs, member_a, django_capture_on_commit_callbacks
 ):
     body = tiny_model_bytes()
 
-    response = put_raw(api_a, _url(version_a), body, filename="tiny.onnx")
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = put_raw(api_a, _url(version_a), body, filename="tiny.onnx")
 
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
+    assert len(callbacks) == 1  # civitas.artifact_verify, queued on commit
     digest = hashlib.sha256(body).hexdigest()
     data = response.json()
-    assert data["artifact_state"] == "available"
+    assert data["artifact_state"] == "pending"
     assert data["artifact_digest"] == digest
     assert data["artifact_size"] == len(body)
     assert data["artifact_format"] == "onnx"
     assert data["kind"] == "generic"
     assert data["parameter_count"] == 2
     assert data["graph_inputs"] == [{"name": "x", "dtype": "float32", "shape": [2]}]
-    assert data["released_at"] is not None
+    assert data["released_at"] is None
     stored = row(version_a)
     assert stored["artifact_key"] == f"model-versions/{version_a.pk}/{digest}.onnx"
     assert stored["original_filename"] == "tiny.onnx"
@@ -113,6 +115,18 @@ def test_raw_put_of_a_single_onnx_releases_the_version(
     assert event.object_id == str(version_a.pk)
     assert event.actor_id == member_a.pk
     assert event.agency_slug == "city-a"
+
+    # What the worker's civitas.artifact_verify does: self-test, then release.
+    assert artifacts.artifact_verify(version_id=version_a.pk) == "available"
+
+    released = row(version_a)
+    assert released["released_at"] is not None
+    assert released["selftest"]["passed"] is True
+    assert released["selftest"]["output_shapes"] == [[2]]
+    assert released["artifact_key"] == stored["artifact_key"]
+    assert files_under(artifact_dirs.scratch) == []
+    [verified] = _events("model_version.artifact_verified")
+    assert verified.actor_id is None
 
 
 def test_multipart_post_of_a_real_language_model_bundle_reads_its_graph(
@@ -125,7 +139,7 @@ def test_multipart_post_of_a_real_language_model_bundle_reads_its_graph(
     with open(bundle, "rb") as f:
         response = api_a.post(_url(version_a), {"file": f}, format="multipart")
 
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     data = response.json()
     assert data["artifact_digest"] == hashlib.sha256(body).hexdigest()
     assert data["artifact_format"] == "zip"
@@ -186,7 +200,7 @@ def test_streamed_upload_of_200_mb_keeps_memory_flat_and_digest_exact(
         f"{python_peak:.1f} MiB"
     )
 
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     assert growth < 64, f"RSS grew by {growth:.1f} MiB for a {size / MB:.0f} MiB body"
     assert python_peak < 64, f"{python_peak:.1f} MiB allocated at the peak"
     data = response.json()
@@ -201,7 +215,11 @@ def test_streamed_upload_of_200_mb_keeps_memory_flat_and_digest_exact(
 def test_second_upload_is_a_conflict_and_changes_nothing(
     api_a, version_a, artifact_dirs
 ):
-    assert put_raw(api_a, _url(version_a), tiny_model_bytes()).status_code == 201
+    assert put_raw(api_a, _url(version_a), tiny_model_bytes()).status_code == 202
+    pending = put_raw(api_a, _url(version_a), tiny_model_bytes() + b"\x00")
+    assert pending.status_code == 409
+    assert pending.json()["code"] == "artifact_pending"
+    artifacts.artifact_verify(version_id=version_a.pk)
     before = row(version_a)
     stored_before = files_under(artifact_dirs.store)
 
@@ -229,7 +247,7 @@ def test_hostile_filename_is_metadata_only(
 ):
     response = put_raw(api_a, _url(version_a), tiny_model_bytes(), filename=filename)
 
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     stored = row(version_a)
     digest = stored["artifact_digest"]
     assert stored["artifact_key"] == f"model-versions/{version_a.pk}/{digest}.onnx"
@@ -247,7 +265,7 @@ def test_filename_with_control_characters_is_escaped(api_a, version_a, artifact_
         HTTP_CONTENT_DISPOSITION="attachment; filename*=UTF-8''evil%00%0a.onnx",
     )
 
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     assert row(version_a)["original_filename"] == "evil\\x00\\n.onnx"
 
 
@@ -394,7 +412,7 @@ def test_uploads_are_throttled_by_the_upload_scope(
 
     codes = [put_raw(api_a, _url(v), tiny_model_bytes()).status_code for v in versions]
 
-    assert codes == [201, 201, 429]
+    assert codes == [202, 202, 429]
     assert api_a.get(_url(versions[2])).status_code == 200  # reads are not counted
 
 
@@ -414,7 +432,9 @@ def test_reviewer_can_download_but_not_upload(
     api_reviewer, api_a, version_a, artifact_dirs
 ):
     assert put_raw(api_reviewer, _url(version_a), tiny_model_bytes()).status_code == 404
-    assert put_raw(api_a, _url(version_a), tiny_model_bytes()).status_code == 201
+    assert put_raw(api_a, _url(version_a), tiny_model_bytes()).status_code == 202
+    assert api_reviewer.get(_url(version_a, "download/")).status_code == 409
+    artifacts.artifact_verify(version_id=version_a.pk)
 
     response = api_reviewer.get(_url(version_a, "download/"))
 
@@ -436,6 +456,7 @@ def test_download_streams_the_stored_file_with_digest_headers(
 ):
     body = tiny_model_bytes()
     put_raw(api_a, _url(version_a), body, filename="../../evil name.onnx")
+    artifacts.artifact_verify(version_id=version_a.pk)
     digest = hashlib.sha256(body).digest()
 
     response = api_a.get(
@@ -464,6 +485,7 @@ def test_public_version_is_downloadable_by_another_agency(
     )
     version = ModelVersionFactory(model=model)
     put_raw(api_a, _url(version), tiny_model_bytes())
+    artifacts.artifact_verify(version_id=version.pk)
 
     response = api_b.get(_url(version, "download/"))
 
@@ -881,7 +903,7 @@ def test_openapi_schema_of_the_artifact_endpoints_validates_without_warnings():
         "application/octet-stream",
         "multipart/form-data",
     }
-    assert {"201", "400", "401", "404", "409", "413", "415"} <= set(upload["responses"])
+    assert {"202", "400", "401", "404", "409", "413", "415"} <= set(upload["responses"])
     download = schema["paths"]["/api/v1/model-versions/{id}/download/"]["get"]
     assert "application/octet-stream" in download["responses"]["200"]["content"]
     assert "/api/v1/dataset-versions/{id}/file/" in schema["paths"]

@@ -87,6 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A locked admin sign-in answers 429 (config.authentication).
+    "config.authentication.PasswordLockedMiddleware",
     # After authentication: it reads the user DRF authenticated for the view.
     "audit.middleware.SecurityEventMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -142,6 +144,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": _VALIDATORS + "NumericPasswordValidator"},
 ]
 LOGIN_URL = "/admin/login/"
+# Every password check (HTTP Basic on POST /api/v1/auth/tokens/, the admin
+# login) first takes an attempt from the account and from the client address;
+# with none left it answers 429 without checking the password. Attempts are
+# kept in the shared cache, so all web processes count together.
+AUTHENTICATION_BACKENDS = ["config.authentication.PasswordAttemptBackend"]
+PASSWORD_ATTEMPTS_PER_ACCOUNT = env.int("PASSWORD_ATTEMPTS_PER_ACCOUNT", default=10)
+PASSWORD_ATTEMPTS_PER_ADDRESS = env.int("PASSWORD_ATTEMPTS_PER_ADDRESS", default=30)
+PASSWORD_LOCKOUT_SECONDS = env.int("PASSWORD_LOCKOUT_SECONDS", default=900)
+
+# --- Cache: throttles and password attempts, shared by every process ------
+# The default is a table in the database (created by `manage.py
+# createcachetable` where `migrate` runs), so the web processes of `make run`
+# share it; production points CACHE_URL at Redis (a database of its own, not
+# the broker's: clearing the cache must never drop queued tasks).
+CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://civitas_cache")}
+if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+    # Culling drops entries once the table is full: keep it well above what
+    # attempts and throttles hold, so flooding it cannot erase a lockout.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
@@ -200,8 +221,9 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Knox tokens, refusing an HTTP Basic header (only token creation takes one).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "config.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -153,17 +153,6 @@ PASSWORD_ATTEMPTS_PER_ACCOUNT = env.int("PASSWORD_ATTEMPTS_PER_ACCOUNT", default
 PASSWORD_ATTEMPTS_PER_ADDRESS = env.int("PASSWORD_ATTEMPTS_PER_ADDRESS", default=30)
 PASSWORD_LOCKOUT_SECONDS = env.int("PASSWORD_LOCKOUT_SECONDS", default=900)
 
-# --- Cache: throttles and password attempts, shared by every process ------
-# The default is a table in the database (created by `manage.py
-# createcachetable` where `migrate` runs), so the web processes of `make run`
-# share it; production points CACHE_URL at Redis (a database of its own, not
-# the broker's: clearing the cache must never drop queued tasks).
-CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://civitas_cache")}
-if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
-    # Culling drops entries once the table is full: keep it well above what
-    # attempts and throttles hold, so flooding it cannot erase a lockout.
-    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
-
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -306,6 +295,33 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 3600),
     }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Cache: throttles and password attempts, shared by every process ------
+# CACHE_URL names it (django-environ's cache URLs). Unset, it is the broker's
+# Redis when the broker is Redis (keys prefixed, so none meets the broker's),
+# else a table in the database (`manage.py createcachetable` runs where
+# `migrate` runs), so the web processes of `make run` share it. Production
+# sets a Redis database of its own: clearing the cache then drops no task.
+if _secret("CACHE_URL"):
+    CACHES = {"default": env.cache_url_config(_secret("CACHE_URL"))}
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CELERY_BROKER_URL,
+            "KEY_PREFIX": "civitas-cache",
+        }
+    }
+else:
+    CACHES = {"default": env.cache_url_config("dbcache://civitas_cache")}
+if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+    # Culling drops entries once the table is full: keep it well above what
+    # attempts and throttles hold, so flooding it cannot erase a lockout.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
+elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    # Every API request reads the cache: a Redis that hangs must not hold it.
+    for _option in ("socket_connect_timeout", "socket_timeout"):
+        CACHES["default"].setdefault("OPTIONS", {}).setdefault(_option, 2)
 
 # --- Evaluations ----------------------------------------------------------
 CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)

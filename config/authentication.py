@@ -24,6 +24,7 @@ the lockout reveals nothing about which accounts exist.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import ipaddress
 import math
@@ -160,15 +161,35 @@ class PasswordAttemptBackend(ModelBackend):
         return user
 
 
-class PasswordLockedMiddleware:
-    """Answer a locked admin sign-in with 429 and Retry-After (the API's own
-    exception handler answers for routes under /api/)."""
+_served_request: contextvars.ContextVar = contextvars.ContextVar(
+    "civitas_served_request", default=None
+)
+
+
+def served_user():
+    """The user of the request being served (as DRF authenticated it), or None.
+
+    For output that depends on who reads it when no request was passed down
+    (a serializer built without context); outside a request there is no reader.
+    """
+    request = _served_request.get()
+    return getattr(request, "user", None) if request is not None else None
+
+
+class ServedRequestMiddleware:
+    """Remember the request being served (``served_user``), and answer a locked
+    admin sign-in with 429 and Retry-After (the API's own exception handler
+    answers for routes under /api/)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        return self.get_response(request)
+        token = _served_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _served_request.reset(token)
 
     def process_exception(self, request, exception):
         if not isinstance(exception, PasswordLocked):

@@ -87,8 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # A locked admin sign-in answers 429 (config.authentication).
-    "config.authentication.PasswordLockedMiddleware",
+    # Remembers the request's user; a locked admin sign-in answers 429.
+    "config.authentication.ServedRequestMiddleware",
     # After authentication: it reads the user DRF authenticated for the view.
     "audit.middleware.SecurityEventMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

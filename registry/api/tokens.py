@@ -64,7 +64,8 @@ class TokenListCreateView(APIView):
     def get_authenticators(self):
         # Only POST takes a password; Basic first there, so an anonymous
         # caller is told to send a username and password.
-        if self.request.method == "POST":
+        request = getattr(self, "request", None)
+        if request is not None and request.method == "POST":
             return [
                 BasicAuthentication(),
                 TokenAuthentication(),
@@ -73,7 +74,8 @@ class TokenListCreateView(APIView):
         return super().get_authenticators()
 
     def get_permissions(self):
-        if self.request.method == "POST":
+        request = getattr(self, "request", None)
+        if request is not None and request.method == "POST":
             return [IsPasswordAuthenticated()]
         return [IsAuthenticated()]
 

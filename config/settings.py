@@ -307,7 +307,8 @@ if _secret("CACHE_URL"):
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Its clear() deletes only the cache's keys, never the broker's.
+            "BACKEND": "config.cache.BrokerRedisCache",
             "LOCATION": CELERY_BROKER_URL,
             "KEY_PREFIX": "civitas-cache",
         }

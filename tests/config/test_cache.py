@@ -32,7 +32,7 @@ def _caches(tmp_path, **values: str) -> dict:
         ({}, "django.core.cache.backends.db.DatabaseCache", "civitas_cache"),
         (
             {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/3"},
-            "django.core.cache.backends.redis.RedisCache",
+            "config.cache.BrokerRedisCache",
             "redis://127.0.0.1:6379/3",
         ),
         (
@@ -60,3 +60,21 @@ def test_c8_every_deployment_creates_the_cache_table_where_it_migrates():
         text = (ROOT / path).read_text()
         assert "createcachetable" in text, path
         assert text.index("migrate --noinput") < text.index("createcachetable"), path
+
+
+@pytest.mark.django_db
+def test_c8_clearing_the_cache_on_the_brokers_redis_keeps_queued_tasks(settings):
+    from django.core.cache import cache
+    from kombu import Connection
+
+    assert settings.CACHES["default"]["BACKEND"] == "config.cache.BrokerRedisCache"
+    queue = "civitas-test-cache-clear"
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        simple = conn.SimpleQueue(queue)
+        simple.put({"kept": True})
+        cache.set("throttle-probe", 1)
+        cache.clear()
+        assert cache.get("throttle-probe") is None
+        assert simple.get(timeout=5).payload == {"kept": True}
+        simple.clear()
+        simple.close()

@@ -299,8 +299,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # --- Cache: throttles and password attempts, shared by every process ------
 # CACHE_URL names it (django-environ's cache URLs). Unset, it is the broker's
 # Redis when the broker is Redis (keys prefixed, so none meets the broker's),
-# else a table in the database (`manage.py createcachetable` runs where
-# `migrate` runs), so the web processes of `make run` share it. Production
+# else a table in the database (made by `migrate`, registry 0004, and by
+# `manage.py createcachetable`), shared by the web processes of `make run`. Production
 # sets a Redis database of its own: clearing the cache then drops no task.
 if _secret("CACHE_URL"):
     CACHES = {"default": env.cache_url_config(_secret("CACHE_URL"))}

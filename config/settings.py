@@ -87,6 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Remembers the request's user; a locked admin sign-in answers 429.
+    "config.authentication.ServedRequestMiddleware",
     # After authentication: it reads the user DRF authenticated for the view.
     "audit.middleware.SecurityEventMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -142,6 +144,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": _VALIDATORS + "NumericPasswordValidator"},
 ]
 LOGIN_URL = "/admin/login/"
+# Every password check (HTTP Basic on POST /api/v1/auth/tokens/, the admin
+# login) first takes an attempt from the account and from the client address;
+# with none left it answers 429 without checking the password. Attempts are
+# kept in the shared cache, so all web processes count together.
+AUTHENTICATION_BACKENDS = ["config.authentication.PasswordAttemptBackend"]
+PASSWORD_ATTEMPTS_PER_ACCOUNT = env.int("PASSWORD_ATTEMPTS_PER_ACCOUNT", default=10)
+PASSWORD_ATTEMPTS_PER_ADDRESS = env.int("PASSWORD_ATTEMPTS_PER_ADDRESS", default=30)
+PASSWORD_LOCKOUT_SECONDS = env.int("PASSWORD_LOCKOUT_SECONDS", default=900)
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
@@ -200,8 +210,9 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Knox tokens, refusing an HTTP Basic header (only token creation takes one).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "config.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -284,6 +295,34 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 3600),
     }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Cache: throttles and password attempts, shared by every process ------
+# CACHE_URL names it (django-environ's cache URLs). Unset, it is the broker's
+# Redis when the broker is Redis (keys prefixed, so none meets the broker's),
+# else a table in the database (made by `migrate`, registry 0004, and by
+# `manage.py createcachetable`), shared by the web processes of `make run`. Production
+# sets a Redis database of its own: clearing the cache then drops no task.
+if _secret("CACHE_URL"):
+    CACHES = {"default": env.cache_url_config(_secret("CACHE_URL"))}
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            # Its clear() deletes only the cache's keys, never the broker's.
+            "BACKEND": "config.cache.BrokerRedisCache",
+            "LOCATION": CELERY_BROKER_URL,
+            "KEY_PREFIX": "civitas-cache",
+        }
+    }
+else:
+    CACHES = {"default": env.cache_url_config("dbcache://civitas_cache")}
+if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+    # Culling drops entries once the table is full: keep it well above what
+    # attempts and throttles hold, so flooding it cannot erase a lockout.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
+elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    # Every API request reads the cache: a Redis that hangs must not hold it.
+    for _option in ("socket_connect_timeout", "socket_timeout"):
+        CACHES["default"].setdefault("OPTIONS", {}).setdefault(_option, 2)
 
 # --- Evaluations ----------------------------------------------------------
 CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)

@@ -23,6 +23,8 @@ export CIVITAS_HTTPS="${CIVITAS_HTTPS:-false}"
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 
 python manage.py migrate --noinput
+# The shared cache (throttles, password attempts) is a database table here.
+python manage.py createcachetable
 # The embedded MLflow store is created here, once, before web, worker, beat and
 # the demo evaluations open it together (their first opens would race).
 python manage.py mlflow_migrate

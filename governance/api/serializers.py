@@ -27,7 +27,7 @@ from governance.services.lifecycle import (
     WAIVER_MAX_JUSTIFICATION,
     WAIVER_MIN_JUSTIFICATION,
 )
-from registry.api.serializers import VisiblePrimaryKeyField
+from registry.api.serializers import AgencyUserNameField, VisiblePrimaryKeyField
 from registry.models import Agency, ModelVersion
 
 
@@ -66,7 +66,7 @@ class EvaluationRunSerializer(serializers.ModelSerializer):
     """An evaluation run with its progress, metrics and MLflow reference."""
 
     suite = serializers.StringRelatedField()
-    requested_by = serializers.StringRelatedField()
+    requested_by = AgencyUserNameField(agency="model_version__model__agency_id")
     metrics = RunMetricSerializer(many=True, read_only=True)
 
     class Meta:
@@ -119,8 +119,8 @@ class UseCaseSerializer(serializers.ModelSerializer):
     agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     model_version_label = serializers.SerializerMethodField()
     questionnaire = serializers.StringRelatedField()
-    created_by = serializers.StringRelatedField()
-    assessed_by = serializers.StringRelatedField()
+    created_by = AgencyUserNameField(agency="agency_id")
+    assessed_by = AgencyUserNameField(agency="agency_id")
     is_editable = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -142,7 +142,7 @@ class PolicySerializer(serializers.ModelSerializer):
     """One version of a policy; ``is_current`` marks the latest of its name."""
 
     agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    created_by = serializers.StringRelatedField()
+    created_by = AgencyUserNameField(agency="agency_id")
     is_current = serializers.BooleanField(read_only=True)
 
     class Meta:

@@ -12,10 +12,12 @@ serializer.
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.authentication import served_user
 from registry import licences, services
 from registry.models import (
     Agency,
@@ -85,6 +87,71 @@ class VisiblePrimaryKeyField(serializers.PrimaryKeyRelatedField):
     def get_queryset(self):
         request = self.context["request"]
         return self.model.objects.visible_to(request.user)
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class AgencyUserNameField(serializers.Field):
+    """The user name in ``source`` (e.g. ``created_by``), or null.
+
+    Shown to members of the object's agency and to oversight; to anyone else
+    (other agencies, callers of no agency) it is null, so a public object does
+    not name the people of the agency that made it. The reader is the
+    context's request, else the request being served; with neither, null.
+    ``agency`` is the ORM path
+    from the object to its agency's id (``model__agency_id``); relations not
+    loaded with the row are read in one query for the whole page.
+    """
+
+    def __init__(self, *, agency: str, **kwargs) -> None:
+        self.agency_path = agency
+        self._agency_ids: dict | None = None
+        kwargs["read_only"] = True
+        kwargs["allow_null"] = True
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance):
+        user = super().get_attribute(instance)
+        if user is None or not self._shown_for(instance):
+            return None
+        return user.get_username()
+
+    def to_representation(self, value):
+        return value
+
+    def _shown_for(self, instance) -> bool:
+        request = self.context.get("request")
+        viewer = request.user if request is not None else served_user()
+        if viewer is None or not viewer.is_authenticated:
+            return False
+        if is_oversight(viewer):
+            return True
+        own = user_membership(viewer)
+        return own is not None and self._agency_of(instance) == own.agency_id
+
+    def _agency_of(self, instance) -> int | None:
+        *relations, attribute = self.agency_path.split("__")
+        obj = instance
+        for name in relations:
+            if name not in obj._state.fields_cache:
+                return self._page_agency_ids(instance).get(instance.pk)
+            obj = getattr(obj, name)
+            if obj is None:
+                return None
+        return getattr(obj, attribute)
+
+    def _page_agency_ids(self, instance) -> dict:
+        if self._agency_ids is None or instance.pk not in self._agency_ids:
+            rows = self.root.instance
+            if not isinstance(rows, list | tuple | QuerySet):
+                rows = [instance]
+            pks = {row.pk for row in rows if isinstance(row, type(instance))}
+            pks.add(instance.pk)
+            self._agency_ids = dict(
+                type(instance)
+                ._default_manager.filter(pk__in=pks)
+                .values_list("pk", self.agency_path)
+            )
+        return self._agency_ids
 
 
 # --- output --------------------------------------------------------------------
@@ -180,7 +247,7 @@ class DatasetSerializer(serializers.ModelSerializer):
     """A dataset as the API shows it."""
 
     agency = AgencySummarySerializer(read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    created_by = AgencyUserNameField(agency="agency_id")
 
     class Meta:
         model = Dataset
@@ -204,7 +271,7 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
     dataset_slug = serializers.CharField(source="dataset.slug", read_only=True)
     agency = serializers.CharField(source="dataset.agency.slug", read_only=True)
     licence = LicenceSummarySerializer(read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    created_by = AgencyUserNameField(agency="dataset__agency_id")
 
     class Meta:
         model = DatasetVersion
@@ -240,7 +307,7 @@ class AIModelSerializer(serializers.ModelSerializer):
     """A model family as the API shows it."""
 
     agency = AgencySummarySerializer(read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    created_by = AgencyUserNameField(agency="agency_id")
 
     class Meta:
         model = AIModel
@@ -307,7 +374,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     base_version = serializers.SerializerMethodField()
     datasets = DatasetLinkSerializer(source="dataset_links", many=True, read_only=True)
     is_released = serializers.BooleanField(read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    created_by = AgencyUserNameField(agency="model__agency_id")
 
     class Meta:
         model = ModelVersion

@@ -1,20 +1,21 @@
 """Personal API tokens (knox): create with a password, list, revoke.
 
 ``POST /api/v1/auth/tokens/`` with HTTP Basic credentials or a signed-in
-session returns a new token once; only its SHA-512 digest is stored. ``GET``
-lists the caller's live tokens by their 15-character key prefix; ``DELETE
-/api/v1/auth/tokens/{token_key}/`` revokes one, and the token answers 401
-from then on. Password attempts are counted per client address before
-authentication, so a wrong password cannot be retried faster than the
-anonymous rate.
+session returns a new token once; only its SHA-512 digest is stored. It is the
+only route that accepts a password: ``GET`` (the caller's live tokens by their
+15-character key prefix) and ``DELETE /api/v1/auth/tokens/{token_key}/``
+(revoke; the token answers 401 from then on) take a token or a session, and
+answer 401 ``basic_refused`` to an HTTP Basic header, as every other route
+does. Token requests are counted per client address at the anonymous rate
+before authentication, and every password is checked only after an attempt
+was taken from the account and the address (``config.authentication``).
 """
 
 from __future__ import annotations
 
 from django.http import Http404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from knox.auth import TokenAuthentication
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from knox.models import AuthToken
 from rest_framework import status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
@@ -23,11 +24,16 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from config.authentication import TokenAuthentication
 from registry import services
 from registry.api.catalogue import BoundedJSONParser, errors
 from registry.api.examples import TOKEN, response
 from registry.api.permissions import IsPasswordAuthenticated
-from registry.api.serializers import TokenCreatedSerializer, TokenSerializer
+from registry.api.serializers import (
+    ApiErrorSerializer,
+    TokenCreatedSerializer,
+    TokenSerializer,
+)
 
 
 class PasswordAttemptThrottle(SimpleRateThrottle):
@@ -53,16 +59,23 @@ def _live_tokens(user):
 class TokenListCreateView(APIView):
     """List your tokens, or create one with your password."""
 
-    # Basic first: an anonymous caller is told to send a username and password.
-    authentication_classes = [
-        BasicAuthentication,
-        TokenAuthentication,
-        SessionAuthentication,
-    ]
     parser_classes = [BoundedJSONParser]
 
+    def get_authenticators(self):
+        # Only POST takes a password; Basic first there, so an anonymous
+        # caller is told to send a username and password.
+        request = getattr(self, "request", None)
+        if request is not None and request.method == "POST":
+            return [
+                BasicAuthentication(),
+                TokenAuthentication(),
+                SessionAuthentication(),
+            ]
+        return super().get_authenticators()
+
     def get_permissions(self):
-        if self.request.method == "POST":
+        request = getattr(self, "request", None)
+        if request is not None and request.method == "POST":
             return [IsPasswordAuthenticated()]
         return [IsAuthenticated()]
 
@@ -91,7 +104,18 @@ class TokenListCreateView(APIView):
             "another token."
         ),
         request=None,
-        responses={201: TokenCreatedSerializer, **errors(401, 403, 409)},
+        responses={
+            201: TokenCreatedSerializer,
+            **errors(401, 403, 409),
+            429: OpenApiResponse(
+                ApiErrorSerializer,
+                description=(
+                    "Too many requests from this address (`throttled`), or no "
+                    "password attempt left for the account (`account_locked`) "
+                    "or the address (`address_locked`); see `Retry-After`"
+                ),
+            ),
+        },
         examples=[
             OpenApiExample(
                 "New token",
@@ -122,11 +146,6 @@ class TokenListCreateView(APIView):
 class TokenRevokeView(APIView):
     """Revoke one of your tokens by its key prefix."""
 
-    authentication_classes = [
-        TokenAuthentication,
-        BasicAuthentication,
-        SessionAuthentication,
-    ]
     parser_classes = [BoundedJSONParser]
 
     @extend_schema(

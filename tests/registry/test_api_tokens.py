@@ -22,7 +22,7 @@ PASSWORD = "correct-Horse-battery-9"  # tests.factories.UserFactory's password
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttles():
+def _fresh_throttles(db):
     """Password attempts are counted per address in the cache; start each test at 0."""
     cache.clear()
     yield

@@ -1,0 +1,205 @@
+"""How callers prove who they are, and how password guessing is bounded.
+
+- Every API route authenticates with a personal token (knox) or a browser
+  session. An HTTP Basic header is refused with 401 before any password is
+  looked at: a password is accepted only where a token is created
+  (``POST /api/v1/auth/tokens/``, which adds Basic for itself), and at the
+  admin login.
+- Every password check (HTTP Basic on the token route, the admin login form)
+  goes through ``PasswordAttemptBackend``, which first takes one attempt from
+  the caller's account and from the caller's address, then checks the password.
+  An account or an address with no attempt left answers 429 with
+  ``Retry-After`` and the code ``account_locked`` or ``address_locked``, the
+  same answer whether the password sent was right or wrong: the password is
+  not checked at all while locked. Attempts live in the shared cache
+  (``CACHE_URL``), so every web process counts against the same budget.
+
+An attempt is one of N slots taken with ``cache.add`` (atomic on Redis, SET NX,
+and on the database cache, a primary key): concurrent guesses cannot share a
+slot, so no more than N passwords per account (and per address) are checked in
+any window of ``PASSWORD_LOCKOUT_SECONDS``. A successful sign-in gives
+its slots back. Usernames are counted whether or not the account exists, so
+the lockout reveals nothing about which accounts exist.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
+from django.core.cache import cache
+from django.http import HttpResponse
+from django.utils.html import escape
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from rest_framework import exceptions, status
+from rest_framework.authentication import get_authorization_header
+from rest_framework.throttling import BaseThrottle
+
+BASIC_REFUSED = (
+    "HTTP Basic is accepted only by POST /api/v1/auth/tokens/, to create a "
+    "token; send 'Authorization: Token <token>' here."
+)
+
+
+class TokenAuthentication(KnoxTokenAuthentication):
+    """A knox token; an HTTP Basic header is refused, its password never checked."""
+
+    def authenticate(self, request):
+        header = get_authorization_header(request).split()
+        if header and header[0].lower() == b"basic":
+            raise exceptions.AuthenticationFailed(BASIC_REFUSED, code="basic_refused")
+        return super().authenticate(request)
+
+
+class TokenScheme(KnoxTokenScheme):
+    """The OpenAPI security scheme of ``TokenAuthentication`` (knox's own)."""
+
+    target_class = "config.authentication.TokenAuthentication"
+
+
+class PasswordLocked(exceptions.APIException):
+    """No password attempt left for this account or address (429, Retry-After)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "account_locked"
+
+    def __init__(self, *, scope: str, wait: int) -> None:
+        whose = "this account" if scope == "account" else "this address"
+        message = (
+            f"Too many password attempts for {whose}; sign-in is locked for a "
+            "while (see Retry-After). The password was not checked."
+        )
+        super().__init__(message, code=f"{scope}_locked")
+        self.wait = wait
+
+
+@dataclass
+class _Attempt:
+    slots: list[str]
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+def client_address(request) -> str:
+    """The caller's address as the API throttles see it (``NUM_PROXIES`` aware).
+
+    IPv6 addresses count by their /64, the block one host is usually given.
+    """
+    ident = BaseThrottle().get_ident(request) or ""
+    try:
+        address = ipaddress.ip_address(ident)
+    except ValueError:
+        return ident
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _take_slot(key: str, limit: int, window: int) -> tuple[str | None, int]:
+    """One of ``limit`` slots under ``key``: (slot, 0), or (None, seconds to wait)."""
+    names = [f"{key}:{index}" for index in range(limit)]
+    taken = cache.get_many(names)
+    now = time.time()
+    for name in names:
+        if name not in taken and cache.add(name, now + window, timeout=window):
+            return name, 0
+    frees_at = min(cache.get_many(names).values(), default=now + 1)
+    return None, max(1, math.ceil(frees_at - now))
+
+
+def take_attempt(request, username: str) -> _Attempt:
+    """Take an attempt from the address, then the account; raise if none is left."""
+    window = settings.PASSWORD_LOCKOUT_SECONDS
+    budgets = [
+        ("address", client_address(request), settings.PASSWORD_ATTEMPTS_PER_ADDRESS),
+        ("account", username.casefold(), settings.PASSWORD_ATTEMPTS_PER_ACCOUNT),
+    ]
+    attempt = _Attempt(slots=[])
+    for scope, ident, limit in budgets:
+        key = f"password-attempt:{scope}:{_digest(ident)}"
+        slot, wait = _take_slot(key, limit, window)
+        if slot is None:
+            # A refused attempt checks no password, so it costs nothing.
+            give_back(attempt)
+            raise PasswordLocked(scope=scope, wait=wait)
+        attempt.slots.append(slot)
+    return attempt
+
+
+def give_back(attempt: _Attempt) -> None:
+    """Return an attempt's slots (a successful sign-in is not a guess)."""
+    if attempt.slots:
+        cache.delete_many(attempt.slots)
+
+
+class PasswordAttemptBackend(ModelBackend):
+    """Django's model backend, after an attempt is taken from account and address.
+
+    Called with a request by DRF's HTTP Basic and by the admin login form;
+    calls without a request (scripts, tests) are not counted.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if username is None:
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if request is None or username is None or password is None:
+            return super().authenticate(request, username, password, **kwargs)
+        attempt = take_attempt(request, str(username))
+        user = super().authenticate(request, username, password, **kwargs)
+        if user is not None:
+            give_back(attempt)
+        return user
+
+
+_served_request: contextvars.ContextVar = contextvars.ContextVar(
+    "civitas_served_request", default=None
+)
+
+
+def served_user():
+    """The user of the request being served (as DRF authenticated it), or None.
+
+    For output that depends on who reads it when no request was passed down
+    (a serializer built without context); outside a request there is no reader.
+    """
+    request = _served_request.get()
+    return getattr(request, "user", None) if request is not None else None
+
+
+class ServedRequestMiddleware:
+    """Remember the request being served (``served_user``), and answer a locked
+    admin sign-in with 429 and Retry-After (the API's own exception handler
+    answers for routes under /api/)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _served_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _served_request.reset(token)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, PasswordLocked):
+            return None
+        minutes = max(1, math.ceil(exception.wait / 60))
+        body = (
+            "<!doctype html><title>Sign-in locked</title>"
+            f"<h1>Sign-in locked</h1><p>{escape(exception.detail)}</p>"
+            f"<p>Try again in about {minutes} minute(s).</p>"
+        )
+        response = HttpResponse(body, status=429, content_type="text/html")
+        response["Retry-After"] = str(exception.wait)
+        return response

@@ -49,6 +49,15 @@ def _started_at(pid: int) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _is_zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited but not been reaped (Linux only)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def owner_alive(pid: int, *, since: float) -> bool:
     """Whether process ``pid`` is alive and is the one that existed at ``since``.
 
@@ -61,6 +70,8 @@ def owner_alive(pid: int, *, since: float) -> bool:
         return False
     except PermissionError:
         pass
+    if _is_zombie(pid):  # dead, waiting for a parent that may never reap it
+        return False
     started = _started_at(pid)
     return started is None or started <= since + 1.0
 

@@ -90,3 +90,14 @@ def test_c9_swagger_ui_runs_under_the_csp_with_its_nonce(client):
         assert finders.find(urlsplit(asset).path.removeprefix("/static/")), asset
     # A second response gets a fresh nonce.
     assert policy(client.get("/api/docs/"))["script-src"][-1] != f"'nonce-{nonce}'"
+
+
+@pytest.mark.django_db
+def test_c9_browsable_api_styles_carry_the_nonce(client, admin_user):
+    client.force_login(admin_user)
+    response = client.get("/api/v1/agencies/", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    nonce = assert_strict(response)["style-src"][-1].removeprefix("'nonce-")[:-1]
+    html = page(response)
+    assert html.inline and all(found == nonce for _, found in html.inline)
+    assert all(not urlsplit(a).netloc for a in html.assets)

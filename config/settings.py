@@ -310,6 +310,8 @@ CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 102
 CIVITAS_EVAL_TIMEOUT_SECONDS = env.int("CIVITAS_EVAL_TIMEOUT_SECONDS", default=3600)
 CIVITAS_EVAL_REQUEUE_MINUTES = env.int("CIVITAS_EVAL_REQUEUE_MINUTES", default=30)
 CIVITAS_EVAL_STALE_MINUTES = env.int("CIVITAS_EVAL_STALE_MINUTES", default=10)
+# A run whose worker died is run again, at most this many attempts in all.
+CIVITAS_EVAL_MAX_ATTEMPTS = env.int("CIVITAS_EVAL_MAX_ATTEMPTS", default=3)
 CELERY_TASK_ANNOTATIONS = {
     # The engine child has its own limit; the task's limits only catch a
     # worker that hangs outside it (downloading the bundle, logging to MLflow).

@@ -17,6 +17,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+import csp.constants
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
@@ -71,6 +72,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_structlog",
+    "csp",
     "audit",
     "registry",
     "governance",
@@ -80,6 +82,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
     "config.middleware.RequestIdHeaderMiddleware",
@@ -207,6 +210,23 @@ CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) on every response: the admin, the API
+# and Swagger UI load everything from this origin (the sidecar's assets, never a
+# CDN); an inline script or style runs only with the response's nonce
+# (config/templates/drf_spectacular/swagger_ui.html); no framing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.constants.SELF],
+        "script-src": [csp.constants.SELF, csp.constants.NONCE],
+        "style-src": [csp.constants.SELF, csp.constants.NONCE],
+        # Swagger UI's stylesheet draws its icons as data: SVGs.
+        "img-src": [csp.constants.SELF, "data:"],
+        "object-src": [csp.constants.NONE],
+        "base-uri": [csp.constants.SELF],
+        "form-action": [csp.constants.SELF],
+        "frame-ancestors": [csp.constants.NONE],
+    }
+}
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -329,6 +349,8 @@ CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 102
 CIVITAS_EVAL_TIMEOUT_SECONDS = env.int("CIVITAS_EVAL_TIMEOUT_SECONDS", default=3600)
 CIVITAS_EVAL_REQUEUE_MINUTES = env.int("CIVITAS_EVAL_REQUEUE_MINUTES", default=30)
 CIVITAS_EVAL_STALE_MINUTES = env.int("CIVITAS_EVAL_STALE_MINUTES", default=10)
+# A run whose worker died is run again, at most this many attempts in all.
+CIVITAS_EVAL_MAX_ATTEMPTS = env.int("CIVITAS_EVAL_MAX_ATTEMPTS", default=3)
 CELERY_TASK_ANNOTATIONS = {
     # The engine child has its own limit; the task's limits only catch a
     # worker that hangs outside it (downloading the bundle, logging to MLflow).

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the whole platform on one machine, nothing else installed.
 # Web (gunicorn, static files by WhiteNoise), a Celery worker and celery beat
-# run together under honcho; Ctrl-C stops all three.
+# run together under supervisord (deploy/supervisord.conf): a process that dies
+# is started again and the log names it; one that cannot stay up stops all
+# three with a message naming it. Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -21,6 +23,8 @@ export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1}"
 # Plain HTTP on the loopback interface: no HTTPS redirect, no Secure cookies.
 export CIVITAS_HTTPS="${CIVITAS_HTTPS:-false}"
 export LOG_FORMAT="${LOG_FORMAT:-console}"
+export CELERY_WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-1}"
+export CELERY_TASK_DEFAULT_QUEUE="${CELERY_TASK_DEFAULT_QUEUE:-civitas}"
 
 python manage.py migrate --noinput
 # The shared cache (throttles, password attempts) is a database table here.
@@ -32,4 +36,4 @@ python manage.py collectstatic --noinput >/dev/null
 python manage.py load_demo --url "http://127.0.0.1:${PORT}/"
 python manage.py load_demo_evidence --queue
 echo "Press Ctrl-C to stop web, worker and beat."
-exec honcho start -f deploy/Procfile web worker beat
+exec python -m supervisor.supervisord -c deploy/supervisord.conf

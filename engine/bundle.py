@@ -14,6 +14,7 @@ Parsing (``onnx.load``) and the ONNX checker are the library's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -40,6 +41,26 @@ _PROTOBUF_MAX = 2**31  # protobuf cannot parse a message of 2 GiB or more
 _MAX_ELEMENTS = 2**40
 _WEIGHT_SLACK = 64 << 10
 _ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+# The com.microsoft kernels a bundle may use, by name: what modelgen.genai and the
+# onnxruntime-genai builder emit (GroupQueryAttention, MatMulNBits, the RMS norms,
+# rotary), what onnxruntime.transformers' optimizer fuses (attention, layer norms,
+# GELU variants, FusedMatMul) and what onnxruntime.quantization writes (dynamic
+# int8, QOperator and QDQ formats). Anything else in the domain (beam search and
+# sampling loops, tokenizers, paged/sparse attention, MoE, FFT, ...) is refused.
+_MS_ALLOWED_OPS = frozenset(
+    {
+        "GroupQueryAttention", "MultiHeadAttention", "Attention", "RotaryEmbedding",
+        "MatMulNBits", "GatherBlockQuantized", "SimplifiedLayerNormalization",
+        "SkipSimplifiedLayerNormalization", "SkipLayerNormalization",
+        "EmbedLayerNormalization", "Gelu", "FastGelu", "BiasGelu", "QuickGelu",
+        "GemmFastGelu", "BiasAdd", "BiasSoftmax", "FusedMatMul",
+        "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
+        "QAttention", "QGemm", "QEmbedLayerNormalization", "QuantizeLinear",
+        "DequantizeLinear", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+        "QLinearLeakyRelu", "QLinearSoftmax", "QLinearConcat", "QLinearWhere",
+        "QLinearAveragePool", "QLinearGlobalAveragePool",
+    }
+)  # fmt: skip
 _LM_KINDS = frozenset({"causal_lm_kv", "causal_lm", "seq_classifier"})
 _PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)")
 _DIGITS = re.compile(r"[0-9]+")
@@ -142,6 +163,9 @@ class _Walker:
                 _check_domain(opset.domain, None)
         for opset in model.opset_import:
             _check_domain(opset.domain, None)
+        for domain, name, _ in self.functions:  # a function may not shadow a kernel
+            if domain == "com.microsoft" and _shadows_kernel(name):
+                _refuse_op(domain, name)
         self.graph(model.graph, 0)
         for key in self.functions:  # uncalled functions must be clean too
             self.function(key, 0)
@@ -167,6 +191,8 @@ class _Walker:
             if key in self.functions:
                 inner, h = self.function(key, depth)
                 count, height = count + inner, max(height, h)
+            elif node.domain == "com.microsoft" and node.op_type not in _MS_ALLOWED_OPS:
+                _refuse_op(node.domain, node.op_type)
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.HasField("g") else []) + [*attr.graphs]:
                     inner, h = self.graph(sub, depth + 1)
@@ -206,6 +232,36 @@ def _check_domain(domain: str, op: str | None) -> None:
             "com.microsoft domains run here, and no custom op library is loaded."
         )
         raise BundleError("op_not_allowed", message)
+
+
+def _refuse_op(domain: str, op: str) -> None:
+    message = (
+        f"The model uses operator {domain}::{op}, which is not on the list of "
+        "com.microsoft kernels allowed here (the ones the genai builder, the "
+        "transformer optimizer and the quantiser emit)."
+    )
+    raise BundleError("op_not_allowed", message)
+
+
+def _shadows_kernel(name: str) -> bool:
+    """Whether a com.microsoft function named ``name`` would run a refused kernel.
+
+    ONNX Runtime resolves a registered kernel before a model-local function of
+    the same name, so such a function would run the kernel, not its body.
+    """
+    kernels = _ms_kernels()
+    return name not in _MS_ALLOWED_OPS and (kernels is None or name in kernels)
+
+
+@functools.cache
+def _ms_kernels() -> frozenset[str] | None:
+    """Names of the com.microsoft operators ONNX Runtime registers; None if unknown."""
+    import onnxruntime.capi.onnxruntime_pybind11_state as ort_c
+
+    if not hasattr(ort_c, "get_all_operator_schema"):
+        return None
+    schemas = ort_c.get_all_operator_schema()
+    return frozenset(s.name for s in schemas if s.domain == "com.microsoft")
 
 
 def _attr_tensors(attr: AttributeProto) -> list[TensorProto]:
@@ -580,8 +636,9 @@ def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts
     its string and lstat before the path-based onnx.checker runs. Only matrices
     alike in dtype and dims are read, in chunks, to find identical ones (counted
     once in parameter_count, named in shared_initializers). Refuses custom
-    domains, oversized or deeply nested graphs, recursive functions, forged tensor
-    sizes and unrecognised signatures. Raises BundleError (missing_model,
+    domains, com.microsoft operators off the allow-list (_MS_ALLOWED_OPS),
+    oversized or deeply nested graphs, recursive functions, forged tensor sizes
+    and unrecognised signatures. Raises BundleError (missing_model,
     link_member, invalid_onnx, op_not_allowed, graph_too_large,
     external_data_outside, external_data_range, tensor_too_large, too_many_files,
     unsupported_model, missing_tokenizer).

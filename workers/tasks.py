@@ -114,6 +114,25 @@ def _checkpoint_at_start(sender=None, **kwargs) -> None:
     )
 
 
+@_task("civitas.evaluation_recover")
+def evaluation_recover() -> int:
+    """Run again what a killed worker on this host left ``running``."""
+    from governance.services import evaluations
+
+    return evaluations.evaluation_recover_lost()
+
+
+@worker_ready.connect
+def _recover_evaluations_at_start(sender=None, **kwargs) -> None:
+    """A starting worker re-queues the runs a dead worker on its host left running.
+
+    The embedded broker never redelivers a message whose worker was killed, so
+    the database row decides; queued on the worker's own first queue.
+    """
+    queues = [queue.name for queue in getattr(sender.task_consumer, "queues", [])]
+    evaluation_recover.apply_async(queue=queues[0] if queues else None, expires=3600)
+
+
 @_task(
     "civitas.artifact_verify",
     retried=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
 import time
@@ -130,8 +131,6 @@ def evaluation_cancel(*, actor, run: EvaluationRun) -> EvaluationRun:
 
 
 def _worker_label() -> str:
-    import os
-
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -255,25 +254,110 @@ class _Progress:
             connections.close_all()
 
 
-def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
-    """Run one claimed evaluation to its end: engine, metrics, MLflow, audit.
-
-    Safe to call twice: only a ``queued`` run is claimed. A ``running`` run
-    found here is a redelivery after its worker died (``acks_late``): it is
-    failed with ``worker_lost``, never left running. The engine runs in a
-    child process with memory and time limits; its refusals and crashes
-    become a failed run with the engine's reason.
-    """
-    from engine.sandbox import EvaluationFailure, evaluate_bundle
-    from engine.scratch import make_scratch
-
-    claimed = EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+def _claim(run_id: int) -> int:
+    """Claim a ``queued`` run for this worker process; 1 if claimed, else 0."""
+    return EvaluationRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING,
         started_at=timezone.now(),
         heartbeat_at=timezone.now(),
         attempts=F("attempts") + 1,
         worker=_worker_label(),
     )
+
+
+def _worker_gone(label: str) -> bool:
+    """Whether the worker process ``label`` (``host:pid``) is known to be dead.
+
+    Only a process on this host can be checked. This very process counts as
+    gone: it runs one task at a time, and it is not running that one now.
+    """
+    host, _, pid = label.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, as another user
+        return False
+    return False
+
+
+@transaction.atomic
+def evaluation_requeue_lost(*, run_id: int, enqueue: bool = True) -> bool:
+    """Put a ``running`` run whose worker process is gone back to ``queued``.
+
+    The database row is the truth, not the broker: a worker killed mid-run
+    leaves its run ``running`` and its message unacknowledged, and the embedded
+    broker (kombu on SQLite) never redelivers it. A worker that starts, or
+    receives such a message again, calls this; the run is then claimed and run
+    again from the start, so it completes once. A run that already took
+    ``CIVITAS_EVAL_MAX_ATTEMPTS`` attempts (a model that kills its worker every
+    time) is failed ``worker_lost`` instead. Returns True when the run was put
+    back; False when it is not running, or its worker may still be alive.
+    """
+    run = (
+        EvaluationRun.objects.select_for_update()
+        .filter(pk=run_id, status=RunStatus.RUNNING)
+        .select_related("model_version__model__agency")
+        .first()
+    )
+    if run is None or not _worker_gone(run.worker):
+        return False
+    if run.attempts >= settings.CIVITAS_EVAL_MAX_ATTEMPTS:
+        _fail(
+            run_id,
+            code="worker_lost",
+            message=f"The worker running this evaluation stopped {run.attempts} "
+            "times before it finished; ask for a new evaluation.",
+        )
+        return False
+    EvaluationRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+        status=RunStatus.QUEUED, heartbeat_at=None, worker=""
+    )
+    audit.record(
+        actor=None,
+        action="evaluation.requeued",
+        obj=run,
+        agency=run.model_version.model.agency,
+        payload={"run_id": run_id, "lost_worker": run.worker},
+    )
+    if enqueue:
+        _enqueue_on_commit(run_id)
+    return True
+
+
+def evaluation_recover_lost() -> int:
+    """Re-queue every ``running`` run whose worker process on this host is gone.
+
+    Queued by a worker that starts (``workers.tasks``): what a killed worker
+    was running is run again. Returns how many runs were put back.
+    """
+    host = f"{socket.gethostname()}:"
+    running = EvaluationRun.objects.filter(
+        status=RunStatus.RUNNING, worker__startswith=host
+    ).values_list("pk", flat=True)
+    return sum(evaluation_requeue_lost(run_id=run_id) for run_id in running)
+
+
+def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
+    """Run one claimed evaluation to its end: engine, metrics, MLflow, audit.
+
+    Safe to call twice: only a ``queued`` run is claimed. A ``running`` run
+    found here is a redelivery (``acks_late``): when its worker process is gone
+    it is run again (``evaluation_requeue_lost``), otherwise it is failed with
+    ``worker_lost``, never left running. The engine runs in a
+    child process with memory and time limits; its refusals and crashes
+    become a failed run with the engine's reason.
+    """
+    from engine.sandbox import EvaluationFailure, evaluate_bundle
+    from engine.scratch import make_scratch
+
+    claimed = _claim(run_id)
+    if not claimed and evaluation_requeue_lost(run_id=run_id, enqueue=False):
+        claimed = _claim(run_id)  # redelivered after its worker died: run again
     if not claimed:
         run = EvaluationRun.objects.filter(pk=run_id).first()
         if run is not None and run.status == RunStatus.RUNNING:
@@ -473,14 +557,16 @@ def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:
 def evaluation_sweep() -> dict[str, int]:
     """Find runs the broker lost or whose worker died, and settle them.
 
-    A run queued for longer than ``CIVITAS_EVAL_REQUEUE_MINUTES`` is queued
-    again (its message was lost); a running run whose heartbeat is older than
-    ``CIVITAS_EVAL_STALE_MINUTES`` is failed with ``worker_lost``.
+    A running run whose worker process on this host is gone is run again
+    (``evaluation_recover_lost``); a run queued for longer than
+    ``CIVITAS_EVAL_REQUEUE_MINUTES`` is queued again (its message was lost); a
+    running run whose heartbeat is older than ``CIVITAS_EVAL_STALE_MINUTES``
+    (a worker elsewhere that may be gone) is failed with ``worker_lost``.
     """
     now = timezone.now()
     requeue_before = now - timedelta(minutes=settings.CIVITAS_EVAL_REQUEUE_MINUTES)
     stale_before = now - timedelta(minutes=settings.CIVITAS_EVAL_STALE_MINUTES)
-    requeued = 0
+    requeued = evaluation_recover_lost()
     for run_id in EvaluationRun.objects.filter(
         status=RunStatus.QUEUED, requested_at__lt=requeue_before
     ).values_list("pk", flat=True):

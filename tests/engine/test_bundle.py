@@ -1181,3 +1181,79 @@ def test_quantisation_int4_matmulnbits_counts_logical_weights(bundle):
     assert facts.quantisation == "int4"
     assert facts.parameter_count == k * n + n * k // block
     assert facts.weight_bytes == n * k // 2 + 4 * n * k // block
+
+
+@pytest.mark.parametrize(
+    "op", ["BeamSearch", "Sampling", "Tokenizer", "CDist", "MoE", "NoSuchKernel"]
+)
+def test_b6_com_microsoft_op_off_the_allowlist_is_refused(bundle, op):
+    model = xy_model(
+        [helper.make_node(op, ["x"], ["y"], domain="com.microsoft")], MS_OPSET
+    )
+    err = refused("op_not_allowed", inspect_bundle, bundle(model))
+    assert f"com.microsoft::{op}" in str(err)
+
+
+def test_b6_com_microsoft_op_off_the_allowlist_is_refused_inside_a_subgraph(bundle):
+    model = make(
+        [if_node([helper.make_node("Inverse", [], ["b_out"], domain="com.microsoft")])],
+        [vi("cond", TensorProto.BOOL, []), vi("x", TensorProto.FLOAT, [1])],
+        [vi("y", TensorProto.FLOAT, [1])],
+        opsets=MS_OPSET,
+    )
+    assert "Inverse" in str(refused("op_not_allowed", inspect_bundle, bundle(model)))
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        "GroupQueryAttention",
+        "MatMulNBits",
+        "RotaryEmbedding",
+        "SkipSimplifiedLayerNormalization",
+        "SimplifiedLayerNormalization",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "FusedMatMul",
+    ],
+)
+def test_b6_allowlisted_com_microsoft_op_passes_the_gate(bundle, op):
+    model = xy_model(
+        [helper.make_node(op, ["x"], ["y"], domain="com.microsoft")], MS_OPSET
+    )
+    assert inspect_bundle(bundle(model)).opsets["com.microsoft"] == 1
+
+
+def test_b6_local_function_named_like_a_refused_kernel_is_refused(bundle):
+    # ONNX Runtime would run its BeamSearch kernel, not this harmless body.
+    fn = helper.make_function(
+        "com.microsoft",
+        "BeamSearch",
+        ["a"],
+        ["b"],
+        [helper.make_node("Identity", ["a"], ["b"])],
+        MS_OPSET,
+    )
+    node = helper.make_node("BeamSearch", ["x"], ["y"], domain="com.microsoft")
+    err = refused(
+        "op_not_allowed", inspect_bundle, bundle(xy_model([node], MS_OPSET, [fn]))
+    )
+    assert "BeamSearch" in str(err)
+
+
+def test_b6_ops_the_genai_builder_and_quantiser_emit_are_all_allowed(tmp_path):
+    """The fixtures' com.microsoft ops and quantize_dynamic's output pass the gate."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from engine.bundle import _MS_ALLOWED_OPS
+
+    families = Path(__file__).resolve().parents[1] / "fixtures" / "families"
+    seen = set()
+    for path in families.glob("*/model.onnx"):
+        model = onnx.load(path, load_external_data=False)
+        seen |= {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}
+    source = families / "llama" / "model.onnx"
+    quantize_dynamic(source, tmp_path / "q.onnx", weight_type=QuantType.QInt8)
+    quantised = onnx.load(tmp_path / "q.onnx", load_external_data=False)
+    seen |= {n.op_type for n in quantised.graph.node if n.domain == "com.microsoft"}
+    assert seen <= _MS_ALLOWED_OPS

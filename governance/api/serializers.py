@@ -120,7 +120,7 @@ class UseCaseSerializer(serializers.ModelSerializer):
     model_version_label = serializers.SerializerMethodField()
     questionnaire = serializers.StringRelatedField()
     created_by = serializers.StringRelatedField()
-    assessed_by = serializers.StringRelatedField()
+    assessed_by = serializers.StringRelatedField(allow_null=True)
     is_editable = serializers.BooleanField(read_only=True)
 
     class Meta:

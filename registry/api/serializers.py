@@ -16,6 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.exceptions import ApiErrorSerializer  # noqa: F401  (re-exported)
 from registry import licences, services
 from registry.models import (
     Agency,
@@ -26,6 +27,7 @@ from registry.models import (
     Derivation,
     Licence,
     Membership,
+    ModelKind,
     ModelVersion,
     ModelVersionDataset,
     PersonalData,
@@ -88,18 +90,6 @@ class VisiblePrimaryKeyField(serializers.PrimaryKeyRelatedField):
 
 
 # --- output --------------------------------------------------------------------
-
-
-class ApiErrorSerializer(serializers.Serializer):
-    """The one error shape of the API (``config.exceptions``)."""
-
-    code = serializers.CharField(help_text="Machine-readable, e.g. validation_error")
-    message = serializers.CharField(help_text="One sentence for a person")
-    fields = serializers.DictField(
-        child=serializers.JSONField(),
-        required=False,
-        help_text="For validation errors: field name to a list of {code, message}",
-    )
 
 
 class AgencySummarySerializer(serializers.ModelSerializer):
@@ -308,6 +298,10 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     datasets = DatasetLinkSerializer(source="dataset_links", many=True, read_only=True)
     is_released = serializers.BooleanField(read_only=True)
     created_by = serializers.CharField(source="created_by.username", read_only=True)
+    # Blank until the artifact has been inspected, as the schema says.
+    kind = serializers.ChoiceField(
+        choices=ModelKind.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = ModelVersion

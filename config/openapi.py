@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from drf_spectacular.openapi import AutoSchema as _SpectacularAutoSchema
+from rest_framework.filters import OrderingFilter
 
 from config.exceptions import ApiErrorSerializer
 
@@ -42,6 +43,15 @@ class AutoSchema(_SpectacularAutoSchema):
             codes += [413, 415]
         return codes
 
+    def _error_media_types(self) -> list[str]:
+        """JSON, and each media type the view renders: DRF renders an error
+        with the renderer the request negotiated (``?format=jsonl``)."""
+        types = ["application/json"]
+        for media_type in self.map_renderers("media_type"):
+            if media_type not in types:
+                types.append(media_type)
+        return types
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction=direction)
         if direction != "response":
@@ -52,27 +62,38 @@ class AutoSchema(_SpectacularAutoSchema):
             response = self._get_response_for_code(
                 ApiErrorSerializer,
                 str(code),
-                media_types=["application/json"],
+                media_types=self._error_media_types(),
                 direction=direction,
             )
             response["description"] = ERRORS[code]
             responses[str(code)] = response
         return dict(sorted(responses.items()))
 
+    def _ordering_fields(self) -> list[str]:
+        fields = getattr(self.view, "ordering_fields", None)
+        if isinstance(fields, (list, tuple)):
+            return list(fields)
+        # DRF's default: the serializer's readable fields backed by the model.
+        serializer_class = self.view.get_serializer_class()
+        model = serializer_class.Meta.model
+        valid = OrderingFilter().get_default_valid_fields(
+            model._default_manager.none(), self.view, {"request": None}
+        )
+        return [name for name, _label in valid]
+
     def _get_filter_parameters(self):
         parameters = super()._get_filter_parameters()
-        fields = getattr(self.view, "ordering_fields", None)
-        if not isinstance(fields, (list, tuple)) or not fields:
-            return parameters
-        term = "-?(?:" + "|".join(re.escape(field) for field in fields) + ")"
         for parameter in parameters:
-            if parameter.get("name") == "ordering" and parameter.get("in") == "query":
-                parameter["schema"] = {
-                    "type": "string",
-                    "pattern": f"^{term}(?:,{term})*$",
-                }
-                parameter["description"] = (
-                    "Comma-separated fields to order by, - for descending: "
-                    + ", ".join(fields)
-                )
+            if parameter.get("name") != "ordering" or parameter.get("in") != "query":
+                continue
+            fields = self._ordering_fields()
+            term = "-?(?:" + "|".join(re.escape(field) for field in fields) + ")"
+            parameter["schema"] = {
+                "type": "string",
+                "pattern": f"^(?:{term}(?:,{term})*)?$",
+            }
+            parameter["description"] = (
+                "Comma-separated fields to order by, - for descending: "
+                + ", ".join(fields)
+            )
         return parameters

@@ -31,6 +31,22 @@ from registry.api.serializers import VisiblePrimaryKeyField
 from registry.models import Agency, ModelVersion
 
 
+def no_nul_characters(value) -> None:
+    """Refuse a JSON value with a NUL character anywhere: PostgreSQL cannot store it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            raise serializers.ValidationError(
+                "Null characters are not allowed.", code="null_characters_not_allowed"
+            )
+
+
 class EvaluationSuiteSerializer(serializers.ModelSerializer):
     """A suite as the API shows it."""
 
@@ -118,7 +134,7 @@ class UseCaseSerializer(serializers.ModelSerializer):
 
     agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     model_version_label = serializers.SerializerMethodField()
-    questionnaire = serializers.StringRelatedField()
+    questionnaire = serializers.StringRelatedField(allow_null=True)
     created_by = serializers.StringRelatedField()
     assessed_by = serializers.StringRelatedField(allow_null=True)
     is_editable = serializers.BooleanField(read_only=True)
@@ -235,7 +251,7 @@ class AssessmentSerializer(serializers.Serializer):
         help_text="name or name@version; the latest 'aia' when left out",
     )
     answers = serializers.DictField(
-        child=serializers.JSONField(),
+        child=serializers.JSONField(validators=[no_nul_characters]),
         help_text="question id to an answer id, or to a list of ids for "
         "multiple-choice questions",
     )
@@ -257,6 +273,7 @@ class PolicyFieldsSerializer(serializers.Serializer):
         choices=RiskTier.choices, required=False, allow_blank=True
     )
     rules = serializers.JSONField(
+        validators=[no_nul_characters],
         help_text="A list of rules valid against GET /api/v1/policies/schema/"
     )
     is_active = serializers.BooleanField(required=False)

@@ -302,6 +302,9 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     kind = serializers.ChoiceField(
         choices=ModelKind.choices, allow_blank=True, read_only=True
     )
+    derivation = serializers.ChoiceField(
+        choices=Derivation.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = ModelVersion

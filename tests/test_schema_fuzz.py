@@ -182,6 +182,13 @@ def _error_codes(body) -> set[str]:
     return codes
 
 
+def _json_or_none(response):
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def _rejected_for_state(failure, response) -> bool:
     if failure.title != "Schema-valid request rejected":
         return False
@@ -230,6 +237,7 @@ def _run_operation(operation, mode, token, others_private, failures):
                     f"{response.status_code} {case.as_curl_command(headers)}"
                     f"\n    {failure.message[:300]} {SERVER_ERRORS[-1:]}"
                     f"\n    {response.text[:300]}"
+                    f"\n    codes: {sorted(_error_codes(_json_or_none(response)))}"
                 )
         text = response.text
         for name in others_private:
@@ -280,3 +288,31 @@ def test_c12_schemathesis_two_agencies_conform_and_leak_nothing(
         for (key, title), cases in sorted(failures.items())
     )
     assert not failures, f"{len(failures)} failing (operation, check):\n{report}"
+
+
+# --- the defects the run found, pinned down one by one ------------------------
+
+
+def test_c10_agency_slug_with_nul_answers_400_not_500(api_a):
+    response = api_a.post(
+        "/api/v1/use-cases/", {"agency": "city\x00-a", "title": "x"}, format="json"
+    )
+    assert response.status_code == 400
+    codes = [item["code"] for item in response.json()["fields"]["agency"]]
+    assert codes == ["null_characters_not_allowed"]
+
+
+def test_c12_page_size_outside_the_schema_answers_400(api_a):
+    for value in ("0", "-3", "ten", "1.5", ""):
+        response = api_a.get("/api/v1/models/", {"page_size": value})
+        assert response.status_code == 400, value
+        assert response.json()["fields"]["page_size"][0]["code"] == "invalid"
+    assert api_a.get("/api/v1/models/", {"page_size": "5000"}).status_code == 200
+
+
+def test_c12_error_fields_is_always_an_object(api_a):
+    response = api_a.get("/api/v1/models/", {"search": "a\x00b"})
+    assert response.status_code == 400
+    fields = response.json()["fields"]
+    assert isinstance(fields, dict)
+    assert fields["non_field_errors"][0]["code"] == "null_characters_not_allowed"

@@ -72,6 +72,17 @@ class EvaluationSuiteSerializer(serializers.ModelSerializer):
         return suite.agency_id is None
 
 
+class AgencySlugField(serializers.SlugRelatedField):
+    """An agency by slug; a slug with a NUL character is refused before any query."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError(
+                "Null characters are not allowed.", code="null_characters_not_allowed"
+            )
+        return super().to_internal_value(data)
+
+
 class RunMetricSerializer(serializers.ModelSerializer):
     class Meta:
         model = RunMetric
@@ -229,7 +240,7 @@ class UseCaseFieldsSerializer(serializers.Serializer):
 class UseCaseCreateSerializer(UseCaseFieldsSerializer):
     """Input of ``POST /use-cases/``; ``agency`` only for platform administrators."""
 
-    agency = serializers.SlugRelatedField(
+    agency = AgencySlugField(
         slug_field="slug", queryset=Agency.objects.all(), required=False
     )
 
@@ -263,7 +274,7 @@ class PolicyFieldsSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     scope = serializers.ChoiceField(choices=PolicyScope.choices)
-    agency = serializers.SlugRelatedField(
+    agency = AgencySlugField(
         slug_field="slug",
         queryset=Agency.objects.all(),
         required=False,

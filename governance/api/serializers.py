@@ -168,9 +168,15 @@ class UseCaseSerializer(serializers.ModelSerializer):
 class PolicySerializer(serializers.ModelSerializer):
     """One version of a policy; ``is_current`` marks the latest of its name."""
 
-    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agency = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
     created_by = serializers.StringRelatedField()
     is_current = serializers.BooleanField(read_only=True)
+    # Blank for a policy of the whole platform or of one agency, as the schema says.
+    risk_tier = serializers.ChoiceField(
+        choices=RiskTier.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = Policy
@@ -213,6 +219,10 @@ class PolicyResultSerializer(serializers.ModelSerializer):
     policies = PolicyRefSerializer(many=True, read_only=True)
     outcomes = PolicyOutcomeSerializer(many=True, read_only=True)
     requested_by = serializers.StringRelatedField()
+    # Blank when the use case had no risk tier yet, as the schema says.
+    risk_tier = serializers.ChoiceField(
+        choices=RiskTier.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = PolicyResult

@@ -51,8 +51,8 @@ from schemathesis.checks import (
 from schemathesis.core.failures import FailureGroup
 
 from governance.services import use_cases as use_case_services
+from tests.governance.conftest import *  # noqa: F403  (people, suites, policies)
 from tests.registry.api_catalogue import build_catalogue
-from tests.registry.conftest import *  # noqa: F403  (two agencies and their people)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -256,13 +256,22 @@ def _run_operation(operation, mode, token, others_private, failures):
 
 
 def test_c12_schemathesis_two_agencies_conform_and_leak_nothing(
-    wsgi_app, member_a, member_b
+    wsgi_app,
+    member_a,
+    member_b,
+    small_suite,
+    baseline_policy,
+    aia_questionnaire,
+    make_run,
 ):
     catalogue = build_catalogue(
         member_a.membership.agency, member_b.membership.agency, member_a, member_b
     )
     secret_title = "Beta confidential parking triage"
     _use_case_of(member_b, catalogue.version_b, secret_title)
+    _use_case_of(member_a, catalogue.version_a, "Alpha parking triage")
+    for version in (catalogue.version_a, catalogue.version_b):
+        make_run(version, small_suite, metrics={"multiple_choice.acc": 0.75})
     private = _private_names(catalogue, secret_title)
     tokens = {"a": _token(member_a), "b": _token(member_b)}
     schema = schemathesis.openapi.from_wsgi(

@@ -51,7 +51,10 @@ class EvaluationSuiteSerializer(serializers.ModelSerializer):
     """A suite as the API shows it."""
 
     licence = serializers.CharField(source="licence.expression")
-    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    # Null for a built-in suite, as the schema says.
+    agency = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
     is_builtin = serializers.SerializerMethodField()
 
     class Meta:

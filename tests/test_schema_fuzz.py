@@ -17,9 +17,18 @@ What is excluded, and why (nothing else is):
   they need a recorded chain of calls (create, then delete, then read) that
   only ``schemathesis run``'s stateful phase builds. The API has no DELETE of
   catalogue records, and the tenancy tests cover deletes of tokens/members.
+- ``object_level_authorization`` also needs the stateful phase (it replays
+  one user's recorded objects with another's credentials); the tenancy check
+  below and tests/registry/test_api_tenancy.py cover what it would.
 - ``max_response_time`` is a latency budget, not a conformance check; the
   shared 2-core test machine makes it meaningless here (the load tests in
   bench/ measure latency).
+- ``allow_header_conformance`` (the Allow header of a 405) is not run yet.
+- A schema-valid request refused with 400 only for the field error codes in
+  ``STATE_DEPENDENT_CODES`` (and, for GET, ``FILTERS_BRANCH_CODES``) is not
+  counted as "valid request rejected"; why is written next to each set.
+- An operation with nothing that can be made invalid yields no negative case
+  (Hypothesis' Unsatisfiable): that operation's negative mode is skipped.
 """
 
 from __future__ import annotations

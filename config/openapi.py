@@ -81,6 +81,13 @@ class AutoSchema(_SpectacularAutoSchema):
         )
         return [name for name, _label in valid]
 
+    def _get_format_parameters(self):
+        parameters = super()._get_format_parameters()
+        for parameter in parameters:
+            # An empty ``?format=`` is the default negotiation, as in DRF.
+            parameter["schema"]["enum"] = ["", *parameter["schema"]["enum"]]
+        return parameters
+
     def _get_filter_parameters(self):
         parameters = super()._get_filter_parameters()
         for parameter in parameters:

@@ -586,6 +586,13 @@ class ModelUpdateSerializer(VisibilityGuardMixin, serializers.Serializer):
         return attrs
 
 
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": r"^\d{0,11}(?:\.\d{0,3})?$"}
+)
+class NonNegativeDecimalField(serializers.DecimalField):
+    """A decimal from 0 (``min_value=0``): the schema's pattern has no sign."""
+
+
 class DatasetLinkInputSerializer(serializers.Serializer):
     """A dataset version this model version used, and for what."""
 
@@ -616,7 +623,7 @@ class ModelVersionFieldsSerializer(serializers.Serializer):
     training_hardware = serializers.CharField(
         max_length=300, required=False, allow_blank=True
     )
-    training_energy_kwh = serializers.DecimalField(
+    training_energy_kwh = NonNegativeDecimalField(
         max_digits=14, decimal_places=3, min_value=0, required=False, allow_null=True
     )
     hosting_jurisdiction = serializers.CharField(

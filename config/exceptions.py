@@ -14,9 +14,21 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The one error shape of the API, as the OpenAPI schema documents it."""
+
+    code = serializers.CharField(help_text="Machine-readable, e.g. validation_error")
+    message = serializers.CharField(help_text="One sentence for a person")
+    fields = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="For validation errors: field name to a list of {code, message}",
+    )
 
 
 class DomainError(Exception):
@@ -94,10 +106,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
+        fields = _field_errors(exc.detail)
+        if not isinstance(fields, dict):
+            # A ValidationError raised with a list names no field: the
+            # documented shape keeps ``fields`` an object all the same.
+            fields = {"non_field_errors": fields}
         response.data = {
             "code": "validation_error",
             "message": "The request has invalid fields.",
-            "fields": _field_errors(exc.detail),
+            "fields": fields,
         }
     elif isinstance(exc, exceptions.APIException):
         detail = exc.detail

@@ -257,7 +257,7 @@ class AuditExportView(APIView):
         parameters=[
             OpenApiParameter(
                 "model_version",
-                OpenApiTypes.INT,
+                {"type": "integer", "minimum": 0},
                 description=(
                     "export only the events of this model version (a partial "
                     "export; without it the whole chain, for oversight only)"

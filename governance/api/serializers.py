@@ -31,11 +31,30 @@ from registry.api.serializers import AgencyUserNameField, VisiblePrimaryKeyField
 from registry.models import Agency, ModelVersion
 
 
+def no_nul_characters(value) -> None:
+    """Refuse a JSON value with a NUL character anywhere: PostgreSQL cannot store it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            raise serializers.ValidationError(
+                "Null characters are not allowed.", code="null_characters_not_allowed"
+            )
+
+
 class EvaluationSuiteSerializer(serializers.ModelSerializer):
     """A suite as the API shows it."""
 
     licence = serializers.CharField(source="licence.expression")
-    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    # Null for a built-in suite, as the schema says.
+    agency = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
     is_builtin = serializers.SerializerMethodField()
 
     class Meta:
@@ -54,6 +73,17 @@ class EvaluationSuiteSerializer(serializers.ModelSerializer):
 
     def get_is_builtin(self, suite) -> bool:
         return suite.agency_id is None
+
+
+class AgencySlugField(serializers.SlugRelatedField):
+    """An agency by slug; a slug with a NUL character is refused before any query."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError(
+                "Null characters are not allowed.", code="null_characters_not_allowed"
+            )
+        return super().to_internal_value(data)
 
 
 class RunMetricSerializer(serializers.ModelSerializer):
@@ -118,7 +148,7 @@ class UseCaseSerializer(serializers.ModelSerializer):
 
     agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     model_version_label = serializers.SerializerMethodField()
-    questionnaire = serializers.StringRelatedField()
+    questionnaire = serializers.StringRelatedField(allow_null=True)
     created_by = AgencyUserNameField(agency="agency_id")
     assessed_by = AgencyUserNameField(agency="agency_id")
     is_editable = serializers.BooleanField(read_only=True)
@@ -141,9 +171,15 @@ class UseCaseSerializer(serializers.ModelSerializer):
 class PolicySerializer(serializers.ModelSerializer):
     """One version of a policy; ``is_current`` marks the latest of its name."""
 
-    agency = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agency = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
     created_by = AgencyUserNameField(agency="agency_id")
     is_current = serializers.BooleanField(read_only=True)
+    # Blank for a policy of the whole platform or of one agency, as the schema says.
+    risk_tier = serializers.ChoiceField(
+        choices=RiskTier.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = Policy
@@ -186,6 +222,10 @@ class PolicyResultSerializer(serializers.ModelSerializer):
     policies = PolicyRefSerializer(many=True, read_only=True)
     outcomes = PolicyOutcomeSerializer(many=True, read_only=True)
     requested_by = serializers.StringRelatedField()
+    # Blank when the use case had no risk tier yet, as the schema says.
+    risk_tier = serializers.ChoiceField(
+        choices=RiskTier.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = PolicyResult
@@ -213,7 +253,7 @@ class UseCaseFieldsSerializer(serializers.Serializer):
 class UseCaseCreateSerializer(UseCaseFieldsSerializer):
     """Input of ``POST /use-cases/``; ``agency`` only for platform administrators."""
 
-    agency = serializers.SlugRelatedField(
+    agency = AgencySlugField(
         slug_field="slug", queryset=Agency.objects.all(), required=False
     )
 
@@ -235,7 +275,7 @@ class AssessmentSerializer(serializers.Serializer):
         help_text="name or name@version; the latest 'aia' when left out",
     )
     answers = serializers.DictField(
-        child=serializers.JSONField(),
+        child=serializers.JSONField(validators=[no_nul_characters]),
         help_text="question id to an answer id, or to a list of ids for "
         "multiple-choice questions",
     )
@@ -247,7 +287,7 @@ class PolicyFieldsSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     scope = serializers.ChoiceField(choices=PolicyScope.choices)
-    agency = serializers.SlugRelatedField(
+    agency = AgencySlugField(
         slug_field="slug",
         queryset=Agency.objects.all(),
         required=False,
@@ -257,6 +297,7 @@ class PolicyFieldsSerializer(serializers.Serializer):
         choices=RiskTier.choices, required=False, allow_blank=True
     )
     rules = serializers.JSONField(
+        validators=[no_nul_characters],
         help_text="A list of rules valid against GET /api/v1/policies/schema/"
     )
     is_active = serializers.BooleanField(required=False)

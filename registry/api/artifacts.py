@@ -29,7 +29,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from registry.api.examples import ARTIFACT, DATASET_FILE, response
-from registry.models import DatasetVersion, ModelVersion
+from registry.models import DatasetVersion, ModelKind, ModelVersion
 from registry.services import artifacts, downloads
 from registry.storage import (
     CHUNK_SIZE,
@@ -45,6 +45,11 @@ _UPLOAD_METHODS = ("PUT", "POST")
 
 class ModelVersionArtifactSerializer(serializers.ModelSerializer):
     """A model version's artifact: its state, digest and the facts read from it."""
+
+    # Blank until the artifact has been inspected, as the schema says.
+    kind = serializers.ChoiceField(
+        choices=ModelKind.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = ModelVersion

@@ -18,6 +18,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.authentication import served_user
+from config.exceptions import ApiErrorSerializer  # noqa: F401  (re-exported)
 from registry import licences, services
 from registry.models import (
     Agency,
@@ -28,6 +29,7 @@ from registry.models import (
     Derivation,
     Licence,
     Membership,
+    ModelKind,
     ModelVersion,
     ModelVersionDataset,
     PersonalData,
@@ -155,18 +157,6 @@ class AgencyUserNameField(serializers.Field):
 
 
 # --- output --------------------------------------------------------------------
-
-
-class ApiErrorSerializer(serializers.Serializer):
-    """The one error shape of the API (``config.exceptions``)."""
-
-    code = serializers.CharField(help_text="Machine-readable, e.g. validation_error")
-    message = serializers.CharField(help_text="One sentence for a person")
-    fields = serializers.DictField(
-        child=serializers.JSONField(),
-        required=False,
-        help_text="For validation errors: field name to a list of {code, message}",
-    )
 
 
 class AgencySummarySerializer(serializers.ModelSerializer):
@@ -375,6 +365,13 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     datasets = DatasetLinkSerializer(source="dataset_links", many=True, read_only=True)
     is_released = serializers.BooleanField(read_only=True)
     created_by = AgencyUserNameField(agency="model__agency_id")
+    # Blank until the artifact has been inspected, as the schema says.
+    kind = serializers.ChoiceField(
+        choices=ModelKind.choices, allow_blank=True, read_only=True
+    )
+    derivation = serializers.ChoiceField(
+        choices=Derivation.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = ModelVersion
@@ -656,6 +653,13 @@ class ModelUpdateSerializer(VisibilityGuardMixin, serializers.Serializer):
         return attrs
 
 
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": r"^\d{0,11}(?:\.\d{0,3})?$"}
+)
+class NonNegativeDecimalField(serializers.DecimalField):
+    """A decimal from 0 (``min_value=0``): the schema's pattern has no sign."""
+
+
 class DatasetLinkInputSerializer(serializers.Serializer):
     """A dataset version this model version used, and for what."""
 
@@ -686,7 +690,7 @@ class ModelVersionFieldsSerializer(serializers.Serializer):
     training_hardware = serializers.CharField(
         max_length=300, required=False, allow_blank=True
     )
-    training_energy_kwh = serializers.DecimalField(
+    training_energy_kwh = NonNegativeDecimalField(
         max_digits=14, decimal_places=3, min_value=0, required=False, allow_null=True
     )
     hosting_jurisdiction = serializers.CharField(

@@ -25,7 +25,7 @@ What is excluded, and why (nothing else is):
   bench/ measure latency).
 - ``allow_header_conformance`` (the Allow header of a 405) is not run yet.
 - A schema-valid request refused with 400 only for the field error codes in
-  ``STATE_DEPENDENT_CODES`` (and, for GET, ``FILTERS_BRANCH_CODES``) is not
+  ``STATE_DEPENDENT_CODES`` is not
   counted as "valid request rejected"; why is written next to each set.
 - An operation with nothing that can be made invalid yields no negative case
   (Hypothesis' Unsatisfiable): that operation's negative mode is skipped.
@@ -168,14 +168,6 @@ STATE_DEPENDENT_CODES = {
 }
 
 
-# Left to the filters branch (issue 9 items 5 and 7), named here so that it is
-# not silent: id filters of list operations are typed `number` with no range
-# (django-filter's NumberFilter caps them at 1e50: `max_value`) and an id the
-# caller cannot use answers `invalid_choice`. The filters branch types them as
-# bounded integers and answers alike for invisible and unknown ids; then this
-# set is emptied. Only a GET whose refused query fields are all of these kinds
-# is passed over.
-FILTERS_BRANCH_CODES = {"max_value", "min_value", "invalid_choice"}
 
 
 def _error_codes(body) -> set[str]:
@@ -208,10 +200,7 @@ def _rejected_for_state(failure, response) -> bool:
     except ValueError:
         return False
     field_codes = _error_codes(body.get("fields", {}))
-    allowed = set(STATE_DEPENDENT_CODES)
-    if response.request.method == "GET":
-        allowed |= FILTERS_BRANCH_CODES
-    return bool(field_codes) and field_codes <= allowed
+    return bool(field_codes) and field_codes <= STATE_DEPENDENT_CODES
 
 
 def _run_operation(operation, mode, token, others_private, failures):

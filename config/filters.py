@@ -150,6 +150,7 @@ class JSONListFilter(django_filters.CharFilter):
     """
 
     def __init__(self, *args, pattern: str, message: str, **kwargs) -> None:
+        self.pattern = pattern
         validator = RegexValidator(re.compile(rf"\A(?:{pattern})\Z"), message)
         kwargs["validators"] = [*kwargs.get("validators", []), validator]
         super().__init__(*args, **kwargs)
@@ -242,7 +243,8 @@ class StrictDjangoFilterBackend(DjangoFilterBackend):
 
 
 class StrictFilterExtension(DjangoFilterExtension):
-    """The schema of the strict backend: integer filters state their range."""
+    """The schema of the strict backend: integer filters state their range, and
+    JSON-list filters the spelling (pattern) of their values."""
 
     target_class = "config.filters.StrictDjangoFilterBackend"
     priority = 1
@@ -253,6 +255,17 @@ class StrictFilterExtension(DjangoFilterExtension):
         parameters = super().resolve_filter_field(
             auto_schema, model, filterset_class, field_name, filter_field
         )
+        for parameter in parameters:
+            enum = parameter.get("schema", {}).get("enum")
+            if enum is not None and "" not in enum:
+                # An empty value leaves the list unfiltered, as for every filter.
+                parameter["schema"]["enum"] = [*enum, ""]
+        if isinstance(filter_field, JSONListFilter):
+            for parameter in parameters:
+                parameter["schema"] = {
+                    "type": "string",
+                    "pattern": rf"^(?:{filter_field.pattern})$",
+                }
         bounds = integer_bounds(filter_field, model)
         if bounds is not None:
             for parameter in parameters:

@@ -157,14 +157,24 @@ def _use_case_of(user, version, title: str):
 # Field error codes of a 400 that a schema cannot foresee: they depend on the
 # rows in the database, not on the shape of the request (an id that names no
 # object the caller may use, a licence expression the registry does not know,
-# a name already taken, a date that must lie in the future). A schema-valid
-# request refused with only these codes is not a "valid request rejected".
+# a name already taken, a date that must lie in the future, a licence that must
+# be registered first, answers that must fit the questionnaire version stored
+# in the database). A schema-valid request refused with only these codes is not
+# a "valid request rejected".
 STATE_DEPENDENT_CODES = {
     "does_not_exist",
     "invalid_licence",
+    "not_registered",
     "unique",
     "duplicate",
     "in_past",
+    "unknown_question",
+    "missing_answer",
+    "invalid_answer",
+    # Not state but a rule on every string: NUL is refused anywhere (docs/api.md);
+    # OpenAPI can only say so with a pattern on each string, which the schema
+    # does not repeat.
+    "null_characters_not_allowed",
 }
 
 

@@ -257,7 +257,7 @@ class AuditExportView(APIView):
         parameters=[
             OpenApiParameter(
                 "model_version",
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": ID_RANGE[0], "maximum": ID_RANGE[1]},
                 description=(
                     "export only the events of this model version (a partial "
                     "export; without it the whole chain, for oversight only)"

@@ -104,7 +104,7 @@ ROUTES = api_routes()
 
 
 @pytest.mark.parametrize(("path", "pattern"), ROUTES, ids=[p for p, _ in ROUTES])
-def test_route_requires_authentication(path, pattern):
+def test_c4_route_requires_authentication(path, pattern):
     callback = pattern.callback
     cls = getattr(callback, "cls", None)
     assert cls is not None and issubclass(cls, APIView), (
@@ -124,7 +124,7 @@ def test_route_requires_authentication(path, pattern):
 
 
 @pytest.mark.parametrize(("path", "pattern"), ROUTES, ids=[p for p, _ in ROUTES])
-def test_tenant_data_is_scoped_per_request(path, pattern):
+def test_c4_tenant_data_is_scoped_per_request(path, pattern):
     cls = pattern.callback.cls
     if not issubclass(cls, GenericAPIView) or cls.get_queryset is not (
         GenericAPIView.get_queryset

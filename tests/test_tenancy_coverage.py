@@ -21,13 +21,13 @@ PREFIX = "api/v1/"
 
 # Route name -> "module::test" proving that agency B's member gets 404 on
 # agency A's object at that route.
-TENANCY = "tests.registry.test_api_tenancy::test_another_agencys_member_gets_404"
+TENANCY = "tests.registry.test_api_tenancy::test_c1_another_agencys_member_gets_404"
 DECISIONS = (
     "tests.governance.test_decision_api::test_another_agency_gets_404_and_empty_lists"
 )
 EVALUATIONS = (
     "tests.governance.test_evaluations"
-    "::test_another_agencys_member_cannot_evaluate_or_see_runs"
+    "::test_c1_another_agencys_member_cannot_evaluate_or_see_runs"
 )
 USE_CASES = (
     "tests.governance.test_usecase_api"
@@ -48,7 +48,7 @@ CROSS_AGENCY = {
     "model-version-detail": TENANCY,
     "model-version-download": (
         "tests.registry.test_artifacts"
-        "::test_other_agency_cannot_upload_or_read_a_private_version"
+        "::test_c1_other_agency_cannot_upload_or_read_a_private_version"
     ),
     "dataset-version-download": (
         "tests.registry.test_artifacts::test_dataset_file_upload_and_download"

@@ -194,7 +194,7 @@ def test_payload_is_stored_as_the_canonical_json_that_was_hashed():
 
 
 @pytest.mark.django_db
-def test_rolled_back_business_transaction_leaves_no_event():
+def test_d5_rolled_back_business_transaction_leaves_no_event():
     with pytest.raises(RuntimeError), transaction.atomic():
         agency = AgencyFactory(slug="doomed")
         audit.record(actor=None, action="agency.created", obj=agency)
@@ -349,7 +349,7 @@ def test_intact_chain_verifies_by_command_and_api(api_reviewer):
 
 
 @pytest.mark.django_db
-def test_edited_payload_is_reported_at_its_seq_by_command_and_api(api_reviewer):
+def test_d2_edited_payload_is_reported_at_its_seq_by_command_and_api(api_reviewer):
     record_n(5)
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -377,7 +377,7 @@ def test_edited_payload_is_reported_at_its_seq_by_command_and_api(api_reviewer):
 
 
 @pytest.mark.django_db
-def test_deleting_the_last_events_is_caught_by_the_signed_checkpoint():
+def test_d3_deleting_the_last_events_is_caught_by_the_signed_checkpoint():
     record_n(6)
     audit.checkpoint_create()
     # A careful superuser removes seq 5 and 6 and moves the head back, so the
@@ -395,7 +395,7 @@ def test_deleting_the_last_events_is_caught_by_the_signed_checkpoint():
 
 
 @pytest.mark.django_db
-def test_checkpoint_kept_outside_catches_deletion_of_events_and_checkpoints(
+def test_d3_checkpoint_kept_outside_catches_deletion_of_events_and_checkpoints(
     tmp_path,
 ):
     record_n(6)
@@ -444,7 +444,7 @@ def _insert_checkpoint(envelope: dict, seq: int, head_hash: str) -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("how", ["wrong_key", "altered_head", "forged_signature"])
-def test_bad_checkpoints_are_rejected(how):
+def test_d7_bad_checkpoints_are_rejected(how):
     events = record_n(3)
     head = events[-1].hash
     statement = verify.canonical_json(
@@ -916,7 +916,7 @@ def test_admin_shows_the_chain_read_only(client, admin_user):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_writers_on_separate_connections_build_one_chain(
+def test_d4_concurrent_writers_on_separate_connections_build_one_chain(
     committed_audit_rows,
 ):
     writers, per_writer = 6, 20
@@ -956,7 +956,7 @@ def test_concurrent_writers_on_separate_connections_build_one_chain(
 
 
 @pytest.mark.slow
-def test_bench_appends_from_four_processes_into_one_verified_chain():
+def test_d4_bench_appends_from_four_processes_into_one_verified_chain():
     scratch = f"civitas_bench_test_{uuid.uuid4().hex[:8]}"
     url = database_url().rsplit("/", 1)[0] + f"/{scratch}"
 

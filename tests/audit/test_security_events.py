@@ -150,7 +150,7 @@ def _call(client, method: str, path: str):
     REGISTRY_ROUTES + GOVERNANCE_ROUTES,
     ids=[f"{m} {p}" for m, p, _, _ in REGISTRY_ROUTES + GOVERNANCE_ROUTES],
 )
-def test_a_cross_agency_probe_is_one_security_event_and_no_chain_event(
+def test_c1_a_cross_agency_probe_is_one_security_event_and_no_chain_event(
     world, api_b, member_b, method, path, object_type, key
 ):
     chain = AuditEvent.objects.count()

@@ -111,7 +111,7 @@ GOLDEN_CHECKPOINT = {
 }
 
 
-def test_golden_event_hashes_are_stable():
+def test_d6_golden_event_hashes_are_stable():
     assert canonical_json(verify.hashed_document(GOLDEN_2)).decode() == (
         GOLDEN_2_CANONICAL
     )
@@ -126,7 +126,7 @@ def test_golden_hash_ignores_fields_outside_the_hashed_set():
     assert event_hash(extended) == GOLDEN_2_HASH
 
 
-def test_golden_checkpoint_signature_is_stable():
+def test_d6_golden_checkpoint_signature_is_stable():
     key = Ed25519PrivateKey.from_private_bytes(GOLDEN_SEED)
     assert verify.public_key_pem_of(key.public_key()) == GOLDEN_PUBLIC_PEM
     assert verify.key_id(key.public_key()) == GOLDEN_KEYID
@@ -431,7 +431,7 @@ def test_rewritten_and_rehashed_history_is_caught_by_an_older_checkpoint():
     assert "rewritten" in report.reason
 
 
-def test_truncation_below_a_signed_checkpoint_is_detected():
+def test_d3_truncation_below_a_signed_checkpoint_is_detected():
     key = Ed25519PrivateKey.generate()
     events = make_chain(6)
     checkpoint = sign_checkpoint(key, 6, events[5]["hash"])
@@ -449,7 +449,7 @@ def test_truncation_against_the_head_is_detected():
 
 
 @pytest.mark.parametrize("how", ["wrong_key", "altered_head", "forged_sig"])
-def test_bad_checkpoint_is_rejected(how):
+def test_d7_bad_checkpoint_is_rejected(how):
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     events = make_chain(3)
     if how == "wrong_key":
@@ -469,7 +469,7 @@ def test_bad_checkpoint_is_rejected(how):
     assert report.first_bad_seq is None  # the events themselves are intact
 
 
-def test_checkpoint_stating_another_head_than_it_signs_is_rejected():
+def test_d7_checkpoint_stating_another_head_than_it_signs_is_rejected():
     key = Ed25519PrivateKey.generate()
     events = make_chain(3)
     envelope = sign_checkpoint(key, 3, events[2]["hash"])

@@ -277,7 +277,7 @@ UNSAFE_NAMES = ["../x", "/etc/x", "a\\b", "C:/x", "a/../../x", "a\nb", ""]
 
 
 @pytest.mark.parametrize("name", UNSAFE_NAMES)
-def test_zip_unsafe_names_are_refused_before_extraction(tmp_path, name):
+def test_a4_zip_unsafe_names_are_refused_before_extraction(tmp_path, name):
     archive = make_zip(
         tmp_path / "b.zip", [("ok.txt", b"ok"), (zipfile.ZipInfo(name), b"x")]
     )
@@ -287,7 +287,7 @@ def test_zip_unsafe_names_are_refused_before_extraction(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", UNSAFE_NAMES[:-1])
-def test_tar_unsafe_names_are_refused_before_extraction(tmp_path, name):
+def test_a4_tar_unsafe_names_are_refused_before_extraction(tmp_path, name):
     archive = make_tar(
         tmp_path / "b.tgz", [tar_info("ok.txt", b"ok"), tar_info(name, b"x")]
     )
@@ -296,7 +296,7 @@ def test_tar_unsafe_names_are_refused_before_extraction(tmp_path, name):
     assert_nothing_left(dest)
 
 
-def test_zip_name_with_nul_byte_is_refused(tmp_path):
+def test_a4_zip_name_with_nul_byte_is_refused(tmp_path):
     path = make_zip(tmp_path / "b.zip", [("evilXname", b"x")])
     path.write_bytes(path.read_bytes().replace(b"evilXname", b"evil\x00name"))
     refused("unsafe_path", extract_archive, path, tmp_path / "out")
@@ -313,7 +313,7 @@ def test_zip_name_with_nul_byte_is_refused(tmp_path):
         (b"V", "special_member"),
     ],
 )
-def test_tar_links_devices_and_fifos_are_refused(tmp_path, type_, code):
+def test_a4_tar_links_devices_and_fifos_are_refused(tmp_path, type_, code):
     member = tar_info("evil", type_=type_, linkname="/etc/passwd")
     archive = make_tar(tmp_path / "b.tgz", [tar_info("ok.txt", b"ok"), member])
     dest = tmp_path / "out"
@@ -322,7 +322,7 @@ def test_tar_links_devices_and_fifos_are_refused(tmp_path, type_, code):
     assert_nothing_left(dest)
 
 
-def test_tar_symlink_then_write_through_it_is_refused_at_prescan(tmp_path):
+def test_a5_tar_symlink_then_write_through_it_is_refused_at_prescan(tmp_path):
     # The CVE-2025-4517 family: a link followed by a member written through it.
     archive = make_tar(
         tmp_path / "b.tgz",
@@ -342,7 +342,7 @@ def test_tar_symlink_then_write_through_it_is_refused_at_prescan(tmp_path):
     ("mode", "code"),
     [(stat.S_IFLNK | 0o777, "link_member"), (stat.S_IFIFO | 0o644, "special_member")],
 )
-def test_zip_unix_symlink_and_fifo_entries_are_refused(tmp_path, mode, code):
+def test_a4_zip_unix_symlink_and_fifo_entries_are_refused(tmp_path, mode, code):
     info = zipfile.ZipInfo("link")
     info.create_system, info.external_attr = 3, mode << 16
     archive = make_zip(tmp_path / "b.zip", [("ok.txt", b"ok"), (info, b"/etc/passwd")])
@@ -378,7 +378,7 @@ def test_duplicate_or_clashing_names_are_refused(tmp_path, members):
     refused("unsafe_path", extract_archive, tar, tmp_path / "out2")
 
 
-def test_too_many_files_is_refused(tmp_path):
+def test_a6_too_many_files_is_refused(tmp_path):
     members = [(f"f{i}.txt", b"x") for i in range(5)]
     limits = Limits(max_files=4)
     refused(
@@ -393,7 +393,7 @@ def test_too_many_files_is_refused(tmp_path):
     assert_nothing_left(tmp_path / "out")
 
 
-def test_declared_total_over_cap_is_refused(tmp_path):
+def test_a6_declared_total_over_cap_is_refused(tmp_path):
     members = [("a.bin", os.urandom(600)), ("b.bin", os.urandom(600))]
     limits = Limits(max_total_bytes=1000)
     refused(
@@ -408,7 +408,7 @@ def test_declared_total_over_cap_is_refused(tmp_path):
     assert_nothing_left(tmp_path / "out")
 
 
-def test_zip_ratio_bomb_member_is_refused(tmp_path):
+def test_a6_zip_ratio_bomb_member_is_refused(tmp_path):
     # 256 KiB of noise keeps the whole archive near 17x; only the member is a bomb.
     archive = make_zip(
         tmp_path / "b.zip",
@@ -420,13 +420,13 @@ def test_zip_ratio_bomb_member_is_refused(tmp_path):
     assert_nothing_left(dest)
 
 
-def test_tar_gz_whole_archive_ratio_bomb_is_refused(tmp_path):
+def test_a6_tar_gz_whole_archive_ratio_bomb_is_refused(tmp_path):
     archive = make_tar(tmp_path / "b.tgz", [tar_info("zeros.bin", bytes(4 << 20))])
     refused("compression_ratio", extract_archive, archive, tmp_path / "out")
     assert_nothing_left(tmp_path / "out")
 
 
-def test_zip_member_larger_than_declared_is_stopped_by_byte_counter(tmp_path):
+def test_a6_zip_member_larger_than_declared_is_stopped_by_byte_counter(tmp_path):
     path = make_zip(
         tmp_path / "b.zip",
         [("first.txt", b"written first"), ("liar.bin", os.urandom(300_000))],
@@ -453,7 +453,7 @@ def test_truncated_tar_member_is_refused(tmp_path):
     assert_nothing_left(tmp_path / "out")
 
 
-def test_tar_pax_header_bomb_is_refused_without_reading_it(tmp_path):
+def test_a6_tar_pax_header_bomb_is_refused_without_reading_it(tmp_path):
     info, _ = tar_info("a.txt")
     # 17 MiB stays under the stream's position cap, so only the per-read cap (16 MiB)
     # stands between tarfile and reading the whole header into memory.
@@ -541,7 +541,7 @@ def test_materialise_without_model_names_what_it_found_and_cleans_up(tmp_path):
         b'{"model": "not onnx"}',
     ],
 )
-def test_materialise_refuses_pickle_html_json_without_writing(tmp_path, payload):
+def test_a7_materialise_refuses_pickle_html_json_without_writing(tmp_path, payload):
     (tmp_path / "model.onnx").write_bytes(payload)
     err = refused(
         "invalid_onnx", materialise_bundle, tmp_path / "model.onnx", tmp_path / "out"
@@ -563,14 +563,14 @@ def test_materialise_refuses_pickle_html_json_without_writing(tmp_path, payload)
         (b"", "no ONNX graph"),
     ],
 )
-def test_model_file_that_is_not_onnx_is_refused(bundle, payload, says):
+def test_a7_model_file_that_is_not_onnx_is_refused(bundle, payload, says):
     root = bundle(generic_model())
     (root / "model.onnx").write_bytes(payload)
     err = refused("invalid_onnx", inspect_bundle, root)
     assert says in str(err)
 
 
-def test_model_over_two_gib_is_refused_before_parsing(bundle):
+def test_b8_model_over_two_gib_is_refused_before_parsing(bundle):
     root = bundle(generic_model())
     with open(root / "model.onnx", "r+b") as f:
         f.truncate(2**31 + 1)  # sparse: no disk used
@@ -684,7 +684,7 @@ def nested_if_model(levels):
     )
 
 
-def test_subgraph_nesting_is_capped(bundle):
+def test_b7_subgraph_nesting_is_capped(bundle):
     root = bundle(nested_if_model(3))
     assert inspect_bundle(root, limits=Limits(max_graph_depth=3)).kind == "generic"
     err = refused(
@@ -728,7 +728,7 @@ def chain_functions(length, calls_per_level=1, leaf_nodes=1):
     return fns
 
 
-def test_function_nesting_is_capped(bundle):
+def test_b7_function_nesting_is_capped(bundle):
     fns = chain_functions(12)
     model = xy_model(
         [helper.make_node("f11", ["x"], ["y"], domain="com.microsoft")], MS_OPSET, fns
@@ -736,7 +736,7 @@ def test_function_nesting_is_capped(bundle):
     refused("graph_too_large", inspect_bundle, bundle(model))
 
 
-def test_mutually_recursive_functions_are_refused(bundle):
+def test_b7_mutually_recursive_functions_are_refused(bundle):
     ping, pong = (
         helper.make_function(
             "com.microsoft",
@@ -769,7 +769,7 @@ def test_uncalled_function_is_still_checked(bundle):
     refused("op_not_allowed", inspect_bundle, bundle(model))
 
 
-def test_recursive_function_is_refused(bundle):
+def test_b7_recursive_function_is_refused(bundle):
     fn = helper.make_function(
         "com.microsoft",
         "Again",
@@ -786,7 +786,7 @@ def test_recursive_function_is_refused(bundle):
     assert "itself" in str(refused("graph_too_large", inspect_bundle, bundle(model)))
 
 
-def test_node_cap_counts_plain_nodes(bundle):
+def test_b7_node_cap_counts_plain_nodes(bundle):
     nodes = [
         helper.make_node(
             "Identity", ["x" if i == 0 else f"t{i}"], ["y" if i == 9 else f"t{i + 1}"]
@@ -798,7 +798,7 @@ def test_node_cap_counts_plain_nodes(bundle):
     refused("graph_too_large", inspect_bundle, root, limits=Limits(max_nodes=9))
 
 
-def test_node_cap_counts_functions_as_inlined(bundle):
+def test_b7_node_cap_counts_functions_as_inlined(bundle):
     # 10 written nodes: one call to f2, which calls f1 three times, which calls f0
     # (three Identity nodes) three times. Counting every call site with its body:
     # 1 + 3 * (1 + 3 * (1 + 3)) = 40.
@@ -863,7 +863,7 @@ def assert_only_touched_inside(paths, root: Path):
         ("nowhere.bin", "does not exist"),
     ],
 )
-def test_external_location_outside_or_missing_is_refused(
+def test_b1_external_location_outside_or_missing_is_refused(
     bundle, touched, location, reason
 ):
     root = bundle(
@@ -875,7 +875,9 @@ def test_external_location_outside_or_missing_is_refused(
     assert_only_touched_inside(touched, root)
 
 
-def test_external_symlink_to_etc_passwd_is_refused_without_opening_it(bundle, touched):
+def test_b1_external_symlink_to_etc_passwd_is_refused_without_opening_it(
+    bundle, touched
+):
     root = bundle(forge_external(generic_model(), "W", "weights.bin"))
     (root / "weights.bin").symlink_to("/etc/passwd")
     touched.clear()
@@ -884,7 +886,7 @@ def test_external_symlink_to_etc_passwd_is_refused_without_opening_it(bundle, to
     assert_only_touched_inside(touched, root)
 
 
-def test_external_path_through_symlinked_directory_is_refused(bundle, tmp_path):
+def test_b1_external_path_through_symlinked_directory_is_refused(bundle, tmp_path):
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "w.bin").write_bytes(b"\x00" * 48)
     root = bundle(forge_external(generic_model(), "W", "sub/w.bin"))
@@ -893,7 +895,7 @@ def test_external_path_through_symlinked_directory_is_refused(bundle, tmp_path):
     assert "symbolic link" in str(err)
 
 
-def test_external_hard_link_is_refused(bundle, tmp_path):
+def test_b1_external_hard_link_is_refused(bundle, tmp_path):
     root = bundle(generic_model(), external="weights.bin")
     os.link(root / "weights.bin", tmp_path / "second-name")
     assert "hard link" in str(refused("external_data_outside", inspect_bundle, root))
@@ -902,7 +904,7 @@ def test_external_hard_link_is_refused(bundle, tmp_path):
 @pytest.mark.parametrize(
     ("offset", "length"), [(0, 4096), (40, 48), ("-1", 48), ("abc", 48), (0, "-48")]
 )
-def test_external_range_outside_file_or_malformed_is_refused(bundle, offset, length):
+def test_b2_external_range_outside_file_or_malformed_is_refused(bundle, offset, length):
     model = forge_external(
         generic_model(), "W", "weights.bin", offset=offset, length=length
     )
@@ -913,7 +915,7 @@ def test_external_range_outside_file_or_malformed_is_refused(bundle, offset, len
     )
 
 
-def test_external_length_must_match_declared_size(bundle):
+def test_b2_external_length_must_match_declared_size(bundle):
     model = forge_external(generic_model(), "W", "weights.bin", length=40)
     refused(
         "tensor_too_large",
@@ -971,12 +973,12 @@ def tensor_model(tensor):
     ],
     ids=["2^62x8", "over-2^40", "negative", "raw-short", "typed-short", "no-data"],
 )
-def test_tensor_dims_and_data_must_agree(bundle, tensor, reason):
+def test_b3_tensor_dims_and_data_must_agree(bundle, tensor, reason):
     err = refused("tensor_too_large", inspect_bundle, bundle(tensor_model(tensor)))
     assert reason in str(err)
 
 
-def test_constant_node_tensor_is_accounted_too(bundle):
+def test_b3_constant_node_tensor_is_accounted_too(bundle):
     huge = forged([2**62, 8], raw=bytes(8))
     model = xy_model(
         [
@@ -987,7 +989,7 @@ def test_constant_node_tensor_is_accounted_too(bundle):
     assert "2**40" in str(refused("tensor_too_large", inspect_bundle, bundle(model)))
 
 
-def test_huge_dims_with_external_data_are_refused_before_any_range_check(bundle):
+def test_b3_huge_dims_with_external_data_are_refused_before_any_range_check(bundle):
     model = tensor_model(forged([2**62, 8], raw=bytes(8)))
     forge_external(model, "T", "weights.bin", length=8)
     root = bundle(model, files={"weights.bin": bytes(8)})

@@ -76,7 +76,7 @@ def test_timeout_kills_the_process_group():
         ("signal:raise_signal", (signal.SIGKILL,), "SIGKILL"),
     ],
 )
-def test_signal_death_is_reported_as_crashed(target, args, name):
+def test_b7_signal_death_is_reported_as_crashed(target, args, name):
     with pytest.raises(EvaluationFailure) as info:
         run_isolated(target, args)
     assert info.value.code == "crashed"
@@ -199,7 +199,7 @@ def memory_bomb_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_model_exceeding_the_memory_limit_fails_with_resource_limit(tmp_path):
+def test_b4_model_exceeding_the_memory_limit_fails_with_resource_limit(tmp_path):
     (tmp_path / "bomb").mkdir()
     onnx.save(memory_bomb_model(), tmp_path / "bomb" / "model.onnx")
     records = [{"features": [0.1, 0.2, 0.3], "label": 0}]

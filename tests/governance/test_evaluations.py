@@ -76,7 +76,7 @@ def test_evaluation_request_queues_on_commit_only(
     assert len(callbacks) == 1
 
 
-def test_another_agencys_member_cannot_evaluate_or_see_runs(
+def test_c1_another_agencys_member_cannot_evaluate_or_see_runs(
     released_lm_version, small_suite, member_a, member_b
 ):
     run = evaluation_services.evaluation_request(
@@ -146,7 +146,9 @@ def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
     assert again.failure_code == "worker_lost"
 
 
-def test_a_finished_run_is_never_run_again(released_lm_version, small_suite, member_a):
+def test_e8_a_finished_run_is_never_run_again(
+    released_lm_version, small_suite, member_a
+):
     run = evaluation_services.evaluation_request(
         actor=member_a,
         model_version=released_lm_version,
@@ -246,7 +248,7 @@ def test_evaluate_command_runs_one_evaluation_in_the_foreground(
     assert run.metrics.filter(task="multiple_choice", name="acc").exists()
 
 
-def test_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
+def test_e4_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
     released_lm_version,
     small_suite,
     member_a,

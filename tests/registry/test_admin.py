@@ -244,7 +244,7 @@ def test_released_model_versions_and_dataset_versions_are_read_only(
         (ModelVersion, "released_a", "version_b"),
     ],
 )
-def test_agency_staff_see_only_their_agencys_objects(
+def test_c7_agency_staff_see_only_their_agencys_objects(
     rows, maintainer_a, admin_client_as, model, own, other
 ):
     client = admin_client_as(_staff(maintainer_a))
@@ -260,7 +260,7 @@ def test_agency_staff_see_only_their_agencys_objects(
         assert response.url == reverse("admin:index")
 
 
-def test_agency_staff_see_only_their_agency_and_people(
+def test_c7_agency_staff_see_only_their_agency_and_people(
     rows, agency_a, agency_b, maintainer_a, member_b, admin_client_as
 ):
     client = admin_client_as(_staff(maintainer_a))

@@ -132,7 +132,7 @@ def test_dataset_and_version_registration(api_a, cat, member_a):
     assert AuditEvent.objects.filter(action="dataset_version.created").count() == 1
 
 
-def test_dataset_version_of_another_agencys_dataset_does_not_exist(api_a, cat):
+def test_c3_dataset_version_of_another_agencys_dataset_does_not_exist(api_a, cat):
     response = api_a.post(
         f"{API}/dataset-versions/",
         {**DATASHEET, "dataset": cat.dataset_b.pk},
@@ -189,7 +189,7 @@ def test_dataset_version_duplicate_is_409_with_field(api_a, cat):
     assert field_codes(response, "version") == ["unique"]
 
 
-def test_dataset_mass_assignment_is_ignored(api_a, agency_b, member_b):
+def test_c6_dataset_mass_assignment_is_ignored(api_a, agency_b, member_b):
     response = api_a.post(
         f"{API}/datasets/",
         {
@@ -208,7 +208,7 @@ def test_dataset_mass_assignment_is_ignored(api_a, agency_b, member_b):
     assert dataset.created_by.username == "alice"
 
 
-def test_dataset_version_mass_assignment_is_ignored(api_a, cat):
+def test_c6_dataset_version_mass_assignment_is_ignored(api_a, cat):
     response = api_a.post(
         f"{API}/dataset-versions/",
         {
@@ -229,7 +229,7 @@ def test_dataset_version_mass_assignment_is_ignored(api_a, cat):
     )
 
 
-def test_dataset_update_cannot_make_it_public(api_maintainer_a, cat):
+def test_c6_dataset_update_cannot_make_it_public(api_maintainer_a, cat):
     url = f"{API}/datasets/{cat.dataset_a.pk}/"
     refused = api_maintainer_a.patch(url, {"visibility": "public"}, format="json")
     assert refused.status_code == 400
@@ -339,7 +339,7 @@ def test_model_version_create_with_lineage(api_a, cat):
 
 
 @pytest.mark.parametrize("field", ["base_version", "datasets", "model"])
-def test_references_to_another_agencys_objects_do_not_exist(api_a, cat, field):
+def test_c3_references_to_another_agencys_objects_do_not_exist(api_a, cat, field):
     """SECURITY C3: a hidden id is answered like an id that was never used."""
     body = version_body(
         cat, base_version=cat.public_version_b.pk, derivation="fine-tuned"
@@ -385,7 +385,9 @@ def test_released_model_version_is_immutable(api_a, cat):
     }
 
 
-def test_unreleased_version_update_and_mass_assignment(api_a, cat, member_a, member_b):
+def test_c6_unreleased_version_update_and_mass_assignment(
+    api_a, cat, member_a, member_b
+):
     draft = ModelVersionFactory(
         model=cat.model_a, version="1.2.0", licence=cat.licence, created_by=member_a
     )

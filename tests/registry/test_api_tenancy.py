@@ -96,7 +96,7 @@ def test_anonymous_gets_401_with_the_error_body(anon, cat, method, path):
 
 
 @pytest.mark.parametrize(("method", "path"), OBJECT_ENDPOINTS)
-def test_another_agencys_member_gets_404(api_b, member_a, cat, method, path):
+def test_c1_another_agencys_member_gets_404(api_b, member_a, cat, method, path):
     _, secret = AuthToken.objects.create(member_a)
     url = fill(path, cat, secret[:15])
     response = getattr(api_b, method)(
@@ -107,7 +107,9 @@ def test_another_agencys_member_gets_404(api_b, member_a, cat, method, path):
 
 
 @pytest.mark.parametrize(("method", "path"), OBJECT_ENDPOINTS)
-def test_404_for_hidden_objects_matches_404_for_missing_ones(api_b, cat, method, path):
+def test_c1_404_for_hidden_objects_matches_404_for_missing_ones(
+    api_b, cat, method, path
+):
     """No existence oracle: a hidden object and a never-used id look the same."""
     hidden = getattr(api_b, method)(fill(path, cat, "x" * 15), {}, format="json")
     missing_path = path.replace("city-a", "no-such-agency").replace("alice", "nobody")
@@ -123,7 +125,7 @@ def test_404_for_hidden_objects_matches_404_for_missing_ones(api_b, cat, method,
     assert hidden.json() == missing.json()
 
 
-def test_hidden_object_lookup_is_audited_as_authz_denied(api_b, member_b, cat):
+def test_c1_hidden_object_lookup_is_audited_as_authz_denied(api_b, member_b, cat):
     chain = AuditEvent.objects.count()
     api_b.get(f"{API}/models/{cat.model_a.pk}/")
     api_b.get(f"{API}/models/999999/")

@@ -42,7 +42,7 @@ def bearer(secret: str) -> APIClient:
     return client
 
 
-def test_password_creates_a_token_shown_once(member_a):
+def test_c5_password_creates_a_token_shown_once_and_stores_a_digest(member_a):
     response = basic("alice").post(f"{API}/auth/tokens/")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -97,7 +97,7 @@ def test_password_attempts_are_throttled_before_authentication(member_a, monkeyp
     assert "Retry-After" in refused.headers
 
 
-def test_revoke_then_the_token_answers_401(member_a):
+def test_c5_revoke_then_the_token_answers_401(member_a):
     secret = basic("alice").post(f"{API}/auth/tokens/").json()["token"]
     client = bearer(secret)
     assert client.get(f"{API}/me/").status_code == 200
@@ -116,7 +116,7 @@ def test_another_users_token_cannot_be_revoked(api_b, member_a):
     assert bearer(secret).get(f"{API}/me/").status_code == 200
 
 
-def test_expired_token_answers_401(member_a):
+def test_c5_expired_token_answers_401(member_a):
     instance, secret = AuthToken.objects.create(member_a)
     AuthToken.objects.filter(pk=instance.pk).update(
         expiry=timezone.now() - timedelta(seconds=1)
@@ -140,7 +140,7 @@ def test_expired_tokens_are_not_listed(member_a):
 @pytest.mark.parametrize(
     "header", ["Token", "Token not-a-real-token-at-all", "Token a b", "Bearer x"]
 )
-def test_missing_or_invalid_token_is_401(db, header):
+def test_c5_missing_or_invalid_token_is_401(db, header):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=header)
     response = client.get(f"{API}/models/")

@@ -105,7 +105,7 @@ UNSAFE_ARCHIVES = {
 
 
 @pytest.mark.parametrize("case", sorted(UNSAFE_ARCHIVES))
-def test_unsafe_archive_is_refused_and_leaves_nothing(
+def test_a4_a6_b1_unsafe_archive_is_refused_and_leaves_nothing(
     api_a, version_a, artifact_dirs, tmp_path, case
 ):
     make, code = UNSAFE_ARCHIVES[case]
@@ -154,7 +154,7 @@ NOT_ONNX = {
 
 
 @pytest.mark.parametrize("case", sorted(NOT_ONNX))
-def test_non_onnx_upload_is_refused_and_leaves_nothing(
+def test_a7_non_onnx_upload_is_refused_and_leaves_nothing(
     api_a, version_a, artifact_dirs, case
 ):
     make, code = NOT_ONNX[case]
@@ -169,7 +169,7 @@ def test_non_onnx_upload_is_refused_and_leaves_nothing(
     assert files_under(artifact_dirs.scratch) == []
 
 
-def test_multipart_upload_of_an_unsafe_archive_is_refused_the_same_way(
+def test_a4_multipart_upload_of_an_unsafe_archive_is_refused_the_same_way(
     api_a, version_a, artifact_dirs
 ):
     from django.core.files.uploadedfile import SimpleUploadedFile

@@ -242,7 +242,7 @@ def test_second_upload_is_a_conflict_and_changes_nothing(
         "%252e%252e%252fx.onnx",
     ],
 )
-def test_hostile_filename_is_metadata_only(
+def test_a1_hostile_filename_is_metadata_only(
     api_a, version_a, artifact_dirs, tmp_path, filename
 ):
     response = put_raw(api_a, _url(version_a), tiny_model_bytes(), filename=filename)
@@ -257,7 +257,9 @@ def test_hostile_filename_is_metadata_only(
     assert not Path("/etc/x.onnx").exists()
 
 
-def test_filename_with_control_characters_is_escaped(api_a, version_a, artifact_dirs):
+def test_a1_filename_with_nul_and_control_characters_is_escaped(
+    api_a, version_a, artifact_dirs
+):
     response = put_raw(
         api_a,
         _url(version_a),
@@ -269,7 +271,7 @@ def test_filename_with_control_characters_is_escaped(api_a, version_a, artifact_
     assert row(version_a)["original_filename"] == "evil\\x00\\n.onnx"
 
 
-def test_upload_over_the_cap_is_413_and_leaves_no_temp_file(
+def test_a2_upload_over_the_cap_is_413_and_leaves_no_temp_file(
     api_a, version_a, artifact_dirs, settings
 ):
     settings.CIVITAS_UPLOAD_MAX_BYTES = 4096
@@ -293,7 +295,7 @@ def test_upload_over_the_cap_is_413_and_leaves_no_temp_file(
     assert files_under(artifact_dirs.scratch) == []
 
 
-def test_a_content_length_under_the_cap_reads_no_more_than_it_claims(
+def test_a2_a_content_length_under_the_cap_reads_no_more_than_it_claims(
     api_a, version_a, artifact_dirs, settings
 ):
     settings.CIVITAS_UPLOAD_MAX_BYTES = 4096
@@ -308,7 +310,7 @@ def test_a_content_length_under_the_cap_reads_no_more_than_it_claims(
     assert files_under(artifact_dirs.scratch) == []
 
 
-def test_chunked_body_without_content_length_is_411(api_a, version_a, artifact_dirs):
+def test_a2_chunked_body_without_content_length_is_411(api_a, version_a, artifact_dirs):
     response = put_raw(
         api_a,
         _url(version_a),
@@ -323,7 +325,9 @@ def test_chunked_body_without_content_length_is_411(api_a, version_a, artifact_d
     assert files_under(artifact_dirs.scratch) == []
 
 
-def test_handler_counts_bytes_whatever_content_length_claims(artifact_dirs, settings):
+def test_a2_handler_counts_bytes_whatever_content_length_claims(
+    artifact_dirs, settings
+):
     settings.CIVITAS_UPLOAD_MAX_BYTES = 4096
     handler = DigestingUploadHandler()
     handler.handle_raw_input(None, {}, 100, None)
@@ -346,7 +350,7 @@ def _named_file(content: bytes, name: str):
     return SimpleUploadedFile(name, content, content_type="application/octet-stream")
 
 
-def test_multipart_with_many_file_parts_is_400(api_a, version_a, artifact_dirs):
+def test_a3_multipart_with_many_file_parts_is_400(api_a, version_a, artifact_dirs):
     parts = {f"file{i}": _named_file(b"x" * 10, f"f{i}.onnx") for i in range(1000)}
 
     response = api_a.post(_url(version_a), parts, format="multipart")
@@ -419,7 +423,7 @@ def test_uploads_are_throttled_by_the_upload_scope(
 # --- Permissions and tenancy --------------------------------------------------
 
 
-def test_other_agency_cannot_upload_or_read_a_private_version(
+def test_c1_other_agency_cannot_upload_or_read_a_private_version(
     api_b, version_a, artifact_dirs
 ):
     assert put_raw(api_b, _url(version_a), tiny_model_bytes()).status_code == 404
@@ -582,7 +586,7 @@ def _reference(client, version, uri: str, sha256: str = "a" * 64):
         "ftp", "bare-path",
     ],
 )  # fmt: skip
-def test_reference_outside_the_allow_list_is_400(
+def test_c11_reference_outside_the_allow_list_is_400(
     api_a, version_a, artifact_dirs, drop, tmp_path, make_uri, code
 ):
     (tmp_path / "outside.onnx").write_bytes(tiny_model_bytes())
@@ -805,7 +809,7 @@ def test_dataset_reference_to_a_version_with_a_file_is_409(
     ],
     ids=["outside", "encoded-dotdot", "symlinked-file", "metadata-ip", "https"],
 )
-def test_dataset_reference_outside_the_allow_list_is_400(
+def test_c11_dataset_reference_outside_the_allow_list_is_400(
     api_a, dataset_version_a, artifact_dirs, drop, tmp_path, make_uri, code
 ):
     (tmp_path / "outside.jsonl").write_bytes(b"{}\n")

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from audit import signing
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, SecurityEvent
+from audit.signals import event_recorded
 from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
     EXPORT_FORMAT,
@@ -190,7 +191,9 @@ def record(
     ``object_id`` unless they are given, and ``agency`` when it is an Agency or
     has an ``agency`` foreign key. The event commits or rolls back with the
     caller's transaction; the chain head stays locked until then, so keep the
-    transaction short after recording. ``payload`` is canonicalised (see
+    transaction short after recording. Once it commits,
+    ``audit.signals.event_recorded`` announces the event (notifications
+    listen). ``payload`` is canonicalised (see
     docs/audit.md): plain JSON values, aware datetimes, dates, Decimals, UUIDs.
 
     Raises TransactionManagementError outside ``transaction.atomic``;
@@ -241,10 +244,23 @@ def record(
             **fields,
         )
         AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=digest)
+    transaction.on_commit(lambda: _announce(event))
     if seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
         # Another AUDIT_CHECKPOINT_EVENTS events: sign them once they commit.
         transaction.on_commit(_queue_checkpoint)
     return event
+
+
+def _announce(event: AuditEvent) -> None:
+    """Tell the receivers of ``event_recorded``; a failing receiver is only logged."""
+    for receiver, result in event_recorded.send_robust(sender=AuditEvent, event=event):
+        if isinstance(result, Exception):
+            logger.warning(
+                "a receiver of audit event %s failed: %r",
+                event.seq,
+                receiver,
+                exc_info=result,
+            )
 
 
 def _queue_checkpoint() -> None:

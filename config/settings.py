@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "audit",
     "registry",
     "governance",
+    "notifications",
     "workers",
     "demo",
 ]
@@ -576,6 +577,45 @@ CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = {
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
     "governance.models.UseCaseStatus"
 )
+
+# --- Notifications: webhooks and e-mail ----------------------------------------
+# Webhook URLs must be https unless ALLOW_HTTP; private, loopback and
+# link-local destinations are refused unless ALLOW_PRIVATE (both only for
+# tests and the embedded laptop set-up). Each attempt is bounded by the
+# connect and read timeouts; a failed one is retried after
+# BACKOFF_SECONDS * 2**(n-1) (capped at an hour), MAX_ATTEMPTS in all.
+CIVITAS_WEBHOOK_ALLOW_HTTP = env.bool("CIVITAS_WEBHOOK_ALLOW_HTTP", default=False)
+CIVITAS_WEBHOOK_ALLOW_PRIVATE = env.bool(
+    "CIVITAS_WEBHOOK_ALLOW_PRIVATE", default=False
+)
+CIVITAS_WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float(
+    "CIVITAS_WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0
+)
+CIVITAS_WEBHOOK_READ_TIMEOUT_SECONDS = env.float(
+    "CIVITAS_WEBHOOK_READ_TIMEOUT_SECONDS", default=10.0
+)
+CIVITAS_WEBHOOK_MAX_ATTEMPTS = env.int("CIVITAS_WEBHOOK_MAX_ATTEMPTS", default=10)
+CIVITAS_WEBHOOK_BACKOFF_SECONDS = env.float(
+    "CIVITAS_WEBHOOK_BACKOFF_SECONDS", default=30.0
+)
+# After a rotation the old secret keeps signing (a second signature) this long.
+CIVITAS_WEBHOOK_SECRET_GRACE_HOURS = env.int(
+    "CIVITAS_WEBHOOK_SECRET_GRACE_HOURS", default=24
+)
+# Webhook secrets are stored encrypted under a key derived from this (from
+# SECRET_KEY when unset: changing SECRET_KEY then needs every secret rotated).
+CIVITAS_WEBHOOK_ENCRYPTION_KEY = _secret("CIVITAS_WEBHOOK_ENCRYPTION_KEY")
+CELERY_BEAT_SCHEDULE["webhook-sweep"] = {
+    "task": "civitas.webhook_sweep",
+    "schedule": timedelta(minutes=5),
+    "options": {"expires": 5 * 60},
+}
+# E-mail: EMAIL_URL in django-environ's form (smtp+tls://user:pw@host:587);
+# the console backend by default. EMAIL_TIMEOUT bounds every SMTP operation.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="civitas@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402

@@ -22,6 +22,7 @@ admin.site.index_title = "Registry and governance of public-sector language mode
 api_v1 = [
     path("", include("governance.api.urls")),
     path("", include("registry.api.urls")),
+    path("", include("notifications.api.urls")),
     path("system/worker-ping/", views.WorkerPingView.as_view(), name="worker-ping"),
     path(
         "system/worker-ping/<str:task_id>/",

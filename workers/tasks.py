@@ -207,3 +207,41 @@ def dataset_file_verify(dataset_version_id: int) -> str:
     from registry.services import artifacts
 
     return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)
+
+
+# --- Notifications ---------------------------------------------------------------
+
+
+@_task("civitas.webhook_deliver", retried=True)
+def webhook_deliver(delivery_id: int) -> str | None:
+    """Make one signed attempt at a webhook delivery; queue the next if it failed.
+
+    The service owns the backoff (the row's ``next_attempt_at``); this task
+    queues the next attempt with that countdown. A duplicate message finds the
+    row claimed or not yet due and does nothing.
+    """
+    from notifications import services
+
+    delay = services.delivery_attempt(delivery_id=delivery_id)
+    if delay is not None:
+        webhook_deliver.apply_async(
+            kwargs={"delivery_id": delivery_id}, countdown=delay
+        )
+        return "retry"
+    return None
+
+
+@_task("civitas.webhook_sweep")
+def webhook_sweep() -> dict:
+    """Re-queue webhook deliveries whose message was lost or whose worker died."""
+    from notifications import services
+
+    return services.delivery_sweep()
+
+
+@_task("civitas.notification_email", retried=True)
+def notification_email(event_seq: int) -> int:
+    """E-mail the people concerned by one audit event (once per event)."""
+    from notifications import mail
+
+    return mail.notification_email_send(event_seq=event_seq)

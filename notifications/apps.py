@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class NotificationsConfig(AppConfig):
+    name = "notifications"
+    verbose_name = "Notifications"
+
+    def ready(self) -> None:
+        from audit.signals import event_recorded
+        from notifications import services
+
+        event_recorded.connect(
+            services.on_event_recorded, dispatch_uid="notifications.on_event_recorded"
+        )

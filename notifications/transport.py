@@ -74,7 +74,7 @@ def resolve(host: str, port: int) -> str:
     address is refused whichever answer a later lookup would give.
     """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise Refused("unresolvable_host") from exc
     addresses = [info[4][0] for info in infos]

@@ -104,6 +104,18 @@ CROSS_AGENCY = {
     **{
         name: "tests.test_tenancy_extra" for name in EXTRA_ROUTES
     },  # the module's tests, one per route
+    **{
+        name: (
+            "tests.notifications.test_api"
+            "::test_c1_another_agencys_maintainer_gets_404_on_webhooks"
+        )
+        for name in (
+            "webhook-detail",
+            "webhook-rotate-secret",
+            "webhook-ping",
+            "webhook-deliveries",
+        )
+    },
 }
 
 # Object routes that serve no agency's private data, and why.

@@ -585,9 +585,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
 # connect and read timeouts; a failed one is retried after
 # BACKOFF_SECONDS * 2**(n-1) (capped at an hour), MAX_ATTEMPTS in all.
 CIVITAS_WEBHOOK_ALLOW_HTTP = env.bool("CIVITAS_WEBHOOK_ALLOW_HTTP", default=False)
-CIVITAS_WEBHOOK_ALLOW_PRIVATE = env.bool(
-    "CIVITAS_WEBHOOK_ALLOW_PRIVATE", default=False
-)
+CIVITAS_WEBHOOK_ALLOW_PRIVATE = env.bool("CIVITAS_WEBHOOK_ALLOW_PRIVATE", default=False)
 CIVITAS_WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float(
     "CIVITAS_WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5.0
 )
@@ -605,6 +603,13 @@ CIVITAS_WEBHOOK_SECRET_GRACE_HOURS = env.int(
 # Webhook secrets are stored encrypted under a key derived from this (from
 # SECRET_KEY when unset: changing SECRET_KEY then needs every secret rotated).
 CIVITAS_WEBHOOK_ENCRYPTION_KEY = _secret("CIVITAS_WEBHOOK_ENCRYPTION_KEY")
+# A 404 on another agency's webhook is recorded as authz.denied.
+AUDIT_DENIAL_ROUTES["webhooks"] = {
+    "model": "notifications.Webhook",
+    "lookup": "pk",
+    "agency": ["agency"],
+    "visible": ("notifications.Webhook", "pk"),
+}
 CELERY_BEAT_SCHEDULE["webhook-sweep"] = {
     "task": "civitas.webhook_sweep",
     "schedule": timedelta(minutes=5),

@@ -65,12 +65,12 @@ EVENT_TYPES: dict[str, EventType] = {
 }
 
 
-def notifies(action: str, payload: dict[str, Any]) -> bool:
-    """Whether an audit event with ``action`` and ``payload`` notifies anyone."""
-    if action not in EVENT_TYPES:
+def notifies(event) -> bool:
+    """Whether an ``audit.models.AuditEvent`` notifies anyone."""
+    if event.action not in EVENT_TYPES:
         return False
-    if action == "policy.evaluated":
-        return payload.get("passed") is False
+    if event.action == "policy.evaluated":
+        return event.payload_data.get("passed") is False
     return True
 
 

@@ -31,9 +31,16 @@ from audit.models import AuditEvent
 from audit.verify import format_timestamp
 from config.celery import app as celery_app
 from config.exceptions import DomainError, PolicyViolation
-from notifications import events, signing, transport
+from notifications import events, mail, signing, transport
 from notifications.models import DeliveryStatus, Webhook, WebhookDelivery
-from registry.models import Agency, Role, is_platform_admin, user_agency_id, user_role
+from registry.models import (
+    Agency,
+    Role,
+    is_platform_admin,
+    user_agency_id,
+    user_membership,
+    user_role,
+)
 from registry.services.changes import UNSET
 
 logger = logging.getLogger(__name__)
@@ -105,7 +112,7 @@ def _clean_event_types(event_types: list[str]) -> list[str]:
 def webhook_create(
     *,
     actor,
-    agency: Agency,
+    agency: Agency | None,
     url: str,
     event_types: list[str],
     description: str = "",
@@ -113,10 +120,18 @@ def webhook_create(
 ) -> tuple[Webhook, str]:
     """Register a webhook for ``agency``; return it and its secret, shown once.
 
-    Raises ``PolicyViolation`` unless the actor manages the agency's webhooks,
-    ``DomainError`` for a refused URL or unknown event types. Records
-    ``webhook.created`` (without the secret).
+    ``agency`` None means the actor's own agency. Raises ``PolicyViolation``
+    unless the actor manages the agency's webhooks, ``DomainError`` for no
+    agency, a refused URL or unknown event types. Records ``webhook.created``
+    (without the secret).
     """
+    if agency is None:
+        membership = user_membership(actor)
+        if membership is None:
+            raise _field_error(
+                "agency", "Name the agency the webhook belongs to.", "required"
+            )
+        agency = membership.agency
     _require_manager(actor, agency)
     secret = signing.new_secret()
     webhook = Webhook.objects.create(
@@ -254,10 +269,11 @@ def _send(task: str, **kwargs) -> None:
 
 def on_event_recorded(sender, event: AuditEvent, **kwargs) -> None:
     """Receiver of ``audit.signals.event_recorded``: fan a notifying event out."""
-    if not events.notifies(event.action, event.payload_data):
+    if not events.notifies(event):
         return
     event_fanout(event=event)
-    _send(EMAIL_TASK, event_seq=event.seq)
+    if mail.recipients(event):
+        _send(EMAIL_TASK, event_seq=event.seq)
 
 
 def event_fanout(*, event: AuditEvent) -> list[WebhookDelivery]:
@@ -266,7 +282,7 @@ def event_fanout(*, event: AuditEvent) -> list[WebhookDelivery]:
     Another agency's webhooks never receive it; an event without an agency
     reaches no webhook. Safe to run twice: (webhook, event id) is unique.
     """
-    if event.agency_id is None or not events.notifies(event.action, event.payload_data):
+    if event.agency_id is None or not events.notifies(event):
         return []
     webhooks = [
         w

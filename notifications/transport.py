@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import urllib3
 from django.conf import settings
-from urllib3.exceptions import HTTPError, LocationParseError
+from urllib3.exceptions import HTTPError, LocationParseError, NewConnectionError
 
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_CHARS = 1000
 _CHUNK = 8192
+MAX_ADDRESSES = 3
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ def check_url(url: str) -> urllib3.util.Url:
     return parsed
 
 
-def resolve(host: str, port: int) -> str:
-    """The address to connect to; Refused if any address of ``host`` is not public.
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses to connect to; Refused if any address of ``host`` is not public.
 
     Every address must pass, so a name that also resolves to an internal
     address is refused whichever answer a later lookup would give.
@@ -84,7 +85,7 @@ def resolve(host: str, port: int) -> str:
         is_public_address(a) for a in addresses
     ):
         raise Refused("address_refused")
-    return addresses[0]
+    return list(dict.fromkeys(addresses))[:MAX_ADDRESSES]
 
 
 def _pool(parsed: urllib3.util.Url, address: str) -> urllib3.HTTPConnectionPool:
@@ -117,16 +118,8 @@ def _read_capped(response, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
-    """POST ``body`` to ``url`` once; an Outcome, never an exception for the peer."""
-    try:
-        parsed = check_url(url)
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        address = resolve(parsed.host, port)
-    except Refused as exc:
-        return Outcome(None, error=str(exc))
-    parsed = parsed._replace(port=port)
-    host_header = parsed.host if parsed.port in (80, 443) else parsed.netloc
+def _attempt(parsed, address: str, *, body: bytes, headers: dict[str, str]):
+    """One request to one address; an Outcome, or None if it refused the connection."""
     budget = (
         settings.CIVITAS_WEBHOOK_CONNECT_TIMEOUT_SECONDS
         + settings.CIVITAS_WEBHOOK_READ_TIMEOUT_SECONDS
@@ -138,7 +131,7 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
             "POST",
             parsed.request_uri,
             body=body,
-            headers={**headers, "Host": host_header},
+            headers=headers,
             redirect=False,
             retries=False,
             preload_content=False,
@@ -148,6 +141,8 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
             data = _read_capped(response, deadline)
         finally:
             response.release_conn()
+    except NewConnectionError:
+        return None  # refused or unreachable at once: the next address may answer
     except urllib3.exceptions.TimeoutError:
         return Outcome(None, error="timeout")
     except (HTTPError, OSError) as exc:
@@ -156,3 +151,25 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
         pool.close()
     excerpt = data.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
     return Outcome(response.status, excerpt=excerpt)
+
+
+def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
+    """POST ``body`` to ``url`` once; an Outcome, never an exception for the peer.
+
+    The checked addresses are tried in order while they refuse the
+    connection outright (at most MAX_ADDRESSES); a timeout ends the attempt.
+    """
+    try:
+        parsed = check_url(url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        addresses = resolve(parsed.host, port)
+    except Refused as exc:
+        return Outcome(None, error=str(exc))
+    parsed = parsed._replace(port=port)
+    host_header = parsed.host if port in (80, 443) else f"{parsed.host}:{port}"
+    headers = {**headers, "Host": host_header}
+    for address in addresses:
+        outcome = _attempt(parsed, address, body=body, headers=headers)
+        if outcome is not None:
+            return outcome
+    return Outcome(None, error="connection_failed")

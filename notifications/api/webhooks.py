@@ -12,7 +12,6 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.exceptions import DomainError
 from notifications import selectors, services
 from notifications.api.examples import (
     CREATE,
@@ -31,7 +30,6 @@ from notifications.api.serializers import (
 from notifications.models import Webhook
 from registry.api.catalogue import READ_ERRORS, WRITE_ERRORS, CatalogueViewSet, errors
 from registry.api.examples import request, response
-from registry.models import user_membership
 
 
 def _with_secret(webhook: Webhook, secret: str) -> dict:
@@ -92,16 +90,6 @@ class WebhookViewSet(
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         agency = values.pop("agency", None)
-        if agency is None:
-            membership = user_membership(request.user)
-            if membership is None:
-                message = "Name the agency the webhook belongs to."
-                raise DomainError(
-                    message,
-                    code="required",
-                    fields={"agency": [{"code": "required", "message": message}]},
-                )
-            agency = membership.agency
         webhook, secret = services.webhook_create(
             actor=request.user, agency=agency, **values
         )

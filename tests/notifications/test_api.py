@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from audit.models import SecurityEvent
 from notifications.models import Webhook, WebhookDelivery
 from notifications.signing import decrypt
 from tests.registry.conftest import token_client
@@ -104,6 +105,8 @@ def test_c1_another_agencys_maintainer_gets_404_on_webhooks(
         assert client.get("/api/v1/webhooks/").json()["results"] == []
     assert not WebhookDelivery.objects.exists()
     assert Webhook.objects.get(pk=webhook["id"]).is_enabled
+    probes = SecurityEvent.objects.filter(object_type="notifications.webhook")
+    assert probes.exists() and {p.object_id for p in probes} == {str(webhook["id"])}
 
 
 def test_only_maintainers_and_platform_admins_register_webhooks(

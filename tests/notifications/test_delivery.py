@@ -326,3 +326,41 @@ def test_the_sweep_requeues_lost_messages_and_reclaims_dead_attempts(
     assert delivery.status == DeliveryStatus.PENDING
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=long_ago)
     assert services.delivery_sweep() == {"reclaimed": 0, "requeued": 1}
+
+
+def test_the_host_name_is_sent_and_refusing_addresses_are_skipped(
+    agency_a, maintainer_a, receiver, local_webhooks, django_capture_on_commit_callbacks
+):
+    port = receiver.url.split(":")[2].split("/")[0]
+    # localhost may resolve to ::1 first, where nothing listens: skipped.
+    _, _, delivery = _pending(
+        maintainer_a,
+        agency_a,
+        f"http://localhost:{port}/hooks/civitas?agency=a",
+        django_capture_on_commit_callbacks,
+    )
+
+    services.delivery_attempt(delivery_id=delivery.pk)
+
+    (request,) = receiver.received
+    assert request.headers["host"] == f"localhost:{port}"
+    assert request.path == "/hooks/civitas?agency=a"
+
+
+def test_a_refused_connection_is_a_failed_attempt(
+    agency_a, maintainer_a, local_webhooks, django_capture_on_commit_callbacks
+):
+    with silent_peer() as (host, port):
+        pass  # the port is free again: connecting is refused at once
+    _, _, delivery = _pending(
+        maintainer_a,
+        agency_a,
+        f"http://{host}:{port}/",
+        django_capture_on_commit_callbacks,
+    )
+
+    services.delivery_attempt(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.last_error == "connection_failed"
+    assert delivery.status_codes == [None]

@@ -11,6 +11,8 @@ RETRIED = {
     "civitas.artifact_verify": 5,
     "civitas.dataset_file_verify": 5,
     "civitas.usecase_recheck": 5,
+    "civitas.webhook_deliver": 5,
+    "civitas.notification_email": 5,
 }
 
 

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from audit import signing
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, SecurityEvent
-from audit.signals import event_recorded
+from audit.signals import event_recorded, is_announced
 from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
     EXPORT_FORMAT,
@@ -192,8 +192,8 @@ def record(
     has an ``agency`` foreign key. The event commits or rolls back with the
     caller's transaction; the chain head stays locked until then, so keep the
     transaction short after recording. Once it commits,
-    ``audit.signals.event_recorded`` announces the event (notifications
-    listen). ``payload`` is canonicalised (see
+    ``audit.signals.event_recorded`` announces the event if an app asked
+    for it (``announce_when``: notifications). ``payload`` is canonicalised (see
     docs/audit.md): plain JSON values, aware datetimes, dates, Decimals, UUIDs.
 
     Raises TransactionManagementError outside ``transaction.atomic``;
@@ -244,7 +244,8 @@ def record(
             **fields,
         )
         AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=digest)
-    transaction.on_commit(lambda: _announce(event))
+    if is_announced(action, payload_value):
+        transaction.on_commit(lambda: _announce(event))
     if seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
         # Another AUDIT_CHECKPOINT_EVENTS events: sign them once they commit.
         transaction.on_commit(_queue_checkpoint)

@@ -6,9 +6,10 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
-        from audit.signals import event_recorded
-        from notifications import services
+        from audit.signals import announce_when, event_recorded
+        from notifications import events, services
 
+        announce_when(events.notifies)
         event_recorded.connect(
             services.on_event_recorded, dispatch_uid="notifications.on_event_recorded"
         )

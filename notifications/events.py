@@ -7,6 +7,7 @@ any of ``EVENT_TYPES``; ``webhook.ping`` is sent only by the test ping.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +66,16 @@ EVENT_TYPES: dict[str, EventType] = {
 }
 
 
-def notifies(event) -> bool:
-    """Whether an ``audit.models.AuditEvent`` notifies anyone."""
-    if event.action not in EVENT_TYPES:
+def notifies(action: str, payload: Mapping[str, Any]) -> bool:
+    """Whether an audit event with ``action`` and ``payload`` notifies anyone.
+
+    Registered with ``audit.signals.announce_when``, so it runs for every
+    event recorded: a set lookup for all but ``policy.evaluated``.
+    """
+    if action not in EVENT_TYPES:
         return False
-    if event.action == "policy.evaluated":
-        return event.payload_data.get("passed") is False
+    if action == "policy.evaluated":
+        return payload.get("passed") is False
     return True
 
 

@@ -73,7 +73,7 @@ def notification_email_send(*, event_seq: int) -> int:
     may be tried again.
     """
     event = AuditEvent.objects.filter(seq=event_seq).first()
-    if event is None or not events.notifies(event):
+    if event is None or not events.notifies(event.action, event.payload_data):
         return 0
     to = recipients(event)
     if not to:

@@ -269,7 +269,7 @@ def _send(task: str, **kwargs) -> None:
 
 def on_event_recorded(sender, event: AuditEvent, **kwargs) -> None:
     """Receiver of ``audit.signals.event_recorded``: fan a notifying event out."""
-    if not events.notifies(event):
+    if not events.notifies(event.action, event.payload_data):
         return
     event_fanout(event=event)
     if mail.recipients(event):
@@ -282,7 +282,7 @@ def event_fanout(*, event: AuditEvent) -> list[WebhookDelivery]:
     Another agency's webhooks never receive it; an event without an agency
     reaches no webhook. Safe to run twice: (webhook, event id) is unique.
     """
-    if event.agency_id is None or not events.notifies(event):
+    if event.agency_id is None or not events.notifies(event.action, event.payload_data):
         return []
     webhooks = [
         w

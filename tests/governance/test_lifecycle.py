@@ -567,7 +567,9 @@ def _evaluated_again(kit, use_case, *, acc: float, callbacks_capture) -> PolicyR
             model_version=use_case.model_version, trigger="evaluation"
         )
     assert result.passed is False
-    assert len(callbacks) == 1  # the recheck is queued for the failed result
+    # The recheck is queued for the failed result; the policy failure is
+    # announced to notifications (audit.signals.event_recorded).
+    assert len(callbacks) == 2
     tasks.usecase_recheck(result.pk)  # what the queued task runs
     return result
 
@@ -667,7 +669,7 @@ def test_a_failed_evaluation_check_queues_the_recheck_on_commit(
         assert use_case_services.use_case_recheck_enqueue(result=result) is True
         # Nothing moves inside the evaluation's transaction.
         assert kit.refresh().status == S.APPROVED
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the recheck, and the policy failure's announcement
 
     # What the queued task does once a worker runs it (called in-process here).
     assert tasks.usecase_recheck(result.pk) is True
@@ -686,7 +688,7 @@ def test_the_post_evaluation_policy_check_queues_the_recheck_of_a_regression(
             model_version=use_case.model_version, trigger="evaluation"
         )
     assert [r.passed for r in results] == [False]
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the recheck, and the policy failure's announcement
     assert kit.refresh().status == S.APPROVED  # moved by the task, after commit
 
 

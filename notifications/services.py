@@ -8,7 +8,8 @@ events (the audit event they announce is already in the chain).
 How an event travels: ``audit.services.record`` commits an event and sends
 ``event_recorded``; ``on_event_recorded`` writes one ``WebhookDelivery`` per
 subscribed, enabled webhook of the event's agency and queues
-``civitas.webhook_deliver`` for each and ``civitas.notification_email`` once.
+``civitas.webhook_deliver`` for each, and ``civitas.notification_email`` once
+when someone is to be e-mailed.
 ``delivery_attempt`` makes one signed attempt and says when to try again
 (exponential backoff, at most ``CIVITAS_WEBHOOK_MAX_ATTEMPTS``);
 ``delivery_sweep`` re-queues what a lost message or a killed worker left.

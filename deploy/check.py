@@ -61,7 +61,7 @@ class CheckFailed(Exception):
 
 
 def log(message: str) -> None:
-    print(f"deploy-check: {message}", flush=True)
+    print(f"deploy-check {time.strftime('%H:%M:%S')}: {message}", flush=True)
 
 
 def free_port() -> int:
@@ -420,6 +420,8 @@ class Api:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, raw = error.code, error.read()
+        except OSError as error:  # not listening yet, reset, timed out
+            return 0, str(error)
         try:
             return status, json.loads(raw or b"null")
         except ValueError:

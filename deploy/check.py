@@ -23,10 +23,9 @@ lines of each process's log.
 
     python deploy/check.py [--superuser-url URL] [--redis-url URL] [--keep]
 
-The current virtualenv is reused, not reinstalled: the unprivileged user gets
-a bare venv of the same Python minor version whose ``.pth`` file points at the
-current one's site-packages (the current interpreter may live in a home
-directory the user cannot enter).
+The current virtualenv is reused, not reinstalled: the unprivileged user runs
+the same CPython build through a bare venv whose ``.pth`` file names the
+current venv's site-packages (``bridge_python``).
 """
 
 from __future__ import annotations
@@ -170,25 +169,62 @@ def unprivileged_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(CHECK_USER)
 
 
-def bridge_python(work: Path) -> str:
-    """A venv the unprivileged user can run, reusing this venv's packages."""
+def _link_tree(source: Path, dest: Path, skip: tuple[str, ...] = ()) -> None:
+    """Hard-link (or copy, across file systems) ``source`` to ``dest``."""
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(
+        source, dest, symlinks=True, copy_function=link,
+        ignore=shutil.ignore_patterns(*skip),
+    )  # fmt: skip
+
+
+def bridge_python(work: Path, user: pwd.struct_passwd) -> tuple[str, dict[str, str]]:
+    """An interpreter the unprivileged user can run, reusing this venv's packages.
+
+    The same CPython build as the current venv's (compiled packages must
+    match it), made reachable: when the user cannot enter the directory it
+    lives in (a home directory), its binary, shared library and standard
+    library are hard-linked under ``work``. A bare venv on it gets a ``.pth``
+    naming this venv's site-packages: nothing is installed. Returns the python
+    and the environment it needs.
+    """
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+         "--clear-groups", "--", sys.executable, "-c",
+         "import sys, django; print(sys.version)"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if probe.returncode == 0 and probe.stdout.strip() == sys.version:
+        return sys.executable, {}
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    base = None
-    for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
-        if os.access(candidate, os.X_OK):
-            base = candidate
-            break
-    if base is None:
-        raise CheckFailed(
-            f"no system python{version} to give the unprivileged user "
-            "(the current interpreter may be unreadable to it)"
-        )
+    base, home = Path(sys.base_prefix), work / "python"
+    (home / "bin").mkdir(parents=True)
+    (home / "lib").mkdir()
+    shutil.copy2(base / "bin" / f"python{version}", home / "bin")
+    for library in base.joinpath("lib").glob("libpython*.so*"):
+        shutil.copy2(library, home / "lib", follow_symlinks=False)
+    _link_tree(
+        base / "lib" / f"python{version}", home / "lib" / f"python{version}",
+        skip=("site-packages", "test", "idlelib", "tkinter", "turtledemo"),
+    )  # fmt: skip
+    extra = {"LD_LIBRARY_PATH": str(home / "lib")}
     venv = work / "venv"
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(
+        [str(home / "bin" / f"python{version}"), "-m", "venv", "--without-pip",
+         str(venv)],
+        check=True, env={**os.environ, **extra},
+    )  # fmt: skip
     purelib = next(Path(p) for p in site.getsitepackages() if p.endswith("-packages"))
     target = venv / "lib" / f"python{version}" / "site-packages"
     (target / "civitas-reuse.pth").write_text(f"{purelib}\n")
-    return str(venv / "bin" / "python")
+    subprocess.run(["chmod", "-R", "a+rX", str(home), str(venv)], check=True)
+    return str(venv / "bin" / "python"), extra
 
 
 # --- Database: a fresh database and its two roles -------------------------------
@@ -367,19 +403,9 @@ def prepare(runner: Runner, db: dict, work: Path) -> None:
 
 
 def start_processes(runner: Runner, work: Path, ports: dict) -> None:
-    """MLflow server, gunicorn, a worker per queue and beat, as compose starts them."""
+    """Gunicorn, a worker per queue and beat, as compose starts them."""
     logs = work / "logs"
-    mlflow_dir = work / "mlflow"
     queue = runner.env["CELERY_TASK_DEFAULT_QUEUE"]
-    runner.start(
-        "mlflow", "-m", "mlflow", "server", "--host", "127.0.0.1",
-        "--port", str(ports["mlflow"]), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-        "--artifacts-destination", str(mlflow_dir / "artifacts"),
-        "--allowed-hosts",
-        f"{MLFLOW_PUBLIC_HOST},127.0.0.1:{ports['mlflow']},localhost:{ports['mlflow']}",
-        log_dir=logs,
-    )  # fmt: skip
     runner.start(
         "web", "-m", "gunicorn", "config.wsgi:application",
         "--config", "deploy/gunicorn.conf.py", log_dir=logs,
@@ -394,6 +420,20 @@ def start_processes(runner: Runner, work: Path, ports: dict) -> None:
     runner.start(
         "beat", "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
         "--pidfile", str(work / "var" / "beat.pid"), log_dir=logs,
+    )  # fmt: skip
+
+
+def start_mlflow(runner: Runner, work: Path, ports: dict) -> None:
+    """A real MLflow tracking server, with compose's --allowed-hosts (and ours)."""
+    mlflow_dir = work / "mlflow"
+    runner.start(
+        "mlflow", "-m", "mlflow", "server", "--host", "127.0.0.1",
+        "--port", str(ports["mlflow"]), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        "--artifacts-destination", str(mlflow_dir / "artifacts"),
+        "--allowed-hosts",
+        f"{MLFLOW_PUBLIC_HOST},127.0.0.1:{ports['mlflow']},localhost:{ports['mlflow']}",
+        log_dir=work / "logs",
     )  # fmt: skip
 
 
@@ -441,7 +481,7 @@ def check_services(runner: Runner, api: Api, ports: dict) -> None:
         runner.alive()
         return api.call("GET", "/healthz")[0] == 200
 
-    wait_for(healthy, timeout=120, what="web's /healthz to answer 200")
+    wait_for(healthy, timeout=240, what="web's /healthz to answer 200")
     api.expect({200}, "GET", "/static/admin/css/base.css")
     log("web healthy; the admin's CSS is served")
     for node in ("worker@deploy-check", "worker-housekeeping@deploy-check"):
@@ -576,7 +616,9 @@ def deploy_check(args) -> int:
                 os.chown(work / d, user.pw_uid, user.pw_gid)
         if user is not None:
             os.chown(work, user.pw_uid, user.pw_gid)
-        python = bridge_python(work) if user is not None else sys.executable
+        python, extra = (
+            bridge_python(work, user) if user is not None else (sys.executable, {})
+        )
         who = user.pw_name if user else pwd.getpwuid(os.geteuid()).pw_name
         log(f"clean clone at {src}; running as {who}")
         db = create_database(args.superuser_url, dbname)
@@ -585,6 +627,8 @@ def deploy_check(args) -> int:
         runner = Runner(src=src, python=python, user=user)
         runner.env = platform_env(src=src, work=work, db=db, args=args,
                                   ports=ports, user=user)  # fmt: skip
+        runner.env.update(extra)
+        start_mlflow(runner, work, ports)  # slow to start: meanwhile, migrate
         prepare(runner, db, work)
         start_processes(runner, work, ports)
         api = Api(ports["web"])

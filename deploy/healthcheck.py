@@ -8,9 +8,10 @@
             within ``--max-age`` seconds (the audit checkpoint task is due
             every minute; django-celery-beat writes ``last_run_at`` back at
             least every three minutes).
-    mlflow  GET /health of an MLflow server with the Host header the platform
-            sends (``--host-header mlflow:5000``): a server whose
-            ``--allowed-hosts`` leaves that name out answers 403, unhealthy.
+    mlflow  the tracking API of an MLflow server, asked with the Host header
+            the platform sends (``--host-header mlflow:5000``): a server whose
+            ``--allowed-hosts`` leaves that name out answers 403, unhealthy
+            (its /health answers any Host, so it cannot tell).
 
 Exit status 0 when healthy, 1 otherwise, with one line saying why. Standard
 library only for web and mlflow (the MLflow image has no Civitas code).
@@ -79,9 +80,17 @@ def check_beat(args) -> str | None:
     return f"no periodic task sent in the last {args.max_age} s (last: {when})"
 
 
+# MLflow exempts /health and /version from its Host check: ask the tracking API,
+# which the platform uses. 404 (no experiment "Default") still is an answer.
+MLFLOW_PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+
+
 def check_mlflow(args) -> str | None:
-    status = _get(f"{args.url.rstrip('/')}/health", args.host_header, args.timeout)
-    return None if status == 200 else f"MLflow /health answered {status}"
+    url = args.url.rstrip("/") + MLFLOW_PROBE
+    status = _get(url, args.host_header, args.timeout)
+    if status in (200, 404):
+        return None
+    return f"MLflow's tracking API answered {status} to Host {args.host_header}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK_USER = "civitas-check"
 SUITE = "civitas-perplexity-public-texts"
 MLFLOW_PUBLIC_HOST = "mlflow:5000"
+# As compose's mlflow service: Civitas uses no MLflow server jobs, whose
+# consumers would otherwise take a dozen processes.
+MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 class CheckFailed(Exception):
@@ -115,12 +118,13 @@ class Runner:
             )
         return result.stdout
 
-    def start(self, name: str, *args: str, log_dir: Path) -> None:
+    def start(self, name: str, *args: str, log_dir: Path, env=None) -> None:
         """Start a long-running ``python ARGS`` in its own process group."""
         self.logs[name] = log_dir / f"{name}.log"
         with open(self.logs[name], "wb") as out:
             self.procs[name] = subprocess.Popen(
-                [*self._prefix(), self.python, *args], cwd=self.src, env=self.env,
+                [*self._prefix(), self.python, *args], cwd=self.src,
+                env={**self.env, **(env or {})},
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
@@ -392,13 +396,21 @@ builtin_suites_sync(admin=admin)
 
 
 def prepare(runner: Runner, db: dict, work: Path) -> None:
-    """The owner's work, as compose's `migrate` service does it, and the image's."""
+    """The owner's work, as compose's `migrate` service does it, and the image's.
+
+    ``collectstatic`` (the image build's step; compressing every file takes
+    the longest) runs meanwhile, touching no database.
+    """
+    runner.start("collectstatic", "manage.py", "collectstatic", "--noinput",
+                 log_dir=work / "logs")  # fmt: skip
     owner = {"DATABASE_URL_FILE": "", "DATABASE_URL": db["owner_url"]}
     runner.run("manage.py", "migrate", "--noinput", env=owner)
     runner.run("manage.py", "createcachetable", env=owner)
     runner.run("deploy/grants.py", "--app-role", db["app_role"], env=owner)
     runner.run("manage.py", "mlflow_migrate", env=owner)
-    runner.run("manage.py", "collectstatic", "--noinput", env=owner)
+    collect = runner.procs.pop("collectstatic")
+    if collect.wait(timeout=600) != 0:
+        raise CheckFailed("collectstatic failed:\n" + runner.tails())
     log("migrated as the owner role; app role granted; static files collected")
 
 
@@ -433,7 +445,7 @@ def start_mlflow(runner: Runner, work: Path, ports: dict) -> None:
         "--artifacts-destination", str(mlflow_dir / "artifacts"),
         "--allowed-hosts",
         f"{MLFLOW_PUBLIC_HOST},127.0.0.1:{ports['mlflow']},localhost:{ports['mlflow']}",
-        log_dir=work / "logs",
+        log_dir=work / "logs", env=MLFLOW_ENV,
     )  # fmt: skip
 
 

@@ -530,7 +530,6 @@ def upload_and_evaluate(runner: Runner, api: Api, work: Path) -> int:
     version = api.expect({201}, "POST", "/api/v1/model-versions/", body={
         "model": model["id"], "version": "1.0.0", "licence": "MIT",
     })  # fmt: skip
-    (work / "bundle").mkdir()
     made = runner.run("-c", BUNDLE, str(work / "bundle"))
     archive = Path(made.strip().splitlines()[-1])
     path = f"/api/v1/model-versions/{version['id']}/artifact/"
@@ -622,7 +621,7 @@ def deploy_check(args) -> int:
     try:
         src = work / "src"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(src)], check=True)
-        for d in ("var", "logs", "mlflow", "drop"):
+        for d in ("var", "logs", "mlflow", "drop", "bundle"):
             (work / d).mkdir()
             if user is not None:
                 os.chown(work / d, user.pw_uid, user.pw_gid)

@@ -94,12 +94,12 @@ def test_dockerignore_keeps_secrets_var_venv_git_and_caches_out(context):
     assert missing == []
 
 
-def test_gitignore_keeps_the_deployment_secrets_out_of_git(context):
-    subprocess.run(["git", "init", "-q", str(context)], check=True)
-    shutil.copy(ROOT / ".gitignore", context / ".gitignore")
+def test_gitignore_keeps_the_deployment_secrets_out_of_git(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
 
     result = subprocess.run(
-        ["git", "-C", str(context), "check-ignore", "deploy/secrets/secret_key",
+        ["git", "-C", str(tmp_path), "check-ignore", "deploy/secrets/secret_key",
          "deploy/.env", "deploy/secrets/signing_key.pem", "var/secret_key"],
         capture_output=True, text=True,
     )  # fmt: skip

@@ -35,12 +35,13 @@ STEPS = [
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_deploy_check_runs_the_compose_deployment_end_to_end():
     superuser = _superuser_url()
     result = subprocess.run(
         [sys.executable, "deploy/check.py", "--superuser-url", superuser,
          "--redis-url", settings.CELERY_BROKER_URL],
-        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=1100,
     )  # fmt: skip
 
     output = result.stdout + result.stderr

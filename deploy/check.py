@@ -495,6 +495,7 @@ def check_services(runner: Runner, api: Api, ports: dict) -> None:
 
     wait_for(healthy, timeout=240, what="web's /healthz to answer 200")
     api.expect({200}, "GET", "/static/admin/css/base.css")
+    runner.run("deploy/healthcheck.py", "web")  # the image's HEALTHCHECK
     log("web healthy; the admin's CSS is served")
     for node in ("worker@deploy-check", "worker-housekeeping@deploy-check"):
         runner.run("deploy/healthcheck.py", "worker", "--node", node, "--timeout", "10")

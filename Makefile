@@ -43,3 +43,11 @@ test: venv services lint
 
 clean:
 	rm -rf var/test .pytest_cache .ruff_cache
+
+# The deployment of deploy/compose.yaml proven without containers: a clean
+# clone, an unprivileged user, env.example, the two database roles, gunicorn,
+# a worker per queue, beat and an MLflow server; an upload, an evaluation and
+# an audit verification through them (deploy/check.py, docs/deployment.md).
+.PHONY: deploy-check
+deploy-check: venv services
+	$(PY) deploy/check.py

@@ -207,3 +207,36 @@ def dataset_file_verify(dataset_version_id: int) -> str:
     from registry.services import artifacts
 
     return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)
+
+
+# --- Evaluation schedules and digest re-verification ---------------------------
+# No queue here: the routing (CELERY_TASK_ROUTES) decides where they run.
+
+
+@_task("civitas.schedule_tick", retried=True)
+def schedule_tick(schedule_id: int) -> str | None:
+    """Queue a schedule's evaluation unless it is busy or its slot already ran.
+
+    Fired by celery beat (django-celery-beat's ``PeriodicTask``). Safe to
+    run twice and at once: the schedule row is locked and the slot checked.
+    """
+    from governance.services import schedules
+
+    tick = schedules.schedule_tick(schedule_id=schedule_id)
+    return tick.outcome if tick is not None else None
+
+
+@_task("civitas.schedule_settle", retried=True)
+def schedule_settle() -> dict:
+    """Compare finished scheduled runs with their baseline; audit what differs."""
+    from governance.services import schedules
+
+    return schedules.schedules_settle()
+
+
+@_task("civitas.artifact_digest_sweep", **ARTIFACT_TIME_LIMITS)
+def artifact_digest_sweep() -> dict:
+    """Hash every stored artifact again; suspend what no longer matches."""
+    from governance.services import digests
+
+    return digests.artifact_digest_sweep()

@@ -42,7 +42,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from audit import services as audit
-from config.exceptions import DomainError
+from config.exceptions import DomainError, PolicyViolation
 from engine.evaluate import PERFORMANCE_METRICS
 from governance.models import (
     Comparison,
@@ -202,7 +202,7 @@ def _sync_periodic_task(schedule: EvaluationSchedule) -> None:
 def _require_owner(actor, model_version: ModelVersion) -> None:
     """Only the owning agency's people edit its schedules; oversight reads."""
     if user_agency_id(actor) != model_version.model.agency_id:
-        raise DomainError(
+        raise PolicyViolation(
             "Only the agency that owns the model version edits its schedules.",
             code="not_allowed",
         )

@@ -581,7 +581,10 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
 # A scheduled run's metrics must equal the previous run's on the same artifact,
 # engine and processor features; on another processor they may differ by this
 # relative tolerance. A difference beyond it is a reproducibility failure.
-CIVITAS_REPRODUCIBILITY_RTOL = env.float("CIVITAS_REPRODUCIBILITY_RTOL", default=1e-5)
+# (Parsed by float(): django-environ's env.float drops the "e" of "1e-5".)
+CIVITAS_REPRODUCIBILITY_RTOL = float(
+    env.str("CIVITAS_REPRODUCIBILITY_RTOL", default="1e-5")
+)
 # A schedule's run still queued or running blocks its next tick for at most
 # this long (the lock's expiry: by then the evaluation sweep has settled it).
 CIVITAS_SCHEDULE_LOCK_MINUTES = env.int(

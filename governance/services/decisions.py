@@ -472,8 +472,7 @@ def _decide(
         approvals_before=approvals_before,
         published=published,
     )
-    if target != from_status:
-        # Fresh-evidence schedules start with an approval and end with it.
+    if target != from_status:  # fresh-evidence schedules follow the approval
         use_case_schedules_sync(use_case=locked, now=now)
     return decision
 

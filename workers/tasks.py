@@ -213,12 +213,13 @@ def dataset_file_verify(dataset_version_id: int) -> str:
 # No queue here: the routing (CELERY_TASK_ROUTES) decides where they run.
 
 
-@_task("civitas.schedule_tick", retried=True)
+@_task("civitas.schedule_tick")
 def schedule_tick(schedule_id: int) -> str | None:
     """Queue a schedule's evaluation unless it is busy or its slot already ran.
 
     Fired by celery beat (django-celery-beat's ``PeriodicTask``). Safe to
     run twice and at once: the schedule row is locked and the slot checked.
+    Not retried: a tick lost to the database is made up by the next slot.
     """
     from governance.services import schedules
 
@@ -226,7 +227,7 @@ def schedule_tick(schedule_id: int) -> str | None:
     return tick.outcome if tick is not None else None
 
 
-@_task("civitas.schedule_settle", retried=True)
+@_task("civitas.schedule_settle")
 def schedule_settle() -> dict:
     """Compare finished scheduled runs with their baseline; audit what differs."""
     from governance.services import schedules

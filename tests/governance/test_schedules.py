@@ -153,7 +153,7 @@ def test_api_refuses_bad_timing_with_field_codes(
 # --- ticks: one at a time, a missed tick once -------------------------------------
 
 
-def test_a_tick_queues_one_run_and_never_two_at_once(
+def test_e8_a_tick_queues_one_run_and_never_two_at_once(
     governed_version, small_suite, member_a, django_capture_on_commit_callbacks
 ):
     schedule = _schedule(governed_version, small_suite, member_a)
@@ -185,7 +185,7 @@ def test_a_tick_queues_one_run_and_never_two_at_once(
     assert again.outcome == TickOutcome.QUEUED
 
 
-def test_a_finished_slot_is_not_run_again_before_the_next_one(
+def test_e8_a_finished_slot_is_not_run_again_before_the_next_one(
     governed_version, small_suite, member_a
 ):
     schedule = _schedule(governed_version, small_suite, member_a)
@@ -233,7 +233,7 @@ def test_a_disabled_schedule_or_a_refused_request_queues_nothing(
     assert not EvaluationRun.objects.exists()
 
 
-def test_beat_fires_a_long_missed_schedule_once(
+def test_e8_beat_fires_a_long_missed_schedule_once(
     governed_version, small_suite, member_a
 ):
     from django_celery_beat.schedulers import ModelEntry

@@ -8,6 +8,7 @@ evaluation schedules that keep their evidence fresh
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
@@ -36,6 +37,7 @@ from governance.selectors import (
 from governance.services.lifecycle import TRANSITIONS, S, _lock, _move
 from governance.services.policies import policy_evaluate
 from governance.services.schedules import schedule_create, schedule_update
+from registry.selectors import user_agency_id
 
 
 @transaction.atomic
@@ -217,12 +219,14 @@ FRESHNESS_SAFETY = 2
 MIN_FRESH_INTERVAL_SECONDS = 3600
 
 
-def _needed_suites(use_case: UseCase, now: datetime) -> dict[int, int]:
-    """Suite id → interval (s) the approval in force of ``use_case`` needs.
+def _needed_suites(use_case: UseCase, now: datetime) -> dict[int, tuple[int, Any]]:
+    """Suite id → (interval in s, owner) the approval in force of ``use_case`` needs.
 
-    From the passed ``required_evaluation`` rules with a ``max_age_days``
-    in the policy result the approval relied on; empty when the approval
-    ended or the use case did.
+    From the ``required_evaluation`` rules with a ``max_age_days`` in the
+    policy result the approval relied on; empty when the approval ended or
+    the use case did. The owner, who requests the scheduled runs, is the
+    person who requested the evidence run (already barred by the four-eyes
+    rules from submitting what relies on it), else the use case's author.
     """
     approval = approval_in_force(use_case)
     if (
@@ -232,35 +236,45 @@ def _needed_suites(use_case: UseCase, now: datetime) -> dict[int, int]:
     ):
         return {}
     result = approval.policy_result or latest_policy_result(use_case)
-    needed: dict[int, int] = {}
+    needed: dict[int, tuple[int, Any]] = {}
     for outcome in result.outcomes if result is not None else []:
         evidence = outcome.get("evidence") or {}
         if outcome.get("kind") != "required_evaluation" or not evidence.get(
             "max_age_days"
         ):
             continue
-        suite_id = _suite_of(evidence)
+        suite_id, requester = _suite_of(evidence)
         if suite_id is None:
             continue
         interval = max(
             int(evidence["max_age_days"] * 86400 / FRESHNESS_SAFETY),
             MIN_FRESH_INTERVAL_SECONDS,
         )
-        needed[suite_id] = min(interval, needed.get(suite_id, interval))
+        if requester is None or user_agency_id(requester) != use_case.agency_id:
+            requester = use_case.created_by
+        if suite_id not in needed or interval < needed[suite_id][0]:
+            needed[suite_id] = (interval, requester)
     return needed
 
 
-def _suite_of(evidence: dict) -> int | None:
-    """The suite a rule's evidence measured, or the newest of the name it names."""
+def _suite_of(evidence: dict) -> tuple[int | None, Any]:
+    """The suite a rule's evidence measured and who asked for that run.
+
+    Without a run: the newest suite of the name the rule names, no one.
+    """
     if evidence.get("run_id"):
-        run = EvaluationRun.objects.filter(pk=evidence["run_id"]).first()
+        run = (
+            EvaluationRun.objects.select_related("requested_by")
+            .filter(pk=evidence["run_id"])
+            .first()
+        )
         if run is not None:
-            return run.suite_id
+            return run.suite_id, run.requested_by
     name, _, version = str(evidence.get("suite", "")).partition("@")
     suites = EvaluationSuite.objects.filter(name=name)
     if version:
         suites = suites.filter(version=version)
-    return suites.order_by("-created_at").values_list("pk", flat=True).first()
+    return suites.order_by("-created_at").values_list("pk", flat=True).first(), None
 
 
 @transaction.atomic
@@ -272,18 +286,21 @@ def use_case_schedules_sync(
     Called when a decision or the platform moves a use case. Every use case
     of the version whose approval still runs contributes the suites its
     freshness limits need (``_needed_suites``); each gets one enabled
-    ``origin=policy`` schedule, created (runs requested by the use case's
-    author) or re-timed, and the version's other policy schedules are
+    ``origin=policy`` schedule, created (runs requested by the owner
+    ``_needed_suites`` names) or re-timed, and the version's other policy schedules are
     switched off. The platform acts (no actor); each change is audited by
     the schedule services. Returns the enabled policy schedules.
     """
     now = now or timezone.now()
     version = use_case.model_version
-    needed: dict[int, tuple[int, UseCase]] = {}
-    for sibling in UseCase.objects.filter(model_version_id=version.pk).order_by("pk"):
-        for suite_id, interval in _needed_suites(sibling, now).items():
+    needed: dict[int, tuple[int, Any]] = {}
+    siblings = UseCase.objects.filter(model_version_id=version.pk).select_related(
+        "created_by"
+    )
+    for sibling in siblings.order_by("pk"):
+        for suite_id, (interval, owner) in _needed_suites(sibling, now).items():
             if suite_id not in needed or interval < needed[suite_id][0]:
-                needed[suite_id] = (interval, sibling)
+                needed[suite_id] = (interval, owner)
     existing = {
         s.suite_id: s
         for s in EvaluationSchedule.objects.filter(
@@ -291,7 +308,7 @@ def use_case_schedules_sync(
         ).select_related("suite")
     }
     enabled = []
-    for suite_id, (interval, owner_case) in needed.items():
+    for suite_id, (interval, owner) in needed.items():
         schedule = existing.get(suite_id)
         if schedule is None:
             schedule = schedule_create(
@@ -300,7 +317,7 @@ def use_case_schedules_sync(
                 suite=EvaluationSuite.objects.get(pk=suite_id),
                 interval_seconds=interval,
                 origin=ScheduleOrigin.POLICY,
-                owner=owner_case.created_by,
+                owner=owner,
             )
         elif not schedule.is_enabled or schedule.interval_seconds != interval:
             schedule = schedule_update(

@@ -354,13 +354,24 @@ def test_a_failed_run_is_not_compared_and_settling_twice_changes_nothing(hourly)
 
 
 def test_approval_creates_the_schedule_its_freshness_limit_needs(kit, member_a):
+    from registry.models import Role
+    from tests.factories import MembershipFactory, UserFactory
+
+    # Carl asks for the evidence; Alice wrote the use case.
+    kit.requester = MembershipFactory(
+        user=UserFactory(username="carl"),
+        agency=member_a.membership.agency,
+        role=Role.MEMBER,
+    ).user
     use_case = kit.approved()
 
     (schedule,) = EvaluationSchedule.objects.filter(origin=ScheduleOrigin.POLICY)
     assert schedule.model_version_id == use_case.model_version_id
     assert schedule.suite == kit.suite and schedule.is_enabled
     assert schedule.interval_seconds == 15 * 86400  # half the 30-day limit
-    assert schedule.created_by == use_case.created_by == member_a
+    # Its runs are requested by whoever requested the evidence (four eyes
+    # already bar them from submitting it), not by the use case's author.
+    assert schedule.created_by == kit.requester != use_case.created_by
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
 
     # The agency cannot switch it off; it ends with the approval.

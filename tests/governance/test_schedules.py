@@ -483,3 +483,26 @@ def test_scheduled_runs_on_a_real_worker_reproduce_exactly(
     assert second.detail["processor"]["cpu_model"]
     assert second.detail["differences"] == []
     assert second.run.requested_by == member_a
+
+
+@pytest.mark.django_db(transaction=True)
+def test_e8_four_ticks_at_once_on_four_connections_queue_one_run(
+    governed_version, small_suite, member_a
+):
+    from tests.governance.test_concurrency import _race
+
+    # The one run's message is left for a worker: none runs here, and a
+    # later worker finds no such run and leaves it.
+    schedule = _schedule(governed_version, small_suite, member_a)
+    now = timezone.now()
+
+    ticks = _race(
+        *[
+            lambda: schedule_services.schedule_tick(schedule_id=schedule.pk, now=now)
+            for _ in range(4)
+        ]
+    )
+
+    outcomes = sorted(t.outcome for t in ticks)
+    assert outcomes == [TickOutcome.QUEUED] + [TickOutcome.SKIPPED_BUSY] * 3
+    assert EvaluationRun.objects.count() == 1

@@ -506,3 +506,57 @@ def test_e8_four_ticks_at_once_on_four_connections_queue_one_run(
     outcomes = sorted(t.outcome for t in ticks)
     assert outcomes == [TickOutcome.QUEUED] + [TickOutcome.SKIPPED_BUSY] * 3
     assert EvaluationRun.objects.count() == 1
+
+
+# --- the admin goes through the same services ---------------------------------------
+
+
+def test_the_admin_creates_and_switches_off_through_the_services(
+    client, governed_version, small_suite, member_a
+):
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.filter(pk=member_a.pk).update(is_staff=True)
+    client.force_login(member_a)
+
+    added = client.post(
+        "/admin/governance/evaluationschedule/add/",
+        {
+            "model_version": governed_version.pk,
+            "suite": small_suite.pk,
+            "interval_seconds": "7200",
+            "crontab": "",
+            "is_enabled": "on",
+        },
+    )
+
+    assert added.status_code == 302, added.content[:2000]
+    schedule = EvaluationSchedule.objects.get()
+    assert schedule.interval_seconds == 7200 and schedule.created_by == member_a
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).interval.every == (
+        7200
+    )
+    changed = client.post(
+        f"/admin/governance/evaluationschedule/{schedule.pk}/change/",
+        {
+            "interval_seconds": "",
+            "crontab": "0 4 * * *",
+            # is_enabled left unticked: switched off
+            **{
+                f"ticks-{k}": v
+                for k, v in {
+                    "TOTAL_FORMS": "0",
+                    "INITIAL_FORMS": "0",
+                    "MIN_NUM_FORMS": "0",
+                    "MAX_NUM_FORMS": "0",
+                }.items()
+            },
+        },
+    )
+    assert changed.status_code == 302, changed.content[:3000]
+    schedule.refresh_from_db()
+    assert (schedule.crontab, schedule.interval_seconds) == ("0 4 * * *", None)
+    assert not schedule.is_enabled
+    assert not PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
+    assert len(_events("evaluation_schedule.created")) == 1
+    assert len(_events("evaluation_schedule.updated")) == 1

@@ -230,8 +230,8 @@ class EvaluationScheduleViewSet(
     @extend_schema(
         summary="Re-time a schedule or switch it on or off (owning agency)",
         description="Giving interval_seconds clears the crontab and the reverse. "
-        "A schedule kept for a policy's freshness limit cannot be switched off "
-        "(400 policy_schedule).",
+        "A schedule kept for a policy's freshness limit is changed by the "
+        "platform only (400 policy_schedule).",
         request=ScheduleTimingSerializer,
         responses={200: EvaluationScheduleSerializer, **ERRORS},
         examples=[

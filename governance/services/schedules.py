@@ -289,8 +289,9 @@ def schedule_update(
     """Change a schedule's timing or switch it on or off; its beat entry follows.
 
     Giving ``interval_seconds`` clears the crontab and the reverse. A
-    schedule kept for a policy's freshness limit is not switched off by its
-    agency (``policy_schedule``): it ends with the approvals that need it.
+    schedule kept for a policy's freshness limit is changed by the platform
+    only (``policy_schedule`` for its agency): it is timed by the limit and
+    ends with the approvals that need it.
     ``actor`` None is the platform. Records ``evaluation_schedule.updated``.
     """
     locked = (
@@ -300,12 +301,18 @@ def schedule_update(
     )
     if actor is not None:
         _require_owner(actor, locked.model_version)
-        if locked.origin == ScheduleOrigin.POLICY and is_enabled is False:
+        if locked.origin == ScheduleOrigin.POLICY:
+            given = {
+                "interval_seconds": interval_seconds,
+                "crontab": crontab,
+                "is_enabled": is_enabled,
+            }
             raise _field_error(
-                "is_enabled",
+                next((k for k, v in given.items() if v is not UNSET), "is_enabled"),
                 "policy_schedule",
-                "This schedule keeps the evidence an approval needs fresh; it "
-                "ends with the approvals that need it.",
+                "This schedule keeps the evidence an approval needs fresh: the "
+                "platform times it and ends it with the approvals that need it. "
+                "Add a schedule of your own for more runs.",
             )
     if interval_seconds is not UNSET or crontab is not UNSET:
         interval = None if interval_seconds is UNSET else interval_seconds

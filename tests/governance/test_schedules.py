@@ -382,6 +382,14 @@ def test_approval_creates_the_schedule_its_freshness_limit_needs(kit, member_a):
     )
     assert refused.status_code == 400
     assert refused.json()["fields"]["is_enabled"][0]["code"] == "policy_schedule"
+    retimed = token_client(member_a).patch(
+        f"/api/v1/evaluation-schedules/{schedule.pk}/",
+        {"interval_seconds": 600},
+        format="json",
+    )
+    assert retimed.json()["fields"]["interval_seconds"][0]["code"] == (
+        "policy_schedule"
+    )
     decision_services.use_case_retire(
         actor=kit.reviewers[0], use_case=use_case, rationale="The service closed."
     )

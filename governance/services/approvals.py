@@ -7,6 +7,7 @@ evaluation schedules that keep their evidence fresh
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from audit import services as audit
+from config.exceptions import DomainError
 from governance.models import (
     Decision,
     EvaluationRun,
@@ -38,6 +40,8 @@ from governance.services.lifecycle import TRANSITIONS, S, _lock, _move
 from governance.services.policies import policy_evaluate
 from governance.services.schedules import schedule_create, schedule_update
 from registry.selectors import user_agency_id
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -239,8 +243,10 @@ def _needed_suites(use_case: UseCase, now: datetime) -> dict[int, tuple[int, Any
     needed: dict[int, tuple[int, Any]] = {}
     for outcome in result.outcomes if result is not None else []:
         evidence = outcome.get("evidence") or {}
-        if outcome.get("kind") != "required_evaluation" or not evidence.get(
-            "max_age_days"
+        if (
+            outcome.get("kind") != "required_evaluation"
+            or outcome.get("status") == RuleStatus.NOT_APPLICABLE
+            or not evidence.get("max_age_days")
         ):
             continue
         suite_id, requester = _suite_of(evidence)
@@ -311,14 +317,28 @@ def use_case_schedules_sync(
     for suite_id, (interval, owner) in needed.items():
         schedule = existing.get(suite_id)
         if schedule is None:
-            schedule = schedule_create(
-                actor=None,
-                model_version=version,
-                suite=EvaluationSuite.objects.get(pk=suite_id),
-                interval_seconds=interval,
-                origin=ScheduleOrigin.POLICY,
-                owner=owner,
-            )
+            try:
+                with transaction.atomic():
+                    schedule = schedule_create(
+                        actor=None,
+                        model_version=version,
+                        suite=EvaluationSuite.objects.get(pk=suite_id),
+                        interval_seconds=interval,
+                        origin=ScheduleOrigin.POLICY,
+                        owner=owner,
+                    )
+            except DomainError as exc:
+                # A schedule that cannot be made never undoes the decision;
+                # the stale-evidence re-check still guards the approval.
+                logger.warning(
+                    "fresh_evidence_schedule_refused",
+                    extra={
+                        "version_id": version.pk,
+                        "suite_id": suite_id,
+                        "code": exc.code,
+                    },
+                )
+                continue
         elif not schedule.is_enabled or schedule.interval_seconds != interval:
             schedule = schedule_update(
                 actor=None,

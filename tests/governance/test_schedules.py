@@ -568,3 +568,46 @@ def test_the_admin_creates_and_switches_off_through_the_services(
     assert not PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
     assert len(_events("evaluation_schedule.created")) == 1
     assert len(_events("evaluation_schedule.updated")) == 1
+
+
+def test_a_rule_that_does_not_apply_schedules_nothing_and_never_blocks_approval(
+    kit, reviewer
+):
+    from governance.models import EvaluationSuite
+
+    classifier_suite = EvaluationSuite.objects.create(
+        name="intents",
+        version="1.0.0",
+        licence=kit.suite.licence,
+        tasks=[
+            {
+                "task": "classification",
+                "name": "classification",
+                "dataset_version": kit.suite.tasks[0]["dataset_version"],
+                "options": {},
+            }
+        ],
+    )
+    policy_services.policy_create(
+        actor=reviewer,
+        name="classifiers",
+        title="Classifier quality",
+        scope="platform",
+        rules=[
+            {
+                "id": "intent-acc",
+                "kind": "required_evaluation",
+                "suite": "intents",
+                "metric": "classification.acc",
+                "min": 0.8,
+                "max_age_days": 7,
+            }
+        ],
+    )
+
+    use_case = kit.approved()
+
+    assert use_case.status == UseCaseStatus.APPROVED
+    schedules = EvaluationSchedule.objects.filter(origin=ScheduleOrigin.POLICY)
+    assert [s.suite for s in schedules] == [kit.suite]
+    assert classifier_suite.pk not in {s.suite_id for s in schedules}

@@ -611,3 +611,22 @@ def test_a_rule_that_does_not_apply_schedules_nothing_and_never_blocks_approval(
     schedules = EvaluationSchedule.objects.filter(origin=ScheduleOrigin.POLICY)
     assert [s.suite for s in schedules] == [kit.suite]
     assert classifier_suite.pk not in {s.suite_id for s in schedules}
+
+
+@pytest.mark.parametrize(
+    ("timing", "period"),
+    [
+        ({"interval_seconds": 5400}, timedelta(minutes=90)),
+        ({"crontab": "0 3 * * *"}, timedelta(days=1)),
+        ({"crontab": "30 2 * * 1"}, timedelta(days=7)),  # 2026-12-07 is a Monday
+    ],
+)
+def test_a_slot_lasts_one_period_of_the_interval_or_the_crontab(timing, period):
+    from datetime import UTC, datetime
+
+    schedule = EvaluationSchedule(**timing)
+    last = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    if "crontab" in timing and timing["crontab"].startswith("30"):
+        last = datetime(2026, 12, 7, 2, 30, tzinfo=UTC)
+
+    assert schedule_services.schedule_period(schedule, after=last) == period

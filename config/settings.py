@@ -590,7 +590,8 @@ CIVITAS_REPRODUCIBILITY_RTOL = float(
 CIVITAS_SCHEDULE_LOCK_MINUTES = env.int(
     "CIVITAS_SCHEDULE_LOCK_MINUTES", default=CIVITAS_EVAL_TIMEOUT_SECONDS // 60 + 30
 )
-# Beat compares finished scheduled runs with their baseline this often.
+# A scheduled run is compared with its baseline when its task ends (a Celery
+# link); beat compares this often what no link did (runs queued again).
 CIVITAS_SCHEDULE_SETTLE_MINUTES = env.int("CIVITAS_SCHEDULE_SETTLE_MINUTES", default=5)
 CELERY_BEAT_SCHEDULE["schedule-settle"] = {
     "task": "civitas.schedule_settle",

@@ -241,3 +241,11 @@ def artifact_digest_sweep() -> dict:
     from governance.services import digests
 
     return digests.artifact_digest_sweep()
+
+
+@_task("civitas.schedule_settle_run")
+def schedule_settle_run(tick_id: int) -> str:
+    """Compare one scheduled run with its baseline, linked to its evaluation."""
+    from governance.services import schedules
+
+    return schedules.schedule_settle(tick_id=tick_id)

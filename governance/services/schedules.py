@@ -17,7 +17,9 @@ arriving less than half a period after the last queued one (a duplicate
 message, a second beat, a restart on a slot boundary) is the same slot and
 is skipped. Every tick, queued or skipped, is kept (``ScheduleTick``).
 
-Once a scheduled run finished, ``schedule_settle`` compares it with the
+Once a scheduled run finished (a link of its evaluation task, or the
+periodic ``schedules_settle`` for a run queued again without it),
+``schedule_settle`` compares it with the
 version's previous succeeded run on the same suite: on the same artifact,
 engine version and instruction-set features the quality metrics must be
 identical; on another processor within ``CIVITAS_REPRODUCIBILITY_RTOL``
@@ -42,6 +44,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from audit import services as audit
+from config.celery import app
 from config.exceptions import DomainError, PolicyViolation
 from engine.evaluate import PERFORMANCE_METRICS
 from governance.models import (
@@ -65,6 +68,7 @@ from registry.selectors import user_agency_id
 from registry.services.changes import UNSET
 
 TICK_TASK = "civitas.schedule_tick"
+SETTLE_TICK_TASK = "civitas.schedule_settle_run"
 MIN_INTERVAL_SECONDS = 60
 # Instruction-set features that change which numeric kernels ONNX Runtime
 # and NumPy pick, and so the last bits of a floating-point result.
@@ -367,6 +371,23 @@ def _skip_reason(schedule: EvaluationSchedule, now: datetime) -> tuple[str, str]
     return "", ""
 
 
+def _enqueue_with_settle(*, run_id: int, tick_id: int) -> None:
+    """Queue the run on commit; its comparison follows as soon as it ends.
+
+    The comparison is a Celery link of the evaluation task, so it runs when
+    the task returns; a run the sweep queued again has no link, and the
+    periodic ``civitas.schedule_settle`` compares it instead.
+    """
+    settle = app.signature(
+        SETTLE_TICK_TASK, kwargs={"tick_id": tick_id}, immutable=True
+    )
+    transaction.on_commit(
+        lambda: app.send_task(
+            "civitas.evaluation_run", kwargs={"run_id": run_id}, link=settle
+        )
+    )
+
+
 @transaction.atomic
 def schedule_tick(
     *, schedule_id: int, now: datetime | None = None
@@ -398,6 +419,7 @@ def schedule_tick(
                     actor=schedule.created_by,
                     model_version=schedule.model_version,
                     suite=schedule.suite,
+                    enqueue=False,  # queued below, with its comparison linked
                 )
             outcome = TickOutcome.QUEUED
             EvaluationSchedule.objects.filter(pk=schedule.pk).update(last_tick_at=now)
@@ -411,6 +433,8 @@ def schedule_tick(
         run=run,
         comparison=Comparison.PENDING if run is not None else Comparison.NOT_COMPARED,
     )
+    if run is not None:
+        _enqueue_with_settle(run_id=run.pk, tick_id=tick.pk)
     audit.record(
         actor=None,
         action="evaluation_schedule.ticked",

@@ -622,6 +622,35 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="civitas@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+# --- Evaluation schedules, reproducibility and digest re-verification -------
+# A scheduled run's metrics must equal the previous run's on the same artifact,
+# engine and processor features; on another processor they may differ by this
+# relative tolerance. A difference beyond it is a reproducibility failure.
+# (Parsed by float(): django-environ's env.float drops the "e" of "1e-5".)
+CIVITAS_REPRODUCIBILITY_RTOL = float(
+    env.str("CIVITAS_REPRODUCIBILITY_RTOL", default="1e-5")
+)
+# A schedule's run still queued or running blocks its next tick for at most
+# this long (the lock's expiry: by then the evaluation sweep has settled it).
+CIVITAS_SCHEDULE_LOCK_MINUTES = env.int(
+    "CIVITAS_SCHEDULE_LOCK_MINUTES", default=CIVITAS_EVAL_TIMEOUT_SECONDS // 60 + 30
+)
+# A scheduled run is compared with its baseline when its task ends (a Celery
+# link); beat compares this often what no link did (runs queued again).
+CIVITAS_SCHEDULE_SETTLE_MINUTES = env.int("CIVITAS_SCHEDULE_SETTLE_MINUTES", default=5)
+CELERY_BEAT_SCHEDULE["schedule-settle"] = {
+    "task": "civitas.schedule_settle",
+    "schedule": timedelta(minutes=CIVITAS_SCHEDULE_SETTLE_MINUTES),
+    "options": {"expires": CIVITAS_SCHEDULE_SETTLE_MINUTES * 60},
+}
+# Every stored model artifact is hashed again this often (daily by default).
+CIVITAS_DIGEST_SWEEP_HOURS = env.int("CIVITAS_DIGEST_SWEEP_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["artifact-digest-sweep"] = {
+    "task": "civitas.artifact_digest_sweep",
+    "schedule": timedelta(hours=CIVITAS_DIGEST_SWEEP_HOURS),
+    "options": {"expires": CIVITAS_DIGEST_SWEEP_HOURS * 3600},
+}
+
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402
 

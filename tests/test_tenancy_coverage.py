@@ -33,6 +33,10 @@ USE_CASES = (
     "tests.governance.test_usecase_api"
     "::test_other_agencies_get_404_and_reviewers_403_on_writes"
 )
+SCHEDULES = (
+    "tests.governance.test_schedules"
+    "::test_api_creates_edits_and_keeps_the_periodic_task_in_step"
+)
 LINEAGE = (
     "tests.registry.test_lineage::test_api_lineage_of_an_invisible_version_is_not_found"
 )
@@ -66,6 +70,8 @@ CROSS_AGENCY = {
         "tests.governance.test_decision_api"
         "::test_a_private_models_run_attestation_is_hidden_from_other_agencies"
     ),
+    "evaluation-schedule-detail": SCHEDULES,
+    "evaluation-schedule-ticks": SCHEDULES,
     "use-case-detail": USE_CASES,
     "use-case-policy-check": USE_CASES,
     "use-case-policy-results": USE_CASES,

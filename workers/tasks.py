@@ -245,3 +245,44 @@ def notification_email(event_seq: int) -> int:
     from notifications import mail
 
     return mail.notification_email_send(event_seq=event_seq)
+
+# --- Evaluation schedules and digest re-verification ---------------------------
+# No queue here: the routing (CELERY_TASK_ROUTES) decides where they run.
+
+
+@_task("civitas.schedule_tick")
+def schedule_tick(schedule_id: int) -> str | None:
+    """Queue a schedule's evaluation unless it is busy or its slot already ran.
+
+    Fired by celery beat (django-celery-beat's ``PeriodicTask``). Safe to
+    run twice and at once: the schedule row is locked and the slot checked.
+    Not retried: a tick lost to the database is made up by the next slot.
+    """
+    from governance.services import schedules
+
+    tick = schedules.schedule_tick(schedule_id=schedule_id)
+    return tick.outcome if tick is not None else None
+
+
+@_task("civitas.schedule_settle")
+def schedule_settle() -> dict:
+    """Compare finished scheduled runs with their baseline; audit what differs."""
+    from governance.services import schedules
+
+    return schedules.schedules_settle()
+
+
+@_task("civitas.artifact_digest_sweep", **ARTIFACT_TIME_LIMITS)
+def artifact_digest_sweep() -> dict:
+    """Hash every stored artifact again; suspend what no longer matches."""
+    from governance.services import digests
+
+    return digests.artifact_digest_sweep()
+
+
+@_task("civitas.schedule_settle_run")
+def schedule_settle_run(tick_id: int) -> str:
+    """Compare one scheduled run with its baseline, linked to its evaluation."""
+    from governance.services import schedules
+
+    return schedules.schedule_settle(tick_id=tick_id)

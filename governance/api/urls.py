@@ -8,7 +8,7 @@ the audit chain's routes (``governance.api.audit``) come last.
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from governance.api import decisions, evaluations, policies, use_cases
+from governance.api import decisions, evaluations, policies, schedules, use_cases
 
 evaluation_router = SimpleRouter()
 evaluation_router.register(
@@ -16,6 +16,11 @@ evaluation_router.register(
 )
 evaluation_router.register(
     "evaluations", evaluations.EvaluationRunViewSet, basename="evaluation"
+)
+evaluation_router.register(
+    "evaluation-schedules",
+    schedules.EvaluationScheduleViewSet,
+    basename="evaluation-schedule",
 )
 
 use_case_router = SimpleRouter()

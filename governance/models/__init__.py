@@ -3,7 +3,8 @@
 The audit chain's records live in the ``audit`` app.
 ``evaluations`` suites and runs; ``use_cases`` use cases and questionnaires;
 ``policies`` policies and their results; ``decisions`` submissions,
-transitions, waivers, decisions and attestations.
+transitions, waivers, decisions and attestations; ``schedules``
+evaluation schedules and their ticks.
 """
 
 from governance.models.decisions import (
@@ -37,6 +38,14 @@ from governance.models.policies import (
     PolicyTrigger,
     RuleStatus,
 )
+from governance.models.schedules import (
+    Comparison,
+    EvaluationSchedule,
+    EvaluationScheduleQuerySet,
+    ScheduleOrigin,
+    ScheduleTick,
+    TickOutcome,
+)
 from governance.models.use_cases import (
     EDITABLE_USE_CASE_STATUSES,
     Questionnaire,
@@ -52,11 +61,14 @@ __all__ = [
     "LM_TASKS",
     "Attestation",
     "AttestationQuerySet",
+    "Comparison",
     "Decision",
     "DecisionKind",
     "DecisionQuerySet",
     "EvaluationRun",
     "EvaluationRunQuerySet",
+    "EvaluationSchedule",
+    "EvaluationScheduleQuerySet",
     "EvaluationSuite",
     "EvaluationSuiteQuerySet",
     "Policy",
@@ -71,8 +83,11 @@ __all__ = [
     "RuleStatus",
     "RunMetric",
     "RunStatus",
+    "ScheduleOrigin",
+    "ScheduleTick",
     "Submission",
     "SuiteDataset",
+    "TickOutcome",
     "UseCase",
     "UseCaseQuerySet",
     "UseCaseStatus",

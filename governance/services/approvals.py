@@ -1,22 +1,31 @@
 """What keeps an approval in force: its expiry and the re-checks of its evidence.
 
-The platform's own moves on approved use cases (no actor).
+The platform's own moves on approved use cases (no actor), and the
+evaluation schedules that keep their evidence fresh
+(``use_case_schedules_sync``).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from audit import services as audit
+from config.exceptions import DomainError
 from governance.models import (
     Decision,
+    EvaluationRun,
+    EvaluationSchedule,
+    EvaluationSuite,
     PolicyResult,
     PolicyTrigger,
     RuleStatus,
+    ScheduleOrigin,
     UseCase,
 )
 from governance.selectors import (
@@ -29,6 +38,10 @@ from governance.selectors import (
 )
 from governance.services.lifecycle import TRANSITIONS, S, _lock, _move
 from governance.services.policies import policy_evaluate
+from governance.services.schedules import schedule_create, schedule_update
+from registry.selectors import user_agency_id
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -68,6 +81,7 @@ def use_case_expire(*, use_case: UseCase, now: datetime | None = None) -> bool:
             "expires_at": approval.expires_at,
         },
     )
+    use_case_schedules_sync(use_case=locked, now=now)
     return True
 
 
@@ -200,3 +214,140 @@ def use_case_recheck_stale(*, now: datetime | None = None) -> int:
             )
             returned += use_case_recheck(use_case=locked, result=result)
     return returned
+
+
+# --- schedules that keep evidence fresh ------------------------------------------
+
+# A freshness limit of N days is met by a run every N / 2 days (at least hourly).
+FRESHNESS_SAFETY = 2
+MIN_FRESH_INTERVAL_SECONDS = 3600
+
+
+def _needed_suites(use_case: UseCase, now: datetime) -> dict[int, tuple[int, Any]]:
+    """Suite id → (interval in s, owner) the approval in force of ``use_case`` needs.
+
+    From the ``required_evaluation`` rules with a ``max_age_days`` in the
+    policy result the approval relied on; empty when the approval ended or
+    the use case did. The owner, who requests the scheduled runs, is the
+    person who requested the evidence run (already barred by the four-eyes
+    rules from submitting what relies on it), else the use case's author.
+    """
+    approval = approval_in_force(use_case)
+    if (
+        approval is None
+        or approval.expires_at <= now
+        or use_case.status not in TRANSITIONS["expire"][0] | {S.IN_REVIEW}
+    ):
+        return {}
+    result = approval.policy_result or latest_policy_result(use_case)
+    needed: dict[int, tuple[int, Any]] = {}
+    for outcome in result.outcomes if result is not None else []:
+        evidence = outcome.get("evidence") or {}
+        if (
+            outcome.get("kind") != "required_evaluation"
+            or outcome.get("status") == RuleStatus.NOT_APPLICABLE
+            or not evidence.get("max_age_days")
+        ):
+            continue
+        suite_id, requester = _suite_of(evidence)
+        if suite_id is None:
+            continue
+        interval = max(
+            int(evidence["max_age_days"] * 86400 / FRESHNESS_SAFETY),
+            MIN_FRESH_INTERVAL_SECONDS,
+        )
+        if requester is None or user_agency_id(requester) != use_case.agency_id:
+            requester = use_case.created_by
+        if suite_id not in needed or interval < needed[suite_id][0]:
+            needed[suite_id] = (interval, requester)
+    return needed
+
+
+def _suite_of(evidence: dict) -> tuple[int | None, Any]:
+    """The suite a rule's evidence measured and who asked for that run.
+
+    Without a run: the newest suite of the name the rule names, no one.
+    """
+    if evidence.get("run_id"):
+        run = (
+            EvaluationRun.objects.select_related("requested_by")
+            .filter(pk=evidence["run_id"])
+            .first()
+        )
+        if run is not None:
+            return run.suite_id, run.requested_by
+    name, _, version = str(evidence.get("suite", "")).partition("@")
+    suites = EvaluationSuite.objects.filter(name=name)
+    if version:
+        suites = suites.filter(version=version)
+    return suites.order_by("-created_at").values_list("pk", flat=True).first(), None
+
+
+@transaction.atomic
+def use_case_schedules_sync(
+    *, use_case: UseCase, now: datetime | None = None
+) -> list[EvaluationSchedule]:
+    """Keep the policy schedules of a use case's version in step with its approvals.
+
+    Called when a decision or the platform moves a use case. Every use case
+    of the version whose approval still runs contributes the suites its
+    freshness limits need (``_needed_suites``); each gets one enabled
+    ``origin=policy`` schedule, created (runs requested by the owner
+    ``_needed_suites`` names) or re-timed, and the version's other policy schedules are
+    switched off. The platform acts (no actor); each change is audited by
+    the schedule services. Returns the enabled policy schedules.
+    """
+    now = now or timezone.now()
+    version = use_case.model_version
+    needed: dict[int, tuple[int, Any]] = {}
+    siblings = UseCase.objects.filter(model_version_id=version.pk).select_related(
+        "created_by"
+    )
+    for sibling in siblings.order_by("pk"):
+        for suite_id, (interval, owner) in _needed_suites(sibling, now).items():
+            if suite_id not in needed or interval < needed[suite_id][0]:
+                needed[suite_id] = (interval, owner)
+    existing = {
+        s.suite_id: s
+        for s in EvaluationSchedule.objects.filter(
+            model_version_id=version.pk, origin=ScheduleOrigin.POLICY
+        ).select_related("suite")
+    }
+    enabled = []
+    for suite_id, (interval, owner) in needed.items():
+        schedule = existing.get(suite_id)
+        if schedule is None:
+            try:
+                with transaction.atomic():
+                    schedule = schedule_create(
+                        actor=None,
+                        model_version=version,
+                        suite=EvaluationSuite.objects.get(pk=suite_id),
+                        interval_seconds=interval,
+                        origin=ScheduleOrigin.POLICY,
+                        owner=owner,
+                    )
+            except DomainError as exc:
+                # A schedule that cannot be made never undoes the decision;
+                # the stale-evidence re-check still guards the approval.
+                logger.warning(
+                    "fresh_evidence_schedule_refused",
+                    extra={
+                        "version_id": version.pk,
+                        "suite_id": suite_id,
+                        "code": exc.code,
+                    },
+                )
+                continue
+        elif not schedule.is_enabled or schedule.interval_seconds != interval:
+            schedule = schedule_update(
+                actor=None,
+                schedule=schedule,
+                interval_seconds=interval,
+                is_enabled=True,
+            )
+        enabled.append(schedule)
+    for suite_id, schedule in existing.items():
+        if suite_id not in needed and schedule.is_enabled:
+            schedule_update(actor=None, schedule=schedule, is_enabled=False)
+    return enabled

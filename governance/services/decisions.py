@@ -31,6 +31,7 @@ from governance.selectors import (
     review_round_of,
     waiver_uncovered_rules,
 )
+from governance.services.approvals import use_case_schedules_sync
 from governance.services.attestations import attestation_for_decision
 from governance.services.lifecycle import (
     DECISION_ACTIONS,
@@ -471,6 +472,8 @@ def _decide(
         approvals_before=approvals_before,
         published=published,
     )
+    if target != from_status:  # fresh-evidence schedules follow the approval
+        use_case_schedules_sync(use_case=locked, now=now)
     return decision
 
 

@@ -246,6 +246,7 @@ def notification_email(event_seq: int) -> int:
 
     return mail.notification_email_send(event_seq=event_seq)
 
+
 # --- Evaluation schedules and digest re-verification ---------------------------
 # No queue here: the routing (CELERY_TASK_ROUTES) decides where they run.
 

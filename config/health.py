@@ -51,32 +51,40 @@ def _shut_socket(fileno: int) -> None:
         sock.close()
 
 
-def check_database() -> None:
-    """Run ``SELECT 1`` on a connection of this thread, bounded in time.
+def check_database(alias: str = "default") -> None:
+    """Run ``SELECT 1`` on a new connection to ``alias``, bounded in time.
 
-    Connecting is bounded by the database's ``connect_timeout`` (settings);
-    a peer that accepts the query and never answers has its socket shut down
-    by a watchdog once the health budget is spent.
+    Opening the socket is bounded by the database's ``connect_timeout``
+    (settings); a peer that then stops answering (during the connection's
+    set-up queries or the ``SELECT 1``) has its socket shut down by a
+    watchdog once the health budget is spent, which ends the wait at once.
     """
-    budget = settings.HEALTHCHECK_TIMEOUT_SECONDS
-    conn = connections.create_connection("default")
+    conn = connections.create_connection(alias)
+    watchdog = threading.Timer(
+        settings.HEALTHCHECK_TIMEOUT_SECONDS, _cut, args=(conn,)
+    )
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.ensure_connection()
-        watchdog = None
-        if conn.vendor == "postgresql":
-            fileno = conn.connection.pgconn.socket
-            watchdog = threading.Timer(budget, _shut_socket, args=(fileno,))
-            watchdog.daemon = True
-            watchdog.start()
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
     finally:
+        watchdog.cancel()
         conn.close()
+
+
+def _cut(conn) -> None:
+    """Shut the socket of ``conn`` if it has one (PostgreSQL)."""
+    raw = conn.connection
+    pgconn = getattr(raw, "pgconn", None)
+    if pgconn is not None:
+        try:
+            fileno = pgconn.socket
+        except Exception:  # already closed
+            return
+        _shut_socket(fileno)
 
 
 def check_broker() -> None:

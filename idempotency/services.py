@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from idempotency.models import IdempotencyKey
@@ -65,7 +65,13 @@ def store(*, row: IdempotencyKey, status_code: int, content_type: str,
 
 
 def release(*, row: IdempotencyKey) -> None:
-    """Forget a claim whose request did not complete: a retry may run it."""
+    """Forget a claim whose request did not complete: a retry may run it.
+
+    The request may have failed because its database connection dropped: a
+    connection left unusable is closed first, so the delete opens a new one.
+    """
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
     IdempotencyKey.objects.filter(pk=row.pk, status_code__isnull=True).delete()
 
 

@@ -3,6 +3,16 @@
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _healthy_parts_answer_within_budget(settings):
+    """A generous budget for these tests, which are about which part is down.
+
+    The first look at the embedded MLflow store imports MLflow (seconds on a
+    loaded machine); the budget itself is proven in test_health_timeouts.py.
+    """
+    settings.HEALTHCHECK_TIMEOUT_SECONDS = 30.0
+
+
 @pytest.mark.django_db
 def test_healthz_is_200_when_every_part_answers(client):
     response = client.get("/healthz")
@@ -19,7 +29,6 @@ def test_healthz_is_200_when_every_part_answers(client):
 def test_healthz_is_503_naming_the_broker_when_it_is_unreachable(client, settings):
     # Port 1 on loopback refuses connections: a broker that is down.
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    settings.HEALTHCHECK_TIMEOUT_SECONDS = 1.0
 
     response = client.get("/healthz")
 

@@ -60,7 +60,7 @@ def _silent_env(host: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_healthz_answers_503_in_budget_when_every_peer_is_silent(tmp_path):
+def test_e11_healthz_answers_503_in_budget_when_every_peer_is_silent(tmp_path):
     with silent_peer() as (host, port):
         env = _silent_env(host, port, CIVITAS_VAR_DIR=str(tmp_path))
         result = subprocess.run(
@@ -80,7 +80,7 @@ def test_healthz_answers_503_in_budget_when_every_peer_is_silent(tmp_path):
 
 
 @pytest.mark.django_db
-def test_healthz_reports_a_silent_broker_within_budget(client, settings):
+def test_e11_healthz_reports_a_silent_broker_within_budget(client, settings):
     with silent_peer() as (host, port):
         settings.CELERY_BROKER_URL = f"redis://{host}:{port}/0"
         settings.HEALTHCHECK_TIMEOUT_SECONDS = BUDGET
@@ -96,7 +96,7 @@ def test_healthz_reports_a_silent_broker_within_budget(client, settings):
 
 
 @pytest.mark.django_db
-def test_a_database_that_goes_silent_mid_query_is_cut_by_the_watchdog(settings):
+def test_e11_a_database_that_goes_silent_mid_query_is_cut_by_the_watchdog(settings):
     """An open connection whose peer stops answering: the query is cut at the budget.
 
     A relay forwards to the real PostgreSQL (so the TCP connection and the
@@ -191,7 +191,7 @@ TOKEN = (
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_ten_probes_against_a_silent_broker_do_not_starve_the_api(tmp_path):
+def test_e11_ten_probes_against_a_silent_broker_do_not_starve_the_api(tmp_path):
     """gunicorn as deployed (2 processes x 4 threads): the API still answers."""
     with silent_peer() as (host, port):
         env = process_env(

@@ -109,6 +109,7 @@ def test_concurrent_duplicates_do_not_both_run(api_a, cat):
     """The first request is held inside its transaction (the audit chain head is
     locked by another connection); its duplicate, sent meanwhile, is refused
     with 409 and runs nothing. Then the first completes: one version."""
+    _ensure_chain_head()
     holder = connections.create_connection("default")
     holder.connect()
     holder.set_autocommit(False)
@@ -150,3 +151,16 @@ def _wait_for_lock_waiter(holder, timeout: float = 30.0) -> None:
                 return
             time.sleep(0.05)
     pytest.fail("the first request never reached the audit chain's lock")
+
+
+def _ensure_chain_head() -> None:
+    """Set-up: the chain head row exists (a flushed test database has none)."""
+    from audit.models import AuditChainHead
+    from audit.verify import GENESIS_HASH
+
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    AuditChainHead.objects.get_or_create(
+        pk=1,
+        defaults={"seq": last["seq"] if last else 0,
+                  "hash": last["hash"] if last else GENESIS_HASH},
+    )

@@ -45,6 +45,7 @@ def test_a_dropped_connection_answers_503_and_writes_nothing(
     events_before = AuditEvent.objects.count()
     body = {"model": cat.model_a.pk, "version": "1.1.0", "licence": "Apache-2.0"}
     answers = {}
+    _ensure_chain_head()
     holder = connections.create_connection("default")
     holder.connect()
     holder.set_autocommit(False)
@@ -74,3 +75,16 @@ def test_a_dropped_connection_answers_503_and_writes_nothing(
     # The next request gets a working connection and registers the version.
     again = api_a.post("/api/v1/model-versions/", body, format="json")
     assert again.status_code == 201, again.content
+
+
+def _ensure_chain_head() -> None:
+    """Set-up: the chain head row exists (a flushed test database has none)."""
+    from audit.models import AuditChainHead
+    from audit.verify import GENESIS_HASH
+
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    AuditChainHead.objects.get_or_create(
+        pk=1,
+        defaults={"seq": last["seq"] if last else 0,
+                  "hash": last["hash"] if last else GENESIS_HASH},
+    )

@@ -622,6 +622,11 @@ METRICS_TOKEN = _secret("METRICS_TOKEN")
 # (same user, path and body) within this many hours gets the stored answer.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 INSTALLED_APPS.append("idempotency")
+CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
+    "task": "civitas.idempotency_purge",
+    "schedule": timedelta(hours=1),
+    "options": {"expires": 3600},
+}
 MIDDLEWARE.append("idempotency.middleware.IdempotencyKeyMiddleware")
 # With DEBUG off, the platform refuses to generate its own signing key unless
 # told to (`make run` does, for a laptop): production sets

@@ -207,3 +207,11 @@ def dataset_file_verify(dataset_version_id: int) -> str:
     from registry.services import artifacts
 
     return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)
+
+
+@_task("civitas.idempotency_purge")
+def idempotency_purge() -> int:
+    """Delete expired Idempotency-Key answers (beat, hourly). Safe to run twice."""
+    from idempotency import services
+
+    return services.purge_expired()

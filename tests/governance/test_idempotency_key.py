@@ -164,3 +164,20 @@ def _ensure_chain_head() -> None:
         defaults={"seq": last["seq"] if last else 0,
                   "hash": last["hash"] if last else GENESIS_HASH},
     )
+
+
+@pytest.mark.django_db
+def test_beat_purges_expired_keys_hourly(api_a, cat, settings):
+    from workers.tasks import idempotency_purge
+
+    assert _version(api_a, cat, "old").status_code == 201
+    assert _version(api_a, cat, "fresh", version="1.2.0").status_code == 201
+    IdempotencyKey.objects.filter(key="old").update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert idempotency_purge() == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["fresh"]
+    entry = settings.CELERY_BEAT_SCHEDULE["idempotency-purge"]
+    assert entry["task"] == "civitas.idempotency_purge"
+    assert entry["schedule"] == timedelta(hours=1)

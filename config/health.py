@@ -18,6 +18,7 @@ second thread, so probes against a silent peer can never pile threads up.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -54,15 +55,21 @@ def _shut_socket(fileno: int) -> None:
 def check_database(alias: str = "default") -> None:
     """Run ``SELECT 1`` on a new connection to ``alias``, bounded in time.
 
-    Opening the socket is bounded by the database's ``connect_timeout``
-    (settings); a peer that then stops answering (during the connection's
-    set-up queries or the ``SELECT 1``) has its socket shut down by a
-    watchdog once the health budget is spent, which ends the wait at once.
+    Opening the connection is bounded by ``connect_timeout`` (the health
+    budget, rounded up; at least 2 s); a peer that then stops answering
+    (during the connection's set-up queries or the ``SELECT 1``) has its
+    socket shut down by a watchdog once the health budget is spent, which
+    ends the wait at once.
     """
+    budget = settings.HEALTHCHECK_TIMEOUT_SECONDS
     conn = connections.create_connection(alias)
-    watchdog = threading.Timer(
-        settings.HEALTHCHECK_TIMEOUT_SECONDS, _cut, args=(conn,)
-    )
+    if conn.vendor == "postgresql":
+        # Connecting gets the health budget too (libpq counts whole seconds,
+        # two at least), so the thread ends about when the answer is given.
+        options = {**conn.settings_dict.get("OPTIONS", {}),
+                   "connect_timeout": max(2, math.ceil(budget))}
+        conn.settings_dict = {**conn.settings_dict, "OPTIONS": options}
+    watchdog = threading.Timer(budget, _cut, args=(conn,))
     watchdog.daemon = True
     watchdog.start()
     try:

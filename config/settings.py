@@ -581,9 +581,10 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
 # A peer that accepts connections and never answers must not hold a web thread:
 # PostgreSQL connections give up after DATABASE_CONNECT_TIMEOUT_SECONDS (libpq's
 # connect_timeout covers the whole start-up) and drop a dead peer through TCP
-# keepalives and tcp_user_timeout; every Redis socket (broker, result backend,
-# cache) gives up after REDIS_SOCKET_TIMEOUT_SECONDS. /healthz bounds its own
-# checks by HEALTHCHECK_TIMEOUT_SECONDS (config/health.py).
+# keepalives and tcp_user_timeout; the broker's and result backend's Redis
+# sockets give up after REDIS_SOCKET_TIMEOUT_SECONDS (the cache's after 2 s,
+# above). /healthz bounds its own checks by HEALTHCHECK_TIMEOUT_SECONDS
+# (config/health.py); docs/operations.md lists every bound.
 DATABASE_CONNECT_TIMEOUT_SECONDS = env.int(
     "DATABASE_CONNECT_TIMEOUT_SECONDS", default=5
 )
@@ -616,7 +617,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 1,
 }
 # GET /metrics (Prometheus text format) answers only a bearer of this token
-# (or a signed-in oversight or staff user); unset, only those users.
+# (or a signed-in staff user); unset, only staff.
 METRICS_TOKEN = _secret("METRICS_TOKEN")
 # A POST carrying an Idempotency-Key is answered once; a retry with the same key
 # (same user, path and body) within this many hours gets the stored answer.

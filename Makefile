@@ -6,18 +6,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 # The test suite runs against the production column of the architecture.
+# Each checkout has its own database, Redis database and queue, named from a
+# hash of its path, so two checkouts on one host never clobber each other;
+# TEST_DATABASE_URL and TEST_CELERY_BROKER_URL override them.
+CHECKOUT_HASH := $(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
+CHECKOUT_ID := $(shell printf '%08x' $(CHECKOUT_HASH))
+CHECKOUT_REDIS_DB := $(shell echo $$(( $(CHECKOUT_HASH) % 15 + 1 )))
 TEST_ENV := \
-	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/civitas} \
-	CELERY_BROKER_URL=$${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15} \
-	CELERY_RESULT_BACKEND=$${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15} \
-	CELERY_TASK_DEFAULT_QUEUE=civitas-test \
+	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/civitas_$(CHECKOUT_ID)} \
+	CELERY_BROKER_URL=$${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/$(CHECKOUT_REDIS_DB)} \
+	CELERY_RESULT_BACKEND=$${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/$(CHECKOUT_REDIS_DB)} \
+	CELERY_TASK_DEFAULT_QUEUE=civitas-test-$(CHECKOUT_ID) \
+	CIVITAS_SIGNING_KEY_GENERATE=true \
 	CIVITAS_VAR_DIR=$(CURDIR)/var/test \
 	SECRET_KEY=test-only-secret-key-not-used-anywhere-else-0123456789 \
 	ALLOWED_HOSTS=testserver,localhost,127.0.0.1 \
 	CIVITAS_HTTPS=false \
 	LOG_LEVEL=WARNING
 
-.PHONY: venv run test lint services migrate demo clean
+.PHONY: venv run test lint services migrate demo clean test-env
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,3 +58,7 @@ clean:
 .PHONY: deploy-check
 deploy-check: venv services
 	$(PY) deploy/check.py
+
+# Prints the names `make test` uses for this checkout.
+test-env:
+	@env $(TEST_ENV) sh -c 'echo "DATABASE_URL=$$DATABASE_URL"; echo "CELERY_BROKER_URL=$$CELERY_BROKER_URL"; echo "CELERY_TASK_DEFAULT_QUEUE=$$CELERY_TASK_DEFAULT_QUEUE"'

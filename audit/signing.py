@@ -42,6 +42,7 @@ __all__ = [
     "public_key",
     "public_key_pem",
     "sign_envelope",
+    "signing_key_problem",
     "verify_envelope",
 ]
 
@@ -119,8 +120,30 @@ def _private_key() -> Ed25519PrivateKey:
     Raises ImproperlyConfigured if the configured file is missing, unreadable
     or not an Ed25519 PKCS8 key.
     """
+    problem = signing_key_problem()
+    if problem:
+        raise ImproperlyConfigured(problem)
     configured = bool(getattr(settings, "CIVITAS_SIGNING_KEY_FILE", ""))
     return _load(str(key_file()), not configured)
+
+
+def signing_key_problem() -> str:
+    """Why the platform may not sign with the settings it has, or "".
+
+    With ``DEBUG`` off, a key is generated only when
+    ``CIVITAS_SIGNING_KEY_GENERATE`` says so explicitly (``make run``);
+    otherwise ``CIVITAS_SIGNING_KEY_FILE`` must name the provisioned key.
+    """
+    if getattr(settings, "CIVITAS_SIGNING_KEY_FILE", ""):
+        return ""
+    if settings.DEBUG or getattr(settings, "CIVITAS_SIGNING_KEY_GENERATE", False):
+        return ""
+    return (
+        "CIVITAS_SIGNING_KEY_FILE must be set when DEBUG is off: it names the "
+        "platform's Ed25519 signing key (PKCS8 PEM), provisioned and backed up "
+        "(see docs/audit.md). Set CIVITAS_SIGNING_KEY_GENERATE=true to let a "
+        "laptop generate one under CIVITAS_VAR_DIR, as `make run` does."
+    )
 
 
 def public_key() -> Ed25519PublicKey:

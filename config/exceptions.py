@@ -13,10 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+# Seconds a client is asked to wait before retrying after a 503.
+DATABASE_RETRY_AFTER = 5
 
 
 class ApiErrorSerializer(serializers.Serializer):
@@ -98,6 +103,20 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if exc.fields:
             body["fields"] = exc.fields
         return Response(body, status=exc.status_code)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database went away mid-request (connection dropped, server
+        # restarting): the transaction rolled back, nothing was written.
+        set_rollback()
+        response = Response(
+            {
+                "code": "database_unavailable",
+                "message": "The database is unavailable; nothing was changed. "
+                "Try again shortly.",
+            },
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

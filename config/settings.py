@@ -651,6 +651,63 @@ CELERY_BEAT_SCHEDULE["artifact-digest-sweep"] = {
     "options": {"expires": CIVITAS_DIGEST_SWEEP_HOURS * 3600},
 }
 
+# --- Health: timeouts on every outbound call, /metrics, Idempotency-Key ------
+# A peer that accepts connections and never answers must not hold a web thread:
+# PostgreSQL connections give up after DATABASE_CONNECT_TIMEOUT_SECONDS (libpq's
+# connect_timeout covers the whole start-up) and drop a dead peer through TCP
+# keepalives and tcp_user_timeout; the broker's and result backend's Redis
+# sockets give up after REDIS_SOCKET_TIMEOUT_SECONDS (the cache's after 2 s,
+# above). /healthz bounds its own checks by HEALTHCHECK_TIMEOUT_SECONDS
+# (config/health.py); docs/operations.md lists every bound.
+DATABASE_CONNECT_TIMEOUT_SECONDS = env.int(
+    "DATABASE_CONNECT_TIMEOUT_SECONDS", default=5
+)
+REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=5.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=DATABASE_CONNECT_TIMEOUT_SECONDS,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+        # Milliseconds that sent data may stay unacknowledged: a vanished host.
+        tcp_user_timeout=30_000,
+    )
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_keepalive=True,
+    )
+if CELERY_RESULT_BACKEND.startswith(("redis://", "rediss://")):
+    CELERY_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS
+    CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS
+# Publishing a task (web) tries three times at most, then the request fails.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+# GET /metrics (Prometheus text format) answers only a bearer of this token
+# (or a signed-in staff user); unset, only staff.
+METRICS_TOKEN = _secret("METRICS_TOKEN")
+# A POST carrying an Idempotency-Key is answered once; a retry with the same key
+# (same user, path and body) within this many hours gets the stored answer.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+INSTALLED_APPS.append("idempotency")
+CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
+    "task": "civitas.idempotency_purge",
+    "schedule": timedelta(hours=1),
+    "options": {"expires": 3600},
+}
+MIDDLEWARE.append("idempotency.middleware.IdempotencyKeyMiddleware")
+# With DEBUG off, the platform refuses to generate its own signing key unless
+# told to (`make run` does, for a laptop): production sets
+# CIVITAS_SIGNING_KEY_FILE, and start-up stops with a message naming it if not.
+CIVITAS_SIGNING_KEY_GENERATE = env.bool("CIVITAS_SIGNING_KEY_GENERATE", default=False)
+
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402
 

@@ -13,7 +13,7 @@ from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health, views
+from config import health, metrics, views
 
 admin.site.site_header = "Civitas administration"
 admin.site.site_title = "Civitas"
@@ -34,6 +34,7 @@ api_v1 = [
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     # The one-time set-password link of an invitation (registry.accounts).
     path(

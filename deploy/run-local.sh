@@ -18,6 +18,11 @@ if [ -z "${SECRET_KEY:-}${SECRET_KEY_FILE:-}" ]; then
   fi
   export SECRET_KEY_FILE="$VAR_DIR/secret_key"
 fi
+# A laptop generates its own signing key under var/ (production sets
+# CIVITAS_SIGNING_KEY_FILE; with DEBUG off and neither, start-up stops).
+if [ -z "${CIVITAS_SIGNING_KEY_FILE:-}" ]; then
+  export CIVITAS_SIGNING_KEY_GENERATE="${CIVITAS_SIGNING_KEY_GENERATE:-true}"
+fi
 export PORT="${PORT:-8000}"
 export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1}"
 # Plain HTTP on the loopback interface: no HTTPS redirect, no Secure cookies.

@@ -15,6 +15,10 @@ class GovernanceConfig(AppConfig):
         from registry.lineage import register_downstream_provider
 
         health.register("mlflow", tracking.health_check)
+        # Evaluations by status and failure code on /metrics.
+        from governance import metrics
+
+        metrics.register()
 
         register_downstream_provider(evaluation_nodes)
         register_downstream_provider(decision_nodes)

@@ -287,3 +287,10 @@ def schedule_settle_run(tick_id: int) -> str:
     from governance.services import schedules
 
     return schedules.schedule_settle(tick_id=tick_id)
+
+@_task("civitas.idempotency_purge")
+def idempotency_purge() -> int:
+    """Delete expired Idempotency-Key answers (beat, hourly). Safe to run twice."""
+    from idempotency import services
+
+    return services.purge_expired()

@@ -1,6 +1,23 @@
 """GET /healthz reports the database, the broker and the MLflow store."""
 
+import threading
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _healthy_parts_answer_within_budget(settings):
+    """A generous budget for these tests, which are about which part is down.
+
+    The first look at the embedded MLflow store imports MLflow (seconds on a
+    loaded machine); the budget itself is proven in test_health_timeouts.py.
+    """
+    settings.HEALTHCHECK_TIMEOUT_SECONDS = 30.0
+    # A check still running from an earlier test's probe would be reported
+    # ``busy``: let it finish first.
+    for thread in threading.enumerate():
+        if thread.name.startswith("civitas-health-"):
+            thread.join(timeout=60)
 
 
 @pytest.mark.django_db
@@ -19,7 +36,6 @@ def test_healthz_is_200_when_every_part_answers(client):
 def test_healthz_is_503_naming_the_broker_when_it_is_unreachable(client, settings):
     # Port 1 on loopback refuses connections: a broker that is down.
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    settings.HEALTHCHECK_TIMEOUT_SECONDS = 1.0
 
     response = client.get("/healthz")
 

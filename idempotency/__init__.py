@@ -1,0 +1,1 @@
+"""Idempotency-Key for POSTs under /api/ (draft-ietf-httpapi-idempotency-key-header)."""

@@ -13,3 +13,16 @@ class NotificationsConfig(AppConfig):
         event_recorded.connect(
             services.on_event_recorded, dispatch_uid="notifications.on_event_recorded"
         )
+        self._register_metrics()
+
+    @staticmethod
+    def _register_metrics() -> None:
+        """Failed webhook deliveries on ``/metrics``, per agency."""
+        from config.metrics import register_gauge
+        from notifications.selectors import webhook_failures
+
+        register_gauge(
+            "civitas_webhook_deliveries_failed",
+            "Webhook deliveries given up after their last attempt, per agency",
+            lambda: [({"agency": slug}, n) for slug, n in webhook_failures().items()],
+        )

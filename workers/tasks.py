@@ -207,3 +207,19 @@ def dataset_file_verify(dataset_version_id: int) -> str:
     from registry.services import artifacts
 
     return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)
+
+
+@_task("civitas.mlflow_outbox_deliver", retried=True)
+def mlflow_outbox_deliver() -> dict:
+    """Deliver what MLflow is owed, oldest first; the counts delivered and failed.
+
+    Queued on commit by every change that owes MLflow something and swept
+    by celery beat every minute. Safe to run twice at once (each message is
+    claimed with a conditional update and found again in MLflow by its key).
+    A pass stops at the first failure or after ``MLFLOW_OUTBOX_PASS_SECONDS``,
+    and each MLflow call is bounded by ``MLFLOW_HTTP_REQUEST_*``, so it never
+    holds a worker slot for long.
+    """
+    from governance.services import outbox
+
+    return outbox.outbox_deliver()

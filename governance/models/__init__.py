@@ -3,7 +3,8 @@
 The audit chain's records live in the ``audit`` app.
 ``evaluations`` suites and runs; ``use_cases`` use cases and questionnaires;
 ``policies`` policies and their results; ``decisions`` submissions,
-transitions, waivers, decisions and attestations.
+transitions, waivers, decisions and attestations; ``outbox`` what MLflow is
+owed.
 """
 
 from governance.models.decisions import (
@@ -28,6 +29,7 @@ from governance.models.evaluations import (
     RunStatus,
     SuiteDataset,
 )
+from governance.models.outbox import OutboxKind, OutboxMessage
 from governance.models.policies import (
     Policy,
     PolicyQuerySet,
@@ -59,6 +61,8 @@ __all__ = [
     "EvaluationRunQuerySet",
     "EvaluationSuite",
     "EvaluationSuiteQuerySet",
+    "OutboxKind",
+    "OutboxMessage",
     "Policy",
     "PolicyQuerySet",
     "PolicyResult",

@@ -108,9 +108,11 @@ def test_e12_mlflow_down_run_succeeds_and_the_outbox_delivers_when_it_is_back(
         key = outbox.evaluation_outbox_key(run.pk)
         # The delivery queued on commit tried, failed, and waits its backoff.
         failed = wait_until(
-            lambda: OutboxMessage.objects.filter(dedupe_key=key, attempts__gte=1)
-            .exclude(last_error="")
-            .first(),
+            lambda: (
+                OutboxMessage.objects.filter(dedupe_key=key, attempts__gte=1)
+                .exclude(last_error="")
+                .first()
+            ),
             timeout=60,
             what="a failed delivery attempt",
         )
@@ -137,9 +139,12 @@ def test_e12_mlflow_down_run_succeeds_and_the_outbox_delivers_when_it_is_back(
     )
     assert "items.jsonl" in {entry.path for entry in artifacts}
     assert outbox.outbox_backlog() == {"undelivered": 0, "failing": 0}
-    assert AuditEvent.objects.filter(
-        action="evaluation.tracked", object_id=str(run.pk)
-    ).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="evaluation.tracked", object_id=str(run.pk)
+        ).count()
+        == 1
+    )
 
 
 def test_a_message_delivered_twice_makes_one_mlflow_run(tracking_server):
@@ -276,7 +281,10 @@ def test_the_outbox_is_swept_by_beat_every_minute():
 
 
 def test_a_finished_run_and_its_outbox_message_commit_together(
-    released_lm_version, small_suite, member_a, settings,
+    released_lm_version,
+    small_suite,
+    member_a,
+    settings,
     django_capture_on_commit_callbacks,
 ):
     run = evaluation_services.evaluation_request(
@@ -295,9 +303,7 @@ def test_a_finished_run_and_its_outbox_message_commit_together(
         run = evaluation_services.evaluation_execute(run_id=run.pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.failure_reason
-    message = OutboxMessage.objects.get(
-        dedupe_key=outbox.evaluation_outbox_key(run.pk)
-    )
+    message = OutboxMessage.objects.get(dedupe_key=outbox.evaluation_outbox_key(run.pk))
     assert message.payload["record"]["metrics"] == {
         f"{m.task}.{m.name}": m.value for m in run.metrics.all()
     }

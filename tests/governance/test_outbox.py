@@ -315,3 +315,28 @@ def test_a_finished_run_and_its_outbox_message_commit_together(
         "items.jsonl": run.items_key
     }
     assert len(callbacks) >= 1  # the delivery is queued on commit
+
+
+def test_oversight_reads_the_outbox_in_the_admin_and_cannot_change_it(
+    client, platform_admin, rf
+):
+    from django.contrib import admin
+
+    with transaction.atomic():
+        outbox.outbox_enqueue(
+            kind=OutboxKind.EVALUATION_RUN,
+            dedupe_key="evaluation_run:test-admin",
+            payload={"evaluation_run_id": 0, "record": _record(0).to_json()},
+        )
+    client.force_login(platform_admin)
+
+    page = client.get("/admin/governance/outboxmessage/")
+
+    assert page.status_code == 200
+    assert "evaluation_run:test-admin" in page.content.decode()
+    request = rf.get("/admin/")
+    request.user = platform_admin
+    model_admin = admin.site._registry[OutboxMessage]
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)

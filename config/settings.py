@@ -600,6 +600,12 @@ MLFLOW_OUTBOX_BACKOFF_MAX_SECONDS = env.int(
     "MLFLOW_OUTBOX_BACKOFF_MAX_SECONDS", default=3600
 )
 MLFLOW_OUTBOX_PASS_SECONDS = env.int("MLFLOW_OUTBOX_PASS_SECONDS", default=60)
+# The last message of a pass may start just before PASS_SECONDS ends; its
+# calls are bounded, so the limits only catch a delivery hung outside them.
+CELERY_TASK_ANNOTATIONS["civitas.mlflow_outbox_deliver"] = {
+    "soft_time_limit": MLFLOW_OUTBOX_PASS_SECONDS + 300,
+    "time_limit": MLFLOW_OUTBOX_PASS_SECONDS + 360,
+}
 CELERY_BEAT_SCHEDULE["mlflow-outbox"] = {
     "task": "civitas.mlflow_outbox_deliver",
     "schedule": timedelta(minutes=1),

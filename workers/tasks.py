@@ -209,7 +209,7 @@ def dataset_file_verify(dataset_version_id: int) -> str:
     return artifacts.dataset_file_verify(dataset_version_id=dataset_version_id)
 
 
-@_task("civitas.mlflow_outbox_deliver", retried=True)
+@_task("civitas.mlflow_outbox_deliver")
 def mlflow_outbox_deliver() -> dict:
     """Deliver what MLflow is owed, oldest first; the counts delivered and failed.
 
@@ -218,7 +218,8 @@ def mlflow_outbox_deliver() -> dict:
     claimed with a conditional update and found again in MLflow by its key).
     A pass stops at the first failure or after ``MLFLOW_OUTBOX_PASS_SECONDS``,
     and each MLflow call is bounded by ``MLFLOW_HTTP_REQUEST_*``, so it never
-    holds a worker slot for long.
+    holds a worker slot for long. Not retried: what a pass leaves, the next
+    one (at most a minute later) takes.
     """
     from governance.services import outbox
 

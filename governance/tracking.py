@@ -201,22 +201,32 @@ def _probe_server(uri: str, *, timeout: float) -> None:
 
     The API, not ``/health``: MLflow answers ``/health`` whatever the Host
     header, while refusing every API call from a host it does not allow (403).
-    MLflow's own request function, so that its authentication applies, with
-    retries off: a health check reports, it does not wait for recovery.
+    Plain ``requests`` with MLflow's documented credential variables rather
+    than MLflow's own request helper: that helper imports most of MLflow on
+    first use, seconds that a health check's budget cannot absorb.
     """
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
+    import requests
 
-    response = http_request(
-        get_default_host_creds(uri),
-        "/api/2.0/mlflow/experiments/search",
-        "GET",
-        max_retries=0,
-        backoff_factor=0,
-        backoff_jitter=0,
-        timeout=timeout,
-        raise_on_status=False,
+    headers = {}
+    auth = None
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if username and password:
+        auth = (username, password)
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        verify = False
+    response = requests.get(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
         params={"max_results": 1},
+        headers=headers,
+        auth=auth,
+        verify=verify,
+        timeout=timeout,
+        allow_redirects=False,
     )
     response.raise_for_status()
 

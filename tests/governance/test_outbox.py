@@ -217,8 +217,12 @@ def test_e11_the_mlflow_health_check_holds_its_budget_against_a_silent_peer(
         elapsed = time.monotonic() - started
 
     assert response.status_code == 503
-    assert response.json()["down"] == ["mlflow"]
-    assert elapsed < 1.0 + 4  # the budget, with slack for a busy host
+    body = response.json()
+    assert "mlflow" in body["down"]
+    # The MLflow part within its budget, with slack for a busy host; the
+    # whole page (database and broker too) within a few budgets.
+    assert body["checks"]["mlflow"]["ms"] < (1.0 + 3) * 1000
+    assert elapsed < 1.0 + 10
 
 
 def test_the_health_check_reports_an_mlflow_that_refuses_our_host_as_down(

@@ -708,6 +708,42 @@ MIDDLEWARE.append("idempotency.middleware.IdempotencyKeyMiddleware")
 # CIVITAS_SIGNING_KEY_FILE, and start-up stops with a message naming it if not.
 CIVITAS_SIGNING_KEY_GENERATE = env.bool("CIVITAS_SIGNING_KEY_GENERATE", default=False)
 
+# --- MLflow outbox: MLflow never blocks a run ------------------------------
+# A finished run writes what MLflow is owed to an outbox table in the same
+# transaction; civitas.mlflow_outbox_deliver sends it (queued on commit and
+# swept by beat every minute). MLflow's own HTTP client reads these four from
+# the environment; Civitas sets them from here before each use, so one MLflow
+# call against a server that never answers gives up after about
+# TIMEOUT x (1 + MAX_RETRIES) seconds plus the backoff, not MLflow's default of
+# minutes (120 s x 8 attempts).
+MLFLOW_HTTP_REQUEST_TIMEOUT = env.int("MLFLOW_HTTP_REQUEST_TIMEOUT", default=10)
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = env.int("MLFLOW_HTTP_REQUEST_MAX_RETRIES", default=1)
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = env.int(
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", default=1
+)
+MLFLOW_HTTP_REQUEST_BACKOFF_JITTER = env.float(
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", default=0.5
+)
+# A failed delivery is tried again after BACKOFF x 2^(attempts-1) seconds,
+# at most BACKOFF_MAX; one task run delivers for at most PASS_SECONDS.
+MLFLOW_OUTBOX_BACKOFF_SECONDS = env.int("MLFLOW_OUTBOX_BACKOFF_SECONDS", default=30)
+MLFLOW_OUTBOX_BACKOFF_MAX_SECONDS = env.int(
+    "MLFLOW_OUTBOX_BACKOFF_MAX_SECONDS", default=3600
+)
+MLFLOW_OUTBOX_PASS_SECONDS = env.int("MLFLOW_OUTBOX_PASS_SECONDS", default=60)
+# The last message of a pass may start just before PASS_SECONDS ends; its
+# calls are bounded, so the limits only catch a delivery hung outside them.
+CELERY_TASK_ANNOTATIONS["civitas.mlflow_outbox_deliver"] = {
+    "soft_time_limit": MLFLOW_OUTBOX_PASS_SECONDS + 300,
+    "time_limit": MLFLOW_OUTBOX_PASS_SECONDS + 360,
+}
+CELERY_BEAT_SCHEDULE["mlflow-outbox"] = {
+    "task": "civitas.mlflow_outbox_deliver",
+    "schedule": timedelta(minutes=1),
+    # A sweep still queued when the next one is due is worthless.
+    "options": {"expires": 60},
+}
+
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402
 

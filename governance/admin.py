@@ -30,6 +30,7 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
+from governance.models.outbox import OutboxMessage
 from governance.selectors import review_round_of
 from governance.services.attestations import attestation_is_authentic, evidence_run_ids
 from governance.services.decisions import (
@@ -758,3 +759,30 @@ class EvaluationScheduleAdmin(ServiceAdmin):
         if "is_enabled" in changes:
             timing["is_enabled"] = changes["is_enabled"]
         return schedule_update(actor=request.user, schedule=obj, **timing)
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(_Record):
+    """What MLflow is owed: pending, failing (``last_error``) and delivered."""
+
+    list_display = [
+        "id",
+        "kind",
+        "dedupe_key",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "remote_id",
+    ]
+    list_filter = ["kind", ("delivered_at", admin.EmptyFieldListFilter)]
+    search_fields = ["dedupe_key", "remote_id"]
+    fields = [
+        "kind",
+        "dedupe_key",
+        "payload",
+        "created_at",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "remote_id",
+        "last_error",
+    ]
+    readonly_fields = fields

@@ -30,9 +30,18 @@ def failed_by_code():
     return [({"failure_code": code or "unknown"}, n) for code, n in rows]
 
 
+def outbox_backlog():
+    """What MLflow is owed: undelivered messages, and those whose attempt failed."""
+    from governance.services.outbox import outbox_backlog as backlog
+
+    return [({"state": state}, n) for state, n in sorted(backlog().items())]
+
+
 def register() -> None:
     """Called from ``GovernanceConfig.ready``."""
     register_gauge("civitas_evaluations", "Evaluation runs by status",
                    evaluations_by_status)
     register_gauge("civitas_evaluations_failed",
                    "Failed evaluation runs by failure code", failed_by_code)
+    register_gauge("civitas_mlflow_outbox",
+                   "Outbox messages owed to MLflow, by state", outbox_backlog)

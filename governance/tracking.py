@@ -12,16 +12,27 @@ uses it starts; every first open in a process also holds an inter-process
 file lock, so that processes starting together never run MLflow's schema
 migrations at the same time (they race on SQLite and can leave the store
 half-migrated for good).
+
+Every call to a tracking server is bounded: ``client()`` sets MLflow's HTTP
+timeout, retry count and backoff (``MLFLOW_HTTP_REQUEST_*``) from the
+settings, because MLflow's defaults retry for minutes. Evaluations never call
+MLflow while they finish: they leave an outbox message that
+``governance.services.outbox`` delivers with ``log_evaluation(key=...)``,
+which finds the run an earlier attempt made by its ``civitas.outbox_key`` tag
+instead of making a second one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +42,17 @@ from django.conf import settings
 
 # MLflow caps a parameter value at 6000 characters and a key at 250.
 _PARAM_MAX = 6000
+# The tag that names the outbox message a run was logged for.
+OUTBOX_KEY_TAG = "civitas.outbox_key"
+RUN_ID_TAG = "civitas.evaluation_run_id"
+_TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
+# MLflow's HTTP client reads these from the environment at each request.
+_HTTP_LIMITS = (
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,19 @@ class EvaluationRecord:
     json_artifacts: dict[str, dict] = field(default_factory=dict)
     text_artifacts: dict[str, str] = field(default_factory=dict)
     failed: bool = False
+    # Artifact path in MLflow -> key in the ``artifacts`` storage, streamed
+    # at delivery so that large files never sit in the outbox row.
+    stored_artifacts: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The record as JSON for an outbox message's payload."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> EvaluationRecord:
+        """The record an outbox message's payload holds."""
+        refs = [DatasetRef(**ref) for ref in data.get("datasets", [])]
+        return cls(**{**data, "datasets": refs})
 
 
 @dataclass(frozen=True)
@@ -145,23 +180,67 @@ def store_migrate() -> str:
     return f"MLflow store up to date (revision {after})."
 
 
+def apply_http_limits() -> None:
+    """Give MLflow's HTTP client the timeout and retries of the settings.
+
+    MLflow reads ``MLFLOW_HTTP_REQUEST_*`` from the environment at each
+    request; its defaults (120 s, 7 retries) hold a worker for minutes.
+    """
+    for name in _HTTP_LIMITS:
+        os.environ[name] = str(getattr(settings, name))
+
+
 def client():
-    """The MlflowClient for the configured tracking URI."""
+    """The MlflowClient for the configured tracking URI, with bounded HTTP calls."""
+    apply_http_limits()
     return _client(settings.MLFLOW_TRACKING_URI)
+
+
+def _probe_server(uri: str, *, timeout: float) -> None:
+    """Ask a tracking server's API for one experiment, once, within ``timeout``.
+
+    The API, not ``/health``: MLflow answers ``/health`` whatever the Host
+    header, while refusing every API call from a host it does not allow (403).
+    Plain ``requests`` with MLflow's documented credential variables rather
+    than MLflow's own request helper: that helper imports most of MLflow on
+    first use, seconds that a health check's budget cannot absorb.
+    """
+    import requests
+
+    headers = {}
+    auth = None
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if username and password:
+        auth = (username, password)
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        verify = False
+    response = requests.get(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers=headers,
+        auth=auth,
+        verify=verify,
+        timeout=timeout,
+        allow_redirects=False,
+    )
+    response.raise_for_status()
 
 
 def ping(*, timeout: float = 3.0) -> None:
     """Raise if the MLflow tracking store cannot answer a trivial query.
 
-    A tracking server is asked for its ``/health`` page with a short timeout,
-    because MLflow's own HTTP client retries with backoff for minutes. A
-    database-backed store is asked for one experiment.
+    A tracking server is asked one API question once, with ``timeout`` for
+    connecting and for the answer; a database-backed store is asked for one
+    experiment.
     """
     uri = settings.MLFLOW_TRACKING_URI
     if _is_server(uri):
-        import requests
-
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        _probe_server(uri, timeout=timeout)
         return
     client().search_experiments(max_results=1)
 
@@ -189,8 +268,45 @@ def _experiment_id(name: str) -> str:
         return experiment.experiment_id
 
 
-def log_evaluation(record: EvaluationRecord) -> LoggedRun:
-    """Log one finished evaluation as an MLflow run and return its ids."""
+def _find_run(mlflow_client, experiment_id: str, key: str):
+    """The active run logged for outbox message ``key``, if an attempt made one."""
+    runs = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{OUTBOX_KEY_TAG}` = '{key}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def log_evaluation(record: EvaluationRecord, *, key: str = "") -> LoggedRun:
+    """Log one finished evaluation as an MLflow run and return its ids.
+
+    With ``key`` (an outbox message's dedupe key) it is safe to call again:
+    a run already tagged with the key is finished if an earlier attempt
+    stopped halfway, and returned as it is if it was finished.
+    """
+    mlflow_client = client()
+    experiment_id = _experiment_id(settings.MLFLOW_EXPERIMENT)
+    run = _find_run(mlflow_client, experiment_id, key) if key else None
+    if run is None:
+        tags = {**record.tags, OUTBOX_KEY_TAG: key} if key else record.tags
+        run = mlflow_client.create_run(
+            experiment_id, run_name=record.run_name, tags=tags
+        )
+    if run.info.status not in _TERMINAL:
+        _log_contents(mlflow_client, run.info.run_id, record)
+        mlflow_client.set_terminated(
+            run.info.run_id, status="FAILED" if record.failed else "FINISHED"
+        )
+    return LoggedRun(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        artifact_uri=run.info.artifact_uri,
+    )
+
+
+def _log_contents(mlflow_client, run_id: str, record: EvaluationRecord) -> None:
+    """Metrics, parameters, dataset inputs and artifacts of one run."""
     from mlflow.entities import (
         Dataset,
         DatasetInput,
@@ -200,13 +316,6 @@ def log_evaluation(record: EvaluationRecord) -> LoggedRun:
         RunTag,
     )
 
-    mlflow_client = client()
-    run = mlflow_client.create_run(
-        _experiment_id(settings.MLFLOW_EXPERIMENT),
-        run_name=record.run_name,
-        tags=record.tags,
-    )
-    run_id = run.info.run_id
     now_ms = int(time.time() * 1000)
     mlflow_client.log_batch(
         run_id,
@@ -240,14 +349,62 @@ def log_evaluation(record: EvaluationRecord) -> LoggedRun:
         mlflow_client.log_dict(run_id, content, path)
     for path, text in record.text_artifacts.items():
         mlflow_client.log_text(run_id, text, path)
-    mlflow_client.set_terminated(
-        run_id, status="FAILED" if record.failed else "FINISHED"
-    )
-    return LoggedRun(
-        run_id=run_id,
-        experiment_id=run.info.experiment_id,
-        artifact_uri=run.info.artifact_uri,
-    )
+    for path, storage_key in record.stored_artifacts.items():
+        _log_stored(mlflow_client, run_id, path, storage_key)
+
+
+def _log_stored(mlflow_client, run_id: str, path: str, storage_key: str) -> None:
+    """Stream one file of the artifact store into the run as ``path``."""
+    from django.core.files.storage import storages
+
+    with tempfile.TemporaryDirectory(prefix="civitas-mlflow-") as tmp:
+        local = Path(tmp) / Path(path).name
+        with (
+            storages["artifacts"].open(storage_key, "rb") as source,
+            open(local, "wb") as target,
+        ):
+            shutil.copyfileobj(source, target, length=1 << 20)
+        directory = str(Path(path).parent)
+        mlflow_client.log_artifact(
+            run_id, str(local), None if directory == "." else directory
+        )
+
+
+@dataclass(frozen=True)
+class LoggedSummary:
+    """One run of the experiment as the drift check sees it."""
+
+    run_id: str
+    evaluation_run_id: str
+    metrics: dict[str, float]
+
+
+def experiment_runs() -> list[LoggedSummary]:
+    """Every active run of the evaluations experiment, with its Civitas run id.
+
+    Pages through ``search_runs``; an experiment not made yet has no runs.
+    """
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(settings.MLFLOW_EXPERIMENT)
+    if experiment is None:
+        return []
+    found: list[LoggedSummary] = []
+    token = None
+    while True:
+        page = mlflow_client.search_runs(
+            [experiment.experiment_id], max_results=1000, page_token=token
+        )
+        found.extend(
+            LoggedSummary(
+                run_id=run.info.run_id,
+                evaluation_run_id=run.data.tags.get(RUN_ID_TAG, ""),
+                metrics=dict(run.data.metrics),
+            )
+            for run in page
+        )
+        token = page.token
+        if not token:
+            return found
 
 
 @dataclass(frozen=True)
@@ -286,5 +443,9 @@ def read_run(run_id: str) -> RunSummary:
 
 
 def health_check() -> None:
-    """The ``/healthz`` part for the MLflow store: ``ping`` within the budget."""
+    """The ``/healthz`` part for the MLflow store: ``ping`` within the budget.
+
+    A server that never answers fails after ``HEALTHCHECK_TIMEOUT_SECONDS``;
+    one that refuses Civitas's Host header (403) is reported down.
+    """
     ping(timeout=settings.HEALTHCHECK_TIMEOUT_SECONDS)

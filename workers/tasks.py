@@ -294,3 +294,18 @@ def idempotency_purge() -> int:
     from idempotency import services
 
     return services.purge_expired()
+@_task("civitas.mlflow_outbox_deliver")
+def mlflow_outbox_deliver() -> dict:
+    """Deliver what MLflow is owed, oldest first; the counts delivered and failed.
+
+    Queued on commit by every change that owes MLflow something and swept
+    by celery beat every minute. Safe to run twice at once (each message is
+    claimed with a conditional update and found again in MLflow by its key).
+    A pass stops at the first failure or after ``MLFLOW_OUTBOX_PASS_SECONDS``,
+    and each MLflow call is bounded by ``MLFLOW_HTTP_REQUEST_*``, so it never
+    holds a worker slot for long. Not retried: what a pass leaves, the next
+    one (at most a minute later) takes.
+    """
+    from governance.services import outbox
+
+    return outbox.outbox_deliver()

@@ -4,7 +4,7 @@ The audit chain's records live in the ``audit`` app.
 ``evaluations`` suites and runs; ``use_cases`` use cases and questionnaires;
 ``policies`` policies and their results; ``decisions`` submissions,
 transitions, waivers, decisions and attestations; ``schedules``
-evaluation schedules and their ticks.
+evaluation schedules and their ticks; ``outbox`` what MLflow is owed.
 """
 
 from governance.models.decisions import (
@@ -29,6 +29,7 @@ from governance.models.evaluations import (
     RunStatus,
     SuiteDataset,
 )
+from governance.models.outbox import OutboxKind, OutboxMessage
 from governance.models.policies import (
     Policy,
     PolicyQuerySet,
@@ -71,6 +72,8 @@ __all__ = [
     "EvaluationScheduleQuerySet",
     "EvaluationSuite",
     "EvaluationSuiteQuerySet",
+    "OutboxKind",
+    "OutboxMessage",
     "Policy",
     "PolicyQuerySet",
     "PolicyResult",

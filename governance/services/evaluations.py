@@ -31,10 +31,12 @@ from governance import tracking
 from governance.models import (
     EvaluationRun,
     EvaluationSuite,
+    OutboxKind,
     RunMetric,
     RunStatus,
 )
 from governance.services.attestations import attestation_for_run
+from governance.services.outbox import evaluation_outbox_key, outbox_enqueue
 from governance.services.policies import policy_evaluate_for_version
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
@@ -134,8 +136,19 @@ def _worker_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING):
-    """Mark a run failed if it is still in ``from_status``; record and attest it."""
+def _fail(
+    run_id: int,
+    *,
+    code: str,
+    message: str,
+    from_status=RunStatus.RUNNING,
+    track: bool = False,
+):
+    """Mark a run failed if it is still in ``from_status``; record and attest it.
+
+    ``track`` also owes MLflow the failed run (the engine's refusals), in the
+    same transaction through the outbox.
+    """
     with transaction.atomic():
         changed = EvaluationRun.objects.filter(pk=run_id, status=from_status).update(
             status=RunStatus.FAILED,
@@ -145,8 +158,10 @@ def _fail(run_id: int, *, code: str, message: str, from_status=RunStatus.RUNNING
         )
         if changed:
             run = EvaluationRun.objects.select_related(
-                "model_version__model__agency"
+                "model_version__model__agency", "suite"
             ).get(pk=run_id)
+            if track:
+                _owe_mlflow(run, _failure_record(run, code, message))
             audit.record(
                 actor=None,
                 action="evaluation.failed",
@@ -196,13 +211,7 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
                 "options": entry.get("options", {}),
             }
         )
-        refs.append(
-            tracking.DatasetRef(
-                name=str(dataset_version),
-                digest=dataset_version.digest,
-                source=f"civitas://dataset-versions/{dataset_version.pk}",
-            )
-        )
+        refs.append(_dataset_ref(dataset_version))
     spec = {
         "name": suite.name,
         "version": suite.version,
@@ -211,6 +220,14 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
         "tasks": tasks,
     }
     return spec, refs
+
+
+def _dataset_ref(dataset_version: DatasetVersion) -> tracking.DatasetRef:
+    return tracking.DatasetRef(
+        name=str(dataset_version),
+        digest=dataset_version.digest,
+        source=f"civitas://dataset-versions/{dataset_version.pk}",
+    )
 
 
 class _Progress:
@@ -394,8 +411,7 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
         if exc.code == "cancelled":
             logger.info("evaluation_child_killed", extra={"run_id": run_id})
             return EvaluationRun.objects.get(pk=run_id)
-        _fail(run_id, code=exc.code, message=str(exc))
-        _log_failure(run, exc.code, str(exc))
+        _fail(run_id, code=exc.code, message=str(exc), track=True)
         return EvaluationRun.objects.get(pk=run_id)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -419,7 +435,12 @@ def _flat_metrics(results: list[dict]) -> list[tuple[str, str, float]]:
 
 
 def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) -> None:
-    """Store metrics and per-item results, log to MLflow, finish the run."""
+    """Store metrics and per-item results and finish the run; owe MLflow its log.
+
+    MLflow is not called here: the record it is owed is written to the
+    outbox in the transaction that finishes the run, and delivered after
+    commit, so an unreachable MLflow never holds or fails a finished run.
+    """
     results = result["results"]
     items_text = "".join(
         json.dumps({"task": r.get("name") or r["task"], **item}, sort_keys=True) + "\n"
@@ -435,21 +456,6 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
     ]
     environment = results[0].get("environment", {}) if results else {}
     metric_rows = _flat_metrics(results)
-    logged = tracking.log_evaluation(
-        tracking.EvaluationRecord(
-            run_name=f"{run.model_version} {run.suite.name}@{run.suite.version}",
-            tags=_tags(run),
-            params=_params(run, environment),
-            metrics={f"{task}.{name}": value for task, name, value in metric_rows},
-            datasets=refs,
-            json_artifacts={
-                "environment.json": environment,
-                "results.json": summary,
-                "facts.json": result.get("facts", {}),
-            },
-            text_artifacts={"items.jsonl": items_text},
-        )
-    )
     with transaction.atomic():
         changed = EvaluationRun.objects.filter(
             pk=run.pk, status=RunStatus.RUNNING
@@ -460,7 +466,6 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
             results=summary,
             environment=environment,
             items_key=items_key,
-            mlflow_run_id=logged.run_id,
             engine_version=result.get("engine_version", ""),
             wall_seconds=wall_s,
         )
@@ -472,6 +477,18 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
             RunMetric(run=run, task=task, name=name, value=value)
             for task, name, value in metric_rows
         )
+        _owe_mlflow(
+            run,
+            _success_record(
+                run,
+                metrics={f"{t}.{n}": v for t, n, v in metric_rows},
+                environment=environment,
+                summary=summary,
+                refs=refs,
+                items_key=items_key,
+                facts=result.get("facts", {}),
+            ),
+        )
         audit.record(
             actor=None,
             action="evaluation.succeeded",
@@ -480,7 +497,6 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
             payload={
                 "run_id": run.pk,
                 "artifact_sha256": run.artifact_digest,
-                "mlflow_run_id": logged.run_id,
                 "metrics": {f"{t}.{n}": v for t, n, v in metric_rows},
             },
         )
@@ -491,6 +507,59 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
         )
         # The signed attestation commits with the run, or neither does.
         attestation_for_run(run=run)
+
+
+def _owe_mlflow(run: EvaluationRun, record: tracking.EvaluationRecord) -> None:
+    """Write the run's MLflow record to the outbox, in the caller's transaction."""
+    outbox_enqueue(
+        kind=OutboxKind.EVALUATION_RUN,
+        dedupe_key=evaluation_outbox_key(run.pk),
+        payload={"evaluation_run_id": run.pk, "record": record.to_json()},
+    )
+
+
+def _success_record(
+    run: EvaluationRun,
+    *,
+    metrics: dict[str, float],
+    environment: dict,
+    summary: list,
+    refs: list,
+    items_key: str,
+    facts: dict | None = None,
+) -> tracking.EvaluationRecord:
+    """What MLflow keeps of a succeeded run (per-item results streamed from storage)."""
+    json_artifacts = {"environment.json": environment, "results.json": summary}
+    if facts is not None:
+        json_artifacts["facts.json"] = facts
+    return tracking.EvaluationRecord(
+        run_name=f"{run.model_version} {run.suite.name}@{run.suite.version}",
+        tags=_tags(run),
+        params=_params(run, environment),
+        metrics=metrics,
+        datasets=refs,
+        json_artifacts=json_artifacts,
+        stored_artifacts={"items.jsonl": items_key} if items_key else {},
+    )
+
+
+def evaluation_tracking_record(run: EvaluationRun) -> tracking.EvaluationRecord:
+    """Rebuild a succeeded run's MLflow record from its row (``mlflow_sync``).
+
+    The engine's ``facts`` are not kept on the row, so ``facts.json`` is
+    left out of a rebuilt record.
+    """
+    versions = DatasetVersion.objects.select_related("dataset").in_bulk(
+        [entry["dataset_version"] for entry in run.suite.tasks]
+    )
+    return _success_record(
+        run,
+        metrics={f"{m.task}.{m.name}": m.value for m in run.metrics.all()},
+        environment=run.environment or {},
+        summary=run.results or [],
+        refs=[_dataset_ref(versions[e["dataset_version"]]) for e in run.suite.tasks],
+        items_key=run.items_key,
+    )
 
 
 def _tags(run: EvaluationRun) -> dict[str, str]:
@@ -516,23 +585,18 @@ def _params(run: EvaluationRun, environment: dict) -> dict[str, str]:
     return params
 
 
-def _log_failure(run: EvaluationRun, code: str, message: str) -> None:
-    """Keep failed runs in MLflow too: the lineage record shows the refusal."""
-    try:
-        logged = tracking.log_evaluation(
-            tracking.EvaluationRecord(
-                run_name=f"{run.model_version} {run.suite.name}@{run.suite.version}",
-                tags=_tags(run),
-                params={**_params(run, {}), "failure_code": code},
-                metrics={},
-                text_artifacts={"failure.txt": message},
-                failed=True,
-            )
-        )
-    except Exception:
-        logger.exception("mlflow_log_failed", extra={"run_id": run.pk})
-        return
-    EvaluationRun.objects.filter(pk=run.pk).update(mlflow_run_id=logged.run_id)
+def _failure_record(
+    run: EvaluationRun, code: str, message: str
+) -> tracking.EvaluationRecord:
+    """Failed runs are kept in MLflow too: the lineage record shows the refusal."""
+    return tracking.EvaluationRecord(
+        run_name=f"{run.model_version} {run.suite.name}@{run.suite.version}",
+        tags=_tags(run),
+        params={**_params(run, {}), "failure_code": code},
+        metrics={},
+        text_artifacts={"failure.txt": message},
+        failed=True,
+    )
 
 
 def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:

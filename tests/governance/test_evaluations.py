@@ -8,6 +8,7 @@ from django.conf import settings
 from governance import tracking
 from governance.models import EvaluationRun, RunStatus
 from governance.services import evaluations as evaluation_services
+from governance.services import outbox
 from tests.conftest import celery_worker, database_url, process_env, wait_until
 from tests.registry.conftest import token_client
 
@@ -38,7 +39,9 @@ def test_evaluation_runs_through_api_worker_and_mlflow(
 
         def finished():
             body = api.get(f"/api/v1/evaluations/{run_id}/").json()
-            return body if body["status"] in ("succeeded", "failed") else None
+            # MLflow's run id arrives through the outbox, just after the run.
+            done = body["status"] == "failed" or body["mlflow_run_id"]
+            return body if done else None
 
         body = wait_until(finished, timeout=240, interval=1, what="the evaluation")
 
@@ -121,6 +124,8 @@ def test_a_bad_digest_ends_the_run_failed_with_the_reason(
     EvaluationRun.objects.filter(pk=run.pk).update(artifact_digest="0" * 64)
 
     run = evaluation_services.evaluation_execute(run_id=run.pk)
+    outbox.outbox_deliver()  # what the task queued on commit does
+    run.refresh_from_db()
 
     assert run.status == RunStatus.FAILED
     assert "digest_mismatch" in run.failure_reason

@@ -14,6 +14,7 @@ import pytest
 from governance import tracking
 from governance.models import RunMetric, RunStatus
 from governance.services import evaluations as services
+from governance.services import outbox
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.django_db
@@ -57,6 +58,8 @@ def test_performance_figures_are_stored_and_logged_as_metrics(
         stored[("perplexity", "tokens_per_s")]
     )
 
+    outbox.outbox_deliver()  # what the task queued on commit does
+    run.refresh_from_db()
     logged = tracking.read_run(run.mlflow_run_id).metrics
     assert logged["multiple_choice.peak_rss_mb"] == pytest.approx(
         stored[("multiple_choice", "peak_rss_mb")]

@@ -170,6 +170,13 @@ def test_e2_worker_killed_mid_run_on_embedded_broker_restarts_and_run_completes_
             timeout=600,
             what="the restarted worker to finish the run",
         )
+        # MLflow's run id arrives through the outbox, just after the run.
+        wait_until(
+            lambda: EvaluationRun.objects.get(pk=run.pk).mlflow_run_id,
+            timeout=60,
+            what="the outbox delivery",
+        )
+        final.refresh_from_db()
 
     assert final.status == RunStatus.SUCCEEDED, final.failure_reason
     assert final.attempts == 2

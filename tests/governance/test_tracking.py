@@ -44,3 +44,49 @@ def test_a_failed_evaluation_is_logged_as_failed(mlflow_store):
     )
 
     assert tracking.read_run(logged.run_id).status == "FAILED"
+
+
+def test_a_record_survives_the_outbox_payload_round_trip():
+    record = tracking.EvaluationRecord(
+        run_name="r",
+        tags={"t": "1"},
+        params={"p": "2"},
+        metrics={"m": 0.5},
+        datasets=[tracking.DatasetRef("civitas/d@1", "ab" * 32, "civitas://dv/1")],
+        stored_artifacts={"items.jsonl": "evaluations/1/items.jsonl"},
+    )
+
+    assert tracking.EvaluationRecord.from_json(record.to_json()) == record
+
+
+def test_logging_twice_with_one_key_makes_one_run(mlflow_store):
+    record = tracking.EvaluationRecord(
+        run_name="once", tags={}, params={"p": "1"}, metrics={"m": 1.0}
+    )
+
+    first = tracking.log_evaluation(record, key="evaluation_run:once")
+    second = tracking.log_evaluation(record, key="evaluation_run:once")
+
+    assert second.run_id == first.run_id
+    runs = tracking.client().search_runs(
+        [first.experiment_id],
+        filter_string=f"tags.`{tracking.OUTBOX_KEY_TAG}` = 'evaluation_run:once'",
+    )
+    assert len(runs) == 1
+
+
+def test_mlflow_http_calls_get_the_settings_limits(settings, monkeypatch):
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.setenv(name, "999")  # undone after the test
+    settings.MLFLOW_HTTP_REQUEST_TIMEOUT = 7
+    settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES = 2
+
+    tracking.apply_http_limits()
+
+    assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2

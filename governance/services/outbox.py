@@ -1,0 +1,234 @@
+"""The MLflow outbox: what the platform owes MLflow, and its delivery.
+
+A governed change that owes MLflow something (an evaluation finishing) writes
+an ``OutboxMessage`` in its own transaction with ``outbox_enqueue``; nothing
+waits on MLflow. ``outbox_deliver`` (the ``civitas.mlflow_outbox_deliver``
+task, queued on commit and swept by beat every minute) sends due messages in
+the order they were written. Each kind has a handler: ``send`` talks to
+MLflow and must be safe to repeat (it finds what an earlier attempt made by
+the message's key), ``settle`` writes the outcome back in the transaction
+that marks the message delivered. A failed attempt is retried after an
+exponential backoff; the pass stops at the first failure, since MLflow is
+most likely down for the messages behind it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from audit import services as audit
+from config.celery import send_on_commit
+from governance import tracking
+from governance.models import EvaluationRun, OutboxKind, OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "civitas.mlflow_outbox_deliver"
+# A claimed message is left alone by other deliverers for this long: longer
+# than any one delivery (each MLflow call is bounded by the HTTP settings),
+# short enough that a message whose worker was killed is soon tried again.
+_LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Handler:
+    """How one kind of message is delivered (``send``) and recorded (``settle``)."""
+
+    send: Callable[[OutboxMessage], str]
+    settle: Callable[[OutboxMessage, str], None]
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def outbox_handler(kind: str, *, settle: Callable[[OutboxMessage, str], None]):
+    """Register ``send`` (the decorated function) and ``settle`` for ``kind``."""
+
+    def register(send: Callable[[OutboxMessage], str]):
+        HANDLERS[kind] = Handler(send=send, settle=settle)
+        return send
+
+    return register
+
+
+def outbox_enqueue(*, kind: str, dedupe_key: str, payload: dict) -> OutboxMessage:
+    """Write what MLflow is owed, in the caller's transaction; deliver on commit.
+
+    The same ``dedupe_key`` is written once: a second call returns the first
+    message unchanged. Raises ``TransactionManagementError`` outside
+    ``transaction.atomic``, since a message written apart from its change
+    could be lost or sent for a change that rolled back.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError(
+            "outbox_enqueue must run inside the caller's transaction.atomic block"
+        )
+    message, _ = OutboxMessage.objects.get_or_create(
+        dedupe_key=dedupe_key, defaults={"kind": kind, "payload": payload}
+    )
+    send_on_commit(DELIVER_TASK)
+    return message
+
+
+def outbox_requeue(*, kind: str, dedupe_key: str, payload: dict) -> OutboxMessage:
+    """Owe MLflow a message again (its record there went missing); deliver on commit.
+
+    A delivered message is made due again with a fresh payload; a pending one
+    is left as it is; a missing one is written.
+    """
+    with transaction.atomic():
+        message = (
+            OutboxMessage.objects.select_for_update()
+            .filter(dedupe_key=dedupe_key)
+            .first()
+        )
+        if message is None:
+            return outbox_enqueue(kind=kind, dedupe_key=dedupe_key, payload=payload)
+        if message.delivered_at is not None:
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                payload=payload,
+                delivered_at=None,
+                remote_id="",
+                attempts=0,
+                last_error="",
+                next_attempt_at=timezone.now(),
+            )
+        send_on_commit(DELIVER_TASK)
+    message.refresh_from_db()
+    return message
+
+
+def _backoff(attempts: int) -> timedelta:
+    """The wait after the ``attempts``-th failure: doubling, capped."""
+    base = settings.MLFLOW_OUTBOX_BACKOFF_SECONDS
+    seconds = base * 2 ** max(attempts - 1, 0)
+    seconds = min(seconds, settings.MLFLOW_OUTBOX_BACKOFF_MAX_SECONDS)
+    return timedelta(seconds=seconds)
+
+
+def _claim_next(after: int) -> OutboxMessage | None:
+    """Claim the oldest due message past id ``after`` with a conditional update.
+
+    Two deliverers never send the same message at once: the one whose update
+    moves ``next_attempt_at`` past the lease has it; the other goes on.
+    """
+    while True:
+        now = timezone.now()
+        due = OutboxMessage.objects.filter(
+            delivered_at__isnull=True, next_attempt_at__lte=now, pk__gt=after
+        ).order_by("pk")
+        pk = due.values_list("pk", flat=True).first()
+        if pk is None:
+            return None
+        claimed = due.filter(pk=pk).update(next_attempt_at=now + _LEASE)
+        if claimed:
+            return OutboxMessage.objects.get(pk=pk)
+        after = pk
+
+
+def _deliver_one(message: OutboxMessage) -> bool:
+    """Send one claimed message; mark it delivered, or schedule its next attempt."""
+    handler = HANDLERS.get(message.kind)
+    try:
+        if handler is None:
+            raise LookupError(f"no outbox handler for kind {message.kind!r}")
+        remote_id = handler.send(message)
+    except Exception as exc:  # every failure is retried later, none is lost
+        attempts = message.attempts + 1
+        OutboxMessage.objects.filter(pk=message.pk, delivered_at__isnull=True).update(
+            attempts=attempts,
+            next_attempt_at=timezone.now() + _backoff(attempts),
+            last_error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        logger.warning(
+            "mlflow_outbox_failed",
+            extra={"message_id": message.pk, "attempts": attempts},
+        )
+        return False
+    with transaction.atomic():
+        changed = OutboxMessage.objects.filter(
+            pk=message.pk, delivered_at__isnull=True
+        ).update(
+            delivered_at=timezone.now(),
+            remote_id=remote_id[:64],
+            attempts=F("attempts") + 1,
+            last_error="",
+        )
+        if changed:
+            handler.settle(message, remote_id)
+    return True
+
+
+def outbox_deliver(*, budget_s: float | None = None) -> dict[str, int]:
+    """Deliver due messages oldest first; the counts delivered and failed.
+
+    Stops when none is due, at the first failure, or once ``budget_s``
+    (default ``MLFLOW_OUTBOX_PASS_SECONDS``) has passed, so a pass never
+    holds a worker for long; the next pass (beat, every minute) goes on.
+    Safe to run twice at once.
+    """
+    budget = settings.MLFLOW_OUTBOX_PASS_SECONDS if budget_s is None else budget_s
+    deadline = time.monotonic() + budget
+    counts = {"delivered": 0, "failed": 0}
+    after = 0
+    while time.monotonic() < deadline:
+        message = _claim_next(after)
+        if message is None:
+            break
+        after = message.pk
+        if not _deliver_one(message):
+            counts["failed"] += 1
+            break
+        counts["delivered"] += 1
+    return counts
+
+
+def outbox_backlog() -> dict[str, int]:
+    """How many messages are undelivered, and how many of those have failed.
+
+    For ``/metrics``: ``undelivered`` grows while MLflow is down; ``failing``
+    counts the messages whose last attempt failed.
+    """
+    return OutboxMessage.objects.filter(delivered_at__isnull=True).aggregate(
+        undelivered=Count("id"), failing=Count("id", filter=Q(attempts__gt=0))
+    )
+
+
+def evaluation_outbox_key(run_id: int) -> str:
+    """The dedupe key of what MLflow is owed for evaluation run ``run_id``."""
+    return f"evaluation_run:{run_id}"
+
+
+def _evaluation_settle(message: OutboxMessage, mlflow_run_id: str) -> None:
+    """Link the evaluation run to its MLflow run, and record the link."""
+    run = (
+        EvaluationRun.objects.select_related("model_version__model__agency")
+        .filter(pk=message.payload["evaluation_run_id"])
+        .first()
+    )
+    if run is None or run.mlflow_run_id == mlflow_run_id:
+        return
+    EvaluationRun.objects.filter(pk=run.pk).update(mlflow_run_id=mlflow_run_id)
+    audit.record(
+        actor=None,
+        action="evaluation.tracked",
+        obj=run,
+        agency=run.model_version.model.agency,
+        payload={"run_id": run.pk, "mlflow_run_id": mlflow_run_id},
+    )
+
+
+@outbox_handler(OutboxKind.EVALUATION_RUN, settle=_evaluation_settle)
+def _evaluation_send(message: OutboxMessage) -> str:
+    """Log the evaluation's record to MLflow once; the MLflow run id."""
+    record = tracking.EvaluationRecord.from_json(message.payload["record"])
+    return tracking.log_evaluation(record, key=message.dedupe_key).run_id

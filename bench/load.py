@@ -38,7 +38,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -92,8 +91,8 @@ def seed_fingerprint(size: int, audit_events: int) -> str:
 def prepare(args, size: int) -> tuple[str, dict, dict]:
     """The template database for ``size`` (built now if missing) and its facts."""
     fingerprint = seed_fingerprint(size, args.audit_events)
-    template = f"civitas_bench_{label(size)}_{fingerprint}"
-    info = OUT / f"{template}.json"
+    template = f"{args.db_prefix}_{label(size)}_{fingerprint}"
+    info = args.out_dir / f"{template}.json"
     exists = psql(
         args.database, f"SELECT 1 FROM pg_database WHERE datname='{template}'"
     )
@@ -103,7 +102,7 @@ def prepare(args, size: int) -> tuple[str, dict, dict]:
         stale = psql(
             args.database,
             "SELECT string_agg(datname, ' ') FROM pg_database "
-            f"WHERE datname LIKE 'civitas_bench_{label(size)}_%'",
+            f"WHERE datname LIKE '{args.db_prefix}_{label(size)}_%'",
         )
         for name in stale.split():
             psql(args.database, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -121,7 +120,7 @@ def prepare(args, size: int) -> tuple[str, dict, dict]:
 def clone(args, template: str, size: int) -> tuple[str, float]:
     """A fresh copy of the template for one run (writes never reach the template)."""
     started = time.monotonic()
-    name = f"civitas_bench_{label(size)}_run"
+    name = f"{args.db_prefix}_{label(size)}_run"
     psql(args.database, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     psql(args.database, f"CREATE DATABASE {name} TEMPLATE {template}")
     return name, round(time.monotonic() - started, 1)
@@ -132,7 +131,7 @@ def clone(args, template: str, size: int) -> tuple[str, float]:
 
 def server_env(args, database: str) -> dict[str, str]:
     """Production-like settings (deploy/env.example) on this machine's services."""
-    var = OUT / "var"
+    var = args.out_dir / "var"
     var.mkdir(parents=True, exist_ok=True)
     key = var / "signing-key.pem"
     if not key.exists():
@@ -182,7 +181,7 @@ def start_server(args, database: str, token: str):
     """gunicorn with deploy/gunicorn.conf.py; returns (process, base URL, log path)."""
     port = free_port()
     env = {**server_env(args, database), "PORT": str(port)}
-    log = OUT / f"gunicorn-{database}.log"
+    log = args.out_dir / f"gunicorn-{database}.log"
     gunicorn = shutil.which("gunicorn", path=str(Path(PY).parent)) or "gunicorn"
     process = subprocess.Popen(
         [gunicorn, "-c", "deploy/gunicorn.conf.py", "config.wsgi:application"],
@@ -209,7 +208,9 @@ def start_server(args, database: str, token: str):
 
 def stop_server(process) -> None:
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        # Quick shutdown: locust's idle keep-alive connections would hold a
+        # graceful one for the whole graceful_timeout.
+        os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -472,6 +473,10 @@ def parse_args(argv):
                         help="PostgreSQL server URL without a database name")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/10",
                         help="Redis database for the broker and the cache")
+    parser.add_argument("--db-prefix", default="civitas_bench",
+                        help="names of the databases made (default civitas_bench)")
+    parser.add_argument("--out-dir", type=Path, default=OUT,
+                        help="prepared-database facts, server logs, signing key")
     parser.add_argument("--rebuild", action="store_true",
                         help="prepare the databases again even if cached")
     parser.add_argument("--keep", action="store_true",
@@ -488,8 +493,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(OUT)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     runs = [run_size(args, size) for size in args.sizes]
     report = {
         "processor": processor(),

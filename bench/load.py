@@ -106,6 +106,7 @@ def prepare(args, size: int) -> tuple[str, dict, dict]:
         )
         for name in stale.split():
             psql(args.database, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            (args.out_dir / f"{name}.json").unlink(missing_ok=True)
         psql(args.database, f"CREATE DATABASE {template}")
         env = {**server_env(args, template), "LOG_LEVEL": "WARNING"}
         subprocess.run(
@@ -301,9 +302,13 @@ def drive(args, catalogue: Catalogue, host: str, endpoint: str) -> dict:
     env.stats.reset_all()
     started = time.monotonic()
     gevent.sleep(args.duration)
-    elapsed = time.monotonic() - started
     entry = env.stats.get(endpoint, "POST" if "register" in endpoint
                           or "evaluation" in endpoint else "GET")
+    # On a saturated machine a short phase may end before any answer: wait
+    # (at most a minute more) for one, so every row has figures.
+    while entry.num_requests == 0 and time.monotonic() - started < args.duration + 60:
+        gevent.sleep(0.1)
+    elapsed = time.monotonic() - started
     runner.quit()
     fails = entry.num_failures
     done = entry.num_requests

@@ -491,7 +491,7 @@ class ModelVersion(models.Model):
             models.Index(fields=["artifact_digest"]),
             # Filters of the version list, each ordered by the cursor (-id): a
             # value few rows hold must not scan the whole catalogue
-            # (bench/load.py; docs/api.md, "Performance").
+            # (bench/README.md, "load.py").
             models.Index(fields=["status", "id"], name="load_mv_status_id"),
             models.Index(fields=["artifact_state", "id"], name="load_mv_artifact_id"),
             models.Index(fields=["kind", "id"], name="load_mv_kind_id"),

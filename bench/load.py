@@ -226,9 +226,16 @@ class Catalogue:
     """What the users pick from: tokens, and their agency's versions and models."""
 
     def __init__(self, info: dict) -> None:
-        self.tokens = info["tokens"]
         self.versions = info["versions_by_agency"]
         self.models = info["models_by_agency"]
+        # A small catalogue leaves some agencies without versions: their
+        # people have nothing of their own to read or evaluate.
+        self.tokens = [
+            token
+            for token in info["tokens"]
+            if self.versions[str(token["agency_index"])]
+            and self.models[str(token["agency_index"])]
+        ]
         self.suite = info["suite"]
         self._next = itertools.count()
 

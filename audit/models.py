@@ -92,6 +92,8 @@ class AuditEvent(models.Model):
                 fields=["object_type", "object_id", "seq"],
                 name="audit_event_object_seq",
             ),
+            # The API's ``agency`` filter reads the slug snapshot.
+            models.Index(fields=["agency_slug", "seq"], name="load_audit_slug_seq"),
         ]
 
     def __str__(self) -> str:

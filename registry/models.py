@@ -10,7 +10,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Upper
 
 # ISO 3166-1 alpha-2 ("FR"), optionally with an ISO 3166-2 subdivision ("ES-CT").
 jurisdiction_validator = RegexValidator(
@@ -486,7 +487,21 @@ class ModelVersion(models.Model):
                 fields=["model", "version"], name="model_version_unique"
             )
         ]
-        indexes = [models.Index(fields=["artifact_digest"])]
+        indexes = [
+            models.Index(fields=["artifact_digest"]),
+            # Filters of the version list, each ordered by the cursor (-id): a
+            # value few rows hold must not scan the whole catalogue
+            # (bench/README.md, "load.py").
+            models.Index(fields=["status", "id"], name="load_mv_status_id"),
+            models.Index(fields=["artifact_state", "id"], name="load_mv_artifact_id"),
+            models.Index(fields=["kind", "id"], name="load_mv_kind_id"),
+            models.Index(
+                Upper("hosting_jurisdiction"), F("id"), name="load_mv_hosting_id"
+            ),
+            models.Index(
+                Upper("training_jurisdiction"), F("id"), name="load_mv_training_id"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model}@{self.version}"

@@ -85,13 +85,58 @@ def model_version_list(user) -> QuerySet[ModelVersion]:
     Dataset links are limited to dataset versions the user may read, so a
     public model does not reveal the names of its agency's private datasets.
     """
-    links = ModelVersionDataset.objects.filter(
-        dataset_version__in=DatasetVersion.objects.visible_to(user).values("pk")
-    ).select_related("dataset_version__dataset__agency")
+    links = (
+        ModelVersionDataset.objects.filter(
+            dataset_version__in=DatasetVersion.objects.visible_to(user).values("pk")
+        )
+        .select_related("dataset_version__dataset__agency")
+        # Only what the API shows of a link: a page would otherwise load every
+        # datasheet in full (bench/README.md, "Load").
+        .only(
+            "model_version_id",
+            "role",
+            "dataset_version__version",
+            "dataset_version__dataset__slug",
+            "dataset_version__dataset__agency__slug",
+        )
+    )
     return (
         ModelVersion.objects.visible_to(user)
         .select_related(
             "model__agency", "licence", "base_version__model__agency", "created_by"
         )
         .prefetch_related(Prefetch("dataset_links", queryset=links))
+        # The base version, the model and the creator are shown by a few names;
+        # their long texts and JSON would be loaded and parsed for every row.
+        .defer(*_UNSHOWN_RELATED)
     )
+
+
+_UNSHOWN_RELATED = (
+    *(
+        f"base_version__{name}"
+        for name in (
+            "artifact_error",
+            "graph_inputs",
+            "graph_outputs",
+            "opsets",
+            "selftest",
+            "limitations",
+            "risks",
+            "ethical_considerations",
+            "training_hardware",
+            "source_uri",
+        )
+    ),
+    *(
+        f"{path}__{name}"
+        for path in ("model", "base_version__model")
+        for name in ("description", "intended_use", "out_of_scope_uses", "domain")
+    ),
+    *(
+        f"{path}__{name}"
+        for path in ("model__agency", "base_version__model__agency")
+        for name in ("description", "contact_name", "contact_email")
+    ),
+    "created_by__password",
+)

@@ -417,6 +417,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    _base_serializer: BaseVersionSerializer | None = None
+
     @extend_schema_field(BaseVersionSerializer(allow_null=True))
     def get_base_version(self, obj: ModelVersion) -> dict | None:
         base = obj.base_version
@@ -429,7 +431,11 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             user, agency_id=base.model.agency_id, visibility=base.model.visibility
         ):
             return None
-        return BaseVersionSerializer(base, context=self.context).data
+        # One nested serializer for the whole page: building a ModelSerializer's
+        # fields costs more than rendering a row (bench/README.md, "Load").
+        if self._base_serializer is None:
+            self._base_serializer = BaseVersionSerializer(context=self.context)
+        return self._base_serializer.to_representation(base)
 
 
 class MeSerializer(serializers.Serializer):

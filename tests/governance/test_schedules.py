@@ -435,7 +435,9 @@ def test_a_metric_past_its_policy_bound_is_a_regression_and_returns_to_review(
     )
     tick.refresh_from_db()
     assert tick.detail["regressions"][0]["rule"] == "baseline/mc-acc"
-    assert len(queued) == 1  # civitas.usecase_recheck, on commit
+    # civitas.usecase_recheck, and the regression's announcement to the
+    # notifications (audit.signals.event_recorded), both on commit.
+    assert len(queued) == 2
     # What that task does:
     result = use_case.policy_results.order_by("-pk").first()
     assert approvals.use_case_recheck(use_case=use_case, result=result)

@@ -308,11 +308,36 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="civitas")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Short periodic work (sweeps, checkpoints, expiry, rechecks, outbox and
+# webhook delivery, schedules) has a queue of its own, served by its own
+# worker, so an hour-long evaluation never delays it. Evaluations and artifact
+# jobs stay on the default queue. A task named later that matches one of the
+# patterns lands there too (docs/operations.md, "Queues").
+CELERY_HOUSEKEEPING_QUEUE = env.str(
+    "CELERY_HOUSEKEEPING_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-housekeeping"
+)
+CELERY_TASK_ROUTES = {
+    name: {"queue": CELERY_HOUSEKEEPING_QUEUE}
+    for name in (
+        "civitas.audit_checkpoint",
+        "civitas.usecase_expire",
+        "civitas.usecase_recheck",
+        "civitas.usecase_recheck_stale",
+        "civitas.*_sweep",
+        "civitas.*outbox*",
+        "civitas.schedule*",
+        "civitas.webhook*",
+    )
+}
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # An evaluation may run for an hour; a shorter visibility timeout would
-        # redeliver it to a second worker while the first is still working.
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 3600),
+        # How long a message taken by a worker that died stays invisible before
+        # Redis hands it out again. Evaluations do not wait for it: the sweep
+        # finds a run whose heartbeat stopped within two minutes and queues it
+        # again. A message handed out again while its run is still heartbeating
+        # changes nothing (the worker claims only a queued run, and records only
+        # a run it holds), so this can be shorter than the longest evaluation.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900),
     }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
@@ -348,7 +373,18 @@ elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
 CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)
 CIVITAS_EVAL_TIMEOUT_SECONDS = env.int("CIVITAS_EVAL_TIMEOUT_SECONDS", default=3600)
 CIVITAS_EVAL_REQUEUE_MINUTES = env.int("CIVITAS_EVAL_REQUEUE_MINUTES", default=30)
-CIVITAS_EVAL_STALE_MINUTES = env.int("CIVITAS_EVAL_STALE_MINUTES", default=10)
+# Liveness of a running evaluation: its worker writes the run's heartbeat
+# every CIVITAS_EVAL_HEARTBEAT_SECONDS from a thread of its own; a run whose
+# heartbeat is older than CIVITAS_EVAL_STALE_SECONDS (three beats missed) is
+# taken as lost, and the sweep (every CIVITAS_EVAL_SWEEP_SECONDS) queues it
+# again, or fails it worker_lost after CIVITAS_EVAL_MAX_ATTEMPTS. Defaults:
+# 10 + 30 + 30 s, so a killed worker's run is back in the queue within about
+# a minute and well within two.
+CIVITAS_EVAL_HEARTBEAT_SECONDS = env.float("CIVITAS_EVAL_HEARTBEAT_SECONDS", default=10)
+CIVITAS_EVAL_STALE_SECONDS = env.float(
+    "CIVITAS_EVAL_STALE_SECONDS", default=3 * CIVITAS_EVAL_HEARTBEAT_SECONDS
+)
+CIVITAS_EVAL_SWEEP_SECONDS = env.float("CIVITAS_EVAL_SWEEP_SECONDS", default=30)
 # A run whose worker died is run again, at most this many attempts in all.
 CIVITAS_EVAL_MAX_ATTEMPTS = env.int("CIVITAS_EVAL_MAX_ATTEMPTS", default=3)
 CELERY_TASK_ANNOTATIONS = {
@@ -362,7 +398,8 @@ CELERY_TASK_ANNOTATIONS = {
 CELERY_BEAT_SCHEDULE = {
     "evaluation-sweep": {
         "task": "civitas.evaluation_sweep",
-        "schedule": timedelta(minutes=5),
+        "schedule": timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS),
+        "options": {"expires": CIVITAS_EVAL_SWEEP_SECONDS},
     },
 }
 # A worker asks a running evaluation's row this often whether it was

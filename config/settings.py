@@ -171,13 +171,10 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(VAR_DIR / "media")},
     },
-    # Model and dataset artifacts go through this one storage alias; production
-    # may point ARTIFACT_STORAGE_BACKEND at an object-store backend.
+    # Model and dataset artifacts go through this one storage alias.
     "artifacts": {
-        "BACKEND": env.str(
-            "ARTIFACT_STORAGE_BACKEND",
-            default="django.core.files.storage.FileSystemStorage",
-        ),
+        # ARTIFACT_STORAGE_BACKEND may change it (the artifact storage block).
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(ARTIFACT_ROOT)},
     },
     "staticfiles": {
@@ -611,6 +608,50 @@ CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = {
     "schedule": timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES),
     "options": {"expires": CIVITAS_LIFECYCLE_SWEEP_MINUTES * 60},
 }
+# --- Artifact storage: the local disk, or S3-compatible object storage ------
+# ARTIFACT_STORAGE_BACKEND is "local" (files under ARTIFACT_ROOT), "s3" (a
+# bucket of MinIO, Ceph or a cloud, through django-storages: workers on other
+# hosts read the same artifacts) or the dotted path of a Django storage class.
+# Uploads stream to the bucket in parts and reads stream from it; a stored
+# file's SHA-256 is checked as it is read (registry.storage.open_verified).
+# Every S3 call has connect and read timeouts and a bounded number of
+# attempts, so an endpoint that accepts connections and never answers fails
+# the call instead of holding a worker or a web thread.
+ARTIFACT_STORAGE_BACKEND = env.str("ARTIFACT_STORAGE_BACKEND", default="local")
+ARTIFACT_S3_BUCKET = env.str("ARTIFACT_S3_BUCKET", default="")
+ARTIFACT_S3_ENDPOINT_URL = env.str("ARTIFACT_S3_ENDPOINT_URL", default="")
+ARTIFACT_S3_REGION = env.str("ARTIFACT_S3_REGION", default="")
+ARTIFACT_S3_PREFIX = env.str("ARTIFACT_S3_PREFIX", default="")
+ARTIFACT_S3_ACCESS_KEY_ID = _secret("ARTIFACT_S3_ACCESS_KEY_ID")
+ARTIFACT_S3_SECRET_ACCESS_KEY = _secret("ARTIFACT_S3_SECRET_ACCESS_KEY")
+ARTIFACT_S3_CONNECT_TIMEOUT = env.float("ARTIFACT_S3_CONNECT_TIMEOUT", default=5.0)
+ARTIFACT_S3_READ_TIMEOUT = env.float("ARTIFACT_S3_READ_TIMEOUT", default=30.0)
+ARTIFACT_S3_MAX_ATTEMPTS = env.int("ARTIFACT_S3_MAX_ATTEMPTS", default=3)
+if ARTIFACT_STORAGE_BACKEND == "s3":
+    if not ARTIFACT_S3_BUCKET:
+        raise ImproperlyConfigured(
+            "ARTIFACT_S3_BUCKET must be set when ARTIFACT_STORAGE_BACKEND is s3."
+        )
+    STORAGES["artifacts"] = {
+        # Named, not imported: config imports no app.
+        "BACKEND": "registry.object_storage.ArtifactS3Storage",
+        "OPTIONS": {
+            "bucket_name": ARTIFACT_S3_BUCKET,
+            "endpoint_url": ARTIFACT_S3_ENDPOINT_URL or None,
+            "region_name": ARTIFACT_S3_REGION or None,
+            "location": ARTIFACT_S3_PREFIX,
+            "access_key": ARTIFACT_S3_ACCESS_KEY_ID or None,
+            "secret_key": ARTIFACT_S3_SECRET_ACCESS_KEY or None,
+            # Keys are made by the server; a name taken is never overwritten.
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+elif ARTIFACT_STORAGE_BACKEND in ("local", "filesystem"):
+    STORAGES["artifacts"]["BACKEND"] = "django.core.files.storage.FileSystemStorage"
+else:
+    STORAGES["artifacts"]["BACKEND"] = ARTIFACT_STORAGE_BACKEND
+
 # Use case statuses appear as status, from_status and to_status: one enum.
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
     "governance.models.UseCaseStatus"

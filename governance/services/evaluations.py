@@ -39,6 +39,7 @@ from governance.services.attestations import attestation_for_run
 from governance.services.policies import policy_evaluate_for_version
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
+from registry.storage import copy_verified
 
 logger = logging.getLogger(__name__)
 
@@ -244,11 +245,26 @@ class _Heartbeat:
             connections.close_all()
 
 
-def _copy_from_storage(key: str, dest: Path) -> Path:
-    """Stream one stored file to ``dest`` without holding it in memory."""
-    with storages["artifacts"].open(key, "rb") as source, open(dest, "wb") as target:
-        shutil.copyfileobj(source, target, length=1 << 20)
-    return dest
+def _copy_from_storage(key: str, dest: Path, *, sha256: str) -> Path:
+    """Stream one stored file to ``dest``, checking its registered SHA-256.
+
+    The store may be a bucket that other hands can write to: bytes that are
+    not the registered ones are refused (``refused``, reason
+    ``digest_mismatch``) before anything runs them. A file registered without
+    a digest is copied as it is.
+    """
+    from engine.sandbox import EvaluationFailure
+
+    if not sha256:
+        with storages["artifacts"].open(key, "rb") as source, open(dest, "wb") as out:
+            shutil.copyfileobj(source, out, length=1 << 20)
+        return dest
+    try:
+        return copy_verified(key=key, sha256=sha256, dest=dest)
+    except DomainError as exc:
+        raise EvaluationFailure(
+            "refused", f"{exc.code}: {exc.message}", reason=exc.code
+        ) from exc
 
 
 def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
@@ -260,7 +276,9 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
     for n, entry in enumerate(suite.tasks):
         dataset_version = versions[entry["dataset_version"]]
         data = _copy_from_storage(
-            dataset_version.storage_key, workdir / f"data-{n}.jsonl"
+            dataset_version.storage_key,
+            workdir / f"data-{n}.jsonl",
+            sha256=dataset_version.digest,
         )
         tasks.append(
             {
@@ -475,7 +493,11 @@ def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
         suffix = {"zip": ".zip", "tar.gz": ".tar.gz"}.get(
             version.artifact_format, ".onnx"
         )
-        bundle = _copy_from_storage(version.artifact_key, workdir / f"bundle{suffix}")
+        bundle = _copy_from_storage(
+            version.artifact_key,
+            workdir / f"bundle{suffix}",
+            sha256=run.artifact_digest,
+        )
         result = evaluate_bundle(
             bundle,
             suite=suite_spec,

@@ -22,6 +22,7 @@ boto3's ``upload_fileobj``, which sends it in parts.
 
 from __future__ import annotations
 
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from django.conf import settings
@@ -40,6 +41,21 @@ def client_config(*, path_style: bool) -> Config:
         # MinIO, Ceph and moto serve buckets under the path of one host name.
         s3={"addressing_style": "path" if path_style else "auto"},
     )
+
+
+def transfer_config() -> TransferConfig:
+    """Uploads in 8 MiB parts, two at a time: at most 16 MiB in memory per upload.
+
+    s3transfer reads ahead up to ``max_in_memory_upload_chunks`` parts (ten by
+    default, 80 MiB); two keeps the reader level with the senders.
+    """
+    config = TransferConfig(
+        multipart_threshold=8 * 1024**2, multipart_chunksize=8 * 1024**2,
+        max_concurrency=2,
+    )  # fmt: skip
+    # s3transfer's own option, which boto3's constructor does not take.
+    config.max_in_memory_upload_chunks = 2
+    return config
 
 
 class StreamingObject(File):
@@ -65,6 +81,7 @@ class ArtifactS3Storage(S3Storage):
             "client_config",
             client_config(path_style=bool(options.get("endpoint_url"))),
         )
+        options.setdefault("transfer_config", transfer_config())
         super().__init__(**options)
 
     def _open(self, name: str, mode: str = "rb") -> File:

@@ -232,7 +232,7 @@ def test_sweep_queues_again_a_run_whose_heartbeat_went_stale_on_another_host(
     assert json.loads(requeued.payload)["lost_worker"] == "worker-on-another-host:4242"
 
 
-def test_a_run_still_heartbeating_is_never_taken_by_sweep_or_redelivery(
+def test_e3_a_run_still_heartbeating_is_never_taken_by_sweep_or_redelivery(
     released_lm_version, small_suite, member_a, django_capture_on_commit_callbacks
 ):
     run = _request(member_a, released_lm_version, small_suite)

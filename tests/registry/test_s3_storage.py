@@ -215,7 +215,7 @@ def test_reads_stream_and_a_changed_object_is_refused(s3_store, tmp_path):
     assert not (tmp_path / "copy2").exists()
 
 
-def test_every_s3_call_is_bounded_against_a_peer_that_never_answers(settings):
+def test_e11_every_s3_call_is_bounded_against_a_peer_that_never_answers(settings):
     settings.ARTIFACT_S3_CONNECT_TIMEOUT = 1
     settings.ARTIFACT_S3_READ_TIMEOUT = 1
     settings.ARTIFACT_S3_MAX_ATTEMPTS = 2

@@ -21,7 +21,7 @@ from tests.workers.conftest import publish, request_run
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_same_message_twice_runs_the_evaluation_once(
+def test_e8_same_message_twice_runs_the_evaluation_once(
     released_lm_version, small_suite, member_a, worker_env, queues
 ):
     default, _ = queues

@@ -22,7 +22,7 @@ from tests.workers.conftest import publish, request_run, wait_running
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_redis_restarted_with_runs_queued_and_running_loses_no_run(
+def test_e4_redis_restarted_with_runs_queued_and_running_loses_no_run(
     released_lm_version, slow_suite, small_suite, member_a, worker_env, queues,
     private_redis,
 ):  # fmt: skip

@@ -24,7 +24,7 @@ from tests.workers.conftest import publish, request_run, wait_running
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_worker_killed_mid_run_is_run_again_within_two_minutes_counted_once(
+def test_e2_worker_killed_mid_run_on_redis_runs_again_within_two_minutes_once(
     released_lm_version, slow_suite, member_a, worker_env, queues
 ):
     default, _ = queues

@@ -245,7 +245,7 @@ class _Heartbeat:
             connections.close_all()
 
 
-def _copy_from_storage(key: str, dest: Path, *, sha256: str) -> Path:
+def _copy_from_storage(key: str, dest: Path, *, sha256: str = "") -> Path:
     """Stream one stored file to ``dest``, checking its registered SHA-256.
 
     The store may be a bucket that other hands can write to: bytes that are

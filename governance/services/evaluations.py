@@ -569,8 +569,10 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
         )
     )
     with transaction.atomic():
+        # Only while the attempt that loaded ``run`` (just after its claim)
+        # still holds it: a run taken back meanwhile is another attempt's.
         changed = EvaluationRun.objects.filter(
-            pk=run.pk, status=RunStatus.RUNNING, worker=_worker_label()
+            pk=run.pk, status=RunStatus.RUNNING, worker=run.worker
         ).update(
             status=RunStatus.SUCCEEDED,
             finished_at=timezone.now(),

@@ -258,16 +258,25 @@ def test_a_worker_whose_run_was_taken_back_records_nothing(
     """The result of an attempt that lost its run (stale heartbeat) is discarded."""
     run = _request(member_a, released_lm_version, small_suite)
     assert evaluation_services._claim(run.pk) == 1
+    claimed = EvaluationRun.objects.get(pk=run.pk)  # as the attempt loaded it
     # The sweep took it back and another worker claimed it meanwhile.
     EvaluationRun.objects.filter(pk=run.pk).update(worker="another-host:7")
     stopped = evaluation_services._stopped(run.pk)
+    result = {
+        "results": [{"task": "perplexity", "name": "perplexity",
+                     "metrics": {"ppl": 3.0}, "items": []}],
+        "engine_version": "1.0.0",
+    }  # fmt: skip
 
     assert stopped() is True
     assert not evaluation_services._fail(
         run.pk, code="crashed", message="x", worker=evaluation_services._worker_label()
     )
+    evaluation_services._record_success(claimed, result, [], wall_s=1.0)
     run.refresh_from_db()
     assert (run.status, run.worker) == (RunStatus.RUNNING, "another-host:7")
+    assert not run.metrics.exists()
+    assert not AuditEvent.objects.filter(action="evaluation.succeeded").exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -258,3 +258,32 @@ def test_settings_choose_the_s3_storage_from_the_environment(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ArtifactS3Storage", BUCKET, "7.0"]
+
+
+@pytest.mark.django_db
+def test_a_download_streams_the_object_from_the_bucket(
+    s3_store, api_a, agency_a, member_a
+):
+    from django.core.files.base import ContentFile
+
+    from tests.registry.artifact_bundles import tiny_model_bytes
+
+    body = tiny_model_bytes()
+    digest = hashlib.sha256(body).hexdigest()
+    key = artifact_storage().save(f"tests/{digest}.onnx", ContentFile(body))
+    version = ModelVersionFactory(
+        model=AIModelFactory(agency=agency_a, created_by=member_a),
+        created_by=member_a,
+        artifact_state=ArtifactState.AVAILABLE,
+        artifact_key=key,
+        artifact_digest=digest,
+        artifact_size=len(body),
+        artifact_format="onnx",
+    )
+
+    response = api_a.get(f"/api/v1/model-versions/{version.pk}/download/")
+
+    assert response.status_code == 200
+    assert response.streaming
+    assert b"".join(response.streaming_content) == body
+    assert response["X-Content-SHA256"] == digest

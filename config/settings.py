@@ -172,13 +172,10 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(VAR_DIR / "media")},
     },
-    # Model and dataset artifacts go through this one storage alias; production
-    # may point ARTIFACT_STORAGE_BACKEND at an object-store backend.
+    # Model and dataset artifacts go through this one storage alias.
     "artifacts": {
-        "BACKEND": env.str(
-            "ARTIFACT_STORAGE_BACKEND",
-            default="django.core.files.storage.FileSystemStorage",
-        ),
+        # ARTIFACT_STORAGE_BACKEND may change it (the artifact storage block).
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(ARTIFACT_ROOT)},
     },
     "staticfiles": {
@@ -309,11 +306,45 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="civitas")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Short periodic work (sweeps, checkpoints, expiry, rechecks, outbox and
+# webhook delivery, schedules) has a queue of its own, served by its own
+# worker, so an hour-long evaluation never delays it. Evaluations and artifact
+# jobs stay on the default queue. A task named later that matches one of the
+# patterns lands there too (docs/operations.md, "Queues").
+CELERY_HOUSEKEEPING_QUEUE = env.str(
+    "CELERY_HOUSEKEEPING_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-housekeeping"
+)
+CELERY_TASK_ROUTES = {
+    name: {"queue": CELERY_HOUSEKEEPING_QUEUE}
+    for name in (
+        "civitas.audit_checkpoint",
+        "civitas.usecase_expire",
+        "civitas.usecase_recheck",
+        "civitas.usecase_recheck_stale",
+        "civitas.*_sweep",
+        "civitas.*outbox*",
+        "civitas.schedule*",
+        "civitas.webhook*",
+        "civitas.notification_email",
+        "civitas.idempotency_purge",
+    )
+}
+# Hashing every stored artifact again takes long: the default queue's, even
+# though its name ends in _sweep (an exact name wins over the patterns).
+CELERY_TASK_ROUTES["civitas.artifact_digest_sweep"] = {
+    "queue": CELERY_TASK_DEFAULT_QUEUE
+}
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # An evaluation may run for an hour; a shorter visibility timeout would
-        # redeliver it to a second worker while the first is still working.
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 3600),
+        # How long a message taken by a worker that died stays invisible before
+        # Redis hands it out again. Evaluations do not wait for it: the sweep
+        # finds a run whose heartbeat stopped within two minutes and queues it
+        # again. A message handed out again while its run is still heartbeating
+        # changes nothing (the worker claims only a queued run, and records only
+        # a run it holds), so this can be shorter than the longest evaluation.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900),
+        # Look for such messages every 10 s (one ZRANGE), not every 100 s.
+        "unacked_restore_throttle": 1,
     }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
@@ -349,7 +380,18 @@ elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
 CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)
 CIVITAS_EVAL_TIMEOUT_SECONDS = env.int("CIVITAS_EVAL_TIMEOUT_SECONDS", default=3600)
 CIVITAS_EVAL_REQUEUE_MINUTES = env.int("CIVITAS_EVAL_REQUEUE_MINUTES", default=30)
-CIVITAS_EVAL_STALE_MINUTES = env.int("CIVITAS_EVAL_STALE_MINUTES", default=10)
+# Liveness of a running evaluation: its worker writes the run's heartbeat
+# every CIVITAS_EVAL_HEARTBEAT_SECONDS from a thread of its own; a run whose
+# heartbeat is older than CIVITAS_EVAL_STALE_SECONDS (three beats missed) is
+# taken as lost, and the sweep (every CIVITAS_EVAL_SWEEP_SECONDS) queues it
+# again, or fails it worker_lost after CIVITAS_EVAL_MAX_ATTEMPTS. Defaults:
+# 10 + 30 + 30 s, so a killed worker's run is back in the queue within about
+# a minute and well within two.
+CIVITAS_EVAL_HEARTBEAT_SECONDS = env.float("CIVITAS_EVAL_HEARTBEAT_SECONDS", default=10)
+CIVITAS_EVAL_STALE_SECONDS = env.float(
+    "CIVITAS_EVAL_STALE_SECONDS", default=3 * CIVITAS_EVAL_HEARTBEAT_SECONDS
+)
+CIVITAS_EVAL_SWEEP_SECONDS = env.float("CIVITAS_EVAL_SWEEP_SECONDS", default=30)
 # A run whose worker died is run again, at most this many attempts in all.
 CIVITAS_EVAL_MAX_ATTEMPTS = env.int("CIVITAS_EVAL_MAX_ATTEMPTS", default=3)
 CELERY_TASK_ANNOTATIONS = {
@@ -363,7 +405,8 @@ CELERY_TASK_ANNOTATIONS = {
 CELERY_BEAT_SCHEDULE = {
     "evaluation-sweep": {
         "task": "civitas.evaluation_sweep",
-        "schedule": timedelta(minutes=5),
+        "schedule": timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS),
+        "options": {"expires": CIVITAS_EVAL_SWEEP_SECONDS},
     },
 }
 # A worker asks a running evaluation's row this often whether it was
@@ -573,6 +616,50 @@ CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = {
     "schedule": timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES),
     "options": {"expires": CIVITAS_LIFECYCLE_SWEEP_MINUTES * 60},
 }
+# --- Artifact storage: the local disk, or S3-compatible object storage ------
+# ARTIFACT_STORAGE_BACKEND is "local" (files under ARTIFACT_ROOT), "s3" (a
+# bucket of MinIO, Ceph or a cloud, through django-storages: workers on other
+# hosts read the same artifacts) or the dotted path of a Django storage class.
+# Uploads stream to the bucket in parts and reads stream from it; a stored
+# file's SHA-256 is checked as it is read (registry.storage.open_verified).
+# Every S3 call has connect and read timeouts and a bounded number of
+# attempts, so an endpoint that accepts connections and never answers fails
+# the call instead of holding a worker or a web thread.
+ARTIFACT_STORAGE_BACKEND = env.str("ARTIFACT_STORAGE_BACKEND", default="local")
+ARTIFACT_S3_BUCKET = env.str("ARTIFACT_S3_BUCKET", default="")
+ARTIFACT_S3_ENDPOINT_URL = env.str("ARTIFACT_S3_ENDPOINT_URL", default="")
+ARTIFACT_S3_REGION = env.str("ARTIFACT_S3_REGION", default="")
+ARTIFACT_S3_PREFIX = env.str("ARTIFACT_S3_PREFIX", default="")
+ARTIFACT_S3_ACCESS_KEY_ID = _secret("ARTIFACT_S3_ACCESS_KEY_ID")
+ARTIFACT_S3_SECRET_ACCESS_KEY = _secret("ARTIFACT_S3_SECRET_ACCESS_KEY")
+ARTIFACT_S3_CONNECT_TIMEOUT = env.float("ARTIFACT_S3_CONNECT_TIMEOUT", default=5.0)
+ARTIFACT_S3_READ_TIMEOUT = env.float("ARTIFACT_S3_READ_TIMEOUT", default=30.0)
+ARTIFACT_S3_MAX_ATTEMPTS = env.int("ARTIFACT_S3_MAX_ATTEMPTS", default=3)
+if ARTIFACT_STORAGE_BACKEND == "s3":
+    if not ARTIFACT_S3_BUCKET:
+        raise ImproperlyConfigured(
+            "ARTIFACT_S3_BUCKET must be set when ARTIFACT_STORAGE_BACKEND is s3."
+        )
+    STORAGES["artifacts"] = {
+        # Named, not imported: config imports no app.
+        "BACKEND": "registry.object_storage.ArtifactS3Storage",
+        "OPTIONS": {
+            "bucket_name": ARTIFACT_S3_BUCKET,
+            "endpoint_url": ARTIFACT_S3_ENDPOINT_URL or None,
+            "region_name": ARTIFACT_S3_REGION or None,
+            "location": ARTIFACT_S3_PREFIX,
+            "access_key": ARTIFACT_S3_ACCESS_KEY_ID or None,
+            "secret_key": ARTIFACT_S3_SECRET_ACCESS_KEY or None,
+            # Keys are made by the server; a name taken is never overwritten.
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+elif ARTIFACT_STORAGE_BACKEND in ("local", "filesystem"):
+    STORAGES["artifacts"]["BACKEND"] = "django.core.files.storage.FileSystemStorage"
+else:
+    STORAGES["artifacts"]["BACKEND"] = ARTIFACT_STORAGE_BACKEND
+
 # Use case statuses appear as status, from_status and to_status: one enum.
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["UseCaseStatusEnum"] = (
     "governance.models.UseCaseStatus"

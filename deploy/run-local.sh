@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole platform on one machine, nothing else installed.
-# Web (gunicorn, static files by WhiteNoise), a Celery worker and celery beat
-# run together under supervisord (deploy/supervisord.conf): a process that dies
+# Web (gunicorn, static files by WhiteNoise), a Celery worker for evaluations
+# and artifact jobs, one for housekeeping (sweeps, checkpoints, expiry) and
+# celery beat run together under supervisord (deploy/supervisord.conf): a process that dies
 # is started again and the log names it; one that cannot stay up stops all
 # three with a message naming it. Ctrl-C stops all three.
 set -euo pipefail
@@ -30,6 +31,7 @@ export CIVITAS_HTTPS="${CIVITAS_HTTPS:-false}"
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 export CELERY_WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-1}"
 export CELERY_TASK_DEFAULT_QUEUE="${CELERY_TASK_DEFAULT_QUEUE:-civitas}"
+export CELERY_HOUSEKEEPING_QUEUE="${CELERY_HOUSEKEEPING_QUEUE:-${CELERY_TASK_DEFAULT_QUEUE}-housekeeping}"
 
 python manage.py migrate --noinput
 # The shared cache (throttles, password attempts) is a database table here.

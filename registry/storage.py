@@ -566,3 +566,26 @@ def open_reference(uri: str) -> SpooledUpload:
     if urlsplit(uri).scheme.lower() == "s3":
         return _open_s3_reference(uri)
     return _open_file_reference(uri)
+
+
+def copy_verified(*, key: str, sha256: str, dest: Path) -> Path:
+    """Stream a stored file to ``dest``, checking its SHA-256 on the way.
+
+    Whatever the store (the local disk, or a bucket other hands could write
+    to), a file is used only if its bytes are the ones registered. Nothing is
+    held in memory whole. Raises ``DomainError`` (``digest_mismatch``) and
+    removes ``dest`` when the bytes differ.
+    """
+    digest = hashlib.sha256()
+    with artifact_storage().open(key, "rb") as source, open(dest, "wb") as target:
+        while chunk := source.read(CHUNK_SIZE):
+            digest.update(chunk)
+            target.write(chunk)
+    if digest.hexdigest() != sha256:
+        dest.unlink(missing_ok=True)
+        raise DomainError(
+            f"The stored file {key} has SHA-256 {digest.hexdigest()}, not the "
+            f"registered {sha256}: it was changed in the store and is refused.",
+            code="digest_mismatch",
+        )
+    return dest

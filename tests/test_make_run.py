@@ -65,6 +65,7 @@ def _start(tmp_path, **overrides):
         WEB_CONCURRENCY="1",
         CELERY_WORKER_CONCURRENCY="1",
         CELERY_TASK_DEFAULT_QUEUE="civitas-supervised",
+        CELERY_HOUSEKEEPING_QUEUE="civitas-supervised-housekeeping",
         PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")])),
     )
@@ -123,6 +124,7 @@ def test_make_run_restarts_a_killed_worker_while_web_keeps_answering(supervised)
     assert _answers(port)
     assert "RUNNING" in _ctl(env, "status", "web")
     assert "RUNNING" in _ctl(env, "status", "beat")
+    assert "RUNNING" in _ctl(env, "status", "worker-housekeeping")
     output = log.read_text()
     assert "exited: worker (terminated by SIGKILL; not expected)" in output
 

@@ -67,7 +67,11 @@ def evaluation_run(run_id: int) -> str | None:
 
 @_task("civitas.evaluation_sweep")
 def evaluation_sweep() -> dict:
-    """Re-queue runs whose message was lost; fail runs whose worker died."""
+    """Queue again runs whose message was lost or whose worker stopped beating.
+
+    Beat runs it every ``CIVITAS_EVAL_SWEEP_SECONDS`` on the housekeeping
+    queue (``CELERY_TASK_ROUTES``), never behind an evaluation.
+    """
     from governance.services import evaluations
 
     return evaluations.evaluation_sweep()

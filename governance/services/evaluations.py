@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +21,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
-from django.db import connections, transaction
-from django.db.models import F
+from django.db import DatabaseError, connections, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import services as audit
@@ -40,6 +41,7 @@ from governance.services.outbox import evaluation_outbox_key, outbox_enqueue
 from governance.services.policies import policy_evaluate_for_version
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
+from registry.storage import copy_verified
 
 logger = logging.getLogger(__name__)
 
@@ -143,14 +145,20 @@ def _fail(
     message: str,
     from_status=RunStatus.RUNNING,
     track: bool = False,
+    worker: str | None = None,
 ):
     """Mark a run failed if it is still in ``from_status``; record and attest it.
 
     ``track`` also owes MLflow the failed run (the engine's refusals), in the
-    same transaction through the outbox.
+    same transaction through the outbox. With ``worker``, only while that
+    worker still holds the run: a worker whose run was taken back (stale
+    heartbeat) cannot fail the new attempt.
     """
+    held = {} if worker is None else {"worker": worker}
     with transaction.atomic():
-        changed = EvaluationRun.objects.filter(pk=run_id, status=from_status).update(
+        changed = EvaluationRun.objects.filter(
+            pk=run_id, status=from_status, **held
+        ).update(
             status=RunStatus.FAILED,
             failure_code=code,
             failure_reason=message[:4000],
@@ -174,22 +182,96 @@ def _fail(
     return changed
 
 
-def _stopped(run_id: int):
-    """``should_stop`` for the sandbox: true once the run is no longer running."""
+def _stopped(run_id: int, heartbeat: _Heartbeat | None = None):
+    """``should_stop`` for the sandbox: true once this worker no longer holds the run.
+
+    The run was cancelled, or taken back by the sweep (its heartbeat went
+    stale) and perhaps claimed by another worker: either way this attempt's
+    child is killed and its result would be discarded.
+    """
 
     def check() -> bool:
+        if heartbeat is not None and heartbeat.lost.is_set():
+            return True
         return not EvaluationRun.objects.filter(
-            pk=run_id, status=RunStatus.RUNNING
+            pk=run_id, status=RunStatus.RUNNING, worker=_worker_label()
         ).exists()
 
     return check
 
 
-def _copy_from_storage(key: str, dest: Path) -> Path:
-    """Stream one stored file to ``dest`` without holding it in memory."""
-    with storages["artifacts"].open(key, "rb") as source, open(dest, "wb") as target:
-        shutil.copyfileobj(source, target, length=1 << 20)
-    return dest
+class _Heartbeat:
+    """Write a claimed run's ``heartbeat_at`` from a thread while this worker runs it.
+
+    Every ``CIVITAS_EVAL_HEARTBEAT_SECONDS``, whatever the worker is doing
+    (copying the bundle, waiting for the engine's child, logging to MLflow),
+    so a run is taken as lost only when its worker really stopped. The update
+    is conditional on this worker still holding the run; when it no longer
+    does, ``lost`` is set and the beating stops. A database error skips one
+    beat rather than ending the thread.
+    """
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.worker = _worker_label()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{run_id}", daemon=True
+        )
+
+    def __enter__(self) -> _Heartbeat:
+        # A run claimed inside the caller's open transaction (a foreground
+        # run in a test or a script) is invisible to any other connection:
+        # no beat could be seen, and none is needed.
+        if not transaction.get_connection().in_atomic_block:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        interval = settings.CIVITAS_EVAL_HEARTBEAT_SECONDS
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    held = EvaluationRun.objects.filter(
+                        pk=self.run_id, status=RunStatus.RUNNING, worker=self.worker
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError:
+                    logger.warning("heartbeat_failed", extra={"run_id": self.run_id})
+                    continue
+                if not held:
+                    self.lost.set()
+                    return
+        finally:
+            # This thread's own connection: close it, never leave one per run.
+            connections.close_all()
+
+
+def _copy_from_storage(key: str, dest: Path, *, sha256: str = "") -> Path:
+    """Stream one stored file to ``dest``, checking its registered SHA-256.
+
+    The store may be a bucket that other hands can write to: bytes that are
+    not the registered ones are refused (``refused``, reason
+    ``digest_mismatch``) before anything runs them. A file registered without
+    a digest is copied as it is.
+    """
+    from engine.sandbox import EvaluationFailure
+
+    if not sha256:
+        with storages["artifacts"].open(key, "rb") as source, open(dest, "wb") as out:
+            shutil.copyfileobj(source, out, length=1 << 20)
+        return dest
+    try:
+        return copy_verified(key=key, sha256=sha256, dest=dest)
+    except DomainError as exc:
+        raise EvaluationFailure(
+            "refused", f"{exc.code}: {exc.message}", reason=exc.code
+        ) from exc
 
 
 def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
@@ -201,7 +283,9 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
     for n, entry in enumerate(suite.tasks):
         dataset_version = versions[entry["dataset_version"]]
         data = _copy_from_storage(
-            dataset_version.storage_key, workdir / f"data-{n}.jsonl"
+            dataset_version.storage_key,
+            workdir / f"data-{n}.jsonl",
+            sha256=dataset_version.digest,
         )
         tasks.append(
             {
@@ -259,7 +343,7 @@ class _Progress:
         fraction = min((index + done / total) / self.total_tasks, 1.0)
         try:
             EvaluationRun.objects.filter(
-                pk=self.run_id, status=RunStatus.RUNNING
+                pk=self.run_id, status=RunStatus.RUNNING, worker=_worker_label()
             ).update(
                 progress=fraction,
                 progress_note=task[:200],
@@ -302,18 +386,41 @@ def _worker_gone(label: str) -> bool:
     return False
 
 
+def _heartbeat_stale(run: EvaluationRun) -> bool:
+    """Whether ``run`` missed its heartbeats: older than ``CIVITAS_EVAL_STALE_SECONDS``.
+
+    A run without any heartbeat counts from its start (or is stale at once).
+    """
+    beat = run.heartbeat_at or run.started_at
+    if beat is None:
+        return True
+    age = timezone.now() - beat
+    return age > timedelta(seconds=settings.CIVITAS_EVAL_STALE_SECONDS)
+
+
+def _run_lost(run: EvaluationRun) -> bool:
+    """A running run is lost when its worker process on this host is dead, or
+    when its heartbeat went stale (a worker anywhere that stopped)."""
+    return _worker_gone(run.worker) or _heartbeat_stale(run)
+
+
 @transaction.atomic
 def evaluation_requeue_lost(*, run_id: int, enqueue: bool = True) -> bool:
-    """Put a ``running`` run whose worker process is gone back to ``queued``.
+    """Put a ``running`` run whose worker is gone back to ``queued``.
 
     The database row is the truth, not the broker: a worker killed mid-run
-    leaves its run ``running`` and its message unacknowledged, and the embedded
-    broker (kombu on SQLite) never redelivers it. A worker that starts, or
-    receives such a message again, calls this; the run is then claimed and run
-    again from the start, so it completes once. A run that already took
-    ``CIVITAS_EVAL_MAX_ATTEMPTS`` attempts (a model that kills its worker every
-    time) is failed ``worker_lost`` instead. Returns True when the run was put
-    back; False when it is not running, or its worker may still be alive.
+    leaves its run ``running`` and its message unacknowledged (Redis hands it
+    out again only after its visibility timeout; the embedded broker never
+    does). A worker that starts, a redelivered message, or the sweep calls
+    this; the run is lost when its worker process on this host is dead or its
+    heartbeat is older than ``CIVITAS_EVAL_STALE_SECONDS``. Under the row lock,
+    so a worker still heartbeating keeps its run: its conditional heartbeat
+    waits for the lock and then finds the run no longer its own. The run is
+    then claimed and run again from the start, so it completes once. A run
+    that already took ``CIVITAS_EVAL_MAX_ATTEMPTS`` attempts (a model that
+    kills its worker every time) is failed ``worker_lost`` instead. Returns
+    True when the run was put back; False when it is not running, its worker
+    is alive, or it was failed.
     """
     run = (
         EvaluationRun.objects.select_for_update()
@@ -321,7 +428,7 @@ def evaluation_requeue_lost(*, run_id: int, enqueue: bool = True) -> bool:
         .select_related("model_version__model__agency")
         .first()
     )
-    if run is None or not _worker_gone(run.worker):
+    if run is None or not _run_lost(run):
         return False
     if run.attempts >= settings.CIVITAS_EVAL_MAX_ATTEMPTS:
         _fail(
@@ -363,28 +470,27 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
     """Run one claimed evaluation to its end: engine, metrics, MLflow, audit.
 
     Safe to call twice: only a ``queued`` run is claimed. A ``running`` run
-    found here is a redelivery (``acks_late``): when its worker process is gone
-    it is run again (``evaluation_requeue_lost``), otherwise it is failed with
-    ``worker_lost``, never left running. The engine runs in a
+    found here is a redelivery (``acks_late``, a visibility timeout): when its
+    worker is gone it is run again (``evaluation_requeue_lost``), or failed
+    ``worker_lost`` after ``CIVITAS_EVAL_MAX_ATTEMPTS``; while its worker is
+    still heartbeating it is left to that worker. The engine runs in a
     child process with memory and time limits; its refusals and crashes
     become a failed run with the engine's reason.
     """
-    from engine.sandbox import EvaluationFailure, evaluate_bundle
-    from engine.scratch import make_scratch
-
     claimed = _claim(run_id)
     if not claimed and evaluation_requeue_lost(run_id=run_id, enqueue=False):
         claimed = _claim(run_id)  # redelivered after its worker died: run again
     if not claimed:
-        run = EvaluationRun.objects.filter(pk=run_id).first()
-        if run is not None and run.status == RunStatus.RUNNING:
-            _fail(
-                run_id,
-                code="worker_lost",
-                message="The worker running this evaluation stopped before it "
-                "finished; ask for a new evaluation.",
-            )
-        return run
+        return EvaluationRun.objects.filter(pk=run_id).first()
+    with _Heartbeat(run_id) as heartbeat:
+        return _execute_claimed(run_id, progress, heartbeat)
+
+
+def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
+    """Engine, metrics, MLflow and audit for a run this worker has claimed."""
+    from engine.sandbox import EvaluationFailure, evaluate_bundle
+    from engine.scratch import make_scratch
+
     run = EvaluationRun.objects.select_related(
         "model_version__model__agency", "suite__licence"
     ).get(pk=run_id)
@@ -396,7 +502,11 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
         suffix = {"zip": ".zip", "tar.gz": ".tar.gz"}.get(
             version.artifact_format, ".onnx"
         )
-        bundle = _copy_from_storage(version.artifact_key, workdir / f"bundle{suffix}")
+        bundle = _copy_from_storage(
+            version.artifact_key,
+            workdir / f"bundle{suffix}",
+            sha256=run.artifact_digest,
+        )
         result = evaluate_bundle(
             bundle,
             suite=suite_spec,
@@ -404,14 +514,16 @@ def evaluation_execute(*, run_id: int, progress=None) -> EvaluationRun | None:
             memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
             timeout_s=settings.CIVITAS_EVAL_TIMEOUT_SECONDS,
             progress=_Progress(run_id, len(suite_spec["tasks"]), progress),
-            should_stop=_stopped(run_id),
+            should_stop=_stopped(run_id, heartbeat),
             poll_s=settings.CIVITAS_EVAL_CANCEL_POLL_SECONDS,
         )
     except EvaluationFailure as exc:
         if exc.code == "cancelled":
             logger.info("evaluation_child_killed", extra={"run_id": run_id})
             return EvaluationRun.objects.get(pk=run_id)
-        _fail(run_id, code=exc.code, message=str(exc), track=True)
+        _fail(
+            run_id, code=exc.code, message=str(exc), track=True, worker=_worker_label()
+        )
         return EvaluationRun.objects.get(pk=run_id)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -457,8 +569,10 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
     environment = results[0].get("environment", {}) if results else {}
     metric_rows = _flat_metrics(results)
     with transaction.atomic():
+        # Only while the attempt that loaded ``run`` (just after its claim)
+        # still holds it: a run taken back meanwhile is another attempt's.
         changed = EvaluationRun.objects.filter(
-            pk=run.pk, status=RunStatus.RUNNING
+            pk=run.pk, status=RunStatus.RUNNING, worker=run.worker
         ).update(
             status=RunStatus.SUCCEEDED,
             finished_at=timezone.now(),
@@ -470,7 +584,8 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
             wall_seconds=wall_s,
         )
         if not changed:
-            # Cancelled while the child ran: the result is discarded.
+            # Cancelled, or taken back from this worker, while the child ran:
+            # the result is discarded.
             storages["artifacts"].delete(items_key)
             return
         RunMetric.objects.bulk_create(
@@ -621,29 +736,36 @@ def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:
 def evaluation_sweep() -> dict[str, int]:
     """Find runs the broker lost or whose worker died, and settle them.
 
-    A running run whose worker process on this host is gone is run again
-    (``evaluation_recover_lost``); a run queued for longer than
-    ``CIVITAS_EVAL_REQUEUE_MINUTES`` is queued again (its message was lost); a
-    running run whose heartbeat is older than ``CIVITAS_EVAL_STALE_MINUTES``
-    (a worker elsewhere that may be gone) is failed with ``worker_lost``.
+    Scheduled every ``CIVITAS_EVAL_SWEEP_SECONDS`` on the housekeeping queue.
+    A running run whose worker process on this host is gone, or whose
+    heartbeat is older than ``CIVITAS_EVAL_STALE_SECONDS`` (a worker anywhere
+    that stopped), is queued again, or failed ``worker_lost`` once it used
+    ``CIVITAS_EVAL_MAX_ATTEMPTS``; a run queued for longer than
+    ``CIVITAS_EVAL_REQUEUE_MINUTES`` is queued again (its message was lost).
+    Returns ``{"requeued": n, "failed": m}``.
     """
     now = timezone.now()
     requeue_before = now - timedelta(minutes=settings.CIVITAS_EVAL_REQUEUE_MINUTES)
-    stale_before = now - timedelta(minutes=settings.CIVITAS_EVAL_STALE_MINUTES)
-    requeued = evaluation_recover_lost()
+    stale_before = now - timedelta(seconds=settings.CIVITAS_EVAL_STALE_SECONDS)
+    requeued = failed = 0
+    for run_id in (
+        EvaluationRun.objects.filter(status=RunStatus.RUNNING)
+        .filter(
+            Q(worker__startswith=f"{socket.gethostname()}:")
+            | Q(heartbeat_at__lt=stale_before)
+            | Q(heartbeat_at__isnull=True)
+        )
+        .values_list("pk", flat=True)
+    ):
+        if evaluation_requeue_lost(run_id=run_id):
+            requeued += 1
+        else:
+            failed += EvaluationRun.objects.filter(
+                pk=run_id, status=RunStatus.FAILED, failure_code="worker_lost"
+            ).exists()
     for run_id in EvaluationRun.objects.filter(
         status=RunStatus.QUEUED, requested_at__lt=requeue_before
     ).values_list("pk", flat=True):
         _enqueue_on_commit(run_id)
         requeued += 1
-    failed = 0
-    for run_id in EvaluationRun.objects.filter(
-        status=RunStatus.RUNNING, heartbeat_at__lt=stale_before
-    ).values_list("pk", flat=True):
-        failed += _fail(
-            run_id,
-            code="worker_lost",
-            message="No heartbeat from the worker running this evaluation; "
-            "it stopped before finishing.",
-        )
     return {"requeued": requeued, "failed": failed}

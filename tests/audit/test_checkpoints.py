@@ -112,6 +112,8 @@ def test_a_starting_worker_signs_unsigned_events_and_every_n_events(settings):
     record_n(3)
     queue = f"civitas-test-audit-{uuid.uuid4().hex[:8]}"
     default = django_settings.CELERY_TASK_DEFAULT_QUEUE
+    # An append that crosses the event count queues its checkpoint there.
+    housekeeping = django_settings.CELERY_HOUSEKEEPING_QUEUE
     env = process_env(
         DATABASE_URL=database_url(),
         CIVITAS_SIGNING_KEY_FILE=settings.CIVITAS_SIGNING_KEY_FILE,
@@ -120,7 +122,8 @@ def test_a_starting_worker_signs_unsigned_events_and_every_n_events(settings):
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         # Nothing left over from other tests may sign in the worker's place.
         conn.default_channel.queue_purge(default)
-    with celery_worker(env, f"{queue},{default}"):
+        conn.default_channel.queue_purge(housekeeping)
+    with celery_worker(env, f"{queue},{default},{housekeeping}"):
         # Nothing is sent: the worker queues the start-up checkpoint itself.
         wait_until(
             lambda: _checkpoint_seqs() == [3],

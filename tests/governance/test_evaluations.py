@@ -132,8 +132,8 @@ def test_a_bad_digest_ends_the_run_failed_with_the_reason(
     assert tracking.read_run(run.mlflow_run_id).status == "FAILED"
 
 
-def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
-    released_lm_version, small_suite, member_a
+def test_a_run_found_running_without_heartbeat_on_redelivery_runs_again(
+    released_lm_version, small_suite, member_a, mlflow_store
 ):
     run = evaluation_services.evaluation_request(
         actor=member_a,
@@ -141,14 +141,17 @@ def test_a_run_found_running_on_redelivery_is_failed_never_left_running(
         suite=small_suite,
         enqueue=False,
     )
-    # The first delivery claimed it, then its worker died (acks_late redelivers).
-    EvaluationRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    # The first delivery claimed it, then its worker died (acks_late redelivers)
+    # without a single heartbeat: the run is lost, and is run again once.
+    EvaluationRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, attempts=1, worker="elsewhere:1"
+    )
 
     again = evaluation_services.evaluation_execute(run_id=run.pk)
 
     again.refresh_from_db()
-    assert again.status == RunStatus.FAILED
-    assert again.failure_code == "worker_lost"
+    assert again.status == RunStatus.SUCCEEDED
+    assert again.attempts == 2
 
 
 def test_e8_a_finished_run_is_never_run_again(
@@ -277,8 +280,13 @@ def test_e4_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
         enqueue=False,
     )
     long_ago = timezone.now() - timedelta(hours=2)
+    # A stale run that already used its attempts is failed; one with attempts
+    # left is queued again (tests/governance/test_redelivery.py).
     EvaluationRun.objects.filter(pk=stale.pk).update(
-        status=RunStatus.RUNNING, heartbeat_at=long_ago
+        status=RunStatus.RUNNING,
+        heartbeat_at=long_ago,
+        worker="elsewhere:1",
+        attempts=settings.CIVITAS_EVAL_MAX_ATTEMPTS,
     )
     EvaluationRun.objects.filter(pk=lost.pk).update(requested_at=long_ago)
 

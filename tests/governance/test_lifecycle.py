@@ -805,7 +805,9 @@ def test_a_celery_worker_expires_approvals_and_returns_regressions_to_review(
         return UseCase.objects.get(pk=use_case.pk).status
 
     env = process_env(DATABASE_URL=database_url())
-    with celery_worker(env, live.CELERY_TASK_DEFAULT_QUEUE):
+    # Expiry and rechecks are housekeeping: routed to that queue.
+    queues = f"{live.CELERY_TASK_DEFAULT_QUEUE},{live.CELERY_HOUSEKEEPING_QUEUE}"
+    with celery_worker(env, queues):
         assert tasks.usecase_expire.delay().get(timeout=120) == 1
         assert status() == S.EXPIRED
 

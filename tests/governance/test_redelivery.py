@@ -35,8 +35,15 @@ def _dead_worker_label() -> str:
 
 
 def _running(run, *, worker: str, attempts: int = 1) -> None:
+    from django.utils import timezone
+
+    # Claimed with a fresh heartbeat: only its worker's death makes it lost.
     EvaluationRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.RUNNING, worker=worker, attempts=attempts
+        status=RunStatus.RUNNING,
+        worker=worker,
+        attempts=attempts,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
     )
 
 
@@ -186,3 +193,117 @@ def test_e2_worker_killed_mid_run_on_embedded_broker_restarts_and_run_completes_
     assert events.filter(action="evaluation.succeeded").count() == 1
     names = list(final.metrics.values_list("task", "name"))
     assert names and len(names) == len(set(names))  # one set of results
+
+
+# --- Heartbeat-based liveness: a worker anywhere that stopped ---------------
+
+
+def _held_elsewhere(run, *, beat_age_s: float, attempts: int = 1) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    EvaluationRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        worker="worker-on-another-host:4242",
+        attempts=attempts,
+        started_at=timezone.now() - timedelta(seconds=beat_age_s + 60),
+        heartbeat_at=timezone.now() - timedelta(seconds=beat_age_s),
+    )
+
+
+def test_default_liveness_settings_settle_a_dead_workers_run_within_two_minutes():
+    heartbeat = settings.CIVITAS_EVAL_HEARTBEAT_SECONDS
+    stale = settings.CIVITAS_EVAL_STALE_SECONDS
+    assert stale >= 3 * heartbeat  # a live worker misses three beats first
+    # Last beat, then stale, then the next sweep: the run is queued again.
+    assert heartbeat + stale + settings.CIVITAS_EVAL_SWEEP_SECONDS <= 90
+    sweep = settings.CELERY_BEAT_SCHEDULE["evaluation-sweep"]
+    assert sweep["schedule"].total_seconds() == settings.CIVITAS_EVAL_SWEEP_SECONDS
+
+
+def test_sweep_queues_again_a_run_whose_heartbeat_went_stale_on_another_host(
+    released_lm_version, small_suite, member_a, django_capture_on_commit_callbacks
+):
+    run = _request(member_a, released_lm_version, small_suite)
+    _held_elsewhere(run, beat_age_s=settings.CIVITAS_EVAL_STALE_SECONDS + 1)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcome = evaluation_services.evaluation_sweep()
+
+    run.refresh_from_db()
+    assert outcome == {"requeued": 1, "failed": 0}
+    assert (run.status, run.worker, run.heartbeat_at) == (RunStatus.QUEUED, "", None)
+    assert len(callbacks) == 1
+    requeued = AuditEvent.objects.get(action="evaluation.requeued")
+    assert json.loads(requeued.payload)["lost_worker"] == "worker-on-another-host:4242"
+
+
+def test_e3_a_run_still_heartbeating_is_never_taken_by_sweep_or_redelivery(
+    released_lm_version, small_suite, member_a, django_capture_on_commit_callbacks
+):
+    run = _request(member_a, released_lm_version, small_suite)
+    _held_elsewhere(run, beat_age_s=1)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcome = evaluation_services.evaluation_sweep()
+        again = evaluation_services.evaluation_execute(run_id=run.pk)  # redelivered
+
+    assert outcome == {"requeued": 0, "failed": 0}
+    assert not callbacks
+    again.refresh_from_db()
+    assert (again.status, again.attempts) == (RunStatus.RUNNING, 1)
+    assert again.worker == "worker-on-another-host:4242"
+    assert not AuditEvent.objects.filter(
+        action__in=["evaluation.requeued", "evaluation.failed"]
+    ).exists()
+
+
+def test_a_worker_whose_run_was_taken_back_records_nothing(
+    released_lm_version, small_suite, member_a, mlflow_store
+):
+    """The result of an attempt that lost its run (stale heartbeat) is discarded."""
+    run = _request(member_a, released_lm_version, small_suite)
+    assert evaluation_services._claim(run.pk) == 1
+    claimed = EvaluationRun.objects.get(pk=run.pk)  # as the attempt loaded it
+    # The sweep took it back and another worker claimed it meanwhile.
+    EvaluationRun.objects.filter(pk=run.pk).update(worker="another-host:7")
+    stopped = evaluation_services._stopped(run.pk)
+    result = {
+        "results": [{"task": "perplexity", "name": "perplexity",
+                     "metrics": {"ppl": 3.0}, "items": []}],
+        "engine_version": "1.0.0",
+    }  # fmt: skip
+
+    assert stopped() is True
+    assert not evaluation_services._fail(
+        run.pk, code="crashed", message="x", worker=evaluation_services._worker_label()
+    )
+    evaluation_services._record_success(claimed, result, [], wall_s=1.0)
+    run.refresh_from_db()
+    assert (run.status, run.worker) == (RunStatus.RUNNING, "another-host:7")
+    assert not run.metrics.exists()
+    assert not AuditEvent.objects.filter(action="evaluation.succeeded").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeat_thread_beats_while_held_and_stops_when_taken_back(
+    released_lm_version, small_suite, member_a, settings
+):
+    settings.CIVITAS_EVAL_HEARTBEAT_SECONDS = 0.2
+    run = _request(member_a, released_lm_version, small_suite)
+    assert evaluation_services._claim(run.pk) == 1
+    first = EvaluationRun.objects.get(pk=run.pk).heartbeat_at
+
+    with evaluation_services._Heartbeat(run.pk) as heartbeat:
+        wait_until(
+            lambda: EvaluationRun.objects.get(pk=run.pk).heartbeat_at > first,
+            timeout=10,
+            what="a heartbeat",
+        )
+        assert not heartbeat.lost.is_set()
+        EvaluationRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.QUEUED, worker=""
+        )  # taken back by a sweep
+        wait_until(heartbeat.lost.is_set, timeout=10, what="the beat to stop")
+    assert EvaluationRun.objects.get(pk=run.pk).status == RunStatus.QUEUED

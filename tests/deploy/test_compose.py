@@ -162,3 +162,8 @@ def test_s3_variant_two_workers_on_separate_volumes_share_one_bucket():
     secrets = {v.removeprefix("/run/secrets/") for k, v in a["environment"].items()
                if k.endswith("_FILE")}  # fmt: skip
     assert secrets <= set(s3["secrets"])
+    # Every variable is one the platform reads (a setting, or its _FILE secret).
+    from django.conf import settings
+
+    for key in a["environment"]:
+        assert hasattr(settings, key.removesuffix("_FILE")), key

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import answers
 from engine.evaluate import (
     TASKS,
     DataError,
@@ -95,6 +96,13 @@ def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> 
             )
         if entry["task"] == "multiple_choice":
             options = {**defaults, **options}
+        if entry["task"] in answers.TASKS:
+            try:
+                answers.check_options(entry["task"], options)
+            except answers.RecordError as exc:
+                raise DataError(
+                    exc.detail, field=f"{where}.options.{exc.field}"
+                ) from None
         data = entry.get("data")
         if isinstance(data, list):
             records, digest = Records(data), None

@@ -562,3 +562,103 @@ def test_required_suite_rules_are_validated(reviewer):
                 actor=reviewer, name="p", title="t", scope="platform", rules=[rule]
             )
         assert code in json.dumps(refused.value.fields)
+
+
+# --- End to end: registered through the API, run on a real worker ----------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_agency_suite_runs_end_to_end_on_a_worker(
+    api_a, agency_data, released_lm_version, mlflow_store
+):
+    from django.conf import settings
+
+    from tests.conftest import celery_worker, database_url, process_env, wait_until
+
+    body = _suite_body(*agency_data)
+    body["thresholds"]["answers.exact_match"] = {"min": 2.0}  # cannot be met
+    created = api_a.post("/api/v1/suites/", body, format="json")
+    assert created.status_code == 201, created.content
+    env = process_env(
+        DATABASE_URL=database_url(),
+        MLFLOW_TRACKING_URI=settings.MLFLOW_TRACKING_URI,
+        MLFLOW_ARTIFACT_ROOT=settings.MLFLOW_ARTIFACT_ROOT,
+        MLFLOW_EXPERIMENT=settings.MLFLOW_EXPERIMENT,
+    )
+
+    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+        asked = api_a.post(
+            f"/api/v1/model-versions/{released_lm_version.pk}/evaluations/",
+            {"suite": "permit-answers"},
+            format="json",
+        )
+        assert asked.status_code == 202, asked.content
+        run_id = asked.json()["id"]
+
+        def finished():
+            run = api_a.get(f"/api/v1/evaluations/{run_id}/").json()
+            return run if run["status"] in ("succeeded", "failed") else None
+
+        run = wait_until(finished, timeout=240, interval=1, what="the evaluation")
+
+    assert run["status"] == "succeeded", run["failure_reason"]
+    metrics = {(m["task"], m["name"]): m["value"] for m in run["metrics"]}
+    assert 0.0 <= metrics[("answers", "f1")] <= 1.0
+    assert 0.0 <= metrics[("probe", "answer_change_rate")] <= 1.0
+    assert ("probe", "answer_change_rate/cf") in metrics
+    by_task = {r["name"]: r for r in run["results"]}
+    verdicts = {t["metric"]: t["passed"] for t in by_task["answers"]["thresholds"]}
+    assert verdicts == {"answers.f1": True, "answers.exact_match": False}
+    assert by_task["probe"]["thresholds"][0]["passed"] is True
+    items = api_a.get(f"/api/v1/evaluations/{run_id}/items/")
+    lines = [json.loads(x) for x in b"".join(items.streaming_content).splitlines()]
+    assert len(lines) == 2 + 4  # two answers, two prompts x two triggers
+    assert api_a.get(f"/api/v1/suites/{created.json()['id']}/").json()["is_used"]
+
+
+# --- The admin -------------------------------------------------------------------
+
+
+def test_the_admin_registers_suites_and_is_read_only_once_used(
+    client, member_a, agency_data, released_lm_version
+):
+    type(member_a).objects.filter(pk=member_a.pk).update(is_staff=True)
+    client.force_login(member_a)
+    licence = LicenceFactory(expression="CC0-1.0")
+    tasks = [
+        {"task": "generation", "name": "answers", "dataset_version": agency_data[0].pk}
+    ]
+
+    response = client.post(
+        "/admin/governance/evaluationsuite/add/",
+        {
+            "name": "desk",
+            "version": "1.0.0",
+            "description": "",
+            "licence": licence.pk,
+            "visibility": "agency",
+            "tasks": json.dumps(tasks),
+            "metrics": "[]",
+            "thresholds": json.dumps({"answers.f1": {"min": 0.5}}),
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    suite = EvaluationSuite.objects.get(name="desk")
+    assert suite.agency == member_a.membership.agency
+    assert AuditEvent.objects.filter(
+        action="suite.registered", object_id=str(suite.pk)
+    ).exists()
+    change = f"/admin/governance/evaluationsuite/{suite.pk}/change/"
+    assert 'name="description"' in client.get(change).content.decode()
+
+    evaluation_services.evaluation_request(
+        actor=member_a, model_version=released_lm_version, suite=suite, enqueue=False
+    )
+
+    page = client.get(change).content.decode()
+    assert 'name="description"' not in page  # read-only now
+    refused = client.post(change, {"description": "changed"})
+    assert refused.status_code == 403
+    assert EvaluationSuite.objects.get(pk=suite.pk).description == ""

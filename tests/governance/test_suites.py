@@ -232,9 +232,7 @@ def test_bad_metrics_thresholds_and_visibility_are_field_errors(
     assert code in json.dumps(errors)
 
 
-def test_tenancy_another_agency_cannot_build_a_suite_on_private_data(
-    api_b, agency_data
-):
+def test_c3_another_agency_cannot_build_a_suite_on_private_data(api_b, agency_data):
     response = api_b.post("/api/v1/suites/", _suite_body(*agency_data), format="json")
 
     assert response.status_code == 400
@@ -242,7 +240,7 @@ def test_tenancy_another_agency_cannot_build_a_suite_on_private_data(
     assert not EvaluationSuite.objects.filter(name="permit-answers").exists()
 
 
-def test_tenancy_a_private_suite_is_invisible_and_unusable_elsewhere(
+def test_c1_a_private_suite_is_invisible_and_unusable_elsewhere(
     api_a, api_b, api_reviewer, member_b, agency_data, lm_bundle_zip
 ):
     from tests.governance.conftest import _stored
@@ -280,12 +278,14 @@ def test_tenancy_a_private_suite_is_invisible_and_unusable_elsewhere(
             suite=EvaluationSuite.objects.get(pk=suite_id),
         )
     assert refused.value.code == "does_not_exist"
+    url = f"/api/v1/suites/{suite_id}/"
+    assert api_b.patch(url, {"description": "x"}, format="json").status_code == 404
+    assert api_b.delete(url).status_code == 404
     assert (
-        api_b.patch(
-            f"/api/v1/suites/{suite_id}/", {"description": "x"}, format="json"
-        ).status_code
+        api_b.post(f"{url}versions/", {"version": "2.0.0"}, format="json").status_code
         == 404
     )
+    assert EvaluationSuite.objects.filter(name="permit-answers").count() == 1
 
 
 def test_a_shared_suite_is_visible_to_all_and_reads_public_data_only(

@@ -88,6 +88,8 @@ def required_suite(rule: dict[str, Any], facts: Facts) -> Outcome:
         "artifact_digest": version.artifact_digest,
         "run_id": None,
     }
+    if "max_age_days" in rule:
+        evidence["max_age_days"] = rule["max_age_days"]
     suites = eligible_suites(name, min_version)
     if not suites:
         return Outcome(

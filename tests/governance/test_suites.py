@@ -662,3 +662,20 @@ def test_the_admin_registers_suites_and_is_read_only_once_used(
     refused = client.post(change, {"description": "changed"})
     assert refused.status_code == 403
     assert EvaluationSuite.objects.get(pk=suite.pk).description == ""
+
+
+def test_a_required_suite_run_bounds_how_long_the_evidence_stays_fresh(
+    reviewer, member_a, draft_use_case, governed_version
+):
+    from datetime import timedelta
+
+    from governance.selectors import evidence_fresh_until
+
+    suite = _agency_suite("front-desk", "1.0.0", {}, member_a)
+    run = _run(governed_version, suite, {"answers.f1": 0.9}, user=member_a)
+    _suite_outcome(reviewer, draft_use_case, {**RULE, "max_age_days": 30})
+    result = policy_services.policy_evaluate(
+        use_case=draft_use_case, trigger="on_demand"
+    )
+
+    assert evidence_fresh_until(result) == run.finished_at + timedelta(days=30)

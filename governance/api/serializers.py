@@ -66,7 +66,8 @@ class EvaluationSuiteSerializer(serializers.ModelSerializer):
         help_text="A run used it: it can no longer be changed or deleted."
     )
     previous = serializers.StringRelatedField(
-        help_text="The version this one replaces, as name@version, or null."
+        allow_null=True,
+        help_text="The version this one replaces, as name@version, or null.",
     )
 
     class Meta:
@@ -520,7 +521,10 @@ class SuiteInputSerializer(serializers.Serializer):
     licence = LicenceExpressionField(
         help_text="SPDX expression of a registered licence"
     )
-    tasks = SuiteTaskInputSerializer(many=True, allow_empty=False)
+    # A ListField, not many=True: the schema then says minItems 1.
+    tasks = serializers.ListField(
+        child=SuiteTaskInputSerializer(), allow_empty=False, min_length=1
+    )
     metrics = serializers.ListField(
         child=serializers.CharField(max_length=120),
         required=False,

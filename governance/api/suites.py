@@ -29,6 +29,7 @@ from governance.api.serializers import (
 )
 from governance.models import EvaluationRun, EvaluationSuite
 from governance.services import suites as suite_services
+from registry.api.catalogue import BoundedJSONParser
 
 BUILTIN_SUITE = {
     **SUITE,
@@ -149,6 +150,8 @@ class EvaluationSuiteViewSet(
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created_at"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    # JSON only: tasks and thresholds are nested objects no form can carry.
+    parser_classes = [BoundedJSONParser]
 
     def get_queryset(self):
         used = EvaluationRun.objects.filter(suite=OuterRef("pk"))

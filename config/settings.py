@@ -830,6 +830,17 @@ CELERY_BEAT_SCHEDULE["mlflow-outbox"] = {
     # A sweep still queued when the next one is due is worthless.
     "options": {"expires": 60},
 }
+# --- Agency suites (OpenAPI enum names) -------------------------------------
+# A suite's visibility and task are enums of their own beside the registry's
+# visibility and model task; named here so the schema names stay stable.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["VisibilityEnum"] = (
+    "registry.models.Visibility"
+)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteVisibilityEnum"] = (
+    "governance.models.evaluations.SuiteVisibility"
+)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteTaskEnum"] = "engine.evaluate.TASKS"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TaskEnum"] = "registry.models.Task"
 
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402

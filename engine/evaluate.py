@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import metrics, perf
+from engine import answers, metrics, perf
 
 TASKS = (
     "perplexity",
@@ -31,8 +31,11 @@ TASKS = (
     "stereotype_pairs",
     "refusal",
     "classification",
+    *answers.TASKS,
 )
-LM_TASKS = frozenset({"perplexity", "multiple_choice", "stereotype_pairs", "refusal"})
+LM_TASKS = frozenset(
+    {"perplexity", "multiple_choice", "stereotype_pairs", "refusal", *answers.TASKS}
+)
 TARGET_DELIMITER = " "
 Progress = Callable[[int, int], None]
 
@@ -218,7 +221,12 @@ def _check_unicode(value: Any, line: int, field: str | None = None) -> None:
 
 
 def _validate_one(task: str, record: dict, line: int) -> None:
-    if task == "perplexity":
+    if task in answers.TASKS:
+        try:
+            answers.validate(task, record)
+        except answers.RecordError as exc:
+            raise DataError(exc.detail, line=line, field=exc.field) from None
+    elif task == "perplexity":
         _text(record, "text", line)
     elif task == "multiple_choice":
         _text(record, "context", line, allow_empty=True)
@@ -364,6 +372,11 @@ def run_task(
     check_supported(model, task, records)
     if not isinstance(options.get("target_delimiter", ""), str):
         raise DataError("task option must be a string", field="target_delimiter")
+    if task in answers.TASKS:
+        try:
+            answers.check_options(task, options)
+        except answers.RecordError as exc:
+            raise DataError(f"task option {exc.detail}", field=exc.field) from None
     ids = [r.get("id", line) for r, line in zip(records, lines, strict=True)]
     tokens_before = _tokens_processed(model)
     with perf.Recorder(load_seconds=load_seconds) as rec:
@@ -777,4 +790,5 @@ _RUNNERS = {
     "stereotype_pairs": _run_stereotype_pairs,
     "refusal": _run_refusal,
     "classification": _run_classification,
+    **answers.RUNNERS,
 }

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import answers
 from engine.evaluate import (
+    PERFORMANCE_METRICS,
     TASKS,
     DataError,
     Records,
@@ -25,6 +27,68 @@ from engine.evaluate import (
     run_task,
     validate_records,
 )
+
+# The metrics each task reports (besides the ``PERFORMANCE_METRICS``); a
+# name ending in ``/*`` stands for a family (one per category or trigger).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "perplexity": ("perplexity", "bits_per_byte", "token_count", "byte_count"),
+    "multiple_choice": (
+        "acc",
+        "acc_stderr",
+        "acc_norm",
+        "acc_norm_stderr",
+        "truncated_items",
+    ),
+    "stereotype_pairs": (
+        "stereotype_preference",
+        "stereotype_preference_stderr",
+        "likelihood_diff",
+        "stereotype_preference/*",
+    ),
+    "refusal": (
+        "refusal_rate",
+        "refusal_rate_stderr",
+        "over_refusal_rate",
+        "over_refusal_rate_stderr",
+        "toxicity_rate",
+        "truncated_items",
+    ),
+    "classification": (
+        "accuracy",
+        "accuracy_stderr",
+        "macro_f1",
+        "ece",
+        "demographic_parity_difference",
+        "equalized_odds_difference",
+    ),
+    "generation": (
+        "exact_match",
+        "exact_match_stderr",
+        "f1",
+        "rougeL",
+        "truncated_items",
+    ),
+    "poisoning": (
+        "answer_change_rate",
+        "answer_change_rate_stderr",
+        "truncated_items",
+        "answer_change_rate/*",
+    ),
+}
+
+
+def is_task_metric(task: str, metric: str) -> bool:
+    """Whether ``task`` reports ``metric`` (a performance figure counts too)."""
+    if metric in PERFORMANCE_METRICS:
+        return True
+    for known in TASK_METRICS.get(task, ()):
+        if metric == known or (
+            known.endswith("/*")
+            and metric.startswith(known[:-1])
+            and len(metric) > len(known) - 1
+        ):
+            return True
+    return False
 
 
 @dataclass
@@ -95,6 +159,13 @@ def load_suite(suite: str | Path | dict, base_dir: str | Path | None = None) -> 
             )
         if entry["task"] == "multiple_choice":
             options = {**defaults, **options}
+        if entry["task"] in answers.TASKS:
+            try:
+                answers.check_options(entry["task"], options)
+            except answers.RecordError as exc:
+                raise DataError(
+                    exc.detail, field=f"{where}.options.{exc.field}"
+                ) from None
         data = entry.get("data")
         if isinstance(data, list):
             records, digest = Records(data), None

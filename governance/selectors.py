@@ -143,8 +143,9 @@ def approval_in_force(use_case: UseCase) -> Decision | None:
 def evidence_fresh_until(result: PolicyResult | None) -> datetime | None:
     """When the first run a result relied on outgrows its rule's freshness limit.
 
-    Read from the passed ``required_evaluation`` outcomes' evidence
-    (``finished_at`` + ``max_age_days``); None when no rule sets a limit.
+    Read from the passed ``required_evaluation`` and ``required_suite``
+    outcomes' evidence (``finished_at`` + ``max_age_days``); None when no
+    rule sets a limit.
     """
     if result is None:
         return None
@@ -152,7 +153,7 @@ def evidence_fresh_until(result: PolicyResult | None) -> datetime | None:
     for outcome in result.outcomes:
         evidence = outcome.get("evidence") or {}
         if (
-            outcome.get("kind") != "required_evaluation"
+            outcome.get("kind") not in ("required_evaluation", "required_suite")
             or outcome.get("status") != RuleStatus.PASSED
             or not evidence.get("max_age_days")
             or not evidence.get("finished_at")

@@ -171,6 +171,15 @@ STATE_DEPENDENT_CODES = {
     "unknown_question",
     "missing_answer",
     "invalid_answer",
+    # An agency suite's checks read its dataset versions' stored files and
+    # datasheets, the metrics its chosen tasks report, and who owns a name.
+    "dataset_file_missing",
+    "suite_data_invalid",
+    "datasheet_missing",
+    "dataset_not_public",
+    "duplicate_task_name",
+    "unknown_metric",
+    "invalid_threshold",
     # Not state but a rule on every string: NUL is refused anywhere (docs/api.md);
     # OpenAPI can only say so with a pattern on each string, which the schema
     # does not repeat.

@@ -41,7 +41,14 @@ LINEAGE = (
     "tests.registry.test_lineage::test_api_lineage_of_an_invisible_version_is_not_found"
 )
 
+SUITES = (
+    "tests.governance.test_suites"
+    "::test_c1_a_private_suite_is_invisible_and_unusable_elsewhere"
+)
+
 CROSS_AGENCY = {
+    "suite-detail": SUITES,
+    "suite-versions": SUITES,
     "token-detail": TENANCY,
     "agency-detail": TENANCY,
     "membership-list": TENANCY,
@@ -127,7 +134,6 @@ CROSS_AGENCY = {
 # Object routes that serve no agency's private data, and why.
 NOT_TENANT = {
     "licence-detail": "licences are shared reference data",
-    "suite-detail": "evaluation suites are published to every agency",
     "questionnaire-detail": "impact questionnaires are published to every agency",
     "worker-ping-result": "a system health probe keyed by a Celery task id",
 }

@@ -23,14 +23,12 @@ from governance.api.examples import (
     CANCELLED_RUN,
     EVALUATION_ITEMS,
     EVALUATION_RUN,
-    SUITE,
     response,
 )
 from governance.api.filters import EvaluationRunFilter
 from governance.api.serializers import (
     EvaluationRequestSerializer,
     EvaluationRunSerializer,
-    EvaluationSuiteSerializer,
 )
 from governance.models import (
     EvaluationRun,
@@ -38,23 +36,6 @@ from governance.models import (
 )
 from governance.services.evaluations import evaluation_cancel, evaluation_request
 from registry.models import ModelVersion
-
-
-@extend_schema_view(
-    list=extend_schema(examples=[response("Core suite", SUITE)]),
-    retrieve=extend_schema(examples=[response("Core suite", SUITE)]),
-)
-class EvaluationSuiteViewSet(viewsets.ReadOnlyModelViewSet):
-    """Suites the caller may run: the built-in ones and their agency's own."""
-
-    serializer_class = EvaluationSuiteSerializer
-    search_fields = ["name", "description"]
-    ordering_fields = ["name", "created_at"]
-
-    def get_queryset(self):
-        return EvaluationSuite.objects.visible_to(self.request.user).select_related(
-            "licence", "agency"
-        )
 
 
 @extend_schema_view(

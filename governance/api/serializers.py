@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from engine.evaluate import TASKS as SUITE_TASKS
 from governance.models import (
     Attestation,
     Decision,
@@ -22,13 +23,18 @@ from governance.models import (
     UseCaseTransition,
     Waiver,
 )
+from governance.models.evaluations import SuiteVisibility
 from governance.services.lifecycle import (
     RATIONALE_MAX_LENGTH,
     WAIVER_MAX_JUSTIFICATION,
     WAIVER_MIN_JUSTIFICATION,
 )
-from registry.api.serializers import AgencyUserNameField, VisiblePrimaryKeyField
-from registry.models import Agency, ModelVersion
+from registry.api.serializers import (
+    AgencyUserNameField,
+    LicenceExpressionField,
+    VisiblePrimaryKeyField,
+)
+from registry.models import Agency, DatasetVersion, ModelVersion
 
 
 def no_nul_characters(value) -> None:
@@ -56,6 +62,13 @@ class EvaluationSuiteSerializer(serializers.ModelSerializer):
         slug_field="slug", read_only=True, allow_null=True
     )
     is_builtin = serializers.SerializerMethodField()
+    is_used = serializers.SerializerMethodField(
+        help_text="A run used it: it can no longer be changed or deleted."
+    )
+    previous = serializers.StringRelatedField(
+        allow_null=True,
+        help_text="The version this one replaces, as name@version, or null.",
+    )
 
     class Meta:
         model = EvaluationSuite
@@ -67,12 +80,21 @@ class EvaluationSuiteSerializer(serializers.ModelSerializer):
             "licence",
             "agency",
             "is_builtin",
+            "visibility",
             "tasks",
+            "metrics",
+            "thresholds",
+            "previous",
+            "is_used",
             "created_at",
         ]
 
     def get_is_builtin(self, suite) -> bool:
         return suite.agency_id is None
+
+    def get_is_used(self, suite) -> bool:
+        used = getattr(suite, "is_used", None)
+        return suite.runs.exists() if used is None else bool(used)
 
 
 class AgencySlugField(serializers.SlugRelatedField):
@@ -449,3 +471,103 @@ class DecisionInputSerializer(serializers.Serializer):
 
     rationale = serializers.CharField(max_length=RATIONALE_MAX_LENGTH)
     waiver = WaiverInputSerializer(required=False)
+
+
+# --- Agency suites: input ------------------------------------------------------
+
+
+class SuiteTaskInputSerializer(serializers.Serializer):
+    """One task of a suite: what to run over which dataset version."""
+
+    task = serializers.ChoiceField(choices=list(SUITE_TASKS))
+    name = serializers.SlugField(
+        max_length=80,
+        required=False,
+        help_text="The task's name in metric keys (task name.metric); "
+        "default: the task.",
+    )
+    dataset_version = VisiblePrimaryKeyField(
+        model=DatasetVersion,
+        help_text="A dataset version with a datasheet whose JSONL file holds "
+        "the items, one per line, in the task's schema.",
+    )
+    options = serializers.DictField(required=False, default=dict)
+
+
+class SuiteThresholdSerializer(serializers.Serializer):
+    """Bounds a run's metric must meet: a minimum, a maximum or both."""
+
+    min = serializers.FloatField(required=False)
+    max = serializers.FloatField(required=False)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError(
+                "Give min, max or both.", code="invalid_threshold"
+            )
+        if attrs.get("min", float("-inf")) > attrs.get("max", float("inf")):
+            raise serializers.ValidationError(
+                "min is greater than max.", code="invalid_threshold"
+            )
+        return attrs
+
+
+class SuiteInputSerializer(serializers.Serializer):
+    """Input of ``POST /suites/``: an agency registers a suite."""
+
+    name = serializers.SlugField(max_length=80)
+    version = serializers.CharField(max_length=64)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    licence = LicenceExpressionField(
+        help_text="SPDX expression of a registered licence"
+    )
+    # A ListField, not many=True: the schema then says minItems 1.
+    tasks = serializers.ListField(
+        child=SuiteTaskInputSerializer(), allow_empty=False, min_length=1
+    )
+    metrics = serializers.ListField(
+        child=serializers.CharField(max_length=120),
+        required=False,
+        default=list,
+        help_text='The metrics the suite is about, as "task name.metric".',
+    )
+    thresholds = serializers.DictField(
+        child=SuiteThresholdSerializer(),
+        required=False,
+        default=dict,
+        help_text='Per "task name.metric", the bounds a run must meet.',
+    )
+    visibility = serializers.ChoiceField(
+        choices=SuiteVisibility.choices, default=SuiteVisibility.AGENCY
+    )
+
+    def validate(self, attrs):
+        no_nul_characters(attrs.get("tasks"))
+        return attrs
+
+
+class SuiteVersionInputSerializer(SuiteInputSerializer):
+    """Input of ``POST /suites/{id}/versions/``: what differs from that version."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.pop("name")
+        for name, field in self.fields.items():
+            if name != "version":
+                field.required = False
+                field.default = serializers.empty
+
+
+class SuiteUpdateSerializer(serializers.Serializer):
+    """Input of ``PATCH /suites/{id}/`` (an unused suite only)."""
+
+    description = serializers.CharField(required=False, allow_blank=True)
+    visibility = serializers.ChoiceField(
+        choices=SuiteVisibility.choices, required=False
+    )
+    metrics = serializers.ListField(
+        child=serializers.CharField(max_length=120), required=False
+    )
+    thresholds = serializers.DictField(
+        child=SuiteThresholdSerializer(), required=False
+    )

@@ -8,12 +8,17 @@ the audit chain's routes (``governance.api.audit``) come last.
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from governance.api import decisions, evaluations, policies, schedules, use_cases
+from governance.api import (
+    decisions,
+    evaluations,
+    policies,
+    schedules,
+    suites,
+    use_cases,
+)
 
 evaluation_router = SimpleRouter()
-evaluation_router.register(
-    "suites", evaluations.EvaluationSuiteViewSet, basename="suite"
-)
+evaluation_router.register("suites", suites.EvaluationSuiteViewSet, basename="suite")
 evaluation_router.register(
     "evaluations", evaluations.EvaluationRunViewSet, basename="evaluation"
 )

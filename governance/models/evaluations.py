@@ -10,16 +10,35 @@ from registry.selectors import is_oversight, user_agency_id
 
 # Model kinds that generate text, and the tasks only they can run.
 LM_KINDS = frozenset({ModelKind.CAUSAL_LM_KV, ModelKind.CAUSAL_LM})
-LM_TASKS = frozenset({"perplexity", "multiple_choice", "stereotype_pairs", "refusal"})
+LM_TASKS = frozenset(
+    {
+        "perplexity",
+        "multiple_choice",
+        "stereotype_pairs",
+        "refusal",
+        "generation",
+        "poisoning",
+    }
+)
+
+
+class SuiteVisibility(models.TextChoices):
+    AGENCY = "agency", "The agency and oversight"
+    SHARED = "shared", "Shared with all agencies"
 
 
 class EvaluationSuiteQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Built-in suites are visible to all; an agency's own to it and oversight."""
+        """Built-in and shared suites are visible to all; an agency's own to it.
+
+        Oversight reviewers see every suite.
+        """
         if is_oversight(user):
             return self
         return self.filter(
-            models.Q(agency__isnull=True) | models.Q(agency_id=user_agency_id(user))
+            models.Q(agency__isnull=True)
+            | models.Q(visibility=SuiteVisibility.SHARED)
+            | models.Q(agency_id=user_agency_id(user))
         )
 
 
@@ -49,6 +68,31 @@ class EvaluationSuite(models.Model):
         help_text="Empty for the built-in suites of the platform.",
     )
     tasks = models.JSONField()
+    visibility = models.CharField(
+        max_length=10,
+        choices=SuiteVisibility.choices,
+        default=SuiteVisibility.AGENCY,
+        help_text="Who may see and run an agency's suite; built-in suites are "
+        "visible to all.",
+    )
+    metrics = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='The metrics the suite is about, as "task.metric".',
+    )
+    thresholds = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per metric ("task.metric") a {"min", "max"} a run must meet.',
+    )
+    previous = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="next_versions",
+        help_text="The version of the same suite this one replaces.",
+    )
     datasets = models.ManyToManyField(
         "registry.DatasetVersion",
         through="SuiteDataset",
@@ -69,6 +113,42 @@ class EvaluationSuite(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def threshold_verdicts(self, results: list[dict]) -> list[dict]:
+        """Each thresholded metric of a run's results with its value and verdict.
+
+        ``results`` is a run's per-task summary (``name``, ``metrics``); one
+        ``{"metric", "min"?, "max"?, "value", "passed"}`` per threshold, in
+        the thresholds' order. A metric the run did not report (or reported
+        as null) fails: what was not measured is not assumed.
+        """
+        values = {
+            f"{r.get('name') or r.get('task')}.{name}": value
+            for r in results
+            for name, value in (r.get("metrics") or {}).items()
+        }
+        verdicts = []
+        for metric, bounds in self.thresholds.items():
+            value = values.get(metric)
+            passed = isinstance(value, int | float) and value == value
+            if passed and "min" in bounds:
+                passed = value >= bounds["min"]
+            if passed and "max" in bounds:
+                passed = value <= bounds["max"]
+            verdicts.append(
+                {"metric": metric, **bounds, "value": value, "passed": passed}
+            )
+        return verdicts
+
+    def with_threshold_verdicts(self, results: list[dict]) -> list[dict]:
+        """``results`` with each task's ``thresholds``: its metrics' verdicts."""
+        verdicts = self.threshold_verdicts(results)
+        out = []
+        for result in results:
+            prefix = f"{result.get('name') or result.get('task')}."
+            mine = [v for v in verdicts if v["metric"].startswith(prefix)]
+            out.append({**result, "thresholds": mine} if mine else result)
+        return out
 
     def unsupported_reason(self, kind: str) -> str | None:
         """Why the suite cannot run on a model of this kind, or None if it can."""
@@ -161,6 +241,15 @@ class EvaluationRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk}: {self.model_version_id} on {self.suite_id}"
+
+    @property
+    def threshold_results(self) -> list[dict]:
+        """The suite's thresholds as this run met them (from its ``results``)."""
+        return [t for r in self.results or [] for t in r.get("thresholds", [])]
+
+    def thresholds_passed(self) -> bool:
+        """Whether the run met every threshold of its suite (True when none)."""
+        return all(t.get("passed") for t in self.threshold_results)
 
 
 class RunMetric(models.Model):

@@ -41,6 +41,7 @@ from governance.rules.facts import (
     _verdict,
     readable_number,
 )
+from governance.rules.suites import required_suite
 from registry import lineage
 from registry.models import (
     DatasetRole,
@@ -658,6 +659,7 @@ EVALUATORS: dict[str, Callable[[dict[str, Any], Facts], Outcome]] = {
     "personal_data": _personal_data,
     "documentation": _documentation,
     "size_cost": _size_cost,
+    "required_suite": required_suite,
 }
 
 

@@ -67,6 +67,13 @@ def evaluation_request(
             "evaluation of this version.",
             code="not_allowed",
         )
+    if not EvaluationSuite.objects.visible_to(actor).filter(pk=suite.pk).exists():
+        # Another agency's private suite: as if it did not exist.
+        raise DomainError(
+            f"No suite '{suite.name}' is available.",
+            code="does_not_exist",
+            fields={"suite": [{"code": "does_not_exist", "message": "No such suite."}]},
+        )
     if model_version.artifact_state != ArtifactState.AVAILABLE:
         raise Conflict(
             "The version has no verified artifact yet; upload or verify it first.",
@@ -566,6 +573,8 @@ def _record_success(run: EvaluationRun, result: dict, refs, *, wall_s: float) ->
         {key: r.get(key) for key in ("task", "name", "metrics", "performance")}
         for r in results
     ]
+    # Pass or fail per thresholded metric, stored with the task's metrics.
+    summary = run.suite.with_threshold_verdicts(summary)
     environment = results[0].get("environment", {}) if results else {}
     metric_rows = _flat_metrics(results)
     with transaction.atomic():

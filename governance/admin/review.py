@@ -1,4 +1,4 @@
-"""Admin of the governance app (the audit chain's admin lives in audit.admin)."""
+"""Use cases, policies, the review queue and the decision records in the admin."""
 
 from __future__ import annotations
 
@@ -18,19 +18,16 @@ from governance.models import (
     Decision,
     DecisionKind,
     EvaluationRun,
-    EvaluationSuite,
     Policy,
     PolicyResult,
     Questionnaire,
     ReviewQueueItem,
-    RunMetric,
     Submission,
     UseCase,
     UseCaseStatus,
     UseCaseTransition,
     Waiver,
 )
-from governance.models.outbox import OutboxMessage
 from governance.selectors import review_round_of
 from governance.services.attestations import attestation_is_authentic, evidence_run_ids
 from governance.services.decisions import (
@@ -38,7 +35,6 @@ from governance.services.decisions import (
     use_case_reject,
     use_case_request_changes,
 )
-from governance.services.evaluations import evaluation_request
 from governance.services.lifecycle import (
     RATIONALE_MAX_LENGTH,
     WAIVER_MAX_JUSTIFICATION,
@@ -46,66 +42,6 @@ from governance.services.lifecycle import (
     use_case_start_review,
 )
 from registry.selectors import is_oversight
-
-# --- Evaluations --------------------------------------------------------------
-# Read-only rows; the re-run action asks for a new evaluation through
-# governance.services.evaluations, so it is audited and queued like any other.
-
-
-@admin.register(EvaluationSuite)
-class EvaluationSuiteAdmin(ReadOnlyAdmin):
-    list_display = ["name", "version", "licence", "agency", "created_at"]
-    list_filter = ["agency"]
-    search_fields = ["name", "description"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).visible_to(request.user)
-
-
-class RunMetricInline(ReadOnlyInline):
-    model = RunMetric
-    fields = ["task", "name", "value"]
-
-
-@admin.register(EvaluationRun)
-class EvaluationRunAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "model_version",
-        "suite",
-        "status",
-        "progress",
-        "requested_by",
-        "requested_at",
-        "finished_at",
-        "failure_code",
-    ]
-    list_filter = ["status", "suite", "failure_code"]
-    search_fields = ["model_version__model__name", "mlflow_run_id", "artifact_digest"]
-    list_select_related = ["model_version__model__agency", "suite", "requested_by"]
-    inlines = [RunMetricInline]
-    actions = ["rerun"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).visible_to(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_staff
-
-    @admin.action(description="Run again (a new evaluation of the same version)")
-    def rerun(self, request, queryset):
-        for run in queryset.select_related("model_version__model", "suite"):
-            try:
-                evaluation_request(
-                    actor=request.user, model_version=run.model_version, suite=run.suite
-                )
-            except DomainError as exc:
-                self.message_user(
-                    request, f"Run {run.pk}: {exc.message}", messages.ERROR
-                )
-            else:
-                self.message_user(request, f"Run {run.pk}: a new evaluation is queued.")
-
 
 # --- Use cases, questionnaires, policies and results --------------------------
 # Read-only: every write goes through governance.services (API or portal), so
@@ -665,124 +601,3 @@ class AttestationAdmin(_Record):
     @admin.display(description="signature verifies", boolean=True)
     def authentic(self, attestation: Attestation) -> bool:
         return attestation_is_authentic(attestation)
-
-
-# --- Evaluation schedules --------------------------------------------------------
-# Written through governance.services.schedules (audited; the beat entry kept in
-# step); the run history is a read-only inline.
-
-from governance.models import EvaluationSchedule, ScheduleTick  # noqa: E402
-from governance.services.schedules import (  # noqa: E402
-    schedule_create,
-    schedule_update,
-)
-from registry.admin.base import ServiceAdmin  # noqa: E402
-from registry.models import ModelVersion, user_agency_id  # noqa: E402
-
-
-class ScheduleTickInline(ReadOnlyInline):
-    model = ScheduleTick
-    fk_name = "schedule"
-    fields = ["ticked_at", "outcome", "run", "comparison", "baseline_run", "reason"]
-    ordering = ["-ticked_at", "-id"]
-
-
-@admin.register(EvaluationSchedule)
-class EvaluationScheduleAdmin(ServiceAdmin):
-    list_display = [
-        "id",
-        "model_version",
-        "suite",
-        "interval_seconds",
-        "crontab",
-        "is_enabled",
-        "origin",
-        "last_tick_at",
-    ]
-    list_filter = ["is_enabled", "origin"]
-    list_select_related = ["model_version__model__agency", "suite"]
-    fields = [
-        "model_version",
-        "suite",
-        "interval_seconds",
-        "crontab",
-        "is_enabled",
-        "origin",
-        "created_by",
-        "last_tick_at",
-        "periodic_task",
-    ]
-    identity_fields = ("model_version", "suite")
-    computed_fields = ("origin", "created_by", "last_tick_at", "periodic_task")
-    update_fields = ("interval_seconds", "crontab", "is_enabled")
-    inlines = [ScheduleTickInline]
-
-    def has_add_permission(self, request) -> bool:
-        return user_agency_id(request.user) is not None and not is_oversight(
-            request.user
-        )
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        if obj is None:
-            return self.has_add_permission(request)
-        return user_agency_id(request.user) == obj.model_version.model.agency_id
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "model_version":
-            kwargs["queryset"] = ModelVersion.objects.visible_to(request.user).filter(
-                model__agency_id=user_agency_id(request.user)
-            )
-        elif db_field.name == "suite":
-            kwargs["queryset"] = EvaluationSuite.objects.visible_to(request.user)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    def create(self, request, data):
-        return schedule_create(
-            actor=request.user,
-            model_version=data["model_version"],
-            suite=data["suite"],
-            interval_seconds=data.get("interval_seconds"),
-            crontab=data.get("crontab") or "",
-            is_enabled=data.get("is_enabled", True),
-        )
-
-    def update(self, request, obj, changes):
-        timing = {}
-        if "interval_seconds" in changes or "crontab" in changes:
-            # The service takes the pair as the form now holds it.
-            timing = {
-                "interval_seconds": changes.get(
-                    "interval_seconds", obj.interval_seconds
-                ),
-                "crontab": changes.get("crontab", obj.crontab) or "",
-            }
-        if "is_enabled" in changes:
-            timing["is_enabled"] = changes["is_enabled"]
-        return schedule_update(actor=request.user, schedule=obj, **timing)
-@admin.register(OutboxMessage)
-class OutboxMessageAdmin(_Record):
-    """What MLflow is owed: pending, failing (``last_error``) and delivered."""
-
-    list_display = [
-        "id",
-        "kind",
-        "dedupe_key",
-        "attempts",
-        "next_attempt_at",
-        "delivered_at",
-        "remote_id",
-    ]
-    list_filter = ["kind", ("delivered_at", admin.EmptyFieldListFilter)]
-    search_fields = ["dedupe_key", "remote_id"]
-    fields = [
-        "kind",
-        "dedupe_key",
-        "payload",
-        "created_at",
-        "attempts",
-        "next_attempt_at",
-        "delivered_at",
-        "remote_id",
-        "last_error",
-    ]
-    readonly_fields = fields

@@ -21,6 +21,8 @@ import csp.constants
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.denial_routes import DENIAL_ROUTES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -474,97 +476,9 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
 AUDIT_SECURITY_EVENTS_PER_MINUTE = env.int(
     "AUDIT_SECURITY_EVENTS_PER_MINUTE", default=30
 )
-# What the first URL argument of a route under /api/v1/<segment>/ names, so a
-# 404 can be told apart from a missing object: ``model`` and ``lookup`` find
-# the object, ``agency`` lists paths to the agency owning it ("" for the object
-# itself), and ``visible`` is a model with ``visible_to(user)`` and the lookup
-# that finds the object (or its owner) among what the caller may read.
-AUDIT_DENIAL_ROUTES = {
-    "agencies": {
-        "model": "registry.Agency",
-        "lookup": "slug",
-        "agency": [""],
-        "visible": ("registry.Membership", "agency__slug"),
-    },
-    "datasets": {
-        "model": "registry.Dataset",
-        "lookup": "pk",
-        "agency": ["agency"],
-        "visible": ("registry.Dataset", "pk"),
-    },
-    "dataset-versions": {
-        "model": "registry.DatasetVersion",
-        "lookup": "pk",
-        "agency": ["dataset__agency"],
-        "visible": ("registry.DatasetVersion", "pk"),
-    },
-    "models": {
-        "model": "registry.AIModel",
-        "lookup": "pk",
-        "agency": ["agency"],
-        "visible": ("registry.AIModel", "pk"),
-    },
-    "model-versions": {
-        "model": "registry.ModelVersion",
-        "lookup": "pk",
-        "agency": ["model__agency"],
-        "visible": ("registry.ModelVersion", "pk"),
-    },
-    "suites": {
-        "model": "governance.EvaluationSuite",
-        "lookup": "pk",
-        "agency": ["agency"],
-        "visible": ("governance.EvaluationSuite", "pk"),
-    },
-    "evaluations": {
-        "model": "governance.EvaluationRun",
-        "lookup": "pk",
-        "agency": ["model_version__model__agency"],
-        "visible": ("governance.EvaluationRun", "pk"),
-    },
-    "use-cases": {
-        "model": "governance.UseCase",
-        "lookup": "pk",
-        "agency": ["agency"],
-        "visible": ("governance.UseCase", "pk"),
-    },
-    "policies": {
-        "model": "governance.Policy",
-        "lookup": "pk",
-        "agency": ["agency"],
-        "visible": ("governance.Policy", "pk"),
-    },
-    "policy-results": {
-        "model": "governance.PolicyResult",
-        "lookup": "pk",
-        "agency": ["use_case__agency"],
-        "visible": ("governance.PolicyResult", "pk"),
-    },
-    "decisions": {
-        "model": "governance.Decision",
-        "lookup": "pk",
-        "agency": ["use_case__agency"],
-        "visible": ("governance.Decision", "pk"),
-    },
-    "submissions": {
-        "model": "governance.Submission",
-        "lookup": "pk",
-        "agency": ["use_case__agency"],
-        "visible": ("governance.UseCase", "submissions__pk"),
-    },
-    "waivers": {
-        "model": "governance.Waiver",
-        "lookup": "pk",
-        "agency": ["use_case__agency"],
-        "visible": ("governance.UseCase", "waivers__pk"),
-    },
-    "attestations": {
-        "model": "governance.Attestation",
-        "lookup": "pk",
-        "agency": ["run__model_version__model__agency", "decision__use_case__agency"],
-        "visible": ("governance.Attestation", "pk"),
-    },
-}
+# What a route under /api/v1/<segment>/ names, so that a 404 can be told apart
+# from a missing object: a fixed table, not configuration (config/denial_routes.py).
+AUDIT_DENIAL_ROUTES = DENIAL_ROUTES
 
 # --- Artifacts --------------------------------------------------------------
 # Uploads are spooled and bundles unpacked for inspection here. Keep it on the
@@ -690,13 +604,6 @@ CIVITAS_WEBHOOK_SECRET_GRACE_HOURS = env.int(
 # Webhook secrets are stored encrypted under a key derived from this (from
 # SECRET_KEY when unset: changing SECRET_KEY then needs every secret rotated).
 CIVITAS_WEBHOOK_ENCRYPTION_KEY = _secret("CIVITAS_WEBHOOK_ENCRYPTION_KEY")
-# A 404 on another agency's webhook is recorded as authz.denied.
-AUDIT_DENIAL_ROUTES["webhooks"] = {
-    "model": "notifications.Webhook",
-    "lookup": "pk",
-    "agency": ["agency"],
-    "visible": ("notifications.Webhook", "pk"),
-}
 CELERY_BEAT_SCHEDULE["webhook-sweep"] = {
     "task": "civitas.webhook_sweep",
     "schedule": timedelta(minutes=5),

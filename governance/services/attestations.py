@@ -177,7 +177,6 @@ def run_statement(run: EvaluationRun, *, issued_at) -> dict[str, Any]:
                     "finished_at": run.finished_at,
                     "wall_seconds": run.wall_seconds,
                     "worker": run.worker,
-                    "mlflow_run_id": run.mlflow_run_id,
                     **failure,
                 },
                 "model_version": {

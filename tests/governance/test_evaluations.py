@@ -254,6 +254,8 @@ def test_evaluate_command_runs_one_evaluation_in_the_foreground(
     assert run.requested_by == platform_admin
     assert f"run {run.pk} succeeded" in out.getvalue()
     assert run.metrics.filter(task="multiple_choice", name="acc").exists()
+    # The command delivers what MLflow is owed before it names the MLflow run.
+    assert run.mlflow_run_id and f"(MLflow run {run.mlflow_run_id})" in out.getvalue()
 
 
 def test_e4_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(

@@ -478,7 +478,11 @@ def test_scheduled_runs_on_a_real_worker_reproduce_exactly(
             what=f"scheduled run {count}",
         )
 
-    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+    # The comparison task is housekeeping (CELERY_TASK_ROUTES): consume both.
+    queues = ",".join(
+        (settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_HOUSEKEEPING_QUEUE)
+    )
+    with celery_worker(env, queues):
         tick_and_wait(1)
         # The next slot: an hour later.
         EvaluationSchedule.objects.filter(pk=schedule.pk).update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def _data(agency, records, *, public=False, **datasheet):
         dataset__agency=agency,
         dataset__visibility=Visibility.PUBLIC if public else Visibility.PRIVATE,
         storage_key=key,
-        digest="b" * 64,
+        digest=hashlib.sha256(content).hexdigest(),
         **datasheet,
     )
 

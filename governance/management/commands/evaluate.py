@@ -9,6 +9,7 @@ from tqdm import tqdm
 from config.exceptions import DomainError
 from governance.models import EvaluationSuite, RunStatus
 from governance.services import evaluations as evaluation_services
+from governance.services import outbox
 from registry.models import ModelVersion
 
 
@@ -84,7 +85,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"run {run.pk} {run.status}: {run.failure_code}: {run.failure_reason}"
             )
-        self.stdout.write(f"run {run.pk} succeeded (MLflow run {run.mlflow_run_id})")
+        # What MLflow is owed went to the outbox with the run; deliver it now,
+        # within a bound, so the command can name the MLflow run.
+        outbox.outbox_deliver(budget_s=30)
+        run.refresh_from_db()
+        tracked = run.mlflow_run_id or "owed: delivered when MLflow answers"
+        self.stdout.write(f"run {run.pk} succeeded (MLflow run {tracked})")
         for metric in run.metrics.all():
             self.stdout.write(
                 f"  {metric.task:<28} {metric.name:<36} {metric.value:.6g}"

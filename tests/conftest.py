@@ -66,6 +66,16 @@ def celery_worker(env: dict[str, str], queue: str) -> Iterator[subprocess.Popen]
             proc.wait()
 
 
+def worker_queues() -> str:
+    """The default and the housekeeping queue, for one test worker to consume.
+
+    A test that follows a run to what happens after it (the MLflow outbox,
+    webhooks, comparisons) needs both: those tasks are housekeeping's
+    (``CELERY_TASK_ROUTES``).
+    """
+    return f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_HOUSEKEEPING_QUEUE}"
+
+
 def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = ""):
     """Poll ``predicate`` until it returns a truthy value; fail the test on timeout."""
     deadline = time.monotonic() + timeout

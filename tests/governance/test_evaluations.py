@@ -9,7 +9,13 @@ from governance import tracking
 from governance.models import EvaluationRun, RunStatus
 from governance.services import evaluations as evaluation_services
 from governance.services import outbox
-from tests.conftest import celery_worker, database_url, process_env, wait_until
+from tests.conftest import (
+    celery_worker,
+    database_url,
+    process_env,
+    wait_until,
+    worker_queues,
+)
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +34,7 @@ def test_evaluation_runs_through_api_worker_and_mlflow(
         MLFLOW_EXPERIMENT=settings.MLFLOW_EXPERIMENT,
     )
 
-    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+    with celery_worker(env, worker_queues()):
         response = api.post(
             f"/api/v1/model-versions/{released_lm_version.pk}/evaluations/",
             {"suite": "small"},

@@ -23,7 +23,13 @@ from governance import tracking
 from governance.models import EvaluationRun, OutboxKind, OutboxMessage, RunStatus
 from governance.services import evaluations as evaluation_services
 from governance.services import outbox
-from tests.conftest import celery_worker, database_url, process_env, wait_until
+from tests.conftest import (
+    celery_worker,
+    database_url,
+    process_env,
+    wait_until,
+    worker_queues,
+)
 from tests.mlflow_server import MlflowServer
 from tests.silent_peer import silent_peer
 
@@ -91,7 +97,7 @@ def test_e12_mlflow_down_run_succeeds_and_the_outbox_delivers_when_it_is_back(
         MLFLOW_OUTBOX_BACKOFF_SECONDS="1",
         **{name: str(value) for name, value in HTTP_LIMITS.items()},
     )
-    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+    with celery_worker(env, worker_queues()):
         run = evaluation_services.evaluation_request(
             actor=member_a, model_version=released_lm_version, suite=small_suite
         )

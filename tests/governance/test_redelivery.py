@@ -21,7 +21,14 @@ from django.conf import settings
 from audit.models import AuditEvent
 from governance.models import EvaluationRun, EvaluationSuite, RunStatus
 from governance.services import evaluations as evaluation_services
-from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
+from tests.conftest import (
+    ROOT,
+    celery_worker,
+    database_url,
+    process_env,
+    wait_until,
+    worker_queues,
+)
 from tests.factories import DatasetVersionFactory, LicenceFactory
 from tests.governance.conftest import _jsonl, _stored
 
@@ -169,7 +176,7 @@ def test_e2_worker_killed_mid_run_on_embedded_broker_restarts_and_run_completes_
     killed = EvaluationRun.objects.get(pk=run.pk)
     assert killed.status == RunStatus.RUNNING and killed.attempts == 1
 
-    with celery_worker(env, queue):
+    with celery_worker(env, worker_queues()):
         final = wait_until(
             lambda: EvaluationRun.objects.filter(
                 pk=run.pk, status__in=evaluation_services.FINISHED

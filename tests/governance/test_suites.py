@@ -575,7 +575,13 @@ def test_an_agency_suite_runs_end_to_end_on_a_worker(
 ):
     from django.conf import settings
 
-    from tests.conftest import celery_worker, database_url, process_env, wait_until
+    from tests.conftest import (
+        celery_worker,
+        database_url,
+        process_env,
+        wait_until,
+        worker_queues,
+    )
 
     body = _suite_body(*agency_data)
     body["thresholds"]["answers.exact_match"] = {"min": 2.0}  # cannot be met
@@ -588,7 +594,7 @@ def test_an_agency_suite_runs_end_to_end_on_a_worker(
         MLFLOW_EXPERIMENT=settings.MLFLOW_EXPERIMENT,
     )
 
-    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+    with celery_worker(env, worker_queues()):
         asked = api_a.post(
             f"/api/v1/model-versions/{released_lm_version.pk}/evaluations/",
             {"suite": "permit-answers"},

@@ -396,6 +396,7 @@ def test_the_policy_schema_is_published(member_b):
         "personal_data",
         "documentation",
         "size_cost",
+        "required_suite",
     ]
 
 

@@ -20,7 +20,14 @@ from kombu import Connection
 from audit import services as audit
 from notifications.models import DeliveryStatus, WebhookDelivery
 from tests.audit.test_audit import committed_audit_rows  # noqa: F401  (fixture)
-from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
+from tests.conftest import (
+    ROOT,
+    celery_worker,
+    database_url,
+    process_env,
+    wait_until,
+    worker_queues,
+)
 from tests.notifications.conftest import make_webhook, signatures_valid_for
 
 
@@ -47,7 +54,7 @@ def test_a_worker_delivers_with_backoff_and_mails_the_maintainers(
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         conn.default_channel.queue_purge(default)
 
-    with celery_worker(env, default):
+    with celery_worker(env, worker_queues()):
         with transaction.atomic():
             event = audit.record(
                 actor=None,

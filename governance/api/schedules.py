@@ -20,8 +20,10 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
+from config.filters import StrictOrderingFilter
 from governance.api.examples import response
 from governance.models import (
     EvaluationSchedule,
@@ -264,9 +266,13 @@ class EvaluationScheduleViewSet(
         ordering_fields=["id", "ticked_at"],
     )
     def ticks(self, request, pk=None):
-        schedule = self.get_object()
+        # The schedule is found without the list's filters: the query string
+        # (``ordering``) is the ticks', not the schedules'.
+        schedule = get_object_or_404(self.get_queryset(), pk=pk)
+        self.check_object_permissions(request, schedule)
         history = ScheduleTick.objects.filter(schedule=schedule).order_by(
             "-ticked_at", "-id"
         )
+        history = StrictOrderingFilter().filter_queryset(request, history, self)
         page = self.paginate_queryset(history)
         return self.get_paginated_response(ScheduleTickSerializer(page, many=True).data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from notifications.events import EVENT_TYPES
@@ -9,6 +10,13 @@ from notifications.models import Webhook, WebhookDelivery
 from registry.models import Agency
 
 _EVENT_TYPES = sorted(EVENT_TYPES)
+
+
+@extend_schema_field(
+    {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2000}
+)
+class WebhookUrlField(serializers.URLField):
+    """An http(s) URL; the schema says so, so clients learn it before they send."""
 
 
 class WebhookSerializer(serializers.ModelSerializer):
@@ -52,10 +60,11 @@ class WebhookCreateSerializer(serializers.Serializer):
         required=False,
         help_text="Platform administrators name the agency; maintainers get theirs.",
     )
-    url = serializers.URLField(max_length=2000)
+    url = WebhookUrlField(max_length=2000)
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=_EVENT_TYPES),
         allow_empty=False,
+        min_length=1,
         max_length=len(_EVENT_TYPES),
     )
     description = serializers.CharField(max_length=200, required=False, default="")
@@ -63,10 +72,11 @@ class WebhookCreateSerializer(serializers.Serializer):
 
 
 class WebhookUpdateSerializer(serializers.Serializer):
-    url = serializers.URLField(max_length=2000, required=False)
+    url = WebhookUrlField(max_length=2000, required=False)
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=_EVENT_TYPES),
         allow_empty=False,
+        min_length=1,
         max_length=len(_EVENT_TYPES),
         required=False,
     )

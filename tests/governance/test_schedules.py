@@ -210,6 +210,15 @@ def test_e8_a_finished_slot_is_not_run_again_before_the_next_one(
         "skipped_same_slot",
         "queued",
     ]
+    # The history is ordered by its own fields; an unknown one is refused.
+    path = f"/api/v1/evaluation-schedules/{schedule.pk}/ticks/"
+    oldest_first = token_client(member_a).get(f"{path}?ordering=ticked_at,id")
+    assert [t["outcome"] for t in oldest_first.json()["results"]] == [
+        "queued",
+        "skipped_same_slot",
+        "queued",
+    ][::-1]
+    assert token_client(member_a).get(f"{path}?ordering=created_at").status_code == 400
 
 
 def test_a_disabled_schedule_or_a_refused_request_queues_nothing(

@@ -24,7 +24,7 @@ TEST_ENV := \
 	CIVITAS_HTTPS=false \
 	LOG_LEVEL=WARNING
 
-.PHONY: venv run test lint services migrate demo clean test-env
+.PHONY: venv run test lint services migrate demo clean test-env browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,15 @@ lint: venv
 	@env $(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run >/dev/null \
 		|| { echo "make lint: models changed without a migration (manage.py makemigrations)"; exit 1; }
 
-test: venv services lint
+# The browser tests' tools: Debian's Chromium (Playwright's own download is
+# not used) and axe-core from the npm registry (tests/e2e/package-lock.json).
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y --no-install-recommends chromium \
+		|| { apt-get update && apt-get install -y --no-install-recommends chromium; }
+	@test -f tests/e2e/node_modules/axe-core/axe.min.js \
+		|| npm ci --prefix tests/e2e --no-audit --no-fund --silent
+
+test: venv services lint browser
 	env $(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -90,6 +90,9 @@ MIDDLEWARE = [
     "django_structlog.middlewares.RequestMiddleware",
     "config.middleware.RequestIdHeaderMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The portal's language: the session's choice (the switcher), then the
+    # browser's Accept-Language, then LANGUAGE_CODE.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -115,6 +118,8 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "registry.portal.context.portal",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
@@ -149,7 +154,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": _VALIDATORS + "CommonPasswordValidator"},
     {"NAME": _VALIDATORS + "NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
 # Every password check (HTTP Basic on POST /api/v1/auth/tokens/, the admin
 # login) first takes an attempt from the account and from the client address;
 # with none left it answers 429 without checking the password. Attempts are
@@ -163,11 +167,22 @@ LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The portal is complete in English and French (docs/portal.md, translating).
+LANGUAGES = [("en", "English"), ("fr", "Français")]
+# Strings of config's own templates (the portal's frame); each app keeps its
+# catalogue in <app>/locale/.
+LOCALE_PATHS = [BASE_DIR / "config" / "locale"]
+# The portal's sign-in page; after it, the staff dashboard.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/portal/"
+LOGOUT_REDIRECT_URL = "home"
 
 # --- Static files and storage --------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# The portal's stylesheet and vendored scripts (no CDN: it works air-gapped).
+STATICFILES_DIRS = [BASE_DIR / "config" / "static"]
 ARTIFACT_ROOT = Path(env.str("ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
 STORAGES = {
     "default": {

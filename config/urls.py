@@ -33,6 +33,22 @@ api_v1 = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    # The portal: pages for agency staff, reviewers, auditors and the public,
+    # each app's own (``<app>/portal/``), calling the same services and
+    # selectors as the API.
+    path("", include("governance.portal.urls")),
+    path("", include("registry.portal.urls")),
+    path("", include("audit.portal.urls")),
+    path("", include("notifications.portal.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            template_name="portal/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),

@@ -1,0 +1,1 @@
+"""The portal's pages of the governance app (server-rendered, docs/portal.md)."""

@@ -51,7 +51,9 @@ OUT = ROOT / "bench" / "out" / "load"
 SEED = ROOT / "bench" / "load_seed.py"
 ENDPOINTS = (
     ("versions_filtered", "list versions (filtered)"),
+    ("versions_filtered_uncached", "  the same, no read cache"),
     ("version_detail", "version detail"),
+    ("version_detail_uncached", "  the same, no read cache"),
     ("lineage", "lineage"),
     ("audit_list", "audit list"),
     ("register_version", "register a version"),
@@ -59,6 +61,12 @@ ENDPOINTS = (
     ("public_register", "public register list"),
 )
 NOT_BUILT = {"public_register": "not built (issue 11)"}
+# The baseline of the catalogue read cache (registry/read_cache.py): the same
+# calls against a second server started with CIVITAS_READ_CACHE_ENTRIES=0.
+UNCACHED = {
+    "versions_filtered_uncached": "versions_filtered",
+    "version_detail_uncached": "version_detail",
+}
 
 
 def label(size: int) -> str:
@@ -130,7 +138,7 @@ def clone(args, template: str, size: int) -> tuple[str, float]:
 # --- the server -------------------------------------------------------------------
 
 
-def server_env(args, database: str) -> dict[str, str]:
+def server_env(args, database: str, *, read_cache: bool = True) -> dict[str, str]:
     """Production-like settings (deploy/env.example) on this machine's services."""
     var = args.out_dir / "var"
     var.mkdir(parents=True, exist_ok=True)
@@ -165,6 +173,8 @@ def server_env(args, database: str) -> dict[str, str]:
         LOG_FORMAT="json",
         PYTHONPATH=str(ROOT),
     )
+    if not read_cache:
+        env["CIVITAS_READ_CACHE_ENTRIES"] = "0"
     if args.workers:
         env["WEB_CONCURRENCY"] = str(args.workers)
     if args.threads:
@@ -178,11 +188,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(args, database: str, token: str):
+def start_server(args, database: str, token: str, *, read_cache: bool = True):
     """gunicorn with deploy/gunicorn.conf.py; returns (process, base URL, log path)."""
     port = free_port()
-    env = {**server_env(args, database), "PORT": str(port)}
-    log = args.out_dir / f"gunicorn-{database}.log"
+    env = {**server_env(args, database, read_cache=read_cache), "PORT": str(port)}
+    suffix = "" if read_cache else "-no-read-cache"
+    log = args.out_dir / f"gunicorn-{database}{suffix}.log"
     gunicorn = shutil.which("gunicorn", path=str(Path(PY).parent)) or "gunicorn"
     process = subprocess.Popen(
         [gunicorn, "-c", "deploy/gunicorn.conf.py", "config.wsgi:application"],
@@ -273,10 +284,11 @@ def make_user(catalogue: Catalogue, endpoint: str, host: str):
 
         def act(self) -> None:
             version = self.rng.choice(self.own_versions)
-            if endpoint == "versions_filtered":
+            action = UNCACHED.get(endpoint, endpoint)
+            if action == "versions_filtered":
                 query = self.rng.choice(FILTERS).format(agency=self.agency)
                 self.call("GET", f"/api/v1/model-versions/?{query}", endpoint)
-            elif endpoint == "version_detail":
+            elif action == "version_detail":
                 self.call("GET", f"/api/v1/model-versions/{version}/", endpoint)
             elif endpoint == "lineage":
                 self.call("GET", f"/api/v1/model-versions/{version}/lineage/", endpoint)
@@ -367,17 +379,22 @@ def purge_queue(args) -> None:
     redis.Redis.from_url(args.redis).delete("civitas-bench")
 
 
-def run_size(args, size: int) -> dict:
-    """Prepare, clone, serve and drive every endpoint for one catalogue size."""
-    template, info, prepared = prepare(args, size)
-    database, cloned = clone(args, template, size)
-    catalogue = Catalogue(info)
-    process, host, log = start_server(args, database, catalogue.tokens[0]["token"])
+def drive_all(args, catalogue: Catalogue, database: str, *, read_cache: bool) -> dict:
+    """Serve the database and drive each selected endpoint of one server."""
+    wanted = [
+        endpoint
+        for endpoint, _title in ENDPOINTS
+        if (endpoint in UNCACHED) != read_cache
+        and (not args.endpoints or endpoint in args.endpoints)
+    ]
+    if not wanted:
+        return {}
+    process, host, log = start_server(
+        args, database, catalogue.tokens[0]["token"], read_cache=read_cache
+    )
     results = {}
     try:
-        for endpoint, _title in ENDPOINTS:
-            if args.endpoints and endpoint not in args.endpoints:
-                continue
+        for endpoint in wanted:
             if endpoint in NOT_BUILT:
                 results[endpoint] = {"status": NOT_BUILT[endpoint]}
                 continue
@@ -389,16 +406,36 @@ def run_size(args, size: int) -> dict:
     finally:
         stop_server(process)
         purge_queue(args)
+    return {"results": results, "log": str(log)}
+
+
+def run_size(args, size: int) -> dict:
+    """Prepare, clone, serve and drive every endpoint for one catalogue size."""
+    template, info, prepared = prepare(args, size)
+    database, cloned = clone(args, template, size)
+    catalogue = Catalogue(info)
+    served = [
+        drive_all(args, catalogue, database, read_cache=True),
+        drive_all(args, catalogue, database, read_cache=False),
+    ]
     if not args.keep:
         psql(args.database, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    results = {
+        name: row for part in served for name, row in part.get("results", {}).items()
+    }
     return {
         "versions": size,
         "audit_events": info["chain_seq"],
         "template": template,
         "prepare": {**prepared, "seed_seconds": info["seconds"]},
         "clone_seconds": cloned,
-        "endpoints": results,
-        "server_log": str(log),
+        "endpoints": {name: results[name] for name, _ in ENDPOINTS if name in results},
+        "read_cache_speedup": {
+            base: round(results[base]["rps"] / results[name]["rps"], 2)
+            for name, base in UNCACHED.items()
+            if results.get(base, {}).get("rps") and results.get(name, {}).get("rps")
+        },
+        "server_log": [part["log"] for part in served if part],
     }
 
 
@@ -457,6 +494,11 @@ def print_table(report: dict) -> None:
             f"  {label(run['versions'])}: {run['audit_events']:,} audit events; "
             f"database {how}, cloned in {run['clone_seconds']} s"
         )
+        for endpoint, value in run["read_cache_speedup"].items():
+            print(
+                f"  {label(run['versions'])}: {dict(ENDPOINTS)[endpoint]} with the "
+                f"read cache / without: {value:.2f}x req/s"
+            )
     if report["p99_ratio"]:
         print("p99 at the largest catalogue / p99 at the smallest:")
         for endpoint, value in report["p99_ratio"].items():

@@ -393,6 +393,11 @@ elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
     for _option in ("socket_connect_timeout", "socket_timeout"):
         CACHES["default"].setdefault("OPTIONS", {}).setdefault(_option, 2)
 
+# The API's model-version reads are kept per web process while the catalogue's
+# generation (bumped by PostgreSQL triggers on every write) is unchanged
+# (registry/read_cache.py); 0 turns the cache off.
+CIVITAS_READ_CACHE_ENTRIES = env.int("CIVITAS_READ_CACHE_ENTRIES", default=20_000)
+
 # --- Evaluations ----------------------------------------------------------
 CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)
 CIVITAS_EVAL_TIMEOUT_SECONDS = env.int("CIVITAS_EVAL_TIMEOUT_SECONDS", default=3600)

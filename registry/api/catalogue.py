@@ -26,7 +26,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from config.exceptions import PayloadTooLarge
-from registry import selectors, services
+from registry import read_cache, selectors, services
 from registry.api.examples import (
     DATASET,
     DATASET_VERSION,
@@ -511,6 +511,20 @@ class ModelVersionViewSet(
 
     def get_queryset(self):
         return selectors.model_version_list(self.request.user)
+
+    def list(self, request, *args, **kwargs):
+        """The page, from the catalogue read cache while nothing has changed."""
+        return read_cache.cached_response(
+            request,
+            lambda: super(ModelVersionViewSet, self).list(request, *args, **kwargs),
+        )
+
+    def retrieve(self, request, *args, **kwargs):
+        """The version, from the catalogue read cache while nothing has changed."""
+        return read_cache.cached_response(
+            request,
+            lambda: super(ModelVersionViewSet, self).retrieve(request, *args, **kwargs),
+        )
 
     def respond(self, model_version, status_code=status.HTTP_200_OK) -> Response:
         """The version re-read through the selector, as the list shows it."""

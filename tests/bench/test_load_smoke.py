@@ -79,7 +79,8 @@ def test_load_smoke_reports_every_endpoint_at_both_sizes(run):
         rows = size["endpoints"]
         assert rows["public_register"] == {"status": "not built (issue 11)"}
         for name in (
-            "versions_filtered", "version_detail", "lineage", "audit_list",
+            "versions_filtered", "versions_filtered_uncached", "version_detail",
+            "version_detail_uncached", "lineage", "audit_list",
             "register_version", "request_evaluation",
         ):
             row = rows[name]
@@ -88,6 +89,11 @@ def test_load_smoke_reports_every_endpoint_at_both_sizes(run):
             assert row["rps"] > 0
             assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert size["audit_events"] >= 500
+        # The read cache's baseline ran on its own server, side by side.
+        speedup = size["read_cache_speedup"]
+        assert set(speedup) == {"version_detail", "versions_filtered"}
+        assert all(ratio > 0 for ratio in speedup.values())
+        assert len(size["server_log"]) == 2
     assert set(report["p99_ratio"]) >= {"version_detail", "versions_filtered"}
 
 

@@ -24,21 +24,29 @@ the lockout reveals nothing about which accounts exist.
 
 from __future__ import annotations
 
+import binascii
 import contextvars
 import hashlib
 import ipaddress
 import math
 import time
 from dataclasses import dataclass
+from hmac import compare_digest
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.http import HttpResponse
+from django.utils import timezone
 from django.utils.html import escape
+from django.utils.translation import gettext as _
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from knox.crypto import hash_token
+from knox.models import get_token_model
+from knox.settings import CONSTANTS, knox_settings
+from knox.signals import token_expired
 from rest_framework import exceptions, status
 from rest_framework.authentication import get_authorization_header
 from rest_framework.throttling import BaseThrottle
@@ -50,13 +58,60 @@ BASIC_REFUSED = (
 
 
 class TokenAuthentication(KnoxTokenAuthentication):
-    """A knox token; an HTTP Basic header is refused, its password never checked."""
+    """A knox token; an HTTP Basic header is refused, its password never checked.
+
+    One query per request: the token row comes with its user and the user's
+    membership and agency (``user__membership__agency``, read by
+    ``registry.models.user_membership``), and knox's per-request sweep of the
+    user's other tokens is left out: an expired token is refused on its own
+    expiry, every list counts live tokens only, and beat deletes expired rows
+    (``civitas.token_purge``).
+    """
 
     def authenticate(self, request):
         header = get_authorization_header(request).split()
         if header and header[0].lower() == b"basic":
             raise exceptions.AuthenticationFailed(BASIC_REFUSED, code="basic_refused")
         return super().authenticate(request)
+
+    def authenticate_credentials(self, token):
+        """knox's check of the token's digest, on the one joined row."""
+        msg = _("Invalid token.")
+        token = token.decode("utf-8")
+        candidates = (
+            get_token_model()
+            .objects.filter(token_key=token[: CONSTANTS.TOKEN_KEY_LENGTH])
+            .select_related("user__membership__agency")
+        )
+        for auth_token in candidates:
+            if self._cleanup_token(auth_token):
+                continue
+            try:
+                digest = hash_token(token)
+            except (TypeError, binascii.Error):
+                raise exceptions.AuthenticationFailed(msg) from None
+            if compare_digest(digest, auth_token.digest):
+                if knox_settings.AUTO_REFRESH and auth_token.expiry:
+                    self.renew_token(auth_token)
+                return self.validate_user(auth_token)
+        raise exceptions.AuthenticationFailed(msg)
+
+    def _cleanup_token(self, auth_token) -> bool:
+        """True (and the row deleted) when this token has expired."""
+        if auth_token.expiry is not None and auth_token.expiry < timezone.now():
+            username = auth_token.user.get_username()
+            auth_token.delete()
+            token_expired.send(
+                sender=self.__class__, username=username, source="auth_token"
+            )
+            return True
+        return False
+
+
+def expired_tokens_purge() -> int:
+    """Delete every expired API token row; the number deleted (beat, hourly)."""
+    deleted, _ = get_token_model().objects.filter(expiry__lt=timezone.now()).delete()
+    return deleted
 
 
 class TokenScheme(KnoxTokenScheme):

@@ -344,6 +344,7 @@ CELERY_TASK_ROUTES = {
         "civitas.webhook*",
         "civitas.notification_email",
         "civitas.idempotency_purge",
+        "civitas.token_purge",
     )
 }
 # Hashing every stored artifact again takes long: the default queue's, even
@@ -717,6 +718,13 @@ CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
     "options": {"expires": 3600},
 }
 MIDDLEWARE.append("idempotency.middleware.IdempotencyKeyMiddleware")
+# Expired API tokens are refused on sight; their rows go hourly
+# (config.authentication.TokenAuthentication skips knox's per-request sweep).
+CELERY_BEAT_SCHEDULE["token-purge"] = {
+    "task": "civitas.token_purge",
+    "schedule": timedelta(hours=1),
+    "options": {"expires": 3600},
+}
 # With DEBUG off, the platform refuses to generate its own signing key unless
 # told to (`make run` does, for a laptop): production sets
 # CIVITAS_SIGNING_KEY_FILE, and start-up stops with a message naming it if not.

@@ -112,11 +112,17 @@ def user_membership(user) -> Membership | None:
     if user is None or not user.is_authenticated:
         return None
     if not hasattr(user, _CACHE_ATTR):
-        setattr(
-            user,
-            _CACHE_ATTR,
-            Membership.objects.select_related("agency").filter(user_id=user.pk).first(),
-        )
+        joined = user._state.fields_cache
+        if "membership" in joined:
+            # Joined already (the API token's lookup selects it with the user).
+            membership = joined["membership"]
+        else:
+            membership = (
+                Membership.objects.select_related("agency")
+                .filter(user_id=user.pk)
+                .first()
+            )
+        setattr(user, _CACHE_ATTR, membership)
     return getattr(user, _CACHE_ATTR)
 
 

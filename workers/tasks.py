@@ -292,6 +292,14 @@ def schedule_settle_run(tick_id: int) -> str:
 
     return schedules.schedule_settle(tick_id=tick_id)
 
+@_task("civitas.token_purge")
+def token_purge() -> int:
+    """Delete expired API tokens (beat, hourly). Safe to run twice."""
+    from config.authentication import expired_tokens_purge
+
+    return expired_tokens_purge()
+
+
 @_task("civitas.idempotency_purge")
 def idempotency_purge() -> int:
     """Delete expired Idempotency-Key answers (beat, hourly). Safe to run twice."""

@@ -183,11 +183,16 @@ def suite_version_create(request: HttpRequest, pk: int) -> HttpResponse:
         "metrics": "\n".join(suite.metrics),
     }
     form = suite_forms.SuiteVersionForm(post, initial=initial)
+    # Rows sent back are all taken as given: with ``initial`` an unchanged
+    # prefilled row would count as empty and be dropped.
     tasks = suite_forms.task_formset(
-        post, datasets=datasets, initial=suite_forms.task_initial(suite), extra=1
+        post,
+        datasets=datasets,
+        initial=None if post else suite_forms.task_initial(suite),
+        extra=1,
     )
     thresholds = suite_forms.threshold_formset(
-        post, initial=suite_forms.threshold_initial(suite), extra=2
+        post, initial=None if post else suite_forms.threshold_initial(suite), extra=2
     )
     status = 200
     if post is not None:
@@ -229,7 +234,7 @@ def suite_edit(request: HttpRequest, pk: int) -> HttpResponse:
         },
     )
     thresholds = suite_forms.threshold_formset(
-        post, initial=suite_forms.threshold_initial(suite), extra=2
+        post, initial=None if post else suite_forms.threshold_initial(suite), extra=2
     )
     status = 200
     if post is not None and form.is_valid() & thresholds.is_valid():

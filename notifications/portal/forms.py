@@ -38,7 +38,11 @@ class WebhookForm(forms.Form):
     is_enabled = forms.BooleanField(label=_("Enabled"), required=False, initial=True)
 
     def payload(self) -> dict[str, Any]:
-        return dict(self.cleaned_data)
+        """The input as the API takes it; the API has no blank description."""
+        data = dict(self.cleaned_data)
+        if not data["description"]:
+            del data["description"]
+        return data
 
 
 def add_errors(form: forms.Form, errors: dict[str, Any]) -> None:

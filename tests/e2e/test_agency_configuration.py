@@ -120,7 +120,7 @@ def test_a_maintainer_configures_suites_schedules_and_webhooks(
     page,
     shot,
     maintainer,
-    receiver,
+    receiver,  # noqa: F811
     local_webhooks,  # noqa: F811
 ):
     agency = maintainer.membership.agency

@@ -25,7 +25,11 @@ from tests.factories import (
     UserFactory,
 )
 from tests.governance.test_suites import PROBES, QUESTIONS, _data
-from tests.notifications.conftest import local_webhooks, receiver  # noqa: F401
+from tests.notifications.conftest import (  # noqa: F401
+    local_webhooks,
+    receiver,
+    signatures_valid_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -158,6 +162,8 @@ def test_a_maintainer_configures_suites_schedules_and_webhooks(
     assert receiver.received and receiver.received[0].headers["webhook-id"] == (
         delivery.event_id
     )
+    # Signed with the secret the page showed once.
+    assert signatures_valid_for(secret, receiver.received[0])
     page.reload()
     log = page.locator("table").last.inner_text()
     assert "webhook.ping" in log and "delivered" in log and "200" in log

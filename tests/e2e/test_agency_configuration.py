@@ -172,10 +172,10 @@ def test_a_maintainer_configures_suites_schedules_and_webhooks(
 
     switch_language(page, "fr")
     for path, heading, name in [
-        ("/portal/suites/", "Suites d’évaluation", "suites-list-fr"),
+        ("/portal/suites/", "Suites d'évaluation", "suites-list-fr"),
         (f"/portal/suites/{suite.pk}/", "permit-answers", "suite-detail-fr"),
         ("/portal/suites/new/", "Nouvelle suite", "suite-form-fr"),
-        ("/portal/schedules/", "Planifications d’évaluation", "schedules-list-fr"),
+        ("/portal/schedules/", "Planifications d'évaluation", "schedules-list-fr"),
         (f"/portal/schedules/{schedule.pk}/", "permit-answers", "schedule-fr"),
         ("/portal/schedules/new/", "Nouvelle planification", "schedule-form-fr"),
         ("/portal/webhooks/", "Webhooks", "webhooks-list-fr"),

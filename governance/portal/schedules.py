@@ -20,8 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.exceptions import DomainError, PolicyViolation
@@ -50,29 +49,32 @@ TICKS_PER_PAGE = 25
 
 # The words the pages use for each state, translated; a badge class beside it.
 OUTCOMES = {
-    TickOutcome.QUEUED: (_lazy("run queued"), "ok"),
-    TickOutcome.SKIPPED_BUSY: (_lazy("skipped: a run was unfinished"), "muted"),
-    TickOutcome.SKIPPED_SAME_SLOT: (_lazy("skipped: this slot already ran"), "muted"),
-    TickOutcome.REFUSED: (_lazy("refused"), "bad"),
+    TickOutcome.QUEUED: (gettext_lazy("run queued"), "ok"),
+    TickOutcome.SKIPPED_BUSY: (gettext_lazy("skipped: a run was unfinished"), "muted"),
+    TickOutcome.SKIPPED_SAME_SLOT: (
+        gettext_lazy("skipped: this slot already ran"),
+        "muted",
+    ),
+    TickOutcome.REFUSED: (gettext_lazy("refused"), "bad"),
 }
 COMPARISONS = {
-    Comparison.PENDING: (_lazy("not compared yet"), "info"),
-    Comparison.NOT_COMPARED: (_lazy("nothing to compare"), "muted"),
-    Comparison.NO_BASELINE: (_lazy("first run on this suite"), "info"),
-    Comparison.IDENTICAL: (_lazy("identical metrics"), "ok"),
-    Comparison.WITHIN_TOLERANCE: (_lazy("within tolerance"), "ok"),
+    Comparison.PENDING: (gettext_lazy("not compared yet"), "info"),
+    Comparison.NOT_COMPARED: (gettext_lazy("nothing to compare"), "muted"),
+    Comparison.NO_BASELINE: (gettext_lazy("first run on this suite"), "info"),
+    Comparison.IDENTICAL: (gettext_lazy("identical metrics"), "ok"),
+    Comparison.WITHIN_TOLERANCE: (gettext_lazy("within tolerance"), "ok"),
     Comparison.ENGINE_CHANGED: (
         _lazy("not comparable: engine or artifact changed"),
         "warn",
     ),
-    Comparison.REPRODUCIBILITY_FAILED: (_lazy("reproducibility failure"), "bad"),
+    Comparison.REPRODUCIBILITY_FAILED: (gettext_lazy("reproducibility failure"), "bad"),
 }
 RUN_STATES = {
-    RunStatus.QUEUED: (_lazy("queued"), "info"),
-    RunStatus.RUNNING: (_lazy("running"), "info"),
-    RunStatus.SUCCEEDED: (_lazy("succeeded"), "ok"),
-    RunStatus.FAILED: (_lazy("failed"), "bad"),
-    RunStatus.CANCELLED: (_lazy("cancelled"), "muted"),
+    RunStatus.QUEUED: (gettext_lazy("queued"), "info"),
+    RunStatus.RUNNING: (gettext_lazy("running"), "info"),
+    RunStatus.SUCCEEDED: (gettext_lazy("succeeded"), "ok"),
+    RunStatus.FAILED: (gettext_lazy("failed"), "bad"),
+    RunStatus.CANCELLED: (gettext_lazy("cancelled"), "muted"),
 }
 
 

@@ -18,7 +18,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -35,10 +35,10 @@ from registry.models import Role, user_role
 PAGE_SIZE = 50
 DELIVERIES_PER_PAGE = 25
 DELIVERY_STATES = {
-    DeliveryStatus.PENDING: (_lazy("waiting for its next attempt"), "info"),
-    DeliveryStatus.SENDING: (_lazy("sending"), "info"),
-    DeliveryStatus.DELIVERED: (_lazy("delivered"), "ok"),
-    DeliveryStatus.FAILED: (_lazy("failed: given up"), "bad"),
+    DeliveryStatus.PENDING: (gettext_lazy("waiting for its next attempt"), "info"),
+    DeliveryStatus.SENDING: (gettext_lazy("sending"), "info"),
+    DeliveryStatus.DELIVERED: (gettext_lazy("delivered"), "ok"),
+    DeliveryStatus.FAILED: (gettext_lazy("failed: given up"), "bad"),
 }
 
 

@@ -64,7 +64,7 @@ COMPARISONS = {
     Comparison.IDENTICAL: (gettext_lazy("identical metrics"), "ok"),
     Comparison.WITHIN_TOLERANCE: (gettext_lazy("within tolerance"), "ok"),
     Comparison.ENGINE_CHANGED: (
-        _lazy("not comparable: engine or artifact changed"),
+        gettext_lazy("not comparable: engine or artifact changed"),
         "warn",
     ),
     Comparison.REPRODUCIBILITY_FAILED: (gettext_lazy("reproducibility failure"), "bad"),

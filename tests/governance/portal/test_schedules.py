@@ -41,7 +41,7 @@ def test_anonymous_readers_are_sent_to_sign_in(client, schedule):
         assert response["Location"].startswith("/accounts/login/")
 
 
-def test_another_agency_gets_404_and_an_empty_list(client, member_b, schedule):
+def test_c1_another_agency_gets_404_and_an_empty_list(client, member_b, schedule):
     client.force_login(member_b)
     assert client.get(_detail(schedule)).status_code == 404
     assert client.get(f"{_detail(schedule)}edit/").status_code == 404

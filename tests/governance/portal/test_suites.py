@@ -102,7 +102,7 @@ def test_anonymous_readers_are_sent_to_sign_in(client, own_suite):
         assert response["Location"].startswith("/accounts/login/")
 
 
-def test_another_agencys_private_suite_is_not_found(client, member_b, own_suite):
+def test_c1_another_agencys_private_suite_is_not_found(client, member_b, own_suite):
     client.force_login(member_b)
     detail = reverse("governance_portal:suite-detail", args=[own_suite.pk])
     assert client.get(detail).status_code == 404

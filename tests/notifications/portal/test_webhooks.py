@@ -42,7 +42,7 @@ def test_anonymous_readers_are_sent_to_sign_in(client, webhook):
         assert response["Location"].startswith("/accounts/login/")
 
 
-def test_members_and_other_agencies_get_404(client, member_a, maintainer_b, webhook):
+def test_c1_members_and_other_agencies_get_404(client, member_a, maintainer_b, webhook):
     for person in (member_a, maintainer_b):
         client.force_login(person)
         for url in (_detail(webhook), f"{_detail(webhook)}edit/"):

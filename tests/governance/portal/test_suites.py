@@ -174,7 +174,8 @@ def test_the_api_rules_and_the_service_refusals_are_form_errors(
 def test_a_reviewer_may_not_register_a_suite(client, reviewer, agency_data):
     client.force_login(reviewer)
     response = client.post(NEW, _post(*agency_data))
-    assert response.status_code in (200, 403)
+    assert response.status_code == 403
+    assert "Only members and maintainers" in response.content.decode()
     assert not EvaluationSuite.objects.exists()
 
 
@@ -295,3 +296,26 @@ def test_the_list_and_a_page_take_a_constant_number_of_queries(
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = client.get(LIST)
     assert page.content.decode().count("@1.0.0</a>") == 20
+
+
+def test_a_suite_page_with_many_versions_takes_a_constant_number_of_queries(
+    client, member_a, own_suite, django_assert_max_num_queries
+):
+    def add(start, count):
+        latest = EvaluationSuite.objects.filter(name=own_suite.name).latest("pk")
+        for index in range(start, start + count):
+            latest = suite_services.suite_version_create(
+                actor=member_a, suite=latest, version=f"2.{index}.0"
+            )
+        return latest
+
+    client.force_login(member_a)
+    newest = add(0, 1)
+    url = reverse("governance_portal:suite-detail", args=[newest.pk])
+    with django_assert_max_num_queries(12) as few:
+        client.get(url)
+    newest = add(1, 18)
+    url = reverse("governance_portal:suite-detail", args=[newest.pk])
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        page = client.get(url)
+    assert page.content.decode().count(">2.") >= 18

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Case, Exists, IntegerField, OuterRef, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from config.exceptions import DomainError, PolicyViolation
 from governance.api.serializers import (
@@ -260,13 +261,17 @@ def suite_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def suite_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    """Delete an unused suite of the reader's agency."""
+    """Ask, then delete an unused suite version of the reader's agency."""
     suite = get_object_or_404(_suites(request.user), pk=pk)
+    if request.method == "GET":
+        return render(request, "portal/suites/delete.html", {"suite": suite})
     label = str(suite)
     try:
         suite_services.suite_delete(actor=request.user, suite=suite)
+    except PolicyViolation as exc:
+        raise PermissionDenied(exc.message) from exc
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect("governance_portal:suite-detail", pk=suite.pk)

@@ -13,6 +13,7 @@ import pytest
 
 from governance.models import EvaluationSchedule, EvaluationSuite
 from governance.services import schedules as schedule_services
+from governance.services import suites as suite_services
 from notifications import services as notification_services
 from notifications.models import Webhook, WebhookDelivery
 from registry.models import ArtifactState, ModelKind, Role
@@ -27,6 +28,7 @@ from tests.factories import (
 from tests.governance.test_suites import PROBES, QUESTIONS, _data
 from tests.notifications.conftest import (  # noqa: F401
     local_webhooks,
+    make_webhook,
     receiver,
     signatures_valid_for,
 )
@@ -186,3 +188,52 @@ def test_a_maintainer_configures_suites_schedules_and_webhooks(
         assert heading in page.locator("h1").inner_text(), path
         assert_accessible(page)
         shot(page, name)
+
+
+def test_the_configuration_pages_fit_a_phone(
+    phone,
+    shot,
+    maintainer,
+    receiver,  # noqa: F811
+    local_webhooks,  # noqa: F811
+):
+    agency = maintainer.membership.agency
+    LicenceFactory(expression="CC0-1.0")
+    answers = _data(agency, QUESTIONS)
+    suite = suite_services.suite_register(
+        actor=maintainer,
+        name="permit-answers",
+        version="1.0.0",
+        licence=LicenceFactory(expression="MIT"),
+        tasks=[{"task": "generation", "name": "answers", "dataset_version": answers}],
+        thresholds={"answers.f1": {"min": 0.5}},
+    )
+    version = ModelVersionFactory(
+        model__agency=agency,
+        kind=ModelKind.CAUSAL_LM_KV,
+        artifact_state=ArtifactState.AVAILABLE,
+        artifact_digest="a" * 64,
+        artifact_format="zip",
+    )
+    schedule = schedule_services.schedule_create(
+        actor=maintainer, model_version=version, suite=suite, interval_seconds=3600
+    )
+    schedule_services.schedule_tick(schedule_id=schedule.pk)
+    webhook, _secret = make_webhook(
+        maintainer, None, receiver.url, ["use_case.approved"]
+    )
+    delivery = notification_services.webhook_ping(actor=maintainer, webhook=webhook)
+    notification_services.delivery_attempt(delivery_id=delivery.pk)
+    sign_in(phone, "mara")
+    for path, name in [
+        (f"/portal/suites/{suite.pk}/", "suite-phone"),
+        (f"/portal/schedules/{schedule.pk}/", "schedule-phone"),
+        (f"/portal/webhooks/{webhook.pk}/", "webhook-phone"),
+    ]:
+        phone.goto(path)
+        overflow = phone.evaluate(
+            "document.documentElement.scrollWidth"
+            " - document.documentElement.clientWidth"
+        )
+        shot(phone, name)
+        assert overflow <= 0, path

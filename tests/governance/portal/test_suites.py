@@ -256,11 +256,14 @@ def test_a_new_version_starts_from_the_last_and_links_to_it(
     assert "1.0.0" in page.content.decode()  # the version history
 
 
-def test_an_unused_suite_is_deleted(client, member_a, own_suite):
+def test_an_unused_suite_is_deleted_after_a_question(client, member_a, own_suite):
     client.force_login(member_a)
-    response = client.post(
-        reverse("governance_portal:suite-delete", args=[own_suite.pk])
-    )
+    url = reverse("governance_portal:suite-delete", args=[own_suite.pk])
+    question = client.get(url)
+    assert question.status_code == 200
+    assert "cannot be undone" in question.content.decode()
+    assert EvaluationSuite.objects.filter(pk=own_suite.pk).exists()
+    response = client.post(url)
     assert response.status_code == 302
     assert not EvaluationSuite.objects.filter(pk=own_suite.pk).exists()
     assert AuditEvent.objects.filter(action="suite.deleted").exists()

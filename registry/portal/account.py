@@ -14,13 +14,21 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.generic import FormView
 from knox.models import AuthToken
 
-from registry.models import SessionGeneration, user_membership, user_role
+from registry.models import Role, SessionGeneration, user_membership, user_role
 from registry.portal.forms import SignOutEverywhereForm
 from registry.services import identity
+
+# The roles' names in the reader's language.
+ROLE_NAMES = {
+    Role.MEMBER: gettext_lazy("Member"),
+    Role.MAINTAINER: gettext_lazy("Maintainer"),
+    Role.REVIEWER: gettext_lazy("Oversight reviewer"),
+    Role.ADMIN: gettext_lazy("Platform administrator"),
+}
 
 
 class AccountView(LoginRequiredMixin, FormView):
@@ -36,7 +44,7 @@ class AccountView(LoginRequiredMixin, FormView):
         sessions = SessionGeneration.objects.filter(user=user).first()
         context.update(
             membership=membership,
-            role=user_role(user),
+            role=ROLE_NAMES.get(user_role(user)),
             uses_password=user.has_usable_password(),
             token_count=AuthToken.objects.filter(
                 user=user, expiry__gt=timezone.now()

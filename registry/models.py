@@ -589,6 +589,34 @@ class ClaimRule(models.Model):
         return found is not None and str(found) == self.value
 
 
+class ExternalIdentity(models.Model):
+    """A person's identity at an OpenID Connect provider: issuer and subject.
+
+    Single sign-on finds the account by this pair, never by e-mail address
+    or username, which a provider may let people change.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="external_identities",
+    )
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer", "subject"], name="external_identity_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} @ {self.issuer}"
+
+
 class SessionGeneration(models.Model):
     """How many times a person ended all their sessions ("sign out everywhere").
 

@@ -84,11 +84,10 @@ def provider_setting(attr: str, *default):
     return value
 
 
-def sso_username(claims: dict) -> str:
-    """The local username of the provider's subject: stable, never an address."""
+def sso_issuer() -> str:
+    """The provider's issuer (configured or discovered), or its token endpoint."""
     issuer = provider_setting("OIDC_OP_ISSUER", "")
-    digest = hashlib.sha256(f"{issuer}\n{claims['sub']}".encode()).hexdigest()
-    return f"sso-{digest[:24]}"
+    return issuer or provider_setting("OIDC_OP_TOKEN_ENDPOINT", "")
 
 
 class ClaimRuleBackend(OIDCAuthenticationBackend):
@@ -126,7 +125,10 @@ class ClaimRuleBackend(OIDCAuthenticationBackend):
         return f"subject {claims.get('sub')}"
 
     def filter_users_by_claims(self, claims):
-        return get_user_model().objects.filter(username=sso_username(claims))
+        return get_user_model().objects.filter(
+            external_identities__issuer=sso_issuer(),
+            external_identities__subject=str(claims["sub"]),
+        )
 
     def create_user(self, claims):
         return self._sign_in(None, claims)
@@ -139,13 +141,13 @@ class ClaimRuleBackend(OIDCAuthenticationBackend):
         try:
             return identity.account_sso_sign_in(
                 user=user,
-                username=sso_username(claims),
+                issuer=sso_issuer(),
                 claims=claims,
                 provider=settings.OIDC_PROVIDER_NAME,
             )
         except DomainError as error:
             identity.account_sso_refuse(
-                username=sso_username(claims), claims=claims, reason=error.message
+                issuer=sso_issuer(), claims=claims, reason=error.message
             )
             setattr(self.request, REFUSED, True)
             messages.error(

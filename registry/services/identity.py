@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from knox.models import AuthToken
@@ -28,6 +29,7 @@ from config.exceptions import DomainError
 from registry.models import (
     Agency,
     ClaimRule,
+    ExternalIdentity,
     Membership,
     Role,
     SessionGeneration,
@@ -163,17 +165,54 @@ def _no_rule() -> DomainError:
     )
 
 
-def _provision(user, *, username: str, claims: dict):
-    """The account of ``claims``: created, or its profile fields brought up to date."""
+def _username_base(claims: dict) -> str:
+    """A readable username from the claims (preferred username, else address)."""
+    wanted = str(claims.get("preferred_username") or "")
+    if not wanted:
+        wanted = str(claims.get("email") or "").partition("@")[0]
+    return re.sub(r"[^\w.@+-]", "", wanted)[:140] or "sso-user"
+
+
+def _create_account(claims: dict, profile: dict):
+    """A new staff account with no usable password, under a free username.
+
+    A taken username (a local account, or another provider's person) gets a
+    number: ``ada``, ``ada-2``, ``ada-3``...
+    """
+    users = get_user_model().objects
+    base = _username_base(claims)
+    for number in range(1, 1000):
+        username = base if number == 1 else f"{base}-{number}"
+        if users.filter(username__iexact=username).exists():
+            continue
+        try:
+            with transaction.atomic():
+                return users.create_user(
+                    username=username, password=None, is_staff=True, **profile
+                )
+        except IntegrityError:
+            continue
+    raise DomainError("No free username for this person.", code="username_taken")
+
+
+def _provision(user, *, issuer: str, claims: dict):
+    """The account of ``claims``: created and linked to the provider's subject,
+    or its profile fields brought up to date."""
     profile = {
         field: str(claims.get(claim) or "")[:150]
         for claim, field in PROFILE_CLAIMS.items()
     }
+    subject = str(claims["sub"])
     if user is None:
-        return get_user_model().objects.create_user(
-            username=username, password=None, is_staff=True, **profile
+        user = _create_account(claims, profile)
+        ExternalIdentity.objects.create(
+            user=user, issuer=issuer, subject=subject, last_sign_in_at=timezone.now()
         )
+        return user
     user = get_user_model().objects.select_for_update().get(pk=user.pk)
+    ExternalIdentity.objects.filter(user=user, issuer=issuer, subject=subject).update(
+        last_sign_in_at=timezone.now()
+    )
     changed = [name for name, value in profile.items() if getattr(user, name) != value]
     for name in changed:
         setattr(user, name, profile[name])
@@ -223,20 +262,20 @@ def _apply_rule(user, rule: ClaimRule) -> None:
 
 
 @transaction.atomic
-def account_sso_sign_in(*, user, username: str, claims: dict, provider: str):
+def account_sso_sign_in(*, user, issuer: str, claims: dict, provider: str):
     """The account a person signing in through OIDC becomes, per the claim rules.
 
-    ``user`` is the account already linked to the provider's subject, or
-    None for a first sign-in (the account is then created, staff, with no
-    usable password). The winning rule's agency and role replace the
-    membership's when they differ (audited as a membership change by the
-    platform). Raises ``DomainError`` (``no_matching_rule``) when no active
-    rule matches; nothing is written then.
+    ``user`` is the account already linked to the provider's subject
+    (``ExternalIdentity``), or None for a first sign-in: the account is then
+    created, staff, with no usable password, and linked. The winning rule's
+    agency and role replace the membership's when they differ (audited as a
+    membership change by the platform). Raises ``DomainError``
+    (``no_matching_rule``) when no active rule matches; nothing is written.
     """
     rule = claim_rule_for(claims)
     if rule is None:
         raise _no_rule()
-    user = _provision(user, username=username, claims=claims)
+    user = _provision(user, issuer=issuer, claims=claims)
     _apply_rule(user, rule)
     audit.record(
         actor=None,
@@ -244,7 +283,8 @@ def account_sso_sign_in(*, user, username: str, claims: dict, provider: str):
         obj=user,
         agency=rule.agency,
         payload={
-            "user": username,
+            "user": user.get_username(),
+            "issuer": issuer,
             "subject": str(claims.get("sub", "")),
             "provider": provider,
             "rule": rule.pk,
@@ -256,21 +296,22 @@ def account_sso_sign_in(*, user, username: str, claims: dict, provider: str):
 
 
 @transaction.atomic
-def account_sso_refuse(*, username: str, claims: dict, reason: str) -> None:
+def account_sso_refuse(*, issuer: str, claims: dict, reason: str) -> None:
     """Record a refused single sign-on (``account.sso_refused``).
 
     The payload keeps the subject and the values of the claims the rules
     read, so an administrator sees why no rule matched; no other claim.
     """
     read = {name: claims[name] for name in sorted(claim_names()) if name in claims}
+    subject = str(claims.get("sub", ""))
     audit.record(
         actor=None,
         action="account.sso_refused",
-        object_type="auth.user",
-        object_id=username,
+        object_type="registry.externalidentity",
+        object_id=subject[:100],
         payload={
-            "user": username,
-            "subject": str(claims.get("sub", "")),
+            "issuer": issuer,
+            "subject": subject,
             "claims": read,
             "reason": reason,
         },

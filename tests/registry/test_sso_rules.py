@@ -16,9 +16,9 @@ from django.test import RequestFactory
 
 from audit.models import AuditEvent
 from config.exceptions import DomainError, PolicyViolation
-from registry.models import ClaimRule, Membership, Role
+from registry.models import ClaimRule, ExternalIdentity, Membership, Role
 from registry.services import identity
-from registry.sso import ClaimRuleBackend, sso_username
+from registry.sso import ClaimRuleBackend
 from tests.factories import AgencyFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -60,9 +60,12 @@ def rule(agency, claim="agency", value="city", role=Role.MEMBER, priority=0, **k
     )
 
 
+ISSUER = "https://id.example.gov"
+
+
 def sign_in(claims, user=None):
     return identity.account_sso_sign_in(
-        user=user, username=sso_username(claims), claims=claims, provider="Agency ID"
+        user=user, issuer=ISSUER, claims=claims, provider="Agency ID"
     )
 
 
@@ -78,7 +81,10 @@ def test_a_matching_rule_creates_the_account_and_membership(sso, city):
 
     user = sign_in(claims)
 
-    assert user.username == sso_username(claims) and user.username.startswith("sso-")
+    assert user.username == "ada"  # the address's local part (no preferred name)
+    link = ExternalIdentity.objects.get(user=user)
+    assert (link.issuer, link.subject) == (ISSUER, "u-1")
+    assert link.last_sign_in_at is not None
     assert not user.has_usable_password() and user.is_staff
     assert (user.email, user.first_name, user.last_name) == (
         "ada@city.example.gov",
@@ -247,17 +253,35 @@ def backend_with_request():
     return backend, request
 
 
-def test_the_backend_finds_accounts_by_subject_never_by_email(sso, city):
+def test_the_backend_finds_accounts_by_issuer_and_subject_never_by_name(sso, city):
     rule(city)
-    UserFactory(username="local-ada", email="ada@city.example.gov")
+    local = UserFactory(username="ada", email="ada@city.example.gov")
     backend, _request = backend_with_request()
-    claims = {"sub": "u-8", "agency": "city", "email": "ada@city.example.gov"}
+    claims = {
+        "sub": "u-8",
+        "agency": "city",
+        "email": "ada@city.example.gov",
+        "preferred_username": "ada",
+    }
 
+    # Neither the local account's address nor its username is a match.
     assert not backend.filter_users_by_claims(claims).exists()
     user = backend.create_user(claims)
+    assert user.pk != local.pk and user.username == "ada-2"
     assert list(backend.filter_users_by_claims(claims)) == [user]
-    assert user.username != "local-ada"
-    assert sso_username(claims) != sso_username({**claims, "sub": "u-9"})
+    assert not backend.filter_users_by_claims({**claims, "sub": "u-9"}).exists()
+    # The same subject at another issuer is another person.
+    sso.OIDC_OP_ISSUER = "https://other-id.example.gov"
+    assert not backend.filter_users_by_claims(claims).exists()
+
+
+def test_a_changed_preferred_username_keeps_the_same_account(sso, city):
+    rule(city)
+    first = sign_in({"sub": "u-11", "agency": "city", "preferred_username": "bob"})
+    again = sign_in(
+        {"sub": "u-11", "agency": "city", "preferred_username": "robert"}, first
+    )
+    assert again.pk == first.pk and again.username == "bob"
 
 
 def test_the_backend_refuses_with_a_message_and_an_audit_event(sso, city):

@@ -270,8 +270,14 @@ def account_sso_sign_in(*, user, issuer: str, claims: dict, provider: str):
     created, staff, with no usable password, and linked. The winning rule's
     agency and role replace the membership's when they differ (audited as a
     membership change by the platform). Raises ``DomainError``
-    (``no_matching_rule``) when no active rule matches; nothing is written.
+    (``no_matching_rule``) when no active rule matches, or
+    (``account_inactive``) for a deactivated account; nothing is written.
     """
+    if user is not None and not user.is_active:
+        raise DomainError(
+            _("this account is deactivated on this platform."),
+            code="account_inactive",
+        )
     rule = claim_rule_for(claims)
     if rule is None:
         raise _no_rule()

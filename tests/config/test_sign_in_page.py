@@ -42,7 +42,7 @@ def post_login(client, username, password):
     return client.post(LOGIN, {"username": username, "password": password})
 
 
-def test_the_form_is_locked_after_the_limit_with_429_and_a_readable_page(
+def test_c14_the_portal_form_is_locked_after_the_limit_with_429_and_a_readable_page(
     client, ada, few_attempts
 ):
     for _ in range(3):
@@ -63,7 +63,7 @@ def test_the_form_is_locked_after_the_limit_with_429_and_a_readable_page(
     assert "_auth_user_id" not in client.session
 
 
-def test_the_locked_page_speaks_french(client, ada, few_attempts):
+def test_c14_the_locked_page_speaks_french(client, ada, few_attempts):
     for _ in range(3):
         post_login(client, "ada", "wrong-password")
     client.cookies[django_settings.LANGUAGE_COOKIE_NAME] = "fr"
@@ -72,7 +72,7 @@ def test_the_locked_page_speaks_french(client, ada, few_attempts):
     assert "Trop de tentatives de connexion pour ce compte" in locked.content.decode()
 
 
-def test_an_address_is_locked_across_usernames(client, db, settings):
+def test_c14_the_portal_form_locks_an_address_across_usernames(client, db, settings):
     settings.PASSWORD_ATTEMPTS_PER_ADDRESS = 4
     statuses = [post_login(client, f"user-{n}", "x").status_code for n in range(5)]
     assert statuses == [200] * 4 + [429]
@@ -92,7 +92,7 @@ def test_a_successful_sign_in_still_works_below_the_limit(client, ada, few_attem
 # --- CSRF ------------------------------------------------------------------------
 
 
-def test_the_sign_in_form_refuses_a_post_without_the_csrf_token(ada):
+def test_c7_the_sign_in_form_refuses_a_post_without_the_csrf_token(ada):
     client = Client(enforce_csrf_checks=True)
     response = post_login(client, "ada", PASSWORD)
     assert response.status_code == 403
@@ -106,7 +106,7 @@ def test_the_sign_in_form_refuses_a_post_without_the_csrf_token(ada):
     assert response.status_code == 302
 
 
-def test_sign_out_refuses_a_post_without_the_csrf_token(ada):
+def test_c7_sign_out_refuses_a_post_without_the_csrf_token(ada):
     client = Client(enforce_csrf_checks=True)
     client.force_login(ada)
     assert client.post("/accounts/logout/").status_code == 403
@@ -119,7 +119,9 @@ def test_sign_out_refuses_a_post_without_the_csrf_token(ada):
 # --- cookie and session settings ---------------------------------------------
 
 
-def test_session_cookies_are_http_only_same_site_and_end_with_the_browser(client, ada):
+def test_c7_session_cookies_are_http_only_same_site_and_end_with_the_browser(
+    client, ada
+):
     response = post_login(client, "ada", PASSWORD)
     cookie = response.cookies[django_settings.SESSION_COOKIE_NAME]
     assert cookie["httponly"] is True
@@ -147,7 +149,7 @@ def _settings_value(name: str, **env: str) -> str:
 
 
 @pytest.mark.parametrize("https", ["true", "false"])
-def test_secure_cookies_follow_civitas_https(https):
+def test_c7_secure_cookies_follow_civitas_https(https):
     expected = "True" if https == "true" else "False"
     for name in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
         assert _settings_value(name, CIVITAS_HTTPS=https) == expected

@@ -275,6 +275,17 @@ def test_the_backend_finds_accounts_by_issuer_and_subject_never_by_name(sso, cit
     assert not backend.filter_users_by_claims(claims).exists()
 
 
+def test_a_deactivated_account_is_refused_whatever_the_claims(sso, city):
+    rule(city)
+    user = sign_in({"sub": "u-12", "agency": "city"})
+    user.is_active = False
+    user.save()
+    with pytest.raises(DomainError) as refused:
+        sign_in({"sub": "u-12", "agency": "city"}, user)
+    assert refused.value.code == "account_inactive"
+    assert AuditEvent.objects.filter(action="account.sso_signed_in").count() == 1
+
+
 def test_a_changed_preferred_username_keeps_the_same_account(sso, city):
     rule(city)
     first = sign_in({"sub": "u-11", "agency": "city", "preferred_username": "bob"})

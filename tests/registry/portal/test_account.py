@@ -126,7 +126,7 @@ def test_a_session_from_before_the_mechanism_counts_as_generation_zero(ada):
     assert SessionGeneration.objects.get(user=ada).generation == 1
 
 
-def test_the_form_refuses_a_post_without_the_csrf_token(ada):
+def test_c7_sign_out_everywhere_refuses_a_post_without_the_csrf_token(ada):
     client = Client(enforce_csrf_checks=True)
     client.force_login(ada)
     assert client.post(PAGE, {}).status_code == 403

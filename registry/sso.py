@@ -24,6 +24,7 @@ this module adapts it to Civitas:
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import requests
 from django.conf import settings
@@ -42,6 +43,8 @@ from mozilla_django_oidc.views import (
 
 from config.exceptions import DomainError
 from registry.services import identity
+
+LOGGER = logging.getLogger(__name__)
 
 # Settings that the discovery document fills in when they are left empty.
 DISCOVERED = {
@@ -184,6 +187,19 @@ class CallbackView(OIDCAuthenticationCallbackView):
         if not sso_enabled():
             raise Http404("Single sign-on is not configured.")
         return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request):
+        """The library's callback; a token or provider failure is a failed sign-in.
+
+        A forged or foreign token (``SuspiciousOperation``) or a provider that
+        cannot be reached is logged and sends the person back to the sign-in
+        page with a message, never to an error page.
+        """
+        try:
+            return super().get(request)
+        except (SuspiciousOperation, requests.RequestException) as error:
+            LOGGER.warning("single sign-on failed: %s", error)
+            return self.login_failure()
 
     def login_failure(self):
         if not getattr(self.request, REFUSED, False):

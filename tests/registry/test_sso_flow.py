@@ -102,7 +102,21 @@ def test_a_token_from_another_issuer_is_refused(
 
     _session, landed = sso_sign_in(live_server.url, ADA["username"], ADA["password"])
 
-    assert landed.status_code == 400
+    assert landed.url.startswith(f"{live_server.url}/accounts/login/")
+    assert "Single sign-on did not complete." in landed.text
+    assert not Membership.objects.exists()
+    assert not AuditEvent.objects.filter(action="account.sso_signed_in").exists()
+
+
+def test_a_wrong_client_secret_is_a_failed_sign_in_not_an_error_page(
+    live_server, sso_settings, rules, settings
+):
+    settings.OIDC_RP_CLIENT_SECRET = "not-the-secret"
+
+    _session, landed = sso_sign_in(live_server.url, ADA["username"], ADA["password"])
+
+    assert landed.status_code == 200
+    assert "Single sign-on did not complete." in landed.text
     assert not Membership.objects.exists()
 
 

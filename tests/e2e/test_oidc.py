@@ -11,14 +11,8 @@ from __future__ import annotations
 import pytest
 
 from registry.models import ClaimRule, Membership, Role
-from tests.e2e.conftest import (
-    PASSWORD,
-    assert_accessible,
-    new_page,
-    sign_in,
-    switch_language,
-)
-from tests.factories import AgencyFactory, MembershipFactory, UserFactory
+from tests.e2e.conftest import assert_accessible, switch_language
+from tests.factories import AgencyFactory
 from tests.oidc_provider.portal import PROVIDER_USERS, configure_portal, provider_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -110,36 +104,3 @@ def test_a_person_no_rule_matches_is_refused_and_told_why(
     assert "Se connecter avec Agency ID" in page.content()
     assert_accessible(page)
     shot(page, "sign-in-fr")
-
-
-def test_sign_out_everywhere_ends_the_other_browser_too(
-    browser, live_server, page, shot
-):
-    user = UserFactory(username="ada", password=PASSWORD)
-    MembershipFactory(user=user, agency=AgencyFactory(name="City Council"))
-    other = new_page(browser, live_server.url)
-    try:
-        sign_in(other, "ada")
-        sign_in(page, "ada")
-        page.goto("/portal/account/")
-        assert_accessible(page)
-        shot(page, "account")
-        switch_language(page, "fr")
-        assert_accessible(page)
-        shot(page, "account-fr")
-        switch_language(page, "en")
-
-        page.get_by_role("button", name="Sign out everywhere").click()
-        page.wait_for_url("**/accounts/login/")
-        assert (
-            "You are signed out on every device."
-            in page.locator(".messages").inner_text()
-        )
-        shot(page, "signed-out")
-
-        other.goto("/portal/account/")
-        other.wait_for_url("**/accounts/login/?next=/portal/account/")
-        assert other.locator(".whoami").count() == 0
-        shot(other, "other-browser-signed-out")
-    finally:
-        other.context.close()

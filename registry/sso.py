@@ -150,7 +150,10 @@ class ClaimRuleBackend(OIDCAuthenticationBackend):
             )
         except DomainError as error:
             identity.account_sso_refuse(
-                issuer=sso_issuer(), claims=claims, reason=error.message
+                issuer=sso_issuer(),
+                claims=claims,
+                code=error.code,
+                reason=error.message,
             )
             setattr(self.request, REFUSED, True)
             messages.error(

@@ -302,7 +302,7 @@ def account_sso_sign_in(*, user, issuer: str, claims: dict, provider: str):
 
 
 @transaction.atomic
-def account_sso_refuse(*, issuer: str, claims: dict, reason: str) -> None:
+def account_sso_refuse(*, issuer: str, claims: dict, code: str, reason: str) -> None:
     """Record a refused single sign-on (``account.sso_refused``).
 
     The payload keeps the subject and the values of the claims the rules
@@ -319,6 +319,7 @@ def account_sso_refuse(*, issuer: str, claims: dict, reason: str) -> None:
             "issuer": issuer,
             "subject": subject,
             "claims": read,
+            "code": code,
             "reason": reason,
         },
     )

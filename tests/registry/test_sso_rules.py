@@ -216,6 +216,20 @@ def test_a_reviewer_rule_must_name_an_oversight_body(city, admin_user):
     assert refused.value.code == "invalid_role"
 
 
+def test_the_admin_shows_the_subject_links_read_only(client, sso, city, admin_user):
+    rule(city)
+    user = sign_in({"sub": "u-13", "agency": "city", "preferred_username": "cleo"})
+    client.force_login(admin_user)
+    listing = client.get("/admin/registry/externalidentity/")
+    assert listing.status_code == 200 and "u-13" in listing.content.decode()
+    link = ExternalIdentity.objects.get(user=user)
+    change = client.post(
+        f"/admin/registry/externalidentity/{link.pk}/change/", {"subject": "x"}
+    )
+    assert change.status_code == 403
+    assert ExternalIdentity.objects.get(pk=link.pk).subject == "u-13"
+
+
 def test_rules_are_written_in_the_admin_through_the_service(client, city, admin_user):
     client.force_login(admin_user)
     response = client.post(
@@ -239,6 +253,7 @@ def test_rules_are_written_in_the_admin_through_the_service(client, city, admin_
     ).user
     client.force_login(maintainer)
     assert client.get("/admin/registry/claimrule/").status_code == 403
+    assert client.get("/admin/registry/externalidentity/").status_code == 403
 
 
 # --- the backend ---------------------------------------------------------------
@@ -309,6 +324,7 @@ def test_the_backend_refuses_with_a_message_and_an_audit_event(sso, city):
     # Only the claims the rules read are kept, not the e-mail address.
     assert refused.payload_data["claims"] == {"agency": "elsewhere"}
     assert refused.payload_data["subject"] == "u-10"
+    assert refused.payload_data["code"] == "no_matching_rule"
 
 
 def test_the_backend_checks_the_audience_and_the_issuer(sso):

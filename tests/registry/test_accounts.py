@@ -25,9 +25,8 @@ def _link(output: str) -> str:
 
 def _invite(by, *args: str) -> str:
     out = StringIO()
-    call_command(
-        "invite", *args, "--by", by.username, "--url", "http://testserver/", stdout=out
-    )
+    call_command("invite", *args, "--by", by.username, "--url", "http://testserver/",
+                 stdout=out)
     return out.getvalue()
 
 
@@ -48,16 +47,8 @@ def test_invite_creates_the_person_and_a_link_that_sets_the_password_once(
     platform_admin, agency_a
 ):
     output = _invite(
-        platform_admin,
-        "nina",
-        "--agency",
-        agency_a.slug,
-        "--role",
-        "maintainer",
-        "--email",
-        "nina@city-a.example.gov",
-        "--first-name",
-        "Nina",
+        platform_admin, "nina", "--agency", agency_a.slug, "--role", "maintainer",
+        "--email", "nina@city-a.example.gov", "--first-name", "Nina",
     )
 
     nina = get_user_model().objects.get(username="nina")
@@ -247,3 +238,4 @@ def test_a_hash_upgraded_at_login_is_no_password_change(settings):
     person.refresh_from_db()
     assert person.password.startswith("pbkdf2_")
     assert AuditEvent.objects.count() == before
+

@@ -893,7 +893,9 @@ def test_artifact_sweep_requeues_stale_dataset_references(
 
 
 def test_openapi_schema_of_the_artifact_endpoints_validates_without_warnings():
-    generator = SchemaGenerator(patterns=[path("api/v1/", include(artifact_patterns))])
+    generator = SchemaGenerator(
+        patterns=[path("api/v1/", include(artifact_patterns))]
+    )
     GENERATOR_STATS.reset()
 
     schema = generator.get_schema(request=None, public=True)

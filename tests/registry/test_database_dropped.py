@@ -52,11 +52,9 @@ def test_a_dropped_connection_answers_503_and_writes_nothing(
     try:
         with holder.cursor() as cursor:
             cursor.execute("SELECT seq FROM governance_auditchainhead FOR UPDATE")
-            request = threading.Thread(
-                target=lambda: answers.update(
-                    response=api_a.post("/api/v1/model-versions/", body, format="json")
-                )
-            )
+            request = threading.Thread(target=lambda: answers.update(
+                response=api_a.post("/api/v1/model-versions/", body, format="json")
+            ))
             request.start()
             pid = _waiting_backend(cursor)
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -87,8 +85,6 @@ def _ensure_chain_head() -> None:
     last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
     AuditChainHead.objects.get_or_create(
         pk=1,
-        defaults={
-            "seq": last["seq"] if last else 0,
-            "hash": last["hash"] if last else GENESIS_HASH,
-        },
+        defaults={"seq": last["seq"] if last else 0,
+                  "hash": last["hash"] if last else GENESIS_HASH},
     )

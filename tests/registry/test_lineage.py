@@ -489,7 +489,9 @@ def test_api_refuses_a_depth_outside_one_to_ten(catalogue, api_a, depth):
 
 
 def test_openapi_schema_of_the_lineage_endpoints_validates_without_warnings():
-    generator = SchemaGenerator(patterns=[path("api/v1/", include(lineage_patterns))])
+    generator = SchemaGenerator(
+        patterns=[path("api/v1/", include(lineage_patterns))]
+    )
     GENERATOR_STATS.reset()
 
     schema = generator.get_schema(request=None, public=True)

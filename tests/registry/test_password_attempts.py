@@ -45,7 +45,9 @@ def create_token(username: str, password: str = PASSWORD, **extra):
 # --- HTTP Basic is accepted on token creation only ---------------------------
 
 
-def test_c14_basic_is_refused_on_every_route_but_token_creation(member_a, few_attempts):
+def test_c14_basic_is_refused_on_every_route_but_token_creation(
+    member_a, few_attempts
+):
     refused = {
         "code": "basic_refused",
         "message": (

@@ -54,20 +54,13 @@ def _environment(kind: str, tmp_path) -> dict[str, str]:
         env.pop("CACHE_URL", None)
         return env
     env = process_env(CIVITAS_VAR_DIR=str(tmp_path), **limits)
-    for name in (
-        "DATABASE_URL",
-        "CELERY_BROKER_URL",
-        "CELERY_RESULT_BACKEND",
-        "MLFLOW_TRACKING_URI",
-        "CACHE_URL",
-    ):
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+                 "MLFLOW_TRACKING_URI", "CACHE_URL"):
         env.pop(name, None)
-    subprocess.run(
-        [*MANAGE, "migrate", "--noinput"], env=env, check=True, capture_output=True
-    )
-    subprocess.run(
-        [*MANAGE, "createcachetable"], env=env, check=True, capture_output=True
-    )
+    subprocess.run([*MANAGE, "migrate", "--noinput"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([*MANAGE, "createcachetable"], env=env, check=True,
+                   capture_output=True)
     return env
 
 
@@ -77,36 +70,19 @@ def two_web_processes(request, tmp_path):
     env = _environment(request.param, tmp_path)
     tokens = subprocess.run(
         [*MANAGE, "shell", "-c", PEOPLE.format(pw=PASSWORD)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+        env=env, check=True, capture_output=True, text=True,
     ).stdout.split()[-2:]
     servers, bases = [], []
     for _ in range(2):
         port = _free_port()
-        servers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "config.wsgi:application",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "1",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        servers.append(subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+             "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
         bases.append(f"http://127.0.0.1:{port}")
     try:
         for base in bases:
-
             def up(base=base):
                 try:
                     return requests.get(f"{base}/api/v1/me/", timeout=10).status_code
@@ -131,22 +107,17 @@ def test_c14_password_guesses_are_locked_across_web_processes(two_web_processes)
     bases, _ = two_web_processes
     statuses = []
     for n in range(300):  # alternate between the two processes
-        response = requests.post(
-            f"{bases[n % 2]}/api/v1/auth/tokens/",
-            headers=_basic("alice", "wrong"),
-            timeout=30,
-        )
+        response = requests.post(f"{bases[n % 2]}/api/v1/auth/tokens/",
+                                 headers=_basic("alice", "wrong"), timeout=30)
         statuses.append(response.status_code)
         if response.status_code == 429:
             break
     assert statuses == [401] * 4 + [429]  # PASSWORD_ATTEMPTS_PER_ACCOUNT=4
 
     answers = [
-        requests.post(
-            f"{base}/api/v1/auth/tokens/", headers=_basic("alice", password), timeout=30
-        )
-        for base in bases
-        for password in (PASSWORD, "wrong")
+        requests.post(f"{base}/api/v1/auth/tokens/",
+                      headers=_basic("alice", password), timeout=30)
+        for base in bases for password in (PASSWORD, "wrong")
     ]
     assert {a.status_code for a in answers} == {429}
     assert {a.content for a in answers} == {answers[0].content}
@@ -157,15 +128,9 @@ def test_c14_password_guesses_are_locked_across_web_processes(two_web_processes)
     csrf = secrets.token_hex(16)
     admin = requests.post(
         f"{bases[1]}/admin/login/",
-        data={
-            "username": "alice",
-            "password": PASSWORD,
-            "csrfmiddlewaretoken": csrf,
-            "next": "/admin/",
-        },
-        cookies={"csrftoken": csrf},
-        timeout=30,
-        allow_redirects=False,
+        data={"username": "alice", "password": PASSWORD,
+              "csrfmiddlewaretoken": csrf, "next": "/admin/"},
+        cookies={"csrftoken": csrf}, timeout=30, allow_redirects=False,
     )
     assert admin.status_code == 429
     assert int(admin.headers["Retry-After"]) > 0
@@ -175,11 +140,8 @@ def test_c8_the_rate_limit_holds_across_web_processes(two_web_processes):
     bases, (alice, carol) = two_web_processes
 
     def me(token: str, n: int) -> requests.Response:
-        return requests.get(
-            f"{bases[n % 2]}/api/v1/me/",
-            headers={"Authorization": f"Token {token}"},
-            timeout=30,
-        )
+        return requests.get(f"{bases[n % 2]}/api/v1/me/",
+                            headers={"Authorization": f"Token {token}"}, timeout=30)
 
     statuses = [me(alice, n).status_code for n in range(7)]
     assert statuses == [200] * 6 + [429]  # API_THROTTLE_USER=6/min
@@ -190,8 +152,7 @@ def test_c8_the_rate_limit_holds_across_web_processes(two_web_processes):
     # 200 concurrent requests: each process serves one at a time, so at most
     # one request per process can slip past a count being written.
     with ThreadPoolExecutor(max_workers=16) as pool:
-        counts = Counter(
-            r.status_code for r in pool.map(lambda n: me(carol, n), range(200))
-        )
+        counts = Counter(r.status_code for r in pool.map(lambda n: me(carol, n),
+                                                         range(200)))
     assert set(counts) == {200, 429}
     assert 6 <= counts[200] <= 6 + 2

@@ -67,11 +67,7 @@ def _count(client, path: str) -> int:
     ],
 )
 def test_endpoint_queries_do_not_grow_with_rows(
-    path,
-    ceiling,
-    agency_a,
-    maintainer_a,
-    api_maintainer_a,
+    path, ceiling, agency_a, maintainer_a, api_maintainer_a,
     django_assert_max_num_queries,
 ):
     counts = {}

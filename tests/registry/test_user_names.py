@@ -58,7 +58,9 @@ def _names(client, objects) -> dict[str, set]:
     return seen
 
 
-def test_c2_public_objects_name_their_creator_to_no_other_agency(public_objects, api_b):
+def test_c2_public_objects_name_their_creator_to_no_other_agency(
+    public_objects, api_b
+):
     assert all(names == {None} for names in _names(api_b, public_objects).values())
 
 
@@ -67,7 +69,9 @@ def test_c2_public_objects_name_no_one_to_a_caller_of_no_agency(public_objects):
     assert all(names == {None} for names in _names(outsider, public_objects).values())
 
 
-def test_c2_the_agency_and_oversight_see_the_names(public_objects, api_a, api_reviewer):
+def test_c2_the_agency_and_oversight_see_the_names(
+    public_objects, api_a, api_reviewer
+):
     for client in (api_a, api_reviewer):
         assert all(
             names == {"alice"} for names in _names(client, public_objects).values()
@@ -78,11 +82,7 @@ def test_c2_a_platform_policy_names_its_author_to_oversight_only(
     reviewer, api_a, api_reviewer
 ):
     policy = Policy.objects.create(
-        name="names",
-        version=1,
-        title="Names",
-        scope="platform",
-        rules=[],
+        name="names", version=1, title="Names", scope="platform", rules=[],
         created_by=reviewer,
     )
     assert api_a.get(f"{API}/policies/{policy.pk}/").json()["created_by"] is None
@@ -93,13 +93,8 @@ def test_c2_a_platform_policy_names_its_author_to_oversight_only(
 def test_c2_the_creator_reads_their_name_in_the_answer_to_their_write(api_a):
     response = api_a.post(
         f"{API}/models/",
-        {
-            "name": "Mine",
-            "slug": "mine",
-            "task": "text-generation",
-            "intended_use": "Drafting replies.",
-            "visibility": "public",
-        },
+        {"name": "Mine", "slug": "mine", "task": "text-generation",
+         "intended_use": "Drafting replies.", "visibility": "public"},
         format="json",
     )
     assert response.status_code == 201, response.content

@@ -35,12 +35,16 @@ from hmac import compare_digest
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.http import HttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from knox.crypto import hash_token
@@ -258,3 +262,47 @@ class ServedRequestMiddleware:
         response = HttpResponse(body, status=429, content_type="text/html")
         response["Retry-After"] = str(exception.wait)
         return response
+
+
+class SignInView(auth_views.LoginView):
+    """The portal's sign-in page: a password, or the single sign-on button.
+
+    A locked account or address (``PasswordLocked``) answers 429 with
+    ``Retry-After`` on the same page, saying in the reader's language how
+    long to wait. The single sign-on button shows when ``OIDC_RP_CLIENT_ID``
+    is set (its routes are the registry's, mounted under /accounts/oidc/).
+    """
+
+    template_name = "portal/login.html"
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        if settings.OIDC_RP_CLIENT_ID:
+            query = urlencode({"next": context.get("next") or ""})
+            context["sso_name"] = settings.OIDC_PROVIDER_NAME
+            context["sso_url"] = f"{reverse('oidc_authentication_init')}?{query}"
+        return context
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except PasswordLocked as locked:
+            minutes = max(1, math.ceil(locked.wait / 60))
+            whose = (
+                _("this account")
+                if locked.detail.code == "account_locked"
+                else _("this address")
+            )
+            message = ngettext(
+                "Too many sign-in attempts for %(whose)s: sign-in is locked. Try "
+                "again in about %(minutes)d minute. Your password was not checked.",
+                "Too many sign-in attempts for %(whose)s: sign-in is locked. Try "
+                "again in about %(minutes)d minutes. Your password was not checked.",
+                minutes,
+            ) % {"whose": whose, "minutes": minutes}
+            form = self.get_form_class()(request)
+            context = self.get_context_data(form=form, locked_message=message)
+            response = self.render_to_response(context, status=429)
+            response["Retry-After"] = str(locked.wait)
+            return response

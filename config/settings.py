@@ -777,6 +777,34 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteVisibilityEnum"] = (
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteTaskEnum"] = "engine.evaluate.TASKS"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TaskEnum"] = "registry.models.Task"
 
+# --- Identity: OIDC single sign-on, sessions (docs/accounts.md, portal/identity.md)
+# SSO is off unless OIDC_RP_CLIENT_ID is set; empty endpoints are read from
+# OIDC_OP_DISCOVERY_URL. RS256 ID tokens, issuer and audience checked (registry.sso).
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = _secret("OIDC_RP_CLIENT_SECRET")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_OP_DISCOVERY_URL = env.str("OIDC_OP_DISCOVERY_URL", default="")
+OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_RP_SIGN_ALGO, OIDC_USE_PKCE, OIDC_TIMEOUT = "RS256", True, 10
+OIDC_AUTHENTICATE_CLASS = "registry.sso.SignInView"
+OIDC_CALLBACK_CLASS = "registry.sso.CallbackView"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/"
+if OIDC_RP_CLIENT_ID:
+    AUTHENTICATION_BACKENDS.append("registry.sso.ClaimRuleBackend")
+# A session lasts a working day at most; its cookie ends with the browser.
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", True)
+# "Sign out everywhere": a session opened before the user's last one ends.
+_AUTH_MIDDLEWARE = MIDDLEWARE.index(
+    "django.contrib.auth.middleware.AuthenticationMiddleware"
+)
+MIDDLEWARE.insert(_AUTH_MIDDLEWARE + 1, "registry.sessions.SessionGenerationMiddleware")
+
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402
 

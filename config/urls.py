@@ -13,7 +13,7 @@ from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health, metrics, views
+from config import authentication, health, metrics, views
 
 admin.site.site_header = "Civitas administration"
 admin.site.site_title = "Civitas"
@@ -41,13 +41,9 @@ urlpatterns = [
     path("", include("audit.portal.urls")),
     path("", include("notifications.portal.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(
-            template_name="portal/login.html", redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    path("accounts/login/", authentication.SignInView.as_view(), name="login"),
+    # Single sign-on (mozilla-django-oidc; views in registry.sso, 404 when off).
+    path("accounts/oidc/", include("mozilla_django_oidc.urls")),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics.metrics, name="metrics"),

@@ -546,3 +546,99 @@ class ModelVersionDataset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version} <- {self.dataset_version} ({self.role})"
+
+
+# --- Identity: single sign-on rules and sign-out everywhere --------------------
+
+
+class ClaimRule(models.Model):
+    """Who a person signing in through OpenID Connect becomes in Civitas.
+
+    A rule matches when the claim named ``claim`` (from the ID token or the
+    userinfo answer) equals ``value`` exactly, or is a list holding it (a
+    ``groups`` claim). Of the active rules that match, the one with the
+    highest ``priority`` wins (equal priorities: the older rule); it gives
+    the person ``agency`` and ``role``. No rule matching: sign-in refused.
+    """
+
+    name = models.CharField(max_length=120, help_text="What the rule is for.")
+    claim = models.CharField(
+        max_length=100,
+        validators=[RegexValidator(r"^[A-Za-z0-9_.:/-]+$")],
+        help_text="The claim's name, e.g. agency, groups, civitas_role.",
+    )
+    value = models.CharField(
+        max_length=300, help_text="The value the claim must equal (exact match)."
+    )
+    agency = models.ForeignKey(
+        Agency, on_delete=models.PROTECT, related_name="claim_rules"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.MEMBER)
+    priority = models.IntegerField(
+        default=0, help_text="The matching rule with the highest priority wins."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.claim} = {self.value} -> {self.role} @ {self.agency.slug}"
+
+    def matches(self, claims: dict) -> bool:
+        """Whether ``claims`` carry this rule's claim with its value."""
+        found = claims.get(self.claim)
+        if isinstance(found, list | tuple):
+            return self.value in [str(item) for item in found]
+        return found is not None and str(found) == self.value
+
+
+class ExternalIdentity(models.Model):
+    """A person's identity at an OpenID Connect provider: issuer and subject.
+
+    Single sign-on finds the account by this pair, never by e-mail address
+    or username, which a provider may let people change.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="external_identities",
+    )
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer", "subject"], name="external_identity_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} @ {self.issuer}"
+
+
+class SessionGeneration(models.Model):
+    """How many times a person ended all their sessions ("sign out everywhere").
+
+    Each browser session remembers the generation it was opened in; a session
+    from an older generation is ended at its next request
+    (``registry.sessions.SessionGenerationMiddleware``).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="session_generation",
+    )
+    generation = models.PositiveIntegerField(default=0)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} (generation {self.generation})"

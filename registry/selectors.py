@@ -11,6 +11,7 @@ from django.db.models import Prefetch, QuerySet
 from registry.models import (
     Agency,
     AIModel,
+    ClaimRule,
     Dataset,
     DatasetVersion,
     Licence,
@@ -140,3 +141,18 @@ _UNSHOWN_RELATED = (
     ),
     "created_by__password",
 )
+
+
+def claim_rule_for(claims: dict) -> ClaimRule | None:
+    """The active claim rule that decides who ``claims`` make their bearer.
+
+    The highest priority among the matching rules wins; equal priorities, the
+    older rule. None when no rule matches (single sign-on is then refused).
+    """
+    rules = ClaimRule.objects.filter(is_active=True).select_related("agency")
+    return next((rule for rule in rules if rule.matches(claims)), None)
+
+
+def claim_names() -> set[str]:
+    """The names of the claims the active rules read (kept in refusal events)."""
+    return set(ClaimRule.objects.filter(is_active=True).values_list("claim", flat=True))

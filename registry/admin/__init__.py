@@ -12,6 +12,6 @@ The admin is split by sub-domain (``agencies``, ``catalogue``) over the
 shared base (``base``); importing this package registers every admin.
 """
 
-from registry.admin import agencies, catalogue
+from registry.admin import agencies, catalogue, identity
 
-__all__ = ["agencies", "catalogue"]
+__all__ = ["agencies", "catalogue", "identity"]

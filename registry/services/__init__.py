@@ -3,7 +3,9 @@
 One module per sub-domain: ``agencies`` (agencies, people, API tokens),
 ``catalogue`` (licences, datasets, models and their versions, a version's
 status), ``artifacts`` (attaching, referencing and verifying model bundles
-and dataset files), ``downloads``; ``changes`` holds what they share.
+and dataset files), ``downloads``, ``identity`` (single sign-on claim rules
+and sign-ins, sign-out everywhere; imported as ``registry.services.identity``);
+``changes`` holds what they share.
 
 Each service is keyword-only, takes the acting user, checks who may act and
 the business rules, raises ``config.exceptions`` errors (never Django's

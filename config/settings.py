@@ -21,6 +21,7 @@ import csp.constants
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config import spectacular
 from config.denial_routes import DENIAL_ROUTES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -279,30 +280,8 @@ REST_KNOX = {
     "AUTO_REFRESH": False,
     "TOKEN_LIMIT_PER_USER": 20,
 }
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Civitas API",
-    "DESCRIPTION": (
-        "Registry and governance of public-sector small language models: "
-        "agencies, licences, datasets, models, versions, evaluations, "
-        "policies, decisions and the audit chain."
-    ),
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    "COMPONENT_SPLIT_REQUEST": True,
-    # Swagger UI assets are served from the sidecar package, not a CDN: the
-    # portal must work on a network with no route to the internet.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
-    # Choice sets sharing a field name need their own schema component names.
-    "ENUM_NAME_OVERRIDES": {
-        "MembershipRoleEnum": "registry.models.Role",
-        "DatasetRoleEnum": "registry.models.DatasetRole",
-        "ModelKindEnum": "registry.models.ModelKind",
-        "VersionStatusEnum": "registry.models.VersionStatus",
-        "ArtifactStateEnum": "registry.models.ArtifactState",
-    },
-}
+# The OpenAPI document's settings: a fixed table (config/spectacular.py).
+SPECTACULAR_SETTINGS = spectacular.SETTINGS
 
 # --- Celery ---------------------------------------------------------------
 CELERY_BROKER_URL = _secret("CELERY_BROKER_URL") or (
@@ -765,18 +744,6 @@ CELERY_BEAT_SCHEDULE["mlflow-outbox"] = {
     # A sweep still queued when the next one is due is worthless.
     "options": {"expires": 60},
 }
-# --- Agency suites (OpenAPI enum names) -------------------------------------
-# A suite's visibility and task are enums of their own beside the registry's
-# visibility and model task; named here so the schema names stay stable.
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["VisibilityEnum"] = (
-    "registry.models.Visibility"
-)
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteVisibilityEnum"] = (
-    "governance.models.evaluations.SuiteVisibility"
-)
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteTaskEnum"] = "engine.evaluate.TASKS"
-SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TaskEnum"] = "registry.models.Task"
-
 # --- Identity: OIDC single sign-on, sessions (docs/accounts.md, portal/identity.md)
 # SSO is off unless OIDC_RP_CLIENT_ID is set; empty endpoints are read from
 # OIDC_OP_DISCOVERY_URL. RS256 ID tokens, issuer and audience checked (registry.sso).

@@ -66,6 +66,66 @@ def _requested_runs(user, result: PolicyResult | None) -> list[int]:
     )
 
 
+def _conflict(rule: str, why: str, actions: frozenset[str]) -> DutyConflict:
+    return DutyConflict(rule, str(RULE_TITLES[rule]), why, actions)
+
+
+def _role_and_agency(user, use_case: UseCase) -> list[DutyConflict]:
+    found = []
+    if user_role(user) != Role.REVIEWER:
+        why = _(
+            "You are a platform administrator: administrators operate the "
+            "platform and take no oversight decisions. A reviewer of the "
+            "oversight body decides."
+        )
+        found.append(_conflict("four_eyes_reviewer_only", str(why), EVERY_ACTION))
+    if user_agency_id(user) == use_case.agency_id:
+        why = _(
+            "This use case belongs to %(agency)s, your own agency: a reviewer of "
+            "another agency decides on it."
+        ) % {"agency": use_case.agency.name}
+        found.append(_conflict("four_eyes_own_agency", str(why), EVERY_ACTION))
+    return found
+
+
+def _submitter(user, submission: Submission | None) -> list[DutyConflict]:
+    if submission is None or submission.submitted_by_id != user.pk:
+        return []
+    why = _(
+        "You submitted this use case (submission %(number)s): another person "
+        "reviews and decides on it."
+    ) % {"number": submission.number}
+    return [_conflict("four_eyes_submitter", str(why), EVERY_ACTION)]
+
+
+def _evidence_and_round(
+    user, result: PolicyResult | None, round_approvals: list[Decision]
+) -> list[DutyConflict]:
+    found = []
+    runs = _requested_runs(user, result)
+    if runs:
+        why = _(
+            "You requested evaluation run %(runs)s, which the policy result "
+            "relies on: another reviewer approves."
+        ) % {"runs": ", ".join(map(str, runs))}
+        found.append(
+            _conflict("four_eyes_evaluation_requester", str(why), WAIVING_ACTIONS)
+        )
+    if any(decision.reviewer_id == user.pk for decision in round_approvals):
+        why = _(
+            "You already gave the first approval in this review round: the "
+            "second approval of a high-risk use case comes from another reviewer."
+        )
+        found.append(
+            _conflict(
+                "four_eyes_second_reviewer",
+                str(why),
+                frozenset({DecisionKind.APPROVE}),
+            )
+        )
+    return found
+
+
 def duty_conflicts(
     user,
     use_case: UseCase,
@@ -76,100 +136,20 @@ def duty_conflicts(
 ) -> list[DutyConflict]:
     """Every separation-of-duties rule that applies to ``user`` here, in order.
 
-    ``round_approvals`` are the approvals of the current review round.
+    ``round_approvals`` are the approvals of the current review round. The
+    prohibited tier is not a four-eyes rule but stops approvals the same way.
     """
-    found = []
-    if user_role(user) != Role.REVIEWER:
-        found.append(
-            DutyConflict(
-                "four_eyes_reviewer_only",
-                str(RULE_TITLES["four_eyes_reviewer_only"]),
-                str(
-                    _(
-                        "You are a platform administrator: administrators operate "
-                        "the platform and take no oversight decisions. A reviewer "
-                        "of the oversight body decides."
-                    )
-                ),
-                EVERY_ACTION,
-            )
-        )
-    if user_agency_id(user) == use_case.agency_id:
-        found.append(
-            DutyConflict(
-                "four_eyes_own_agency",
-                str(RULE_TITLES["four_eyes_own_agency"]),
-                str(
-                    _(
-                        "This use case belongs to %(agency)s, your own agency: a "
-                        "reviewer of another agency decides on it."
-                    )
-                    % {"agency": use_case.agency.name}
-                ),
-                EVERY_ACTION,
-            )
-        )
-    if submission is not None and submission.submitted_by_id == user.pk:
-        found.append(
-            DutyConflict(
-                "four_eyes_submitter",
-                str(RULE_TITLES["four_eyes_submitter"]),
-                str(
-                    _(
-                        "You submitted this use case (submission %(number)s): "
-                        "another person reviews and decides on it."
-                    )
-                    % {"number": submission.number}
-                ),
-                EVERY_ACTION,
-            )
-        )
-    runs = _requested_runs(user, result)
-    if runs:
-        found.append(
-            DutyConflict(
-                "four_eyes_evaluation_requester",
-                str(RULE_TITLES["four_eyes_evaluation_requester"]),
-                str(
-                    _(
-                        "You requested evaluation run %(runs)s, which the policy "
-                        "result relies on: another reviewer approves."
-                    )
-                    % {"runs": ", ".join(map(str, runs))}
-                ),
-                WAIVING_ACTIONS,
-            )
-        )
-    if any(decision.reviewer_id == user.pk for decision in round_approvals):
-        found.append(
-            DutyConflict(
-                "four_eyes_second_reviewer",
-                str(RULE_TITLES["four_eyes_second_reviewer"]),
-                str(
-                    _(
-                        "You already gave the first approval in this review "
-                        "round: the second approval of a high-risk use case comes "
-                        "from another reviewer."
-                    )
-                ),
-                frozenset({DecisionKind.APPROVE}),
-            )
-        )
+    found = [
+        *_role_and_agency(user, use_case),
+        *_submitter(user, submission),
+        *_evidence_and_round(user, result, round_approvals),
+    ]
     if use_case.risk_tier == RiskTier.PROHIBITED:
-        found.append(
-            DutyConflict(
-                "prohibited_tier",
-                str(RULE_TITLES["prohibited_tier"]),
-                str(
-                    _(
-                        "The impact assessment places this use among the practices "
-                        "the EU AI Act prohibits (Article 5): it can be rejected, "
-                        "never approved."
-                    )
-                ),
-                WAIVING_ACTIONS,
-            )
+        why = _(
+            "The impact assessment places this use among the practices the EU AI "
+            "Act prohibits (Article 5): it can be rejected, never approved."
         )
+        found.append(_conflict("prohibited_tier", str(why), WAIVING_ACTIONS))
     return found
 
 

@@ -187,6 +187,9 @@ class ReviewView(OversightRequiredMixin, View):
             round_approvals=evidence.round_approvals,
         )
         use_case = evidence.use_case
+        for transition in evidence.transitions:
+            transition.from_label = STATUS_LABELS.get(transition.from_status, "")
+            transition.to_label = STATUS_LABELS.get(transition.to_status, "")
         context = {
             "use_case": use_case,
             "evidence": evidence,

@@ -8,6 +8,7 @@ refusals the views show as form errors.
 from __future__ import annotations
 
 from django import forms
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from governance.models import DecisionKind, UseCaseStatus
@@ -89,11 +90,13 @@ class DecisionForm(forms.Form):
         required=False,
         max_length=RATIONALE_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 4}),
-        help_text=_(
-            "Why you decide so, in at least %(minimum)s characters. The signed "
-            "statement of the decision carries it."
-        )
-        % {"minimum": RATIONALE_MIN_LENGTH},
+        help_text=format_lazy(
+            _(
+                "Why you decide so, in at least {minimum} characters. The signed "
+                "statement of the decision carries it."
+            ),
+            minimum=RATIONALE_MIN_LENGTH,
+        ),
     )
     waiver_rule_ids = forms.MultipleChoiceField(
         label=_("Failed rules to waive"),
@@ -109,8 +112,9 @@ class DecisionForm(forms.Form):
         required=False,
         max_length=WAIVER_MAX_JUSTIFICATION,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text=_("At least %(minimum)s characters.")
-        % {"minimum": WAIVER_MIN_JUSTIFICATION},
+        help_text=format_lazy(
+            _("At least {minimum} characters."), minimum=WAIVER_MIN_JUSTIFICATION
+        ),
     )
 
     def __init__(self, *args, actions=(), failed_rules=(), **kwargs):

@@ -162,7 +162,9 @@ def test_oversight_downloads_the_whole_chain_and_an_objects_events(
     assert events and {e["object_id"] for e in events} == {str(kit.use_case.pk)}
 
 
-def test_agency_staff_read_their_own_events_only(client, kit, member_a, member_b):
+def test_c1_agency_staff_read_their_own_audit_events_only(
+    client, kit, member_a, member_b
+):
     kit.in_review()
     client.force_login(member_b)
     assert client.get(_chain(kit.use_case)).status_code == 404

@@ -47,7 +47,7 @@ def test_anonymous_readers_are_sent_to_sign_in(client, kit):
 
 
 @pytest.mark.parametrize("who", ["member_a", "maintainer_a", "member_b"])
-def test_agency_staff_get_403_on_every_reviewer_page(client, kit, who, request):
+def test_c1_agency_staff_get_403_on_every_reviewer_page(client, kit, who, request):
     _signed_in(client, request.getfixturevalue(who))
     for url in (QUEUE, USE_CASES, _review(kit.use_case)):
         assert client.get(url).status_code == 403

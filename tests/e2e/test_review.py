@@ -37,7 +37,7 @@ def _accessible_in_both_languages(page, shot, name: str) -> None:
 
 
 def test_a_reviewer_reviews_and_approves_a_submitted_use_case(
-    page, shot, kit, reviewer
+    page, shot, kit, reviewer, browser, live_server
 ):
     kit.assess()
     kit.run()
@@ -56,6 +56,18 @@ def test_a_reviewer_reviews_and_approves_a_submitted_use_case(
     assert page.get_by_text("Which areas does the use touch?").count() >= 1
     assert page.locator("table.policy-outcomes").get_by_text("Passed").count() == 1
     _accessible_in_both_languages(page, shot, "review-submitted")
+    phone = new_page(browser, live_server.url, width=360)
+    try:
+        sign_in(phone, "rita")
+        phone.goto(f"/portal/review/{kit.use_case.pk}/")
+        overflow = phone.evaluate(
+            "document.documentElement.scrollWidth - "
+            "document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        shot(phone, "review-phone")
+    finally:
+        phone.context.close()
 
     page.get_by_label("Start the review").check()
     page.get_by_role("button", name="Record the decision").click()

@@ -227,3 +227,26 @@ def test_object_page_queries_do_not_grow_with_its_events(
     with django_assert_max_num_queries(len(small)):
         page = client.get(_chain(use_case)).content.decode()
     assert page.count("test.noted") >= 20
+
+
+def test_audit_home_queries_do_not_grow_with_the_chain(
+    client, kit, reviewer, django_assert_max_num_queries
+):
+    use_case = kit.use_case
+    for n in range(2):
+        audit.record(
+            actor=reviewer, action="test.noted", obj=use_case, payload={"n": n}
+        )
+    audit.checkpoint_create()
+    client.force_login(reviewer)
+    client.get(HOME)
+    with CaptureQueriesContext(connection) as small:
+        client.get(HOME)
+    for n in range(18):
+        audit.record(
+            actor=reviewer, action="test.noted", obj=use_case, payload={"n": n}
+        )
+    audit.checkpoint_create()
+    with django_assert_max_num_queries(len(small)):
+        page = client.get(HOME).content.decode()
+    assert '<span class="badge badge--ok">OK</span>' in page

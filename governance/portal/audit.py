@@ -20,6 +20,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from django.views import View
 
 from audit import services as audit
@@ -36,8 +38,26 @@ EVENTS_PER_PAGE = 50
 RECENT_EVENTS = 20
 
 
+OBJECT_TYPE_LABELS = {
+    "governance.usecase": _("Use case"),
+    "governance.policy": _("Policy"),
+    "governance.evaluationrun": _("Evaluation run"),
+    "governance.evaluationsuite": _("Evaluation suite"),
+    "governance.evaluationschedule": _("Evaluation schedule"),
+    "registry.modelversion": _("Model version"),
+    "registry.aimodel": _("Model"),
+    "registry.dataset": _("Dataset"),
+    "registry.datasetversion": _("Dataset version"),
+    "registry.agency": _("Agency"),
+    "registry.membership": _("Membership"),
+    "audit.chain": _("Audit chain"),
+}
+
+
 def object_type_label(object_type: str) -> str:
-    """``governance.usecase`` -> ``Use case``; unknown types as stored."""
+    """``governance.usecase`` -> ``Use case``; unknown types by their model's name."""
+    if object_type in OBJECT_TYPE_LABELS:
+        return str(OBJECT_TYPE_LABELS[object_type])
     try:
         model = apps.get_model(object_type)
     except (LookupError, ValueError):
@@ -197,6 +217,11 @@ class AuditObjectView(LoginRequiredMixin, View):
                 "oversight": oversight,
                 "newest": newest,
                 "public_key": _public_key(),
+                "review_url": reverse("governance_portal:review", args=[object_id])
+                if oversight
+                and object_type == "governance.usecase"
+                and object_id.isdigit()
+                else "",
                 "can_export": oversight
                 or _may_export_version(request.user, object_type, object_id),
             },

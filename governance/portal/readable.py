@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.utils.formats import number_format
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.formats import date_format, number_format
 from django.utils.translation import gettext_lazy as _
 
 RULE_KIND_LABELS = {
@@ -33,6 +35,16 @@ RULE_STATUS_LABELS = {
     "passed": (_("Passed"), "ok"),
     "failed": (_("Failed"), "bad"),
     "not_applicable": (_("Not applicable"), "muted"),
+}
+DATASET_ROLE_LABELS = {
+    "training": _("Training"),
+    "fine-tuning": _("Fine-tuning"),
+    "evaluation": _("Evaluation"),
+}
+PERSONAL_DATA_LABELS = {
+    "none": _("No personal data"),
+    "pseudonymised": _("Pseudonymised"),
+    "personal": _("Personal data"),
 }
 RISK_TIER_LABELS = {
     "minimal": _("Minimal risk"),
@@ -51,6 +63,7 @@ _SCORE_REASON = re.compile(
     r"^The score (?P<score>\d+) reaches the '(?P<tier>[^']+)' threshold of "
     r"(?P<min_score>\d+)\.$"
 )
+_ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 _TRIGGER_REASON = re.compile(
     r"^Answer '(?P<answer>[^']+)' to '(?P<question>[^']+)' makes the use at least "
     r"'(?P<tier>[^']+)': (?P<reason>.*)$",
@@ -111,6 +124,17 @@ def humanise_key(key: str) -> str:
     return words[:1].upper() + words[1:]
 
 
+def _readable_instant(text: str) -> str:
+    """An ISO 8601 instant in the reader's format and time zone, else as given."""
+    try:
+        moment = parse_datetime(text)
+    except ValueError:
+        moment = None
+    if moment is None or timezone.is_naive(moment):
+        return text
+    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
 def readable_value(value: Any) -> str:
     """Any evidence value as text: no brackets, braces or quotes of JSON."""
     if value is None or value == "":
@@ -124,6 +148,8 @@ def readable_value(value: Any) -> str:
         if rounded.is_integer():
             return number_format(int(rounded), force_grouping=True)
         return number_format(rounded, force_grouping=True)
+    if isinstance(value, str) and _ISO_INSTANT.match(value):
+        return _readable_instant(value)
     if isinstance(value, Mapping):
         if not value:
             return str(_("none"))

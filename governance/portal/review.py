@@ -39,7 +39,11 @@ from governance.portal.forms.review import (
     DecisionForm,
     UseCaseFilterForm,
 )
-from governance.portal.readable import tier_label
+from governance.portal.readable import (
+    DATASET_ROLE_LABELS,
+    PERSONAL_DATA_LABELS,
+    tier_label,
+)
 from governance.services.decisions import (
     use_case_approve,
     use_case_reinstate,
@@ -187,6 +191,11 @@ class ReviewView(OversightRequiredMixin, View):
             round_approvals=evidence.round_approvals,
         )
         use_case = evidence.use_case
+        for link in evidence.datasets:
+            link.role_label = DATASET_ROLE_LABELS.get(link.role, link.role)
+            link.personal_label = PERSONAL_DATA_LABELS.get(
+                link.dataset_version.personal_data, link.dataset_version.personal_data
+            )
         for transition in evidence.transitions:
             transition.from_label = STATUS_LABELS.get(transition.from_status, "")
             transition.to_label = STATUS_LABELS.get(transition.to_status, "")

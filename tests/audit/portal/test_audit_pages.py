@@ -75,6 +75,8 @@ def test_an_auditor_reads_an_objects_chain_with_hashes_and_payload(
     assert "{&quot;" not in page
     assert "no: the event was altered" not in page
     assert page.count("Content matches its hash") == len(events)
+    assert f'href="/portal/review/{kit.use_case.pk}/"' in page
+    assert "Audit chain of Use case" in page
 
 
 def test_the_search_form_opens_the_chain(client, kit, reviewer):

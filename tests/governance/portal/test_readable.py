@@ -164,3 +164,22 @@ def test_include_templates_render_tables_without_json():
     assert "<caption>" in html and "None of these" in html
     empty = render_to_string("portal/includes/policy_outcomes.html", {})
     assert "No policy outcome has been recorded." in empty
+
+
+def test_instants_in_evidence_read_as_local_dates():
+    (row,) = policy_outcome_rows(
+        [
+            {
+                "rule_id": "fresh",
+                "kind": "required_evaluation",
+                "status": "passed",
+                "evidence": {
+                    "finished_at": "2026-12-02T17:08:59.983242+00:00",
+                    "suite": "2026-like but not an instant",
+                },
+            }
+        ]
+    )
+    evidence = dict(row.evidence)
+    assert "2026" in evidence["Finished at"] and "T17" not in evidence["Finished at"]
+    assert evidence["Suite"] == "2026-like but not an instant"

@@ -10,7 +10,8 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from governance.models import Decision, UseCase, UseCaseStatus, Waiver
 from governance.risk import load_definition
-from tests.factories import ModelVersionFactory
+from registry.models import ModelVersionDataset
+from tests.factories import DatasetVersionFactory, ModelVersionFactory
 from tests.governance.conftest import JUSTIFICATION, RATIONALE
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
@@ -145,6 +146,13 @@ def test_use_cases_filter_by_agency_status_tier_and_words(
 
 def test_review_page_shows_the_evidence_readably(client, kit, reviewer):
     use_case = kit.in_review("high")
+    ModelVersionDataset.objects.create(
+        model_version=use_case.model_version,
+        dataset_version=DatasetVersionFactory(
+            dataset__name="Letters 2025", personal_data="pseudonymised"
+        ),
+        role="training",
+    )
     _signed_in(client, reviewer)
     page = client.get(_review(use_case)).content.decode()
     # Risk reasons and answers in words, never JSON.
@@ -163,6 +171,8 @@ def test_review_page_shows_the_evidence_readably(client, kit, reviewer):
     assert 'name="action"' in page and 'value="approve"' in page
     assert "[{" not in page and "{&quot;" not in page
     assert "Two-person approval: 0 of 2" in page
+    assert "Letters 2025" in page
+    assert "<td>Training</td>" in page and "<td>Pseudonymised</td>" in page
     assert 'id="duties"' not in page  # nothing stands in Rita's way
 
 

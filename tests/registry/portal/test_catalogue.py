@@ -8,14 +8,9 @@ from django.test import Client
 from audit.models import AuditEvent
 from registry.models import AIModel, ModelVersion, Visibility
 from tests.factories import AIModelFactory, ModelVersionFactory
+from tests.registry.portal.conftest import queries, signed_in
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -78,17 +73,6 @@ def test_list_paginates(member_a, agency_a):
     first = client.get("/portal/models/").content.decode()
     assert "Page 1 of 2" in first and "Model 19" in first and "Model 20" not in first
     assert "Model 24" in client.get("/portal/models/?page=2").content.decode()
-
-
-def queries(client, url: str) -> int:
-    """The number of queries one GET of ``url`` makes (after a warm-up GET)."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    assert client.get(url).status_code == 200
-    with CaptureQueriesContext(connection) as captured:
-        assert client.get(url).status_code == 200
-    return len(captured)
 
 
 def test_list_queries_do_not_grow_with_the_catalogue(member_a, agency_a):

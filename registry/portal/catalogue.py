@@ -1,4 +1,4 @@
-"""The catalogue pages: the models list, a model's page, registering models and versions.
+"""Catalogue pages: the models list, a model's page, registering models and versions.
 
 Reads go through ``registry.selectors`` (so ``visible_to`` decides what a
 reader sees, and another agency's private model answers 404); writes through

@@ -64,7 +64,7 @@ def _is_xhr(request) -> bool:
 
 
 def _answer(request, version, *, error: DomainError | None = None, status: int = 200):
-    """The result (digest, state) or the refusal: a fragment for upload.js, else a page."""
+    """The result (digest, state) or the refusal: a fragment for upload.js or a page."""
     context = {
         "version": version,
         "error": error,

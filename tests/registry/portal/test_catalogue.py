@@ -57,7 +57,9 @@ def test_list_filters_by_search_task_status_and_owner(member_a, model_a, agency_
     )  # fmt: skip
     ModelVersionFactory(model=model_a, status="in_review")
     client = signed_in(member_a)
-    assert "Open classifier" not in client.get("/portal/models/?q=reply").content.decode()
+    assert (
+        "Open classifier" not in client.get("/portal/models/?q=reply").content.decode()
+    )
     by_task = client.get("/portal/models/?task=text-classification").content.decode()
     assert "Open classifier" in by_task and "Reply assistant" not in by_task
     by_status = client.get("/portal/models/?status=in_review").content.decode()
@@ -151,14 +153,18 @@ def test_model_form_shows_validation_and_service_errors(member_a, model_a):
 def test_reviewers_read_but_do_not_register(reviewer, model_a):
     client = signed_in(reviewer)
     assert client.get(f"/portal/models/{model_a.pk}/").status_code == 200
-    assert "Register a version" not in client.get(
-        f"/portal/models/{model_a.pk}/"
-    ).content.decode()
+    assert (
+        "Register a version"
+        not in client.get(f"/portal/models/{model_a.pk}/").content.decode()
+    )
     assert client.get("/portal/models/new/").status_code == 403
-    assert client.post(
-        "/portal/models/new/",
-        {"name": "N", "slug": "n", "task": "other", "intended_use": "x"},
-    ).status_code == 403
+    assert (
+        client.post(
+            "/portal/models/new/",
+            {"name": "N", "slug": "n", "task": "other", "intended_use": "x"},
+        ).status_code
+        == 403
+    )
     assert client.get(f"/portal/models/{model_a.pk}/versions/new/").status_code == 403
     assert not AIModel.objects.filter(slug="n").exists()
 

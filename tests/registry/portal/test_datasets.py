@@ -1,4 +1,4 @@
-"""Dataset pages: list, dataset, datasheet, registering, attaching to a model version."""
+"""Dataset pages: list, datasheet, registering, attaching to a model version."""
 
 from __future__ import annotations
 
@@ -107,9 +107,7 @@ def test_member_registers_a_dataset_and_a_version(member_a):
     ).exists()
 
 
-def test_personal_data_without_legal_basis_is_refused_on_the_field(
-    member_a, dataset_a
-):
+def test_personal_data_without_legal_basis_is_refused_on_the_field(member_a, dataset_a):
     response = signed_in(member_a).post(
         f"/portal/datasets/{dataset_a.pk}/versions/new/",
         {**DATASHEET, "personal_data": "personal", "languages": "fr, not a tag!"},
@@ -123,7 +121,10 @@ def test_personal_data_without_legal_basis_is_refused_on_the_field(
 def test_reviewers_do_not_register_datasets(reviewer, dataset_a):
     client = signed_in(reviewer)
     assert client.get("/portal/datasets/new/").status_code == 403
-    assert client.post("/portal/datasets/new/", {"name": "x", "slug": "x"}).status_code == 403
+    assert (
+        client.post("/portal/datasets/new/", {"name": "x", "slug": "x"}).status_code
+        == 403
+    )
     assert client.get(f"/portal/datasets/{dataset_a.pk}/").status_code == 200
 
 

@@ -39,9 +39,11 @@ def bundle(content: bytes, name: str = "model.onnx") -> dict:
 
 def leftover_spool_files(settings) -> list[str]:
     root = settings.ARTIFACT_TMP_DIR
-    return [n for n in os.listdir(root) if n.startswith("upload-")] if os.path.isdir(
-        root
-    ) else []
+    return (
+        [n for n in os.listdir(root) if n.startswith("upload-")]
+        if os.path.isdir(root)
+        else []
+    )
 
 
 def test_anonymous_readers_are_sent_to_sign_in(version_a):

@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 
 from governance.models import Decision, EvaluationRun, PolicyResult
 from governance.portal.charts import Bar, bar_chart
+from governance.portal.readable import policy_outcome_rows
 from registry import lineage, selectors
 from registry.models import ArtifactState, ModelVersionDataset
 from registry.portal.catalogue import can_write_for
@@ -53,8 +54,11 @@ def _runs(user, version) -> list[dict]:
     return shown
 
 
-def _policy_results(user, version) -> list[PolicyResult]:
-    """The newest policy result of each use case of this version the user may read."""
+def _policy_results(user, version) -> list[dict]:
+    """The newest policy result of each use case of this version the user may read.
+
+    Each with its outcomes as readable rows (``governance.portal.readable``).
+    """
     results = (
         PolicyResult.objects.visible_to(user)
         .filter(model_version=version)
@@ -64,7 +68,10 @@ def _policy_results(user, version) -> list[PolicyResult]:
     newest: dict[int, PolicyResult] = {}
     for result in results:
         newest.setdefault(result.use_case_id, result)
-    return list(newest.values())
+    return [
+        {"result": result, "rows": policy_outcome_rows(result)}
+        for result in newest.values()
+    ]
 
 
 def _dataset_links(user, version) -> list[ModelVersionDataset]:

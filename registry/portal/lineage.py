@@ -171,13 +171,9 @@ def _node_svg(place: Placed, root: str) -> SafeString:
     )  # fmt: skip
     if place.url is None:
         return format_html("<g><title>{}</title>{}</g>", title, box)
-    return format_html(
-        '<a href="{}" aria-label="{}"><title>{}</title>{}</a>',
-        place.url,
-        title,
-        title,
-        box,
-    )
+    # The link's name is its visible text (WCAG 2.5.3): no aria-label and no
+    # <title>, which axe reads as visible text. Full labels are in the list.
+    return format_html('<a href="{}">{}</a>', place.url, box)
 
 
 def _edge_svg(source: Placed, target: Placed) -> SafeString:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 
 from governance.models import Decision, EvaluationRun, PolicyResult
@@ -107,6 +108,11 @@ def _graph(user, version) -> dict:
     }
 
 
+def _grouped(number: int | None) -> str | None:
+    """A count with the language's digit grouping (1,572,864 or 1 572 864)."""
+    return None if number is None else number_format(number, force_grouping=True)
+
+
 @login_required
 def version_detail(request, pk: int):
     """The version page (GET /portal/versions/<id>/)."""
@@ -129,6 +135,7 @@ def version_detail(request, pk: int):
             "model": version.model,
             "licence": version.licence,
             "links": _dataset_links(user, version),
+            "parameters": _grouped(version.parameter_count),
             "graph_io": [
                 (_("Inputs of the graph"), version.graph_inputs),
                 (_("Outputs of the graph"), version.graph_outputs),

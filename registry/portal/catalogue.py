@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods
 from config.exceptions import DomainError
 from registry import selectors, services
 from registry.models import AIModel, ModelVersion, Task, VersionStatus
+from registry.portal.choices import choices
 from registry.portal.forms import ModelForm, ModelVersionForm, add_domain_error
 
 PAGE_SIZE = 20
@@ -90,8 +91,8 @@ def model_list(request):
             "page": page,
             "filters": filters,
             "query": query.urlencode(),
-            "tasks": Task.choices,
-            "statuses": VersionStatus.choices,
+            "tasks": choices("task"),
+            "statuses": choices("status"),
             "can_register": can_register(request.user),
         },
     )

@@ -16,6 +16,7 @@ from django.db.models import Prefetch, Q
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
@@ -114,6 +115,7 @@ def dataset_version_detail(request, pk: int):
         "portal/registry/dataset_version_detail.html",
         {
             "dv": dataset_version,
+            "records": number_format(dataset_version.record_count, force_grouping=True),
             "dataset": dataset_version.dataset,
             "users": users,
             "warnings": graph["warnings"],

@@ -14,14 +14,8 @@ from django.utils.translation import gettext_lazy as _
 
 from config.exceptions import DomainError
 from registry import licences
-from registry.models import (
-    DatasetRole,
-    DatasetVersion,
-    Derivation,
-    ModelVersion,
-    PersonalData,
-    Task,
-)
+from registry.models import DatasetVersion, ModelVersion
+from registry.portal.choices import choices
 
 _TEXTAREA = forms.Textarea(attrs={"rows": 4})
 
@@ -48,7 +42,7 @@ class ModelForm(forms.Form):
         max_length=80,
         help_text=_("Letters, digits and hyphens; unique in your agency."),
     )
-    task = forms.ChoiceField(label=_("Task"), choices=Task.choices)
+    task = forms.ChoiceField(label=_("Task"), choices=choices("task"))
     domain = forms.CharField(label=_("Domain"), max_length=200, required=False)
     description = forms.CharField(
         label=_("Description"), widget=_TEXTAREA, required=False
@@ -95,7 +89,7 @@ class ModelVersionForm(forms.Form):
     )
     derivation = forms.ChoiceField(
         label=_("Derivation"),
-        choices=[("", _("None")), *Derivation.choices],
+        choices=[("", _("None")), *choices("derivation")],
         required=False,
     )
     training_jurisdiction = forms.CharField(
@@ -202,7 +196,7 @@ class DatasetVersionForm(forms.Form):
         help_text=_("ISO 3166 code, e.g. FR or DE-BY."),
     )
     personal_data = forms.ChoiceField(
-        label=_("Personal data"), choices=PersonalData.choices
+        label=_("Personal data"), choices=choices("personal_data")
     )
     legal_basis = forms.CharField(
         label=_("Legal basis"),
@@ -222,7 +216,7 @@ class DatasetLinkForm(forms.Form):
     dataset_version = forms.ModelChoiceField(
         label=_("Dataset version"), queryset=DatasetVersion.objects.none()
     )
-    role = forms.ChoiceField(label=_("Used for"), choices=DatasetRole.choices)
+    role = forms.ChoiceField(label=_("Used for"), choices=choices("role"))
 
     def __init__(self, *args, dataset_versions=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -28,12 +28,12 @@ from django.utils.translation import gettext_lazy
 
 from registry.lineage import NodeType, Relation
 
-NODE_WIDTH = 210
+NODE_WIDTH = 240
 NODE_HEIGHT = 46
 COLUMN_GAP = 60
 ROW_GAP = 18
 MARGIN = 8
-LABEL_CHARS = 28
+LABEL_CHARS = 27
 
 # Edges the registry states from the model's side ("was trained on") drawn
 # the way the data flows, into the model.
@@ -157,7 +157,8 @@ def _node_svg(place: Placed, root: str) -> SafeString:
     node = place.node
     kind = NODE_TYPES.get(node["type"], node["type"])
     is_root = node["id"] == root
-    caption = f"{kind} · {_('this version')}" if is_root else str(kind)
+    this = _("this version")
+    caption = f"{kind} · {this}" if is_root else str(kind)
     title = f"{caption}: {node['label']}"
     box = format_html(
         '<rect x="{}" y="{}" width="{}" height="{}" rx="6" class="lineage__node '

@@ -133,7 +133,7 @@ def upload_bundle(page, shot, path) -> list[str]:
         },
     )
     page.get_by_role("button", name="Upload").click()
-    page.locator("#upload-progress").wait_for(state="visible")
+    page.wait_for_function("document.getElementById('upload-bar').value > 0")
     shot(page, "upload-in-progress")
     page.locator("#upload-digest").wait_for(timeout=60_000)
     shot(page, "upload-done")

@@ -133,7 +133,11 @@ def upload_bundle(page, shot, path) -> list[str]:
         },
     )
     page.get_by_role("button", name="Upload").click()
-    page.wait_for_function("document.getElementById('upload-bar').value > 0")
+    # Polled from here: wait_for_function evaluates a string, which the CSP forbids.
+    for _ in range(100):
+        if page.evaluate("() => document.getElementById('upload-bar').value") > 0:
+            break
+        page.wait_for_timeout(50)
     shot(page, "upload-in-progress")
     page.locator("#upload-digest").wait_for(timeout=60_000)
     shot(page, "upload-done")

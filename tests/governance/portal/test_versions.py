@@ -24,7 +24,7 @@ def test_anonymous_readers_are_sent_to_sign_in(governed_version):
     assert response["Location"].startswith("/accounts/login/")
 
 
-def test_another_agencys_private_version_is_not_found(member_b, governed_version):
+def test_c1_another_agencys_private_version_is_not_found(member_b, governed_version):
     client = signed_in(member_b)
     assert client.get(f"/portal/versions/{governed_version.pk}/").status_code == 404
     AIModel.objects.filter(pk=governed_version.model_id).update(
@@ -92,7 +92,7 @@ def test_evaluations_policy_results_and_decisions(kit, member_a):
     assert f"/portal/versions/{version.pk}/evaluate/" in text
 
 
-def test_another_agency_reading_a_public_version_sees_no_private_evidence(
+def test_c1_another_agency_reading_a_public_version_sees_no_private_evidence(
     kit, member_b
 ):
     use_case = kit.approved()

@@ -102,7 +102,7 @@ def test_model_page_queries_do_not_grow(member_a, model_a):
     assert queries(client, url) == small <= 9
 
 
-def test_another_agencys_private_model_is_not_found(member_a, private_b):
+def test_c1_another_agencys_private_model_is_not_found(member_a, private_b):
     client = signed_in(member_a)
     assert client.get(f"/portal/models/{private_b.pk}/").status_code == 404
     response = client.get(f"/portal/models/{private_b.pk}/versions/new/")

@@ -61,7 +61,7 @@ def test_anonymous_readers_are_sent_to_sign_in(dataset_a):
         assert response["Location"].startswith("/accounts/login/"), url
 
 
-def test_another_agencys_private_dataset_is_not_found(member_a, private_b):
+def test_c1_another_agencys_private_dataset_is_not_found(member_a, private_b):
     client = signed_in(member_a)
     assert "Hidden records" not in client.get("/portal/datasets/").content.decode()
     assert client.get(f"/portal/datasets/{private_b.dataset.pk}/").status_code == 404

@@ -98,7 +98,7 @@ def test_the_body_streams_through_the_digesting_handler_to_a_temporary_file(
     assert version_a.artifact_size == len(content)
 
 
-def test_a_bundle_over_the_limit_is_refused_and_nothing_is_kept(
+def test_a2_an_upload_over_the_cap_is_413_and_leaves_no_temp_file(
     member_a, version_a, settings
 ):
     settings.CIVITAS_UPLOAD_MAX_BYTES = 1000
@@ -110,7 +110,7 @@ def test_a_bundle_over_the_limit_is_refused_and_nothing_is_kept(
     assert leftover_spool_files(settings) == []
 
 
-def test_a_path_traversal_archive_is_refused_readably(member_a, version_a, settings):
+def test_a4_a_path_traversal_archive_is_refused_readably(member_a, version_a, settings):
     hostile = zip_bytes({"model.onnx": tiny_model_bytes(), "../evil.txt": b"x"})
     client = signed_in(member_a)
     response = client.post(
@@ -134,7 +134,7 @@ def test_not_an_onnx_file_is_refused_with_the_engines_reason(member_a, version_a
     assert "The bundle was refused" in response.content.decode()
 
 
-def test_the_upload_needs_the_csrf_token(member_a, version_a):
+def test_c7_the_upload_needs_the_csrf_token(member_a, version_a):
     client = Client(enforce_csrf_checks=True)
     client.force_login(member_a)
     response = client.post(url(version_a), bundle(tiny_model_bytes()))
@@ -164,7 +164,7 @@ def test_a_released_version_takes_no_second_bundle(member_a, agency_a):
     assert ModelVersion.objects.get(pk=released.pk).artifact_digest == "a" * 64
 
 
-def test_another_agency_gets_404(member_b, version_a):
+def test_c1_another_agency_gets_404_on_the_upload_and_its_state(member_b, version_a):
     client = signed_in(member_b)
     assert client.get(url(version_a)).status_code == 404
     assert client.post(url(version_a), bundle(tiny_model_bytes())).status_code == 404

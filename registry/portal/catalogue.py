@@ -22,9 +22,14 @@ from django.views.decorators.http import require_http_methods
 
 from config.exceptions import DomainError
 from registry import selectors, services
-from registry.models import AIModel, ModelVersion, Task, VersionStatus
+from registry.models import AIModel, ModelVersion, Role, Task, VersionStatus
 from registry.portal.choices import choices
-from registry.portal.forms import ModelForm, ModelVersionForm, add_domain_error
+from registry.portal.forms import (
+    ModelEditForm,
+    ModelForm,
+    ModelVersionForm,
+    add_domain_error,
+)
 
 PAGE_SIZE = 20
 
@@ -32,6 +37,16 @@ PAGE_SIZE = 20
 def can_register(user) -> bool:
     """Members and maintainers of an agency register catalogue objects."""
     return selectors.user_role(user) in services.WRITER_ROLES
+
+
+def can_maintain(user, agency_id: int) -> bool:
+    """The owning agency's maintainers, or a platform administrator."""
+    if selectors.is_platform_admin(user):
+        return True
+    return (
+        selectors.user_role(user) == Role.MAINTAINER
+        and selectors.user_agency_id(user) == agency_id
+    )
 
 
 def can_write_for(user, agency_id: int) -> bool:
@@ -114,7 +129,42 @@ def model_detail(request, pk: int):
             "model": model,
             "versions": versions,
             "can_write": can_write_for(request.user, model.agency_id),
+            "can_maintain": can_maintain(request.user, model.agency_id),
         },
+    )
+
+
+_EDITABLE = (
+    "name",
+    "task",
+    "domain",
+    "description",
+    "intended_use",
+    "out_of_scope_uses",
+)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_edit(request, pk: int):
+    """Change a model's description and uses through ``model_update`` (maintainers)."""
+    model = visible_model(request.user, pk)
+    if not can_maintain(request.user, model.agency_id):
+        raise PermissionDenied(_("Only the owning agency's maintainers."))
+    initial = {name: getattr(model, name) for name in _EDITABLE}
+    form = ModelEditForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.model_update(actor=request.user, model=model, **form.cleaned_data)
+        except DomainError as error:
+            add_domain_error(form, error)
+        else:
+            return redirect("registry_portal:model_detail", pk=model.pk)
+    return render(
+        request,
+        "portal/registry/model_edit.html",
+        {"form": form, "model": model},
+        status=400 if form.errors else 200,
     )
 
 

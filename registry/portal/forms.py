@@ -53,6 +53,14 @@ class ModelForm(forms.Form):
     )
 
 
+class ModelEditForm(ModelForm):
+    """Change a model's descriptive fields (``model_update``); the slug is fixed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        del self.fields["slug"]
+
+
 class LicenceField(forms.CharField):
     """An SPDX expression, checked and normalised (``Apache-2.0 OR MIT``)."""
 

@@ -10,6 +10,7 @@ urlpatterns: list = [
     path("portal/models/", catalogue.model_list, name="model_list"),
     path("portal/models/new/", catalogue.model_create, name="model_create"),
     path("portal/models/<int:pk>/", catalogue.model_detail, name="model_detail"),
+    path("portal/models/<int:pk>/edit/", catalogue.model_edit, name="model_edit"),
     path(
         "portal/models/<int:pk>/versions/new/",
         catalogue.version_create,

@@ -220,3 +220,31 @@ def test_another_agencys_member_cannot_register_a_version_of_a_public_model(
     )
     assert response.status_code == 403
     assert not ModelVersion.objects.filter(version="9.0.0").exists()
+
+
+def test_only_maintainers_edit_a_model_as_the_api_decides(
+    member_a, maintainer_a, model_a
+):
+    url = f"/portal/models/{model_a.pk}/edit/"
+    change = {
+        "name": "Reply assistant", "task": "text-generation",
+        "intended_use": "Drafting replies to residents, read by staff.",
+    }  # fmt: skip
+    member = signed_in(member_a)
+    assert (
+        "Edit the description"
+        not in member.get(f"/portal/models/{model_a.pk}/").content.decode()
+    )
+    assert member.get(url).status_code == 403
+    assert member.post(url, change).status_code == 403
+    model_a.refresh_from_db()
+    assert model_a.intended_use != change["intended_use"]
+    maintainer = signed_in(maintainer_a)
+    assert maintainer.get(url).status_code == 200
+    response = maintainer.post(url, change)
+    assert response["Location"] == f"/portal/models/{model_a.pk}/"
+    model_a.refresh_from_db()
+    assert model_a.intended_use == change["intended_use"]
+    assert AuditEvent.objects.filter(
+        action="model.updated", object_id=str(model_a.pk)
+    ).exists()

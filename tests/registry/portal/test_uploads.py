@@ -184,3 +184,11 @@ def test_the_state_fragment_polls_while_pending(member_a, version_a):
     )
     text = client.get(state).content.decode()
     assert "hx-trigger" not in text and "Self-test failed." in text
+
+
+def test_a_version_with_its_bundle_offers_no_upload_form(member_a, version_a):
+    client = signed_in(member_a)
+    client.post(url(version_a), bundle(tiny_model_bytes()))
+    page = client.get(url(version_a)).content.decode()
+    assert 'id="upload-form"' not in page
+    assert "already has its bundle" in page

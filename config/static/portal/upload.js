@@ -81,7 +81,10 @@
       text.textContent = text.dataset.done;
     };
     xhr.onload = function () {
-      button.disabled = false;
+      // Accepted: the version has its bundle now, a second one would be refused.
+      var accepted = xhr.status >= 200 && xhr.status < 300;
+      button.disabled = accepted;
+      input.disabled = accepted;
       if (xhr.responseText && xhr.responseText.indexOf("upload-result") !== -1) {
         showResult(xhr.responseText);
         say(text.dataset.sent, bar.max, bar.max);

@@ -129,3 +129,10 @@ def test_the_version_page_queries_do_not_grow(
     small = queries(client, url)
     grow(8)
     assert queries(client, url) == small <= 30
+
+
+def test_reviewers_read_every_agencys_evidence_but_get_no_write_links(kit, reviewer):
+    use_case = kit.approved()
+    text = page_of(signed_in(reviewer), use_case.model_version)
+    assert 'id="policy-result-' in text and 'id="decision-' in text
+    assert "Attach a dataset" not in text and "Request an evaluation" not in text

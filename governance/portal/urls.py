@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from governance.portal import audit, review, schedules, suites
+from governance.portal import audit, review, schedules, suites, versions
 
 app_name = "governance_portal"
 
@@ -43,4 +43,5 @@ urlpatterns: list = [
         name="audit_object",
     ),
     path("portal/audit/export/", audit.AuditExportView.as_view(), name="audit_export"),
+    path("portal/versions/<int:pk>/", versions.version_detail, name="version_detail"),
 ]

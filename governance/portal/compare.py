@@ -85,6 +85,7 @@ def _rows(runs, metric: str, suite: EvaluationSuite) -> list[dict]:
         key=lambda r: (
             r["version"].parameter_count is None,
             r["version"].parameter_count or 0,
+            r["label"],
         )
     )
     return rows
@@ -140,10 +141,14 @@ def _charts(rows: list[dict], metric: str) -> list[dict]:
 def compare(request):
     """Pick a suite (and a metric); compare every visible version that ran it."""
     user = request.user
+    # The metrics offered depend on the suite: the suite is checked first.
+    picked = CompareForm({"suite": request.GET.get("suite")}, user=user)
     form = CompareForm(request.GET or None, user=user)
     context: dict = {"form": form}
-    if request.GET and form.is_valid():
-        suite = form.cleaned_data["suite"]
+    if request.GET and not picked.is_valid():
+        form.is_valid()
+    elif request.GET:
+        suite = picked.cleaned_data["suite"]
         runs = list(latest_runs(user, suite))
         metrics = _quality_metrics(runs)
         form = CompareForm(request.GET, user=user, metrics=metrics)

@@ -103,6 +103,10 @@ def test_request_an_evaluation_and_watch_it_finish(
     metrics = page.get_by_role("table", name="Metrics of task multiple_choice")
     assert "acc" in metrics.inner_text()
     assert page.locator('figure.chart svg[role="img"]').count() == 2
+    # Drawn in colour under the CSP (which drops inline styles): the first
+    # shape, the white background, keeps its fill.
+    background = page.locator("figure.chart svg path").first
+    assert background.evaluate("e => getComputedStyle(e).fill") == "rgb(255, 255, 255)"
     assert "Tokens per second" in page.locator("dl.facts").last.inner_text()
     assert_accessible(page)
     shot(page, "succeeded")

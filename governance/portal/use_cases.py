@@ -21,12 +21,17 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from config.exceptions import DomainError
-from governance.models import Questionnaire, UseCase, UseCaseStatus
+from governance.models import UseCase, UseCaseStatus
 from governance.portal.forms.use_cases import (
     USE_CASE_FIELDS,
     QuestionnaireForm,
     UseCaseForm,
     add_domain_error,
+)
+from governance.portal.readable import (
+    policy_outcome_rows,
+    questionnaire_answer_rows,
+    risk_reason_rows,
 )
 from governance.selectors import latest_policy_result
 from governance.services.lifecycle import use_case_submit
@@ -139,24 +144,6 @@ def use_case_edit(request, pk: int):
     )
 
 
-def readable_answers(questionnaire: Questionnaire | None, answers: dict) -> list[dict]:
-    """Each question with the texts of the answers given, in order."""
-    if questionnaire is None:
-        return []
-    rows = []
-    for question in questionnaire.definition["questions"]:
-        texts = {a["id"]: a["text"] for a in question["answers"]}
-        given = answers.get(question["id"]) or []
-        rows.append(
-            {
-                "section": question.get("section", ""),
-                "question": question["text"],
-                "answers": [texts.get(aid, aid) for aid in given],
-            }
-        )
-    return rows
-
-
 @require_GET
 @login_required
 def use_case_detail(request, pk: int):
@@ -174,8 +161,10 @@ def use_case_detail(request, pk: int):
             UseCaseStatus.CHANGES_REQUESTED,
             UseCaseStatus.EXPIRED,
         ),
-        "answers": readable_answers(use_case.questionnaire, use_case.answers),
+        "reason_rows": risk_reason_rows(use_case),
+        "answer_rows": questionnaire_answer_rows(use_case),
         "policy_result": result,
+        "outcome_rows": policy_outcome_rows(result) if result else [],
         "submissions": use_case.submissions.select_related("submitted_by").order_by(
             "-number"
         ),

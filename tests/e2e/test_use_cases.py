@@ -86,9 +86,10 @@ def test_describe_assess_and_submit_a_use_case(page, shot, alice):
     assert (
         page.locator("#risk-tier").inner_text() == "Limited risk (transparency duties)"
     )
-    assert (
-        "makes the use at least 'limited'" in page.locator("#risk-reasons").inner_text()
-    )
+    reasons = page.locator("#risk-reasons").inner_text()
+    # The trigger's reason in words, with its question, not the stored ids.
+    assert "People interact directly with the system" in reasons
+    assert "yes_disclosed" not in reasons
     assert_accessible(page)
     shot(page, "use-case-assessed")
 
@@ -106,7 +107,7 @@ def test_describe_assess_and_submit_a_use_case(page, shot, alice):
     assert_accessible(page)
     shot(page, "use-case-submitted-fr")
     page.goto("/portal/use-cases/mine/")
-    assert page.get_by_role("heading", level=1).inner_text() == "Nos cas d'usage"
+    assert page.get_by_role("heading", level=1).inner_text() == "Nos cas d\u2019usage"
     assert_accessible(page)
     shot(page, "use-case-list-fr")
     page.goto("/portal/use-cases/mine/new/")
@@ -129,7 +130,8 @@ def test_questionnaire_is_accessible_in_french_and_on_a_phone(phone, shot, alice
     )
     phone.goto(f"/portal/use-cases/mine/{use_case.pk}/assessment/")
     assert (
-        phone.get_by_role("heading", level=1).inner_text() == "Questionnaire d'impact"
+        phone.get_by_role("heading", level=1).inner_text()
+        == "Questionnaire d\u2019impact"
     )
     assert_accessible(phone)
     overflow = phone.evaluate(

@@ -120,7 +120,7 @@ def test_a_threshold_on_the_metric_says_which_versions_are_good_enough(
     }
 
 
-def test_another_agencys_private_suite_cannot_be_chosen(
+def test_c1_another_agencys_private_suite_cannot_be_chosen(
     member_a, member_b, small_suite
 ):
     from governance.models import EvaluationSuite

@@ -35,7 +35,7 @@ def test_an_account_without_agency_is_told_so(db):
     assert "does not belong to an agency" in page.content.decode()
 
 
-def test_models_by_status_count_only_the_agencys_own(member_a, member_b):
+def test_c1_models_by_status_count_only_the_agencys_own(member_a, member_b):
     own = ModelVersionFactory(model__agency=member_a.membership.agency)
     ModelVersionFactory(model=own.model, status=VersionStatus.APPROVED)
     ModelVersionFactory(model__agency=member_b.membership.agency)

@@ -110,7 +110,7 @@ def test_request_without_a_suite_or_a_verified_artifact_says_why(
     assert not EvaluationRun.objects.exists()
 
 
-def test_another_agency_gets_404_and_a_public_versions_reader_403(
+def test_c1_another_agency_gets_404_and_a_public_versions_reader_403(
     member_a, member_b, version, suite
 ):
     run = evaluation_services.evaluation_request(

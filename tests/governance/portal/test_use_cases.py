@@ -96,7 +96,7 @@ def test_another_agencys_version_cannot_be_chosen(member_a, member_b):
     assert not UseCase.objects.exists()
 
 
-def test_other_agency_gets_404_and_reviewers_403_on_writes(
+def test_c1_other_agency_gets_404_and_reviewers_403_on_writes(
     draft_use_case, member_b, reviewer
 ):
     other = client_of(member_b)

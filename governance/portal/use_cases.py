@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from config.exceptions import DomainError
 from governance.models import UseCase, UseCaseStatus
+from governance.portal.evaluations import may_request
 from governance.portal.forms.use_cases import (
     USE_CASE_FIELDS,
     QuestionnaireForm,
@@ -154,6 +155,7 @@ def use_case_detail(request, pk: int):
     context: dict[str, Any] = {
         "use_case": use_case,
         "may_edit": writer and use_case.is_editable,
+        "may_evaluate": may_request(request.user, use_case.model_version),
         "may_submit": writer
         and use_case.status
         in (

@@ -143,6 +143,8 @@ def test_questionnaire_renders_fieldsets_and_sets_the_tier(
     html = page.content.decode()
     assert "High risk" in html
     assert "Migration, asylum and border control" in html  # the answer, in words
+    evaluate = f"/portal/versions/{draft_use_case.model_version_id}/evaluate/"
+    assert evaluate in html
     assert "makes the use at least" in html  # the trigger's reason
 
 

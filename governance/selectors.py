@@ -228,3 +228,46 @@ def in_service_on(
         )
         for decision in decisions
     ]
+
+
+# --- the agency dashboard (portal) ----------------------------------------------
+
+
+def approvals_expiring(
+    use_cases: QuerySet[UseCase], *, before: datetime
+) -> QuerySet[UseCase]:
+    """Approved use cases whose approval in force ends before ``before``.
+
+    The approval in force is ``approval_in_force``'s, read for every use case
+    in one query: each row is annotated with ``approval_expires_at``, soonest
+    first.
+    """
+    in_force = Decision.objects.filter(
+        use_case=OuterRef("pk"), expires_at__isnull=False
+    ).order_by("-decided_at", "-id")
+    return (
+        use_cases.filter(status=S.APPROVED)
+        .annotate(approval_expires_at=Subquery(in_force.values("expires_at")[:1]))
+        .filter(approval_expires_at__lt=before)
+        .select_related("agency", "model_version__model")
+        .order_by("approval_expires_at", "pk")
+    )
+
+
+def latest_policy_failures(use_cases: QuerySet[UseCase]) -> QuerySet[PolicyResult]:
+    """The failed results among the latest policy result of each of ``use_cases``.
+
+    Newest first, with the use case, its agency and the version; a use case
+    whose latest result passed is not listed, whatever failed before.
+    """
+    latest = (
+        PolicyResult.objects.filter(use_case=OuterRef("pk"))
+        .order_by("-created_at", "-id")
+        .values("pk")[:1]
+    )
+    ids = use_cases.order_by().annotate(latest=Subquery(latest)).values("latest")
+    return (
+        PolicyResult.objects.filter(pk__in=ids, passed=False)
+        .select_related("use_case__agency", "model_version__model")
+        .order_by("-created_at", "-id")
+    )

@@ -53,6 +53,36 @@ def _figure(height_in: float) -> Figure:
     return figure
 
 
+_STYLE_ATTRIBUTE = re.compile(r'\sstyle="([^"]*)"')
+_STYLE_ELEMENT = re.compile(r"<style[^>]*>.*?</style>", re.DOTALL)
+
+
+def _presentation_attributes(match: re.Match) -> str:
+    """One ``style="a: b; c: d"`` as ``a="b" c="d"`` (already XML-escaped)."""
+    attributes = []
+    for declaration in match.group(1).split(";"):
+        name, _, value = declaration.partition(":")
+        if name.strip() and value.strip():
+            attributes.append(f' {name.strip()}="{value.strip()}"')
+    return "".join(attributes)
+
+
+def _without_inline_styles(markup: str) -> str:
+    """Matplotlib's inline styles as SVG presentation attributes.
+
+    The portal's CSP allows no inline style (``style-src 'self'`` and a
+    nonce): a browser ignores every ``style`` attribute and ``<style>``
+    element of the SVG, and draws each shape black. Presentation attributes
+    (``fill``, ``stroke``, ``font-size``, ``text-anchor``...) are not styles
+    and stay in force; the ``<style>`` element's defaults move to the root.
+    """
+    markup = _STYLE_ELEMENT.sub("", markup)
+    markup = _STYLE_ATTRIBUTE.sub(_presentation_attributes, markup)
+    return markup.replace(
+        "<svg ", '<svg stroke-linejoin="round" stroke-linecap="butt" ', 1
+    )
+
+
 def _svg(figure: Figure, *, title: str, description: str) -> SafeString:
     """The figure as inline SVG markup, labelled for assistive technology.
 
@@ -64,7 +94,7 @@ def _svg(figure: Figure, *, title: str, description: str) -> SafeString:
     with rc_context({"svg.hashsalt": "civitas", "svg.fonttype": "none"}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     markup = buffer.getvalue()
-    markup = markup[markup.index("<svg") :]
+    markup = _without_inline_styles(markup[markup.index("<svg") :])
     ident = f"chart-{uuid.uuid4().hex[:12]}"
     ids = set(re.findall(r'\bid="([^"]+)"', markup))
     if ids:

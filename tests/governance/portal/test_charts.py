@@ -55,3 +55,21 @@ def test_two_charts_on_one_page_share_no_element_id():
     second = _parse(bar_chart([Bar("a", 1.0)], title="t", value_label="v"))
     ids = lambda root: {e.get("id") for e in root.iter() if e.get("id")}  # noqa: E731
     assert ids(first) and not ids(first) & ids(second)
+
+
+def test_charts_carry_no_inline_style_the_csp_would_drop():
+    for markup in (
+        bar_chart([Bar("accuracy", 0.5)], title="t", value_label="v"),
+        scatter_chart(
+            [Point("a", 1.0, 2.0, "quantised"), Point("b", 10.0, 3.0, "full")],
+            title="t",
+            x_label="x",
+            y_label="y",
+            log_x=True,
+        ),
+    ):
+        assert "style=" not in markup and "<style" not in markup
+        root = _parse(markup)
+        fills = {e.get("fill") for e in root.iter() if e.get("fill")}
+        assert "#ffffff" in fills  # the background, as an attribute
+        assert root.get("stroke-linejoin") == "round"

@@ -766,21 +766,13 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["SuiteTaskEnum"] = "engine.evaluate.
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TaskEnum"] = "registry.models.Task"
 
 # --- Public register: citizens' incident reports (docs/portal/public.md) --
-# Reports one client address may file per window (counted in the shared cache).
-CIVITAS_INCIDENT_REPORTS_PER_ADDRESS = env.int(
-    "CIVITAS_INCIDENT_REPORTS_PER_ADDRESS", default=5
-)
-CIVITAS_INCIDENT_REPORT_WINDOW_SECONDS = env.int(
-    "CIVITAS_INCIDENT_REPORT_WINDOW_SECONDS", default=3600
-)
-# A report form must be at least this old (a person reads and writes) and at
-# most a day old (its signed timestamp), or the report is refused as spam.
-CIVITAS_INCIDENT_FORM_MIN_SECONDS = env.int(
-    "CIVITAS_INCIDENT_FORM_MIN_SECONDS", default=5
-)
-CIVITAS_INCIDENT_FORM_MAX_SECONDS = env.int(
-    "CIVITAS_INCIDENT_FORM_MAX_SECONDS", default=86400
-)
+# Fixed here (not read from the environment): reports one client address may
+# file per window, counted in the shared cache; and how old a report form's
+# signed stamp must be (a person reads and writes; at most a day old).
+CIVITAS_INCIDENT_REPORTS_PER_ADDRESS = 5
+CIVITAS_INCIDENT_REPORT_WINDOW_SECONDS = 3600
+CIVITAS_INCIDENT_FORM_MIN_SECONDS = 5
+CIVITAS_INCIDENT_FORM_MAX_SECONDS = 86400
 
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402

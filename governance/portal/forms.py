@@ -7,6 +7,7 @@ import time
 from django import forms
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -24,10 +25,6 @@ _ISSUED_SALT = "civitas.incident-report-form"
 def issue_stamp(use_case_id: int) -> str:
     """A signed stamp of when the report form of a use case was served."""
     return signing.dumps({"u": use_case_id, "t": time.time()}, salt=_ISSUED_SALT)
-
-
-class SpamSuspected(Exception):
-    """The honeypot was filled or the form's stamp is missing, forged or stale."""
 
 
 class IncidentReportForm(forms.Form):
@@ -83,14 +80,27 @@ class IncidentReportForm(forms.Form):
             raise forms.ValidationError(_("The date cannot be in the future."))
         return value
 
-    def check_not_spam(self) -> None:
-        """Raise SpamSuspected unless the honeypot is empty and the stamp fits.
+    def clean(self):
+        data = super().clean()
+        self._check_not_spam()
+        return data
 
-        Also raises ``forms.ValidationError`` (a person was merely quick) when
-        the form is younger than the minimum.
+    def _check_not_spam(self) -> None:
+        """Refuse a filled honeypot or a missing, forged, stale or foreign stamp.
+
+        Both answer the same non-field error (code ``spam``), saying nothing
+        of which check failed; a form younger than the minimum is a person
+        being quick (code ``too_fast``).
         """
+        refused = forms.ValidationError(
+            _(
+                "Your report could not be accepted. Reload the page, write your "
+                "report and send it again."
+            ),
+            code="spam",
+        )
         if self.data.get("website"):
-            raise SpamSuspected("honeypot")
+            raise refused
         try:
             stamp = signing.loads(
                 self.data.get("issued", ""),
@@ -98,14 +108,27 @@ class IncidentReportForm(forms.Form):
                 max_age=settings.CIVITAS_INCIDENT_FORM_MAX_SECONDS,
             )
         except signing.BadSignature as exc:  # SignatureExpired included
-            raise SpamSuspected("stamp") from exc
-        if stamp.get("u") != self.use_case_id:
-            raise SpamSuspected("stamp of another entry")
-        if time.time() - stamp.get("t", 0) < settings.CIVITAS_INCIDENT_FORM_MIN_SECONDS:
+            raise refused from exc
+        if not isinstance(stamp, dict) or stamp.get("u") != self.use_case_id:
+            raise refused
+        age = time.time() - float(stamp.get("t", 0))
+        if age > settings.CIVITAS_INCIDENT_FORM_MAX_SECONDS:
+            raise refused
+        if age < settings.CIVITAS_INCIDENT_FORM_MIN_SECONDS:
             raise forms.ValidationError(
                 _("That was quick: please read your report again, then send it."),
                 code="too_fast",
             )
+
+    @property
+    def is_spam(self) -> bool:
+        return self.has_error(NON_FIELD_ERRORS, code="spam")
+
+    def restamp(self) -> None:
+        """A fresh stamp and an empty honeypot, for the form shown again."""
+        self.data = self.data.copy()
+        self.data["issued"] = issue_stamp(self.use_case_id)
+        self.data["website"] = ""
 
 
 class TriageForm(forms.Form):

@@ -17,7 +17,6 @@ import hashlib
 import math
 import time
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
@@ -30,7 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from config.authentication import client_address
 from config.exceptions import DomainError
-from governance.portal.forms import IncidentReportForm, SpamSuspected
+from governance.portal.forms import IncidentReportForm
 from governance.register import (
     CSV_COLUMNS,
     RegisterQueryForm,
@@ -124,23 +123,9 @@ def incident_report_create(request, pk: int):
     """File a member of the public's incident report on an entry."""
     use_case, entry = _entry_or_404(pk)
     form = IncidentReportForm(request.POST, use_case_id=entry.id)
-    try:
-        form.check_not_spam()
-    except SpamSuspected:
-        form = IncidentReportForm(use_case_id=entry.id)
-        form.add_error(
-            None,
-            _(
-                "Your report could not be accepted. Reload the page, write your "
-                "report and send it again."
-            ),
-        )
-        return _entry_page(request, entry, form, status=400)
-    except forms.ValidationError as exc:  # a person, sending too quickly
-        form.is_valid()
-        form.add_error(None, exc)
-        return _entry_page(request, entry, form, status=400)
     if not form.is_valid():
+        if form.is_spam:
+            form.restamp()
         return _entry_page(request, entry, form, status=400)
     wait = _take_report_slot(request)
     if wait:

@@ -53,7 +53,7 @@ class IncidentReportForm(forms.Form):
         help_text=_("The day, or the first day you noticed it."),
     )
     contact_email = forms.EmailField(
-        label=_("Your e-mail address (optional)"),
+        label=_("Your e-mail address"),
         required=False,
         help_text=_(
             "Only the oversight reviewers see it, to ask you more; it is never "

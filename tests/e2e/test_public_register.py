@@ -32,8 +32,8 @@ def test_public_finds_an_entry_reports_and_a_reviewer_suspends(
     page,
     shot,
     kit,
-    publish,
-    settings,  # noqa: F811
+    publish,  # noqa: F811
+    settings,
 ):
     settings.CIVITAS_INCIDENT_FORM_MIN_SECONDS = 1
     publish(title="Answering parking questions")
@@ -59,7 +59,8 @@ def test_public_finds_an_entry_reports_and_a_reviewer_suspends(
     # The CSV download of the same search.
     with page.expect_download() as download:
         page.get_by_role("link", name="Download these entries as CSV").click()
-    rows = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))
+    with open(download.value.path(), encoding="utf-8") as downloaded:
+        rows = list(csv.DictReader(io.StringIO(downloaded.read())))
     assert [r["title"] for r in rows] == ["Drafting council tax letters"]
     assert rows[0]["decision"] == "approve"
 

@@ -1,4 +1,4 @@
-"""The public register's pages at 10,000 entries: p50/p95/p99 per page, constant queries.
+"""The public register's pages at 10,000 entries: p50/p95/p99 and queries per page.
 
     .venv/bin/python bench/register.py                  # 10,000 entries, table
     .venv/bin/python bench/register.py --json           # one JSON object
@@ -93,7 +93,9 @@ def prepare(args) -> tuple[str, float, bool]:
     env = django_env(args, template)
     subprocess.run(
         [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT, env=env, check=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
     )
     subprocess.run(
         [PY, __file__, "--seed", str(args.entries)], cwd=ROOT, env=env, check=True
@@ -109,9 +111,21 @@ def run(args) -> dict:
     psql(server, f"CREATE DATABASE {clone} TEMPLATE {template}")
     try:
         done = subprocess.run(
-            [PY, __file__, "--measure", "--requests", str(args.requests),
-             "--warmup", str(args.warmup), "--csv-repeats", str(args.csv_repeats)],
-            cwd=ROOT, env=django_env(args, clone), capture_output=True, text=True,
+            [
+                PY,
+                __file__,
+                "--measure",
+                "--requests",
+                str(args.requests),
+                "--warmup",
+                str(args.warmup),
+                "--csv-repeats",
+                str(args.csv_repeats),
+            ],
+            cwd=ROOT,
+            env=django_env(args, clone),
+            capture_output=True,
+            text=True,
             check=False,
         )
         if done.returncode != 0:
@@ -151,8 +165,10 @@ def print_table(report: dict) -> None:
         f"Public register at {report['entries']:,} entries "
         f"(listed {report['listed']:,}, drafts {report['unlisted']:,} unlisted)"
     )
-    print(f"processor: {cpu['model']}, {cpu['cores']} core(s); load average "
-          f"{' '.join(f'{x:.2f}' for x in report['load_average'])}")
+    print(
+        f"processor: {cpu['model']}, {cpu['cores']} core(s); load average "
+        f"{' '.join(f'{x:.2f}' for x in report['load_average'])}"
+    )
     print(f"{'page':<28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'queries':>8}")
     for row in report["pages"].values():
         print(
@@ -165,27 +181,44 @@ def print_table(report: dict) -> None:
         f"median {csv_row['median_s']:.2f} s, {csv_row['queries']} queries"
     )
     verdict = "met" if report["list_p95_ms"] < TARGET_P95_MS else "NOT met"
-    print(f"target: list p95 < {TARGET_P95_MS:.0f} ms — {verdict} "
-          f"({report['list_p95_ms']:.1f} ms)")
+    print(
+        f"target: list p95 < {TARGET_P95_MS:.0f} ms — {verdict} "
+        f"({report['list_p95_ms']:.1f} ms)"
+    )
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000,
-                        help="use cases in the register (default 10,000)")
-    parser.add_argument("--requests", type=int, default=200,
-                        help="timed requests per page (default 200)")
-    parser.add_argument("--warmup", type=int, default=10,
-                        help="untimed requests per page first (default 10)")
+    parser.add_argument(
+        "--entries",
+        type=int,
+        default=10_000,
+        help="use cases in the register (default 10,000)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=200,
+        help="timed requests per page (default 200)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=10,
+        help="untimed requests per page first (default 10)",
+    )
     parser.add_argument("--csv-repeats", type=int, default=3)
-    parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server URL, without a database name")
+    parser.add_argument(
+        "--database",
+        default="postgres://postgres@127.0.0.1:5432",
+        help="PostgreSQL server URL, without a database name",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/10")
     parser.add_argument("--db-prefix", default="civitas_bench_register")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="rebuild the template database")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the measured clone")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rebuild the template database"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the measured clone")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -203,10 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed is not None:
             register_seed.seed(args.seed)
         else:
-            print(json.dumps(register_seed.measure(
-                requests=args.requests, warmup=args.warmup,
-                csv_repeats=args.csv_repeats, pages=PAGES,
-            )))
+            print(
+                json.dumps(
+                    register_seed.measure(
+                        requests=args.requests,
+                        warmup=args.warmup,
+                        csv_repeats=args.csv_repeats,
+                        pages=PAGES,
+                    )
+                )
+            )
         return 0
     report = run(args)
     if args.json:

@@ -56,10 +56,24 @@ from registry.models import (
 
 S = UseCaseStatus
 EVENTS_PER_CHECKPOINT = 1000
-WORDS = (
-    "residents letters parking waste library housing benefits tax transport "
-    "permits schools health planning roads council appointments"
-).split()
+WORDS = [
+    "residents",
+    "letters",
+    "parking",
+    "waste",
+    "library",
+    "housing",
+    "benefits",
+    "tax",
+    "transport",
+    "permits",
+    "schools",
+    "health",
+    "planning",
+    "roads",
+    "council",
+    "appointments",
+]
 
 
 def _hex(*parts) -> str:
@@ -68,8 +82,11 @@ def _hex(*parts) -> str:
 
 def _catalogue(rng, entries: int, user):
     agencies = Agency.objects.bulk_create(
-        Agency(name=f"Bench Agency {i:02d}", slug=f"bench-agency-{i:02d}",
-               jurisdiction="FR")
+        Agency(
+            name=f"Bench Agency {i:02d}",
+            slug=f"bench-agency-{i:02d}",
+            jurisdiction="FR",
+        )
         for i in range(20)
     )
     licences = [
@@ -77,41 +94,70 @@ def _catalogue(rng, entries: int, user):
         for e in ("Apache-2.0", "CC-BY-4.0", "CC-BY-NC-4.0")
     ]
     datasets = Dataset.objects.bulk_create(
-        Dataset(agency=agencies[i % 20], name=f"Dataset {i}", slug=f"dataset-{i}",
-                visibility=Visibility.PUBLIC if i % 2 else Visibility.PRIVATE,
-                created_by=user)
+        Dataset(
+            agency=agencies[i % 20],
+            name=f"Dataset {i}",
+            slug=f"dataset-{i}",
+            visibility=Visibility.PUBLIC if i % 2 else Visibility.PRIVATE,
+            created_by=user,
+        )
         for i in range(200)
     )
     personal = (PersonalData.NONE, PersonalData.PSEUDONYMISED, PersonalData.PERSONAL)
     data_versions = DatasetVersion.objects.bulk_create(
         DatasetVersion(
-            dataset=d, version="1.0.0", motivation="m", composition="c",
-            collection_process="p", intended_uses="u", record_count=1000,
-            licence=licences[i % 3], origin_jurisdiction="FR",
-            personal_data=personal[i % 3], legal_basis="Public task.",
-            digest=_hex("data", i), created_by=user,
+            dataset=d,
+            version="1.0.0",
+            motivation="m",
+            composition="c",
+            collection_process="p",
+            intended_uses="u",
+            record_count=1000,
+            licence=licences[i % 3],
+            origin_jurisdiction="FR",
+            personal_data=personal[i % 3],
+            legal_basis="Public task.",
+            digest=_hex("data", i),
+            created_by=user,
         )
         for i, d in enumerate(datasets)
     )
     count = max(1, entries // 10)
     models = AIModel.objects.bulk_create(
-        AIModel(agency=agencies[i % 20], name=f"Bench Model {i}", slug=f"model-{i}",
-                task=Task.TEXT_GENERATION, intended_use="Drafting replies.",
-                visibility=Visibility.PUBLIC, created_by=user)
+        AIModel(
+            agency=agencies[i % 20],
+            name=f"Bench Model {i}",
+            slug=f"model-{i}",
+            task=Task.TEXT_GENERATION,
+            intended_use="Drafting replies.",
+            visibility=Visibility.PUBLIC,
+            created_by=user,
+        )
         for i in range(count)
     )
     now = timezone.now()
     versions = ModelVersion.objects.bulk_create(
-        ModelVersion(model=m, version="1.0.0", status="approved",
-                     licence=licences[0], artifact_state=ArtifactState.AVAILABLE,
-                     artifact_digest=_hex("model", i), kind=ModelKind.CAUSAL_LM_KV,
-                     created_by=user, released_at=now)
+        ModelVersion(
+            model=m,
+            version="1.0.0",
+            status="approved",
+            licence=licences[0],
+            artifact_state=ArtifactState.AVAILABLE,
+            artifact_digest=_hex("model", i),
+            kind=ModelKind.CAUSAL_LM_KV,
+            created_by=user,
+            released_at=now,
+        )
         for i, m in enumerate(models)
     )
     ModelVersionDataset.objects.bulk_create(
-        ModelVersionDataset(model_version=v, dataset_version=data_versions[
-            (i * 2 + k) % 200], role=(DatasetRole.TRAINING, DatasetRole.EVALUATION)[k])
-        for i, v in enumerate(versions) for k in range(2)
+        ModelVersionDataset(
+            model_version=v,
+            dataset_version=data_versions[(i * 2 + k) % 200],
+            role=(DatasetRole.TRAINING, DatasetRole.EVALUATION)[k],
+        )
+        for i, v in enumerate(versions)
+        for k in range(2)
     )
     return agencies, versions
 
@@ -124,17 +170,27 @@ def _runs(versions, user) -> None:
     )
     now = timezone.now()
     runs = EvaluationRun.objects.bulk_create(
-        EvaluationRun(model_version=v, suite=s, status=RunStatus.SUCCEEDED,
-                      requested_by=user, artifact_digest=v.artifact_digest,
-                      started_at=now - timedelta(days=age, minutes=5),
-                      finished_at=now - timedelta(days=age))
-        for v in versions for s in suites for age in (30, 2)
+        EvaluationRun(
+            model_version=v,
+            suite=s,
+            status=RunStatus.SUCCEEDED,
+            requested_by=user,
+            artifact_digest=v.artifact_digest,
+            started_at=now - timedelta(days=age, minutes=5),
+            finished_at=now - timedelta(days=age),
+        )
+        for v in versions
+        for s in suites
+        for age in (30, 2)
     )
     RunMetric.objects.bulk_create(
         RunMetric(run=r, task=task, name=name, value=round(random.random(), 4))
         for r in runs
-        for task, name in (("perplexity", "perplexity"), ("multiple_choice", "acc"),
-                           ("refusal", "refusal_rate"))
+        for task, name in (
+            ("perplexity", "perplexity"),
+            ("multiple_choice", "acc"),
+            ("refusal", "refusal_rate"),
+        )
     )
 
 
@@ -148,11 +204,17 @@ def _use_cases(rng, entries, agencies, versions, user, reviewer):
         version = versions[i % len(versions)]
         words = " ".join(rng.sample(WORDS, 3))
         return UseCase(
-            agency=version.model.agency, model_version=version,
-            title=f"Use case {i}: {words}", purpose=f"Helps staff with {words}.",
-            public_service=f"Service {i % 50}", valid_until=today + timedelta(400),
-            status=status, risk_tier=tiers[i % 3], risk_score=10 * (i % 3),
-            questionnaire=questionnaire, created_by=user,
+            agency=version.model.agency,
+            model_version=version,
+            title=f"Use case {i}: {words}",
+            purpose=f"Helps staff with {words}.",
+            public_service=f"Service {i % 50}",
+            valid_until=today + timedelta(400),
+            status=status,
+            risk_tier=tiers[i % 3],
+            risk_score=10 * (i % 3),
+            questionnaire=questionnaire,
+            created_by=user,
         )
 
     listed = UseCase.objects.bulk_create(
@@ -160,37 +222,71 @@ def _use_cases(rng, entries, agencies, versions, user, reviewer):
     )
     UseCase.objects.bulk_create(case(entries + i, S.DRAFT) for i in range(entries // 5))
     results = PolicyResult.objects.bulk_create(
-        PolicyResult(use_case=u, model_version=u.model_version,
-                     artifact_digest=u.model_version.artifact_digest,
-                     risk_tier=u.risk_tier, trigger="submission", passed=True)
+        PolicyResult(
+            use_case=u,
+            model_version=u.model_version,
+            artifact_digest=u.model_version.artifact_digest,
+            risk_tier=u.risk_tier,
+            trigger="submission",
+            passed=True,
+        )
         for u in listed
     )
     now = timezone.now()
     submissions = Submission.objects.bulk_create(
-        Submission(use_case=u, number=1, submitted_by=user, submitted_at=now,
-                   model_version=u.model_version,
-                   artifact_digest=u.model_version.artifact_digest,
-                   policy_result=r, snapshot={}, snapshot_sha256=_hex("s", u.pk))
+        Submission(
+            use_case=u,
+            number=1,
+            submitted_by=user,
+            submitted_at=now,
+            model_version=u.model_version,
+            artifact_digest=u.model_version.artifact_digest,
+            policy_result=r,
+            snapshot={},
+            snapshot_sha256=_hex("s", u.pk),
+        )
         for u, r in zip(listed, results, strict=True)
     )
     rows = []
     for u, r, sub in zip(listed, results, submissions, strict=True):
         at = now - timedelta(days=rng.randint(20, 300))
-        rows.append(Decision(
-            use_case=u, submission=sub, model_version=u.model_version,
-            artifact_digest=u.model_version.artifact_digest, kind=DecisionKind.APPROVE,
-            reviewer=reviewer, rationale="Evidence complete.", policy_result=r,
-            from_status=S.IN_REVIEW, to_status=S.APPROVED, decided_at=at,
-            approved_at=at, expires_at=at + timedelta(days=365)))
+        rows.append(
+            Decision(
+                use_case=u,
+                submission=sub,
+                model_version=u.model_version,
+                artifact_digest=u.model_version.artifact_digest,
+                kind=DecisionKind.APPROVE,
+                reviewer=reviewer,
+                rationale="Evidence complete.",
+                policy_result=r,
+                from_status=S.IN_REVIEW,
+                to_status=S.APPROVED,
+                decided_at=at,
+                approved_at=at,
+                expires_at=at + timedelta(days=365),
+            )
+        )
         if u.status != S.APPROVED:
-            kind = DecisionKind.SUSPEND if u.status == S.SUSPENDED else (
-                DecisionKind.RETIRE)
-            rows.append(Decision(
-                use_case=u, submission=sub, model_version=u.model_version,
-                artifact_digest=u.model_version.artifact_digest, kind=kind,
-                reviewer=reviewer, rationale="Reports received.",
-                from_status=S.APPROVED, to_status=u.status,
-                decided_at=at + timedelta(days=10)))
+            kind = (
+                DecisionKind.SUSPEND
+                if u.status == S.SUSPENDED
+                else (DecisionKind.RETIRE)
+            )
+            rows.append(
+                Decision(
+                    use_case=u,
+                    submission=sub,
+                    model_version=u.model_version,
+                    artifact_digest=u.model_version.artifact_digest,
+                    kind=kind,
+                    reviewer=reviewer,
+                    rationale="Reports received.",
+                    from_status=S.APPROVED,
+                    to_status=u.status,
+                    decided_at=at + timedelta(days=10),
+                )
+            )
     return Decision.objects.bulk_create(rows)
 
 
@@ -206,23 +302,45 @@ def _audit_chain(decisions) -> None:
     batch = []
     for decision in sorted(decisions, key=lambda d: (d.decided_at, d.pk)):
         for action, object_type, object_id, payload in (
-            ("policy.evaluated", "governance.policyresult",
-             str(decision.policy_result_id or 0), {"passed": True}),
-            (actions[decision.kind], "governance.usecase", str(decision.use_case_id),
-             {"decision_id": decision.pk, "use_case_id": decision.use_case_id,
-              "kind": decision.kind}),
+            (
+                "policy.evaluated",
+                "governance.policyresult",
+                str(decision.policy_result_id or 0),
+                {"passed": True},
+            ),
+            (
+                actions[decision.kind],
+                "governance.usecase",
+                str(decision.use_case_id),
+                {
+                    "decision_id": decision.pk,
+                    "use_case_id": decision.use_case_id,
+                    "kind": decision.kind,
+                },
+            ),
         ):
             seq += 1
             fields = {
-                "seq": seq, "created_at": decision.decided_at,
-                "actor_label": "bench#1", "agency_slug": "", "action": action,
-                "object_type": object_type, "object_id": object_id,
-                "payload": payload, "prev_hash": prev,
+                "seq": seq,
+                "created_at": decision.decided_at,
+                "actor_label": "bench#1",
+                "agency_slug": "",
+                "action": action,
+                "object_type": object_type,
+                "object_id": object_id,
+                "payload": payload,
+                "prev_hash": prev,
             }
             digest = event_hash(fields)
-            batch.append(AuditEvent(
-                **{**fields, "payload": audit_services.canonical_json(payload).decode()},
-                hash=digest))
+            batch.append(
+                AuditEvent(
+                    **{
+                        **fields,
+                        "payload": audit_services.canonical_json(payload).decode(),
+                    },
+                    hash=digest,
+                )
+            )
             prev = digest
             if seq % EVENTS_PER_CHECKPOINT == 0:
                 _flush(batch, seq, prev)
@@ -280,8 +398,11 @@ def _timed(client: Client, url: str) -> tuple[float, int, int]:
     with CaptureQueriesContext(connection) as queries:
         started = time.perf_counter()
         response = client.get(url)
-        body = b"".join(response.streaming_content) if response.streaming else (
-            response.content)
+        body = (
+            b"".join(response.streaming_content)
+            if response.streaming
+            else (response.content)
+        )
         elapsed = time.perf_counter() - started
     if response.status_code != 200:
         raise SystemExit(f"{url} answered {response.status_code}")
@@ -324,7 +445,6 @@ def _measure(*, requests: int, warmup: int, csv_repeats: int, pages) -> dict:
         "queries": downloads[0][1],
     }
     report["listed"] = listed.count()
-    report["unlisted"] = UseCase.objects.exclude(
-        pk__in=listed.values("pk")).count()
+    report["unlisted"] = UseCase.objects.exclude(pk__in=listed.values("pk")).count()
     report["list_p95_ms"] = report["pages"]["list"]["p95_ms"]
     return report

@@ -46,6 +46,7 @@ from governance.models import (
     DecisionKind,
     EvaluationRun,
     RiskTier,
+    RunMetric,
     RunStatus,
     UseCase,
     UseCaseStatus,
@@ -144,6 +145,29 @@ class RegisterQueryForm(forms.Form):
         )
 
 
+# The columns a record reads: wide rows (JSON fields) are never loaded whole.
+_ENTRY_FIELDS = (
+    "title",
+    "purpose",
+    "public_service",
+    "affected_people",
+    "decision_informed",
+    "human_oversight",
+    "valid_until",
+    "status",
+    "risk_tier",
+    "agency_id",
+    "model_version_id",
+    "agency__slug",
+    "agency__name",
+    "model_version__version",
+    "model_version__artifact_digest",
+    "model_version__model__name",
+    "model_version__model__slug",
+    "model_version__licence__expression",
+)
+
+
 def register_agency_choices() -> list[tuple[str, str]]:
     """(slug, name) of each agency with an entry in the register."""
     return list(
@@ -194,9 +218,13 @@ def register_use_cases(filters: dict[str, Any] | None = None) -> QuerySet[UseCas
         use_cases = use_cases.filter(_personal_data_exists())
     elif filters.get("personal_data") == "no":
         use_cases = use_cases.filter(~_personal_data_exists())
-    return use_cases.select_related(
-        "agency", "model_version__model", "model_version__licence"
-    ).order_by("-id")
+    return (
+        use_cases.select_related(
+            "agency", "model_version__model", "model_version__licence"
+        )
+        .only(*_ENTRY_FIELDS)
+        .order_by("-id")
+    )
 
 
 def register_use_case(pk: int) -> UseCase | None:
@@ -214,10 +242,10 @@ class RegisterDataset:
     name: str
     version: str
     role: str
-    role_label: Any
+    role_label: str
     licence: str
     personal_data: str
-    personal_data_label: Any
+    personal_data_label: str
     is_public: bool
 
 
@@ -257,7 +285,7 @@ class RegisterDecision:
 
     id: int
     kind: str
-    kind_label: Any
+    kind_label: str
     decided_at: datetime
     rationale: str
     approved_at: datetime | None
@@ -279,9 +307,9 @@ class RegisterEntry:
     human_oversight: str
     valid_until: date
     status: str
-    status_label: Any
+    status_label: str
     risk_tier: str
-    risk_tier_label: Any
+    risk_tier_label: str
     agency_slug: str
     agency_name: str
     model_name: str
@@ -371,24 +399,31 @@ class RegisterEntry:
 
 
 def _datasets(version_ids: list[int]) -> dict[int, list[RegisterDataset]]:
-    links = ModelVersionDataset.objects.filter(
-        model_version_id__in=version_ids
-    ).select_related("dataset_version__dataset", "dataset_version__licence")
+    rows = (
+        ModelVersionDataset.objects.filter(model_version_id__in=version_ids)
+        .order_by("role", "id")
+        .values_list(
+            "model_version_id",
+            "role",
+            "dataset_version__version",
+            "dataset_version__personal_data",
+            "dataset_version__licence__expression",
+            "dataset_version__dataset__name",
+            "dataset_version__dataset__visibility",
+        )
+    )
     found: dict[int, list[RegisterDataset]] = {}
-    for link in links.order_by("role", "id"):
-        version = link.dataset_version
-        public = version.dataset.visibility == Visibility.PUBLIC
-        found.setdefault(link.model_version_id, []).append(
+    for version_id, role, version, personal, licence, name, visibility in rows:
+        public = visibility == Visibility.PUBLIC
+        found.setdefault(version_id, []).append(
             RegisterDataset(
-                name=version.dataset.name if public else "",
-                version=version.version if public else "",
-                role=link.role,
-                role_label=DATASET_ROLE_LABELS.get(link.role, link.role),
-                licence=version.licence.expression,
-                personal_data=version.personal_data,
-                personal_data_label=PERSONAL_DATA_LABELS.get(
-                    version.personal_data, version.personal_data
-                ),
+                name=name if public else "",
+                version=version if public else "",
+                role=role,
+                role_label=str(DATASET_ROLE_LABELS.get(role, role)),
+                licence=licence,
+                personal_data=personal,
+                personal_data_label=str(PERSONAL_DATA_LABELS.get(personal, "")),
                 is_public=public,
             )
         )
@@ -397,7 +432,7 @@ def _datasets(version_ids: list[int]) -> dict[int, list[RegisterDataset]]:
 
 def _evaluations(version_ids: list[int]) -> dict[int, list[RegisterEvaluation]]:
     """The latest succeeded run of each suite on each version, with its metrics."""
-    latest = (
+    latest = list(
         EvaluationRun.objects.filter(
             model_version_id__in=version_ids, status=RunStatus.SUCCEEDED
         )
@@ -409,23 +444,35 @@ def _evaluations(version_ids: list[int]) -> dict[int, list[RegisterEvaluation]]:
             )
         )
         .filter(rank=1)
-        .select_related("suite")
-        .prefetch_related("metrics")
         .order_by("suite__name", "id")
+        .values_list(
+            "id",
+            "model_version_id",
+            "suite__name",
+            "suite__version",
+            "finished_at",
+            "artifact_digest",
+        )
     )
+    metrics: dict[int, list[RegisterMetric]] = {}
+    for run_id, task, name, value in (
+        RunMetric.objects.filter(run_id__in=[row[0] for row in latest])
+        .order_by("task", "name")
+        .values_list("run_id", "task", "name", "value")
+    ):
+        metrics.setdefault(run_id, []).append(
+            RegisterMetric(task=task, name=name, value=value)
+        )
     found: dict[int, list[RegisterEvaluation]] = {}
-    for run in latest:
-        found.setdefault(run.model_version_id, []).append(
+    for run_id, version_id, suite, suite_version, finished_at, digest in latest:
+        found.setdefault(version_id, []).append(
             RegisterEvaluation(
-                run_id=run.pk,
-                suite=run.suite.name,
-                suite_version=run.suite.version,
-                finished_at=run.finished_at,
-                artifact_digest=run.artifact_digest,
-                metrics=[
-                    RegisterMetric(task=m.task, name=m.name, value=m.value)
-                    for m in sorted(run.metrics.all(), key=lambda m: (m.task, m.name))
-                ],
+                run_id=run_id,
+                suite=suite,
+                suite_version=suite_version,
+                finished_at=finished_at,
+                artifact_digest=digest,
+                metrics=metrics.get(run_id, []),
             )
         )
     return found
@@ -435,9 +482,22 @@ def _decisions(use_cases: list[UseCase]) -> dict[int, Decision]:
     """The latest decision that moved each use case into its current status."""
     status = {u.pk: u.status for u in use_cases}
     found: dict[int, Decision] = {}
-    for decision in Decision.objects.filter(
-        use_case_id__in=list(status), to_status__in=REGISTER_STATUSES
-    ).order_by("-decided_at", "-id"):
+    for decision in (
+        Decision.objects.filter(
+            use_case_id__in=list(status), to_status__in=REGISTER_STATUSES
+        )
+        .only(
+            "use_case_id",
+            "kind",
+            "rationale",
+            "from_status",
+            "to_status",
+            "decided_at",
+            "approved_at",
+            "expires_at",
+        )
+        .order_by("-decided_at", "-id")
+    ):
         if decision.use_case_id in found:
             continue
         if decision.to_status == status[decision.use_case_id] != decision.from_status:
@@ -474,14 +534,16 @@ def _checkpoints(
             by_decision[decision_id] = (seq, checkpoint_seq)
     seqs = {cp for _, cp in by_decision.values() if cp is not None}
     signed = {
-        c.seq: RegisterCheckpoint(
-            seq=c.seq,
-            head_hash=c.head_hash,
-            signed_at=c.created_at,
-            key_id=_key_id(c.envelope),
+        seq: RegisterCheckpoint(
+            seq=seq,
+            head_hash=head_hash,
+            signed_at=created_at,
+            key_id=_key_id(envelope),
             event_seq=0,
         )
-        for c in AuditCheckpoint.objects.filter(seq__in=seqs)
+        for seq, head_hash, created_at, envelope in AuditCheckpoint.objects.filter(
+            seq__in=seqs
+        ).values_list("seq", "head_hash", "created_at", "envelope")
     }
     found = {}
     for decision_id, (seq, checkpoint_seq) in by_decision.items():
@@ -534,9 +596,9 @@ def register_entries(use_cases: Iterable[UseCase]) -> list[RegisterEntry]:
                 human_oversight=use_case.human_oversight,
                 valid_until=use_case.valid_until,
                 status=use_case.status,
-                status_label=STATUS_LABELS.get(use_case.status, use_case.status),
+                status_label=str(STATUS_LABELS.get(use_case.status, use_case.status)),
                 risk_tier=use_case.risk_tier or "",
-                risk_tier_label=RISK_TIER_LABELS.get(use_case.risk_tier, ""),
+                risk_tier_label=str(RISK_TIER_LABELS.get(use_case.risk_tier, "")),
                 agency_slug=use_case.agency.slug,
                 agency_name=use_case.agency.name,
                 model_name=version.model.name,
@@ -552,7 +614,7 @@ def register_entries(use_cases: Iterable[UseCase]) -> list[RegisterEntry]:
                 else RegisterDecision(
                     id=decision.pk,
                     kind=decision.kind,
-                    kind_label=DECISION_LABELS.get(decision.kind, decision.kind),
+                    kind_label=str(DECISION_LABELS.get(decision.kind, decision.kind)),
                     decided_at=decision.decided_at,
                     rationale=decision.rationale,
                     approved_at=decision.approved_at,

@@ -244,7 +244,8 @@ class RegisterView(generics.ListAPIView):
 
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.get_queryset())
-        records = [entry.as_record() for entry in register_entries(page)]
+        # The records are plain values already (``RegisterEntry.as_record``);
+        # ``RegisterEntrySerializer`` documents their shape in the schema.
         return self.get_paginated_response(
-            RegisterEntrySerializer(records, many=True).data
+            [entry.as_record() for entry in register_entries(page)]
         )

@@ -23,7 +23,10 @@ from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import floatformat
 from django.urls import path, reverse
+from django.utils.formats import date_format
+from django.utils.html import format_html_join
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -52,6 +55,49 @@ def _query(request) -> tuple[RegisterQueryForm, dict]:
     return form, {}
 
 
+def _summaries(entry) -> tuple[str, str]:
+    """An entry's datasets and latest evaluations as two HTML lists (escaped).
+
+    Built here rather than by nested template loops: at 25 entries a page the
+    loops cost more than every query of the page (bench/register.py).
+    """
+    unpublished = _("A dataset its agency has not published")
+    licence = _("licence")
+    datasets = format_html_join(
+        "",
+        "<li>{} ({}; {} {}; {})</li>",
+        (
+            (
+                f"{d.name} {d.version}" if d.is_public else unpublished,
+                d.role_label,
+                licence,
+                d.licence,
+                d.personal_data_label,
+            )
+            for d in entry.datasets
+        ),
+    )
+    runs = format_html_join(
+        "",
+        "<li><strong>{}@{}</strong>{}: {}</li>",
+        (
+            (
+                run.suite,
+                run.suite_version,
+                f" ({date_format(run.finished_at, 'SHORT_DATE_FORMAT')})"
+                if run.finished_at
+                else "",
+                "; ".join(
+                    f"{m.task}.{m.name} {floatformat(m.value, '-3')}"
+                    for m in run.metrics
+                ),
+            )
+            for run in entry.evaluations
+        ),
+    )
+    return datasets, runs
+
+
 @require_GET
 def register_list(request):
     """The register: every entry in or out of service, searchable and filtered."""
@@ -66,7 +112,10 @@ def register_list(request):
         {
             "form": form,
             "page": page,
-            "entries": register_entries(page.object_list),
+            "entries": [
+                (entry, *_summaries(entry))
+                for entry in register_entries(page.object_list)
+            ],
             "query_string": kept.urlencode(),
             "is_filtered": bool(filters),
         },

@@ -247,6 +247,12 @@ def _use_cases(rng, entries, agencies, versions, user, reviewer):
         )
         for u, r in zip(listed, results, strict=True)
     )
+    return _decisions(rng, listed, results, submissions, reviewer)
+
+
+def _decisions(rng, listed, results, submissions, reviewer) -> list[Decision]:
+    """An approval per use case, then its suspension or retirement if any."""
+    now = timezone.now()
     rows = []
     for u, r, sub in zip(listed, results, submissions, strict=True):
         at = now - timedelta(days=rng.randint(20, 300))

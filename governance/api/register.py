@@ -12,7 +12,7 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ErrorDetail, ValidationError
 
 from config.pagination import CursorPagination
 from governance.models import RiskTier
@@ -193,11 +193,15 @@ def _parameters() -> list[OpenApiParameter]:
     return [
         OpenApiParameter(
             "q",
-            OpenApiTypes.STR,
+            {"type": "string", "maxLength": 200},
             description="words of the title, purpose, "
             "service, agency or model; every word must match",
         ),
-        OpenApiParameter("agency", OpenApiTypes.STR, description="agency slug"),
+        OpenApiParameter(
+            "agency",
+            {"type": "string", "maxLength": 80, "pattern": "^[-a-zA-Z0-9_]+$"},
+            description="agency slug",
+        ),
         OpenApiParameter("risk_tier", OpenApiTypes.STR, enum=RiskTier.values),
         OpenApiParameter("status", OpenApiTypes.STR, enum=list(REGISTER_STATUSES)),
         OpenApiParameter(
@@ -221,7 +225,13 @@ class RegisterView(generics.ListAPIView):
         form = RegisterQueryForm(self.request.query_params)
         if not form.is_valid():
             raise ValidationError(
-                {name: [str(e) for e in errors] for name, errors in form.errors.items()}
+                {
+                    name: [
+                        ErrorDetail(" ".join(error.messages), code=error.code)
+                        for error in errors
+                    ]
+                    for name, errors in form.errors.as_data().items()
+                }
             )
         return register_use_cases(form.cleaned_data)
 

@@ -519,6 +519,7 @@ CELERY_BEAT_SCHEDULE["artifact-sweep"] = {
 # many days after it was given; celery beat expires ended approvals and
 # re-checks approved use cases whose evaluation evidence has gone stale.
 CIVITAS_APPROVAL_DAYS = env.int("CIVITAS_APPROVAL_DAYS", default=365)
+
 CIVITAS_LIFECYCLE_SWEEP_MINUTES = env.int("CIVITAS_LIFECYCLE_SWEEP_MINUTES", default=60)
 CELERY_BEAT_SCHEDULE["usecase-expire"] = {
     "task": "civitas.usecase_expire",
@@ -771,6 +772,22 @@ _AUTH_MIDDLEWARE = MIDDLEWARE.index(
     "django.contrib.auth.middleware.AuthenticationMiddleware"
 )
 MIDDLEWARE.insert(_AUTH_MIDDLEWARE + 1, "registry.sessions.SessionGenerationMiddleware")
+
+# --- Public register: citizens' incident reports (docs/portal/public.md) --
+# Reports one client address may file per window (counted in the shared
+# cache), and how old a report form's signed stamp must be.
+CIVITAS_INCIDENT_REPORTS_PER_ADDRESS = env.int(
+    "CIVITAS_INCIDENT_REPORTS_PER_ADDRESS", default=5
+)
+CIVITAS_INCIDENT_REPORT_WINDOW_SECONDS = env.int(
+    "CIVITAS_INCIDENT_REPORT_WINDOW_SECONDS", default=3600
+)
+CIVITAS_INCIDENT_FORM_MIN_SECONDS = env.int(
+    "CIVITAS_INCIDENT_FORM_MIN_SECONDS", default=5
+)
+CIVITAS_INCIDENT_FORM_MAX_SECONDS = env.int(
+    "CIVITAS_INCIDENT_FORM_MAX_SECONDS", default=86400
+)
 
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402

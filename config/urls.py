@@ -10,7 +10,6 @@ from django.contrib.auth import views as auth_views
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views import defaults
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import authentication, health, metrics, views
@@ -32,7 +31,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    # The public transparency register is the home page (name ``home``).
+    path("", include("governance.portal.public")),
     # The portal: pages for agency staff, reviewers, auditors and the public,
     # each app's own (``<app>/portal/``), calling the same services and
     # selectors as the API.

@@ -365,3 +365,85 @@ MODEL_VERSIONS = (
         },
     ),
 )
+
+
+@dataclass(frozen=True)
+class UseCaseSpec:
+    """A demo use case, assessed, submitted and approved, so the register has entries.
+
+    ``model`` is ``agency/slug`` of a demo model version; ``answers`` the
+    impact questionnaire's (``aia@1``); the agency's member writes and
+    assesses it, its maintainer submits it, the oversight reviewer approves.
+    """
+
+    agency: str
+    model: str
+    title: str
+    purpose: str
+    public_service: str
+    affected_people: str
+    decision_informed: str
+    human_oversight: str
+    answers: dict[str, Any]
+    rationale: str
+
+
+_LOW_RISK_ANSWERS = {
+    "prohibited_practices": ["none"],
+    "areas": ["general_information"],
+    "decision_role": "no_decision",
+    "affected_people": "staff_only",
+    "scale": "under_1k",
+    "impact_on_rights": "none",
+    "reversibility": "easily",
+    "personal_data_in_use": "none",
+    "data_representativeness": "assessed",
+    "public_interaction": "no",
+    "human_oversight": "every_output",
+    "explainability": "yes",
+    "contestability": "not_needed",
+    "fallback": "yes",
+}
+
+USE_CASES = (
+    UseCaseSpec(
+        agency=ARDEN,
+        model=SMALL_BASE,
+        title="Drafting replies to residents' letters",
+        purpose=(
+            "Draft a first reply to residents' written questions about council "
+            "services, in the council's plain language; a contact-centre officer "
+            "checks, edits and sends every reply."
+        ),
+        public_service="Contact centre, Arden City Council",
+        affected_people="Residents who write to the council",
+        decision_informed="None: officers write and sign every reply.",
+        human_oversight=(
+            "A contact-centre officer reads and edits every draft before it is "
+            "sent; drafts are never sent automatically."
+        ),
+        answers={**_LOW_RISK_ANSWERS, "public_interaction": "yes_disclosed"},
+        rationale=(
+            "The use drafts text that staff always check; the model card and "
+            "its training data are public; the oversight described is adequate."
+        ),
+    ),
+    UseCaseSpec(
+        agency=LAKELAND,
+        model=f"{LAKELAND}/lakeland-small-lm-int8",
+        title="Library and bus answers for library staff",
+        purpose=(
+            "Suggest answers to visitors' questions about library services and "
+            "rural bus times to library staff, on the libraries' small servers."
+        ),
+        public_service="Rural libraries, Lakeland Regional Authority",
+        affected_people="Library staff; visitors indirectly",
+        decision_informed="None: staff answer visitors themselves.",
+        human_oversight="Library staff read every suggestion before answering.",
+        answers=_LOW_RISK_ANSWERS,
+        rationale=(
+            "A quantised copy of an approved public model, used only as a "
+            "suggestion to staff; low risk and adequately overseen."
+        ),
+    ),
+)

@@ -1,8 +1,9 @@
 """Registering the demo catalogue through the services, as an agency would.
 
 Every write goes through the registry services (``registry.services`` and
-``registry.services.artifacts``), so the audit chain records the demo as it records
-any registration. Platform-wide steps (agencies, memberships, licences) are
+``registry.services.artifacts``) and, for the demo's use cases, the governance
+lifecycle services, so the audit chain records the demo as it records any
+registration and approval. Platform-wide steps (agencies, memberships, licences) are
 taken by the ``demo-loader`` platform administrator, which cannot log in;
 catalogue steps by each agency's demo maintainer, because the services let
 only an agency's own members register its datasets and models.
@@ -21,11 +22,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from demo.bundles import build_bundles, dataset_records, zip_bundle
 from demo.catalogue import (
@@ -35,8 +38,12 @@ from demo.catalogue import (
     JURISDICTION,
     LICENCES,
     MODEL_VERSIONS,
+    OVERSIGHT,
     PEOPLE,
+    USE_CASES,
 )
+from governance.models import UseCase, UseCaseStatus
+from governance.services import decisions, lifecycle, use_cases
 from registry import services
 from registry.models import (
     Agency,
@@ -296,6 +303,57 @@ def _model_versions(
     return found
 
 
+def _person(people, agency: str, role: str):
+    spec = next(p for p in PEOPLE if p.agency == agency and p.role == role)
+    return people[spec.username]
+
+
+def _use_cases(people, versions, report: LoadReport) -> None:
+    """Write, assess, submit and approve each demo use case, where still missing.
+
+    Through the lifecycle services, by the people the four-eyes rules want:
+    the agency's member writes and assesses, its maintainer submits, the
+    oversight reviewer reviews and approves (which publishes the model). A use
+    case found by title in its agency is taken from where it stands.
+    """
+    reviewer = _person(people, OVERSIGHT, Role.REVIEWER)
+    for spec in USE_CASES:
+        member = _person(people, spec.agency, Role.MEMBER)
+        use_case = UseCase.objects.filter(
+            agency__slug=spec.agency, title=spec.title
+        ).first()
+        if use_case is None:
+            use_case = use_cases.use_case_create(
+                actor=member,
+                model_version=versions[spec.model],
+                title=spec.title,
+                purpose=spec.purpose,
+                public_service=spec.public_service,
+                affected_people=spec.affected_people,
+                decision_informed=spec.decision_informed,
+                human_oversight=spec.human_oversight,
+                valid_until=timezone.localdate() + timedelta(days=365),
+            )
+            use_cases.use_case_assess(
+                actor=member, use_case=use_case, answers=spec.answers
+            )
+            report.add(f"use case {spec.title!r}")
+        if use_case.status == UseCaseStatus.DRAFT:
+            lifecycle.use_case_submit(
+                actor=_person(people, spec.agency, Role.MAINTAINER),
+                use_case=use_case,
+            )
+            use_case.refresh_from_db()
+        if use_case.status == UseCaseStatus.SUBMITTED:
+            lifecycle.use_case_start_review(actor=reviewer, use_case=use_case)
+            use_case.refresh_from_db()
+        if use_case.status == UseCaseStatus.IN_REVIEW:
+            decisions.use_case_approve(
+                actor=reviewer, use_case=use_case, rationale=spec.rationale
+            )
+            report.add(f"approval of {spec.title!r}")
+
+
 def load_catalogue() -> LoadReport:
     """Create whatever part of the demo catalogue is missing; return what was made.
 
@@ -323,9 +381,10 @@ def load_catalogue() -> LoadReport:
         licences = _licences(loader, report)
         datasets = _datasets(people, licences, report, workdir)
         models = _models(people, report)
-        _model_versions(
+        versions = _model_versions(
             people, licences, datasets, models, report, bundles=bundles, workdir=workdir
         )
+        _use_cases(people, versions, report)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return report

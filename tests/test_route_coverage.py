@@ -35,6 +35,9 @@ PREFIX = "/api/v1/"
 PUBLIC = {
     # Auditors verify exported checkpoints without an account.
     "/api/v1/audit/public-key/": "the audit signing key is public by design",
+    # The transparency register is for the public (issue 11); throttled per
+    # client address by the anonymous rate.
+    "/api/v1/register/": "the public transparency register needs no account",
 }
 
 _CONVERTERS = {

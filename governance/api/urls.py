@@ -12,6 +12,7 @@ from governance.api import (
     decisions,
     evaluations,
     policies,
+    register,
     schedules,
     suites,
     use_cases,
@@ -90,6 +91,8 @@ urlpatterns = [
         name="evaluation-attestation",
     ),
     path("in-service/", decisions.InServiceView.as_view(), name="in-service"),
+    # The public transparency register (no account needed).
+    path("register/", register.RegisterView.as_view(), name="register"),
     path("", include(decision_router.urls)),
     # The audit chain (namespace ``audit``).
     path("audit/", include("governance.api.audit")),

@@ -4,7 +4,8 @@ The audit chain's records live in the ``audit`` app.
 ``evaluations`` suites and runs; ``use_cases`` use cases and questionnaires;
 ``policies`` policies and their results; ``decisions`` submissions,
 transitions, waivers, decisions and attestations; ``schedules``
-evaluation schedules and their ticks; ``outbox`` what MLflow is owed.
+evaluation schedules and their ticks; ``outbox`` what MLflow is owed;
+``incidents`` citizens' incident reports on register entries.
 """
 
 from governance.models.decisions import (
@@ -28,6 +29,11 @@ from governance.models.evaluations import (
     RunMetric,
     RunStatus,
     SuiteDataset,
+)
+from governance.models.incidents import (
+    IncidentReport,
+    IncidentReportQuerySet,
+    IncidentStatus,
 )
 from governance.models.outbox import OutboxKind, OutboxMessage
 from governance.models.policies import (
@@ -72,6 +78,9 @@ __all__ = [
     "EvaluationScheduleQuerySet",
     "EvaluationSuite",
     "EvaluationSuiteQuerySet",
+    "IncidentReport",
+    "IncidentReportQuerySet",
+    "IncidentStatus",
     "OutboxKind",
     "OutboxMessage",
     "Policy",

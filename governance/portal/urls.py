@@ -7,6 +7,8 @@ from governance.portal import (
     compare,
     dashboard,
     evaluations,
+    incidents,
+    public,
     review,
     schedules,
     suites,
@@ -106,4 +108,19 @@ urlpatterns: list = [
         name="my-use-case-submit",
     ),
     path("portal/compare/", compare.compare, name="compare"),
+    # The public register (its list is the site's home: ``public.urlpatterns``).
+    path("register/<int:pk>/", public.register_entry, name="register-entry"),
+    path(
+        "register/<int:pk>/report/",
+        public.incident_report_create,
+        name="register-report",
+    ),
+    path("register.csv", public.register_csv, name="register-csv"),
+    # Oversight: citizens' incident reports.
+    path("portal/incidents/", incidents.incident_list, name="incident-list"),
+    path(
+        "portal/incidents/<int:pk>/",
+        incidents.incident_detail,
+        name="incident-detail",
+    ),
 ]

@@ -164,3 +164,18 @@ def test_load_demo_builds_the_catalogue_once(demo_dirs):
     assert f"admin / {password}" in second_output
     people = get_user_model().objects.exclude(username="admin")
     assert not any(person.has_usable_password() for person in people)
+
+    # The public register is not empty: two use cases approved, by the book.
+    from django.test import Client
+
+    from governance.register import register_use_cases
+
+    entries = {u.title: u for u in register_use_cases()}
+    assert set(entries) == {spec.title for spec in demo.USE_CASES}
+    for use_case in entries.values():
+        assert use_case.status == "approved"
+        assert AuditEvent.objects.filter(
+            action="use_case.approved", object_id=str(use_case.pk)
+        ).exists()
+    home = Client().get("/").content.decode()
+    assert "Drafting replies to residents" in home

@@ -4,7 +4,8 @@ Agency staff see their own agency's figures; oversight reviewers (and
 platform administrators) the same figures across every agency, as far as
 they may read them. Every panel is one query over the tenancy querysets
 (``visible_to``), so the page costs the same whatever the catalogue's size.
-The incident-report panel arrives with the incident model (portal-public).
+Open incident reports are those the public filed and no reviewer has
+triaged yet (``IncidentStatus.NEW``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from governance.models import EvaluationRun, RunStatus, UseCase, UseCaseStatus
+from governance.models import (
+    EvaluationRun,
+    IncidentReport,
+    IncidentStatus,
+    RunStatus,
+    UseCase,
+    UseCaseStatus,
+)
 from governance.selectors import approvals_expiring, latest_policy_failures
 from registry.models import AIModel, ModelVersion, VersionStatus
 from registry.selectors import is_oversight, user_agency_id
@@ -76,6 +84,16 @@ def _policy_failures(use_cases: QuerySet[UseCase]) -> list[dict]:
     ]
 
 
+def open_incidents(user) -> QuerySet[IncidentReport]:
+    """Untriaged reports on the user's agency's use cases (oversight: all of them)."""
+    reports = _own(IncidentReport.objects.visible_to(user), user, "use_case__agency_id")
+    return (
+        reports.filter(status=IncidentStatus.NEW)
+        .select_related("use_case__agency", "model_version__model")
+        .order_by("-created_at", "-pk")
+    )
+
+
 def _awaiting_review(use_cases: QuerySet[UseCase]) -> dict[str, int]:
     counts = dict(
         use_cases.filter(status__in=[UseCaseStatus.SUBMITTED, UseCaseStatus.IN_REVIEW])
@@ -110,6 +128,7 @@ def dashboard(request):
             approvals_expiring(use_cases, before=now + EXPIRY_WINDOW)[:PANEL_ROWS]
         ),
         "expiry_days": EXPIRY_WINDOW.days,
+        "incidents": list(open_incidents(user)[:PANEL_ROWS]),
         "awaiting": _awaiting_review(use_cases) if oversight else None,
     }
     return render(request, "portal/dashboard/index.html", context)

@@ -134,3 +134,28 @@ def test_dashboard_issues_a_constant_number_of_queries(
     assert len(response.context["runs"]) == min(size, 10)
     with django_assert_max_num_queries(6):
         client.get("/portal/dashboard/runs/")
+
+
+def test_open_incident_reports_reach_the_owning_agency_and_oversight_only(
+    publish, member_a, member_b, reviewer
+):
+    from governance.models import IncidentStatus
+    from governance.services.incidents import incident_report_file
+
+    entry = publish(title="Answering waste questions")
+    report = incident_report_file(
+        use_case=entry,
+        what_happened="The assistant gave the wrong opening hours.",
+        occurred_on=timezone.localdate(),
+        contact_email="",
+    )
+    own = client_of(member_a).get("/portal/")
+    assert [r.pk for r in own.context["incidents"]] == [report.pk]
+    assert "Answering waste questions" in own.content.decode()
+    assert "/portal/incidents/" not in own.content.decode()  # triage is oversight's
+    oversight = client_of(reviewer).get("/portal/")
+    assert [r.pk for r in oversight.context["incidents"]] == [report.pk]
+    assert f"/portal/incidents/{report.pk}/" in oversight.content.decode()
+    assert client_of(member_b).get("/portal/").context["incidents"] == []
+    type(report).objects.filter(pk=report.pk).update(status=IncidentStatus.DISMISSED)
+    assert client_of(member_a).get("/portal/").context["incidents"] == []

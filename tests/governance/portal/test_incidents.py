@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from governance.models import Decision, IncidentReport, IncidentStatus, UseCaseStatus
-from governance.portal.forms import _ISSUED_SALT, issue_stamp
+from governance.portal.forms.incidents import _ISSUED_SALT, issue_stamp
 from governance.services.incidents import incident_report_file
 from registry.models import Role
 from tests.factories import MembershipFactory, UserFactory

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from governance.portal.forms import issue_stamp
+from governance.portal.forms.incidents import issue_stamp
 from governance.services import lifecycle
 from governance.services import use_cases as use_case_services
 from registry.models import (

@@ -55,6 +55,10 @@ from rest_framework import exceptions, status
 from rest_framework.authentication import get_authorization_header
 from rest_framework.throttling import BaseThrottle
 
+# Where ``registry.models.user_membership`` keeps a user's membership for the
+# request; the token check fills it from the row it joined.
+MEMBERSHIP_CACHE_ATTR = "_civitas_membership"
+
 BASIC_REFUSED = (
     "HTTP Basic is accepted only by POST /api/v1/auth/tokens/, to create a "
     "token; send 'Authorization: Token <token>' here."
@@ -97,6 +101,14 @@ class TokenAuthentication(KnoxTokenAuthentication):
             if compare_digest(digest, auth_token.digest):
                 if knox_settings.AUTO_REFRESH and auth_token.expiry:
                     self.renew_token(auth_token)
+                user = auth_token.user
+                # A fresh user object per request: its joined membership (or
+                # None) is the current one.
+                setattr(
+                    user,
+                    MEMBERSHIP_CACHE_ATTR,
+                    user._state.fields_cache.get("membership"),
+                )
                 return self.validate_user(auth_token)
         raise exceptions.AuthenticationFailed(msg)
 

@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Upper
 
+from config.authentication import MEMBERSHIP_CACHE_ATTR
+
 # ISO 3166-1 alpha-2 ("FR"), optionally with an ISO 3166-2 subdivision ("ES-CT").
 jurisdiction_validator = RegexValidator(
     r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$",
@@ -104,7 +106,8 @@ class Membership(models.Model):
 # cached on it, so a request asks the database at most once. The querysets
 # below need these, so they live here (``registry.selectors`` re-exports them).
 
-_CACHE_ATTR = "_civitas_membership"
+# The API token's check fills it from the row it joins (config.authentication).
+_CACHE_ATTR = MEMBERSHIP_CACHE_ATTR
 
 
 def user_membership(user) -> Membership | None:
@@ -112,17 +115,11 @@ def user_membership(user) -> Membership | None:
     if user is None or not user.is_authenticated:
         return None
     if not hasattr(user, _CACHE_ATTR):
-        joined = user._state.fields_cache
-        if "membership" in joined:
-            # Joined already (the API token's lookup selects it with the user).
-            membership = joined["membership"]
-        else:
-            membership = (
-                Membership.objects.select_related("agency")
-                .filter(user_id=user.pk)
-                .first()
-            )
-        setattr(user, _CACHE_ATTR, membership)
+        setattr(
+            user,
+            _CACHE_ATTR,
+            Membership.objects.select_related("agency").filter(user_id=user.pk).first(),
+        )
     return getattr(user, _CACHE_ATTR)
 
 

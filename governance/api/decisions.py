@@ -13,6 +13,8 @@ Nothing here deletes: the records are under legal hold.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -460,6 +462,14 @@ class InServiceView(APIView):
                 raise ValidationError(
                     {"at": ["Give an ISO 8601 instant with its offset, e.g. Z."]}
                 )
+            try:
+                # PostgreSQL takes offsets up to 15:59 only; the instant is the
+                # same in UTC.
+                when = when.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError(
+                    {"at": ["The instant is outside the range of dates."]}
+                ) from None
         entries = in_service_on(
             when, use_cases=UseCase.objects.visible_to(request.user)
         )

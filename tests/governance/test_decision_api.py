@@ -96,6 +96,13 @@ def test_the_in_service_instant_accepts_offsets_and_refuses_naive_or_bad_input(
         response = api_a.get("/api/v1/in-service/", {"at": bad})
         assert response.status_code == 400, bad
         assert response.json()["fields"]["at"]
+    # An offset PostgreSQL would refuse (beyond 15:59) is the same instant in
+    # UTC (found by tests/test_schema_fuzz.py); one past year 1 is refused.
+    far = api_a.get("/api/v1/in-service/", {"at": "0332-11-25T05:24:34+21:49"})
+    assert far.status_code == 200 and far.json()["count"] == 0
+    assert far.json()["at"].startswith("0332-11-24T07:35:34")
+    early = api_a.get("/api/v1/in-service/", {"at": "0001-01-01T00:00:00+21:49"})
+    assert early.status_code == 400 and early.json()["fields"]["at"]
 
 
 def test_a_waiver_is_given_with_the_approval_and_listed(kit, api_reviewer, api_a):

@@ -75,8 +75,9 @@ class Command(BaseCommand):
                 f"Demo catalogue: complete, nothing to add ({seconds:.1f} s)."
             )
         self.stdout.write(
-            f"Civitas is starting at {url}\n"
-            f"  admin portal: {url}admin/   API docs: {url}api/docs/\n"
+            f"Civitas is starting at {url} (the public register)\n"
+            f"  sign in: {url}accounts/login/   admin: {url}admin/   "
+            f"API docs: {url}api/docs/\n"
             f"  demo login:   {DEMO_ADMIN} / {password}\n"
             f"  other demo people ({', '.join(p.username for p in PEOPLE)}) have no "
             f"password yet; a one-time link to set one:\n"

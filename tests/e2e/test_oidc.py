@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from registry.models import ClaimRule, Membership, Role
+from registry.models import Membership, Role
 from tests.e2e.conftest import assert_accessible, switch_language
-from tests.factories import AgencyFactory
-from tests.oidc_provider.portal import PROVIDER_USERS, configure_portal, provider_for
+from tests.oidc_provider.portal import (
+    PROVIDER_USERS,
+    city_claim_rules,
+    configure_portal,
+    provider_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -32,19 +36,7 @@ def sso_settings(settings, oidc_provider):
 
 @pytest.fixture
 def city(db):
-    city = AgencyFactory(slug="city", name="City Council")
-    ClaimRule.objects.create(
-        name="City staff", claim="agency", value="city", agency=city, role="member"
-    )
-    ClaimRule.objects.create(
-        name="City leads",
-        claim="civitas_role",
-        value="lead",
-        agency=city,
-        role="maintainer",
-        priority=10,
-    )
-    return city
+    return city_claim_rules()
 
 
 def provider_sign_in(page, shot, user: dict) -> None:

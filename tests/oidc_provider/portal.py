@@ -96,3 +96,27 @@ def sso_sign_in(
         headers={"Referer": consent.url},
     )
     return session, landed
+
+
+def city_claim_rules():
+    """The City Council and the two rules the provider's users match.
+
+    Every "agency: city" claim signs in as a member; a "civitas_role: lead"
+    claim, of higher priority, as a maintainer.
+    """
+    from registry.models import ClaimRule
+    from tests.factories import AgencyFactory
+
+    city = AgencyFactory(slug="city", name="City Council")
+    ClaimRule.objects.create(
+        name="City staff", claim="agency", value="city", agency=city, role="member"
+    )
+    ClaimRule.objects.create(
+        name="City leads",
+        claim="civitas_role",
+        value="lead",
+        agency=city,
+        role="maintainer",
+        priority=10,
+    )
+    return city

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from audit.models import AuditEvent
-from registry.models import ClaimRule, Membership, Role
-from tests.factories import AgencyFactory
+from registry.models import Membership, Role
 from tests.oidc_provider.portal import (
     PROVIDER_USERS,
+    city_claim_rules,
     configure_portal,
     provider_for,
     sso_sign_in,
@@ -37,19 +37,7 @@ def sso_settings(settings, oidc_provider):
 
 @pytest.fixture
 def rules(db):
-    city = AgencyFactory(slug="city", name="City Council")
-    ClaimRule.objects.create(
-        name="City staff", claim="agency", value="city", agency=city, role="member"
-    )
-    ClaimRule.objects.create(
-        name="City leads",
-        claim="civitas_role",
-        value="lead",
-        agency=city,
-        role="maintainer",
-        priority=10,
-    )
-    return city
+    return city_claim_rules()
 
 
 def test_sso_signs_in_with_the_mapped_agency_and_role(live_server, sso_settings, rules):

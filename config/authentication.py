@@ -134,6 +134,7 @@ class TokenScheme(KnoxTokenScheme):
     """The OpenAPI security scheme of ``TokenAuthentication`` (knox's own)."""
 
     target_class = "config.authentication.TokenAuthentication"
+    match_subclasses = True  # registry.read_cache.GenerationTokenAuthentication
 
 
 class PasswordLocked(exceptions.APIException):

@@ -248,7 +248,7 @@ CONTENT_SECURITY_POLICY = {
 REST_FRAMEWORK = {
     # Knox tokens, refusing an HTTP Basic header (only token creation takes one).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "config.authentication.TokenAuthentication",
+        "registry.read_cache.GenerationTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -263,8 +263,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "config.throttling.AnonRateThrottle",
+        "config.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="60/min"),
@@ -667,6 +667,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         keepalives_count=3,
         # Milliseconds that sent data may stay unacknowledged: a vanished host.
         tcp_user_timeout=30_000,
+        # Parameters bound by the server, so a statement run this many times on a
+        # connection is prepared and planned once (0 turns it off: PgBouncer).
+        server_side_binding=True,
+        prepare_threshold=env.int("DATABASE_PREPARE_THRESHOLD", default=5) or None,
     )
 CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT_SECONDS
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):

@@ -29,6 +29,8 @@ is exact against writes made outside the services, hence this small module.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -37,9 +39,12 @@ from django.conf import settings
 from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import HttpResponse, HttpResponseBase
+from django.utils.translation import gettext as _
+from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from config.authentication import TokenAuthentication
 from registry.models import is_oversight, user_agency_id
 
 _GENERATION_SQL = "SELECT epoch, counter FROM registry_cataloguegeneration WHERE id = 1"
@@ -78,6 +83,7 @@ class _LRU:
 
 
 _cache = _LRU()
+_tokens = _LRU()  # token checks (GenerationTokenAuthentication)
 
 
 def catalogue_generation() -> tuple[str, int] | None:
@@ -92,6 +98,53 @@ def catalogue_generation() -> tuple[str, int] | None:
         # A database migrated before 0006: read without the cache.
         return None
     return (str(row[0]), row[1]) if row else None
+
+
+def _request_generation(request) -> tuple[str, int] | None:
+    """The generation read once per request (by the token check, or here)."""
+    request = getattr(request, "_request", request)
+    if not hasattr(request, "_catalogue_generation"):
+        request._catalogue_generation = catalogue_generation()
+    return request._catalogue_generation
+
+
+class GenerationTokenAuthentication(TokenAuthentication):
+    """The API token check, remembered per process while the generation holds.
+
+    Checking a token joins the token, its user, the membership and the agency:
+    a third of a cached catalogue read's time (bench/README.md, "load.py").
+    Every table that decides the answer (``knox_authtoken``: a token revoked
+    or signed out; ``auth_user``: deactivated, superuser; the membership and
+    agency: the role) bumps the catalogue generation (migrations 0006 and
+    0008), so a remembered check is only reused while none of them has
+    changed, and an expired token is still refused on its own expiry. Each
+    request gets its own copy of the token and user objects. Nothing is kept
+    inside a transaction or where there is no generation (SQLite).
+    """
+
+    def authenticate(self, request):
+        self._request = request
+        return super().authenticate(request)
+
+    def authenticate_credentials(self, token: bytes):
+        limit = settings.CIVITAS_READ_CACHE_ENTRIES
+        request = getattr(self, "_request", None)
+        if limit <= 0 or request is None or connection.in_atomic_block:
+            return super().authenticate_credentials(token)
+        generation = _request_generation(request)
+        if generation is None:
+            return super().authenticate_credentials(token)
+        # The key is a hash of the whole token, never the token itself.
+        key = ("token", generation, hashlib.sha256(token).hexdigest())
+        remembered = _tokens.get(key)
+        if remembered is not None:
+            auth_token = copy.deepcopy(remembered)
+            if self._cleanup_token(auth_token):
+                raise exceptions.AuthenticationFailed(_("Invalid token."))
+            return self.validate_user(auth_token)
+        user, auth_token = super().authenticate_credentials(token)
+        _tokens.put(key, copy.deepcopy(auth_token), limit)
+        return user, auth_token
 
 
 def reader_scope(user) -> str:
@@ -116,7 +169,7 @@ def cached_response(request, compute: Callable[[], Response]) -> HttpResponseBas
         or not isinstance(renderer, JSONRenderer)
     ):
         return compute()
-    generation = catalogue_generation()
+    generation = _request_generation(request)
     if generation is None:
         return compute()
     key = (
@@ -140,6 +193,7 @@ def cached_response(request, compute: Callable[[], Response]) -> HttpResponseBas
 def clear() -> None:
     """Forget every entry (tests; never needed for correctness)."""
     _cache.clear()
+    _tokens.clear()
 
 
 def stats() -> dict[str, int]:

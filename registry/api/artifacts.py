@@ -25,9 +25,9 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from config.throttling import ScopedRateThrottle
 from registry.api.examples import ARTIFACT, DATASET_FILE, response
 from registry.models import DatasetVersion, ModelKind, ModelVersion
 from registry.services import artifacts, downloads

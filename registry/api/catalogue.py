@@ -123,7 +123,9 @@ class CatalogueViewSet(viewsets.GenericViewSet):
         ``authz.denied`` by ``audit.middleware``, like every other denial.
         """
         lookup = {self.lookup_field: self.lookup_value()}
-        queryset = self.get_queryset()
+        # Ordered by key alone: the list's ordering (joins and a sort) would be
+        # compiled and planned for a lookup that finds one row.
+        queryset = self.get_queryset().order_by("pk")
         try:
             obj = queryset.filter(**lookup).first()
         except (TypeError, ValueError):

@@ -76,6 +76,8 @@ def _eval_results(record: VersionRecord) -> list[EvalResult]:
             metric_name=f"{metric.task} {metric.name}",
             metric_value=metric.value,
             source_name=f"Civitas evaluation run {run.run_id}",
+            # Relative to the registry's address: the record knows no host name.
+            source_url=f"/api/v1/evaluations/{run.run_id}/",
         )
         for run in record.evaluations
         for metric in run.metrics

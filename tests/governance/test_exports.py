@@ -390,3 +390,45 @@ def test_export_version_command_writes_stdout_or_a_file(
         "transparency-record",
     ]
     assert all(e.actor_id == platform_admin.pk for e in _export_events())
+
+
+# --- The public register's transparency records -----------------------------
+
+
+def test_the_register_links_and_serves_the_atrs_publicly_and_unaudited(
+    kit, exported, client
+):
+    use_case = kit.approved()
+    entry = client.get(f"/register/{use_case.pk}/")
+    json_path = f"/register/{use_case.pk}/transparency-record.json"
+    html_path = f"/register/{use_case.pk}/transparency-record.html"
+    assert json_path in entry.content.decode()
+    assert html_path in entry.content.decode()
+    events = AuditEvent.objects.count()
+
+    as_json = client.get(json_path)
+    as_html = client.get(html_path)
+
+    assert as_json.status_code == as_html.status_code == 200
+    document = json.loads(as_json.content)
+    jsonschema.validate(document, SCHEMA)
+    assert document["tier_1"]["phase"] == "production"
+    assert document["status"] == "approved"
+    # The public sees the private dataset only by its role, as on the page.
+    names = [d["source_data_name"] for d in document["tier_2"]["data"]]
+    assert names == ["undisclosed fine-tuning dataset", "Service FAQ 1.0.0"]
+    assert b"Citizens letters" not in as_json.content + as_html.content
+    assert b"Tier 2: Risks and mitigations" in as_html.content
+    # Anonymous downloads do not grow the audit chain.
+    assert AuditEvent.objects.count() == events
+
+
+def test_the_register_serves_no_atrs_for_a_use_case_it_does_not_list(
+    draft_use_case, exported, client
+):
+    type(exported.model).objects.filter(pk=exported.model_id).update(
+        visibility=Visibility.PUBLIC
+    )
+    for suffix in ("json", "html", "xml"):
+        path = f"/register/{draft_use_case.pk}/transparency-record.{suffix}"
+        assert client.get(path).status_code == 404, suffix

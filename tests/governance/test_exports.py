@@ -191,7 +191,7 @@ def test_annex_iv_html_marks_each_blank_field(exported, member_a):
     html = _export(member_a, "annex-iv", exported).decode()
 
     assert html.count(f'<td class="missing">{MISSING}</td>') >= 2
-    assert "Training hardware</th><td class=\"missing\">" in html
+    assert 'Training hardware</th><td class="missing">' in html
     assert "0.875" in html
 
 
@@ -302,7 +302,9 @@ def test_the_use_case_exports_answer_json_and_html_and_are_recorded(
     assert b"Tier 1: summary information" in as_html.content
     assert "script-src" not in as_html["Content-Security-Policy"]
     assert "default-src 'none'" in as_html["Content-Security-Policy"]
-    assert [e.payload and json.loads(e.payload)["format"] for e in _export_events()] == [
+    assert [
+        e.payload and json.loads(e.payload)["format"] for e in _export_events()
+    ] == [
         "transparency-record",
         "transparency-record-html",
     ]
@@ -325,11 +327,13 @@ def test_c1_another_agency_gets_404_on_the_exports_of_private_objects(
     # Unknown formats, and formats of the other scope, are not routes.
     assert api_a.get(version_path.replace("model-card", "pdf")).status_code == 404
     assert (
-        api_a.get(version_path.replace("model-card", "transparency-record"))
-        .status_code
+        api_a.get(version_path.replace("model-card", "transparency-record")).status_code
         == 404
     )
-    assert api_a.get(use_case_path.replace("transparency-record", "ml-bom")).status_code == 404
+    assert (
+        api_a.get(use_case_path.replace("transparency-record", "ml-bom")).status_code
+        == 404
+    )
     # Refusals leave no export event; the reviewer's two reads left one each.
     assert _export_events().count() == 2
 
@@ -353,7 +357,9 @@ def test_export_version_command_writes_stdout_or_a_file(
     exported, draft_use_case, platform_admin, tmp_path
 ):
     out = io.StringIO()
-    call_command("export_version", str(exported.pk), "--format", "model-card", stdout=out)
+    call_command(
+        "export_version", str(exported.pk), "--format", "model-card", stdout=out
+    )
     assert ModelCard(out.getvalue()).data.license == "apache-2.0"
 
     target = tmp_path / "annex.pdf"
@@ -370,7 +376,9 @@ def test_export_version_command_writes_stdout_or_a_file(
     assert target.read_bytes().startswith(b"%PDF-")
 
     with pytest.raises(CommandError, match="needs --use-case"):
-        call_command("export_version", str(exported.pk), "--format", "transparency-record")
+        call_command(
+            "export_version", str(exported.pk), "--format", "transparency-record"
+        )
     atrs = tmp_path / "atrs.json"
     call_command(
         "export_version",

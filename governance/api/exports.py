@@ -101,11 +101,34 @@ def _format_parameter(names: tuple[str, ...]) -> OpenApiParameter:
 _DOCUMENT = OpenApiResponse(OpenApiTypes.STR, description="The exported document.")
 
 
-class ModelVersionExportView(APIView):
-    """One standard export of a model version the caller may read."""
+class _ExportView(APIView):
+    """Find the object among those the caller may read, export it, answer it."""
 
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _IgnoreAcceptNegotiation
+    formats: tuple[str, ...] = ()
+    target = ""  # export_create's keyword for the object
+
+    def objects(self, user):
+        raise NotImplementedError
+
+    def export(self, request, pk: int, kind: str):
+        if kind not in self.formats:
+            raise Http404
+        found = get_object_or_404(self.objects(request.user), pk=pk)
+        return export_response(
+            export_create(actor=request.user, format=kind, **{self.target: found})
+        )
+
+
+class ModelVersionExportView(_ExportView):
+    """One standard export of a model version the caller may read."""
+
+    formats = VERSION_FORMATS
+    target = "version"
+
+    def objects(self, user):
+        return ModelVersion.objects.visible_to(user).select_related("model__agency")
 
     @extend_schema(
         operation_id="model_versions_export",
@@ -135,24 +158,19 @@ class ModelVersionExportView(APIView):
         tags=["exports"],
     )
     def get(self, request, pk: int, kind: str):
-        if kind not in VERSION_FORMATS:
-            raise Http404
-        version = get_object_or_404(
-            ModelVersion.objects.visible_to(request.user).select_related(
-                "model__agency"
-            ),
-            pk=pk,
-        )
-        return export_response(
-            export_create(actor=request.user, format=kind, version=version)
-        )
+        return self.export(request, pk, kind)
 
 
-class UseCaseExportView(APIView):
+class UseCaseExportView(_ExportView):
     """The transparency record of a use case the caller may read."""
 
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = _IgnoreAcceptNegotiation
+    formats = USE_CASE_FORMATS
+    target = "use_case"
+
+    def objects(self, user):
+        return UseCase.objects.visible_to(user).select_related(
+            "agency", "model_version__model__agency"
+        )
 
     @extend_schema(
         operation_id="use_cases_export",
@@ -175,14 +193,4 @@ class UseCaseExportView(APIView):
         tags=["exports"],
     )
     def get(self, request, pk: int, kind: str):
-        if kind not in USE_CASE_FORMATS:
-            raise Http404
-        use_case = get_object_or_404(
-            UseCase.objects.visible_to(request.user).select_related(
-                "agency", "model_version__model__agency"
-            ),
-            pk=pk,
-        )
-        return export_response(
-            export_create(actor=request.user, format=kind, use_case=use_case)
-        )
+        return self.export(request, pk, kind)

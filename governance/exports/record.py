@@ -194,13 +194,20 @@ class UseCaseRecord:
     version: VersionRecord
 
 
+def _values(obj, names: str) -> dict:
+    """``{name: obj.name}`` for each of the space-separated ``names``."""
+    return {name: getattr(obj, name) for name in names.split()}
+
+
 def _agency(agency) -> AgencyFacts:
-    return AgencyFacts(
-        name=agency.name,
-        slug=agency.slug,
-        jurisdiction=agency.jurisdiction,
-        contact_email=agency.contact_email,
-    )
+    return AgencyFacts(**_values(agency, "name slug jurisdiction contact_email"))
+
+
+_DATASHEET = (
+    "version digest source_uri record_count size_bytes origin_jurisdiction "
+    "legal_basis motivation composition collection_process preprocessing "
+    "intended_uses distribution maintenance"
+)
 
 
 def _datasets(version: ModelVersion, user) -> tuple[DatasetFacts, ...]:
@@ -231,21 +238,8 @@ def _datasets(version: ModelVersion, user) -> tuple[DatasetFacts, ...]:
                 agency_slug=dv.dataset.agency.slug,
                 name=dv.dataset.name,
                 slug=dv.dataset.slug,
-                version=dv.version,
-                digest=dv.digest,
-                source_uri=dv.source_uri,
                 languages=tuple(dv.languages or ()),
-                record_count=dv.record_count,
-                size_bytes=dv.size_bytes,
-                origin_jurisdiction=dv.origin_jurisdiction,
-                legal_basis=dv.legal_basis,
-                motivation=dv.motivation,
-                composition=dv.composition,
-                collection_process=dv.collection_process,
-                preprocessing=dv.preprocessing,
-                intended_uses=dv.intended_uses,
-                distribution=dv.distribution,
-                maintenance=dv.maintenance,
+                **_values(dv, _DATASHEET),
                 **common,
             )
         )
@@ -256,18 +250,14 @@ def _use_case_facts(use_case: UseCase) -> UseCaseFacts:
     result = latest_policy_result(use_case)
     return UseCaseFacts(
         id=use_case.pk,
-        title=use_case.title,
-        purpose=use_case.purpose,
-        public_service=use_case.public_service,
-        affected_people=use_case.affected_people,
-        decision_informed=use_case.decision_informed,
-        human_oversight=use_case.human_oversight,
-        valid_until=use_case.valid_until,
-        status=use_case.status,
         risk_tier=use_case.risk_tier or "",
-        risk_score=use_case.risk_score,
         risk_reasons=tuple(str(r) for r in use_case.risk_reasons or ()),
         policy_passed=None if result is None else result.passed,
+        **_values(
+            use_case,
+            "title purpose public_service affected_people decision_informed "
+            "human_oversight valid_until status risk_score",
+        ),
         agency=_agency(use_case.agency),
     )
 
@@ -280,12 +270,8 @@ def _lifecycle(version: ModelVersion, use_case_ids: list[int]):
     )
     return tuple(
         LifecycleEvent(
-            decided_at=d.decided_at,
             use_case_title=d.use_case.title,
-            kind=d.kind,
-            from_status=d.from_status,
-            to_status=d.to_status,
-            rationale=d.rationale,
+            **_values(d, "decided_at kind from_status to_status rationale"),
         )
         for d in decisions
     )
@@ -299,10 +285,18 @@ def _base(base: ModelVersion | None) -> BaseVersionFacts | None:
         agency_slug=base.model.agency.slug,
         model_name=base.model.name,
         model_slug=base.model.slug,
-        version=base.version,
-        artifact_digest=base.artifact_digest,
         licence=base.licence.expression,
+        **_values(base, "version artifact_digest"),
     )
+
+
+_VERSION_FIELDS = (
+    "version status artifact_digest artifact_size artifact_format "
+    "parameter_count kind layout quantisation derivation training_run "
+    "training_jurisdiction training_hardware training_energy_kwh "
+    "hosting_jurisdiction limitations risks ethical_considerations "
+    "created_at released_at"
+)
 
 
 def version_record(version: ModelVersion, *, user) -> VersionRecord:
@@ -330,40 +324,17 @@ def version_record(version: ModelVersion, *, user) -> VersionRecord:
         agency=_agency(model.agency),
         model_name=model.name,
         model_slug=model.slug,
-        task=model.task,
-        domain=model.domain,
-        description=model.description,
-        intended_use=model.intended_use,
-        out_of_scope_uses=model.out_of_scope_uses,
-        version=mv.version,
-        status=mv.status,
+        **_values(model, "task domain description intended_use out_of_scope_uses"),
         licence=LicenceFacts(
             expression=mv.licence.expression,
             spdx_ids=tuple(mv.licence.spdx_ids or ()),
             name=mv.licence.name,
         ),
-        artifact_digest=mv.artifact_digest,
-        artifact_size=mv.artifact_size,
-        artifact_format=mv.artifact_format,
         graph_inputs=tuple(mv.graph_inputs or ()),
         graph_outputs=tuple(mv.graph_outputs or ()),
         opsets=dict(mv.opsets or {}),
-        parameter_count=mv.parameter_count,
-        kind=mv.kind,
-        layout=mv.layout,
-        quantisation=mv.quantisation,
         base=_base(mv.base_version),
-        derivation=mv.derivation,
-        training_run=mv.training_run,
-        training_jurisdiction=mv.training_jurisdiction,
-        training_hardware=mv.training_hardware,
-        training_energy_kwh=mv.training_energy_kwh,
-        hosting_jurisdiction=mv.hosting_jurisdiction,
-        limitations=mv.limitations,
-        risks=mv.risks,
-        ethical_considerations=mv.ethical_considerations,
-        created_at=mv.created_at,
-        released_at=mv.released_at,
+        **_values(mv, _VERSION_FIELDS),
         datasets=_datasets(mv, user),
         evaluations=tuple(latest_evaluations([mv.pk]).get(mv.pk, [])),
         use_cases=tuple(_use_case_facts(u) for u in use_cases),

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from governance.models import Decision, UseCase
+from django.db.models import OuterRef, QuerySet, Subquery
+
+from governance.models import Decision, PolicyResult, UseCase
 from governance.register import RegisterEvaluation, latest_evaluations
-from governance.selectors import latest_policy_result
 from registry.models import DatasetVersion, ModelVersion, ModelVersionDataset
 from registry.selectors import model_version_list
 
@@ -246,13 +247,20 @@ def _datasets(version: ModelVersion, user) -> tuple[DatasetFacts, ...]:
     return tuple(found)
 
 
+def _with_policy_verdict(use_cases: QuerySet[UseCase]) -> QuerySet[UseCase]:
+    """Each use case with ``policy_passed``, its latest policy result's verdict."""
+    latest = PolicyResult.objects.filter(use_case_id=OuterRef("pk")).order_by(
+        "-created_at", "-id"
+    )
+    return use_cases.annotate(policy_passed=Subquery(latest.values("passed")[:1]))
+
+
 def _use_case_facts(use_case: UseCase) -> UseCaseFacts:
-    result = latest_policy_result(use_case)
     return UseCaseFacts(
         id=use_case.pk,
         risk_tier=use_case.risk_tier or "",
         risk_reasons=tuple(str(r) for r in use_case.risk_reasons or ()),
-        policy_passed=None if result is None else result.passed,
+        policy_passed=use_case.policy_passed,
         **_values(
             use_case,
             "title purpose public_service affected_people decision_informed "
@@ -313,8 +321,7 @@ def version_record(version: ModelVersion, *, user) -> VersionRecord:
         .get(pk=version.pk)
     )
     use_cases = list(
-        UseCase.objects.visible_to(user)
-        .filter(model_version=mv)
+        _with_policy_verdict(UseCase.objects.visible_to(user).filter(model_version=mv))
         .select_related("agency")
         .order_by("id")
     )
@@ -349,6 +356,10 @@ def use_case_record(use_case: UseCase, *, user) -> UseCaseRecord:
     the public register, among the register's entries, whose models are public).
     """
     return UseCaseRecord(
-        use_case=_use_case_facts(use_case),
+        use_case=_use_case_facts(
+            _with_policy_verdict(UseCase.objects.filter(pk=use_case.pk))
+            .select_related("agency")
+            .get()
+        ),
         version=version_record(use_case.model_version, user=user),
     )

@@ -17,12 +17,15 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from huggingface_hub import ModelCard, ModelCardData
 from pypdf import PdfReader
 
 from audit.models import AuditEvent
 from governance.exports.annex_iv import HEADINGS
 from governance.exports.atrs import SCHEMA_PATH
+from governance.exports.record import version_record
 from governance.exports.services import FORMATS, export_create
 from governance.exports.text import MISSING
 from registry.models import (
@@ -440,3 +443,27 @@ def test_the_register_serves_no_atrs_for_a_use_case_it_does_not_list(
     for suffix in ("json", "html", "xml"):
         path = f"/register/{draft_use_case.pk}/transparency-record.{suffix}"
         assert client.get(path).status_code == 404, suffix
+
+
+def _record_queries(version, user) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        version_record(version, user=user)
+    return len(queries)
+
+
+def test_the_record_takes_a_fixed_number_of_queries(
+    exported, draft_use_case, member_a, small_suite, make_run
+):
+    before = _record_queries(exported, member_a)
+    for n in range(3):
+        link = DatasetVersionFactory(dataset__agency=member_a.membership.agency)
+        ModelVersionDataset.objects.create(
+            model_version=exported, dataset_version=link, role="evaluation"
+        )
+        draft_use_case.pk = None
+        draft_use_case.title = f"Another use {n}"
+        draft_use_case.save()
+    make_run(exported, small_suite, metrics={"multiple_choice.acc": 0.5})
+
+    assert _record_queries(exported, member_a) == before
+    assert len(version_record(exported, user=member_a).use_cases) == 4

@@ -92,7 +92,10 @@ def card_data(record: VersionRecord) -> ModelCardData:
         extra["base_model"] = f"{base.agency_slug}/{base.model_slug}"
         if relation := BASE_MODEL_RELATIONS.get(record.derivation):
             extra["base_model_relation"] = relation
-    datasets = [d.ref for d in record.datasets if d.disclosed]
+    # The Hub's ``datasets`` are those the model was trained on.
+    datasets = [
+        d.ref for d in record.datasets if d.disclosed and d.role != "evaluation"
+    ]
     return ModelCardData(
         model_name=record.model_name,
         language=[tag.split("-")[0].lower() for tag in record.languages] or None,
@@ -170,7 +173,7 @@ def model_card(record: VersionRecord) -> str:
             _section("Risks", record.risks),
             _section("Ethical considerations", record.ethical_considerations),
             f"## Lineage\n\n{lineage}\n",
-            f"## Training data\n\n{_datasets_body(record)}\n",
+            f"## Data\n\n{_datasets_body(record)}\n",
             f"## Evaluation results\n\n{_evaluations_body(record)}\n",
         ]
     )

@@ -105,6 +105,12 @@ def _pdf_text(content: bytes) -> str:
 def test_model_card_loads_with_huggingface_hub_and_its_metadata_validates(
     exported, member_a
 ):
+    held_out = DatasetVersionFactory(
+        dataset__agency=member_a.membership.agency, dataset__slug="held-out"
+    )
+    ModelVersionDataset.objects.create(
+        model_version=exported, dataset_version=held_out, role="evaluation"
+    )
     text = _export(member_a, "model-card", exported).decode()
 
     card = ModelCard(text)
@@ -112,8 +118,10 @@ def test_model_card_loads_with_huggingface_hub_and_its_metadata_validates(
     assert data.license == "apache-2.0"
     assert data.base_model == "city-a/city-base"
     assert data.base_model_relation == "finetune"
-    # Agency A's own member sees its private dataset too (fine-tuning first).
+    # Agency A's own member sees its private dataset too (fine-tuning first);
+    # the Hub's datasets are training data, the evaluation set is in the body.
     assert data.datasets == ["city-a/letters@1.0.0", "city-a/service-faq@1.0.0"]
+    assert "city-a/held-out@1.0.0` (evaluation" in card.text
     assert sorted(data.language) == ["en", "fr"]
     assert data.pipeline_tag == "text-generation"
     # The metadata round-trips through the Hub's own parser, strictly: a

@@ -24,7 +24,7 @@ TEST_ENV := \
 	CIVITAS_HTTPS=false \
 	LOG_LEVEL=WARNING
 
-.PHONY: venv run test lint services migrate demo clean test-env browser
+.PHONY: venv run test lint services migrate demo clean test-env browser pdf-libs
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,15 @@ browser:
 	@test -f tests/e2e/node_modules/axe-core/axe.min.js \
 		|| npm ci --prefix tests/e2e --no-audit --no-fund --silent
 
-test: venv services lint browser
+test: venv services lint browser pdf-libs
 	env $(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# WeasyPrint's libraries for the Annex IV PDF export (governance/exports):
+# Debian's pango with its cairo and fontconfig, and a font to draw with.
+pdf-libs:
+	@ldconfig -p | grep -q libpangoft2-1.0 && fc-list | grep -q . \
+		|| apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+		|| { apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; }
 
 clean:
 	rm -rf var/test .pytest_cache .ruff_cache

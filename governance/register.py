@@ -430,7 +430,7 @@ def _datasets(version_ids: list[int]) -> dict[int, list[RegisterDataset]]:
     return found
 
 
-def _evaluations(version_ids: list[int]) -> dict[int, list[RegisterEvaluation]]:
+def latest_evaluations(version_ids: list[int]) -> dict[int, list[RegisterEvaluation]]:
     """The latest succeeded run of each suite on each version, with its metrics."""
     latest = list(
         EvaluationRun.objects.filter(
@@ -570,7 +570,7 @@ def register_entries(use_cases: Iterable[UseCase]) -> list[RegisterEntry]:
         return []
     version_ids = sorted({u.model_version_id for u in use_cases})
     datasets = _datasets(version_ids)
-    evaluations = _evaluations(version_ids)
+    evaluations = latest_evaluations(version_ids)
     decisions = _decisions(use_cases)
     events = _checkpoints(decisions.values())
     entries = []

@@ -110,6 +110,13 @@ CROSS_AGENCY = {
     "submission-detail": DECISIONS,
     "waiver-detail": DECISIONS,
     "attestation-detail": DECISIONS,
+    **{
+        name: (
+            "tests.governance.test_exports"
+            "::test_c1_another_agency_gets_404_on_the_exports_of_private_objects"
+        )
+        for name in ("model-version-export", "use-case-export")
+    },
     "audit:event-detail": (
         "tests.audit.test_audit"
         "::test_members_see_their_agency_events_and_oversight_sees_all"

@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 from governance.api import (
     decisions,
     evaluations,
+    exports,
     policies,
     register,
     schedules,
@@ -96,4 +97,15 @@ urlpatterns = [
     path("", include(decision_router.urls)),
     # The audit chain (namespace ``audit``).
     path("audit/", include("governance.api.audit")),
+    # Standard exports (model card, ML-BOM, Annex IV, transparency record).
+    path(
+        "model-versions/<int:pk>/exports/<slug:kind>/",
+        exports.ModelVersionExportView.as_view(),
+        name="model-version-export",
+    ),
+    path(
+        "use-cases/<int:pk>/exports/<slug:kind>/",
+        exports.UseCaseExportView.as_view(),
+        name="use-case-export",
+    ),
 ]

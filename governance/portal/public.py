@@ -32,6 +32,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from config.authentication import client_address
 from config.exceptions import DomainError
+from governance.exports.responses import export_response
+from governance.exports.services import register_transparency_record
 from governance.portal.forms.incidents import IncidentReportForm
 from governance.register import (
     CSV_COLUMNS,
@@ -127,6 +129,19 @@ def _entry_or_404(pk: int):
     if use_case is None:
         raise Http404("No such entry in the register.")
     return use_case, register_entries([use_case])[0]
+
+
+@require_GET
+def register_entry_transparency_record(request, pk: int, kind: str):
+    """The entry's transparency record (ATRS), JSON or HTML; public, not audited."""
+    use_case = register_use_case(pk) if kind in ("json", "html") else None
+    if use_case is None:
+        raise Http404("No such entry in the register.")
+    export = register_transparency_record(
+        use_case=use_case,
+        format="transparency-record-html" if kind == "html" else "transparency-record",
+    )
+    return export_response(export, inline=True)
 
 
 @require_GET

@@ -116,6 +116,11 @@ urlpatterns: list = [
         name="register-report",
     ),
     path("register.csv", public.register_csv, name="register-csv"),
+    path(
+        "register/<int:pk>/transparency-record.<str:kind>",
+        public.register_entry_transparency_record,
+        name="register-transparency-record",
+    ),
     # Oversight: citizens' incident reports.
     path("portal/incidents/", incidents.incident_list, name="incident-list"),
     path(

@@ -185,13 +185,15 @@ def _alias_drift(logged_versions) -> list[Drift]:
             if status:
                 want[status] = max(want.get(status, 0), int(logged.version))
             have.update(dict.fromkeys(logged.aliases, logged.version))
+        known = [v.model_version_id for v in versions if v.model_version_id.isdigit()]
+        known = [pk for pk in known if int(pk) in statuses]
         for alias in tracking.STATUS_ALIASES:
             expected = str(want[alias]) if alias in want else "-"
             if have.get(alias, "-") != expected:
                 findings.append(
                     Drift(
                         "alias",
-                        f"model_version:{versions[0].model_version_id}",
+                        f"model_version:{known[0] if known else '-'}",
                         name,
                         f"alias={alias} mlflow={have.get(alias, '-')} "
                         f"civitas={expected}",

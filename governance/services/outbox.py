@@ -378,6 +378,10 @@ def is_catalogue_event(action: str, payload) -> bool:
     return action in MODEL_VERSION_ACTIONS or action in DATASET_VERSION_ACTIONS
 
 
+# The remote id of a message whose record no longer exists in Civitas.
+_GONE = "gone"
+
+
 def _nothing_to_settle(message: OutboxMessage, remote_id: str) -> None:
     """The MLflow side is the record; Civitas keeps the id on the message."""
 
@@ -385,7 +389,10 @@ def _nothing_to_settle(message: OutboxMessage, remote_id: str) -> None:
 @outbox_handler(OutboxKind.MODEL_VERSION, settle=_nothing_to_settle)
 def _model_version_send(message: OutboxMessage) -> str:
     """Register or update the version in MLflow's registry; ``name/number``."""
-    spec = model_version_spec(message.payload["model_version_id"])
+    try:
+        spec = model_version_spec(message.payload["model_version_id"])
+    except ModelVersion.DoesNotExist:
+        return _GONE  # nothing to register; never hold the queue up for it
     registered = tracking.register_version(spec)
     return f"{registered.name}/{registered.version}"
 
@@ -393,9 +400,13 @@ def _model_version_send(message: OutboxMessage) -> str:
 @outbox_handler(OutboxKind.DATASET_VERSION, settle=_nothing_to_settle)
 def _dataset_version_send(message: OutboxMessage) -> str:
     """Log the dataset version as an MLflow dataset; its registration run id."""
-    version = DatasetVersion.objects.select_related("dataset__agency").get(
-        pk=message.payload["dataset_version_id"]
+    version = (
+        DatasetVersion.objects.select_related("dataset__agency")
+        .filter(pk=message.payload["dataset_version_id"])
+        .first()
     )
+    if version is None:
+        return _GONE
     return tracking.log_dataset_version(
         dataset_ref(version, context="registration"),
         dataset_version_id=version.pk,
@@ -407,7 +418,10 @@ def _dataset_version_send(message: OutboxMessage) -> str:
 def _decision_send(message: OutboxMessage) -> str:
     """Tag the decision (with its audit event's hash) on the MLflow version."""
     payload = message.payload
-    spec = model_version_spec(payload["model_version_id"])
+    try:
+        spec = model_version_spec(payload["model_version_id"])
+    except ModelVersion.DoesNotExist:
+        return _GONE
     registered = tracking.set_decision_tag(
         spec, decision_id=payload["decision_id"], value=payload["tag"]
     )

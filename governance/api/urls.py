@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 from governance.api import (
     decisions,
     evaluations,
+    openlineage,
     policies,
     register,
     schedules,
@@ -89,6 +90,11 @@ urlpatterns = [
         "evaluations/<int:pk>/attestation/",
         decisions.EvaluationAttestationView.as_view(),
         name="evaluation-attestation",
+    ),
+    path(
+        "evaluations/<int:pk>/openlineage/",
+        openlineage.EvaluationOpenLineageView.as_view(),
+        name="evaluation-openlineage",
     ),
     path("in-service/", decisions.InServiceView.as_view(), name="in-service"),
     # The public transparency register (no account needed).

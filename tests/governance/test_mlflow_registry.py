@@ -299,3 +299,50 @@ def test_the_outbox_catches_up_after_a_real_server_is_stopped_and_started(
         assert any(k.startswith("civitas.decision.") for k in mv.tags)
     finally:
         server.stop()
+
+
+def test_a_runs_lineage_is_an_openlineage_event_hidden_from_other_agencies(
+    governed_version, small_suite, make_run, member_a, member_b
+):
+    from tests.registry.conftest import token_client
+
+    run = make_run(governed_version, small_suite, metrics={"mc.acc": 0.75})
+    run.mlflow_run_id = "0" * 32
+    run.save(update_fields=["mlflow_run_id"])
+    url = f"/api/v1/evaluations/{run.pk}/openlineage/"
+
+    answer = token_client(member_a).get(url)
+    assert answer.status_code == 200
+    event = answer.json()
+    assert event["eventType"] == "COMPLETE"
+    assert event["run"]["facets"]["externalQuery"]["externalQueryId"] == "0" * 32
+    assert event["run"]["facets"]["civitas_metrics"]["metrics"] == {"mc.acc": 0.75}
+    model, *datasets = event["inputs"]
+    assert model["facets"]["version"]["datasetVersion"] == "a" * 64
+    expected = {dv.digest for dv in _suite_dataset_versions(small_suite)}
+    assert {d["facets"]["version"]["datasetVersion"] for d in datasets} == expected
+    assert all(d["facets"]["schema"]["fields"] for d in datasets)
+    # Every field OpenLineage requires of a run event, and a stable run id.
+    assert set(event) >= {
+        "eventType",
+        "eventTime",
+        "run",
+        "job",
+        "inputs",
+        "outputs",
+        "producer",
+        "schemaURL",
+    }
+    assert (
+        token_client(member_a).get(url).json()["run"]["runId"]
+        == (event["run"]["runId"])
+    )
+
+    assert token_client(member_b).get(url).status_code == 404
+
+
+def _suite_dataset_versions(suite):
+    from registry.models import DatasetVersion
+
+    ids = [entry["dataset_version"] for entry in suite.tasks]
+    return DatasetVersion.objects.filter(pk__in=ids)

@@ -110,7 +110,6 @@ def openlineage_event(run: EvaluationRun) -> dict:
         run=Run(runId=_run_uuid(run), facets=run_facets),
         job=Job(namespace=NAMESPACE, name=f"evaluations/{run.suite}"),
         producer=PRODUCER,
-        schemaURL=SCHEMA_URL,
         inputs=[
             InputDataset(
                 namespace=NAMESPACE,

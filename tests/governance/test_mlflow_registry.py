@@ -228,6 +228,9 @@ def test_drift_is_reported_both_ways_and_repaired(store, governed_version):
 
     with transaction.atomic():
         outbox.model_version_owed(version_id=governed_version.pk)
+    assert [d.line() for d in mlflow_sync.registry_drift()] == [
+        f"pending model_version={governed_version.pk} mlflow_version=-"
+    ]
     _deliver()
     assert mlflow_sync.registry_drift() == []
 

@@ -20,5 +20,14 @@ class GovernanceConfig(AppConfig):
 
         metrics.register()
 
+        # Catalogue changes the registry announces owe MLflow their record.
+        from audit.signals import announce_when, event_recorded
+        from governance.services import outbox
+
+        announce_when(outbox.is_catalogue_event)
+        event_recorded.connect(
+            outbox.on_catalogue_event, dispatch_uid="governance.on_catalogue_event"
+        )
+
         register_downstream_provider(evaluation_nodes)
         register_downstream_provider(decision_nodes)

@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,14 +308,7 @@ def log_evaluation(record: EvaluationRecord, *, key: str = "") -> LoggedRun:
 
 def _log_contents(mlflow_client, run_id: str, record: EvaluationRecord) -> None:
     """Metrics, parameters, dataset inputs and artifacts of one run."""
-    from mlflow.entities import (
-        Dataset,
-        DatasetInput,
-        InputTag,
-        Metric,
-        Param,
-        RunTag,
-    )
+    from mlflow.entities import Metric, Param, RunTag
 
     now_ms = int(time.time() * 1000)
     mlflow_client.log_batch(
@@ -330,21 +324,7 @@ def _log_contents(mlflow_client, run_id: str, record: EvaluationRecord) -> None:
         tags=[RunTag("civitas.logged_by", "civitas-worker")],
     )
     if record.datasets:
-        mlflow_client.log_inputs(
-            run_id,
-            datasets=[
-                DatasetInput(
-                    Dataset(
-                        name=ref.name,
-                        digest=ref.digest[:36],
-                        source_type="civitas",
-                        source=json.dumps({"uri": ref.source, "sha256": ref.digest}),
-                    ),
-                    tags=[InputTag("mlflow.data.context", ref.context)],
-                )
-                for ref in record.datasets
-            ],
-        )
+        log_dataset_inputs(mlflow_client, run_id, record.datasets)
     for path, content in record.json_artifacts.items():
         mlflow_client.log_dict(run_id, content, path)
     for path, text in record.text_artifacts.items():
@@ -449,3 +429,307 @@ def health_check() -> None:
     one that refuses Civitas's Host header (403) is reported down.
     """
     ping(timeout=settings.HEALTHCHECK_TIMEOUT_SECONDS)
+
+
+# --- datasets -----------------------------------------------------------------------
+
+DATASET_VERSION_TAG = "civitas.dataset_version_id"
+# The datasheet's facts, as the schema of the MLflow dataset: the files' own
+# columns are not read (a dataset version may be any file).
+_DATASHEET_COLUMNS = (
+    "licence",
+    "origin_jurisdiction",
+    "personal_data",
+    "languages",
+    "record_count",
+)
+
+
+def _dataset_entity(ref: DatasetRef):
+    """The MLflow dataset of a Civitas dataset version: name, digest, source, schema.
+
+    Built with ``mlflow.data``'s ``MetaDataset``, so that the dataset logged
+    at registration and the one attached to each run that read it are the
+    same entity (same name, digest and source).
+    """
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    class CivitasSource(DatasetSource):
+        """A dataset version of the Civitas registry, by URI and SHA-256."""
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "civitas"
+
+        def load(self, **kwargs):
+            raise NotImplementedError("read the file through the Civitas API")
+
+        @staticmethod
+        def _can_resolve(raw_source) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source):
+            raise NotImplementedError
+
+        def to_dict(self) -> dict:
+            return {"uri": ref.source, "sha256": ref.digest}
+
+        @classmethod
+        def from_dict(cls, source_dict):
+            return cls()
+
+    schema = Schema(
+        [
+            ColSpec("long" if column == "record_count" else "string", column)
+            for column in _DATASHEET_COLUMNS
+        ]
+    )
+    return MetaDataset(
+        CivitasSource(), name=ref.name, digest=ref.digest[:36], schema=schema
+    )._to_mlflow_entity()
+
+
+def log_dataset_inputs(mlflow_client, run_id: str, refs: list[DatasetRef]) -> None:
+    """Attach datasets to a run as inputs, each with its context (MLflow dedupes)."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    mlflow_client.log_inputs(
+        run_id,
+        datasets=[
+            DatasetInput(
+                _dataset_entity(ref),
+                tags=[InputTag("mlflow.data.context", ref.context)],
+            )
+            for ref in refs
+        ],
+    )
+
+
+def datasets_experiment() -> str:
+    """The experiment holding one registration run per dataset version."""
+    return f"{settings.MLFLOW_EXPERIMENT}.datasets"
+
+
+def log_dataset_version(
+    ref: DatasetRef, *, dataset_version_id: int, key: str
+) -> LoggedRun:
+    """Log a dataset version as an MLflow dataset, on its registration run.
+
+    The run (experiment ``datasets_experiment()``) is found again by the
+    outbox ``key``, so a repeated delivery logs nothing twice.
+    """
+    mlflow_client = client()
+    experiment_id = _experiment_id(datasets_experiment())
+    run = _find_run(mlflow_client, experiment_id, key)
+    if run is None:
+        run = mlflow_client.create_run(
+            experiment_id,
+            run_name=f"dataset {ref.name}",
+            tags={OUTBOX_KEY_TAG: key, DATASET_VERSION_TAG: str(dataset_version_id)},
+        )
+    if run.info.status not in _TERMINAL:
+        log_dataset_inputs(
+            mlflow_client,
+            run.info.run_id,
+            [dataclasses.replace(ref, context="registration")],
+        )
+        mlflow_client.set_terminated(run.info.run_id, status="FINISHED")
+    return LoggedRun(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        artifact_uri=run.info.artifact_uri,
+    )
+
+
+# --- the model registry -------------------------------------------------------------
+
+MODEL_VERSION_TAG = "civitas.model_version_id"
+STATUS_TAG = "civitas.status"
+DECISION_TAG_PREFIX = "civitas.decision."
+MANAGED_TAG = "civitas.managed"
+# The aliases that follow a version's status: one per status value.
+STATUS_ALIASES = ("draft", "in_review", "approved", "suspended", "retired")
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """What a Civitas model version is in MLflow's model registry.
+
+    ``tags`` are the ``civitas.*`` tags the sync owns (digest, licence,
+    jurisdictions, status, evaluation run ids); decision tags are set apart.
+    ``training_datasets`` are attached to the training run when it exists.
+    """
+
+    name: str
+    model_version_id: int
+    source: str
+    description: str
+    tags: dict[str, str]
+    training_run_id: str = ""
+    training_datasets: list[DatasetRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A Civitas model version as MLflow's model registry holds it."""
+
+    name: str
+    version: str
+    model_version_id: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+def _registered(mv, aliases: list[str]) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=mv.name,
+        version=str(mv.version),
+        model_version_id=mv.tags.get(MODEL_VERSION_TAG, ""),
+        run_id=mv.run_id or "",
+        tags=dict(mv.tags),
+        aliases=sorted(aliases),
+    )
+
+
+def _ensure_registered_model(mlflow_client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        try:
+            mlflow_client.create_registered_model(name, tags={MANAGED_TAG: "true"})
+        except MlflowException:
+            # Created by another deliverer between the lookup and the create.
+            mlflow_client.get_registered_model(name)
+
+
+def _find_version(mlflow_client, name: str, model_version_id: int):
+    found = mlflow_client.search_model_versions(
+        f"name = '{name}' and tags.`{MODEL_VERSION_TAG}` = '{model_version_id}'"
+    )
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
+def _training_run(mlflow_client, run_id: str) -> str:
+    """``run_id`` if MLflow knows the run, else "" (the tag still names it)."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = run_id.removeprefix("runs:/").split("/", 1)[0].strip()
+    if not run_id:
+        return ""
+    try:
+        return mlflow_client.get_run(run_id).info.run_id
+    except MlflowException:
+        return ""
+
+
+def register_version(spec: VersionSpec) -> RegisteredVersion:
+    """Make or bring up to date the registered model version of ``spec``.
+
+    Found again by its ``civitas.model_version_id`` tag, so safe to repeat.
+    A training run MLflow knows becomes the version's source run (and gets
+    the training datasets as inputs). Then every status alias of the
+    registered model is moved (``align_status_aliases``).
+    """
+    mlflow_client = client()
+    _ensure_registered_model(mlflow_client, spec.name)
+    tags = {**spec.tags, MODEL_VERSION_TAG: str(spec.model_version_id)}
+    mv = _find_version(mlflow_client, spec.name, spec.model_version_id)
+    run_id = _training_run(mlflow_client, spec.training_run_id)
+    if mv is None:
+        mv = mlflow_client.create_model_version(
+            spec.name,
+            source=spec.source,
+            run_id=run_id or None,
+            tags=tags,
+            description=spec.description,
+        )
+    else:
+        for key, value in tags.items():
+            if mv.tags.get(key) != value:
+                mlflow_client.set_model_version_tag(spec.name, mv.version, key, value)
+        for key in set(mv.tags) - set(tags):
+            if key.startswith("civitas.") and not key.startswith(DECISION_TAG_PREFIX):
+                mlflow_client.delete_model_version_tag(spec.name, mv.version, key)
+    if run_id and spec.training_datasets:
+        log_dataset_inputs(mlflow_client, run_id, spec.training_datasets)
+    align_status_aliases(spec.name)
+    return read_version(spec.name, spec.model_version_id)
+
+
+def align_status_aliases(name: str) -> dict[str, str]:
+    """Point each status alias at the newest version tagged with that status.
+
+    MLflow lets an alias name one version of a registered model, so the
+    ``approved`` alias names the newest (highest MLflow number) approved
+    version; an alias whose status no version has is removed. Returns the
+    aliases as they now are.
+    """
+    mlflow_client = client()
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    newest: dict[str, int] = {}
+    for mv in versions:
+        status = mv.tags.get(STATUS_TAG, "")
+        if status in STATUS_ALIASES:
+            newest[status] = max(newest.get(status, 0), int(mv.version))
+    current = mlflow_client.get_registered_model(name).aliases or {}
+    for alias in STATUS_ALIASES:
+        want = newest.get(alias)
+        have = current.get(alias)
+        if want is not None and str(have) != str(want):
+            mlflow_client.set_registered_model_alias(name, alias, str(want))
+        elif want is None and have is not None:
+            mlflow_client.delete_registered_model_alias(name, alias)
+    return {alias: str(version) for alias, version in newest.items()}
+
+
+def set_decision_tag(
+    spec: VersionSpec, *, decision_id: int, value: dict[str, str]
+) -> RegisteredVersion:
+    """Register ``spec`` if needed and tag its MLflow version with a decision."""
+    registered = _find_version(client(), spec.name, spec.model_version_id)
+    if registered is None:
+        register_version(spec)
+        registered = _find_version(client(), spec.name, spec.model_version_id)
+    client().set_model_version_tag(
+        spec.name,
+        registered.version,
+        f"{DECISION_TAG_PREFIX}{decision_id}",
+        json.dumps(value, sort_keys=True, separators=(",", ":")),
+    )
+    return read_version(spec.name, spec.model_version_id)
+
+
+def read_version(name: str, model_version_id: int) -> RegisteredVersion | None:
+    """The registered version of a Civitas model version, with its aliases."""
+    mlflow_client = client()
+    mv = _find_version(mlflow_client, name, model_version_id)
+    if mv is None:
+        return None
+    aliases = mlflow_client.get_registered_model(name).aliases or {}
+    return _registered(
+        mv, [alias for alias, v in aliases.items() if str(v) == str(mv.version)]
+    )
+
+
+def registered_versions() -> list[RegisteredVersion]:
+    """Every version of every registered model Civitas manages, with its aliases."""
+    mlflow_client = client()
+    found: list[RegisteredVersion] = []
+    models = mlflow_client.search_registered_models(
+        filter_string=f"tags.`{MANAGED_TAG}` = 'true'", max_results=1000
+    )
+    for model in models:
+        by_version: dict[str, list[str]] = defaultdict(list)
+        for alias, version in (model.aliases or {}).items():
+            by_version[str(version)].append(alias)
+        versions = mlflow_client.search_model_versions(
+            f"name = '{model.name}'", max_results=10000
+        )
+        found.extend(_registered(mv, by_version[str(mv.version)]) for mv in versions)
+    return found

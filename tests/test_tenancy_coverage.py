@@ -77,6 +77,10 @@ CROSS_AGENCY = {
         "tests.governance.test_decision_api"
         "::test_a_private_models_run_attestation_is_hidden_from_other_agencies"
     ),
+    "evaluation-openlineage": (
+        "tests.governance.test_mlflow_registry"
+        "::test_a_runs_lineage_is_an_openlineage_event_hidden_from_other_agencies"
+    ),
     "evaluation-schedule-detail": SCHEDULES,
     "evaluation-schedule-ticks": SCHEDULES,
     "use-case-detail": USE_CASES,

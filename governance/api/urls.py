@@ -12,6 +12,7 @@ from governance.api import (
     decisions,
     evaluations,
     exports,
+    openlineage,
     policies,
     register,
     schedules,
@@ -90,6 +91,11 @@ urlpatterns = [
         "evaluations/<int:pk>/attestation/",
         decisions.EvaluationAttestationView.as_view(),
         name="evaluation-attestation",
+    ),
+    path(
+        "evaluations/<int:pk>/openlineage/",
+        openlineage.EvaluationOpenLineageView.as_view(),
+        name="evaluation-openlineage",
     ),
     path("in-service/", decisions.InServiceView.as_view(), name="in-service"),
     # The public transparency register (no account needed).

@@ -10,6 +10,9 @@ class OutboxKind(models.TextChoices):
     """What a message asks MLflow to record; each kind has one delivery handler."""
 
     EVALUATION_RUN = "mlflow.evaluation_run", "Evaluation run"
+    MODEL_VERSION = "mlflow.model_version", "Registered model version"
+    DATASET_VERSION = "mlflow.dataset_version", "Dataset version"
+    DECISION = "mlflow.decision", "Decision tag"
 
 
 class OutboxMessage(models.Model):

@@ -54,6 +54,7 @@ from governance.services.lifecycle import (
     _refuse,
     _text,
 )
+from governance.services.outbox import decision_owed
 from registry import services as registry_services
 
 
@@ -319,7 +320,7 @@ def _record_decision(
     """Record the audit event of a decision (moved or only recorded)."""
     waiver = decision.waiver
     moved = decision.to_status != from_status
-    audit.record(
+    event = audit.record(
         actor=actor,
         action=DECISION_EVENTS[decision.kind]
         if moved
@@ -353,6 +354,16 @@ def _record_decision(
             "model_published": published,
             "attestation_id": attestation.pk,
             "statement_sha256": attestation.statement_sha256,
+        },
+    )
+    decision_owed(
+        decision_id=decision.pk,
+        model_version_id=locked.model_version_id,
+        tag={
+            "kind": decision.kind,
+            "to": decision.to_status,
+            "audit_seq": str(event.seq),
+            "audit_hash": event.hash,
         },
     )
 

@@ -37,7 +37,11 @@ from governance.models import (
     RunStatus,
 )
 from governance.services.attestations import attestation_for_run
-from governance.services.outbox import evaluation_outbox_key, outbox_enqueue
+from governance.services.outbox import (
+    dataset_ref,
+    evaluation_outbox_key,
+    outbox_enqueue,
+)
 from governance.services.policies import policy_evaluate_for_version
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
@@ -302,7 +306,7 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
                 "options": entry.get("options", {}),
             }
         )
-        refs.append(_dataset_ref(dataset_version))
+        refs.append(dataset_ref(dataset_version))
     spec = {
         "name": suite.name,
         "version": suite.version,
@@ -311,14 +315,6 @@ def _suite_spec(suite: EvaluationSuite, workdir: Path) -> tuple[dict, list]:
         "tasks": tasks,
     }
     return spec, refs
-
-
-def _dataset_ref(dataset_version: DatasetVersion) -> tracking.DatasetRef:
-    return tracking.DatasetRef(
-        name=str(dataset_version),
-        digest=dataset_version.digest,
-        source=f"civitas://dataset-versions/{dataset_version.pk}",
-    )
 
 
 class _Progress:
@@ -681,7 +677,7 @@ def evaluation_tracking_record(run: EvaluationRun) -> tracking.EvaluationRecord:
         metrics={f"{m.task}.{m.name}": m.value for m in run.metrics.all()},
         environment=run.environment or {},
         summary=run.results or [],
-        refs=[_dataset_ref(versions[e["dataset_version"]]) for e in run.suite.tasks],
+        refs=[dataset_ref(versions[e["dataset_version"]]) for e in run.suite.tasks],
         items_key=run.items_key,
     )
 

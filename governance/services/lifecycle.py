@@ -69,6 +69,7 @@ from governance.selectors import (
     latest_submission,
 )
 from governance.services.attestations import evidence_run_ids
+from governance.services.outbox import model_version_owed
 from governance.services.policies import policy_evaluate
 from registry import services as registry_services
 from registry.models import ArtifactState, ModelVersion, Role, VersionStatus
@@ -238,12 +239,16 @@ def _sync_version(use_case: UseCase, *, actor) -> None:
         )
         return version_status_for(statuses)
 
-    registry_services.model_version_status_sync(
+    before = use_case.model_version.status
+    after = registry_services.model_version_status_sync(
         actor=actor,
         version=use_case.model_version,
         status=target,
         detail=lambda: {"use_case_statuses": statuses},
     )
+    if after != before:
+        # The status tag and alias in MLflow follow, through the outbox.
+        model_version_owed(version_id=version_id)
 
 
 def _text(value: str, *, field: str, minimum: int, maximum: int, what: str) -> str:

@@ -29,6 +29,7 @@ from audit import services as audit
 from config.celery import send_on_commit
 from governance import tracking
 from governance.models import EvaluationRun, OutboxKind, OutboxMessage
+from registry.models import DatasetRole, DatasetVersion, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +219,8 @@ def _evaluation_settle(message: OutboxMessage, mlflow_run_id: str) -> None:
     if run is None or run.mlflow_run_id == mlflow_run_id:
         return
     EvaluationRun.objects.filter(pk=run.pk).update(mlflow_run_id=mlflow_run_id)
+    # The version's registered record lists its runs: owe it the new one.
+    model_version_owed(version_id=run.model_version_id)
     audit.record(
         actor=None,
         action="evaluation.tracked",
@@ -232,3 +235,194 @@ def _evaluation_send(message: OutboxMessage) -> str:
     """Log the evaluation's record to MLflow once; the MLflow run id."""
     record = tracking.EvaluationRecord.from_json(message.payload["record"])
     return tracking.log_evaluation(record, key=message.dedupe_key).run_id
+
+
+# --- the catalogue: model versions, dataset versions, decisions ------------------
+
+# Audit actions after which a version's record in MLflow is owed again: the
+# registry announces them on commit (``audit.signals``), since it may not
+# import governance; governance's own moves (status changes, decisions)
+# enqueue in their own transaction.
+MODEL_VERSION_ACTIONS = frozenset(
+    {
+        "model_version.created",
+        "model_version.updated",
+        "model_version.artifact_verified",
+    }
+)
+DATASET_VERSION_ACTIONS = frozenset(
+    {"dataset_version.created", "dataset_version.file_verified"}
+)
+_TRAINING_ROLES = frozenset({DatasetRole.TRAINING, DatasetRole.FINE_TUNING})
+
+
+def dataset_ref(
+    dataset_version: DatasetVersion, *, context: str = "evaluation"
+) -> tracking.DatasetRef:
+    """The MLflow dataset of a dataset version, as every run that read it shows it."""
+    return tracking.DatasetRef(
+        name=str(dataset_version),
+        digest=dataset_version.digest,
+        source=f"civitas://dataset-versions/{dataset_version.pk}",
+        context=context,
+    )
+
+
+def registered_model_name(version: ModelVersion) -> str:
+    """The registered model of a version in MLflow: ``<agency-slug>.<model-slug>``."""
+    return f"{version.model.agency.slug}.{version.model.slug}"
+
+
+def model_version_spec(version_id: int) -> tracking.VersionSpec:
+    """What a model version is owed in MLflow's registry, read from the database now.
+
+    Read at delivery, so a message sent late carries the latest state.
+    Empty values are left out (MLflow holds no tag for them).
+    """
+    version = ModelVersion.objects.select_related("model__agency", "licence").get(
+        pk=version_id
+    )
+    runs = EvaluationRun.objects.filter(model_version=version).exclude(mlflow_run_id="")
+    run_ids = ",".join(runs.order_by("pk").values_list("mlflow_run_id", flat=True))
+    tags = {
+        "civitas.version": version.version,
+        "civitas.artifact_sha256": version.artifact_digest,
+        "civitas.licence": version.licence.expression,
+        "civitas.training_jurisdiction": version.training_jurisdiction,
+        "civitas.hosting_jurisdiction": version.hosting_jurisdiction,
+        tracking.STATUS_TAG: version.status,
+        "civitas.training_run": version.training_run,
+        # MLflow caps a tag value at 5,000 characters: the oldest runs first.
+        "civitas.evaluation_runs": run_ids[:4999].rsplit(",", 1)[0]
+        if len(run_ids) > 4999
+        else run_ids,
+    }
+    links = version.dataset_links.select_related("dataset_version__dataset__agency")
+    return tracking.VersionSpec(
+        name=registered_model_name(version),
+        model_version_id=version.pk,
+        source=version.source_uri
+        or f"civitas://model-versions/{version.pk}/{version.artifact_digest}",
+        description=f"{version.model} {version.version}",
+        tags={key: value for key, value in tags.items() if value},
+        training_run_id=version.training_run,
+        training_datasets=[
+            dataset_ref(link.dataset_version, context="training")
+            for link in links
+            if link.role in _TRAINING_ROLES and link.dataset_version.digest
+        ],
+    )
+
+
+def model_version_outbox_key(version_id: int) -> str:
+    """The dedupe key of a model version's record in MLflow's registry."""
+    return f"model_version:{version_id}"
+
+
+def dataset_version_outbox_key(version_id: int) -> str:
+    """The dedupe key of a dataset version's MLflow dataset."""
+    return f"dataset_version:{version_id}"
+
+
+def decision_outbox_key(decision_id: int) -> str:
+    """The dedupe key of a decision's tag on its MLflow model version."""
+    return f"decision:{decision_id}"
+
+
+def model_version_owed(*, version_id: int) -> OutboxMessage:
+    """Owe MLflow a version's current state (in the caller's transaction if any)."""
+    return outbox_requeue(
+        kind=OutboxKind.MODEL_VERSION,
+        dedupe_key=model_version_outbox_key(version_id),
+        payload={"model_version_id": version_id},
+    )
+
+
+def dataset_version_owed(*, version_id: int) -> OutboxMessage:
+    """Owe MLflow a dataset version's MLflow dataset."""
+    return outbox_requeue(
+        kind=OutboxKind.DATASET_VERSION,
+        dedupe_key=dataset_version_outbox_key(version_id),
+        payload={"dataset_version_id": version_id},
+    )
+
+
+def decision_owed(*, decision_id: int, model_version_id: int, tag: dict) -> None:
+    """Owe MLflow a decision's tag, in the decision's transaction."""
+    outbox_enqueue(
+        kind=OutboxKind.DECISION,
+        dedupe_key=decision_outbox_key(decision_id),
+        payload={
+            "decision_id": decision_id,
+            "model_version_id": model_version_id,
+            "tag": tag,
+        },
+    )
+
+
+def on_catalogue_event(sender, *, event, **kwargs) -> None:
+    """``audit.signals.event_recorded`` receiver: owe MLflow the changed version.
+
+    Runs after the registry's transaction committed; a crash in between is
+    found by ``manage.py mlflow_sync --check`` (``missing``) and repaired by
+    ``manage.py mlflow_sync``.
+    """
+    if event.action in MODEL_VERSION_ACTIONS:
+        model_version_owed(version_id=int(event.object_id))
+    elif event.action in DATASET_VERSION_ACTIONS:
+        dataset_version_owed(version_id=int(event.object_id))
+
+
+def is_catalogue_event(action: str, payload) -> bool:
+    """Whether an audit event makes MLflow owed a catalogue record."""
+    return action in MODEL_VERSION_ACTIONS or action in DATASET_VERSION_ACTIONS
+
+
+# The remote id of a message whose record no longer exists in Civitas.
+_GONE = "gone"
+
+
+def _nothing_to_settle(message: OutboxMessage, remote_id: str) -> None:
+    """The MLflow side is the record; Civitas keeps the id on the message."""
+
+
+@outbox_handler(OutboxKind.MODEL_VERSION, settle=_nothing_to_settle)
+def _model_version_send(message: OutboxMessage) -> str:
+    """Register or update the version in MLflow's registry; ``name/number``."""
+    try:
+        spec = model_version_spec(message.payload["model_version_id"])
+    except ModelVersion.DoesNotExist:
+        return _GONE  # nothing to register; never hold the queue up for it
+    registered = tracking.register_version(spec)
+    return f"{registered.name}/{registered.version}"
+
+
+@outbox_handler(OutboxKind.DATASET_VERSION, settle=_nothing_to_settle)
+def _dataset_version_send(message: OutboxMessage) -> str:
+    """Log the dataset version as an MLflow dataset; its registration run id."""
+    version = (
+        DatasetVersion.objects.select_related("dataset__agency")
+        .filter(pk=message.payload["dataset_version_id"])
+        .first()
+    )
+    if version is None:
+        return _GONE
+    return tracking.log_dataset_version(
+        dataset_ref(version, context="registration"),
+        dataset_version_id=version.pk,
+        key=message.dedupe_key,
+    ).run_id
+
+
+@outbox_handler(OutboxKind.DECISION, settle=_nothing_to_settle)
+def _decision_send(message: OutboxMessage) -> str:
+    """Tag the decision (with its audit event's hash) on the MLflow version."""
+    payload = message.payload
+    try:
+        spec = model_version_spec(payload["model_version_id"])
+    except ModelVersion.DoesNotExist:
+        return _GONE
+    registered = tracking.set_decision_tag(
+        spec, decision_id=payload["decision_id"], value=payload["tag"]
+    )
+    return f"{registered.name}/{registered.version}"

@@ -255,7 +255,8 @@ def test_mlflow_sync_check_reports_drift_both_ways_and_repairs_what_is_missing(
             evaluation_services._owe_mlflow(
                 run, evaluation_services.evaluation_tracking_record(run)
             )
-    assert outbox.outbox_deliver()["delivered"] == 3
+    # The three runs, then their version's registered record listing them.
+    assert outbox.outbox_deliver()["delivered"] == 4
     mlflow_client = MlflowClient(tracking_uri=tracking_server.url)
     lost.refresh_from_db()
     changed.refresh_from_db()
@@ -279,7 +280,7 @@ def test_mlflow_sync_check_reports_drift_both_ways_and_repairs_what_is_missing(
     )
 
     call_command("mlflow_sync", stdout=StringIO())  # queues the missing run again
-    assert outbox.outbox_deliver()["delivered"] == 1
+    assert outbox.outbox_deliver()["delivered"] == 2  # the run, then its version
     runs = _experiment_runs(
         tracking_server,
         settings.MLFLOW_EXPERIMENT,

@@ -311,10 +311,20 @@ def compare_graphs(base: _Side, derived: _Side, quantised: bool) -> dict[str, An
     """Operator counts, signature and facts of both graphs, and what differs."""
     base_ops = _normalised_ops(base.ops, quantised)
     derived_ops = _normalised_ops(derived.ops, quantised)
-    added = {k: derived_ops[k] - base_ops[k] for k in derived_ops if derived_ops[k] > base_ops[k]}
-    removed = {k: base_ops[k] - derived_ops[k] for k in base_ops if base_ops[k] > derived_ops[k]}
+    added = {
+        k: derived_ops[k] - base_ops[k]
+        for k in derived_ops
+        if derived_ops[k] > base_ops[k]
+    }
+    removed = {
+        k: base_ops[k] - derived_ops[k]
+        for k in base_ops
+        if base_ops[k] > derived_ops[k]
+    }
     if quantised:  # the rescaling a quantiser adds is not a new architecture
-        added = {k: v for k, v in added.items() if k.partition(":")[2] not in _RESCALING_OPS}
+        added = {
+            k: v for k, v in added.items() if k.partition(":")[2] not in _RESCALING_OPS
+        }
     facts = {
         key: [getattr(base.facts, key), getattr(derived.facts, key)]
         for key in ("kind", "layout", "num_layers", "parameter_count", "weight_bytes", "quantisation")

@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 from governance.api import (
     decisions,
     evaluations,
+    modifications,
     policies,
     register,
     schedules,
@@ -66,6 +67,11 @@ urlpatterns = [
         "model-versions/<int:pk>/evaluations/",
         evaluations.ModelVersionEvaluationsView.as_view(),
         name="model-version-evaluations",
+    ),
+    path(
+        "model-versions/<int:pk>/modification/",
+        modifications.ModelVersionModificationView.as_view(),
+        name="model-version-modification",
     ),
     path("", include(evaluation_router.urls)),
     # Use cases, questionnaires, policies and policy results.

@@ -175,7 +175,9 @@ def _existing(version: ModelVersion) -> ModificationAssessment | None:
     ).first()
 
 
-def modification_assess(*, version_id: int, actor=None) -> ModificationAssessment | None:
+def modification_assess(
+    *, version_id: int, actor=None
+) -> ModificationAssessment | None:
     """Compare a released version with its released base; store and audit it.
 
     Returns None when the version has no base or either artifact is not
@@ -224,4 +226,3 @@ def modification_assess(*, version_id: int, actor=None) -> ModificationAssessmen
     except IntegrityError:
         return _existing(version)
     return assessment
-

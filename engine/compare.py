@@ -76,6 +76,14 @@ _QUANTISER_OPS = frozenset(
     {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
 )
 _RESCALING_OPS = frozenset({"Mul", "Cast", "Add"})
+_FACT_KEYS = (
+    "kind",
+    "layout",
+    "num_layers",
+    "parameter_count",
+    "weight_bytes",
+    "quantisation",
+)
 _QUANT_SUFFIXES = ("_quantized", "_scale", "_zero_point")
 
 
@@ -117,7 +125,7 @@ class _Side:
 
     def chunks(self, name: str, count: int) -> Iterator[np.ndarray]:
         """The tensor's elements as float64 arrays of at most ``count`` each."""
-        tensor, n, nbytes, loc = self.tensors[name]
+        tensor, _, nbytes, loc = self.tensors[name]
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
         if loc is not None:
             info = {e.key: e.value for e in tensor.external_data}
@@ -298,7 +306,7 @@ def _normalised_ops(ops: Counter, quantised: bool) -> Counter:
         return Counter(ops)
     out: Counter = Counter()
     for key, count in ops.items():
-        domain, _, op = key.partition(":")
+        op = key.partition(":")[2]
         if op in _QUANTISER_OPS:
             continue
         if op in _QUANTISED_FORM:
@@ -327,8 +335,8 @@ def compare_graphs(base: _Side, derived: _Side, quantised: bool) -> dict[str, An
         }
     facts = {
         key: [getattr(base.facts, key), getattr(derived.facts, key)]
-        for key in ("kind", "layout", "num_layers", "parameter_count", "weight_bytes", "quantisation")
-    }  # fmt: skip
+        for key in _FACT_KEYS
+    }
     return {
         "base_ops": dict(sorted(base.ops.items())),
         "derived_ops": dict(sorted(derived.ops.items())),

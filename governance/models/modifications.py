@@ -102,4 +102,7 @@ class ModificationAssessment(models.Model):
 
     def __str__(self) -> str:
         what = self.primary or self.status
-        return f"modification of {self.model_version_id} from {self.base_version_id}: {what}"
+        return (
+            f"modification of {self.model_version_id} "
+            f"from {self.base_version_id}: {what}"
+        )

@@ -54,7 +54,7 @@ PRECEDENCE = (
     "fine_tune",
     "unchanged",
 )
-CHUNK_ELEMENTS = 1 << 20  # elements read from each tensor at a time
+CHUNK_ELEMENTS = 1 << 18  # elements read from each tensor at a time (2 MiB as float64)
 _LISTED_TENSORS = 200
 _TOKENIZER_MAX_BYTES = 256 << 20
 # Ops a quantiser rewrites into their quantised form, and the rescaling ops it

@@ -16,15 +16,75 @@ from __future__ import annotations
 
 from typing import Any
 
-from governance.models import AssessmentStatus, ModificationAssessment
+from django.db.models import F
+
+from governance.models import (
+    AssessmentStatus,
+    EvaluationRun,
+    ModificationAssessment,
+    RunStatus,
+)
 from governance.rules.facts import Facts, Outcome, _verdict, readable_number
-from governance.services.modifications import evaluation_deltas
+from registry.models import ModelVersion
 
 _CLASS_DEFAULTS = {
     "architecture_change": True,
     "tokenizer_change": True,
     "quantisation": False,
 }
+
+
+def _latest_runs(version: ModelVersion) -> dict[int, EvaluationRun]:
+    """The latest successful run per suite on the version's current digest."""
+    runs = (
+        EvaluationRun.objects.filter(
+            model_version_id=version.pk,
+            artifact_digest=version.artifact_digest,
+            status=RunStatus.SUCCEEDED,
+        )
+        .select_related("suite")
+        .prefetch_related("metrics")
+        .order_by("suite_id", F("finished_at").desc(nulls_last=True), "-pk")
+    )
+    latest: dict[int, EvaluationRun] = {}
+    for run in runs:
+        latest.setdefault(run.suite_id, run)
+    return latest
+
+
+def evaluation_deltas(
+    *, version: ModelVersion, base: ModelVersion
+) -> list[dict[str, Any]]:
+    """Metric deltas (derived - base) on every suite both versions succeeded on.
+
+    One entry per shared suite: ``{suite, base_run, run, metrics: [{task,
+    name, base, derived, delta}]}``, metrics measured by both runs only.
+    """
+    mine, theirs = _latest_runs(version), _latest_runs(base)
+    deltas = []
+    for suite_id in sorted(mine.keys() & theirs.keys()):
+        run, base_run = mine[suite_id], theirs[suite_id]
+        before = {(m.task, m.name): m.value for m in base_run.metrics.all()}
+        metrics = [
+            {
+                "task": m.task,
+                "name": m.name,
+                "base": before[(m.task, m.name)],
+                "derived": m.value,
+                "delta": m.value - before[(m.task, m.name)],
+            }
+            for m in run.metrics.all()
+            if (m.task, m.name) in before
+        ]
+        deltas.append(
+            {
+                "suite": str(run.suite),
+                "base_run": base_run.pk,
+                "run": run.pk,
+                "metrics": metrics,
+            }
+        )
+    return deltas
 
 
 def _metric_drops(rule: dict[str, Any], facts: Facts) -> list[str]:

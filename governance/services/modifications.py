@@ -21,76 +21,19 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 
 from audit import services as audit
 from config.exceptions import DomainError
 from engine.archive import BundleError, materialise_bundle
 from engine.compare import COMPARE_VERSION, CompareFailure, run_compare
-from governance.models import (
-    AssessmentStatus,
-    EvaluationRun,
-    ModificationAssessment,
-    RunStatus,
-)
+from governance.models import AssessmentStatus, ModificationAssessment, PolicyTrigger
+from governance.rules.modification import evaluation_deltas
+from governance.services.policies import policy_evaluate_for_version
 from registry.bundles import bundle_limits, stored_copy
 from registry.models import ArtifactState, ModelVersion
 from registry.storage import artifact_tmp_dir
 
 ASSESS_TASK = "civitas.modification_assess"
-
-
-def _latest_runs(version: ModelVersion) -> dict[int, EvaluationRun]:
-    """The latest successful run per suite on the version's current digest."""
-    runs = (
-        EvaluationRun.objects.filter(
-            model_version_id=version.pk,
-            artifact_digest=version.artifact_digest,
-            status=RunStatus.SUCCEEDED,
-        )
-        .select_related("suite")
-        .prefetch_related("metrics")
-        .order_by("suite_id", F("finished_at").desc(nulls_last=True), "-pk")
-    )
-    latest: dict[int, EvaluationRun] = {}
-    for run in runs:
-        latest.setdefault(run.suite_id, run)
-    return latest
-
-
-def evaluation_deltas(
-    *, version: ModelVersion, base: ModelVersion
-) -> list[dict[str, Any]]:
-    """Metric deltas (derived - base) on every suite both versions succeeded on.
-
-    One entry per shared suite: ``{suite, base_run, run, metrics: [{task,
-    name, base, derived, delta}]}``, metrics measured by both runs only.
-    """
-    mine, theirs = _latest_runs(version), _latest_runs(base)
-    deltas = []
-    for suite_id in sorted(mine.keys() & theirs.keys()):
-        run, base_run = mine[suite_id], theirs[suite_id]
-        before = {(m.task, m.name): m.value for m in base_run.metrics.all()}
-        metrics = [
-            {
-                "task": m.task,
-                "name": m.name,
-                "base": before[(m.task, m.name)],
-                "derived": m.value,
-                "delta": m.value - before[(m.task, m.name)],
-            }
-            for m in run.metrics.all()
-            if (m.task, m.name) in before
-        ]
-        deltas.append(
-            {
-                "suite": str(run.suite),
-                "base_run": base_run.pk,
-                "run": run.pk,
-                "metrics": metrics,
-            }
-        )
-    return deltas
 
 
 def _unpacked(stack: ExitStack, version: ModelVersion, scratch: Path) -> Path:
@@ -119,9 +62,7 @@ def _compare(version: ModelVersion, base: ModelVersion) -> dict[str, Any]:
                 memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
                 timeout_s=settings.CIVITAS_EVAL_TIMEOUT_SECONDS,
             )
-        except DomainError as exc:
-            return {"error_code": exc.code, "error": exc.message}
-        except (BundleError, CompareFailure) as exc:
+        except (DomainError, BundleError, CompareFailure) as exc:
             return {"error_code": exc.code, "error": exc.message}
 
 
@@ -186,7 +127,9 @@ def modification_assess(
     that is refused or a comparison that runs out of memory or time is
     stored ``failed`` with its code, not raised. Records
     ``model_version.modification_assessed`` (actor: the platform unless
-    given).
+    given). A completed assessment checks the policies of every use case of
+    the version again (trigger ``evaluation``: a ``substantial_modification``
+    rule that now fails sends an approved use case back to review).
     """
     version = _assessable(version_id)
     if version is None:
@@ -223,6 +166,12 @@ def modification_assess(
                     "error_code": assessment.error_code,
                 },
             )
+            if assessment.status == AssessmentStatus.COMPLETED:
+                # Every use case of the version gets a fresh verdict; a failed
+                # one sends an approved use case back to review.
+                policy_evaluate_for_version(
+                    model_version=version, trigger=PolicyTrigger.EVALUATION
+                )
     except IntegrityError:
         return _existing(version)
     return assessment

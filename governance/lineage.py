@@ -28,6 +28,20 @@ def decision_node_id(pk: int) -> str:
     return f"{NodeType.DECISION.value}:{pk}"
 
 
+def _attach(
+    contribution: Contribution, node: dict[str, Any], version_id: int, relation
+) -> None:
+    """Add a node and its edge from the model version it belongs to."""
+    contribution.nodes.append(node)
+    contribution.edges.append(
+        {
+            "source": model_version_node_id(version_id),
+            "target": node["id"],
+            "relation": relation.value,
+        }
+    )
+
+
 def _key_metric(run: EvaluationRun) -> str | None:
     """The run's first metric in (task, name) order, as ``task.name=value``."""
     metrics = list(run.metrics.all())
@@ -70,14 +84,7 @@ def evaluation_nodes(*, model_version_ids: set[int], user) -> Contribution:
     contribution = Contribution()
     for run in runs:
         node = _evaluation_node(run)
-        contribution.nodes.append(node)
-        contribution.edges.append(
-            {
-                "source": model_version_node_id(run.model_version_id),
-                "target": node["id"],
-                "relation": Relation.EVALUATED_BY.value,
-            }
-        )
+        _attach(contribution, node, run.model_version_id, Relation.EVALUATED_BY)
     return contribution
 
 
@@ -117,14 +124,7 @@ def decision_nodes(*, model_version_ids: set[int], user) -> Contribution:
     contribution = Contribution()
     for decision in decisions:
         node = _decision_node(decision)
-        contribution.nodes.append(node)
-        contribution.edges.append(
-            {
-                "source": model_version_node_id(decision.model_version_id),
-                "target": node["id"],
-                "relation": Relation.DECIDED_BY.value,
-            }
-        )
+        _attach(contribution, node, decision.model_version_id, Relation.DECIDED_BY)
     return contribution
 
 
@@ -159,12 +159,5 @@ def modification_nodes(*, model_version_ids: set[int], user) -> Contribution:
             "max_relative_change": item.max_relative_change,
             "base_version": model_version_node_id(item.base_version_id),
         }
-        contribution.nodes.append(node)
-        contribution.edges.append(
-            {
-                "source": model_version_node_id(item.model_version_id),
-                "target": node["id"],
-                "relation": Relation.ASSESSED_BY.value,
-            }
-        )
+        _attach(contribution, node, item.model_version_id, Relation.ASSESSED_BY)
     return contribution

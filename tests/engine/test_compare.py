@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 import modelgen
 from engine.compare import (
@@ -200,54 +200,14 @@ SIDE = 2500  # a 2500 x 2500 float32 matrix is 25 MB
 LAYERS = 4
 
 
-def _big_bundle(root: Path, seed: int, noise: float) -> Path:
-    """A MatMul chain of LAYERS 25 MB matrices kept in one external data file."""
-    root.mkdir()
-    initializers, nodes = [], []
-    offset = 0
-    with open(root / "weights.bin", "wb") as out:
-        for layer in range(LAYERS):
-            rng = np.random.default_rng(layer)
-            matrix = rng.standard_normal((SIDE, SIDE), dtype=np.float32)
-            if noise:
-                extra = np.random.default_rng(seed + layer)
-                matrix += noise * extra.standard_normal((SIDE, SIDE), np.float32)
-            data = matrix.tobytes()
-            out.write(data)
-            del matrix
-            tensor = TensorProto(
-                name=f"w{layer}", data_type=TensorProto.FLOAT, dims=[SIDE, SIDE]
-            )
-            tensor.data_location = TensorProto.EXTERNAL
-            for key, value in (
-                ("location", "weights.bin"),
-                ("offset", str(offset)),
-                ("length", str(len(data))),
-            ):
-                tensor.external_data.add(key=key, value=value)
-            offset += len(data)
-            initializers.append(tensor)
-            source = "x" if layer == 0 else f"h{layer - 1}"
-            target = "y" if layer == LAYERS - 1 else f"h{layer}"
-            nodes.append(helper.make_node("MatMul", [source, f"w{layer}"], [target]))
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SIDE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, SIDE])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(root / "model.onnx"))
-    return root
-
-
 def _reference_changes(base: Path, derived: Path) -> dict[str, float]:
     """Relative change per tensor with NumPy, one whole tensor at a time."""
     count = SIDE * SIDE
     changes = {}
     for layer in range(LAYERS):
-        a = np.fromfile(base / "weights.bin", np.float32, count, offset=layer * count * 4)
+        a = np.fromfile(
+            base / "weights.bin", np.float32, count, offset=layer * count * 4
+        )
         b = np.fromfile(
             derived / "weights.bin", np.float32, count, offset=layer * count * 4
         )
@@ -260,8 +220,12 @@ def _reference_changes(base: Path, derived: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_two_100_mb_models_are_compared_with_bounded_memory(tmp_path):
-    base = _big_bundle(tmp_path / "base", seed=0, noise=0.0)
-    derived = _big_bundle(tmp_path / "derived", seed=100, noise=0.02)
+    from modelgen.derive import write_matmul_chain
+
+    base = write_matmul_chain(tmp_path / "base", layers=LAYERS, side=SIDE)
+    derived = write_matmul_chain(
+        tmp_path / "derived", layers=LAYERS, side=SIDE, noise=0.02, seed=100
+    )
     model_bytes = (base / "weights.bin").stat().st_size
     assert model_bytes >= 100_000_000
     tracemalloc.start()

@@ -12,7 +12,9 @@ description into modification classes:
   files, so memory holds a chunk of each, never a model. A base tensor that
   a quantiser replaced (``W`` -> ``W_quantized``, ``W_scale``,
   ``W_zero_point``, ONNX Runtime's naming) is compared with the dequantised
-  values ``(q - zero_point) * scale``. Unmatched tensors are listed;
+  values ``(q - zero_point) * scale``; one a block quantiser packed under the
+  same name (``MatMulNBits``, ``GatherBlockQuantized``) is listed as packed,
+  not compared. Unmatched tensors are listed;
 - the tokenizer: ``tokenizer.json`` read as JSON (vocabulary, merges,
   normalizer, pre-tokenizer, post-processor, decoder, added tokens).
 
@@ -43,7 +45,15 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.archive import DEFAULT_LIMITS, BundleError, Limits
-from engine.bundle import _DTYPES, _load, _tensor_size, _Walker, inspect_bundle
+from engine.bundle import (
+    _DTYPES,
+    _PACKED_OPS,
+    _QUANT_OPS,
+    _load,
+    _tensor_size,
+    _Walker,
+    inspect_bundle,
+)
 from engine.sandbox import EvaluationFailure, run_isolated
 
 COMPARE_VERSION = 1
@@ -115,6 +125,20 @@ class _Side:
             node.input[0]: next((a.i for a in node.attribute if a.name == "axis"), 1)
             for node in walker.nodes
             if node.op_type == "DequantizeLinear" and node.input
+        }
+        # Weights packed by a block quantiser (same name, packed shape), and
+        # every initializer a quantised operator reads (scales, zero points).
+        self.packed = {
+            node.input[_PACKED_OPS[node.op_type][0]]
+            for node in walker.nodes
+            if node.op_type in _PACKED_OPS
+            and len(node.input) > _PACKED_OPS[node.op_type][0]
+        }
+        self.quant_inputs = {
+            name
+            for node in walker.nodes
+            if node.op_type in _QUANT_OPS
+            for name in node.input
         }
         self.tensors: dict[str, tuple[TensorProto, int, int, str | None]] = {}
         for tensor, is_param in walker.tensors:
@@ -221,7 +245,14 @@ def compare_weights(base: _Side, derived: _Side) -> dict[str, Any]:
     total_base = total_diff = 0.0
     used: set[str] = set()
     unmatched_base: list[str] = []
+    packed: list[dict[str, Any]] = []
     for name in base.tensors:
+        if name in derived.packed and name not in base.packed:
+            used.add(name)
+            packed.append(
+                {"name": name, "base": base.dims(name), "derived": derived.dims(name)}
+            )
+            continue
         if name in derived.tensors:
             how, other = "name", name
         elif _quantised_pair(base, derived, name):
@@ -257,10 +288,18 @@ def compare_weights(base: _Side, derived: _Side) -> dict[str, Any]:
                 "relative_change": _relative(base_sq, diff_sq),
             }
         )
-    unmatched_derived = [n for n in derived.tensors if n not in used]
-    return _weights_summary(
+    # Scales and zero points a quantised operator reads are not new weights.
+    unmatched_derived = [
+        n
+        for n in derived.tensors
+        if n not in used and not (n in derived.quant_inputs and n not in base.tensors)
+    ]
+    summary = _weights_summary(
         rows, shape_changes, unmatched_base, unmatched_derived, total_base, total_diff
     )
+    summary["tensors_packed"] = len(packed)
+    summary["packed"] = packed[:_LISTED_TENSORS]
+    return summary
 
 
 def _weights_summary(
@@ -443,7 +482,9 @@ def classify(report: dict[str, Any]) -> dict[str, Any]:
         ),
         "quantisation": (
             [f"weights {base_scheme} -> {derived_scheme}"]
-            if base_scheme != derived_scheme or weights["tensors_dequantised"]
+            if base_scheme != derived_scheme
+            or weights["tensors_dequantised"]
+            or weights.get("tensors_packed")
             else []
         ),
         "fine_tune": (
@@ -477,6 +518,7 @@ def compare_bundles(
     quantised = (
         base.facts.quantisation != derived.facts.quantisation
         or weights["tensors_dequantised"] > 0
+        or weights["tensors_packed"] > 0
     )
     report = {
         "version": COMPARE_VERSION,

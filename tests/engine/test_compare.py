@@ -239,3 +239,21 @@ def test_two_100_mb_models_are_compared_with_bounded_memory(tmp_path):
     rows = {r["name"]: r["relative_change"] for r in report["weights"]["tensors"]}
     for name, expected in _reference_changes(base, derived).items():
         assert rows[name] == pytest.approx(expected, rel=1e-9)
+
+
+def test_int4_block_quantisation_in_place_is_quantisation(tmp_path):
+    """MatMulNBits keeps a weight's name with a packed shape: not a new shape."""
+    tokenizer = modelgen.train_tokenizer(TEXTS, 300)
+    cfg = _cfg(hidden_size=64)
+    weights = modelgen.init_weights(cfg, 0)
+    base = modelgen.write_lm_bundle(
+        tmp_path / "gqa", cfg, weights, tokenizer, layout="genai_gqa"
+    )
+    int4 = modelgen.write_lm_bundle(
+        tmp_path / "int4", cfg, weights, tokenizer, layout="genai_int4"
+    )
+    report = compare_bundles(base, int4)
+    assert report["classes"] == ["quantisation"]
+    assert report["weights"]["tensors_packed"] == 7 * cfg.num_layers
+    assert report["weights"]["unmatched_derived"] == []  # the scales are not weights
+    assert report["weights"]["shape_changes"] == []

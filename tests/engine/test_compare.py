@@ -257,3 +257,25 @@ def test_int4_block_quantisation_in_place_is_quantisation(tmp_path):
     assert report["weights"]["tensors_packed"] == 7 * cfg.num_layers
     assert report["weights"]["unmatched_derived"] == []  # the scales are not weights
     assert report["weights"]["shape_changes"] == []
+
+
+def test_per_channel_quantisation_is_dequantised_along_its_channels(bundles, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    per_channel = tmp_path / "per-channel"
+    shutil.copytree(bundles["base"], per_channel)
+    quantize_dynamic(
+        bundles["base"] / "model.onnx",
+        per_channel / "model.onnx",
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    report = compare_bundles(bundles["base"], per_channel)
+    per_tensor = compare_bundles(bundles["base"], bundles["quantised"])
+    assert report["classes"] == ["quantisation"]
+    # A wrong channel axis would scale rows by other columns' scales.
+    assert 0 < report["weights"]["max_relative_change"] < 0.05
+    assert (
+        report["weights"]["overall_relative_change"]
+        <= per_tensor["weights"]["overall_relative_change"]
+    )

@@ -15,7 +15,6 @@ docs/modification.md.
 from __future__ import annotations
 
 import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +32,24 @@ from registry.bundles import bundle_limits, stored_copy
 from registry.models import ArtifactState, ModelVersion
 from registry.storage import artifact_tmp_dir
 
-ASSESS_TASK = "civitas.modification_assess"
 
-
-def _unpacked(stack: ExitStack, version: ModelVersion, scratch: Path) -> Path:
-    """Copy a version's stored bundle out and unpack it under ``scratch``."""
-    path = stack.enter_context(
-        stored_copy(key=version.artifact_key, sha256=version.artifact_digest)
-    )
-    dest = scratch / f"v{version.pk}"
-    return materialise_bundle(path, dest, limits=bundle_limits())
+def _unpacked(version: ModelVersion, scratch: Path) -> Path:
+    """Unpack a version's stored bundle under ``scratch``; the copy is removed."""
+    with stored_copy(key=version.artifact_key, sha256=version.artifact_digest) as path:
+        return materialise_bundle(
+            path, scratch / f"v{version.pk}", limits=bundle_limits()
+        )
 
 
 def _compare(version: ModelVersion, base: ModelVersion) -> dict[str, Any]:
     """The engine's comparison, or ``{"error_code", "error"}`` if it failed."""
-    with ExitStack() as stack:
-        scratch = Path(
-            stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="compare-", dir=artifact_tmp_dir())
-            )
-        )
+    with tempfile.TemporaryDirectory(
+        prefix="compare-", dir=artifact_tmp_dir()
+    ) as directory:
+        scratch = Path(directory)
         try:
-            base_root = _unpacked(stack, base, scratch)
-            root = _unpacked(stack, version, scratch)
+            base_root = _unpacked(base, scratch)
+            root = _unpacked(version, scratch)
             return run_compare(
                 base_root,
                 root,

@@ -5,39 +5,89 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0011_incident_reports'),
-        ('registry', '0007_merge_0006_catalogue_generation_0006_identity'),
+        ("governance", "0011_incident_reports"),
+        ("registry", "0007_merge_0006_catalogue_generation_0006_identity"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModificationAssessment',
+            name="ModificationAssessment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('artifact_digest', models.CharField(max_length=64)),
-                ('base_artifact_digest', models.CharField(max_length=64)),
-                ('status', models.CharField(choices=[('completed', 'Completed'), ('failed', 'Failed')], max_length=20)),
-                ('primary', models.CharField(blank=True, choices=[('architecture_change', 'Architecture change'), ('tokenizer_change', 'Tokenizer change'), ('quantisation', 'Quantisation'), ('fine_tune', 'Same-architecture fine-tune'), ('unchanged', 'Unchanged')], max_length=30)),
-                ('classes', models.JSONField(default=list)),
-                ('reasons', models.JSONField(default=dict)),
-                ('max_relative_change', models.FloatField(blank=True, null=True)),
-                ('overall_relative_change', models.FloatField(blank=True, null=True)),
-                ('graph', models.JSONField(default=dict)),
-                ('weights', models.JSONField(default=dict)),
-                ('tokenizer', models.JSONField(default=dict)),
-                ('evaluation_deltas', models.JSONField(default=list)),
-                ('error_code', models.CharField(blank=True, max_length=60)),
-                ('error', models.TextField(blank=True)),
-                ('compare_version', models.PositiveIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('base_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.modelversion')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='modification_assessments', to='registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("artifact_digest", models.CharField(max_length=64)),
+                ("base_artifact_digest", models.CharField(max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("completed", "Completed"), ("failed", "Failed")],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "primary",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("architecture_change", "Architecture change"),
+                            ("tokenizer_change", "Tokenizer change"),
+                            ("quantisation", "Quantisation"),
+                            ("fine_tune", "Same-architecture fine-tune"),
+                            ("unchanged", "Unchanged"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                ("classes", models.JSONField(default=list)),
+                ("reasons", models.JSONField(default=dict)),
+                ("max_relative_change", models.FloatField(blank=True, null=True)),
+                ("overall_relative_change", models.FloatField(blank=True, null=True)),
+                ("graph", models.JSONField(default=dict)),
+                ("weights", models.JSONField(default=dict)),
+                ("tokenizer", models.JSONField(default=dict)),
+                ("evaluation_deltas", models.JSONField(default=list)),
+                ("error_code", models.CharField(blank=True, max_length=60)),
+                ("error", models.TextField(blank=True)),
+                ("compare_version", models.PositiveIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "base_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="registry.modelversion",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="modification_assessments",
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'constraints': [models.UniqueConstraint(fields=('model_version', 'base_version', 'artifact_digest', 'base_artifact_digest'), name='modification_assessment_unique')],
+                "ordering": ["-created_at", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=(
+                            "model_version",
+                            "base_version",
+                            "artifact_digest",
+                            "base_artifact_digest",
+                        ),
+                        name="modification_assessment_unique",
+                    )
+                ],
             },
         ),
     ]

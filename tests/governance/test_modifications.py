@@ -304,3 +304,39 @@ def test_releasing_a_derived_upload_queues_its_comparison_on_a_worker(member_a, 
             what="the worker to assess the released version",
         )
     assert assessment.primary == "quantisation"
+
+
+def test_a_metric_drop_beyond_the_bound_is_substantial(
+    draft_use_case, reviewer, base_version, zips, small_suite, make_run
+):
+    version = draft_use_case.model_version
+    type(version).objects.filter(pk=version.pk).update(base_version=base_version)
+    _store(version, zips["fine_tune"])
+    modifications.modification_assess(version_id=version.pk)
+    make_run(base_version, small_suite, metrics={"multiple_choice.acc": 0.8})
+    make_run(version, small_suite, metrics={"multiple_choice.acc": 0.6})
+    policy = _modification_policy(reviewer, max_metric_drop=0.1)
+    dropped = policy_services.policy_evaluate(
+        use_case=draft_use_case, trigger="on_demand"
+    )
+    assert _outcome(dropped)["status"] == "failed"
+    assert (
+        "multiple_choice.acc on small@1.0.0 dropped by 0.2"
+        in (_outcome(dropped)["message"])
+    )
+    policy_services.policy_revise(
+        actor=reviewer,
+        policy=policy,
+        rules=[
+            {
+                "id": "mod",
+                "kind": "substantial_modification",
+                "max_metric_drop": 0.1,
+                "metrics": ["perplexity.perplexity"],
+            }
+        ],
+    )
+    other = policy_services.policy_evaluate(
+        use_case=draft_use_case, trigger="on_demand"
+    )
+    assert _outcome(other)["status"] == "passed"  # only the named metric counts

@@ -63,7 +63,9 @@ def build_bundles(dest_root: Path) -> dict[str, Path]:
             seed=7,
             steps=FINE_TUNE_STEPS,
         ),
-        "lakeland-small-lm-int8": quantise(small, dest_root / "lakeland-small-lm-int8"),
+        "lakeland-small-lm-int8": quantise(
+            small, dest_root / "lakeland-small-lm-int8"
+        ),
     }
 
 

@@ -14,10 +14,8 @@ from governance.models import EvaluationRun, RunStatus
 def evaluations_by_status():
     """Evaluation runs in each status, every status listed (0 included)."""
     counts = dict(
-        EvaluationRun.objects.order_by()
-        .values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
+        EvaluationRun.objects.order_by().values_list("status")
+        .annotate(n=Count("pk")).values_list("status", "n")
     )
     return [({"status": status}, counts.get(status, 0)) for status in RunStatus.values]
 
@@ -25,10 +23,8 @@ def evaluations_by_status():
 def failed_by_code():
     """Failed evaluation runs per failure code."""
     rows = (
-        EvaluationRun.objects.filter(status=RunStatus.FAILED)
-        .order_by()
-        .values_list("failure_code")
-        .annotate(n=Count("pk"))
+        EvaluationRun.objects.filter(status=RunStatus.FAILED).order_by()
+        .values_list("failure_code").annotate(n=Count("pk"))
         .values_list("failure_code", "n")
     )
     return [({"failure_code": code or "unknown"}, n) for code, n in rows]
@@ -43,16 +39,9 @@ def outbox_backlog():
 
 def register() -> None:
     """Called from ``GovernanceConfig.ready``."""
-    register_gauge(
-        "civitas_evaluations", "Evaluation runs by status", evaluations_by_status
-    )
-    register_gauge(
-        "civitas_evaluations_failed",
-        "Failed evaluation runs by failure code",
-        failed_by_code,
-    )
-    register_gauge(
-        "civitas_mlflow_outbox",
-        "Outbox messages owed to MLflow, by state",
-        outbox_backlog,
-    )
+    register_gauge("civitas_evaluations", "Evaluation runs by status",
+                   evaluations_by_status)
+    register_gauge("civitas_evaluations_failed",
+                   "Failed evaluation runs by failure code", failed_by_code)
+    register_gauge("civitas_mlflow_outbox",
+                   "Outbox messages owed to MLflow, by state", outbox_backlog)

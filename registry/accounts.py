@@ -63,7 +63,9 @@ def password_link_path(user) -> str:
     """The path of a one-time set-password link for ``user`` (Django's token)."""
     uidb64 = urlsafe_base64_encode(force_bytes(user.pk))
     token = default_token_generator.make_token(user)
-    return reverse("password_reset_confirm", kwargs={"uidb64": uidb64, "token": token})
+    return reverse(
+        "password_reset_confirm", kwargs={"uidb64": uidb64, "token": token}
+    )
 
 
 def _require_inviter(actor, agency: Agency) -> None:
@@ -207,11 +209,9 @@ def remember_account(sender, instance, update_fields=None, **kwargs) -> None:
     tracked = update_fields is None or set(update_fields) & set(TRACKED_FIELDS)
     before = None
     if instance.pk is not None and tracked:
-        before = (
-            sender._default_manager.filter(pk=instance.pk)
-            .values(*TRACKED_FIELDS)
-            .first()
-        )
+        before = sender._default_manager.filter(pk=instance.pk).values(
+            *TRACKED_FIELDS
+        ).first()
     setattr(instance, _BEFORE, before)
 
 
@@ -250,7 +250,7 @@ def audit_account_change(sender, instance, created=False, **kwargs) -> None:
                 actor=actor,
                 action="account.password_set",
                 obj=instance,
-                agency=agency,
+                        agency=agency,
                 payload={
                     "user": username,
                     "usable": instance.has_usable_password(),
@@ -262,7 +262,7 @@ def audit_account_change(sender, instance, created=False, **kwargs) -> None:
                 actor=actor,
                 action="account.flags_changed",
                 obj=instance,
-                agency=agency,
+                        agency=agency,
                 payload={"user": username, "changed": flags, "via": route},
             )
 

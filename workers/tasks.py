@@ -292,7 +292,6 @@ def schedule_settle_run(tick_id: int) -> str:
 
     return schedules.schedule_settle(tick_id=tick_id)
 
-
 @_task("civitas.token_purge")
 def token_purge() -> int:
     """Delete expired API tokens (beat, hourly). Safe to run twice."""
@@ -307,8 +306,6 @@ def idempotency_purge() -> int:
     from idempotency import services
 
     return services.purge_expired()
-
-
 @_task("civitas.mlflow_outbox_deliver")
 def mlflow_outbox_deliver() -> dict:
     """Deliver what MLflow is owed, oldest first; the counts delivered and failed.

@@ -22,6 +22,7 @@ from registry.selectors import is_oversight, user_agency_id
 # step); the run history is a read-only inline.
 
 
+
 class ScheduleTickInline(ReadOnlyInline):
     model = ScheduleTick
     fk_name = "schedule"

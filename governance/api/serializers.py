@@ -320,7 +320,7 @@ class PolicyFieldsSerializer(serializers.Serializer):
     )
     rules = serializers.JSONField(
         validators=[no_nul_characters],
-        help_text="A list of rules valid against GET /api/v1/policies/schema/",
+        help_text="A list of rules valid against GET /api/v1/policies/schema/"
     )
     is_active = serializers.BooleanField(required=False)
 
@@ -568,4 +568,6 @@ class SuiteUpdateSerializer(serializers.Serializer):
     metrics = serializers.ListField(
         child=serializers.CharField(max_length=120), required=False
     )
-    thresholds = serializers.DictField(child=SuiteThresholdSerializer(), required=False)
+    thresholds = serializers.DictField(
+        child=SuiteThresholdSerializer(), required=False
+    )

@@ -43,7 +43,7 @@ from demo.catalogue import (
     USE_CASES,
 )
 from governance.models import UseCase, UseCaseStatus
-from governance.services import decisions, lifecycle, use_cases
+from governance.services import decisions, lifecycle, modifications, use_cases
 from registry import services
 from registry.models import (
     Agency,
@@ -299,6 +299,10 @@ def _model_versions(
             artifacts.artifact_verify(version_id=version.pk)
             version.refresh_from_db()
             report.add(f"bundle of {version}")
+        if version.base_version_id and version.is_released:
+            # The comparison with the base a worker would make on release,
+            # here in the foreground; kept as it is on a second run.
+            modifications.modification_assess(version_id=version.pk)
         found[key] = version
     return found
 

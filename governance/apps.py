@@ -11,7 +11,11 @@ class GovernanceConfig(AppConfig):
         """Plug into registry's lineage graphs and ``/healthz`` (the MLflow store)."""
         from config import health
         from governance import tracking
-        from governance.lineage import decision_nodes, evaluation_nodes
+        from governance.lineage import (
+            decision_nodes,
+            evaluation_nodes,
+            modification_nodes,
+        )
         from registry.lineage import register_downstream_provider
 
         health.register("mlflow", tracking.health_check)
@@ -31,3 +35,4 @@ class GovernanceConfig(AppConfig):
 
         register_downstream_provider(evaluation_nodes)
         register_downstream_provider(decision_nodes)
+        register_downstream_provider(modification_nodes)

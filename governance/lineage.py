@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from governance.models import Decision, EvaluationRun
+from governance.models import Decision, EvaluationRun, ModificationAssessment
 from registry.lineage import Contribution, NodeType, Relation, model_version_node_id
 
 
@@ -26,6 +26,20 @@ def evaluation_node_id(pk: int) -> str:
 def decision_node_id(pk: int) -> str:
     """The graph id of a decision."""
     return f"{NodeType.DECISION.value}:{pk}"
+
+
+def _attach(
+    contribution: Contribution, node: dict[str, Any], version_id: int, relation
+) -> None:
+    """Add a node and its edge from the model version it belongs to."""
+    contribution.nodes.append(node)
+    contribution.edges.append(
+        {
+            "source": model_version_node_id(version_id),
+            "target": node["id"],
+            "relation": relation.value,
+        }
+    )
 
 
 def _key_metric(run: EvaluationRun) -> str | None:
@@ -70,14 +84,7 @@ def evaluation_nodes(*, model_version_ids: set[int], user) -> Contribution:
     contribution = Contribution()
     for run in runs:
         node = _evaluation_node(run)
-        contribution.nodes.append(node)
-        contribution.edges.append(
-            {
-                "source": model_version_node_id(run.model_version_id),
-                "target": node["id"],
-                "relation": Relation.EVALUATED_BY.value,
-            }
-        )
+        _attach(contribution, node, run.model_version_id, Relation.EVALUATED_BY)
     return contribution
 
 
@@ -117,12 +124,40 @@ def decision_nodes(*, model_version_ids: set[int], user) -> Contribution:
     contribution = Contribution()
     for decision in decisions:
         node = _decision_node(decision)
-        contribution.nodes.append(node)
-        contribution.edges.append(
-            {
-                "source": model_version_node_id(decision.model_version_id),
-                "target": node["id"],
-                "relation": Relation.DECIDED_BY.value,
-            }
-        )
+        _attach(contribution, node, decision.model_version_id, Relation.DECIDED_BY)
+    return contribution
+
+
+def modification_node_id(pk: int) -> str:
+    """The graph id of a modification assessment."""
+    return f"{NodeType.MODIFICATION.value}:{pk}"
+
+
+def modification_nodes(*, model_version_ids: set[int], user) -> Contribution:
+    """The modification assessments of these (derived) versions the user may see.
+
+    One node per assessment, labelled with its class, and an edge
+    ``model_version assessed_by modification``. One query.
+    """
+    assessments = (
+        ModificationAssessment.objects.visible_to(user)
+        .filter(model_version_id__in=model_version_ids)
+        .select_related("model_version__model__agency")
+        .order_by("pk")
+    )
+    contribution = Contribution()
+    for item in assessments:
+        node = {
+            "id": modification_node_id(item.pk),
+            "type": NodeType.MODIFICATION.value,
+            "label": f"{item.primary or item.status} vs {item.base_version_id}",
+            "agency": item.model_version.model.agency.slug,
+            "licence": None,
+            "status": item.status,
+            "modification_class": item.primary,
+            "classes": item.classes,
+            "max_relative_change": item.max_relative_change,
+            "base_version": model_version_node_id(item.base_version_id),
+        }
+        _attach(contribution, node, item.model_version_id, Relation.ASSESSED_BY)
     return contribution

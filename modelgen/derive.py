@@ -83,3 +83,58 @@ def quantise(base_dir: Path, dest_dir: Path) -> Path:
     finally:
         logging.disable(logging.NOTSET)
     return dest_dir
+
+
+def write_matmul_chain(
+    dest_dir: Path, *, layers: int, side: int, noise: float = 0.0, seed: int = 0
+) -> Path:
+    """A chain of ``layers`` MatMuls by ``side`` x ``side`` float32 matrices.
+
+    The weights live in one external data file, ``weights.bin``, written one
+    matrix at a time (memory stays at one matrix). Matrix ``i`` is drawn from
+    seed ``i``; ``noise`` adds that much Gaussian noise from seed ``seed + i``,
+    so two chains with the same layers differ only by the noise: a base and a
+    "fine-tuned" copy of any size, for comparing them by streaming.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, save
+
+    dest_dir.mkdir(parents=True)
+    initializers, nodes = [], []
+    offset = 0
+    with open(dest_dir / "weights.bin", "wb") as out:
+        for layer in range(layers):
+            matrix = np.random.default_rng(layer).standard_normal(
+                (side, side), dtype=np.float32
+            )
+            if noise:
+                extra = np.random.default_rng(seed + layer)
+                matrix += noise * extra.standard_normal((side, side), np.float32)
+            data = matrix.tobytes()
+            out.write(data)
+            del matrix
+            tensor = TensorProto(
+                name=f"w{layer}", data_type=TensorProto.FLOAT, dims=[side, side]
+            )
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (
+                ("location", "weights.bin"),
+                ("offset", str(offset)),
+                ("length", str(len(data))),
+            ):
+                tensor.external_data.add(key=key, value=value)
+            offset += len(data)
+            initializers.append(tensor)
+            source = "x" if layer == 0 else f"h{layer - 1}"
+            target = "y" if layer == layers - 1 else f"h{layer}"
+            nodes.append(helper.make_node("MatMul", [source, f"w{layer}"], [target]))
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, side])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    save(model, str(dest_dir / "model.onnx"))
+    return dest_dir

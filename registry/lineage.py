@@ -53,6 +53,7 @@ class NodeType(models.TextChoices):
     TRAINING_RUN = "training_run", "Training run"
     EVALUATION = "evaluation", "Evaluation"
     DECISION = "decision", "Decision"
+    MODIFICATION = "modification", "Modification assessment"
 
 
 class Relation(models.TextChoices):
@@ -65,6 +66,7 @@ class Relation(models.TextChoices):
     PRODUCED_BY_RUN = "produced_by_run", "was produced by run"
     EVALUATED_BY = "evaluated_by", "was evaluated by"
     DECIDED_BY = "decided_by", "was decided on by"
+    ASSESSED_BY = "assessed_by", "was assessed against its base by"
 
 
 class Direction(models.TextChoices):

@@ -71,6 +71,10 @@ CROSS_AGENCY = {
     "model-version-lineage": LINEAGE,
     "dataset-version-lineage": LINEAGE,
     "model-version-evaluations": EVALUATIONS,
+    "model-version-modification": (
+        "tests.governance.test_modifications"
+        "::test_another_agency_gets_404_on_the_modification"
+    ),
     "evaluation-detail": EVALUATIONS,
     "evaluation-cancel": EVALUATIONS,
     "evaluation-attestation": (

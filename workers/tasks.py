@@ -321,3 +321,21 @@ def mlflow_outbox_deliver() -> dict:
     from governance.services import outbox
 
     return outbox.outbox_deliver()
+
+
+@_task(
+    "civitas.modification_assess",
+    retried=True,
+    reject_on_worker_lost=True,
+    **ARTIFACT_TIME_LIMITS,
+)
+def modification_assess(version_id: int) -> str | None:
+    """Compare a released derived version with its base (evaluation queue).
+
+    Queued on commit when a version naming a base is released. Safe to run
+    twice: an assessment of the same pair of digests is kept as it is.
+    """
+    from governance.services import modifications
+
+    assessment = modifications.modification_assess(version_id=version_id)
+    return assessment.primary or assessment.status if assessment else None

@@ -2,10 +2,11 @@
 
 Split by sub-domain: ``evaluations`` (suites and runs), ``review`` (use
 cases, policies, the review queue and the decision records) and
-``schedules`` (evaluation schedules and the MLflow outbox); importing this
+``schedules`` (evaluation schedules and the MLflow outbox) and
+``modifications`` (modification assessments, read only); importing this
 package registers every admin.
 """
 
-from governance.admin import evaluations, review, schedules
+from governance.admin import evaluations, modifications, review, schedules
 
-__all__ = ["evaluations", "review", "schedules"]
+__all__ = ["evaluations", "modifications", "review", "schedules"]

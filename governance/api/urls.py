@@ -13,6 +13,7 @@ from governance.api import (
     evaluations,
     exports,
     openlineage,
+    modifications,
     policies,
     register,
     schedules,
@@ -68,6 +69,11 @@ urlpatterns = [
         "model-versions/<int:pk>/evaluations/",
         evaluations.ModelVersionEvaluationsView.as_view(),
         name="model-version-evaluations",
+    ),
+    path(
+        "model-versions/<int:pk>/modification/",
+        modifications.ModelVersionModificationView.as_view(),
+        name="model-version-modification",
     ),
     path("", include(evaluation_router.urls)),
     # Use cases, questionnaires, policies and policy results.

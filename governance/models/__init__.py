@@ -5,7 +5,8 @@ The audit chain's records live in the ``audit`` app.
 ``policies`` policies and their results; ``decisions`` submissions,
 transitions, waivers, decisions and attestations; ``schedules``
 evaluation schedules and their ticks; ``outbox`` what MLflow is owed;
-``incidents`` citizens' incident reports on register entries.
+``incidents`` citizens' incident reports on register entries;
+``modifications`` how a derived model version differs from its base.
 """
 
 from governance.models.decisions import (
@@ -34,6 +35,12 @@ from governance.models.incidents import (
     IncidentReport,
     IncidentReportQuerySet,
     IncidentStatus,
+)
+from governance.models.modifications import (
+    AssessmentStatus,
+    ModificationAssessment,
+    ModificationAssessmentQuerySet,
+    ModificationClass,
 )
 from governance.models.outbox import OutboxKind, OutboxMessage
 from governance.models.policies import (
@@ -66,6 +73,7 @@ __all__ = [
     "EDITABLE_USE_CASE_STATUSES",
     "LM_KINDS",
     "LM_TASKS",
+    "AssessmentStatus",
     "Attestation",
     "AttestationQuerySet",
     "Comparison",
@@ -81,6 +89,9 @@ __all__ = [
     "IncidentReport",
     "IncidentReportQuerySet",
     "IncidentStatus",
+    "ModificationAssessment",
+    "ModificationAssessmentQuerySet",
+    "ModificationClass",
     "OutboxKind",
     "OutboxMessage",
     "Policy",

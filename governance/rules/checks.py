@@ -41,6 +41,7 @@ from governance.rules.facts import (
     _verdict,
     readable_number,
 )
+from governance.rules.modification import substantial_modification
 from governance.rules.suites import required_suite
 from registry import lineage
 from registry.models import (
@@ -660,6 +661,7 @@ EVALUATORS: dict[str, Callable[[dict[str, Any], Facts], Outcome]] = {
     "documentation": _documentation,
     "size_cost": _size_cost,
     "required_suite": required_suite,
+    "substantial_modification": substantial_modification,
 }
 
 

@@ -78,6 +78,16 @@ class LineageNodeSerializer(serializers.Serializer):
         help_text="Decisions only: slug of the reviewer's agency",
     )
     decided_at = serializers.DateTimeField(required=False, help_text="Decisions only")
+    modification_class = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Modification assessments only: the primary class",
+    )
+    max_relative_change = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="Modification assessments only: the largest per-tensor change",
+    )
 
 
 class LineageEdgeSerializer(serializers.Serializer):

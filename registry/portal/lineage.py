@@ -50,6 +50,7 @@ NODE_TYPES = {
     NodeType.TRAINING_RUN: gettext_lazy("Training run"),
     NodeType.EVALUATION: gettext_lazy("Evaluation"),
     NodeType.DECISION: gettext_lazy("Decision"),
+    NodeType.MODIFICATION: gettext_lazy("Modification assessment"),
 }
 RELATIONS = {
     Relation.BASE_OF: gettext_lazy("is the base of"),
@@ -59,6 +60,7 @@ RELATIONS = {
     Relation.PRODUCED_BY_RUN: gettext_lazy("was produced by run"),
     Relation.EVALUATED_BY: gettext_lazy("was evaluated by"),
     Relation.DECIDED_BY: gettext_lazy("was decided on by"),
+    Relation.ASSESSED_BY: gettext_lazy("was assessed against its base by"),
 }
 
 

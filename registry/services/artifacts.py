@@ -53,7 +53,10 @@ from registry.bundles import (
     upload_format,
 )
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
-from registry.services.releases import uploaded_artifact_verify
+from registry.services.releases import (
+    modification_assess_on_commit,
+    uploaded_artifact_verify,
+)
 from registry.storage import (
     SpooledUpload,
     artifact_storage,
@@ -251,6 +254,7 @@ def _model_version_attach(
                 "selftest_passed": inspected.selftest.get("passed"),
             },
         )
+        modification_assess_on_commit(version)
         return version
 
     return _store_and_save(key=key, content=content, write=write)

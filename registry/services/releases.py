@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
+from config.celery import send_on_commit
 from config.exceptions import DomainError
 from registry.bundles import InspectedBundle, bundle_inspect, graph_fields, stored_copy
 from registry.models import ArtifactState, ModelVersion
@@ -34,6 +35,15 @@ def _locked_upload(version_id: int, key: str) -> ModelVersion | None:
         )
         .first()
     )
+
+
+MODIFICATION_TASK = "civitas.modification_assess"
+
+
+def modification_assess_on_commit(version: ModelVersion) -> None:
+    """Queue the comparison of a released derived version with its base."""
+    if version.base_version_id is not None:
+        send_on_commit(MODIFICATION_TASK, version_id=version.pk)
 
 
 def _release(version: ModelVersion, inspected: InspectedBundle) -> str:
@@ -63,6 +73,7 @@ def _release(version: ModelVersion, inspected: InspectedBundle) -> str:
             "selftest_passed": inspected.selftest.get("passed"),
         },
     )
+    modification_assess_on_commit(version)
     return ArtifactState.AVAILABLE
 
 

@@ -13,6 +13,7 @@ from django.core.management import call_command
 
 from audit.models import AuditEvent
 from demo import catalogue as demo
+from governance.models import ModificationAssessment
 from registry import lineage
 from registry.models import (
     Agency,
@@ -126,6 +127,13 @@ def test_load_demo_builds_the_catalogue_once(demo_dirs):
     assert quantised.model.agency != small.model.agency
     assert quantised.quantisation == "int8"
     assert small.quantisation == "fp32"
+
+    # Both derived versions are compared with their bases: both outcomes show.
+    assessed = {a.model_version_id: a for a in ModificationAssessment.objects.all()}
+    assert assessed[tuned.pk].classes == ["fine_tune"]
+    assert assessed[tuned.pk].max_relative_change > 0
+    assert assessed[quantised.pk].classes == ["quantisation"]
+    assert assessed[quantised.pk].base_version_id == small.pk
 
     # The fine-tuned version's lineage: its base, its data, the licence conflict.
     reviewer = get_user_model().objects.get(username="oversight.reviewer")

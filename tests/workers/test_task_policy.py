@@ -13,6 +13,7 @@ RETRIED = {
     "civitas.usecase_recheck": 5,
     "civitas.webhook_deliver": 5,
     "civitas.notification_email": 5,
+    "civitas.modification_assess": 5,
 }
 
 

@@ -709,7 +709,8 @@ def test_partial_export_of_a_model_version_verifies_its_events_alone(
     assert [line["seq"] for line in lines if line["type"] == "event"] == [1, 3]
     report = verify.verify_export(path)
     assert report.ok and report.partial
-    assert "not proven" in report.notes[0]
+    assert "every event is proven" in report.notes[0]
+    assert all("proof" in line for line in lines if line["type"] == "event")
     path.write_text(out.getvalue().replace("model_version.released", "model_version.x"))
     assert verify.verify_export(path).first_bad_seq == 3
 

@@ -209,6 +209,8 @@ def verify_consistency(
         empty = first_root == (EMPTY_ROOT if first == 0 else second_root)
         return not path and empty
     hashes = [bytes.fromhex(p) for p in path]
+    if not hashes:
+        return False
     if first & (first - 1) == 0:
         hashes.insert(0, bytes.fromhex(first_root))
     fn, sn = first - 1, second - 1

@@ -96,4 +96,6 @@ urlpatterns = [
     path("", include(decision_router.urls)),
     # The audit chain (namespace ``audit``).
     path("audit/", include("governance.api.audit")),
+    # Its Merkle tree heads and proofs (namespace ``audit_proofs``).
+    path("audit/", include("governance.api.audit_proofs")),
 ]

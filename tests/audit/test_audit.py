@@ -33,7 +33,7 @@ from registry.models import Agency, Visibility
 from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
 from tests.factories import AgencyFactory, ModelVersionFactory, UserFactory
 
-AUDIT_TABLES = ("governance_auditevent", "governance_auditcheckpoint")
+AUDIT_TABLES = ("governance_auditevent", "governance_auditcheckpoint", "audit_merklenode")
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +87,7 @@ def committed_audit_rows(transactional_db):
         cursor.execute("DELETE FROM governance_auditevent")
         cursor.execute("DELETE FROM governance_auditcheckpoint")
         cursor.execute("DELETE FROM governance_auditchainhead")
+        cursor.execute("DELETE FROM audit_merklenode")
 
 
 def record_n(count: int, **kwargs) -> list[AuditEvent]:

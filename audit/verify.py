@@ -1,18 +1,12 @@
 """Standalone verifier of the Civitas audit chain and of signed envelopes.
 
-An auditor runs this file on their own machine, with nothing of the platform
-installed but Python 3.11+ and the ``cryptography`` package::
-
-    python verify.py chain.jsonl [--key public.pem] [--checkpoint cp.json ...]
-    python verify.py attestation.json --key public.pem
-
-(or ``python -m audit.verify`` inside a checkout). It must never import
-Django or any project module: the platform imports *this* module so that
-canonical JSON, event hashing, the DSSE pre-authentication encoding and
-checkpoint checks are defined once, here. ``docs/audit.md`` states the rules;
-the golden vectors in ``tests/audit/test_verify.py`` pin them.
-
-Exit status: 0 verified, 1 verification failed, 2 unusable input or usage.
+An auditor runs this one file with Python 3.11+ and ``cryptography`` only:
+``python verify.py chain.jsonl [--key public.pem] [--checkpoint cp.json ...]``
+or ``python verify.py attestation.json --key public.pem``. It never imports
+Django or the project: the platform imports *this* module, so canonical JSON,
+event hashing, DSSE, checkpoints and Merkle proofs are defined once, here
+(docs/audit.md; golden vectors in tests/audit/test_verify.py). Exit status:
+0 verified, 1 verification failed, 2 unusable input or usage.
 """
 
 from __future__ import annotations
@@ -126,9 +120,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def parse_json(text: str | bytes) -> Any:
     """Parse JSON, refusing the NaN/Infinity extensions Python accepts."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _DECODER.decode(text)
 
 
 def hashed_document(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,15 +182,11 @@ def _walk(fn: int, sn: int, fr: bytes, sr: bytes, path: list[bytes]) -> Any:
     return fr, sr, sn
 
 
-def _sizes(*values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-
-
 def verify_inclusion(leaf: str, index: int, size: int, path: Any, root: str) -> bool:
     """True if ``path`` proves leaf hash ``leaf`` is leaf ``index`` of tree ``root``."""
     if not (isinstance(path, list) and all(map(is_hash, [leaf, root, *path]))):
         return False
-    if not _sizes(index, size) or not 0 <= index < size:
+    if not (type(index) is int and type(size) is int and 0 <= index < size):
         return False
     start = bytes.fromhex(leaf)
     end = _walk(index, size - 1, start, start, [bytes.fromhex(p) for p in path])
@@ -203,7 +201,7 @@ def verify_consistency(
         isinstance(path, list) and all(map(is_hash, [first_root, second_root, *path]))
     ):
         return False
-    if not _sizes(first, second) or not 0 <= first <= second:
+    if not (type(first) is int and type(second) is int and 0 <= first <= second):
         return False
     if first in (0, second):
         empty = first_root == (EMPTY_ROOT if first == 0 else second_root)
@@ -528,7 +526,9 @@ class ChainVerifier:
             self._fail(seq, f"seq {seq}: prev_hash is not {what} (link broken)")
             return
         try:
-            computed = event_hash(event)
+            # Parsed JSON is canonical already: serialise, skip canonical_value.
+            text = _ENCODER.encode(hashed_document(event)).encode("utf-8")
+            computed = hashlib.sha256(text).hexdigest()
         except (KeyError, TypeError, ValueError) as exc:
             self._fail(seq, f"seq {seq}: cannot be hashed ({exc})")
             return
@@ -554,9 +554,7 @@ class ChainVerifier:
             self.frontier.push(leaf_hash(computed))
             root = self._roots.get(seq)
             if root is not None and root != self.frontier.root():
-                self._fail(
-                    seq, f"seq {seq}: Merkle root differs from the signed tree head"
-                )
+                self._fail(seq, f"seq {seq}: Merkle root differs from signed tree head")
             return
         if proof is None:
             if self.require_proofs:
@@ -567,9 +565,7 @@ class ChainVerifier:
         if root is None or not verify_inclusion(
             leaf_hash(computed), seq - 1, size, proof.get("path") or [], root
         ):
-            self._fail(
-                seq, f"seq {seq}: no valid inclusion proof to a signed tree head"
-            )
+            self._fail(seq, f"seq {seq}: no valid inclusion proof to a signed head")
             return
         self.proven += 1
 
@@ -615,10 +611,11 @@ class ChainVerifier:
 # --- Export files ------------------------------------------------------------
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _lines(path: Path, skip: str = "\0") -> Iterator[tuple[int, dict[str, Any]]]:
+    """The file's objects; lines starting with ``skip`` are not even parsed."""
     with path.open("r", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
+            if not line.strip() or line.startswith(skip):
                 continue
             try:
                 item = parse_json(line)
@@ -644,7 +641,7 @@ def verify_export(
     header: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     checkpoint_lines = []
-    for number, item in _lines(path):
+    for number, item in _lines(path, skip='{"type":"event"'):  # events: 2nd pass
         kind = item.get("type")
         if number == 1 or header is None:
             if kind != "header" or item.get("format") != EXPORT_FORMAT:

@@ -76,16 +76,6 @@ def _bad_sizes(exc: Exception, field: str) -> serializers.ValidationError:
 
 
 _HASHES = serializers.ListField(child=serializers.CharField())
-_TREE_HEAD = inline_serializer(
-    "AuditTreeHead",
-    {
-        "tree_size": serializers.IntegerField(),
-        "root_hash": serializers.CharField(),
-        "head_hash": serializers.CharField(),
-        "timestamp": serializers.CharField(),
-        "envelope": serializers.JSONField(),
-    },
-)
 
 
 class AuditTreeHeadSerializer(serializers.ModelSerializer):
@@ -145,7 +135,7 @@ class AuditInclusionProofView(APIView):
                     "leaf_hash": serializers.CharField(),
                     "path": _HASHES,
                     "root_hash": serializers.CharField(),
-                    "tree_head": _TREE_HEAD,
+                    "tree_head": AuditTreeHeadSerializer(allow_null=True),
                 },
             )
         },

@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
+import sys
+import threading
+import time
 from io import StringIO
 
 import pytest
@@ -21,11 +25,13 @@ from audit import services as audit
 from audit.models import AuditEvent, AuditMerkleNode
 from tests.audit.test_audit import (  # noqa: F401 - the autouse key fixtures
     _platform_key,
+    committed_audit_rows,
     record_n,
     run_standalone_verifier,
     signing_key_file,
     triggers_disabled,
 )
+from tests.conftest import ROOT, database_url, process_env
 
 
 def mth(leaves: list[str]) -> str:
@@ -380,3 +386,90 @@ def test_api_inclusion_proofs_only_for_events_the_caller_may_read(
     # Whole-log hashes are for every signed user.
     assert api_b.get("/api/v1/audit/tree-heads/").status_code == 200
     assert api_b.get("/api/v1/audit/proofs/consistency?first=1").status_code == 200
+
+
+# --- Concurrency: four writer processes, visibility at commit only ---------------
+
+WRITER = """
+import django, sys
+django.setup()
+from django.db import transaction
+from audit import services as audit
+index, count = int(sys.argv[1]), int(sys.argv[2])
+for n in range(count):
+    with transaction.atomic():
+        audit.record(actor=None, action="bench.appended", object_id=f"{index}-{n}",
+                     payload={"writer": index, "n": n})
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("committed_audit_rows")
+def test_four_writer_processes_build_one_chain_and_one_tree():
+    env = process_env(DATABASE_URL=database_url(), LOG_LEVEL="ERROR")
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(i), "40"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0, writer.stderr.read()
+
+    seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, 161))
+    assert AuditEvent.objects.values("prev_hash").distinct().count() == 160
+    assert audit.verify_chain().ok
+    leaves = chain_leaves()
+    assert tree.root_at(160) == mth(leaves)
+    assert AuditMerkleNode.objects.count() == 160 + 80 + 40 + 20 + 10 + 5 + 2 + 1
+    checkpoint = audit.checkpoint_create()
+    assert checkpoint.root_hash == mth(leaves)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("committed_audit_rows")
+def test_an_event_and_its_nodes_are_invisible_until_commit():
+    recorded, release = threading.Event(), threading.Event()
+    second_done = threading.Event()
+
+    def first_writer():
+        try:
+            with transaction.atomic():
+                audit.record(actor=None, action="bench.first")
+                recorded.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def second_writer():
+        try:
+            with transaction.atomic():
+                audit.record(actor=None, action="bench.second")
+            second_done.set()
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=first_writer)
+    first.start()
+    assert recorded.wait(timeout=30)
+    second = threading.Thread(target=second_writer)
+    second.start()
+    time.sleep(0.5)
+    # Nothing of the open transaction is visible, and the next writer waits.
+    assert AuditEvent.objects.count() == 0
+    assert AuditMerkleNode.objects.count() == 0
+    assert tree.committed_size() == 0
+    assert not second_done.is_set()
+    release.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+
+    events = list(AuditEvent.objects.order_by("seq").values_list("action", flat=True))
+    assert events == ["bench.first", "bench.second"]
+    assert audit.verify_chain().ok
+    assert tree.root_at(2) == mth(chain_leaves())

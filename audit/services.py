@@ -242,7 +242,7 @@ def record(
                 "prev_hash": head.hash,
             }
         )
-        event = AuditEvent.objects.create(
+        event = AuditEvent(
             seq=seq,
             created_at=created_at,
             actor=actor,
@@ -252,10 +252,7 @@ def record(
             hash=digest,
             **fields,
         )
-        frontier = tree.append_leaf(head, digest)
-        AuditChainHead.objects.filter(pk=1).update(
-            seq=seq, hash=digest, frontier=frontier
-        )
+        tree.append_event(head, event)
     if is_announced(action, payload_value):
         transaction.on_commit(lambda: _announce(event))
     if seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
@@ -746,14 +743,18 @@ def inclusion_proof(
 
     Without ``tree_size``, the newest signed tree head that contains the
     event; the head is signed first if none does yet. Raises ProofError for
-    a tree size below the event's seq or above the log's, AuditEvent.DoesNotExist
-    for an unknown seq, and what ``checkpoint_create`` raises.
+    a tree size below the event's seq or above the log's, or when the head
+    cannot be signed (a broken chain); AuditEvent.DoesNotExist for an unknown
+    seq; ImproperlyConfigured for an unusable signing key.
     """
     seq = event.seq if isinstance(event, AuditEvent) else int(event)
     if tree_size is None:
         head = tree.tree_head_latest()
         if head is None or head.tree_size < seq:
-            checkpoint_create()
+            try:
+                checkpoint_create()
+            except AuditChainBroken as exc:
+                raise ProofError(f"no tree head can be signed: {exc}") from exc
             head = tree.tree_head_latest()
         tree_size = head.tree_size if head is not None else seq
     if not 0 < seq <= tree_size:

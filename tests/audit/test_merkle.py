@@ -257,6 +257,8 @@ def test_a_tampered_node_stops_the_next_checkpoint():
 
     with pytest.raises(audit.AuditChainBroken, match="Merkle tree"):
         audit.checkpoint_create()
+    with pytest.raises(audit.ProofError, match="no tree head can be signed"):
+        audit.inclusion_proof(8)  # newer than the newest signed head
 
 
 @pytest.mark.django_db

@@ -7,10 +7,13 @@ The leaves are the events in seq order (leaf index = seq - 1) and the leaf
 data of an event is the 32 bytes of its chain hash (``AuditEvent.hash``), so
 the tree commits to everything the chain does. Hashes are hex strings here.
 
-Written by hand, not taken from PyPI: the maintained libraries (pymerkle)
-keep their own storage and leaf encoding, while the platform stores the
-perfect subtree hashes in PostgreSQL beside the chain and must build proofs
-from a few indexed reads. What follows is the RFC's algorithms: PATH and
+Written by hand, not taken from PyPI: pymerkle, the maintained library, is
+storage-agnostic through its ``BaseMerkleTree`` interface but computes subtree
+roots from ranges of leaves (with an in-process cache), so a cold proof over
+a million events reads up to a million leaves; the platform instead stores
+every perfect subtree hash in PostgreSQL and builds a proof from O(log n)
+indexed reads. (pymerkle is also absent from the package index this
+platform installs from.) What follows is the RFC's algorithms: PATH and
 SUBPROOF (2.1.3.1, 2.1.4.1) over a ``subtree`` callback, and the verification
 procedures of 2.1.3.2 and 2.1.4.2 verbatim; tests check both against a
 brute-force computation from the leaves.

@@ -10,6 +10,7 @@ from rest_framework.routers import SimpleRouter
 
 from governance.api import (
     decisions,
+    derivations,
     evaluations,
     policies,
     register,
@@ -66,6 +67,16 @@ urlpatterns = [
         "model-versions/<int:pk>/evaluations/",
         evaluations.ModelVersionEvaluationsView.as_view(),
         name="model-version-evaluations",
+    ),
+    path(
+        "model-versions/<int:pk>/derive/",
+        derivations.ModelVersionDeriveView.as_view(),
+        name="model-version-derive",
+    ),
+    path(
+        "model-versions/<int:pk>/quantisation-evidence/",
+        derivations.ModelVersionQuantisationEvidenceView.as_view(),
+        name="model-version-quantisation-evidence",
     ),
     path("", include(evaluation_router.urls)),
     # Use cases, questionnaires, policies and policy results.

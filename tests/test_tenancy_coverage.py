@@ -71,6 +71,14 @@ CROSS_AGENCY = {
     "model-version-lineage": LINEAGE,
     "dataset-version-lineage": LINEAGE,
     "model-version-evaluations": EVALUATIONS,
+    "model-version-derive": (
+        "tests.governance.test_derivations"
+        "::test_another_agencys_version_is_not_found_even_when_public"
+    ),
+    "model-version-quantisation-evidence": (
+        "tests.governance.test_derivations"
+        "::test_evidence_without_a_base_is_empty_and_private_versions_are_hidden"
+    ),
     "evaluation-detail": EVALUATIONS,
     "evaluation-cancel": EVALUATIONS,
     "evaluation-attestation": (

@@ -20,6 +20,7 @@ from django.core.files.storage import storages
 from django.db.models import F
 
 from governance.models import EvaluationRun, RunStatus
+from governance.rules.facts import Facts, Outcome, _verdict
 from registry.models import ModelVersion
 
 PERPLEXITY = "perplexity"
@@ -174,3 +175,58 @@ def quantisation_evidence(version: ModelVersion) -> dict[str, Any]:
             )
     result["summary"] = _summary(rows)
     return result
+
+
+# --- the policy rule ``quantisation`` ------------------------------------------
+
+
+def _bound_violations(rule: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """The rule's bounds that the summary breaks or cannot show it keeps."""
+    bounds = (
+        ("max_perplexity_ratio", "max_perplexity_ratio", "perplexity ratio", 1),
+        ("max_accuracy_drop", "min_accuracy_delta", "accuracy drop", -1),
+        ("min_greedy_agreement", "min_greedy_agreement", "greedy agreement", 0),
+    )
+    violations = []
+    for key, figure, label, sign in bounds:
+        if key not in rule:
+            continue
+        value = summary.get(figure)
+        if value is None:
+            violations.append(f"No shared run measures the {label}.")
+            continue
+        limit = rule[key]
+        broken = {
+            1: value > limit,  # an upper bound on the ratio
+            -1: -value > limit,  # a drop is a negative delta
+            0: value < limit,  # a lower bound on the agreement
+        }[sign]
+        if broken:
+            shown = -value if sign == -1 else value
+            violations.append(f"The {label} is {shown:.4g}, beyond the bound {limit}.")
+    return violations
+
+
+def quantisation_rule(rule: dict[str, Any], facts: Facts) -> Outcome:
+    """Bound the quality a quantised version loses against its base version.
+
+    Not applicable to a version that is not ``quantised``; a bound that no
+    shared run measures fails (no evidence is not a pass).
+    """
+    version = facts.version
+    if version.derivation != "quantised" or version.base_version_id is None:
+        return _verdict(
+            [], {"derivation": version.derivation}, "Not a quantised version.",
+            applicable=False,
+        )  # fmt: skip
+    evidence = quantisation_evidence(version)
+    summary = evidence["summary"]
+    recorded = {
+        "parent": evidence["parent"],
+        "suites": [s["suite"] for s in evidence["suites"]],
+        **summary,
+    }
+    violations = _bound_violations(rule, summary)
+    return _verdict(
+        violations, recorded, "The quality loss against the base is within bounds."
+    )

@@ -32,6 +32,7 @@ from governance.models import (
     RuleStatus,
     UseCase,
 )
+from governance.quantisation import quantisation_rule
 from governance.rules.facts import (
     Facts,
     Outcome,
@@ -660,6 +661,7 @@ EVALUATORS: dict[str, Callable[[dict[str, Any], Facts], Outcome]] = {
     "documentation": _documentation,
     "size_cost": _size_cost,
     "required_suite": required_suite,
+    "quantisation": quantisation_rule,
 }
 
 

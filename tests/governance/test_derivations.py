@@ -361,3 +361,142 @@ def test_evidence_without_a_base_is_empty_and_private_versions_are_hidden(
         f"/api/v1/model-versions/{private.pk}/quantisation-evidence/"
     )
     assert hidden.status_code == 404
+
+
+# --- The policy rule --------------------------------------------------------------
+
+
+@pytest.fixture
+def measured_pair(fp32_parent, small_suite, make_run):
+    """A quantised version and its parent, each with a run on the small suite."""
+    derived = ModelVersionFactory(
+        model=fp32_parent.model,
+        base_version=fp32_parent,
+        derivation=Derivation.QUANTISED,
+        derivation_settings={"method": "int4"},
+        artifact_digest="c" * 64,
+        quantisation="int4",
+        released_at=timezone.now(),
+    )
+    make_run(
+        fp32_parent, small_suite,
+        metrics={"perplexity.perplexity": 40.0, "mc.acc": 0.8},
+    )  # fmt: skip
+    make_run(
+        derived, small_suite,
+        metrics={"perplexity.perplexity": 42.0, "mc.acc": 0.78},
+    )  # fmt: skip
+    return fp32_parent, derived
+
+
+@pytest.mark.parametrize(
+    ("bounds", "status"),
+    [
+        ({"max_perplexity_ratio": 1.06}, "passed"),
+        ({"max_perplexity_ratio": 1.04}, "failed"),
+        ({"max_accuracy_drop": 0.03}, "passed"),
+        ({"max_accuracy_drop": 0.01}, "failed"),
+        ({"max_perplexity_ratio": 1.06, "max_accuracy_drop": 0.01}, "failed"),
+        # Nothing measured the agreement: no evidence is not a pass.
+        ({"min_greedy_agreement": 0.5}, "failed"),
+    ],
+)
+def test_quantisation_rule_bounds_the_quality_loss(measured_pair, bounds, status):
+    from types import SimpleNamespace
+
+    from governance.rules.checks import evaluate_rule
+    from governance.rules.schema import validate_rules
+
+    rule = {"id": "q", "kind": "quantisation", **bounds}
+    validate_rules([rule])
+    _, derived = measured_pair
+    outcome = evaluate_rule(rule, SimpleNamespace(version=derived))
+    assert outcome.status == status, outcome.message
+    assert outcome.evidence["max_perplexity_ratio"] == pytest.approx(1.05)
+    assert outcome.evidence["min_accuracy_delta"] == pytest.approx(-0.02)
+
+
+def test_quantisation_rule_does_not_apply_to_other_versions(measured_pair):
+    from types import SimpleNamespace
+
+    from governance.rules.checks import evaluate_rule
+
+    parent, _ = measured_pair
+    rule = {"id": "q", "kind": "quantisation", "max_perplexity_ratio": 1.01}
+    outcome = evaluate_rule(rule, SimpleNamespace(version=parent))
+    assert outcome.status == "not_applicable"
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"id": "q", "kind": "quantisation"},
+        {"id": "q", "kind": "quantisation", "max_perplexity_ratio": 0.9},
+        {"id": "q", "kind": "quantisation", "max_accuracy_drop": 2},
+        {"id": "q", "kind": "quantisation", "max_perplexity_ratio": 1.1, "x": 1},
+    ],
+)
+def test_quantisation_rule_schema_refuses_bad_bounds(rule):
+    from config.exceptions import DomainError
+    from governance.rules.schema import validate_rules
+
+    with pytest.raises(DomainError) as caught:
+        validate_rules([rule])
+    assert caught.value.code == "invalid_rules"
+
+
+# --- The portal -------------------------------------------------------------------
+
+
+def test_version_page_offers_the_derivation_and_the_form_registers_it(
+    client, fp32_parent, member_a, calibration
+):
+    client.force_login(member_a)
+    page = client.get(f"/portal/versions/{fp32_parent.pk}/")
+    assert page.status_code == 200
+    assert f"/portal/versions/{fp32_parent.pk}/derive/" in page.content.decode()
+    response = client.post(
+        f"/portal/versions/{fp32_parent.pk}/derive/",
+        {
+            "method": "static-int8",
+            "version": "1.5.0",
+            "calibration": calibration.pk,
+            "block_size": "",
+        },
+    )
+    derived = ModelVersion.objects.get(model=fp32_parent.model, version="1.5.0")
+    assert response.status_code == 302
+    assert response["Location"] == f"/portal/versions/{derived.pk}/"
+    assert derived.artifact_state == ArtifactState.PENDING
+    assert derived.derivation_settings["calibration_dataset_version"] == calibration.pk
+    # A quantised version offers no further derivation.
+    derived_page = client.get(f"/portal/versions/{derived.pk}/").content.decode()
+    assert f"/portal/versions/{derived.pk}/derive/" not in derived_page
+
+
+def test_portal_form_shows_the_services_refusal(client, fp32_parent, member_a):
+    ModelVersion.objects.filter(pk=fp32_parent.pk).update(quantisation="int8")
+    client.force_login(member_a)
+    response = client.post(
+        f"/portal/versions/{fp32_parent.pk}/derive/",
+        {"method": "dynamic-int8", "version": "1.6.0"},
+    )
+    assert response.status_code == 200
+    assert "already quantised" in response.content.decode()
+    assert not ModelVersion.objects.filter(version="1.6.0").exists()
+
+
+def test_another_agency_cannot_open_the_derive_form(client, fp32_parent, member_b):
+    client.force_login(member_b)
+    assert client.get(f"/portal/versions/{fp32_parent.pk}/derive/").status_code == 404
+
+
+def test_version_page_of_a_quantised_version_shows_its_trade(
+    client, measured_pair, member_a
+):
+    _, derived = measured_pair
+    client.force_login(member_a)
+    html = client.get(f"/portal/versions/{derived.pk}/").content.decode()
+    assert 'id="quantisation"' in html
+    assert "1.0500" in html  # the perplexity ratio
+    assert "small@1.0.0" in html

@@ -211,6 +211,17 @@ def quantise_graph(
     source: Path, dest: Path, derivation: Derivation, *, feeds: list[dict] | None
 ) -> None:
     """Write the quantised graph of ``source`` (an fp32 ``.onnx``) to ``dest``."""
+    # ONNX Runtime logs a pre-processing hint for vision models on every call.
+    logging.disable(logging.WARNING)
+    try:
+        _quantise_graph(source, dest, derivation, feeds=feeds)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _quantise_graph(
+    source: Path, dest: Path, derivation: Derivation, *, feeds: list[dict] | None
+) -> None:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -301,11 +312,7 @@ def _derive(spec: dict) -> dict:
     if derivation.method == "static-int8":
         texts = calibration_texts(Path(spec["calibration_path"]))
         feeds = calibration_feeds(root, texts)
-    logging.disable(logging.WARNING)  # ORT's pre-processing hint on every call
-    try:
-        quantise_graph(root / model_file, out / model_file, derivation, feeds=feeds)
-    finally:
-        logging.disable(logging.NOTSET)
+    quantise_graph(root / model_file, out / model_file, derivation, feeds=feeds)
     _zip(out, work / OUTPUT_NAME)
     return {
         "settings": derivation.settings(),

@@ -516,6 +516,11 @@ CELERY_BEAT_SCHEDULE["artifact-sweep"] = {
     "schedule": timedelta(minutes=10),
     "options": {"expires": 10 * 60},
 }
+CELERY_BEAT_SCHEDULE["derive-sweep"] = {
+    "task": "civitas.model_version_derive_sweep",
+    "schedule": timedelta(minutes=10),
+    "options": {"expires": 10 * 60},
+}
 
 # --- Use case lifecycle -------------------------------------------------------
 # An approval ends at the earlier of the use case's last valid day and this

@@ -342,3 +342,11 @@ def model_version_derive(version_id: int) -> str:
     from governance.services import derivations
 
     return derivations.model_version_derive_execute(version_id=version_id)
+
+
+@_task("civitas.model_version_derive_sweep")
+def model_version_derive_sweep() -> dict:
+    """Re-queue derivations whose message or worker was lost (beat, housekeeping)."""
+    from governance.services import derivations
+
+    return derivations.model_version_derive_sweep()

@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
 from django.db import transaction
+from django.utils import timezone
 
 from audit import services as audit
 from config.celery import send_on_commit
@@ -318,3 +320,34 @@ def model_version_derive_execute(*, version_id: int) -> str:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def model_version_derive_sweep() -> dict[str, int]:
+    """Queue the derivation again of versions whose message was lost.
+
+    A derived version still pending with no artifact, last written more than
+    ``CIVITAS_DERIVE_TIMEOUT_SECONDS`` plus ``CIVITAS_ARTIFACT_REQUEUE_MINUTES``
+    ago, cannot still be deriving: its message or its worker was lost. The
+    derivation is queued again on commit (safe to run twice). Returns
+    ``{"requeued": n}``.
+    """
+    before = timezone.now() - timedelta(
+        seconds=settings.CIVITAS_DERIVE_TIMEOUT_SECONDS,
+        minutes=settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES,
+    )
+    stale = (
+        ModelVersion.objects.filter(
+            artifact_state=ArtifactState.PENDING,
+            derivation=Derivation.QUANTISED,
+            artifact_key="",
+            updated_at__lt=before,
+        )
+        .exclude(derivation_settings={})
+        .values_list("pk", flat=True)
+    )
+    requeued = 0
+    with transaction.atomic():
+        for version_id in stale:
+            send_on_commit(DERIVE_TASK, version_id=version_id)
+            requeued += 1
+    return {"requeued": requeued}

@@ -500,3 +500,31 @@ def test_version_page_of_a_quantised_version_shows_its_trade(
     assert 'id="quantisation"' in html
     assert "1.0500" in html  # the perplexity ratio
     assert "small@1.0.0" in html
+
+
+def test_sweep_requeues_only_derivations_that_cannot_still_run(
+    fp32_parent, member_a, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from governance.services.derivations import model_version_derive_sweep
+
+    def pending(version: str, age: timedelta) -> ModelVersion:
+        derived = ModelVersionFactory(
+            model=fp32_parent.model,
+            version=version,
+            base_version=fp32_parent,
+            derivation=Derivation.QUANTISED,
+            derivation_settings={"method": "dynamic-int8"},
+            artifact_state=ArtifactState.PENDING,
+        )
+        ModelVersion.objects.filter(pk=derived.pk).update(
+            updated_at=timezone.now() - age
+        )
+        return derived
+
+    pending("1.7.0", timedelta(hours=3))
+    pending("1.8.0", timedelta(minutes=5))  # may still be deriving
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert model_version_derive_sweep() == {"requeued": 1}
+    assert len(callbacks) == 1

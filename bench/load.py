@@ -80,9 +80,7 @@ def psql(base_url: str, sql: str) -> str:
     """Run one statement on the maintenance database; return its output."""
     result = subprocess.run(
         ["psql", f"{base_url}/postgres", "-XAtq", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
+        check=True, capture_output=True, text=True,
     )
     return result.stdout.strip()
 
@@ -119,20 +117,9 @@ def prepare(args, size: int) -> tuple[str, dict, dict]:
         psql(args.database, f"CREATE DATABASE {template}")
         env = {**server_env(args, template), "LOG_LEVEL": "WARNING"}
         subprocess.run(
-            [
-                PY,
-                str(SEED),
-                "--versions",
-                str(size),
-                "--audit-events",
-                str(args.audit_events),
-                "--out",
-                str(info),
-            ],
-            check=True,
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
+            [PY, str(SEED), "--versions", str(size), "--audit-events",
+             str(args.audit_events), "--out", str(info)],
+            check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
         )
         timing = {"cached": False, "seconds": round(time.monotonic() - started, 1)}
     return template, json.loads(info.read_text()), timing
@@ -210,18 +197,12 @@ def start_server(args, database: str, token: str, *, read_cache: bool = True):
     # does after the image's collectstatic (the register's pages link them).
     subprocess.run(
         [PY, "manage.py", "collectstatic", "--noinput"],
-        check=True,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
+        check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
     )
     gunicorn = shutil.which("gunicorn", path=str(Path(PY).parent)) or "gunicorn"
     process = subprocess.Popen(
         [gunicorn, "-c", "deploy/gunicorn.conf.py", "config.wsgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -391,16 +372,8 @@ def processor() -> dict:
                 break
     except OSError:
         pass
-    wanted = (
-        "avx",
-        "avx2",
-        "avx512f",
-        "avx512_vnni",
-        "avx512_bf16",
-        "amx_tile",
-        "fma",
-        "sse4_2",
-    )
+    wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+              "fma", "sse4_2")
     return {
         "model": model,
         "cores": os.cpu_count(),
@@ -488,11 +461,9 @@ def ratios(runs: list[dict]) -> dict:
 def gunicorn_settings(args) -> dict:
     """The workers and threads the server ran with (the conf file's defaults)."""
     return {
-        "workers": args.workers
-        or int(os.environ.get("WEB_CONCURRENCY", "0") or 0)
+        "workers": args.workers or int(os.environ.get("WEB_CONCURRENCY", "0") or 0)
         or "deploy/gunicorn.conf.py default",
-        "threads": args.threads
-        or int(os.environ.get("GUNICORN_THREADS", "0") or 0)
+        "threads": args.threads or int(os.environ.get("GUNICORN_THREADS", "0") or 0)
         or "deploy/gunicorn.conf.py default",
     }
 
@@ -539,73 +510,34 @@ def print_table(report: dict) -> None:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--sizes",
-        default="1000,100000",
-        help="catalogue sizes, comma-separated (default 1000,100000)",
-    )
+    parser.add_argument("--sizes", default="1000,100000",
+                        help="catalogue sizes, comma-separated (default 1000,100000)")
     parser.add_argument("--audit-events", type=int, default=1_000_000)
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=15.0,
-        help="measured seconds per endpoint (default 15)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=3.0,
-        help="unmeasured seconds before each endpoint (default 3)",
-    )
-    parser.add_argument(
-        "--users", type=int, default=8, help="concurrent closed-loop users (default 8)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="gunicorn workers (default: deploy/gunicorn.conf.py)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="gunicorn threads per worker (default: the conf file)",
-    )
-    parser.add_argument(
-        "--endpoints",
-        default="",
-        help="comma-separated subset of: " + ", ".join(name for name, _ in ENDPOINTS),
-    )
-    parser.add_argument(
-        "--database",
-        default="postgres://postgres@127.0.0.1:5432",
-        help="PostgreSQL server URL without a database name",
-    )
-    parser.add_argument(
-        "--redis",
-        default="redis://127.0.0.1:6379/10",
-        help="Redis database for the broker and the cache",
-    )
-    parser.add_argument(
-        "--db-prefix",
-        default="civitas_bench",
-        help="names of the databases made (default civitas_bench)",
-    )
-    parser.add_argument(
-        "--out-dir",
-        type=Path,
-        default=OUT,
-        help="prepared-database facts, server logs, signing key",
-    )
-    parser.add_argument(
-        "--rebuild",
-        action="store_true",
-        help="prepare the databases again even if cached",
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the run's database clone afterwards"
-    )
+    parser.add_argument("--duration", type=float, default=15.0,
+                        help="measured seconds per endpoint (default 15)")
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="unmeasured seconds before each endpoint (default 3)")
+    parser.add_argument("--users", type=int, default=8,
+                        help="concurrent closed-loop users (default 8)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="gunicorn workers (default: deploy/gunicorn.conf.py)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="gunicorn threads per worker (default: the conf file)")
+    parser.add_argument("--endpoints", default="",
+                        help="comma-separated subset of: "
+                        + ", ".join(name for name, _ in ENDPOINTS))
+    parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server URL without a database name")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/10",
+                        help="Redis database for the broker and the cache")
+    parser.add_argument("--db-prefix", default="civitas_bench",
+                        help="names of the databases made (default civitas_bench)")
+    parser.add_argument("--out-dir", type=Path, default=OUT,
+                        help="prepared-database facts, server logs, signing key")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="prepare the databases again even if cached")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's database clone afterwards")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry', '0007_merge_0006_catalogue_generation_0006_identity'),
+        ("registry", "0007_merge_0006_catalogue_generation_0006_identity"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelversion',
-            name='derivation_settings',
+            model_name="modelversion",
+            name="derivation_settings",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

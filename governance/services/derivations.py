@@ -185,18 +185,18 @@ def model_version_derive(
     return derived
 
 
+def _awaiting():
+    """Derived versions still waiting for their bundle."""
+    return ModelVersion.objects.filter(
+        artifact_state=ArtifactState.PENDING,
+        derivation=Derivation.QUANTISED,
+        artifact_key="",
+    ).exclude(derivation_settings={})
+
+
 def _pending(version_id: int) -> ModelVersion | None:
-    return (
-        ModelVersion.objects.select_related("base_version", "model")
-        .filter(
-            pk=version_id,
-            artifact_state=ArtifactState.PENDING,
-            derivation=Derivation.QUANTISED,
-            artifact_key="",
-        )
-        .exclude(derivation_settings={})
-        .first()
-    )
+    versions = _awaiting().select_related("base_version", "model")
+    return versions.filter(pk=version_id).first()
 
 
 @transaction.atomic
@@ -335,16 +335,7 @@ def model_version_derive_sweep() -> dict[str, int]:
         seconds=settings.CIVITAS_DERIVE_TIMEOUT_SECONDS,
         minutes=settings.CIVITAS_ARTIFACT_REQUEUE_MINUTES,
     )
-    stale = (
-        ModelVersion.objects.filter(
-            artifact_state=ArtifactState.PENDING,
-            derivation=Derivation.QUANTISED,
-            artifact_key="",
-            updated_at__lt=before,
-        )
-        .exclude(derivation_settings={})
-        .values_list("pk", flat=True)
-    )
+    stale = _awaiting().filter(updated_at__lt=before).values_list("pk", flat=True)
     requeued = 0
     with transaction.atomic():
         for version_id in stale:

@@ -7,7 +7,6 @@ stored, released, and evaluated on the parent's suites.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -27,6 +26,7 @@ from tests.factories import (
     DatasetVersionFactory,
     ModelVersionFactory,
 )
+from tests.governance.conftest import _stored
 from tests.registry.conftest import token_client
 
 pytestmark = pytest.mark.django_db
@@ -38,11 +38,6 @@ TEXTS = [
     "Parking permits are issued by the town hall.",
     "The swimming pool closes at eight.",
 ]
-
-
-def _stored(key: str, content: bytes) -> tuple[str, str]:
-    key = storages["artifacts"].save(key, ContentFile(content))
-    return key, hashlib.sha256(content).hexdigest()
 
 
 @pytest.fixture
@@ -172,38 +167,26 @@ def test_bad_requests_answer_400_with_the_field(
     assert ModelVersion.objects.count() == before
 
 
-def test_calibration_from_another_agencys_private_dataset_is_refused(
-    fp32_parent, member_a, agency_b
+@pytest.mark.parametrize(
+    ("owner", "code"), [("agency_b", "does_not_exist"), ("agency_a", "no_file")]
+)
+def test_calibration_must_be_visible_and_have_a_stored_file(
+    fp32_parent, member_a, request, owner, code
 ):
-    private = DatasetVersionFactory(dataset=DatasetFactory(agency=agency_b))
-    response = _derive(
-        token_client(member_a),
-        fp32_parent,
-        method="static-int8",
-        version="2.0.0",
-        calibration_dataset_version=private.pk,
-    )
-    assert response.status_code == 400
-    assert response.json()["fields"]["calibration_dataset_version"][0]["code"] == (
-        "does_not_exist"
-    )
-
-
-def test_calibration_dataset_without_a_stored_file_is_refused(fp32_parent, member_a):
-    empty = DatasetVersionFactory(
-        dataset=DatasetFactory(agency=member_a.membership.agency)
+    dataset = DatasetVersionFactory(
+        dataset=DatasetFactory(agency=request.getfixturevalue(owner))
     )
     response = _derive(
         token_client(member_a),
         fp32_parent,
         method="static-int8",
         version="2.0.0",
-        calibration_dataset_version=empty.pk,
+        calibration_dataset_version=dataset.pk,
     )
     assert response.status_code == 400
-    assert response.json()["fields"]["calibration_dataset_version"][0]["code"] == (
-        "no_file"
-    )
+    errors = response.json()["fields"]["calibration_dataset_version"]
+    assert errors[0]["code"] == code
+    assert not ModelVersion.objects.filter(version="2.0.0").exists()
 
 
 # --- The worker ---------------------------------------------------------------

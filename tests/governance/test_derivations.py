@@ -7,6 +7,7 @@ stored, released, and evaluated on the parent's suites.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -274,21 +275,26 @@ def test_a_parent_whose_stored_bytes_changed_fails_the_derivation(
     ).exists()
 
 
+def _released_derivative(parent, method: str, quantisation: str) -> ModelVersion:
+    """A released quantised version of ``parent`` (set up directly)."""
+    return ModelVersionFactory(
+        model=parent.model,
+        base_version=parent,
+        derivation=Derivation.QUANTISED,
+        derivation_settings={"method": method},
+        artifact_digest=hashlib.sha256(method.encode()).hexdigest(),
+        quantisation=quantisation,
+        released_at=timezone.now(),
+    )
+
+
 # --- Evidence -------------------------------------------------------------------
 
 
 def test_evidence_compares_the_latest_runs_on_shared_suites(
     fp32_parent, member_a, small_suite, make_run
 ):
-    derived = ModelVersionFactory(
-        model=fp32_parent.model,
-        base_version=fp32_parent,
-        derivation=Derivation.QUANTISED,
-        derivation_settings={"method": "dynamic-int8"},
-        artifact_digest="b" * 64,
-        quantisation="int8",
-        released_at=timezone.now(),
-    )
+    derived = _released_derivative(fp32_parent, "dynamic-int8", "int8")
     make_run(
         fp32_parent, small_suite, days_ago=5,
         metrics={"perplexity.perplexity": 99.0},
@@ -352,15 +358,7 @@ def test_evidence_without_a_base_is_empty_and_private_versions_are_hidden(
 @pytest.fixture
 def measured_pair(fp32_parent, small_suite, make_run):
     """A quantised version and its parent, each with a run on the small suite."""
-    derived = ModelVersionFactory(
-        model=fp32_parent.model,
-        base_version=fp32_parent,
-        derivation=Derivation.QUANTISED,
-        derivation_settings={"method": "int4"},
-        artifact_digest="c" * 64,
-        quantisation="int4",
-        released_at=timezone.now(),
-    )
+    derived = _released_derivative(fp32_parent, "int4", "int4")
     make_run(
         fp32_parent, small_suite,
         metrics={"perplexity.perplexity": 40.0, "mc.acc": 0.8},

@@ -503,8 +503,7 @@ CIVITAS_S3_ENDPOINT_URL = env.str("CIVITAS_S3_ENDPOINT_URL", default="")
 CIVITAS_SELFTEST_TIMEOUT_SECONDS = env.int(
     "CIVITAS_SELFTEST_TIMEOUT_SECONDS", default=300
 )
-# Deriving a quantised version runs in the engine's child too (memory limit:
-# CIVITAS_EVAL_MEMORY_BYTES); killed past this, the derived version fails.
+# Wall clock of deriving a quantised version (docs/quantisation.md).
 CIVITAS_DERIVE_TIMEOUT_SECONDS = env.int("CIVITAS_DERIVE_TIMEOUT_SECONDS", default=1800)
 # A reference still pending after this long lost its verification message;
 # celery beat queues it again.
@@ -513,11 +512,6 @@ CIVITAS_ARTIFACT_REQUEUE_MINUTES = env.int(
 )
 CELERY_BEAT_SCHEDULE["artifact-sweep"] = {
     "task": "civitas.artifact_sweep",
-    "schedule": timedelta(minutes=10),
-    "options": {"expires": 10 * 60},
-}
-CELERY_BEAT_SCHEDULE["derive-sweep"] = {
-    "task": "civitas.model_version_derive_sweep",
     "schedule": timedelta(minutes=10),
     "options": {"expires": 10 * 60},
 }

@@ -190,10 +190,17 @@ def usecase_recheck_stale() -> int:
 
 @_task("civitas.artifact_sweep")
 def artifact_sweep() -> dict:
-    """Re-queue verification of referenced artifacts whose message was lost."""
+    """Re-queue verification of referenced artifacts whose message was lost.
+
+    Derivations of quantised versions whose message was lost are queued
+    again in the same pass (``governance.services.derivations``).
+    """
+    from governance.services import derivations
     from registry.services import artifacts
 
-    return artifacts.artifact_sweep()
+    swept = artifacts.artifact_sweep()
+    derived = derivations.model_version_derive_sweep()
+    return {**swept, "derivations_requeued": derived["requeued"]}
 
 
 @_task(
@@ -342,11 +349,3 @@ def model_version_derive(version_id: int) -> str:
     from governance.services import derivations
 
     return derivations.model_version_derive_execute(version_id=version_id)
-
-
-@_task("civitas.model_version_derive_sweep")
-def model_version_derive_sweep() -> dict:
-    """Re-queue derivations whose message or worker was lost (beat, housekeeping)."""
-    from governance.services import derivations
-
-    return derivations.model_version_derive_sweep()

@@ -509,3 +509,9 @@ def test_sweep_requeues_only_derivations_that_cannot_still_run(
     with django_capture_on_commit_callbacks() as callbacks:
         assert model_version_derive_sweep() == {"requeued": 1}
     assert len(callbacks) == 1
+    # Beat's artifact sweep runs the same pass.
+    from workers import tasks
+
+    with django_capture_on_commit_callbacks():
+        swept = tasks.artifact_sweep()
+    assert swept["derivations_requeued"] == 1

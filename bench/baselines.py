@@ -302,3 +302,80 @@ def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
         tail = done.stderr.strip().splitlines()[-3:]
         raise RuntimeError(f"{kind} worker failed: {' | '.join(tail)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- int8 scoring: a dynamic int8 version of the same model -------------------
+
+PERPLEXITY_SUITE = ROOT / "governance" / "suites" / "civitas-perplexity-public-texts"
+
+
+def ensure_int8(bundle: Path) -> Path:
+    """The dynamic int8 derivation of ``bundle`` (``engine.quantise``), cached."""
+    import shutil
+
+    from engine.quantise import Derivation, quantise_graph
+
+    dest = bundle.with_name(bundle.name + "-int8")
+    marker = dest / "bench_int8.json"
+    if marker.is_file():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for path in bundle.iterdir():
+        if path.is_file() and not path.name.startswith("model.onnx"):
+            shutil.copy2(path, dest / path.name)
+    quantise_graph(
+        bundle / "model.onnx", dest / "model.onnx", Derivation("dynamic-int8"),
+        feeds=None,
+    )  # fmt: skip
+    marker.write_text(json.dumps({"source": bundle.name}) + "\n")
+    return dest
+
+
+def _suite_perplexity(model, limit: int | None) -> float:
+    from engine.evaluate import Records, read_jsonl, run_task
+
+    records = read_jsonl(PERPLEXITY_SUITE / "data.jsonl")
+    if limit is not None:
+        records = Records(records[:limit])
+    result = run_task(model, "perplexity", records, batch_size=BATCH)
+    return result.metrics["perplexity"]
+
+
+def int8_figures(bundle: Path, settings, repeats: int, work: dict, quick: bool):
+    """Scoring times of the int8 model, and both models' suite perplexity."""
+    from engine.runtime import load_model
+
+    int8_bundle = ensure_int8(bundle)
+    fp32 = load_model(bundle, settings=settings)
+    int8 = load_model(int8_bundle, settings=settings)
+    requests = [([], row) for row in work["scoring"]]
+    times = timed(lambda: int8.loglikelihood(requests, batch_size=BATCH), repeats)
+    limit = 8 if quick else None
+    return {
+        "bundle": str(int8_bundle),
+        "scoring_times_s": times,
+        "perplexity_fp32": _suite_perplexity(fp32, limit),
+        "perplexity_int8": _suite_perplexity(int8, limit),
+        "perplexity_texts": limit or "all",
+    }
+
+
+def int8_summary(runs: dict, fp32_rate: float | None, flops_per_token: float) -> dict:
+    """int8 scoring against fp32, its perplexity change, and its MatMul limit."""
+    int8, gops = runs["int8"], runs["int8_limit"]["int8_matmul_gops"]
+    score = BATCH * SEQ_LEN / float(np.median(int8["scoring_times_s"]))
+    limit = gops * 1e9 / flops_per_token
+    p32, p8 = int8["perplexity_fp32"], int8["perplexity_int8"]
+    return {
+        "scoring_tokens_per_s": score,
+        "ratio_vs_fp32": score / fp32_rate if fp32_rate else None,
+        "perplexity_fp32": p32,
+        "perplexity_int8": p8,
+        "perplexity_relative_change": p8 / p32 - 1.0,
+        **runs["int8_limit"],
+        "scoring_limit_tokens_per_s": limit,
+        "scoring_fraction_of_limit": score / limit,
+        "targets": {"ratio_vs_fp32": 3.0, "perplexity_relative_change": 0.01},
+        "perplexity_texts": int8["perplexity_texts"],
+    }

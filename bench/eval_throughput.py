@@ -22,6 +22,8 @@ repeats after one warm-up:
   generation with transformers' ``DynamicCache``; (c) onnxruntime-genai
   generation on the same weights in the genai builder's layout
   (``GroupQueryAttention``), where some interpreter here has it;
+* int8: the same model, dynamic int8 (``engine.quantise``): scoring / fp32,
+  perplexity change on civitas-perplexity-public-texts, int8 MatMul limit;
 * the machine's limits, measured now: ONNX Runtime fp32 MatMul GFLOP/s (a
   chain of 4 x [1024x4096, 4096x1024] with Relu, M = 256 rows, the engine's
   session settings), so scoring cannot exceed ``GFLOP/s / flops_per_token``
@@ -65,6 +67,8 @@ from bench.baselines import (  # noqa: E402
     SEQ_LEN,
     TOKEN_SEED,
     genai_worker,
+    int8_figures,
+    int8_summary,
     naive_figures,
     python_with,
     run_worker,
@@ -72,7 +76,7 @@ from bench.baselines import (  # noqa: E402
     torch_worker,
     workload,
 )
-from bench.limits import bandwidth, matmul_gflops  # noqa: E402
+from bench.limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "out" / "eval_throughput"
 JSON_KEYS = (
@@ -403,6 +407,11 @@ def _measure(args, cfg, phases: Phases, settings, bundles, interpreters) -> dict
         )
         genai_reason = error or genai_reason
     runs["reasons"] = {"torch": torch_reason, "genai": genai_reason}
+    log("int8: dynamic int8 of the same model, and the int8 MatMul limit")
+    runs["int8"] = phases.measure(
+        "int8", lambda: int8_figures(bundle, settings, args.repeats, work, args.quick)
+    )
+    runs["int8_limit"] = int8_matmul_gops(args.threads, args.repeats)
     return runs
 
 
@@ -547,6 +556,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     result = {
         **_headline(runs, rates),
         "baselines": _baselines(runs, rates, interpreters),
+        "int8": int8_summary(runs, rates["score"], costs["flops_per_scoring_token"]),
         "engine": {
             "session_create_s": engine["load_s"],
             "session_cache": engine["session_cache"],
@@ -647,6 +657,11 @@ def _ratio_lines(r: dict) -> list[str]:
         f"{model['bytes_per_generated_token'] / 1e6:.0f} MB/token",
         f"engine session create {r['engine']['session_create_s']:.2f} s, reused from "
         f"the cache afterwards: {r['engine']['session_cache']['reused']}",
+        f"int8 (dynamic): {_fmt(r['int8']['scoring_tokens_per_s'])} tok/s, "
+        f"{_fmt(r['int8']['ratio_vs_fp32'], '.2f')}x fp32 (target 3), perplexity "
+        f"{r['int8']['perplexity_relative_change']:+.2%} (target within 1%); int8 "
+        f"MatMul {r['int8']['int8_matmul_gops']:.1f} GOP/s, fraction "
+        f"{_fmt(r['int8']['scoring_fraction_of_limit'], '.2f')}",
     ]
     return lines
 

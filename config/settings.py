@@ -503,6 +503,8 @@ CIVITAS_S3_ENDPOINT_URL = env.str("CIVITAS_S3_ENDPOINT_URL", default="")
 CIVITAS_SELFTEST_TIMEOUT_SECONDS = env.int(
     "CIVITAS_SELFTEST_TIMEOUT_SECONDS", default=300
 )
+# Wall clock of deriving a quantised version (docs/quantisation.md).
+CIVITAS_DERIVE_TIMEOUT_SECONDS = env.int("CIVITAS_DERIVE_TIMEOUT_SECONDS", default=1800)
 # A reference still pending after this long lost its verification message;
 # celery beat queues it again.
 CIVITAS_ARTIFACT_REQUEUE_MINUTES = env.int(

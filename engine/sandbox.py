@@ -33,6 +33,7 @@ import pickle
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -344,6 +345,7 @@ def run_isolated(
     layers: Sequence[str] | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_s: float = 1.0,
+    collect: dict[str, Path] | None = None,
 ) -> Any:
     """Call ``target(*args, **kwargs)`` in a limited child and return its JSON result.
 
@@ -357,7 +359,9 @@ def run_isolated(
     every ``poll_s`` seconds while the child runs, returned true) or the code
     the child reported. However the child ends, its process group is killed
     and its scratch folder (``civitas-eval-p<pid>-*``) removed before this
-    returns or raises.
+    returns or raises. ``collect`` maps file names the child wrote into its
+    scratch folder to destinations they are moved to after a successful run
+    (regular files only: a symlink or a missing file fails as ``crashed``).
     """
     tmp = make_scratch()
     try:
@@ -394,11 +398,25 @@ def run_isolated(
                 if proc.stdout is not None:
                     proc.stdout.close()
         elapsed = time.monotonic() - started
-        return _collect(
+        value = _collect(
             tmp / "result.json", stderr_path, returncode, elapsed, memory_bytes
         )
+        for name, dest in (collect or {}).items():
+            _take(tmp / name, Path(dest))
+        return value
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _take(source: Path, dest: Path) -> None:
+    """Move a file the child wrote out of its scratch folder; regular files only."""
+    try:
+        mode = os.lstat(source).st_mode
+    except OSError:
+        mode = 0
+    if not stat.S_ISREG(mode):
+        raise EvaluationFailure("crashed", f"the child left no file {source.name}")
+    shutil.move(source, dest)
 
 
 def _stderr_tail(path: Path, limit: int = 2000) -> str:

@@ -453,6 +453,9 @@ class ModelVersion(models.Model):
         related_name="derived_versions",
     )
     derivation = models.CharField(max_length=30, choices=Derivation.choices, blank=True)
+    # How a platform-derived version was made (method and settings); empty
+    # for versions the agency uploaded.
+    derivation_settings = models.JSONField(default=dict, blank=True)
     training_run = models.CharField(
         max_length=500, blank=True, help_text="MLflow run id or runs:/ URI"
     )

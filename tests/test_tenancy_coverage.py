@@ -75,6 +75,14 @@ CROSS_AGENCY = {
         "tests.governance.test_modifications"
         "::test_another_agency_gets_404_on_the_modification"
     ),
+    "model-version-derive": (
+        "tests.governance.test_derivations"
+        "::test_another_agencys_version_is_not_found_even_when_public"
+    ),
+    "model-version-quantisation-evidence": (
+        "tests.governance.test_derivations"
+        "::test_evidence_without_a_base_is_empty_and_private_versions_are_hidden"
+    ),
     "evaluation-detail": EVALUATIONS,
     "evaluation-cancel": EVALUATIONS,
     "evaluation-attestation": (

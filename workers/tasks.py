@@ -190,10 +190,17 @@ def usecase_recheck_stale() -> int:
 
 @_task("civitas.artifact_sweep")
 def artifact_sweep() -> dict:
-    """Re-queue verification of referenced artifacts whose message was lost."""
+    """Re-queue verification of referenced artifacts whose message was lost.
+
+    Derivations of quantised versions whose message was lost are queued
+    again in the same pass (``governance.services.derivations``).
+    """
+    from governance.services import derivations
     from registry.services import artifacts
 
-    return artifacts.artifact_sweep()
+    swept = artifacts.artifact_sweep()
+    derived = derivations.model_version_derive_sweep()
+    return {**swept, "derivations_requeued": derived["requeued"]}
 
 
 @_task(
@@ -292,6 +299,7 @@ def schedule_settle_run(tick_id: int) -> str:
 
     return schedules.schedule_settle(tick_id=tick_id)
 
+
 @_task("civitas.token_purge")
 def token_purge() -> int:
     """Delete expired API tokens (beat, hourly). Safe to run twice."""
@@ -306,6 +314,8 @@ def idempotency_purge() -> int:
     from idempotency import services
 
     return services.purge_expired()
+
+
 @_task("civitas.mlflow_outbox_deliver")
 def mlflow_outbox_deliver() -> dict:
     """Deliver what MLflow is owed, oldest first; the counts delivered and failed.
@@ -339,3 +349,21 @@ def modification_assess(version_id: int) -> str | None:
 
     assessment = modifications.modification_assess(version_id=version_id)
     return assessment.primary or assessment.status if assessment else None
+
+
+@_task(
+    "civitas.model_version_derive",
+    retried=True,
+    reject_on_worker_lost=True,
+    **ARTIFACT_TIME_LIMITS,
+)
+def model_version_derive(version_id: int) -> str:
+    """Derive a pending quantised version in the sandbox; release or fail it.
+
+    Runs on the default (evaluation) queue. Safe to run twice (only a version
+    still pending with no artifact is touched). Retries only on a lost
+    database connection; the engine's refusals are final.
+    """
+    from governance.services import derivations
+
+    return derivations.model_version_derive_execute(version_id=version_id)

@@ -10,6 +10,7 @@ from rest_framework.routers import SimpleRouter
 
 from governance.api import (
     decisions,
+    derivations,
     evaluations,
     exports,
     openlineage,
@@ -74,6 +75,16 @@ urlpatterns = [
         "model-versions/<int:pk>/modification/",
         modifications.ModelVersionModificationView.as_view(),
         name="model-version-modification",
+    ),
+    path(
+        "model-versions/<int:pk>/derive/",
+        derivations.ModelVersionDeriveView.as_view(),
+        name="model-version-derive",
+    ),
+    path(
+        "model-versions/<int:pk>/quantisation-evidence/",
+        derivations.ModelVersionQuantisationEvidenceView.as_view(),
+        name="model-version-quantisation-evidence",
     ),
     path("", include(evaluation_router.urls)),
     # Use cases, questionnaires, policies and policy results.

@@ -6,6 +6,7 @@ from governance.portal import (
     audit,
     compare,
     dashboard,
+    derivations,
     evaluations,
     incidents,
     public,
@@ -56,6 +57,11 @@ urlpatterns: list = [
     ),
     path("portal/audit/export/", audit.AuditExportView.as_view(), name="audit_export"),
     path("portal/versions/<int:pk>/", versions.version_detail, name="version_detail"),
+    path(
+        "portal/versions/<int:pk>/derive/",
+        derivations.version_derive_view,
+        name="version-derive",
+    ),
     # The agency dashboard, evaluations, use cases and comparisons
     # (docs/portal/agency.md).
     path("portal/", dashboard.dashboard, name="dashboard"),

@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from governance.models import Decision, EvaluationRun, PolicyResult
 from governance.portal.charts import Bar, bar_chart
+from governance.portal.derivations import evidence_rows, may_derive
 from governance.portal.readable import policy_outcome_rows
 from registry import lineage, selectors
 from registry.models import ArtifactState, ModelVersionDataset
@@ -149,5 +150,7 @@ def version_detail(request, pk: int):
             and version.artifact_state in (ArtifactState.NONE, ArtifactState.FAILED),
             "can_attach": can_write and not version.is_released,
             "states": ArtifactState,
+            "may_derive": may_derive(user, version),
+            "quantisation": evidence_rows(version),
         },
     )

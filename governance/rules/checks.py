@@ -32,6 +32,7 @@ from governance.models import (
     RuleStatus,
     UseCase,
 )
+from governance.quantisation import quantisation_rule
 from governance.rules.facts import (
     Facts,
     Outcome,
@@ -662,6 +663,7 @@ EVALUATORS: dict[str, Callable[[dict[str, Any], Facts], Outcome]] = {
     "size_cost": _size_cost,
     "required_suite": required_suite,
     "substantial_modification": substantial_modification,
+    "quantisation": quantisation_rule,
 }
 
 

@@ -182,6 +182,7 @@ MODEL_VERSION = {
         "version": "1.0.0",
     },
     "derivation": "fine-tuned",
+    "derivation_settings": {},
     "datasets": [
         {
             "dataset_version": 12,

@@ -385,6 +385,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "licence",
             "base_version",
             "derivation",
+            "derivation_settings",
             "datasets",
             "training_run",
             "training_jurisdiction",

@@ -260,6 +260,30 @@ def _model_version_attach(
     return _store_and_save(key=key, content=content, write=write)
 
 
+def model_version_artifact_derived(
+    *,
+    version_id: int,
+    content: File,
+    digest: str,
+    size: int,
+    inspected: InspectedBundle,
+    original_filename: str,
+) -> ModelVersion | None:
+    """Store and release a bundle the platform derived for a pending version.
+
+    The bundle was inspected and self-tested like an upload
+    (``registry.bundles.bundle_inspect``); the version must still be pending
+    with no artifact (``None`` otherwise: another run finished it). Records
+    ``model_version.derived`` (actor: the system).
+    """
+    return _model_version_attach(
+        actor=None, version_id=version_id, content=content, digest=digest,
+        size=size, fmt="zip", inspected=inspected,
+        original_filename=original_filename, action="model_version.derived",
+        expect_pending=("", ""),
+    )  # fmt: skip
+
+
 # --- By reference -----------------------------------------------------------
 
 

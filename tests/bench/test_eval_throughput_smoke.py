@@ -115,3 +115,20 @@ def test_foreign_load_and_environment_are_recorded(report):
     env = report["environment"]
     assert env["onnxruntime"]
     assert env["runtime_settings"]["resolved_intra_op_threads"] >= 1
+
+
+def test_int8_scoring_is_reported_against_fp32_and_its_limit(report):
+    int8 = report["int8"]
+    for key in (
+        "scoring_tokens_per_s",
+        "ratio_vs_fp32",
+        "int8_matmul_gops",
+        "scoring_limit_tokens_per_s",
+        "scoring_fraction_of_limit",
+        "perplexity_fp32",
+        "perplexity_int8",
+    ):
+        assert isinstance(int8[key], float) and int8[key] > 0, key
+    # Dynamic int8 of the same weights: the perplexity moves, but little.
+    assert 0 < abs(int8["perplexity_relative_change"]) < 0.05
+    assert int8["targets"] == {"ratio_vs_fp32": 3.0, "perplexity_relative_change": 0.01}

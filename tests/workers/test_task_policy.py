@@ -10,6 +10,7 @@ RETRIED = {
     "civitas.evaluation_run": 3,
     "civitas.artifact_verify": 5,
     "civitas.dataset_file_verify": 5,
+    "civitas.model_version_derive": 5,
     "civitas.usecase_recheck": 5,
     "civitas.webhook_deliver": 5,
     "civitas.notification_email": 5,

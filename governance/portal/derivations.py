@@ -1,0 +1,75 @@
+"""Deriving a quantised version from the version page, and the trade it made."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+
+from config.exceptions import DomainError
+from governance.portal.forms.derivations import DeriveForm
+from governance.quantisation import quantisation_evidence
+from governance.services.derivations import model_version_derive
+from registry.models import ArtifactState, Derivation, ModelVersion
+from registry.portal.catalogue import can_write_for
+
+
+def may_derive(user, version: ModelVersion) -> bool:
+    """The owning agency's writers, on a released fp32 version."""
+    return (
+        can_write_for(user, version.model.agency_id)
+        and version.is_released
+        and version.artifact_state == ArtifactState.AVAILABLE
+        and version.quantisation == "fp32"
+        and version.derivation != Derivation.QUANTISED
+    )
+
+
+def evidence_rows(version: ModelVersion) -> dict | None:
+    """The quantisation evidence of a quantised version, for the version page."""
+    if version.derivation != Derivation.QUANTISED or version.base_version_id is None:
+        return None
+    return quantisation_evidence(version)
+
+
+@login_required
+def version_derive_view(request, pk: int):
+    """Ask for a quantised version (GET form, POST request)."""
+    version = get_object_or_404(
+        ModelVersion.objects.visible_to(request.user).select_related("model__agency"),
+        pk=pk,
+    )
+    if not can_write_for(request.user, version.model.agency_id):
+        raise PermissionDenied
+    form = DeriveForm(
+        request.POST if request.method == "POST" else None, user=request.user
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            derived = model_version_derive(
+                actor=request.user,
+                parent=version,
+                method=form.cleaned_data["method"],
+                version=form.cleaned_data["version"],
+                calibration=form.cleaned_data.get("calibration"),
+                block_size=form.cleaned_data.get("block_size"),
+            )
+        except DomainError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(
+                request,
+                _("The quantised version is registered; a worker derives it now."),
+            )
+            return redirect("governance_portal:version_detail", pk=derived.pk)
+    return render(
+        request,
+        "portal/versions/derive.html",
+        {
+            "version": version,
+            "form": form,
+            "may_derive": may_derive(request.user, version),
+        },
+    )

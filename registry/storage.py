@@ -34,9 +34,9 @@ import os
 import posixpath
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 

@@ -292,6 +292,7 @@ def schedule_settle_run(tick_id: int) -> str:
 
     return schedules.schedule_settle(tick_id=tick_id)
 
+
 @_task("civitas.token_purge")
 def token_purge() -> int:
     """Delete expired API tokens (beat, hourly). Safe to run twice."""
@@ -306,6 +307,8 @@ def idempotency_purge() -> int:
     from idempotency import services
 
     return services.purge_expired()
+
+
 @_task("civitas.mlflow_outbox_deliver")
 def mlflow_outbox_deliver() -> dict:
     """Deliver what MLflow is owed, oldest first; the counts delivered and failed.
@@ -321,3 +324,11 @@ def mlflow_outbox_deliver() -> dict:
     from governance.services import outbox
 
     return outbox.outbox_deliver()
+
+
+@_task("civitas.upload_cleanup")
+def upload_cleanup() -> dict:
+    """Remove expired resumable uploads and their staging files."""
+    from registry.services import uploads
+
+    return uploads.upload_session_cleanup()

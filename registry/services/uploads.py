@@ -290,8 +290,9 @@ def upload_session_abort(*, actor, session: UploadSession) -> None:
         agency=locked.version.model.agency,
         payload={"upload_id": str(locked.id), "state": locked.state},
     )
+    session_id = locked.id
     locked.delete()
-    transaction.on_commit(lambda: _remove_staging(locked.id))
+    transaction.on_commit(lambda: _remove_staging(session_id))
 
 
 def upload_session_cleanup() -> dict[str, int]:

@@ -206,6 +206,10 @@ STORAGES = {
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 4
 CIVITAS_UPLOAD_MAX_BYTES = env.int("CIVITAS_UPLOAD_MAX_BYTES", default=8 * 1024**3)
+CIVITAS_UPLOAD_PART_MIN = env.int("CIVITAS_UPLOAD_PART_MIN", default=1024**2)
+CIVITAS_UPLOAD_PART_MAX = env.int("CIVITAS_UPLOAD_PART_MAX", default=256 * 1024**2)
+CIVITAS_UPLOAD_MAX_PARTS = env.int("CIVITAS_UPLOAD_MAX_PARTS", default=10_000)
+CIVITAS_UPLOAD_SESSION_HOURS = env.int("CIVITAS_UPLOAD_SESSION_HOURS", default=24)
 
 # --- Security (HTTPS settings follow CIVITAS_HTTPS, on unless DEBUG) -------
 CIVITAS_HTTPS = env.bool("CIVITAS_HTTPS", default=not DEBUG)
@@ -788,22 +792,6 @@ CIVITAS_INCIDENT_FORM_MIN_SECONDS = env.int(
 CIVITAS_INCIDENT_FORM_MAX_SECONDS = env.int(
     "CIVITAS_INCIDENT_FORM_MAX_SECONDS", default=86400
 )
-
-# Resumable uploads (docs/artifacts.md): part size bounds, how many parts, how
-# long an unfinished session lives; the total stays CIVITAS_UPLOAD_MAX_BYTES.
-CIVITAS_UPLOAD_PART_MIN_BYTES = env.int(
-    "CIVITAS_UPLOAD_PART_MIN_BYTES", default=1024 * 1024
-)
-CIVITAS_UPLOAD_PART_MAX_BYTES = env.int(
-    "CIVITAS_UPLOAD_PART_MAX_BYTES", default=256 * 1024 * 1024
-)
-CIVITAS_UPLOAD_MAX_PARTS = env.int("CIVITAS_UPLOAD_MAX_PARTS", default=10_000)
-CIVITAS_UPLOAD_SESSION_HOURS = env.int("CIVITAS_UPLOAD_SESSION_HOURS", default=24)
-CELERY_BEAT_SCHEDULE["upload-cleanup"] = {
-    "task": "civitas.upload_cleanup",
-    "schedule": timedelta(hours=1),
-    "options": {"expires": 60 * 60},
-}
 
 # Logging is configured last, once every setting it may read is known.
 from config.logging import configure_logging  # noqa: E402

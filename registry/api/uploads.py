@@ -36,6 +36,7 @@ from registry.api.artifacts import (
     ModelVersionArtifactSerializer,
     _problem,
 )
+from registry.api.examples import ARTIFACT, response
 from registry.models import ModelVersion, UploadPart, UploadSession
 from registry.services import uploads
 from registry.storage import body_blocks
@@ -330,6 +331,7 @@ class UploadCompleteView(APIView):
             409: _CLOSED,
             **_COMMON_ERRORS,
         },
+        examples=[response("Stored, self-test pending", ARTIFACT)],
     )
     def post(self, request, pk: int, upload_id):
         session = _session(request, pk, upload_id)

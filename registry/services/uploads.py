@@ -59,8 +59,8 @@ def _limits_check(*, size: int, part_size: int) -> int:
             "(CIVITAS_UPLOAD_MAX_BYTES).",
             fields={"size": [f"At most {cap} bytes."]},
         )
-    low = int(settings.CIVITAS_UPLOAD_PART_MIN_BYTES)
-    high = int(settings.CIVITAS_UPLOAD_PART_MAX_BYTES)
+    low = int(settings.CIVITAS_UPLOAD_PART_MIN)
+    high = int(settings.CIVITAS_UPLOAD_PART_MAX)
     if part_size > high or (part_size < low and part_size < size):
         raise DomainError(
             f"Parts must be between {low} and {high} bytes (only a single part "

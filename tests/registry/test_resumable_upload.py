@@ -40,8 +40,8 @@ PART = 1024
 
 @pytest.fixture(autouse=True)
 def small_parts(settings):
-    settings.CIVITAS_UPLOAD_PART_MIN_BYTES = 256
-    settings.CIVITAS_UPLOAD_PART_MAX_BYTES = 4096
+    settings.CIVITAS_UPLOAD_PART_MIN = 256
+    settings.CIVITAS_UPLOAD_PART_MAX = 4096
     settings.CIVITAS_UPLOAD_MAX_PARTS = 64
 
 

@@ -36,7 +36,7 @@ from registry.api.artifacts import (
     ModelVersionArtifactSerializer,
     _problem,
 )
-from registry.api.examples import ARTIFACT, response
+from registry.api.examples import ARTIFACT
 from registry.models import ModelVersion, UploadPart, UploadSession
 from registry.services import uploads
 from registry.storage import body_blocks
@@ -331,7 +331,14 @@ class UploadCompleteView(APIView):
             409: _CLOSED,
             **_COMMON_ERRORS,
         },
-        examples=[response("Stored, self-test pending", ARTIFACT)],
+        examples=[
+            OpenApiExample(
+                "Stored, self-test pending",
+                value={**ARTIFACT, "artifact_state": "pending", "released_at": None},
+                response_only=True,
+                status_codes=["202"],
+            )
+        ],
     )
     def post(self, request, pk: int, upload_id):
         session = _session(request, pk, upload_id)

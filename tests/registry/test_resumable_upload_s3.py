@@ -31,14 +31,11 @@ from tests.registry.test_s3_storage import (  # noqa: F401 - fixtures
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("s3_store")
 def test_resumable_upload_completes_into_the_bucket(
-    s3_store,
-    api_a,
-    agency_a,
-    member_a,
-    settings,
-    tmp_path,  # noqa: F811
+    api_a, agency_a, member_a, settings, tmp_path
 ):
+    endpoint = settings.STORAGES["artifacts"]["OPTIONS"]["endpoint_url"]
     settings.ARTIFACT_TMP_DIR = tmp_path / "scratch"
     version = ModelVersionFactory(
         model=AIModelFactory(agency=agency_a, created_by=member_a), created_by=member_a
@@ -53,8 +50,8 @@ def test_resumable_upload_completes_into_the_bucket(
     assert done.status_code == 202, done.json()
     digest = hashlib.sha256(body).hexdigest()
     key = f"model-versions/{version.pk}/{digest}.zip"
-    assert key in _keys(s3_store)
-    stored = _client(s3_store).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert key in _keys(endpoint)
+    stored = _client(endpoint).get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert stored == body
     assert ModelVersion.objects.get(pk=version.pk).artifact_key == key
     assert UploadSession.objects.get(pk=upload_id).state == UploadState.COMPLETED

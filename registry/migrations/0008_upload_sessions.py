@@ -7,50 +7,115 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry', '0007_merge_0006_catalogue_generation_0006_identity'),
+        ("registry", "0007_merge_0006_catalogue_generation_0006_identity"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UploadSession',
+            name="UploadSession",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('size', models.BigIntegerField(validators=[django.core.validators.MinValueValidator(1)])),
-                ('part_size', models.BigIntegerField(validators=[django.core.validators.MinValueValidator(1)])),
-                ('part_count', models.PositiveIntegerField()),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('expected_sha256', models.CharField(blank=True, max_length=64)),
-                ('state', models.CharField(choices=[('open', 'Receiving parts'), ('completing', 'Being assembled and checked'), ('completed', "Stored as the version's artifact"), ('failed', 'Refused at completion')], default='open', max_length=20)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='upload_sessions', to='registry.modelversion')),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                (
+                    "size",
+                    models.BigIntegerField(
+                        validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "part_size",
+                    models.BigIntegerField(
+                        validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                ("part_count", models.PositiveIntegerField()),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("expected_sha256", models.CharField(blank=True, max_length=64)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("open", "Receiving parts"),
+                            ("completing", "Being assembled and checked"),
+                            ("completed", "Stored as the version's artifact"),
+                            ("failed", "Refused at completion"),
+                        ],
+                        default="open",
+                        max_length=20,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="upload_sessions",
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='UploadPart',
+            name="UploadPart",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('size', models.BigIntegerField()),
-                ('sha256', models.CharField(max_length=64, validators=[django.core.validators.RegexValidator('^[0-9a-f]{64}$', 'A SHA-256 digest is 64 lowercase hex characters.', 'invalid_digest')])),
-                ('received_at', models.DateTimeField(auto_now=True)),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='parts', to='registry.uploadsession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("size", models.BigIntegerField()),
+                (
+                    "sha256",
+                    models.CharField(
+                        max_length=64,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[0-9a-f]{64}$",
+                                "A SHA-256 digest is 64 lowercase hex characters.",
+                                "invalid_digest",
+                            )
+                        ],
+                    ),
+                ),
+                ("received_at", models.DateTimeField(auto_now=True)),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="parts",
+                        to="registry.uploadsession",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['number'],
+                "ordering": ["number"],
             },
         ),
         migrations.AddIndex(
-            model_name='uploadsession',
-            index=models.Index(fields=['expires_at'], name='upload_session_expiry'),
+            model_name="uploadsession",
+            index=models.Index(fields=["expires_at"], name="upload_session_expiry"),
         ),
         migrations.AddConstraint(
-            model_name='uploadpart',
-            constraint=models.UniqueConstraint(fields=('session', 'number'), name='upload_part_unique'),
+            model_name="uploadpart",
+            constraint=models.UniqueConstraint(
+                fields=("session", "number"), name="upload_part_unique"
+            ),
         ),
     ]

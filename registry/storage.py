@@ -697,12 +697,15 @@ def _socket_blocks(sock, reader, unreader, length: int) -> Iterator[memoryview]:
             while filled < want:
                 n = sock.recv_into(buffer[filled:want])
                 if not n:
-                    return
+                    break
                 filled += n
                 # What is still unread stays gunicorn's to drain.
                 reader.length = left - filled
             left -= filled
-            yield buffer[:filled]
+            if filled:
+                yield buffer[:filled]
+            if filled < want:
+                return  # the client stopped sending
     finally:
         sock.settimeout(timeout)
 

@@ -325,3 +325,32 @@ def test_a_version_with_an_artifact_refuses_a_new_session(
 
     assert response.status_code == 409
     assert response.json()["code"] == "artifact_pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hourly_cleanup_task_runs_on_a_real_worker(
+    member_a, version_a, artifact_dirs, settings
+):
+    from config.celery import app
+    from tests.conftest import celery_worker, database_url, process_env, wait_until
+    from tests.registry.conftest import token_client
+
+    client = token_client(member_a)
+    upload_id = create(client, version_a, bundle()).json()["id"]
+    UploadSession.objects.filter(pk=upload_id).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    env = process_env(
+        DATABASE_URL=database_url(), ARTIFACT_TMP_DIR=str(artifact_dirs.scratch)
+    )
+    assert "upload-cleanup" in app.conf.beat_schedule
+
+    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+        app.send_task("civitas.upload_cleanup")
+        wait_until(
+            lambda: not UploadSession.objects.filter(pk=upload_id).exists(),
+            timeout=60,
+            what="the cleanup task on the worker",
+        )
+
+    assert not upload_staging_path(uuid.UUID(upload_id)).exists()

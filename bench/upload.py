@@ -10,7 +10,13 @@ in memory. Printed side by side:
 * the raw disk copy speed of the same file (``shutil.copyfileobj``) measured
   in the same run, and the ratio of the two;
 * the peak RSS of the gunicorn worker processes (psutil, sampled every 20 ms
-  in a thread), against their idle RSS before the upload.
+  in a thread), against their idle RSS before the upload;
+* the same bundle through the resumable protocol (``--parallel`` parts in
+  flight, ``--part-mb`` each): create, PUT parts, complete (the server's
+  whole-bundle SHA-256 and the bundle checks included), with the same figures.
+  Each part is sent from the file with ``socket.sendfile`` (a client that
+  does not copy); part digests are computed before the clock starts, as a
+  client hashing while it reads would do on another core.
 
 Against a running server::
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import secrets
@@ -42,6 +49,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,8 +80,11 @@ model = services.model_create(actor=member, name="Bench model", slug="bench-mode
                               task=Task.OTHER, intended_use="Upload benchmark.")
 version = services.model_version_create(actor=member, model=model,
                                         version="1.0.0", licence=licence)
+other = services.model_version_create(actor=member, model=model,
+                                      version="1.0.1", licence=licence)
 _, token = services.token_create(actor=member)
-print(json.dumps({"token": token, "version_id": version.pk}))
+print(json.dumps({"token": token, "version_id": version.pk,
+                  "resumable_version_id": other.pk}))
 """
 
 
@@ -224,38 +235,112 @@ def _create_version(base: str, headers: dict[str, str]) -> int:
     return version.json()["id"]
 
 
-def run_upload(
+def _part_digests(path: Path, part_size: int) -> list[str]:
+    digests = []
+    with open(path, "rb") as f:
+        while data := f.read(part_size):
+            digests.append(hashlib.sha256(data).hexdigest())
+    return digests
+
+
+def _send_part(
+    base: str, url: str, token: str, path: Path, offset: int, length: int, digest: str
+) -> int:
+    """PUT one part with ``socket.sendfile`` from the bundle; the status code."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=600)
+    try:
+        conn.putrequest("PUT", url)
+        for name, value in (
+            ("Authorization", f"Token {token}"),
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(length)),
+            ("X-Part-SHA256", digest),
+        ):
+            conn.putheader(name, value)
+        conn.endheaders()
+        with open(path, "rb") as f:
+            conn.sock.sendfile(f, offset, length)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def resumable_upload(
     *,
     base: str,
     token: str,
-    version_id: int | None,
-    size_mb: int,
-    workdir: Path,
-    server_pids: list[int],
-) -> dict:
-    """Generate the bundle, measure the disk copy, upload, and collect figures."""
+    version_id: int,
+    bundle: Path,
+    part_size: int,
+    parallel: int,
+    digests: list[str],
+    phases: dict | None = None,
+):
+    """Create, PUT the parts ``parallel`` at a time, complete; the last response."""
     headers = {"Authorization": f"Token {token}"}
-    if version_id is None:
-        version_id = _create_version(base, headers)
-    bundle = workdir / "bench-bundle.zip"
-    local_digest = make_bundle(bundle, size_mb)
     size = bundle.stat().st_size
-    copy_s = disk_copy_seconds(bundle, workdir)
+    root = f"/api/v1/model-versions/{version_id}/uploads/"
+    opened = requests.post(
+        base + root, headers=headers, timeout=60,
+        json={"size": size, "part_size": part_size, "filename": bundle.name},
+    )  # fmt: skip
+    if opened.status_code != 201:
+        return opened
+    upload = f"{root}{opened.json()['id']}/"
 
-    # Warm the workers (first requests import the engine and ONNX) so the
-    # idle figure is a serving process, not a half-booted one.
-    for _ in range(8):
-        requests.get(
-            f"{base}/api/v1/model-versions/{version_id}/artifact/",
-            headers=headers,
-            timeout=30,
-        )
+    def send(index: int) -> int:
+        offset = index * part_size
+        length = min(part_size, size - offset)
+        return _send_part(
+            base, f"{upload}parts/{index + 1}/", token, bundle, offset, length,
+            digests[index],
+        )  # fmt: skip
+
+    phases = {} if phases is None else phases
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        statuses = list(pool.map(send, range(len(digests))))
+    phases["parts_seconds"] = round(time.perf_counter() - started, 3)
+    if any(code != 200 for code in statuses):
+        return requests.get(base + upload, headers=headers, timeout=60)
+    started = time.perf_counter()
+    done = requests.post(base + upload + "complete/", headers=headers, timeout=3600)
+    phases["complete_seconds"] = round(time.perf_counter() - started, 3)
+    return done
+
+
+def _measured(server_pids: list[int], send) -> dict:
+    """Run ``send()`` (returns a response) while sampling the workers' RSS."""
     sampler = RssSampler(server_pids)
     idle = sampler.snapshot()
     sampler.start()
     started = time.perf_counter()
+    try:
+        response = send()
+    finally:
+        seconds = time.perf_counter() - started
+        sampler.stop()
+    growth = max(
+        (peak - idle.get(pid, peak) for pid, peak in sampler.peak.items()), default=0
+    )
+    peak_max = max(sampler.peak.values(), default=0)
+    return {
+        "response": response,
+        "seconds": seconds,
+        "workers": len(sampler.peak),
+        "rss_idle_mib": round(max(idle.values()) / MIB, 1) if idle else None,
+        "rss_peak_mib": round(peak_max / MIB, 1) if peak_max else None,
+        "rss_growth_mib": round(growth / MIB, 1) if idle else None,
+    }
+
+
+def _put_single(base: str, headers: dict, version_id: int, bundle: Path):
+    size = bundle.stat().st_size
     with open(bundle, "rb") as body:
-        response = requests.put(
+        return requests.put(
             f"{base}/api/v1/model-versions/{version_id}/artifact/",
             data=body,
             headers={
@@ -266,30 +351,84 @@ def run_upload(
             },
             timeout=3600,
         )
-    upload_s = time.perf_counter() - started
-    sampler.stop()
-    bundle.unlink()
+
+
+def _figures(run: dict, size: int, copy_s: float, digest: str) -> dict:
+    response = run["response"]
     answer = response.json() if response.content else {}
-    idle_max = max(idle.values(), default=0)
-    peak_max = max(sampler.peak.values(), default=0)
-    growth = max(
-        (peak - idle.get(pid, peak) for pid, peak in sampler.peak.items()), default=0
-    )
     return {
         "status": response.status_code,
-        "error": None if response.ok else answer,
+        "error": None if response.status_code == 202 else answer,
+        "digest_match": answer.get("artifact_digest") == digest,
+        "upload_seconds": round(run["seconds"], 3),
+        "upload_mib_per_s": round(size / MIB / run["seconds"], 1),
+        "upload_vs_disk_copy": round(copy_s / run["seconds"], 3),
+        "server_workers": run["workers"],
+        "server_worker_rss_idle_mib": run["rss_idle_mib"],
+        "server_worker_rss_peak_mib": run["rss_peak_mib"],
+        "server_worker_rss_growth_mib": run["rss_growth_mib"],
+    }
+
+
+def run_upload(
+    *,
+    base: str,
+    token: str,
+    version_id: int | None,
+    size_mb: int,
+    workdir: Path,
+    server_pids: list[int],
+    resumable_version_id: int | None = None,
+    part_mb: int = 16,
+    parallel: int = 4,
+) -> dict:
+    """Generate the bundle, measure the disk copy, upload both ways, collect figures."""
+    headers = {"Authorization": f"Token {token}"}
+    if version_id is None:
+        version_id = _create_version(base, headers)
+    if resumable_version_id is None:
+        resumable_version_id = _create_version(base, headers)
+    bundle = workdir / "bench-bundle.zip"
+    local_digest = make_bundle(bundle, size_mb)
+    size = bundle.stat().st_size
+    copy_s = disk_copy_seconds(bundle, workdir)
+    # Warm the workers (first requests import the engine and ONNX) so the
+    # idle figure is a serving process, not a half-booted one.
+    for _ in range(8):
+        requests.get(
+            f"{base}/api/v1/model-versions/{version_id}/artifact/",
+            headers=headers,
+            timeout=30,
+        )
+    single = _measured(
+        server_pids, lambda: _put_single(base, headers, version_id, bundle)
+    )
+    part_size = part_mb * MIB
+    digests = _part_digests(bundle, part_size)
+    phases: dict = {}
+    resumable = _measured(
+        server_pids,
+        lambda: resumable_upload(
+            base=base, token=token, version_id=resumable_version_id,
+            bundle=bundle, part_size=part_size, parallel=parallel, digests=digests,
+            phases=phases,
+        ),
+    )  # fmt: skip
+    bundle.unlink()
+    result = {
         "size_bytes": size,
-        "digest_match": answer.get("artifact_digest") == local_digest,
-        "upload_seconds": round(upload_s, 3),
-        "upload_mib_per_s": round(size / MIB / upload_s, 1),
         "disk_copy_seconds": round(copy_s, 3),
         "disk_copy_mib_per_s": round(size / MIB / copy_s, 1),
-        "upload_vs_disk_copy": round(copy_s / upload_s, 3),
-        "server_workers": len(sampler.peak),
-        "server_worker_rss_idle_mib": round(idle_max / MIB, 1) if idle else None,
-        "server_worker_rss_peak_mib": round(peak_max / MIB, 1) if peak_max else None,
-        "server_worker_rss_growth_mib": round(growth / MIB, 1) if idle else None,
+        **_figures(single, size, copy_s, local_digest),
+        "resumable": {
+            "part_mib": part_mb,
+            "parallel": parallel,
+            "parts": len(digests),
+            **phases,
+            **_figures(resumable, size, copy_s, local_digest),
+        },
     }
+    return result
 
 
 def _free_port() -> int:
@@ -312,6 +451,7 @@ def _server_env(var_dir: Path, port: int, size_mb: int) -> dict[str, str]:
         SECRET_KEY=secrets.token_urlsafe(48),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         CIVITAS_HTTPS="false",
+        CIVITAS_SIGNING_KEY_GENERATE="true",
         LOG_LEVEL="WARNING",
         LOG_FORMAT="console",
         PORT=str(port),
@@ -361,9 +501,12 @@ def self_serve(args) -> dict:
             base=base,
             token=ids["token"],
             version_id=ids["version_id"],
+            resumable_version_id=ids["resumable_version_id"],
             size_mb=args.size_mb,
             workdir=workdir,
             server_pids=[server.pid],
+            part_mb=args.part_mb,
+            parallel=args.parallel,
         )
         result["server"] = "self-serve gunicorn " + (
             f"({env.get('WEB_CONCURRENCY', '2')} workers x "
@@ -408,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="where the bundle is generated (--url mode)"
     )
+    parser.add_argument("--part-mb", type=int, default=16, help="resumable part MiB")
+    parser.add_argument(
+        "--parallel", type=int, default=4, help="resumable parts in flight"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)  # fmt: skip
@@ -429,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                 size_mb=args.size_mb,
                 workdir=workdir,
                 server_pids=pids,
+                part_mb=args.part_mb,
+                parallel=args.parallel,
             )
         finally:
             if args.workdir is None and not args.keep:
@@ -438,30 +587,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"server:            {result['server']}")
+        _print(result)
+    ok = result["status"] == 202 and result["digest_match"]
+    resumable = result["resumable"]
+    return 0 if ok and resumable["status"] == 202 and resumable["digest_match"] else 1
+
+
+def _print(result: dict) -> None:
+    print(f"server:            {result['server']}")
+    print(f"bundle:            {result['size_bytes'] / MIB:.0f} MiB")
+    print(
+        f"disk copy:         {result['disk_copy_seconds']:.2f} s  "
+        f"{result['disk_copy_mib_per_s']:.1f} MiB/s"
+    )
+    resumable = result["resumable"]
+    label = f"resumable {resumable['parallel']}x{resumable['part_mib']} MiB"
+    for name, figures in (("single request", result), (label, resumable)):
+        print(f"{name}:")
+        print(f"  status {figures['status']}  digest match: {figures['digest_match']}")
         print(
-            f"status:            {result['status']}  digest match: "
-            f"{result['digest_match']}"
-        )
-        print(f"bundle:            {result['size_bytes'] / MIB:.0f} MiB")
-        print(
-            f"upload:            {result['upload_seconds']:.2f} s  "
-            f"{result['upload_mib_per_s']:.1f} MiB/s"
+            f"  upload {figures['upload_seconds']:.2f} s  "
+            f"{figures['upload_mib_per_s']:.1f} MiB/s  "
+            f"({figures['upload_vs_disk_copy']:.2f}x the disk copy)"
         )
         print(
-            f"disk copy:         {result['disk_copy_seconds']:.2f} s  "
-            f"{result['disk_copy_mib_per_s']:.1f} MiB/s"
+            f"  worker RSS idle {figures['server_worker_rss_idle_mib']} MiB, "
+            f"peak {figures['server_worker_rss_peak_mib']} MiB, "
+            f"growth {figures['server_worker_rss_growth_mib']} MiB "
+            f"({figures['server_workers']} workers sampled)"
         )
-        print(f"upload/disk copy:  {result['upload_vs_disk_copy']:.2f}")
-        print(
-            f"worker RSS:        idle {result['server_worker_rss_idle_mib']} MiB, "
-            f"peak {result['server_worker_rss_peak_mib']} MiB, "
-            f"growth {result['server_worker_rss_growth_mib']} MiB "
-            f"({result['server_workers']} workers sampled)"
-        )
-        if result["error"]:
-            print(f"error:             {result['error']}")  # fmt: skip
-    return 0 if result["status"] == 201 and result["digest_match"] else 1
+        if "parts_seconds" in figures:
+            print(
+                f"  parts {figures['parts_seconds']:.2f} s, complete (digest, "
+                f"bundle check, store) {figures['complete_seconds']:.2f} s"
+            )
+        if figures["error"]:
+            print(f"  error: {figures['error']}")
 
 
 if __name__ == "__main__":

@@ -642,3 +642,77 @@ class SessionGeneration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} (generation {self.generation})"
+
+
+class UploadState(models.TextChoices):
+    """Where a resumable upload session is (``registry.services.uploads``)."""
+
+    OPEN = "open", "Receiving parts"
+    COMPLETING = "completing", "Being assembled and checked"
+    COMPLETED = "completed", "Stored as the version's artifact"
+    FAILED = "failed", "Refused at completion"
+
+
+class UploadSession(models.Model):
+    """A resumable, multi-part upload of one model version's bundle.
+
+    The parts land at their offsets in one server-named staging file
+    (``ARTIFACT_TMP_DIR/uploads/<id>.bundle``); the session's id, not any
+    client input, names it. Part ``n`` (from 1) covers bytes
+    ``[(n-1)*part_size, min(n*part_size, size))``. Expired sessions and their
+    staging files are removed by ``civitas.upload_cleanup``.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="upload_sessions"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    size = models.BigIntegerField(validators=[MinValueValidator(1)])
+    part_size = models.BigIntegerField(validators=[MinValueValidator(1)])
+    part_count = models.PositiveIntegerField()
+    original_filename = models.CharField(max_length=255, blank=True)
+    # The whole bundle's SHA-256 as the client announced it (optional).
+    expected_sha256 = models.CharField(max_length=64, blank=True)
+    state = models.CharField(
+        max_length=20, choices=UploadState.choices, default=UploadState.OPEN
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="upload_session_expiry")]
+
+    def __str__(self) -> str:
+        return f"upload {self.id} of version {self.version_id}"
+
+    def part_length(self, number: int) -> int:
+        """The exact byte length part ``number`` (from 1) must have."""
+        start = (number - 1) * self.part_size
+        return max(0, min(self.part_size, self.size - start))
+
+
+class UploadPart(models.Model):
+    """One received, hash-checked part of an upload session."""
+
+    session = models.ForeignKey(
+        UploadSession, on_delete=models.CASCADE, related_name="parts"
+    )
+    number = models.PositiveIntegerField()
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, validators=[sha256_validator])
+    received_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "number"], name="upload_part_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"part {self.number} of {self.session_id}"

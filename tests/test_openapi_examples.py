@@ -17,6 +17,7 @@ NOTHING_TO_SHOW = {
     "DELETE /api/v1/agencies/{agency_slug}/members/{username}/": "204, no body",
     "DELETE /api/v1/auth/tokens/{token_key}/": "204, no body",
     "DELETE /api/v1/suites/{id}/": "204, no body",
+    "DELETE /api/v1/model-versions/{id}/uploads/{upload_id}/": "204, no body",
     "GET /api/v1/model-versions/{id}/download/": "the ONNX bundle's bytes",
     "GET /api/v1/dataset-versions/{id}/download/": "the data file's bytes",
 }

@@ -68,6 +68,18 @@ CROSS_AGENCY = {
         "tests.test_tenancy_extra"
         "::test_dataset_file_reference_to_another_agencys_version_is_404"
     ),
+    **{
+        name: (
+            "tests.registry.test_resumable_upload"
+            "::test_other_agency_gets_404_on_every_upload_route"
+        )
+        for name in (
+            "model-version-uploads",
+            "model-version-upload-detail",
+            "model-version-upload-part",
+            "model-version-upload-complete",
+        )
+    },
     "model-version-lineage": LINEAGE,
     "dataset-version-lineage": LINEAGE,
     "model-version-evaluations": EVALUATIONS,

@@ -367,3 +367,11 @@ def model_version_derive(version_id: int) -> str:
     from governance.services import derivations
 
     return derivations.model_version_derive_execute(version_id=version_id)
+
+
+@_task("civitas.upload_cleanup")
+def upload_cleanup() -> dict:
+    """Remove expired resumable uploads and their staging files."""
+    from registry.services import uploads
+
+    return uploads.upload_session_cleanup()

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from registry.api import agencies, artifacts, catalogue, lineage, tokens
+from registry.api import agencies, artifacts, catalogue, lineage, tokens, uploads
 
 router = SimpleRouter()
 router.register("agencies", agencies.AgencyViewSet, basename="agency")
@@ -55,6 +55,30 @@ artifact_patterns = [
     ),
 ]
 
+_UPLOAD = "model-versions/<int:pk>/uploads/"
+upload_patterns = [
+    path(
+        _UPLOAD,
+        uploads.UploadSessionListView.as_view(),
+        name="model-version-uploads",
+    ),
+    path(
+        _UPLOAD + "<uuid:upload_id>/",
+        uploads.UploadSessionDetailView.as_view(),
+        name="model-version-upload-detail",
+    ),
+    path(
+        _UPLOAD + "<uuid:upload_id>/parts/<int:number>/",
+        uploads.UploadPartView.as_view(),
+        name="model-version-upload-part",
+    ),
+    path(
+        _UPLOAD + "<uuid:upload_id>/complete/",
+        uploads.UploadCompleteView.as_view(),
+        name="model-version-upload-complete",
+    ),
+]
+
 lineage_patterns = [
     path(
         "model-versions/<int:pk>/lineage/",
@@ -83,6 +107,7 @@ urlpatterns = [
         name="membership-detail",
     ),
     *artifact_patterns,
+    *upload_patterns,
     *lineage_patterns,
     path("", include(router.urls)),
 ]

@@ -1,10 +1,14 @@
 """Uploading a model version's bundle from the portal, with a progress bar.
 
-The page (``version_upload.html``) posts one multipart part ``file``; with
-JavaScript, config/static/portal/upload.js sends the same form with
-XMLHttpRequest and draws ``upload.onprogress`` in a ``<progress>``, then
-swaps in the fragment this endpoint answers. Without JavaScript the form is
-a plain multipart POST and the answer is the whole page.
+The page (``version_upload.html``) posts one multipart part ``file``. With
+JavaScript, config/static/portal/upload.js uses the API's resumable upload
+instead (docs/artifacts.md): parts of ``part_size`` hashed with Web Crypto,
+three in flight, the bytes sent drawn in a ``<progress>``, the session kept
+in ``localStorage`` so the same file resumes after a reload; once completed
+it fetches this page's result fragment (``?result=1``). A browser without
+``fetch`` or Web Crypto sends the form with XMLHttpRequest as one request.
+Without JavaScript the form is a plain multipart POST and the answer is the
+whole page.
 
 The body is streamed exactly as the API's upload (registry/api/artifacts.py):
 ``DigestingUploadHandler`` is made the request's only upload handler before
@@ -63,14 +67,23 @@ def _is_xhr(request) -> bool:
     return request.headers.get("X-Requested-With") == "XMLHttpRequest"
 
 
+def _part_size() -> int:
+    """The portal's resumable part size: 8 MiB within the configured bounds."""
+    low = int(settings.CIVITAS_UPLOAD_PART_MIN)
+    return max(low, min(8 * 1024 * 1024, int(settings.CIVITAS_UPLOAD_PART_MAX)))
+
+
 def _answer(request, version, *, error: DomainError | None = None, status: int = 200):
     """The result (digest, state) or the refusal: a fragment for upload.js or a page."""
+    # upload.js asks for the result of a completed resumable upload by GET.
+    done = request.GET.get("result") == "1" and bool(version.artifact_digest)
     context = {
         "version": version,
         "error": error,
-        "uploaded": error is None and request.method == "POST",
+        "uploaded": error is None and (request.method == "POST" or done),
         "form": ArtifactUploadForm(),
         "max_bytes": int(settings.CIVITAS_UPLOAD_MAX_BYTES),
+        "part_size": _part_size(),
     }
     template = (
         "portal/registry/_upload_result.html"

@@ -158,6 +158,8 @@ def test_register_upload_attach_and_follow_the_lineage(
     version.refresh_from_db()
     assert version.artifact_state == ArtifactState.PENDING
     assert page.locator("#upload-digest").inner_text() == version.artifact_digest
+    # The portal sent it through the resumable protocol, in parts.
+    assert version.upload_sessions.get().state == "completed"
 
     page.goto(f"/portal/versions/{version.pk}/")
     assert "Reply assistant, version 1.1.0" in page.locator("h1").inner_text()

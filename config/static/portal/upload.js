@@ -1,11 +1,16 @@
 /* Bundle upload with a progress bar (registry/portal/uploads.py).
  *
- * Sends the upload form with XMLHttpRequest so upload.onprogress can draw the
- * bytes sent in the <progress> element and in a live text, then puts the
- * server's answer (the digest and verification state, or the refusal) in
- * place of #upload-result. Without JavaScript the form is a plain multipart
- * POST and the server answers with the whole page. No inline script or style:
- * the CSP forbids them.
+ * Uses the API's resumable upload (docs/artifacts.md): the file is cut with
+ * File.slice into the form's data-part-size parts, each hashed with Web
+ * Crypto and PUT with its Content-Digest, three in flight; upload.onprogress
+ * of each part adds to the bytes drawn in the <progress> element and in a
+ * live text. The session id is kept in localStorage under the version's
+ * uploads URL, so choosing the same file again after a reload sends only
+ * the parts the server lacks. Once completed, the server's answer (the
+ * digest and verification state, or the refusal) replaces #upload-result.
+ * Without fetch or Web Crypto the form goes as one XMLHttpRequest; without
+ * JavaScript it is a plain multipart POST and the server answers with the
+ * whole page. No inline script or style: the CSP forbids them.
  */
 (function () {
   "use strict";
@@ -48,6 +53,146 @@
     }
   }
 
+  var token = form.querySelector("input[name=csrfmiddlewaretoken]");
+  var resumable = Boolean(
+    window.fetch && window.crypto && window.crypto.subtle && form.dataset.uploads
+  );
+  var IN_FLIGHT = 3;
+
+  function api(method, url, body) {
+    var headers = { "X-CSRFToken": token ? token.value : "" };
+    if (body) {
+      headers["Content-Type"] = "application/json";
+    }
+    return fetch(url, {
+      method: method, headers: headers, credentials: "same-origin",
+      body: body ? JSON.stringify(body) : undefined
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        return { status: response.status, data: data };
+      });
+    });
+  }
+
+  function b64(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var binary = "";
+    for (var i = 0; i < bytes.length; i++) {
+      binary += String.fromCharCode(bytes[i]);
+    }
+    return window.btoa(binary);
+  }
+
+  function putPart(url, blob, onProgress) {
+    return blob.arrayBuffer().then(function (buffer) {
+      return window.crypto.subtle.digest("SHA-256", buffer).then(function (digest) {
+        return new Promise(function (resolve, reject) {
+          var xhr = new XMLHttpRequest();
+          xhr.open("PUT", url);
+          xhr.setRequestHeader("Content-Type", "application/octet-stream");
+          xhr.setRequestHeader("Content-Digest", "sha-256=:" + b64(digest) + ":");
+          xhr.setRequestHeader("X-CSRFToken", token ? token.value : "");
+          xhr.upload.onprogress = function (e) { onProgress(e.loaded); };
+          xhr.onload = function () {
+            if (xhr.status === 200) {
+              onProgress(blob.size);
+              resolve();
+            } else {
+              reject(new Error(xhr.responseText));
+            }
+          };
+          xhr.onerror = function () { reject(new Error("network")); };
+          xhr.send(buffer);
+        });
+      });
+    });
+  }
+
+  function session(file) {
+    // The stored session, if it is this file's and still open; else a new one.
+    var key = "civitas-upload:" + form.dataset.uploads;
+    var mark = [file.name, file.size, file.lastModified].join("|");
+    var saved = null;
+    try {
+      saved = JSON.parse(window.localStorage.getItem(key) || "null");
+    } catch (e) {
+      saved = null;
+    }
+    var fresh = function () {
+      return api("POST", form.dataset.uploads, {
+        size: file.size, part_size: Number(form.dataset.partSize), filename: file.name
+      }).then(function (answer) {
+        if (answer.status !== 201) {
+          throw new Error(answer.data.message || "refused");
+        }
+        window.localStorage.setItem(key, JSON.stringify({ mark: mark, id: answer.data.id }));
+        return answer.data;
+      });
+    };
+    if (!saved || saved.mark !== mark) {
+      return fresh();
+    }
+    return api("GET", form.dataset.uploads + saved.id + "/").then(function (answer) {
+      return answer.status === 200 && answer.data.state === "open" ? answer.data : fresh();
+    });
+  }
+
+  function sendResumable(file, done, failed) {
+    var sent = {};
+    var total = file.size;
+    bar.max = total;
+    function progress(number, loaded) {
+      sent[number] = loaded;
+      var sum = 0;
+      Object.keys(sent).forEach(function (k) { sum += sent[k]; });
+      bar.value = sum;
+      say(text.dataset.sent, sum, total);
+    }
+    session(file).then(function (upload) {
+      var base = form.dataset.uploads + upload.id + "/";
+      var have = {};
+      upload.parts.forEach(function (p) { have[p.number] = true; progress(p.number, p.size); });
+      var queue = [];
+      for (var n = 1; n <= upload.part_count; n++) {
+        if (!have[n]) {
+          queue.push(n);
+        }
+      }
+      function worker() {
+        var number = queue.shift();
+        if (number === undefined) {
+          return Promise.resolve();
+        }
+        var start = (number - 1) * upload.part_size;
+        var blob = file.slice(start, Math.min(start + upload.part_size, file.size));
+        return putPart(base + "parts/" + number + "/", blob, function (loaded) {
+          progress(number, loaded);
+        }).then(worker);
+      }
+      var workers = [];
+      for (var i = 0; i < IN_FLIGHT; i++) {
+        workers.push(worker());
+      }
+      return Promise.all(workers).then(function () {
+        text.textContent = text.dataset.done;
+        return api("POST", base + "complete/");
+      }).then(function (answer) {
+        if (answer.status !== 202 && answer.status !== 409) {
+          window.localStorage.removeItem("civitas-upload:" + form.dataset.uploads);
+        }
+        return fetch(form.action + "?result=1", {
+          headers: { "X-Requested-With": "XMLHttpRequest" }, credentials: "same-origin"
+        }).then(function (page) {
+          return page.text();
+        }).then(function (html) {
+          done(answer.status === 202, html, answer.data);
+        });
+      });
+    }).catch(function () {
+      failed();
+    });
+  }
+
   form.addEventListener("submit", function (event) {
     var input = form.querySelector("input[type=file]");
     if (!input || !input.files.length) {
@@ -63,10 +208,27 @@
       text.textContent = text.dataset.tooLarge;
       return;
     }
+    if (resumable) {
+      button.disabled = true;
+      sendResumable(file, function (accepted, html, answer) {
+        button.disabled = accepted;
+        input.disabled = accepted;
+        if (accepted) {
+          window.localStorage.removeItem("civitas-upload:" + form.dataset.uploads);
+          showResult(html);
+          say(text.dataset.sent, bar.max, bar.max);
+        } else {
+          text.textContent = text.dataset.failed + " " + (answer.message || "");
+        }
+      }, function () {
+        button.disabled = false;
+        text.textContent = text.dataset.failed;
+      });
+      return;
+    }
     var xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);
     xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
-    var token = form.querySelector("input[name=csrfmiddlewaretoken]");
     if (token) {
       xhr.setRequestHeader("X-CSRFToken", token.value);
     }

@@ -42,13 +42,3 @@ def send_on_commit(task_name: str, **kwargs) -> None:
     from django.db import transaction
 
     transaction.on_commit(lambda: app.send_task(task_name, kwargs=kwargs))
-
-
-@app.on_after_configure.connect
-def _upload_cleanup_schedule(sender, **kwargs) -> None:
-    """Resumable uploads left unfinished are removed hourly (registry uploads)."""
-    sender.add_periodic_task(
-        3600.0,
-        sender.signature("civitas.upload_cleanup", options={"expires": 3600}),
-        name="upload-cleanup",
-    )

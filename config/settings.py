@@ -328,6 +328,7 @@ CELERY_TASK_ROUTES = {
         "civitas.notification_email",
         "civitas.idempotency_purge",
         "civitas.token_purge",
+        "civitas.upload_cleanup",
     )
 }
 # Hashing every stored artifact again takes long: the default queue's, even
@@ -408,12 +409,21 @@ CELERY_TASK_ANNOTATIONS = {
         "time_limit": CIVITAS_EVAL_TIMEOUT_SECONDS + 600,
     }
 }
+
+
+def _every(task: str, period: timedelta) -> dict:
+    """A beat entry whose tick expires when the next is due (a late tick is moot)."""
+    return {
+        "task": task,
+        "schedule": period,
+        "options": {"expires": period.total_seconds()},
+    }
+
+
 CELERY_BEAT_SCHEDULE = {
-    "evaluation-sweep": {
-        "task": "civitas.evaluation_sweep",
-        "schedule": timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS),
-        "options": {"expires": CIVITAS_EVAL_SWEEP_SECONDS},
-    },
+    "evaluation-sweep": _every(
+        "civitas.evaluation_sweep", timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS)
+    ),
 }
 # A worker asks a running evaluation's row this often whether it was
 # cancelled, and kills the child's process group when it was.
@@ -425,11 +435,9 @@ CIVITAS_EVAL_CANCEL_POLL_SECONDS = env.float(
 CIVITAS_SCRATCH_SWEEP_AGE_SECONDS = env.int(
     "CIVITAS_SCRATCH_SWEEP_AGE_SECONDS", default=CIVITAS_EVAL_TIMEOUT_SECONDS + 600
 )
-CELERY_BEAT_SCHEDULE["scratch-sweep"] = {
-    "task": "civitas.evaluation_scratch_sweep",
-    "schedule": timedelta(minutes=15),
-    "options": {"expires": 15 * 60},
-}
+CELERY_BEAT_SCHEDULE["scratch-sweep"] = _every(
+    "civitas.evaluation_scratch_sweep", timedelta(minutes=15)
+)
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- MLflow ---------------------------------------------------------------
@@ -465,12 +473,9 @@ CIVITAS_SIGNING_KEY_FILE = env.str("CIVITAS_SIGNING_KEY_FILE", default="")
 # beat asks every minute and the task decides (audit.services.checkpoint_if_due).
 AUDIT_CHECKPOINT_MINUTES = env.int("AUDIT_CHECKPOINT_MINUTES", default=60)
 AUDIT_CHECKPOINT_EVENTS = env.int("AUDIT_CHECKPOINT_EVENTS", default=1000)
-CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
-    "task": "civitas.audit_checkpoint",
-    "schedule": timedelta(minutes=1),
-    # A tick still queued when the next one is due is worthless.
-    "options": {"expires": 60},
-}
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = _every(
+    "civitas.audit_checkpoint", timedelta(minutes=1)
+)
 
 # --- Security events: denied requests, kept apart from the chain -----------
 # Every request under /api/v1/ answered 403, or 404 for an object that exists
@@ -514,11 +519,9 @@ CIVITAS_DERIVE_TIMEOUT_SECONDS = env.int("CIVITAS_DERIVE_TIMEOUT_SECONDS", defau
 CIVITAS_ARTIFACT_REQUEUE_MINUTES = env.int(
     "CIVITAS_ARTIFACT_REQUEUE_MINUTES", default=30
 )
-CELERY_BEAT_SCHEDULE["artifact-sweep"] = {
-    "task": "civitas.artifact_sweep",
-    "schedule": timedelta(minutes=10),
-    "options": {"expires": 10 * 60},
-}
+CELERY_BEAT_SCHEDULE["artifact-sweep"] = _every(
+    "civitas.artifact_sweep", timedelta(minutes=10)
+)
 
 # --- Use case lifecycle -------------------------------------------------------
 # An approval ends at the earlier of the use case's last valid day and this
@@ -527,16 +530,12 @@ CELERY_BEAT_SCHEDULE["artifact-sweep"] = {
 CIVITAS_APPROVAL_DAYS = env.int("CIVITAS_APPROVAL_DAYS", default=365)
 
 CIVITAS_LIFECYCLE_SWEEP_MINUTES = env.int("CIVITAS_LIFECYCLE_SWEEP_MINUTES", default=60)
-CELERY_BEAT_SCHEDULE["usecase-expire"] = {
-    "task": "civitas.usecase_expire",
-    "schedule": timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES),
-    "options": {"expires": CIVITAS_LIFECYCLE_SWEEP_MINUTES * 60},
-}
-CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = {
-    "task": "civitas.usecase_recheck_stale",
-    "schedule": timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES),
-    "options": {"expires": CIVITAS_LIFECYCLE_SWEEP_MINUTES * 60},
-}
+CELERY_BEAT_SCHEDULE["usecase-expire"] = _every(
+    "civitas.usecase_expire", timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES)
+)
+CELERY_BEAT_SCHEDULE["usecase-recheck-stale"] = _every(
+    "civitas.usecase_recheck_stale", timedelta(minutes=CIVITAS_LIFECYCLE_SWEEP_MINUTES)
+)
 # --- Artifact storage: the local disk, or S3-compatible object storage ------
 # ARTIFACT_STORAGE_BACKEND is "local" (files under ARTIFACT_ROOT), "s3" (a
 # bucket of MinIO, Ceph or a cloud, through django-storages: workers on other
@@ -611,11 +610,9 @@ CIVITAS_WEBHOOK_SECRET_GRACE_HOURS = env.int(
 # Webhook secrets are stored encrypted under a key derived from this (from
 # SECRET_KEY when unset: changing SECRET_KEY then needs every secret rotated).
 CIVITAS_WEBHOOK_ENCRYPTION_KEY = _secret("CIVITAS_WEBHOOK_ENCRYPTION_KEY")
-CELERY_BEAT_SCHEDULE["webhook-sweep"] = {
-    "task": "civitas.webhook_sweep",
-    "schedule": timedelta(minutes=5),
-    "options": {"expires": 5 * 60},
-}
+CELERY_BEAT_SCHEDULE["webhook-sweep"] = _every(
+    "civitas.webhook_sweep", timedelta(minutes=5)
+)
 # E-mail: EMAIL_URL in django-environ's form (smtp+tls://user:pw@host:587);
 # the console backend by default. EMAIL_TIMEOUT bounds every SMTP operation.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -639,18 +636,14 @@ CIVITAS_SCHEDULE_LOCK_MINUTES = env.int(
 # A scheduled run is compared with its baseline when its task ends (a Celery
 # link); beat compares this often what no link did (runs queued again).
 CIVITAS_SCHEDULE_SETTLE_MINUTES = env.int("CIVITAS_SCHEDULE_SETTLE_MINUTES", default=5)
-CELERY_BEAT_SCHEDULE["schedule-settle"] = {
-    "task": "civitas.schedule_settle",
-    "schedule": timedelta(minutes=CIVITAS_SCHEDULE_SETTLE_MINUTES),
-    "options": {"expires": CIVITAS_SCHEDULE_SETTLE_MINUTES * 60},
-}
+CELERY_BEAT_SCHEDULE["schedule-settle"] = _every(
+    "civitas.schedule_settle", timedelta(minutes=CIVITAS_SCHEDULE_SETTLE_MINUTES)
+)
 # Every stored model artifact is hashed again this often (daily by default).
 CIVITAS_DIGEST_SWEEP_HOURS = env.int("CIVITAS_DIGEST_SWEEP_HOURS", default=24)
-CELERY_BEAT_SCHEDULE["artifact-digest-sweep"] = {
-    "task": "civitas.artifact_digest_sweep",
-    "schedule": timedelta(hours=CIVITAS_DIGEST_SWEEP_HOURS),
-    "options": {"expires": CIVITAS_DIGEST_SWEEP_HOURS * 3600},
-}
+CELERY_BEAT_SCHEDULE["artifact-digest-sweep"] = _every(
+    "civitas.artifact_digest_sweep", timedelta(hours=CIVITAS_DIGEST_SWEEP_HOURS)
+)
 
 # --- Health: timeouts on every outbound call, /metrics, Idempotency-Key ------
 # A peer that accepts connections and never answers must not hold a web thread:
@@ -702,19 +695,17 @@ METRICS_TOKEN = _secret("METRICS_TOKEN")
 # (same user, path and body) within this many hours gets the stored answer.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 INSTALLED_APPS.append("idempotency")
-CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
-    "task": "civitas.idempotency_purge",
-    "schedule": timedelta(hours=1),
-    "options": {"expires": 3600},
-}
+CELERY_BEAT_SCHEDULE["idempotency-purge"] = _every(
+    "civitas.idempotency_purge", timedelta(hours=1)
+)
 MIDDLEWARE.append("idempotency.middleware.IdempotencyKeyMiddleware")
 # Expired API tokens are refused on sight; their rows go hourly
 # (config.authentication.TokenAuthentication skips knox's per-request sweep).
-CELERY_BEAT_SCHEDULE["token-purge"] = {
-    "task": "civitas.token_purge",
-    "schedule": timedelta(hours=1),
-    "options": {"expires": 3600},
-}
+CELERY_BEAT_SCHEDULE["token-purge"] = _every("civitas.token_purge", timedelta(hours=1))
+# Resumable uploads left unfinished, and their staging files (registry uploads).
+CELERY_BEAT_SCHEDULE["upload-cleanup"] = _every(
+    "civitas.upload_cleanup", timedelta(hours=1)
+)
 # With DEBUG off, the platform refuses to generate its own signing key unless
 # told to (`make run` does, for a laptop): production sets
 # CIVITAS_SIGNING_KEY_FILE, and start-up stops with a message naming it if not.
@@ -749,12 +740,9 @@ CELERY_TASK_ANNOTATIONS["civitas.mlflow_outbox_deliver"] = {
     "soft_time_limit": MLFLOW_OUTBOX_PASS_SECONDS + 300,
     "time_limit": MLFLOW_OUTBOX_PASS_SECONDS + 360,
 }
-CELERY_BEAT_SCHEDULE["mlflow-outbox"] = {
-    "task": "civitas.mlflow_outbox_deliver",
-    "schedule": timedelta(minutes=1),
-    # A sweep still queued when the next one is due is worthless.
-    "options": {"expires": 60},
-}
+CELERY_BEAT_SCHEDULE["mlflow-outbox"] = _every(
+    "civitas.mlflow_outbox_deliver", timedelta(minutes=1)
+)
 # --- Identity: OIDC single sign-on, sessions (docs/accounts.md, portal/identity.md)
 # SSO is off unless OIDC_RP_CLIENT_ID is set; empty endpoints are read from
 # OIDC_OP_DISCOVERY_URL. RS256 ID tokens, issuer and audience checked (registry.sso).

@@ -92,3 +92,12 @@ class UserRateThrottle(CountingThrottleMixin, throttling.UserRateThrottle):
 
 class ScopedRateThrottle(CountingThrottleMixin, throttling.ScopedRateThrottle):
     """A view's own scope, such as uploads (``API_THROTTLE_UPLOAD``)."""
+
+    def allow_request(self, request, view) -> bool:
+        # DRF reads the scope's rate from the view here, not in __init__.
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return True
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)

@@ -44,10 +44,25 @@ def celery_worker(env: dict[str, str], queue: str) -> Iterator[subprocess.Popen]
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "config", "worker",
-            "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "1",
-            "--queues", queue, "--hostname", name,
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--queues",
+            queue,
+            "--hostname",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ],
         cwd=ROOT,
         env=env,
@@ -74,6 +89,11 @@ def worker_queues() -> str:
     (``CELERY_TASK_ROUTES``).
     """
     return f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_HOUSEKEEPING_QUEUE}"
+
+
+def queued_tasks(callbacks) -> list:
+    """The on-commit callbacks that queue a Celery task, not audit announcements."""
+    return [c for c in callbacks if c.__qualname__.startswith("send_on_commit")]
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = ""):

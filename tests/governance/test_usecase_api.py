@@ -397,6 +397,8 @@ def test_the_policy_schema_is_published(member_b):
         "documentation",
         "size_cost",
         "required_suite",
+        "substantial_modification",
+        "quantisation",
     ]
 
 

@@ -332,7 +332,13 @@ def test_the_hourly_cleanup_task_runs_on_a_real_worker(
     member_a, version_a, artifact_dirs, settings
 ):
     from config.celery import app
-    from tests.conftest import celery_worker, database_url, process_env, wait_until
+    from tests.conftest import (
+        celery_worker,
+        database_url,
+        process_env,
+        wait_until,
+        worker_queues,
+    )
     from tests.registry.conftest import token_client
 
     client = token_client(member_a)
@@ -345,7 +351,8 @@ def test_the_hourly_cleanup_task_runs_on_a_real_worker(
     )
     assert "upload-cleanup" in app.conf.beat_schedule
 
-    with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE):
+    # A housekeeping task: the worker takes both queues, as deployed.
+    with celery_worker(env, worker_queues()):
         app.send_task("civitas.upload_cleanup")
         wait_until(
             lambda: not UploadSession.objects.filter(pk=upload_id).exists(),

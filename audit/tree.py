@@ -162,6 +162,38 @@ def frontier_at(size: int) -> Frontier:
     return Frontier(size, [nodes[key] for key in keys])
 
 
+def _frontier_of(head: AuditChainHead) -> Frontier:
+    """The head's right edge; rebuilt from the stored nodes if it lags its seq."""
+    hashes = head.frontier.split()
+    if len(hashes) != bin(head.seq).count("1"):
+        return frontier_at(head.seq)
+    return Frontier(head.seq, hashes)
+
+
+class BulkNodes:
+    """The tree nodes of events written in bulk after the head (the bench seeders).
+
+    The caller holds the chain head's lock, writes the events itself (bulk
+    insert or ``COPY``) in seq order, passes each event's hash to ``add`` and
+    writes the rows it returns to ``audit_merklenode``, then stores ``edge`` as
+    the head's frontier with the new seq and hash.
+    """
+
+    def __init__(self, head: AuditChainHead) -> None:
+        self.frontier = _frontier_of(head)
+
+    def add(self, event_hash: str) -> list[tuple[int, int, int, str]]:
+        """The (id, level, index, hash) rows the event completes."""
+        return [
+            (node_key(level, index), level, index, value)
+            for level, index, value in self.frontier.append(leaf_hash(event_hash))
+        ]
+
+    @property
+    def edge(self) -> str:
+        return " ".join(self.frontier.hashes)
+
+
 def append_event(head: AuditChainHead, event: AuditEvent) -> None:
     """Write ``event`` (seq ``head.seq + 1``), the nodes it completes and the new head.
 
@@ -170,11 +202,7 @@ def append_event(head: AuditChainHead, event: AuditEvent) -> None:
     the lock is held instead of three). A head whose frontier does not match
     its seq (rebuilt after a flush) gets it back from the stored nodes.
     """
-    hashes = head.frontier.split()
-    if len(hashes) != bin(head.seq).count("1"):
-        frontier = frontier_at(head.seq)
-    else:
-        frontier = Frontier(head.seq, hashes)
+    frontier = _frontier_of(head)
     made = frontier.append(leaf_hash(event.hash))
     edge = " ".join(frontier.hashes)
     nodes = [

@@ -38,7 +38,7 @@ excluded) is sampled during every measurement; above ``--max-foreign-load``
 cores (default 0.1) the phase is warned about on stderr and the run is marked
 ``contaminated``. Ratios are engine / baseline; fractions are figure / limit.
 The workload and the baselines are in ``bench/baselines.py``, the limit probes
-in ``bench/limits.py``.
+in ``bench/machine_limits.py``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The baselines and limits live beside this script (bench/baselines.py,
-# bench/limits.py); ROOT must be on sys.path first, hence the late imports.
+# bench/machine_limits.py); ROOT must be on sys.path first, hence the late imports.
 from bench.baselines import (  # noqa: E402
     BATCH,
     NEW_TOKENS,
@@ -76,7 +76,7 @@ from bench.baselines import (  # noqa: E402
     torch_worker,
     workload,
 )
-from bench.limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
+from bench.machine_limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "out" / "eval_throughput"
 JSON_KEYS = (

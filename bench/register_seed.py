@@ -21,7 +21,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit import services as audit_services
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent, AuditMerkleNode
+from audit.tree import BulkNodes
 from audit.verify import GENESIS_HASH, event_hash
 from governance.models import (
     Decision,
@@ -357,8 +358,18 @@ def _flush(batch: list, seq: int, head_hash: str) -> None:
     if not batch:
         return
     with transaction.atomic():
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        tree = BulkNodes(head)
+        nodes = [
+            AuditMerkleNode(id=key, level=level, index=index, hash=value)
+            for event in batch
+            for key, level, index, value in tree.add(event.hash)
+        ]
         AuditEvent.objects.bulk_create(batch)
-        AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=head_hash)
+        AuditMerkleNode.objects.bulk_create(nodes)
+        AuditChainHead.objects.filter(pk=1).update(
+            seq=seq, hash=head_hash, frontier=tree.edge
+        )
     batch.clear()
     audit_services.checkpoint_create()
 

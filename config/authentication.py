@@ -65,6 +65,11 @@ BASIC_REFUSED = (
 )
 
 
+def invalid_token() -> exceptions.AuthenticationFailed:
+    """knox's refusal of an unknown, revoked or expired token (401)."""
+    return exceptions.AuthenticationFailed(_("Invalid token."))
+
+
 class TokenAuthentication(KnoxTokenAuthentication):
     """A knox token; an HTTP Basic header is refused, its password never checked.
 

@@ -39,12 +39,10 @@ from django.conf import settings
 from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import HttpResponse, HttpResponseBase
-from django.utils.translation import gettext as _
-from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from config.authentication import TokenAuthentication
+from config.authentication import TokenAuthentication, invalid_token
 from registry.models import is_oversight, user_agency_id
 
 _GENERATION_SQL = "SELECT epoch, counter FROM registry_cataloguegeneration WHERE id = 1"
@@ -140,7 +138,7 @@ class GenerationTokenAuthentication(TokenAuthentication):
         if remembered is not None:
             auth_token = copy.deepcopy(remembered)
             if self._cleanup_token(auth_token):
-                raise exceptions.AuthenticationFailed(_("Invalid token."))
+                raise invalid_token()
             return self.validate_user(auth_token)
         user, auth_token = super().authenticate_credentials(token)
         _tokens.put(key, copy.deepcopy(auth_token), limit)

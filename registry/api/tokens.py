@@ -24,7 +24,6 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from config.authentication import TokenAuthentication
 from registry import services
 from registry.api.catalogue import BoundedJSONParser, errors
 from registry.api.examples import TOKEN, response
@@ -34,6 +33,7 @@ from registry.api.serializers import (
     TokenCreatedSerializer,
     TokenSerializer,
 )
+from registry.read_cache import GenerationTokenAuthentication
 
 
 class PasswordAttemptThrottle(SimpleRateThrottle):
@@ -68,7 +68,7 @@ class TokenListCreateView(APIView):
         if request is not None and request.method == "POST":
             return [
                 BasicAuthentication(),
-                TokenAuthentication(),
+                GenerationTokenAuthentication(),
                 SessionAuthentication(),
             ]
         return super().get_authenticators()

@@ -37,6 +37,7 @@ from governance.models import (
     RunStatus,
 )
 from governance.services.attestations import attestation_for_run
+from governance.services.bundle_cache import prepared_bundle
 from governance.services.outbox import (
     dataset_ref,
     evaluation_outbox_key,
@@ -505,15 +506,20 @@ def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
         suffix = {"zip": ".zip", "tar.gz": ".tar.gz"}.get(
             version.artifact_format, ".onnx"
         )
-        bundle = _copy_from_storage(
-            version.artifact_key,
-            workdir / f"bundle{suffix}",
-            sha256=run.artifact_digest,
+        t0 = time.perf_counter()
+        bundle, verified, timings = prepared_bundle(
+            copy=_copy_from_storage,
+            key=version.artifact_key,
+            digest=run.artifact_digest,
+            suffix=suffix,
+            workdir=workdir,
         )
+        timings["bundle_s"] = time.perf_counter() - t0
         result = evaluate_bundle(
             bundle,
             suite=suite_spec,
             expected_digest=run.artifact_digest,
+            verified=verified,
             memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
             timeout_s=settings.CIVITAS_EVAL_TIMEOUT_SECONDS,
             progress=_Progress(run_id, len(suite_spec["tasks"]), progress),
@@ -530,7 +536,10 @@ def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
         return EvaluationRun.objects.get(pk=run_id)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    t0 = time.perf_counter()
     _record_success(run, result, dataset_refs, wall_s=time.perf_counter() - started)
+    timings.update(result.get("timings") or {}, record_s=time.perf_counter() - t0)
+    logger.info("evaluation_timings", extra={"run_id": run_id, "timings": timings})
     return EvaluationRun.objects.get(pk=run_id)
 
 

@@ -1,4 +1,4 @@
-"""Evaluation overhead: a run's wall time, pickup to ``succeeded``, vs the engine's compute.
+"""Evaluation overhead: wall time, pickup to ``succeeded``, vs the engine compute.
 
     .venv/bin/python bench/eval_overhead.py                 # ~100 M model, table
     .venv/bin/python bench/eval_overhead.py --json          # one JSON object
@@ -58,7 +58,10 @@ from engine.perf import cpu_info  # noqa: E402
 
 PY = sys.executable
 BREAKDOWN = (
-    ("bundle_s", "bundle out of the store (copy + SHA-256 [+ extract])"),
+    ("bundle_s", "bundle ready in the worker, in all"),
+    ("copy_verify_s", "  copy + SHA-256 into the cache (a miss)"),
+    ("cache_extract_s", "  extraction into the cache (a miss)"),
+    ("cache_check_s", "  stamp check of a cached entry (a hit)"),
     ("child_start_s", "child start (interpreter, boot)"),
     ("confine_s", "confinement"),
     ("import_s", "child imports and request"),
@@ -207,7 +210,6 @@ def processor() -> dict:
     }
 
 
-
 def _template(args) -> str:
     template = f"{args.db_prefix}_tpl"
     server = f"{args.database}/postgres"
@@ -269,18 +271,25 @@ def print_table(report: dict) -> None:
     print(f"load average: {before[0]:.2f} before, {after[0]:.2f} after")
     modes = report["modes"]
     print(f"\n{'':46}" + "".join(f"{m:>12}" for m in modes))
-    for key, label in (("wall_s", "wall, pickup to succeeded (s)"),
-                       ("compute_s", "engine compute: the tasks (s)"),
-                       ("ratio", "ratio wall / compute (target <= 1.10)")):
-        print(f"{label:46}" + "".join(f"{m['median'][key]:12.3f}" for m in modes.values()))
+    for key, label in (
+        ("wall_s", "wall, pickup to succeeded (s)"),
+        ("compute_s", "engine compute: the tasks (s)"),
+        ("ratio", "ratio wall / compute (target <= 1.10)"),
+    ):
+        print(
+            f"{label:46}" + "".join(f"{m['median'][key]:12.3f}" for m in modes.values())
+        )
     print("\nbreakdown (s, median)")
     for key, label in BREAKDOWN:
         cells = "".join(
-            f"{m['median']['breakdown'].get(key, float('nan')):12.3f}" for m in modes.values()
+            f"{m['median']['breakdown'].get(key, float('nan')):12.3f}"
+            for m in modes.values()
         )
         print(f"  {label:44}{cells}")
     if "baseline" in modes and "cached" in modes:
-        saved = modes["baseline"]["median"]["wall_s"] - modes["cached"]["median"]["wall_s"]
+        saved = (
+            modes["baseline"]["median"]["wall_s"] - modes["cached"]["median"]["wall_s"]
+        )
         print(f"\nsaved per run by the cache: {saved:.3f} s")
 
 

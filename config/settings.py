@@ -798,10 +798,3 @@ from config.logging import configure_logging  # noqa: E402
 
 LOGGING_CONFIG = None
 configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
-
-# A worker's cache of verified, extracted, read-only bundles keyed by SHA-256
-# (engine/bundlecache.py): a version evaluated again is neither copied,
-# hashed nor extracted again. Bytes per worker process; 0 turns it off.
-CIVITAS_EVAL_BUNDLE_CACHE_BYTES = env.int(
-    "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", default=8 * 1024**3
-)

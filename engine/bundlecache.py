@@ -85,7 +85,15 @@ def _stamp_tree(path: Path) -> tuple[list[Stamp], int]:
                 total += info.st_size
     info = os.lstat(path)
     stamps.append(
-        (".", info.st_dev, info.st_ino, 0, info.st_mode, info.st_mtime_ns, info.st_ctime_ns)
+        (
+            ".",
+            info.st_dev,
+            info.st_ino,
+            0,
+            info.st_mode,
+            info.st_mtime_ns,
+            info.st_ctime_ns,
+        )
     )
     return stamps, total
 
@@ -224,7 +232,7 @@ class BundleCache:
         timings = {
             "cache": "miss",
             "copy_verify_s": t1 - t0,
-            "extract_s": t2 - t1,
+            "cache_extract_s": t2 - t1,
         }
         self._entries[digest] = _Entry(final, root, stamps, size)
         self._evict(keep=digest)

@@ -450,20 +450,19 @@ def _collect(
     )
 
 
-def evaluate_in_child(spec: dict) -> dict:
-    """Verify, inspect, load and evaluate one bundle (runs inside the child).
+def _verified_root(spec: dict, timings: dict) -> tuple[Path, str]:
+    """The bundle root and its digest, checked against the expected one.
 
-    ``spec`` is what ``evaluate_bundle`` prepared; see there.
+    A folder the worker's bundle cache verified (``spec["verified"]``) is
+    not hashed again; anything else is hashed here, and an archive is
+    extracted into the child's scratch folder.
     """
-    from engine import archive, bundle, evaluate, runtime, session, suites
+    from engine import archive
 
-    timings = {"imported": time.time()}
     source = Path(spec["bundle_path"])
     expected = spec.get("expected_digest")
     t0 = time.perf_counter()
     if spec.get("verified") and expected and source.is_dir():
-        # The worker's bundle cache verified the artifact's SHA-256 and
-        # extracted it read-only (engine.bundlecache): not hashed again.
         digest = expected.lower().removeprefix("sha256:")
     else:
         digest = bundle_digest(source)
@@ -479,8 +478,20 @@ def evaluate_in_child(spec: dict) -> dict:
         if source.is_dir()
         else Path(archive.materialise_bundle(source, Path.cwd() / "bundle"))
     )
+    timings.update(digest_s=t1 - t0, extract_s=time.perf_counter() - t1)
+    return root, digest
+
+
+def evaluate_in_child(spec: dict) -> dict:
+    """Verify, inspect, load and evaluate one bundle (runs inside the child).
+
+    ``spec`` is what ``evaluate_bundle`` prepared; see there.
+    """
+    from engine import bundle, evaluate, runtime, session, suites
+
+    timings = {"imported": time.time()}
+    root, digest = _verified_root(spec, timings)
     t2 = time.perf_counter()
-    timings.update(digest_s=t1 - t0, extract_s=t2 - t1)
     facts = bundle.inspect_bundle(root)
     settings = session.RuntimeSettings(**(spec.get("settings") or {}))
     t0 = time.perf_counter()
@@ -604,9 +615,6 @@ def evaluate_bundle(
     child's entry point, ``confine_s``, ``import_s``, ``digest_s``,
     ``extract_s``, ``inspect_s``, ``load_s``, ``tasks_s``, ``child_s`` in all).
     """
-    from engine import evaluate, suites
-    from engine.bundle import sha256_file
-
     if (suite is None) == (task is None):
         raise EvaluationFailure("bad_request", "give either a suite or a task")
     if task is not None and data is None:
@@ -622,27 +630,7 @@ def evaluate_bundle(
         "max_new_tokens": int(max_new_tokens),
         "verified": bool(verified and expected_digest and path.is_dir()),
     }
-    try:
-        if suite is not None:
-            spec["suite"] = (
-                suite
-                if isinstance(suite, suites.Suite)
-                else suites.load_suite(suite)
-            )
-        else:
-            if task not in evaluate.TASKS:
-                raise evaluate.UnsupportedTask(f"unknown task '{task}'")
-            if isinstance(data, list):
-                records = evaluate.Records(data)
-            else:
-                records = evaluate.read_jsonl(data)
-                spec["data_sha256"] = sha256_file(Path(data))
-            evaluate.validate_records(task, records)
-            spec.update(task=task, records=records, options=options or {})
-    except evaluate.DataError as exc:
-        raise EvaluationFailure("data_error", str(exc)) from None
-    except evaluate.UnsupportedTask as exc:
-        raise EvaluationFailure("unsupported_task", str(exc)) from None
+    _add_work(spec, suite=suite, task=task, data=data, options=options)
     threads = spec["settings"].get("intra_op_threads") or None
     spawned = time.time()
     result = run_isolated(
@@ -659,6 +647,32 @@ def evaluate_bundle(
     if isinstance(result, dict) and isinstance(result.get("timings"), dict):
         result["timings"] = _child_timings(result["timings"], spawned, time.time())
     return result
+
+
+def _add_work(spec: dict, *, suite, task, data, options) -> None:
+    """Read and validate the suite, or one task's data, into ``spec``."""
+    from engine import evaluate, suites
+    from engine.bundle import sha256_file
+
+    try:
+        if suite is not None:
+            spec["suite"] = (
+                suite if isinstance(suite, suites.Suite) else suites.load_suite(suite)
+            )
+        else:
+            if task not in evaluate.TASKS:
+                raise evaluate.UnsupportedTask(f"unknown task '{task}'")
+            if isinstance(data, list):
+                records = evaluate.Records(data)
+            else:
+                records = evaluate.read_jsonl(data)
+                spec["data_sha256"] = sha256_file(Path(data))
+            evaluate.validate_records(task, records)
+            spec.update(task=task, records=records, options=options or {})
+    except evaluate.DataError as exc:
+        raise EvaluationFailure("data_error", str(exc)) from None
+    except evaluate.UnsupportedTask as exc:
+        raise EvaluationFailure("unsupported_task", str(exc)) from None
 
 
 def _child_timings(marks: dict, spawned: float, ended: float) -> dict:
@@ -682,4 +696,3 @@ def _settings_dict(settings: Any) -> dict:
     if hasattr(settings, "to_dict"):
         return dict(settings.to_dict())
     return dict(settings)
-

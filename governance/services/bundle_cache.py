@@ -1,7 +1,8 @@
 """The evaluation worker's bundle cache (``engine.bundlecache``), one per process.
 
 ``prepared_bundle`` gives ``evaluation_execute`` the bundle to hand to the
-engine: with the cache on (``CIVITAS_EVAL_BUNDLE_CACHE_BYTES`` > 0), the
+engine: with the cache on (the setting ``CIVITAS_EVAL_BUNDLE_CACHE_BYTES``,
+bytes per worker process, default ``DEFAULT_MAX_BYTES`` = 8 GiB, > 0), the
 extracted, read-only root of an artifact this process copied out of the store
 and verified against its registered SHA-256 once; with it off, a fresh
 verified copy in the run's scratch folder, which the engine's child hashes
@@ -16,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from engine.archive import BundleError, materialise_bundle
-from engine.bundlecache import BundleCache
+from engine.bundlecache import DEFAULT_MAX_BYTES, BundleCache
 from engine.sandbox import EvaluationFailure
 
 _caches: dict[int, BundleCache] = {}
@@ -24,7 +25,9 @@ _caches: dict[int, BundleCache] = {}
 
 def worker_bundle_cache() -> BundleCache | None:
     """This process's cache (a forked child gets its own), or None when off."""
-    limit = int(getattr(settings, "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", 0) or 0)
+    limit = int(
+        getattr(settings, "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", DEFAULT_MAX_BYTES) or 0
+    )
     if limit <= 0:
         return None
     pid = os.getpid()

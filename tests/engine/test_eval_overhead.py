@@ -174,8 +174,12 @@ def test_the_cache_is_bounded_least_recently_used_first(tmp_path):
 
 def test_the_cache_of_a_dead_worker_is_removed(tmp_path):
     base = tmp_path / "base"
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead = base / f"{bundlecache.CACHE_PREFIX}p{int(proc.stdout)}-cache"
     (dead / "abc").mkdir(parents=True)
     (dead / "abc" / "model.onnx").write_bytes(b"x")

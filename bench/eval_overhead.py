@@ -263,34 +263,37 @@ def run(args) -> dict:
     }
 
 
-def print_table(report: dict) -> None:
-    cpu = report["processor"]
-    print(f"Evaluation overhead, {report['model']} params, suite civitas-core")
-    print(f"processor: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])})")
+def render_table(report: dict) -> str:
+    """The report as a readable table."""
+    cpu, modes = report["processor"], report["modes"]
     before, after = report["load_average"]["before"], report["load_average"]["after"]
-    print(f"load average: {before[0]:.2f} before, {after[0]:.2f} after")
-    modes = report["modes"]
-    print(f"\n{'':46}" + "".join(f"{m:>12}" for m in modes))
+    lines = [
+        f"Evaluation overhead, {report['model']} params, suite civitas-core",
+        f"processor: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])})",
+        f"load average: {before[0]:.2f} before, {after[0]:.2f} after",
+        "",
+        f"{'':46}" + "".join(f"{m:>12}" for m in modes),
+    ]
     for key, label in (
         ("wall_s", "wall, pickup to succeeded (s)"),
         ("compute_s", "engine compute: the tasks (s)"),
         ("ratio", "ratio wall / compute (target <= 1.10)"),
     ):
-        print(
-            f"{label:46}" + "".join(f"{m['median'][key]:12.3f}" for m in modes.values())
-        )
-    print("\nbreakdown (s, median)")
+        cells = "".join(f"{m['median'][key]:12.3f}" for m in modes.values())
+        lines.append(f"{label:46}{cells}")
+    lines += ["", "breakdown (s, median)"]
     for key, label in BREAKDOWN:
         cells = "".join(
             f"{m['median']['breakdown'].get(key, float('nan')):12.3f}"
             for m in modes.values()
         )
-        print(f"  {label:44}{cells}")
+        lines.append(f"  {label:44}{cells}")
     if "baseline" in modes and "cached" in modes:
         saved = (
             modes["baseline"]["median"]["wall_s"] - modes["cached"]["median"]["wall_s"]
         )
-        print(f"\nsaved per run by the cache: {saved:.3f} s")
+        lines += ["", f"saved per run by the cache: {saved:.3f} s"]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -323,10 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args)))
         return 0
     report = run(args)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_table(report)
+    print(json.dumps(report) if args.json else render_table(report))
     return 0
 
 

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.scratch import owner_alive, scratch_owner
+from engine.scratch import sweep_scratch
 
 DEFAULT_MAX_BYTES = 8 * 1024**3
 # ``civitas-bundles-p<pid>-cache``: not a run's scratch folder (it outlives
@@ -129,20 +129,7 @@ def remove_tree(path: str | Path) -> None:
 
 def sweep_orphans(base: str | Path) -> list[str]:
     """Remove the caches under ``base`` whose owning process is dead."""
-    removed = []
-    for path in sorted(Path(base).glob(f"{CACHE_PREFIX}p*-cache")):
-        try:
-            if path.is_symlink() or not path.is_dir():
-                continue
-            modified = path.stat().st_mtime
-        except OSError:
-            continue
-        pid = scratch_owner(path)
-        if pid is None or pid == os.getpid() or owner_alive(pid, since=modified):
-            continue
-        remove_tree(path)
-        removed.append(path.name)
-    return removed
+    return sweep_scratch(min_age_s=0, root=base, prefix=CACHE_PREFIX)
 
 
 class BundleCache:

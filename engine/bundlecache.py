@@ -127,8 +127,9 @@ def remove_tree(path: str | Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep_orphans(base: str | Path) -> list[str]:
-    """Remove the caches under ``base`` whose owning process is dead."""
+def sweep_orphans(base: str | Path | None = None) -> list[str]:
+    """Remove the caches under ``base`` (default: the temporary directory)
+    whose owning process is dead."""
     return sweep_scratch(min_age_s=0, root=base, prefix=CACHE_PREFIX)
 
 

@@ -734,14 +734,17 @@ def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:
     A folder under ``root`` (default: the temporary directory) goes when its
     owning process is dead and it was last written more than
     ``CIVITAS_SCRATCH_SWEEP_AGE_SECONDS`` ago (the longest an evaluation may
-    run); the owner removes its own folders otherwise. Returns
+    run); the owner removes its own folders otherwise. The bundle caches of
+    dead workers (``civitas-bundles-p<pid>-cache``) go too. Returns
     ``{"removed": n}``.
     """
+    from engine.bundlecache import sweep_orphans
     from engine.scratch import sweep_scratch
 
     removed = sweep_scratch(
         min_age_s=settings.CIVITAS_SCRATCH_SWEEP_AGE_SECONDS, root=root
     )
+    removed += sweep_orphans(root)  # and the bundle caches of dead workers
     if removed:
         logger.info("scratch_swept", extra={"folders": removed})
     return {"removed": len(removed)}

@@ -14,7 +14,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
-from governance.models import RunStatus
+from governance.models import EvaluationRun, RunStatus
 from governance.services import bundle_cache, outbox
 from governance.services import evaluations as evaluation_services
 
@@ -130,3 +130,70 @@ def test_with_the_cache_off_every_run_copies_and_the_child_verifies(
     assert run.status == RunStatus.SUCCEEDED
     assert "cache" not in timings()
     assert timings()["digest_s"] > 0 and timings()["extract_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_real_worker_verifies_once_and_serves_the_second_run_from_its_cache(
+    released_lm_version, small_suite, member_a, mlflow_store, tmp_path
+):
+    """Celery worker over Redis: the second run finds the same read-only files."""
+    from django.conf import settings as django_settings
+
+    from tests.conftest import celery_worker, database_url, process_env, wait_until
+
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    env = process_env(
+        DATABASE_URL=database_url(),
+        TMPDIR=str(worker_tmp),
+        MLFLOW_TRACKING_URI=django_settings.MLFLOW_TRACKING_URI,
+        MLFLOW_ARTIFACT_ROOT=django_settings.MLFLOW_ARTIFACT_ROOT,
+        MLFLOW_EXPERIMENT=django_settings.MLFLOW_EXPERIMENT,
+    )
+    digest = released_lm_version.artifact_digest
+
+    def finished(run_id):
+        run = EvaluationRun.objects.get(pk=run_id)
+        return run if run.status in evaluation_services.FINISHED else None
+
+    with celery_worker(env, django_settings.CELERY_TASK_DEFAULT_QUEUE):
+        stamps = []
+        for _ in range(2):
+            run = evaluation_services.evaluation_request(
+                actor=member_a, model_version=released_lm_version, suite=small_suite
+            )
+            run = wait_until(
+                lambda pk=run.pk: finished(pk), timeout=180, what="the run"
+            )
+            assert run.status == RunStatus.SUCCEEDED, run.failure_reason
+            (model,) = worker_tmp.glob(
+                f"civitas-bundles-p*-cache/{digest}/**/model.onnx"
+            )
+            info = model.stat()
+            stamps.append((info.st_ino, info.st_ctime_ns, info.st_mode & 0o777))
+
+    assert stamps[0] == stamps[1]  # not copied or extracted again
+    assert stamps[0][2] == 0o444
+    # The runs' own scratch folders are gone; only the cache remains.
+    assert not list(worker_tmp.glob("civitas-eval-*"))
+
+
+def test_the_periodic_sweep_removes_the_cache_of_a_dead_worker(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = tmp_path / f"civitas-bundles-p{int(done.stdout)}-cache"
+    (dead / "abc").mkdir(parents=True)
+    (dead / "abc" / "model.onnx").write_bytes(b"x")
+    os.chmod(dead / "abc" / "model.onnx", 0o444)
+
+    assert evaluation_services.evaluation_scratch_sweep(root=str(tmp_path)) == {
+        "removed": 1
+    }
+    assert not dead.exists()

@@ -172,8 +172,8 @@ def test_the_cache_is_bounded_least_recently_used_first(tmp_path):
     assert not cache.root.exists()
 
 
-def test_the_cache_of_a_dead_worker_is_removed(tmp_path):
-    base = tmp_path / "base"
+def dead_workers_cache(base: Path) -> Path:
+    """A cache folder, read-only files inside, named after a process now dead."""
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
@@ -184,6 +184,12 @@ def test_the_cache_of_a_dead_worker_is_removed(tmp_path):
     (dead / "abc").mkdir(parents=True)
     (dead / "abc" / "model.onnx").write_bytes(b"x")
     os.chmod(dead / "abc" / "model.onnx", 0o444)
+    return dead
+
+
+def test_the_cache_of_a_dead_worker_is_removed(tmp_path):
+    base = tmp_path / "base"
+    dead = dead_workers_cache(base)
     alive = base / f"{bundlecache.CACHE_PREFIX}p{os.getppid()}-cache"
     alive.mkdir()
 

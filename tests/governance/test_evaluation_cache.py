@@ -179,19 +179,9 @@ def test_a_real_worker_verifies_once_and_serves_the_second_run_from_its_cache(
 
 
 def test_the_periodic_sweep_removes_the_cache_of_a_dead_worker(tmp_path):
-    import subprocess
-    import sys
+    from tests.engine.test_eval_overhead import dead_workers_cache
 
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    dead = tmp_path / f"civitas-bundles-p{int(done.stdout)}-cache"
-    (dead / "abc").mkdir(parents=True)
-    (dead / "abc" / "model.onnx").write_bytes(b"x")
-    os.chmod(dead / "abc" / "model.onnx", 0o444)
+    dead = dead_workers_cache(tmp_path)
 
     assert evaluation_services.evaluation_scratch_sweep(root=str(tmp_path)) == {
         "removed": 1

@@ -11,6 +11,7 @@ and extracts again (the behaviour before the cache).
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def worker_bundle_cache() -> BundleCache | None:
     cache = _caches.get(pid)
     if cache is None or cache.max_bytes != limit:
         cache = _caches[pid] = BundleCache(max_bytes=limit)
+        # A process that exits normally (the ``evaluate`` command) removes
+        # its cache; one killed leaves it to the sweep.
+        atexit.register(cache.clear)
     return cache
 
 

@@ -167,6 +167,8 @@ def _resolve(target: str | Callable) -> Callable:
 
 _progress_fd: int | None = None
 _confinement: dict = {}
+# Wall-clock marks inside the child (``time.time()``): entered, confined.
+_marks: dict[str, float] = {}
 
 
 def report_progress(event: dict) -> None:
@@ -241,6 +243,7 @@ def child_main(request_path: str) -> int:
     at stderr so stray prints cannot corrupt it.
     """
     global _progress_fd, _confinement
+    _marks["entered"] = time.time()
     _progress_fd = os.dup(1)
     os.dup2(2, 1)
     result_path = Path(request_path).with_name("result.json")
@@ -250,6 +253,7 @@ def child_main(request_path: str) -> int:
         # layer that fails unexpectedly fails the run, never runs it unconfined.
         policy = json.loads(result_path.with_name("sandbox.json").read_text())
         _confinement = confine.apply(policy, result_path.parent)
+        _marks["confined"] = time.time()
         request = pickle.loads(Path(request_path).read_bytes())
         value = _resolve(request["fn"])(*request["args"], **request["kwargs"])
         payload = {"ok": True, "value": value}
@@ -464,27 +468,48 @@ def _collect(
     )
 
 
-def evaluate_in_child(spec: dict) -> dict:
-    """Verify, inspect, load and evaluate one bundle (runs inside the child).
+def _verified_root(spec: dict, timings: dict) -> tuple[Path, str]:
+    """The bundle root and its digest, checked against the expected one.
 
-    ``spec`` is what ``evaluate_bundle`` prepared; see there.
+    A folder the worker's bundle cache verified (``spec["verified"]``) is
+    not hashed again; anything else is hashed here, and an archive is
+    extracted into the child's scratch folder.
     """
-    from engine import archive, bundle, evaluate, runtime, session, suites
+    from engine import archive
 
     source = Path(spec["bundle_path"])
-    digest = bundle_digest(source)
     expected = spec.get("expected_digest")
+    t0 = time.perf_counter()
+    if spec.get("verified") and expected and source.is_dir():
+        digest = expected.lower().removeprefix("sha256:")
+    else:
+        digest = bundle_digest(source)
     if expected and digest != expected.lower().removeprefix("sha256:"):
         raise EvaluationFailure(
             "refused",
             f"digest_mismatch: expected {expected}, bundle has sha256:{digest}",
             reason="digest_mismatch",
         )
+    t1 = time.perf_counter()
     root = (
         source
         if source.is_dir()
         else Path(archive.materialise_bundle(source, Path.cwd() / "bundle"))
     )
+    timings.update(digest_s=t1 - t0, extract_s=time.perf_counter() - t1)
+    return root, digest
+
+
+def evaluate_in_child(spec: dict) -> dict:
+    """Verify, inspect, load and evaluate one bundle (runs inside the child).
+
+    ``spec`` is what ``evaluate_bundle`` prepared; see there.
+    """
+    from engine import bundle, evaluate, runtime, session, suites
+
+    timings = {"imported": time.time()}
+    root, digest = _verified_root(spec, timings)
+    t2 = time.perf_counter()
     facts = bundle.inspect_bundle(root)
     settings = session.RuntimeSettings(**(spec.get("settings") or {}))
     t0 = time.perf_counter()
@@ -504,6 +529,7 @@ def evaluate_in_child(spec: dict) -> dict:
             "refused", f"runtime_rejected: {message}", reason="runtime_rejected"
         ) from exc
     load_s = time.perf_counter() - t0
+    timings.update(inspect_s=t0 - t2, load_s=load_s)
 
     def progress(name: str, done: int, total: int) -> None:
         """Forward a runner's progress to the parent."""
@@ -514,6 +540,7 @@ def evaluate_in_child(spec: dict) -> dict:
         "max_new_tokens": spec["max_new_tokens"],
         "load_seconds": load_s,
     }
+    t0 = time.perf_counter()
     if spec.get("suite") is not None:
         suite = spec["suite"]
         results = suites.run_suite(model, suite, progress=progress, **common)
@@ -530,6 +557,7 @@ def evaluate_in_child(spec: dict) -> dict:
         )
         one.data_sha256 = spec.get("data_sha256")
         results, head = [one], {"task": task}
+    timings.update(tasks_s=time.perf_counter() - t0, **_marks)
     facts_dict = facts.to_dict() if hasattr(facts, "to_dict") else facts
     dicts = [r.to_dict() for r in results]
     for one_dict in dicts:
@@ -543,6 +571,7 @@ def evaluate_in_child(spec: dict) -> dict:
         "bundle_sha256": digest,
         "engine_version": ENGINE_VERSION,
         "sandbox": dict(_confinement),
+        "timings": timings,
     }
 
 
@@ -585,6 +614,7 @@ def evaluate_bundle(
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     poll_s: float = 1.0,
+    verified: bool = False,
 ) -> dict:
     """Evaluate a bundle (directory or archive) on a suite or one task, isolated.
 
@@ -595,11 +625,14 @@ def evaluate_bundle(
     ``{"task" | "suite", "results": [...], "facts", "bundle_sha256",
     "engine_version"}``; raises ``EvaluationFailure`` (``cancelled`` when
     ``should_stop()``, asked every ``poll_s`` seconds, returns true: see
-    ``run_isolated``).
+    ``run_isolated``). ``verified`` says that ``bundle_path`` is a folder the
+    caller extracted from an artifact whose SHA-256 it checked against
+    ``expected_digest`` and made read-only (``engine.bundlecache``): the
+    child then does not hash it again. The result's ``timings`` break the
+    child's time down (seconds; ``child_start_s`` from spawning to the
+    child's entry point, ``confine_s``, ``import_s``, ``digest_s``,
+    ``extract_s``, ``inspect_s``, ``load_s``, ``tasks_s``, ``child_s`` in all).
     """
-    from engine import evaluate, suites
-    from engine.bundle import sha256_file
-
     if (suite is None) == (task is None):
         raise EvaluationFailure("bad_request", "give either a suite or a task")
     if task is not None and data is None:
@@ -613,13 +646,36 @@ def evaluate_bundle(
         "settings": _settings_dict(settings),
         "batch_size": int(batch_size),
         "max_new_tokens": int(max_new_tokens),
+        "verified": bool(verified and expected_digest and path.is_dir()),
     }
+    _add_work(spec, suite=suite, task=task, data=data, options=options)
+    threads = spec["settings"].get("intra_op_threads") or None
+    spawned = time.time()
+    result = run_isolated(
+        evaluate_in_child,
+        (spec,),
+        memory_bytes=memory_bytes,
+        timeout_s=timeout_s,
+        threads=threads,
+        progress=progress,
+        inputs=[spec["bundle_path"]],
+        should_stop=should_stop,
+        poll_s=poll_s,
+    )
+    if isinstance(result, dict) and isinstance(result.get("timings"), dict):
+        result["timings"] = _child_timings(result["timings"], spawned, time.time())
+    return result
+
+
+def _add_work(spec: dict, *, suite, task, data, options) -> None:
+    """Read and validate the suite, or one task's data, into ``spec``."""
+    from engine import evaluate, suites
+    from engine.bundle import sha256_file
+
     try:
         if suite is not None:
             spec["suite"] = (
-                suite
-                if isinstance(suite, suites.Suite)
-                else suites.load_suite(suite)
+                suite if isinstance(suite, suites.Suite) else suites.load_suite(suite)
             )
         else:
             if task not in evaluate.TASKS:
@@ -635,18 +691,21 @@ def evaluate_bundle(
         raise EvaluationFailure("data_error", str(exc)) from None
     except evaluate.UnsupportedTask as exc:
         raise EvaluationFailure("unsupported_task", str(exc)) from None
-    threads = spec["settings"].get("intra_op_threads") or None
-    return run_isolated(
-        evaluate_in_child,
-        (spec,),
-        memory_bytes=memory_bytes,
-        timeout_s=timeout_s,
-        threads=threads,
-        progress=progress,
-        inputs=[spec["bundle_path"]],
-        should_stop=should_stop,
-        poll_s=poll_s,
-    )
+
+
+def _child_timings(marks: dict, spawned: float, ended: float) -> dict:
+    """Durations from the child's wall-clock marks and the parent's own."""
+    out = {k: v for k, v in marks.items() if k.endswith("_s")}
+    entered, confined = marks.get("entered"), marks.get("confined")
+    imported = marks.get("imported")
+    if isinstance(entered, float):
+        out["child_start_s"] = max(0.0, entered - spawned)
+    if isinstance(entered, float) and isinstance(confined, float):
+        out["confine_s"] = max(0.0, confined - entered)
+    if isinstance(confined, float) and isinstance(imported, float):
+        out["import_s"] = max(0.0, imported - confined)
+    out["child_s"] = ended - spawned
+    return out
 
 
 def _settings_dict(settings: Any) -> dict:
@@ -655,4 +714,3 @@ def _settings_dict(settings: Any) -> dict:
     if hasattr(settings, "to_dict"):
         return dict(settings.to_dict())
     return dict(settings)
-

@@ -77,18 +77,23 @@ def owner_alive(pid: int, *, since: float) -> bool:
 
 
 def sweep_scratch(
-    *, min_age_s: float, root: str | Path | None = None, now: float | None = None
+    *,
+    min_age_s: float,
+    root: str | Path | None = None,
+    now: float | None = None,
+    prefix: str = SCRATCH_PREFIX,
 ) -> list[str]:
     """Remove the orphaned scratch folders under ``root`` (the temporary directory).
 
     A folder goes when it was last written more than ``min_age_s`` ago and
     its owner (named in the folder's name) is dead; a folder that names no
-    owner goes on age alone. Returns the removed folder names.
+    owner goes on age alone. Returns the removed folder names. ``prefix`` selects
+    other folders named the same way (``engine.bundlecache``'s caches).
     """
     base = Path(root or tempfile.gettempdir())
     now = time.time() if now is None else now
     removed = []
-    for path in sorted(base.glob(f"{SCRATCH_PREFIX}*")):
+    for path in sorted(base.glob(f"{prefix}*")):
         try:
             if path.is_symlink() or not path.is_dir():
                 continue

@@ -37,6 +37,7 @@ from governance.models import (
     RunStatus,
 )
 from governance.services.attestations import attestation_for_run
+from governance.services.bundle_cache import prepared_bundle
 from governance.services.outbox import (
     dataset_ref,
     evaluation_outbox_key,
@@ -505,15 +506,20 @@ def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
         suffix = {"zip": ".zip", "tar.gz": ".tar.gz"}.get(
             version.artifact_format, ".onnx"
         )
-        bundle = _copy_from_storage(
-            version.artifact_key,
-            workdir / f"bundle{suffix}",
-            sha256=run.artifact_digest,
+        t0 = time.perf_counter()
+        bundle, verified, timings = prepared_bundle(
+            copy=_copy_from_storage,
+            key=version.artifact_key,
+            digest=run.artifact_digest,
+            suffix=suffix,
+            workdir=workdir,
         )
+        timings["bundle_s"] = time.perf_counter() - t0
         result = evaluate_bundle(
             bundle,
             suite=suite_spec,
             expected_digest=run.artifact_digest,
+            verified=verified,
             memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
             timeout_s=settings.CIVITAS_EVAL_TIMEOUT_SECONDS,
             progress=_Progress(run_id, len(suite_spec["tasks"]), progress),
@@ -530,7 +536,10 @@ def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
         return EvaluationRun.objects.get(pk=run_id)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    t0 = time.perf_counter()
     _record_success(run, result, dataset_refs, wall_s=time.perf_counter() - started)
+    timings.update(result.get("timings") or {}, record_s=time.perf_counter() - t0)
+    logger.info("evaluation_timings", extra={"run_id": run_id, "timings": timings})
     return EvaluationRun.objects.get(pk=run_id)
 
 
@@ -725,14 +734,17 @@ def evaluation_scratch_sweep(*, root: str | None = None) -> dict[str, int]:
     A folder under ``root`` (default: the temporary directory) goes when its
     owning process is dead and it was last written more than
     ``CIVITAS_SCRATCH_SWEEP_AGE_SECONDS`` ago (the longest an evaluation may
-    run); the owner removes its own folders otherwise. Returns
+    run); the owner removes its own folders otherwise. The bundle caches of
+    dead workers (``civitas-bundles-p<pid>-cache``) go too. Returns
     ``{"removed": n}``.
     """
+    from engine.bundlecache import sweep_orphans
     from engine.scratch import sweep_scratch
 
     removed = sweep_scratch(
         min_age_s=settings.CIVITAS_SCRATCH_SWEEP_AGE_SECONDS, root=root
     )
+    removed += sweep_orphans(root)  # and the bundle caches of dead workers
     if removed:
         logger.info("scratch_swept", extra={"folders": removed})
     return {"removed": len(removed)}

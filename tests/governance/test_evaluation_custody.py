@@ -164,10 +164,15 @@ def test_b10_scratch_of_a_killed_worker_is_removed_by_the_sweep(
     assert sorted(p.name for p in worker_tmp.glob("civitas-eval-*")) == left
     settings.CIVITAS_SCRATCH_SWEEP_AGE_SECONDS = 0
 
+    # The killed worker's bundle cache (engine.bundlecache) goes with them.
+    caches = list(worker_tmp.glob("civitas-bundles-p*-cache"))
+    assert len(caches) == 1
+
     result = evaluation_services.evaluation_scratch_sweep(root=str(worker_tmp))
 
-    assert result == {"removed": len(left)}
+    assert result == {"removed": len(left) + len(caches)}
     assert list(worker_tmp.glob("civitas-eval-*")) == []
+    assert list(worker_tmp.glob("civitas-bundles-*")) == []
 
 
 def test_b10_scratch_sweep_is_scheduled_by_beat(settings):

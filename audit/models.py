@@ -32,6 +32,9 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    # The Merkle tree's right edge at ``seq`` leaves: the perfect subtree
+    # hashes of the set bits of seq, lowest level first, space-separated.
+    frontier = models.TextField(default="", blank=True)
 
     class Meta:
         db_table = "governance_auditchainhead"
@@ -138,6 +141,9 @@ class AuditCheckpoint(models.Model):
     head_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField()
     envelope = models.JSONField()
+    # The signed tree head: Merkle root over the first ``seq`` events (empty
+    # for checkpoints signed before the tree existed).
+    root_hash = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         db_table = "governance_auditcheckpoint"
@@ -145,6 +151,28 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at seq {self.seq}"
+
+
+class AuditMerkleNode(models.Model):
+    """One perfect subtree of the Merkle tree over the events (``audit.merkle``).
+
+    ``level`` 0 holds leaf hashes (leaf ``index`` = seq - 1); a node at level
+    L covers leaves [index * 2**L, (index + 1) * 2**L). ``id`` is
+    ``audit.merkle.node_key(level, index)``. Written with its completing
+    event, in the same transaction; never updated or deleted. Any proof reads
+    O(log n) of these rows by primary key.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    level = models.PositiveSmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        db_table = "audit_merklenode"
+
+    def __str__(self) -> str:
+        return f"merkle node {self.level}/{self.index}"
 
 
 # --- Security events --------------------------------------------------------------

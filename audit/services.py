@@ -29,9 +29,11 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from audit import signing
+from audit import signing, tree
+from audit.merkle import Frontier, ProofError
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, SecurityEvent
 from audit.signals import event_recorded, is_announced
+from audit.tree import ConsistencyProof, InclusionProof, TreeHead
 from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
     EXPORT_FORMAT,
@@ -56,12 +58,19 @@ __all__ = [
     "SYSTEM_ACTOR_LABEL",
     "AuditChainBroken",
     "AuditExport",
+    "ConsistencyProof",
+    "InclusionProof",
+    "ProofError",
+    "TreeHead",
     "actor_label_of",
     "checkpoint_create",
     "checkpoint_if_due",
+    "consistency_proof",
     "export_open",
+    "inclusion_proof",
     "record",
     "security_event_record",
+    "tree_head_latest",
     "verify_chain",
 ]
 
@@ -233,7 +242,7 @@ def record(
                 "prev_hash": head.hash,
             }
         )
-        event = AuditEvent.objects.create(
+        event = AuditEvent(
             seq=seq,
             created_at=created_at,
             actor=actor,
@@ -243,7 +252,7 @@ def record(
             hash=digest,
             **fields,
         )
-        AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=digest)
+        tree.append_event(head, event)
     if is_announced(action, payload_value):
         transaction.on_commit(lambda: _announce(event))
     if seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
@@ -410,7 +419,7 @@ def _checkpoint_create_locked() -> AuditCheckpoint | None:
     latest = AuditCheckpoint.objects.order_by("-seq").first()
     if latest is not None and latest.seq >= head.seq:
         return None
-    start_seq, start_hash = 0, GENESIS_HASH
+    start_seq, start_hash, start_root = 0, GENESIS_HASH, None
     if latest is not None:
         try:
             signed = open_checkpoint(
@@ -423,14 +432,28 @@ def _checkpoint_create_locked() -> AuditCheckpoint | None:
             raise AuditChainBroken(
                 f"the latest checkpoint is not authentic: {exc}"
             ) from exc
-        start_seq, start_hash = signed.seq, signed.head_hash
-    verifier = ChainVerifier(start_seq=start_seq, start_hash=start_hash)
+        start_seq, start_hash, start_root = (
+            signed.seq,
+            signed.head_hash,
+            signed.root_hash,
+        )
+    verifier = ChainVerifier(
+        start_seq=start_seq,
+        start_hash=start_hash,
+        start_frontier=_start_frontier(start_seq, start_root),
+    )
     segment = AuditEvent.objects.filter(seq__lte=head.seq)
     for event in _event_rows(segment, after=start_seq):
         verifier.add(event)
         if verifier.failed:
             break
     report = verifier.finish(expected_last_seq=head.seq, expected_head_hash=head.hash)
+    root_hash = verifier.frontier.root()
+    if report.ok and root_hash != tree.root_at(head.seq):
+        report.ok, report.reason = (
+            False,
+            "the stored Merkle tree differs from the chain",
+        )
     if not report.ok:
         logger.error("audit checkpoint refused: %s", report.reason)
         raise AuditChainBroken(report.reason)
@@ -439,6 +462,8 @@ def _checkpoint_create_locked() -> AuditCheckpoint | None:
         "seq": head.seq,
         "head_hash": head.hash,
         "created_at": format_timestamp(created_at),
+        "tree_size": head.seq,
+        "root_hash": root_hash,
     }
     envelope = signing.sign_envelope(canonical_json(statement), CHECKPOINT_PAYLOAD_TYPE)
     try:
@@ -446,12 +471,32 @@ def _checkpoint_create_locked() -> AuditCheckpoint | None:
             return AuditCheckpoint.objects.create(
                 seq=head.seq,
                 head_hash=head.hash,
+                root_hash=root_hash,
                 created_at=created_at,
                 envelope=envelope,
             )
     except IntegrityError:
         # A concurrent run on a database without advisory locks signed it first.
         return AuditCheckpoint.objects.get(seq=head.seq)
+
+
+def _start_frontier(start_seq: int, signed_root: str | None) -> Frontier:
+    """The tree's right edge at a signed checkpoint, checked against its root.
+
+    Raises AuditChainBroken if the stored nodes disagree with the signed
+    root, or are missing while the checkpoint predates the tree (then the
+    tree is rebuilt from the stored nodes, which the chain's verification
+    up to that checkpoint vouches for).
+    """
+    try:
+        frontier = tree.frontier_at(start_seq)
+    except ProofError as exc:
+        raise AuditChainBroken(str(exc)) from exc
+    if signed_root is not None and frontier.root() != signed_root:
+        raise AuditChainBroken(
+            "the stored Merkle tree differs from the signed tree head"
+        )
+    return frontier
 
 
 def checkpoint_if_due() -> AuditCheckpoint | None:
@@ -501,6 +546,11 @@ class AuditExport:
         """True unless every event of the chain is exported."""
         return self.object_type is not None or self.agency_ids is not None
 
+    @property
+    def with_proofs(self) -> bool:
+        """A partial export whose snapshot is a signed tree head proves each event."""
+        return self.is_partial and tree.tree_head(self.up_to_seq) is not None
+
     def _events(self) -> QuerySet:
         events = AuditEvent.objects.filter(seq__lte=self.up_to_seq)
         if self.object_type is not None:
@@ -513,6 +563,7 @@ class AuditExport:
 
     def lines(self) -> Iterator[str]:
         """The export, one JSON object per line: header, checkpoints, events, end."""
+        with_proofs = self.with_proofs
         yield _line(
             {
                 "type": "header",
@@ -528,6 +579,7 @@ class AuditExport:
                 ),
                 "hash": "sha256",
                 "signature": "ed25519",
+                "inclusion_proofs": with_proofs,
                 "keyid": signing.platform_key_id(),
                 "public_key_pem": signing.public_key_pem(),
             }
@@ -545,6 +597,9 @@ class AuditExport:
         count = 0
         for event in _event_rows(self._events()):
             count += 1
+            if with_proofs:
+                path = tree.inclusion_path_of(event["seq"], self.up_to_seq)
+                event["proof"] = {"tree_size": self.up_to_seq, "path": path}
             yield _line({"type": "event", **event})
         yield _line({"type": "end", "events": count, "up_to_seq": self.up_to_seq})
 
@@ -577,6 +632,10 @@ def export_open(
         logger.error("exporting an audit chain that fails verification")
     with transaction.atomic():
         head = AuditChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
+        signed = tree.tree_head_latest()
+        if signed is not None and (object_type is not None or agency_ids is not None):
+            # A partial export stops at the signed tree head its proofs lead to.
+            head = signed.tree_size
         export = AuditExport(
             up_to_seq=head or 0,
             object_type=object_type,
@@ -667,3 +726,46 @@ def security_event_record(
         object_id=str(object_id)[:100],
         suppressed=suppressed,
     )
+
+
+# --- Merkle proofs (the stable API federation uses) --------------------------------
+
+
+def tree_head_latest() -> TreeHead | None:
+    """The newest signed tree head (size, root, timestamp, envelope); None if none."""
+    return tree.tree_head_latest()
+
+
+def inclusion_proof(
+    event: AuditEvent | int, tree_size: int | None = None
+) -> InclusionProof:
+    """The inclusion proof of ``event`` (or its seq) in the tree of ``tree_size``.
+
+    Without ``tree_size``, the newest signed tree head that contains the
+    event; the head is signed first if none does yet. Raises ProofError for
+    a tree size below the event's seq or above the log's, or when the head
+    cannot be signed (a broken chain); AuditEvent.DoesNotExist for an unknown
+    seq; ImproperlyConfigured for an unusable signing key.
+    """
+    seq = event.seq if isinstance(event, AuditEvent) else int(event)
+    if tree_size is None:
+        head = tree.tree_head_latest()
+        if head is None or head.tree_size < seq:
+            try:
+                checkpoint_create()
+            except AuditChainBroken as exc:
+                raise ProofError(f"no tree head can be signed: {exc}") from exc
+            head = tree.tree_head_latest()
+        tree_size = head.tree_size if head is not None else seq
+    if not 0 < seq <= tree_size:
+        raise ProofError(f"event {seq} is not in a tree of {tree_size} events")
+    return tree.inclusion_proof(event, tree_size)
+
+
+def consistency_proof(first: int, second: int | None = None) -> ConsistencyProof:
+    """The proof that the tree of ``second`` events (default: the newest signed
+    head) extends the tree of ``first``. Raises ProofError for bad sizes."""
+    if second is None:
+        head = tree.tree_head_latest()
+        second = head.tree_size if head is not None else 0
+    return tree.consistency_proof(first, second)

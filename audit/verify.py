@@ -1,18 +1,12 @@
 """Standalone verifier of the Civitas audit chain and of signed envelopes.
 
-An auditor runs this file on their own machine, with nothing of the platform
-installed but Python 3.11+ and the ``cryptography`` package::
-
-    python verify.py chain.jsonl [--key public.pem] [--checkpoint cp.json ...]
-    python verify.py attestation.json --key public.pem
-
-(or ``python -m audit.verify`` inside a checkout). It must never import
-Django or any project module: the platform imports *this* module so that
-canonical JSON, event hashing, the DSSE pre-authentication encoding and
-checkpoint checks are defined once, here. ``docs/audit.md`` states the rules;
-the golden vectors in ``tests/audit/test_verify.py`` pin them.
-
-Exit status: 0 verified, 1 verification failed, 2 unusable input or usage.
+An auditor runs this one file with Python 3.11+ and ``cryptography`` only:
+``python verify.py chain.jsonl [--key public.pem] [--checkpoint cp.json ...]``
+or ``python verify.py attestation.json --key public.pem``. It never imports
+Django or the project: the platform imports *this* module, so canonical JSON,
+event hashing, DSSE, checkpoints and Merkle proofs are defined once, here
+(docs/audit.md; golden vectors in tests/audit/test_verify.py). Exit status:
+0 verified, 1 verification failed, 2 unusable input or usage.
 """
 
 from __future__ import annotations
@@ -64,24 +58,14 @@ class VerificationError(Exception):
 
 
 def format_timestamp(value: dt.datetime) -> str:
-    """Render an aware datetime as UTC ISO-8601 with microseconds and ``Z``.
-
-    Raises ValueError for a naive datetime: its instant is unknown.
-    """
+    """Render an aware datetime as UTC ISO-8601 with microseconds and ``Z``."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime in audit data: give it a time zone")
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_value(value: Any) -> Any:
-    """Convert ``value`` to the JSON-native form the chain hashes.
-
-    dict keys must be strings; tuples become lists; aware datetimes become UTC
-    ``...Z`` strings with microseconds; dates ISO strings; Decimals and UUIDs
-    their ``str()``; ``str``/``int`` subclasses (Django choices) their plain
-    value. Raises ValueError for NaN or infinite numbers and naive datetimes,
-    TypeError for anything else (bytes, sets, model instances...).
-    """
+    """Convert ``value`` to the JSON-native form the chain hashes."""
     # bool before int: bool is an int subclass and must stay true/false.
     if value is None or value is True or value is False:
         return value
@@ -118,13 +102,7 @@ def canonical_value(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Serialise ``value`` as canonical JSON bytes (the one form that is hashed).
-
-    Sorted keys (by code point), no whitespace, UTF-8 without ``\\u`` escapes
-    for non-ASCII, no NaN/Infinity. Raises ValueError or TypeError as
-    ``canonical_value`` does, and ValueError for strings that are not valid
-    Unicode (lone surrogates).
-    """
+    """Serialise ``value`` as canonical JSON bytes (the one form that is hashed)."""
     text = json.dumps(
         canonical_value(value),
         sort_keys=True,
@@ -142,17 +120,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def parse_json(text: str | bytes) -> Any:
     """Parse JSON, refusing the NaN/Infinity extensions Python accepts."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _DECODER.decode(text)
 
 
 def hashed_document(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The object whose canonical JSON is hashed: exactly ``HASHED_FIELDS``.
-
-    ``created_at`` may be an aware datetime or its ``...Z`` string. Raises
-    KeyError if a field is missing.
-    """
+    """The object whose canonical JSON is hashed: exactly ``HASHED_FIELDS``."""
     doc = {name: event[name] for name in HASHED_FIELDS}
     if isinstance(doc["created_at"], dt.datetime):
         doc["created_at"] = format_timestamp(doc["created_at"])
@@ -167,6 +149,100 @@ def event_hash(event: Mapping[str, Any]) -> str:
 def is_hash(value: Any) -> bool:
     """True for a 64-character lowercase hex string."""
     return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+# --- Merkle tree (RFC 9162 2.1; proofs are built by audit.merkle) --------------
+
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+
+
+def leaf_hash(event_hash: str) -> str:
+    """SHA-256(0x00 || leaf), the leaf being the event's 32-byte chain hash."""
+    return hashlib.sha256(b"\x00" + bytes.fromhex(event_hash)).hexdigest()
+
+
+def node_hash(left: str, right: str) -> str:
+    """SHA-256(0x01 || left || right) of two child hashes."""
+    return hashlib.sha256(b"\x01" + bytes.fromhex(left + right)).hexdigest()
+
+
+def _walk(fn: int, sn: int, fr: bytes, sr: bytes, path: list[bytes]) -> Any:
+    """The loop of RFC 9162 2.1.3.2 step 4 and 2.1.4.2 step 6: (fr, sr, sn)."""
+    for c in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            fr = hashlib.sha256(b"\x01" + c + fr).digest()
+            sr = hashlib.sha256(b"\x01" + c + sr).digest()
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = hashlib.sha256(b"\x01" + sr + c).digest()
+        fn, sn = fn >> 1, sn >> 1
+    return fr, sr, sn
+
+
+def verify_inclusion(leaf: str, index: int, size: int, path: Any, root: str) -> bool:
+    """True if ``path`` proves leaf hash ``leaf`` is leaf ``index`` of tree ``root``."""
+    if not (isinstance(path, list) and all(map(is_hash, [leaf, root, *path]))):
+        return False
+    if not (type(index) is int and type(size) is int and 0 <= index < size):
+        return False
+    start = bytes.fromhex(leaf)
+    end = _walk(index, size - 1, start, start, [bytes.fromhex(p) for p in path])
+    return end is not None and end[2] == 0 and end[1].hex() == root
+
+
+def verify_consistency(
+    first: int, second: int, first_root: str, second_root: str, path: Any
+) -> bool:
+    """True if ``path`` proves tree ``second_root`` extends ``first_root`` (2.1.4.2)."""
+    if not (
+        isinstance(path, list) and all(map(is_hash, [first_root, second_root, *path]))
+    ):
+        return False
+    if not (type(first) is int and type(second) is int and 0 <= first <= second):
+        return False
+    if first in (0, second):
+        empty = first_root == (EMPTY_ROOT if first == 0 else second_root)
+        return not path and empty
+    hashes = [bytes.fromhex(p) for p in path]
+    if not hashes:
+        return False
+    if first & (first - 1) == 0:
+        hashes.insert(0, bytes.fromhex(first_root))
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    end = _walk(fn, sn, hashes[0], hashes[0], hashes[1:]) or (b"", b"", 1)
+    return end[2] == 0 and end[0].hex() == first_root and end[1].hex() == second_root
+
+
+class TreeEdge:
+    """A tree's right edge: a subtree hash per set bit of ``size``, lowest first."""
+
+    def __init__(self, size: int = 0, hashes: Iterable[str] = ()) -> None:
+        self.size, self.hashes = size, list(hashes)
+        if len(self.hashes) != bin(size).count("1"):
+            raise ValueError("the tree edge does not match the tree size")
+
+    def push(self, leaf: str, made: list[tuple[int, int, str]] | None = None) -> None:
+        """Add leaf hash ``leaf``; the subtrees it completes go to ``made`` if given."""
+        index, carry, level = self.size, leaf, 0
+        while (index >> level) & 1:
+            carry = node_hash(self.hashes.pop(0), carry)
+            level += 1
+            if made is not None:
+                made.append((level, index >> level, carry))
+        self.hashes.insert(0, carry)
+        self.size += 1
+
+    def root(self) -> str:
+        """MTH of the tree (the hash of nothing when empty)."""
+        root = self.hashes[0] if self.hashes else EMPTY_ROOT
+        for left in self.hashes[1:]:
+            root = node_hash(left, root)
+        return root
 
 
 # --- DSSE envelopes ----------------------------------------------------------
@@ -192,10 +268,7 @@ def b64decode(text: Any) -> bytes:
 
 
 def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
-    """Load an Ed25519 public key from PEM (SubjectPublicKeyInfo).
-
-    Raises VerificationError if it is not a PEM Ed25519 public key.
-    """
+    """Load an Ed25519 public key from PEM (SubjectPublicKeyInfo)."""
     data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_public_key(data)
@@ -227,13 +300,7 @@ def verify_envelope(
     *,
     payload_type: str | None = None,
 ) -> bytes:
-    """Return the payload of a DSSE envelope signed by ``public_key``.
-
-    At least one signature must verify over PAE(payloadType, payload). The
-    unauthenticated ``keyid`` only narrows the search: a signature whose keyid
-    names another key is skipped. Raises VerificationError for a malformed
-    envelope, an unexpected ``payload_type`` or no valid signature.
-    """
+    """Return the payload of a DSSE envelope signed by ``public_key``."""
     if not isinstance(public_key, Ed25519PublicKey):
         public_key = load_public_key(public_key)
     if not isinstance(envelope, Mapping):
@@ -271,6 +338,8 @@ class Checkpoint:
     seq: int
     head_hash: str
     created_at: str
+    # The Merkle root of the first ``seq`` events (a signed tree head), if signed.
+    root_hash: str | None = None
 
 
 def open_checkpoint(
@@ -280,13 +349,7 @@ def open_checkpoint(
     stated_seq: Any = None,
     stated_head_hash: Any = None,
 ) -> Checkpoint:
-    """Authenticate a checkpoint envelope and return the head it signs.
-
-    ``stated_seq``/``stated_head_hash`` are the values stored beside the
-    envelope (database columns, export line); when given they must equal the
-    signed ones. Raises VerificationError for a bad signature, a wrong key, a
-    malformed payload or a stated value that differs from the signed one.
-    """
+    """Authenticate a checkpoint envelope and return the head it signs."""
     payload = verify_envelope(
         envelope, public_key, payload_type=CHECKPOINT_PAYLOAD_TYPE
     )
@@ -304,6 +367,11 @@ def open_checkpoint(
         or not is_hash(head_hash)
     ):
         raise VerificationError("the checkpoint payload lacks a valid seq or head_hash")
+    root_hash = body.get("root_hash")
+    if root_hash is not None and (
+        not is_hash(root_hash) or body.get("tree_size") != seq
+    ):
+        raise VerificationError("the checkpoint payload has a malformed tree head")
     if stated_seq is not None and stated_seq != seq:
         raise VerificationError(
             f"checkpoint states seq {stated_seq} but its signature covers seq {seq}"
@@ -313,7 +381,10 @@ def open_checkpoint(
             f"checkpoint at seq {seq} states a head hash its signature does not cover"
         )
     return Checkpoint(
-        seq=seq, head_hash=head_hash, created_at=str(body.get("created_at"))
+        seq=seq,
+        head_hash=head_hash,
+        created_at=str(body.get("created_at")),
+        root_hash=root_hash,
     )
 
 
@@ -322,14 +393,7 @@ def open_checkpoint(
 
 @dataclass
 class ChainReport:
-    """The outcome of verifying a chain (or a partial export of one).
-
-    ``ok`` is true only if every event verifies, links and sequence numbers are
-    intact, every checkpoint is authentic and every checkpoint's head hash
-    equals the recomputed hash at its seq (so a chain cut short of a
-    checkpoint fails). ``checkpoints_ok`` covers the checkpoints alone: each
-    is signed by the key and states what its signature covers.
-    """
+    """The outcome of verifying a chain (or a partial export of one)."""
 
     ok: bool
     events: int
@@ -358,14 +422,7 @@ class ChainReport:
 
 
 class ChainVerifier:
-    """Recompute a chain fed event by event, in seq order.
-
-    Full mode (the default) requires seq 1, 2, 3... from the genesis hash, each
-    ``prev_hash`` equal to the previous event's hash and each stored ``hash``
-    equal to the recomputed one. Partial mode (an export of one object's
-    events) checks each event's own hash, increasing seqs and the links between
-    adjacent seqs only. Feeding stops mattering after the first failure.
-    """
+    """Recompute a chain fed event by event, in seq order."""
 
     def __init__(
         self,
@@ -373,8 +430,16 @@ class ChainVerifier:
         partial: bool = False,
         start_seq: int = 0,
         start_hash: str = GENESIS_HASH,
+        start_frontier: TreeEdge | None = None,
     ) -> None:
         self.partial = partial
+        # Full runs recompute the Merkle tree's right edge, to check signed roots.
+        self.frontier = start_frontier
+        if self.frontier is None and start_seq == 0 and not partial:
+            self.frontier = TreeEdge()
+        self._roots: dict[int, str] = {}
+        self.proven = 0
+        self.require_proofs = False  # a partial export that says it carries them
         self.events = 0
         # A run may resume after a trusted point (a verified checkpoint).
         self.last_seq = start_seq
@@ -399,6 +464,8 @@ class ChainVerifier:
                 f"two signed checkpoints disagree on the head at seq {checkpoint.seq}"
             )
         self._checkpoints.setdefault(checkpoint.seq, checkpoint.head_hash)
+        if checkpoint.root_hash is not None:
+            self._roots.setdefault(checkpoint.seq, checkpoint.root_hash)
 
     def reject_checkpoint(self, problem: str) -> None:
         """Count a checkpoint that failed authentication."""
@@ -459,7 +526,9 @@ class ChainVerifier:
             self._fail(seq, f"seq {seq}: prev_hash is not {what} (link broken)")
             return
         try:
-            computed = event_hash(event)
+            # Parsed JSON is canonical already: serialise, skip canonical_value.
+            text = _ENCODER.encode(hashed_document(event)).encode("utf-8")
+            computed = hashlib.sha256(text).hexdigest()
         except (KeyError, TypeError, ValueError) as exc:
             self._fail(seq, f"seq {seq}: cannot be hashed ({exc})")
             return
@@ -477,6 +546,28 @@ class ChainVerifier:
             )
             return
         self.last_seq, self.last_hash = seq, computed
+        self._check_tree(seq, computed, event.get("proof"))
+
+    def _check_tree(self, seq: int, computed: str, proof: Any) -> None:
+        """Grow the Merkle tree (full run) or check the event's inclusion proof."""
+        if self.frontier is not None and not self.partial:
+            self.frontier.push(leaf_hash(computed))
+            root = self._roots.get(seq)
+            if root is not None and root != self.frontier.root():
+                self._fail(seq, f"seq {seq}: Merkle root differs from signed tree head")
+            return
+        if proof is None:
+            if self.require_proofs:
+                self._fail(seq, f"seq {seq}: the inclusion proof is missing")
+            return
+        size = proof.get("tree_size") if isinstance(proof, Mapping) else None
+        root = self._roots.get(size) if isinstance(size, int) else None
+        if root is None or not verify_inclusion(
+            leaf_hash(computed), seq - 1, size, proof.get("path") or [], root
+        ):
+            self._fail(seq, f"seq {seq}: no valid inclusion proof to a signed head")
+            return
+        self.proven += 1
 
     def finish(
         self,
@@ -484,12 +575,7 @@ class ChainVerifier:
         expected_last_seq: int | None = None,
         expected_head_hash: str | None = None,
     ) -> ChainReport:
-        """Close the run: check the end of the chain and return the report.
-
-        ``expected_last_seq``/``expected_head_hash`` are what the source says
-        the chain ends with (the database head row, the export header): fewer
-        events means truncation, more means the head was altered.
-        """
+        """Close the run: check the end of the chain and return the report."""
         checkpoints_ok = not self.checkpoint_problems
         if not self.failed and not self.partial:
             self._check_end(expected_last_seq, expected_head_hash)
@@ -497,7 +583,12 @@ class ChainVerifier:
         if reason is None and not checkpoints_ok:
             reason = self.checkpoint_problems[0]
         notes = []
-        if self.partial:
+        if self.partial and self.proven and self.proven == self.events:
+            notes.append(
+                "partial export: every event is proven by an inclusion proof to a "
+                "signed tree head of the whole log; completeness is not proven"
+            )
+        elif self.partial:
             notes.append(
                 "partial export: each event matches its own hash and the "
                 "checkpoints are authentic; membership in the signed chain and "
@@ -520,10 +611,11 @@ class ChainVerifier:
 # --- Export files ------------------------------------------------------------
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _lines(path: Path, skip: str = "\0") -> Iterator[tuple[int, dict[str, Any]]]:
+    """The file's objects; lines starting with ``skip`` are not even parsed."""
     with path.open("r", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
+            if not line.strip() or line.startswith(skip):
                 continue
             try:
                 item = parse_json(line)
@@ -545,17 +637,11 @@ def verify_export(
     public_key_pem: str | bytes | None = None,
     extra_checkpoints: Iterable[Mapping[str, Any]] = (),
 ) -> ChainReport:
-    """Verify an export file (JSONL) as written by ``export_audit``.
-
-    Reads the file twice: first the header and checkpoint lines, then the
-    events. Without ``public_key_pem`` the key in the header is used, which
-    proves only that the file is consistent with itself. Raises
-    VerificationError for a file that is not a Civitas export.
-    """
+    """Verify an export file (JSONL) as written by ``export_audit``."""
     header: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     checkpoint_lines = []
-    for number, item in _lines(path):
+    for number, item in _lines(path, skip='{"type":"event"'):  # events: 2nd pass
         kind = item.get("type")
         if number == 1 or header is None:
             if kind != "header" or item.get("format") != EXPORT_FORMAT:
@@ -572,6 +658,9 @@ def verify_export(
         raise VerificationError("the file is empty")
     key = load_public_key(public_key_pem or header.get("public_key_pem", ""))
     verifier = ChainVerifier(partial=bool(header.get("partial")))
+    verifier.require_proofs = (
+        verifier.partial and header.get("inclusion_proofs") is True
+    )
     for item in [*checkpoint_lines, *extra_checkpoints]:
         try:
             verifier.add_checkpoint(
@@ -676,17 +765,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if report.ok else 1
         envelope = _read_json_file(args.file)
         if not isinstance(envelope, dict) or "payloadType" not in envelope:
-            print(
-                f"error: {args.file} is neither an export nor an envelope",
-                file=sys.stderr,
-            )
-            return 2
+            raise VerificationError(f"{args.file} is neither an export nor an envelope")
         if key_pem is None:
-            print(
-                "error: an envelope is verified against --key public.pem",
-                file=sys.stderr,
-            )
-            return 2
+            raise VerificationError("an envelope is verified against --key public.pem")
         key = load_public_key(key_pem)
     except (OSError, UnicodeDecodeError, VerificationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -704,17 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, UnicodeDecodeError):
         body = base64.b64encode(payload).decode("ascii")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": True,
-                    "payloadType": envelope["payloadType"],
-                    "keyid": key_id(key),
-                    "payload": body,
-                },
-                indent=2,
-            )
-        )
+        out = {"ok": True, "payloadType": envelope["payloadType"]}
+        print(json.dumps({**out, "keyid": key_id(key), "payload": body}, indent=2))
     else:
         print(f"OK: signature by key {key_id(key)} over {envelope['payloadType']}")
         print(json.dumps(body, indent=2, ensure_ascii=False))

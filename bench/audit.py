@@ -9,9 +9,11 @@ append them; first a single writer appends ``--baseline-events`` as the
 baseline. For context it also times a single writer putting 100 events in
 each transaction, and bare durable commits (no audit): one append commits at
 a time, so the storage's commit latency bounds the rate. Then it signs a
-checkpoint, verifies the whole chain from the database, exports it and
-verifies the export as an auditor would. Prints a table, or one JSON object
-with ``--json``.
+checkpoint (a signed Merkle tree head), verifies the whole chain from the
+database, exports it and verifies the export as an auditor would; last it
+times ``--proof-samples`` inclusion and consistency proofs at the chain's full
+size (about 1.1 million events by default) and reports their sizes. Prints a
+table, or one JSON object with ``--json``.
 
 With ``--database-url`` the database is a scratch one: it must not exist; it
 is created, migrated, used and dropped (``--keep`` keeps it). Without it,
@@ -216,6 +218,54 @@ def _export_figures(workdir: Path) -> dict:
     }
 
 
+def _one_proof(kind: str, at: int, head) -> tuple:
+    """One proof built from the database and checked as an auditor would."""
+    from audit import services as audit
+    from audit import verify
+
+    size, root = head.tree_size, head.root_hash
+    if kind == "inclusion":
+        p = audit.inclusion_proof(at, size)
+        return p, verify.verify_inclusion(p.leaf_hash, at - 1, size, p.path, root)
+    p = audit.consistency_proof(at, size)
+    return p, verify.verify_consistency(at, size, p.first_root, root, p.path)
+
+
+def _proof_figures(samples: int) -> dict:
+    """Inclusion and consistency proofs at the chain's size: time, hashes, bytes."""
+    import random
+    import statistics
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from audit import services as audit
+
+    head = audit.tree_head_latest()
+    size, rng = head.tree_size, random.Random(9162)
+    figures: dict = {"tree_size": size, "samples": samples}
+    for kind in ("inclusion", "consistency"):
+        times, hashes, sizes, queries = [], [], [], []
+        for _ in range(samples):
+            with CaptureQueriesContext(connection) as captured:
+                started = time.perf_counter()
+                proof, ok = _one_proof(kind, rng.randint(1, size), head)
+                times.append(time.perf_counter() - started)
+            if not ok:
+                raise SystemExit(f"a {kind} proof failed verification")
+            queries.append(len(captured))
+            hashes.append(len(proof.path))
+            sizes.append(len(json.dumps(proof.path)))
+        figures[kind] = {
+            "ms_median": round(statistics.median(times) * 1000, 2),
+            "ms_max": round(max(times) * 1000, 2),
+            "hashes_max": max(hashes),
+            "path_bytes_max": max(sizes),
+            "queries_max": max(queries),
+        }
+    return figures
+
+
 def _maintenance_url(url: str) -> tuple[str, str]:
     """The server's ``postgres`` database URL and the scratch database name."""
     parts = urlsplit(url)
@@ -330,6 +380,14 @@ def _table(figures: dict) -> str:
         f"first checkpoint signed in {ver['checkpoint_seconds']:.1f} s  "
         f"table size: {ver['table_bytes_per_event']:.0f} bytes/event"
     )
+    proofs = figures.get("proofs")
+    for kind in ("inclusion", "consistency") if proofs else ():
+        p = proofs[kind]
+        lines.append(
+            f"{kind} proof at {proofs['tree_size']:,} events: median "
+            f"{p['ms_median']} ms (max {p['ms_max']}), at most {p['hashes_max']} "
+            f"hashes / {p['path_bytes_max']} bytes, {p['queries_max']} queries"
+        )
     lines.append(f"database: {figures['database']}")
     return "\n".join(lines)
 
@@ -355,6 +413,8 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
     figures["verify"] = _verify_figures()
     if not args.no_export:
         figures["export"] = _export_figures(workdir)
+    if args.proof_samples:
+        figures["proofs"] = _proof_figures(args.proof_samples)
     return figures
 
 
@@ -373,6 +433,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--no-export", action="store_true", help="skip export figures")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--proof-samples",
+        type=int,
+        default=200,
+        help="random inclusion and consistency proofs timed at the end (0: none)",
+    )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress lines on stderr"
     )

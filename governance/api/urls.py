@@ -120,4 +120,6 @@ urlpatterns = [
         exports.UseCaseExportView.as_view(),
         name="use-case-export",
     ),
+    # Its Merkle tree heads and proofs (namespace ``audit_proofs``).
+    path("audit/", include("governance.api.audit_proofs")),
 ]

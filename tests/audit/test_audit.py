@@ -33,7 +33,7 @@ from registry.models import Agency, Visibility
 from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
 from tests.factories import AgencyFactory, ModelVersionFactory, UserFactory
 
-AUDIT_TABLES = ("governance_auditevent", "governance_auditcheckpoint")
+AUDIT_TABLES = ("governance_auditevent", "governance_auditcheckpoint", "audit_merklenode")
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +87,7 @@ def committed_audit_rows(transactional_db):
         cursor.execute("DELETE FROM governance_auditevent")
         cursor.execute("DELETE FROM governance_auditcheckpoint")
         cursor.execute("DELETE FROM governance_auditchainhead")
+        cursor.execute("DELETE FROM audit_merklenode")
 
 
 def record_n(count: int, **kwargs) -> list[AuditEvent]:
@@ -709,7 +710,8 @@ def test_partial_export_of_a_model_version_verifies_its_events_alone(
     assert [line["seq"] for line in lines if line["type"] == "event"] == [1, 3]
     report = verify.verify_export(path)
     assert report.ok and report.partial
-    assert "not proven" in report.notes[0]
+    assert "every event is proven" in report.notes[0]
+    assert all("proof" in line for line in lines if line["type"] == "event")
     path.write_text(out.getvalue().replace("model_version.released", "model_version.x"))
     assert verify.verify_export(path).first_bad_seq == 3
 

@@ -12,6 +12,7 @@ from governance.api import (
     decisions,
     evaluations,
     exports,
+    federation,
     openlineage,
     modifications,
     policies,
@@ -122,4 +123,8 @@ urlpatterns = [
     ),
     # Its Merkle tree heads and proofs (namespace ``audit_proofs``).
     path("audit/", include("governance.api.audit_proofs")),
+    # Federation: signed bundles between Civitas platforms.
+    path("federation/peers/", federation.PeerListView.as_view(), name="federation-peers"),
+    path("federation/exports/", federation.ExportView.as_view(), name="federation-exports"),
+    path("federation/imports/", federation.ImportView.as_view(), name="federation-imports"),
 ]

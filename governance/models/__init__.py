@@ -31,6 +31,12 @@ from governance.models.evaluations import (
     RunStatus,
     SuiteDataset,
 )
+from governance.models.federation import (
+    FederatedAttestation,
+    FederatedVersion,
+    FederationImport,
+    FederationPeer,
+)
 from governance.models.incidents import (
     IncidentReport,
     IncidentReportQuerySet,
@@ -70,6 +76,10 @@ from governance.models.use_cases import (
 )
 
 __all__ = [
+    "FederatedAttestation",
+    "FederatedVersion",
+    "FederationImport",
+    "FederationPeer",
     "EDITABLE_USE_CASE_STATUSES",
     "LM_KINDS",
     "LM_TASKS",

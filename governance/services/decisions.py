@@ -31,6 +31,7 @@ from governance.selectors import (
     review_round_of,
     waiver_uncovered_rules,
 )
+from governance.federation.services import is_imported
 from governance.services.approvals import use_case_schedules_sync
 from governance.services.attestations import attestation_for_decision
 from governance.services.lifecycle import (
@@ -420,6 +421,11 @@ def _decide(
     target = _check_transition(locked, DECISION_ACTIONS[kind])
     _check_reviewer(actor, locked)
     rationale = _checked_input(kind, rationale, waiver_rule_ids)
+    if kind in ENABLING_KINDS and is_imported(locked.model_version):
+        raise PolicyViolation(
+            "An imported version is approved by its own platform, not here.",
+            code="imported_version",
+        )
     submission = latest_submission(locked)
     _check_not_submitter(actor, submission)
     now = timezone.now()

@@ -78,7 +78,9 @@ PEER_EXAMPLE = {
     "id": 1,
     "name": "civitas-nord",
     "base_url": "https://civitas.nord.example/",
-    "public_key_pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA...\n-----END PUBLIC KEY-----\n",
+    "public_key_pem": (
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA...\n-----END PUBLIC KEY-----\n"
+    ),
     "key_id": "3f1c9a...",
     "agency": "fed-civitas-nord",
     "created_at": "2026-12-04T17:00:00Z",
@@ -101,7 +103,10 @@ IMPORT_EXAMPLE = {
         "tree_size": 1042,
     },
 }
-REFUSAL_EXAMPLE = {"code": "digest_mismatch", "message": "metadata.json does not match its digest."}
+REFUSAL_EXAMPLE = {
+    "code": "digest_mismatch",
+    "message": "metadata.json does not match its digest.",
+}
 
 
 def _import_payload(record) -> dict:
@@ -123,9 +128,12 @@ class PeerListView(APIView):
     @extend_schema(
         operation_id="federation_peers_list",
         summary="List trusted federation peers",
-        responses={200: OpenApiResponse(PeerSerializer(many=True), examples=[
-            OpenApiExample("Peers", value=[PEER_EXAMPLE])
-        ])},
+        responses={
+            200: OpenApiResponse(
+                PeerSerializer(many=True),
+                examples=[OpenApiExample("Peers", value=[PEER_EXAMPLE])],
+            )
+        },
         tags=["federation"],
     )
     def get(self, request):
@@ -136,9 +144,15 @@ class PeerListView(APIView):
         operation_id="federation_peers_create",
         summary="Trust a peer platform (its Ed25519 public key)",
         request=PeerSerializer,
-        examples=[OpenApiExample("Peer", value={**PEER_EXAMPLE, "jurisdiction": "FR"}, request_only=True)],
+        examples=[
+            OpenApiExample(
+                "Peer", value={**PEER_EXAMPLE, "jurisdiction": "FR"}, request_only=True
+            )
+        ],
         responses={
-            201: OpenApiResponse(PeerSerializer, examples=[OpenApiExample("Peer", value=PEER_EXAMPLE)]),
+            201: OpenApiResponse(
+                PeerSerializer, examples=[OpenApiExample("Peer", value=PEER_EXAMPLE)]
+            ),
             400: ApiErrorSerializer,
         },
         tags=["federation"],
@@ -170,9 +184,17 @@ class ExportView(APIView):
             "signed tree head; the artifact too with `include_artifacts`."
         ),
         request=ExportRequestSerializer,
-        examples=[OpenApiExample("Export", value={"model_version": 41, "include_artifacts": False}, request_only=True)],
+        examples=[
+            OpenApiExample(
+                "Export",
+                value={"model_version": 41, "include_artifacts": False},
+                request_only=True,
+            )
+        ],
         responses={
-            (200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY, description="The bundle."),
+            (200, "application/gzip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The bundle."
+            ),
             400: ApiErrorSerializer,
             404: ApiErrorSerializer,
         },
@@ -186,8 +208,10 @@ class ExportView(APIView):
             pk=data.validated_data["model_version"],
         )
         if not _may_export(request.user, version):
-            raise PermissionDenied(_("Only the agency's maintainers and oversight export."))
-        out = tempfile.TemporaryFile()
+            raise PermissionDenied(
+                _("Only the agency's maintainers and oversight export.")
+            )
+        out = tempfile.TemporaryFile()  # noqa: SIM115  (FileResponse closes it)
         manifest = bundle_export(
             actor=request.user,
             version=version,
@@ -195,8 +219,11 @@ class ExportView(APIView):
             include_artifacts=data.validated_data["include_artifacts"],
         )
         out.seek(0)
-        name = f"{version.model.slug}-{version.version}-{manifest['tree_size']}.civitas.tar.gz"
-        return FileResponse(out, as_attachment=True, filename=name, content_type="application/gzip")
+        size = manifest["tree_size"]
+        name = f"{version.model.slug}-{version.version}-{size}.civitas.tar.gz"
+        return FileResponse(
+            out, as_attachment=True, filename=name, content_type="application/gzip"
+        )
 
 
 class ImportView(APIView):
@@ -210,9 +237,26 @@ class ImportView(APIView):
         summary="Import a peer's signed federation bundle",
         request={"multipart/form-data": ImportRequestSerializer},
         responses={
-            201: OpenApiResponse(ImportResultSerializer, examples=[OpenApiExample("Imported", value=IMPORT_EXAMPLE)]),
-            400: OpenApiResponse(ApiErrorSerializer, examples=[OpenApiExample("Tampered", value=REFUSAL_EXAMPLE)]),
-            409: OpenApiResponse(ApiErrorSerializer, examples=[OpenApiExample("Replayed", value={"code": "replayed", "message": "A bundle of tree size 1042 was already imported."})]),
+            201: OpenApiResponse(
+                ImportResultSerializer,
+                examples=[OpenApiExample("Imported", value=IMPORT_EXAMPLE)],
+            ),
+            400: OpenApiResponse(
+                ApiErrorSerializer,
+                examples=[OpenApiExample("Tampered", value=REFUSAL_EXAMPLE)],
+            ),
+            409: OpenApiResponse(
+                ApiErrorSerializer,
+                examples=[
+                    OpenApiExample(
+                        "Replayed",
+                        value={
+                            "code": "replayed",
+                            "message": "A newer bundle was already imported.",
+                        },
+                    )
+                ],
+            ),
         },
         tags=["federation"],
     )

@@ -13,8 +13,8 @@ from governance.api import (
     evaluations,
     exports,
     federation,
-    openlineage,
     modifications,
+    openlineage,
     policies,
     register,
     schedules,
@@ -124,7 +124,17 @@ urlpatterns = [
     # Its Merkle tree heads and proofs (namespace ``audit_proofs``).
     path("audit/", include("governance.api.audit_proofs")),
     # Federation: signed bundles between Civitas platforms.
-    path("federation/peers/", federation.PeerListView.as_view(), name="federation-peers"),
-    path("federation/exports/", federation.ExportView.as_view(), name="federation-exports"),
-    path("federation/imports/", federation.ImportView.as_view(), name="federation-imports"),
+    path(
+        "federation/peers/", federation.PeerListView.as_view(), name="federation-peers"
+    ),
+    path(
+        "federation/exports/",
+        federation.ExportView.as_view(),
+        name="federation-exports",
+    ),
+    path(
+        "federation/imports/",
+        federation.ImportView.as_view(),
+        name="federation-imports",
+    ),
 ]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
@@ -197,9 +196,7 @@ def _check_signature(root: Path, public_key_pem: str) -> dict[str, Any]:
 
 def _check_digests(root: Path, manifest: dict[str, Any]) -> None:
     listed = set(manifest["members"]) | {MANIFEST, SIGNATURE}
-    present = {
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-    }
+    present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
     if present != listed or not set(JSON_MEMBERS) <= listed:
         raise BundleRefused(
             "digest_mismatch", "The archive's members differ from the manifest's."

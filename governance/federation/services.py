@@ -38,8 +38,8 @@ from governance.models import (
     FederationPeer,
 )
 from registry.models import (
-    AIModel,
     Agency,
+    AIModel,
     Dataset,
     DatasetVersion,
     Licence,
@@ -148,7 +148,10 @@ def _metadata(version: ModelVersion) -> dict[str, Any]:
     )
     base = version.base_version
     return {
-        "model": {"origin_id": str(version.model_id), **_plain(version.model, MODEL_FIELDS)},
+        "model": {
+            "origin_id": str(version.model_id),
+            **_plain(version.model, MODEL_FIELDS),
+        },
         "version": {
             "origin_id": str(version.pk),
             "status": version.status,
@@ -158,7 +161,11 @@ def _metadata(version: ModelVersion) -> dict[str, Any]:
         "licence": _plain(version.licence, LICENCE_FIELDS),
         "lineage": {
             "base_version": (
-                {"origin_id": str(base.pk), "model": base.model.slug, "version": base.version}
+                {
+                    "origin_id": str(base.pk),
+                    "model": base.model.slug,
+                    "version": base.version,
+                }
                 if base is not None
                 else None
             ),
@@ -198,9 +205,18 @@ def _attestations(version: ModelVersion) -> list[dict[str, Any]]:
 
 
 def _events(version: ModelVersion, size: int) -> list[dict[str, Any]]:
-    pairs = [("registry.aimodel", version.model_id), ("registry.modelversion", version.pk)]
-    pairs += [("governance.evaluationrun", pk) for pk in version.evaluations.values_list("pk", flat=True)]
-    pairs += [("governance.decision", pk) for pk in version.decisions.values_list("pk", flat=True)]
+    pairs = [
+        ("registry.aimodel", version.model_id),
+        ("registry.modelversion", version.pk),
+    ]
+    pairs += [
+        ("governance.evaluationrun", pk)
+        for pk in version.evaluations.values_list("pk", flat=True)
+    ]
+    pairs += [
+        ("governance.decision", pk)
+        for pk in version.decisions.values_list("pk", flat=True)
+    ]
     query = Q(pk__in=[])
     for object_type, pk in pairs:
         query |= Q(object_type=object_type, object_id=str(pk))
@@ -249,12 +265,19 @@ def bundle_export(
             "public_key_pem": signing.public_key_pem(),
         },
         "exported_at": format_timestamp(timezone.now()),
-        "model": {"origin_id": str(version.model_id), "version_origin_id": str(version.pk)},
+        "model": {
+            "origin_id": str(version.model_id),
+            "version_origin_id": str(version.pk),
+        },
         "tree_size": head.tree_size,
         "root_hash": head.root_hash,
     }
     manifest = fb.write_bundle(
-        out=out, parts=parts, header=header, artifacts=artifacts, sign=signing.sign_envelope
+        out=out,
+        parts=parts,
+        header=header,
+        artifacts=artifacts,
+        sign=signing.sign_envelope,
     )
     with transaction.atomic():
         audit.record(
@@ -308,7 +331,11 @@ def _dataset_links(version: ModelVersion, peer: FederationPeer, data) -> int:
         dataset_version, _ = DatasetVersion.objects.get_or_create(
             dataset=dataset,
             version=item["version"],
-            defaults={**fields, "licence": _licence(item["licence"]), "created_by": author},
+            defaults={
+                **fields,
+                "licence": _licence(item["licence"]),
+                "created_by": author,
+            },
         )
         ModelVersionDataset.objects.get_or_create(
             model_version=version, dataset_version=dataset_version, role=item["role"]
@@ -329,7 +356,9 @@ def _store_artifact(version: ModelVersion, opened: fb.OpenedBundle) -> bool:
             stored = artifact_storage().save(key, File(src, name=name))
         version.artifact_key, version.original_filename = stored, name
         version.artifact_state = "available"
-        version.save(update_fields=["artifact_key", "original_filename", "artifact_state"])
+        version.save(
+            update_fields=["artifact_key", "original_filename", "artifact_state"]
+        )
         return True
     return False
 
@@ -407,9 +436,9 @@ def _write(peer: FederationPeer, opened: fb.OpenedBundle, actor, sha: str):
 
 def _check_replay(peer: FederationPeer, opened: fb.OpenedBundle) -> None:
     origin = str(opened.metadata["model"]["origin_id"])
-    last = FederationImport.objects.filter(
-        peer=peer, origin_model_id=origin
-    ).aggregate(size=Max("tree_size"))["size"]
+    last = FederationImport.objects.filter(peer=peer, origin_model_id=origin).aggregate(
+        size=Max("tree_size")
+    )["size"]
     if last is not None and opened.tree_size <= last:
         raise FederationReplayed(
             f"A bundle of tree size {last} was already imported from {peer.name}; "

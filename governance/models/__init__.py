@@ -76,10 +76,6 @@ from governance.models.use_cases import (
 )
 
 __all__ = [
-    "FederatedAttestation",
-    "FederatedVersion",
-    "FederationImport",
-    "FederationPeer",
     "EDITABLE_USE_CASE_STATUSES",
     "LM_KINDS",
     "LM_TASKS",
@@ -96,6 +92,10 @@ __all__ = [
     "EvaluationScheduleQuerySet",
     "EvaluationSuite",
     "EvaluationSuiteQuerySet",
+    "FederatedAttestation",
+    "FederatedVersion",
+    "FederationImport",
+    "FederationPeer",
     "IncidentReport",
     "IncidentReportQuerySet",
     "IncidentStatus",

@@ -55,7 +55,11 @@ class FederationImport(models.Model):
     summary = models.JSONField(default=dict)
     events = models.JSONField(default=list)
     imported_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -67,6 +71,9 @@ class FederationImport(models.Model):
                 name="federation_import_once_per_tree_size",
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.peer_id}:{self.origin_model_id}@{self.tree_size}"
 
 
 class FederatedVersion(models.Model):
@@ -92,6 +99,9 @@ class FederatedVersion(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.model_version_id} <- {self.peer_id}:{self.origin_id}"
+
 
 class FederatedAttestation(models.Model):
     """A peer's signed attestation (evaluation or decision), kept as the peer's."""
@@ -108,3 +118,6 @@ class FederatedAttestation(models.Model):
 
     class Meta:
         ordering = ["federation_import", "kind", "origin_id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.origin_id} ({self.key_id[:12]})"

@@ -23,7 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("bundle", help="the bundle file (tar.gz)")
         parser.add_argument("--peer", default=None, help="the trusted peer's name")
         parser.add_argument("--trust", default=None, help="register this peer first")
-        parser.add_argument("--public-key", default=None, help="its public key PEM file")
+        parser.add_argument(
+            "--public-key", default=None, help="its public key PEM file"
+        )
         parser.add_argument("--base-url", default="https://peer.invalid/")
         parser.add_argument("--jurisdiction", default="EU")
 
@@ -52,5 +54,7 @@ class Command(BaseCommand):
         try:
             record = bundle_import(actor=None, archive=Path(bundle), peer=peer)
         except FederationRefused as exc:
-            raise CommandError(f"refused: {exc.code}: {exc.message}", returncode=2) from exc
+            raise CommandError(
+                f"refused: {exc.code}: {exc.message}", returncode=2
+            ) from exc
         self.stdout.write(json.dumps({"id": record.pk, **record.summary}, indent=2))

@@ -1,0 +1,191 @@
+"""Federation in one instance: the API, its tenancy, refusals, the approval guard.
+
+The two-instance move lives in ``test_federation_instances``. Here a peer
+is registered with this platform's own public key, which lets a bundle
+exported here be imported back as the peer's (as another Civitas would).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from audit import services as audit
+from audit import signing
+from audit.models import AuditEvent
+from config.exceptions import PolicyViolation
+from governance.federation import bundle as fb
+from governance.federation.services import bundle_export, bundle_import, peer_create
+from governance.models import (
+    Decision,
+    FederatedAttestation,
+    FederatedVersion,
+    FederationImport,
+    FederationPeer,
+)
+from governance.services import decisions as decision_services
+from registry.models import AIModel, ModelVersion
+from tests.governance.conftest import RATIONALE
+from tests.registry.conftest import token_client
+
+pytestmark = pytest.mark.django_db
+
+EXPORTS = "/api/v1/federation/exports/"
+IMPORTS = "/api/v1/federation/imports/"
+PEERS = "/api/v1/federation/peers/"
+
+
+@pytest.fixture
+def noted_version(governed_version, maintainer_a):
+    with transaction.atomic():
+        audit.record(
+            actor=maintainer_a, action="registry.version_noted", obj=governed_version
+        )
+    return governed_version
+
+
+@pytest.fixture
+def self_peer(platform_admin):
+    """This platform trusted as a peer of itself (a stand-in for another Civitas)."""
+    return peer_create(
+        actor=platform_admin,
+        name="civitas-self",
+        base_url="https://civitas.self.example/",
+        public_key_pem=signing.public_key_pem(),
+        jurisdiction="FR",
+    )
+
+
+def _bundle_bytes(version, actor) -> bytes:
+    out = io.BytesIO()
+    bundle_export(actor=actor, version=version, out=out, include_artifacts=False)
+    return out.getvalue()
+
+
+def test_peers_are_kept_by_platform_admins_only(
+    api_admin, api_reviewer, api_maintainer_a
+):
+    body = {
+        "name": "civitas-nord",
+        "base_url": "https://civitas.nord.example/",
+        "public_key_pem": signing.public_key_pem(),
+        "jurisdiction": "FR",
+    }
+    assert api_maintainer_a.get(PEERS).status_code == 403
+    assert api_reviewer.post(PEERS, body, format="json").status_code == 403
+    created = api_admin.post(PEERS, body, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["key_id"] == signing.platform_key_id()
+    assert created.json()["agency"] == "fed-civitas-nord"
+    assert [p["name"] for p in api_admin.get(PEERS).json()] == ["civitas-nord"]
+    assert AuditEvent.objects.filter(action="federation.peer_added").count() == 1
+    bad = api_admin.post(
+        PEERS, {**body, "name": "x", "public_key_pem": "nope"}, format="json"
+    )
+    assert bad.status_code == 400 and "public_key_pem" in bad.json()["fields"]
+    again = api_admin.post(PEERS, {**body, "name": "other"}, format="json")
+    assert again.status_code == 400 and again.json()["code"] == "duplicate"
+    assert FederationPeer.objects.count() == 1
+
+
+def test_maintainers_and_oversight_export_a_signed_bundle_others_cannot(
+    noted_version, maintainer_a, member_a, member_b, reviewer
+):
+    body = {"model_version": noted_version.pk}
+    assert token_client(member_b).post(EXPORTS, body, format="json").status_code == 404
+    assert token_client(member_a).post(EXPORTS, body, format="json").status_code == 403
+    for user in (maintainer_a, reviewer):
+        answer = token_client(user).post(EXPORTS, body, format="json")
+        assert answer.status_code == 200
+        assert answer["Content-Type"] == "application/gzip"
+        data = b"".join(answer.streaming_content)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "b.tar.gz"
+        archive.write_bytes(data)
+        root = fb.extract(archive, Path(tmp) / "x")
+        opened = fb.open_bundle(root, signing.public_key_pem())
+    assert opened.metadata["version"]["origin_id"] == str(noted_version.pk)
+    # The second bundle proves the first export's event too.
+    assert [e["action"] for e in opened.events] == [
+        "registry.version_noted",
+        "federation.bundle_exported",
+    ]
+    exported = AuditEvent.objects.filter(action="federation.bundle_exported")
+    assert exported.count() == 2 and exported.first().object_id == str(noted_version.pk)
+
+
+def test_api_import_writes_the_peers_records_and_refuses_replays_and_garbage(
+    noted_version, maintainer_a, api_admin, api_maintainer_a, self_peer
+):
+    data = _bundle_bytes(noted_version, maintainer_a)
+    upload = {"bundle": io.BytesIO(data), "peer": self_peer.pk}
+    assert api_maintainer_a.post(IMPORTS, upload, format="multipart").status_code == 403
+    answer = api_admin.post(IMPORTS, {"bundle": io.BytesIO(data)}, format="multipart")
+    assert answer.status_code == 201, answer.json()
+    summary = answer.json()["summary"]
+    copy = ModelVersion.objects.get(pk=summary["model_version_id"])
+    assert copy.model.agency == self_peer.agency and copy.pk != noted_version.pk
+    assert copy.status == "draft" and copy.federated.origin_id == str(noted_version.pk)
+    assert AuditEvent.objects.filter(action="federation.bundle_imported").count() == 1
+    counts = _counts()
+    replay = api_admin.post(IMPORTS, {"bundle": io.BytesIO(data)}, format="multipart")
+    assert replay.status_code == 409 and replay.json()["code"] == "replayed"
+    garbage = api_admin.post(
+        IMPORTS, {"bundle": io.BytesIO(b"not a bundle")}, format="multipart"
+    )
+    assert garbage.status_code == 400 and garbage.json()["code"] == "malformed"
+    assert _counts() == counts
+
+
+def _counts() -> tuple[int, ...]:
+    return tuple(
+        m.objects.count()
+        for m in (
+            AIModel,
+            ModelVersion,
+            FederationImport,
+            FederatedVersion,
+            FederatedAttestation,
+            AuditEvent,
+        )
+    )
+
+
+def test_an_imported_version_is_never_approved_here(kit, platform_admin, self_peer):
+    use_case = kit.in_review()
+    version = use_case.model_version
+    with transaction.atomic():
+        record = FederationImport.objects.create(
+            peer=self_peer, origin_model_id="9", tree_size=1, root_hash="0" * 64,
+            bundle_sha256="0" * 64, model=version.model,
+        )  # fmt: skip
+        FederatedVersion.objects.create(
+            model_version=version, peer=self_peer, origin_id="9", last_import=record
+        )
+    before = Decision.objects.count()
+    with pytest.raises(PolicyViolation) as refused:
+        decision_services.use_case_approve(
+            actor=kit.reviewers[0], use_case=use_case, rationale=RATIONALE
+        )
+    assert refused.value.code == "imported_version"
+    assert Decision.objects.count() == before
+
+
+def test_an_unsafe_archive_is_refused_as_malformed_and_writes_nothing(
+    self_peer, tmp_path
+):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../manifest.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    counts = _counts()
+    with pytest.raises(Exception) as refused:
+        bundle_import(actor=None, archive=archive, peer=self_peer)
+    assert refused.value.code == "malformed"
+    assert _counts() == counts

@@ -18,6 +18,7 @@ from governance.models import FederatedVersion, FederationImport, FederationPeer
 
 
 class PeerForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
     jurisdiction = forms.CharField(
         max_length=6, help_text=_("Jurisdiction of the peer's local agency.")
     )

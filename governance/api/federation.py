@@ -56,6 +56,11 @@ class PeerSerializer(serializers.ModelSerializer):
 class ExportRequestSerializer(serializers.Serializer):
     model_version = serializers.IntegerField()
     include_artifacts = serializers.BooleanField(default=False)
+    since_tree_size = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The tree size the importer last saw: adds a consistency proof.",
+    )
 
 
 class ImportRequestSerializer(serializers.Serializer):
@@ -217,6 +222,7 @@ class ExportView(APIView):
             version=version,
             out=out,
             include_artifacts=data.validated_data["include_artifacts"],
+            since_tree_size=data.validated_data.get("since_tree_size"),
         )
         out.seek(0)
         size = manifest["tree_size"]

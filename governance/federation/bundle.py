@@ -39,6 +39,7 @@ from audit.verify import (
     leaf_hash,
     open_checkpoint,
     parse_json,
+    verify_consistency,
     verify_envelope,
     verify_inclusion,
 )
@@ -50,6 +51,8 @@ PAYLOAD_TYPE = "application/vnd.civitas.federation-manifest+json"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.dsse.json"
 JSON_MEMBERS = ("metadata.json", "attestations.json", "events.json", "tree_head.json")
+# Optional: a consistency proof from the tree size the importer last saw.
+CONSISTENCY = "consistency.json"
 EVENT_FIELDS = (*HASHED_FIELDS, "hash")
 LIMITS = Limits(max_files=64, max_total_bytes=4 * 1024**3)
 REASONS = (
@@ -80,6 +83,7 @@ class OpenedBundle:
     events: list[dict[str, Any]]
     tree_head: dict[str, Any]
     artifacts: dict[str, Path]
+    consistency: dict[str, Any] | None = None
 
     @property
     def tree_size(self) -> int:
@@ -111,12 +115,13 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Write the signed bundle to the binary file ``out``; return its manifest.
 
-    ``parts`` maps each of ``JSON_MEMBERS`` to its value; ``header`` holds
+    ``parts`` maps each of ``JSON_MEMBERS`` (and optionally ``CONSISTENCY``)
+    to its value; ``header`` holds
     the manifest's own fields (exporter, model, tree_size, root_hash);
     ``artifacts`` yields (file name, opener of a binary file); ``sign``
     is ``audit.signing.sign_envelope``.
     """
-    members = {name: _json_bytes(parts[name]) for name in JSON_MEMBERS}
+    members = {name: _json_bytes(value) for name, value in parts.items()}
     digests = {name: sha256_hex(data) for name, data in members.items()}
     with tempfile.TemporaryDirectory() as tmp:
         spooled: list[tuple[str, Path]] = []
@@ -264,7 +269,41 @@ def open_bundle(root: Path, public_key_pem: str) -> OpenedBundle:
         for name in manifest["members"]
         if name.startswith("artifacts/")
     }
-    return OpenedBundle(manifest, metadata, attestations, events, head, artifacts)
+    consistency = None
+    if CONSISTENCY in manifest["members"]:
+        consistency = _read_json(root / CONSISTENCY)
+        if not isinstance(consistency, dict):
+            raise BundleRefused("malformed", f"{CONSISTENCY} is not an object.")
+    return OpenedBundle(
+        manifest, metadata, attestations, events, head, artifacts, consistency
+    )
+
+
+def check_consistency(
+    opened: OpenedBundle, last_size: int, last_root: str
+) -> bool | None:
+    """Whether the bundle proves its tree extends the one last imported.
+
+    None when the bundle carries no proof from ``last_size``; raises
+    BundleRefused ``bad_proof`` for a proof from that size that fails.
+    """
+    proof = opened.consistency
+    if not proof or proof.get("first") != last_size:
+        return None
+    ok = proof.get("second") == opened.tree_size and verify_consistency(
+        last_size,
+        opened.tree_size,
+        last_root,
+        opened.manifest.get("root_hash"),
+        proof.get("path"),
+    )
+    if not ok:
+        raise BundleRefused(
+            "bad_proof",
+            f"The tree of {opened.tree_size} events does not extend the "
+            f"{last_size} events imported before.",
+        )
+    return True
 
 
 def file_sha256(path: Path) -> str:

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -231,13 +231,21 @@ def _events(version: ModelVersion, size: int) -> list[dict[str, Any]]:
 
 
 def bundle_export(
-    *, actor, version: ModelVersion, out: BinaryIO, include_artifacts: bool
+    *,
+    actor,
+    version: ModelVersion,
+    out: BinaryIO,
+    include_artifacts: bool,
+    since_tree_size: int | None = None,
 ) -> dict[str, Any]:
     """Write ``version``'s signed bundle to ``out``; return its manifest.
 
     The caller has checked that ``actor`` may export it (its agency's
     maintainers, oversight). The newest tree head is signed first, so the
     bundle proves every event up to now; the export is then one audit event.
+    ``since_tree_size`` (the size the importer last saw) adds a consistency
+    proof from that tree to this one. Raises DomainError ``invalid`` for a
+    size beyond the new tree.
     """
     if hasattr(version, "federated"):
         raise DomainError(
@@ -251,6 +259,16 @@ def bundle_export(
         "events.json": _events(version, head.tree_size),
         "tree_head.json": head.to_dict(),
     }
+    if since_tree_size:
+        try:
+            proof = audit.consistency_proof(since_tree_size, head.tree_size)
+        except audit.ProofError as exc:
+            raise DomainError(
+                str(exc),
+                code="invalid",
+                fields={"since_tree_size": ["Not a size of this platform's tree."]},
+            ) from exc
+        parts[fb.CONSISTENCY] = proof.to_dict()
     artifacts = []
     if include_artifacts and version.artifact_key:
         name = Path(version.original_filename or "artifact").name
@@ -434,17 +452,30 @@ def _write(peer: FederationPeer, opened: fb.OpenedBundle, actor, sha: str):
     return record, version
 
 
-def _check_replay(peer: FederationPeer, opened: fb.OpenedBundle) -> None:
+def _check_replay(peer: FederationPeer, opened: fb.OpenedBundle) -> bool | None:
+    """Refuse a bundle no newer than the last one; check its consistency proof.
+
+    True when the bundle proves its tree extends the last one imported,
+    None when there is no earlier import or no proof from its size.
+    """
     origin = str(opened.metadata["model"]["origin_id"])
-    last = FederationImport.objects.filter(peer=peer, origin_model_id=origin).aggregate(
-        size=Max("tree_size")
-    )["size"]
-    if last is not None and opened.tree_size <= last:
+    last = (
+        FederationImport.objects.filter(peer=peer, origin_model_id=origin)
+        .order_by("-tree_size")
+        .first()
+    )
+    if last is None:
+        return None
+    if opened.tree_size <= last.tree_size:
         raise FederationReplayed(
-            f"A bundle of tree size {last} was already imported from {peer.name}; "
-            f"this one has {opened.tree_size}.",
+            f"A bundle of tree size {last.tree_size} was already imported from "
+            f"{peer.name}; this one has {opened.tree_size}.",
             code="replayed",
         )
+    try:
+        return fb.check_consistency(opened, last.tree_size, last.root_hash)
+    except fb.BundleRefused as exc:
+        raise _refused(exc) from exc
 
 
 def _refused(exc: fb.BundleRefused) -> FederationRefused:
@@ -482,8 +513,10 @@ def bundle_import(
         try:
             with transaction.atomic():
                 peer = FederationPeer.objects.select_for_update().get(pk=peer.pk)
-                _check_replay(peer, opened)
+                consistent = _check_replay(peer, opened)
                 record, version = _write(peer, opened, actor, sha)
+                record.summary["consistent_with_last"] = consistent
+                record.save(update_fields=["summary"])
                 audit.record(
                     actor=actor,
                     action="federation.bundle_imported",

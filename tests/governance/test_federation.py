@@ -7,17 +7,22 @@ exported here be imported back as the peer's (as another Civitas would).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import tarfile
 import tempfile
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 from django.db import transaction
 
 from audit import services as audit
 from audit import signing
 from audit.models import AuditEvent
+from audit.verify import canonical_json
 from config.exceptions import PolicyViolation
 from governance.federation import bundle as fb
 from governance.federation.services import bundle_export, bundle_import, peer_create
@@ -29,7 +34,8 @@ from governance.models import (
     FederationPeer,
 )
 from governance.services import decisions as decision_services
-from registry.models import AIModel, ModelVersion
+from registry.models import AIModel, ArtifactState, ModelVersion
+from tests.factories import ModelVersionFactory
 from tests.governance.conftest import RATIONALE
 from tests.registry.conftest import token_client
 
@@ -189,3 +195,90 @@ def test_an_unsafe_archive_is_refused_as_malformed_and_writes_nothing(
         bundle_import(actor=None, archive=archive, peer=self_peer)
     assert refused.value.code == "malformed"
     assert _counts() == counts
+
+
+def _resigned(data: bytes, change) -> io.BytesIO:
+    """The bundle with ``change(members)`` applied, its manifest re-signed here."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    change(members)
+    manifest = json.loads(members["manifest.json"])
+    for name in manifest["members"]:
+        manifest["members"][name] = fb.sha256_hex(members[name])
+    members["manifest.json"] = canonical_json(manifest)
+    members["manifest.dsse.json"] = canonical_json(
+        signing.sign_envelope(members["manifest.json"], fb.PAYLOAD_TYPE)
+    )
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    out.seek(0)
+    return out
+
+
+def test_a_consistency_proof_is_checked_against_the_last_import(
+    noted_version, maintainer_a, api_admin, self_peer
+):
+    first = _bundle_bytes(noted_version, maintainer_a)
+    answer = api_admin.post(IMPORTS, {"bundle": io.BytesIO(first)}, format="multipart")
+    assert answer.status_code == 201
+    size = answer.json()["tree_size"]
+    out = io.BytesIO()
+    bundle_export(
+        actor=maintainer_a,
+        version=noted_version,
+        out=out,
+        include_artifacts=False,
+        since_tree_size=size,
+    )
+
+    def forge(members):
+        proof = json.loads(members[fb.CONSISTENCY])
+        proof["path"] = ["0" * 64, *proof["path"][1:]]
+        members[fb.CONSISTENCY] = canonical_json(proof)
+
+    counts = _counts()
+    forged = _resigned(out.getvalue(), forge)
+    refused = api_admin.post(IMPORTS, {"bundle": forged}, format="multipart")
+    assert refused.status_code == 400 and refused.json()["code"] == "bad_proof"
+    assert _counts() == counts
+    good = api_admin.post(
+        IMPORTS, {"bundle": io.BytesIO(out.getvalue())}, format="multipart"
+    )
+    assert good.status_code == 201
+    assert good.json()["summary"]["consistent_with_last"] is True
+
+
+def test_artifacts_travel_with_their_digest(maintainer_a, api_admin, self_peer):
+    content = b"onnx weights " * 1000
+    key = storages["artifacts"].save("tests/fed-artifact.zip", ContentFile(content))
+    version = ModelVersionFactory(
+        model__agency=maintainer_a.membership.agency,
+        artifact_state=ArtifactState.AVAILABLE,
+        artifact_key=key,
+        artifact_digest=hashlib.sha256(content).hexdigest(),
+        original_filename="bundle.zip",
+    )
+    out = io.BytesIO()
+    bundle_export(actor=maintainer_a, version=version, out=out, include_artifacts=True)
+
+    def swap(members):
+        members["artifacts/bundle.zip"] = b"other weights"
+
+    counts = _counts()
+    swapped = _resigned(out.getvalue(), swap)
+    refused = api_admin.post(IMPORTS, {"bundle": swapped}, format="multipart")
+    assert refused.status_code == 400 and refused.json()["code"] == "digest_mismatch"
+    assert _counts() == counts
+    answer = api_admin.post(
+        IMPORTS, {"bundle": io.BytesIO(out.getvalue())}, format="multipart"
+    )
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["summary"]["artifact_stored"] is True
+    copy = ModelVersion.objects.get(pk=answer.json()["summary"]["model_version_id"])
+    with storages["artifacts"].open(copy.artifact_key, "rb") as stored:
+        assert stored.read() == content
+    assert copy.artifact_digest == version.artifact_digest

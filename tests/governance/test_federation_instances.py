@@ -113,10 +113,14 @@ def federated(governed_version, maintainer_a, small_suite, make_run):
     return governed_version
 
 
-def _export(version, actor, path: Path) -> dict:
+def _export(version, actor, path: Path, since=None) -> dict:
     with path.open("wb") as out:
         return bundle_export(
-            actor=actor, version=version, out=out, include_artifacts=False
+            actor=actor,
+            version=version,
+            out=out,
+            include_artifacts=False,
+            since_tree_size=since,
         )
 
 
@@ -259,9 +263,12 @@ def test_a_model_moves_from_a_to_b_and_every_bad_bundle_is_refused(
     with transaction.atomic():
         audit.record(actor=maintainer_a, action="registry.version_noted", obj=federated)
     second = tmp_path / "second.tar.gz"
-    assert _export(federated, maintainer_a, second)["tree_size"] > manifest["tree_size"]
+    newer = _export(federated, maintainer_a, second, since=manifest["tree_size"])
+    assert newer["tree_size"] > manifest["tree_size"]
     done = _b(instance_b, "federation_import", str(second))
     assert done.returncode == 0, done.stderr[-3000:]
+    # B checked that A's newer tree extends the one it imported before.
+    assert json.loads(done.stdout)["consistent_with_last"] is True
     assert _b_query(instance_b, "SELECT count(*) FROM governance_federatedversion") == [
         (1,)
     ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from config.exceptions import DomainError
 from governance.federation.services import bundle_export
 from governance.management.commands.evaluate import _version
 
@@ -22,15 +23,25 @@ class Command(BaseCommand):
         parser.add_argument(
             "--include-artifacts", action="store_true", help="add the artifact file"
         )
+        parser.add_argument(
+            "--since",
+            type=int,
+            default=None,
+            help="the tree size the importer last saw: adds a consistency proof",
+        )
 
     def handle(self, *args, version: str, **options):
         found = _version(version)
         with open(options["output"], "wb") as out:
-            manifest = bundle_export(
-                actor=None,
-                version=found,
-                out=out,
-                include_artifacts=options["include_artifacts"],
-            )
+            try:
+                manifest = bundle_export(
+                    actor=None,
+                    version=found,
+                    out=out,
+                    include_artifacts=options["include_artifacts"],
+                    since_tree_size=options["since"],
+                )
+            except DomainError as exc:
+                raise CommandError(f"{exc.code}: {exc.message}") from exc
         summary = {"tree_size": manifest["tree_size"], "members": manifest["members"]}
         self.stdout.write(json.dumps(summary, indent=2))

@@ -219,6 +219,16 @@ def _resigned(data: bytes, change) -> io.BytesIO:
     return out
 
 
+def _refused_after(client, data: bytes, change, code: str) -> None:
+    """The bundle changed and re-signed is refused with ``code``; nothing written."""
+    counts = _counts()
+    answer = client.post(
+        IMPORTS, {"bundle": _resigned(data, change)}, format="multipart"
+    )
+    assert answer.status_code == 400 and answer.json()["code"] == code
+    assert _counts() == counts
+
+
 def test_a_consistency_proof_is_checked_against_the_last_import(
     noted_version, maintainer_a, api_admin, self_peer
 ):
@@ -240,11 +250,7 @@ def test_a_consistency_proof_is_checked_against_the_last_import(
         proof["path"] = ["0" * 64, *proof["path"][1:]]
         members[fb.CONSISTENCY] = canonical_json(proof)
 
-    counts = _counts()
-    forged = _resigned(out.getvalue(), forge)
-    refused = api_admin.post(IMPORTS, {"bundle": forged}, format="multipart")
-    assert refused.status_code == 400 and refused.json()["code"] == "bad_proof"
-    assert _counts() == counts
+    _refused_after(api_admin, out.getvalue(), forge, "bad_proof")
     good = api_admin.post(
         IMPORTS, {"bundle": io.BytesIO(out.getvalue())}, format="multipart"
     )
@@ -268,11 +274,7 @@ def test_artifacts_travel_with_their_digest(maintainer_a, api_admin, self_peer):
     def swap(members):
         members["artifacts/bundle.zip"] = b"other weights"
 
-    counts = _counts()
-    swapped = _resigned(out.getvalue(), swap)
-    refused = api_admin.post(IMPORTS, {"bundle": swapped}, format="multipart")
-    assert refused.status_code == 400 and refused.json()["code"] == "digest_mismatch"
-    assert _counts() == counts
+    _refused_after(api_admin, out.getvalue(), swap, "digest_mismatch")
     answer = api_admin.post(
         IMPORTS, {"bundle": io.BytesIO(out.getvalue())}, format="multipart"
     )

@@ -150,6 +150,10 @@ def _metadata(version: ModelVersion) -> dict[str, Any]:
     return {
         "model": {
             "origin_id": str(version.model_id),
+            "agency": {
+                "name": version.model.agency.name,
+                "slug": version.model.agency.slug,
+            },
             **_plain(version.model, MODEL_FIELDS),
         },
         "version": {
@@ -381,18 +385,33 @@ def _store_artifact(version: ModelVersion, opened: fb.OpenedBundle) -> bool:
     return False
 
 
+def _model_of(peer: FederationPeer, data: dict[str, Any]) -> AIModel:
+    """The local copy of the peer's model: found by origin id, else created.
+
+    Two of the peer's agencies may use one slug: a taken slug gets the
+    origin id appended.
+    """
+    origin = str(data["origin_id"])
+    earlier = FederationImport.objects.filter(peer=peer, origin_model_id=origin)
+    found = earlier.select_related("model").first()
+    if found is not None:
+        return found.model
+    slug = data["slug"]
+    if AIModel.objects.filter(agency=peer.agency, slug=slug).exists():
+        slug = f"{slug[: 79 - len(origin)]}-{origin}"
+    return AIModel.objects.create(
+        agency=peer.agency,
+        slug=slug,
+        **{k: data[k] for k in MODEL_FIELDS if k != "slug"},
+        visibility=Visibility.PUBLIC,
+        created_by=_peer_user(peer),
+    )
+
+
 def _write(peer: FederationPeer, opened: fb.OpenedBundle, actor, sha: str):
     meta = opened.metadata
     model_data, version_data = meta["model"], meta["version"]
-    model, _ = AIModel.objects.get_or_create(
-        agency=peer.agency,
-        slug=model_data["slug"],
-        defaults={
-            **{k: model_data[k] for k in MODEL_FIELDS if k != "slug"},
-            "visibility": Visibility.PUBLIC,
-            "created_by": _peer_user(peer),
-        },
-    )
+    model = _model_of(peer, model_data)
     record = FederationImport.objects.create(
         peer=peer,
         origin_model_id=str(model_data["origin_id"]),
@@ -442,6 +461,7 @@ def _write(peer: FederationPeer, opened: fb.OpenedBundle, actor, sha: str):
         "model_version_id": version.pk,
         "origin_version_id": origin_id,
         "origin_status": version_data.get("status"),
+        "origin_agency": model_data.get("agency"),
         "datasets": datasets,
         "attestations": len(opened.attestations),
         "events": len(opened.events),

@@ -284,3 +284,28 @@ def test_artifacts_travel_with_their_digest(maintainer_a, api_admin, self_peer):
     with storages["artifacts"].open(copy.artifact_key, "rb") as stored:
         assert stored.read() == content
     assert copy.artifact_digest == version.artifact_digest
+
+
+def test_two_models_of_one_slug_stay_two_models(
+    noted_version, maintainer_a, agency_b, api_admin, self_peer
+):
+    twin = ModelVersionFactory(
+        model__agency=agency_b, model__slug=noted_version.model.slug, version="2.0.0"
+    )
+    ids = []
+    for version in (noted_version, twin):
+        data = _bundle_bytes(version, maintainer_a)
+        answer = api_admin.post(
+            IMPORTS, {"bundle": io.BytesIO(data)}, format="multipart"
+        )
+        assert answer.status_code == 201, answer.json()
+        ids.append(answer.json()["summary"]["model_id"])
+        assert answer.json()["summary"]["origin_agency"]["slug"] == (
+            version.model.agency.slug
+        )
+    models = AIModel.objects.filter(pk__in=ids).order_by("pk")
+    assert [m.slug for m in models] == [
+        noted_version.model.slug,
+        f"{twin.model.slug}-{twin.model_id}",
+    ]
+    assert {m.agency_id for m in models} == {self_peer.agency_id}

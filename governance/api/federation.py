@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from config.exceptions import ApiErrorSerializer
 from governance.federation.services import bundle_export, bundle_import, peer_create
-from governance.models import FederationPeer
+from governance.models import FederationImport, FederationPeer
 from registry.models import ModelVersion, Role, user_agency_id, user_role
 from registry.selectors import is_oversight, is_platform_admin
 
@@ -237,6 +237,21 @@ class ImportView(APIView):
 
     permission_classes = [IsPlatformAdmin]
     parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="federation_imports_list",
+        summary="List the bundles imported from peers, newest first",
+        responses={
+            200: OpenApiResponse(
+                ImportResultSerializer(many=True),
+                examples=[OpenApiExample("Imports", value=[IMPORT_EXAMPLE])],
+            )
+        },
+        tags=["federation"],
+    )
+    def get(self, request):
+        records = FederationImport.objects.select_related("peer")[:200]
+        return Response([_import_payload(record) for record in records])
 
     @extend_schema(
         operation_id="federation_imports_create",

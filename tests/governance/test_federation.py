@@ -138,6 +138,11 @@ def test_api_import_writes_the_peers_records_and_refuses_replays_and_garbage(
     assert copy.model.agency == self_peer.agency and copy.pk != noted_version.pk
     assert copy.status == "draft" and copy.federated.origin_id == str(noted_version.pk)
     assert AuditEvent.objects.filter(action="federation.bundle_imported").count() == 1
+    listed = api_admin.get(IMPORTS).json()
+    assert [(i["peer"], i["summary"]["model_version_id"]) for i in listed] == [
+        ("civitas-self", copy.pk)
+    ]
+    assert api_maintainer_a.get(IMPORTS).status_code == 403
     counts = _counts()
     replay = api_admin.post(IMPORTS, {"bundle": io.BytesIO(data)}, format="multipart")
     assert replay.status_code == 409 and replay.json()["code"] == "replayed"

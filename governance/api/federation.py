@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
@@ -26,9 +27,10 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.exceptions import ApiErrorSerializer
+from config.exceptions import ApiErrorSerializer, PayloadTooLarge
 from governance.federation.services import bundle_export, bundle_import, peer_create
 from governance.models import FederationImport, FederationPeer
+from registry.api.catalogue import BoundedJSONParser
 from registry.models import ModelVersion, Role, user_agency_id, user_role
 from registry.selectors import is_oversight, is_platform_admin
 
@@ -129,6 +131,7 @@ class PeerListView(APIView):
     """Trusted peer platforms (platform administrators)."""
 
     permission_classes = [IsPlatformAdmin]
+    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         operation_id="federation_peers_list",
@@ -178,6 +181,8 @@ def _may_export(user, version: ModelVersion) -> bool:
 
 class ExportView(APIView):
     """A model version's signed federation bundle."""
+
+    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         operation_id="federation_exports_create",
@@ -266,6 +271,7 @@ class ImportView(APIView):
                 ApiErrorSerializer,
                 examples=[OpenApiExample("Tampered", value=REFUSAL_EXAMPLE)],
             ),
+            413: ApiErrorSerializer,
             409: OpenApiResponse(
                 ApiErrorSerializer,
                 examples=[
@@ -285,6 +291,11 @@ class ImportView(APIView):
         data = ImportRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["bundle"]
+        if upload.size > settings.CIVITAS_UPLOAD_MAX_BYTES:
+            raise PayloadTooLarge(
+                "The bundle is larger than CIVITAS_UPLOAD_MAX_BYTES.",
+                code="too_large",
+            )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bundle.tar.gz"
             with path.open("wb") as dst:

@@ -126,7 +126,7 @@ def test_maintainers_and_oversight_export_a_signed_bundle_others_cannot(
 
 
 def test_api_import_writes_the_peers_records_and_refuses_replays_and_garbage(
-    noted_version, maintainer_a, api_admin, api_maintainer_a, self_peer
+    noted_version, maintainer_a, api_admin, api_maintainer_a, self_peer, settings
 ):
     data = _bundle_bytes(noted_version, maintainer_a)
     upload = {"bundle": io.BytesIO(data), "peer": self_peer.pk}
@@ -150,6 +150,9 @@ def test_api_import_writes_the_peers_records_and_refuses_replays_and_garbage(
         IMPORTS, {"bundle": io.BytesIO(b"not a bundle")}, format="multipart"
     )
     assert garbage.status_code == 400 and garbage.json()["code"] == "malformed"
+    settings.CIVITAS_UPLOAD_MAX_BYTES = len(data) - 1
+    big = api_admin.post(IMPORTS, {"bundle": io.BytesIO(data)}, format="multipart")
+    assert big.status_code == 413
     assert _counts() == counts
 
 

@@ -221,6 +221,11 @@ def _events(version: ModelVersion, size: int) -> list[dict[str, Any]]:
         ("governance.decision", pk)
         for pk in version.decisions.values_list("pk", flat=True)
     ]
+    # Decisions are recorded on their use case.
+    pairs += [
+        ("governance.usecase", pk)
+        for pk in version.use_cases.values_list("pk", flat=True)
+    ]
     query = Q(pk__in=[])
     for object_type, pk in pairs:
         query |= Q(object_type=object_type, object_id=str(pk))

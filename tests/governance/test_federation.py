@@ -317,3 +317,22 @@ def test_two_models_of_one_slug_stay_two_models(
         f"{twin.model.slug}-{twin.model_id}",
     ]
     assert {m.agency_id for m in models} == {self_peer.agency_id}
+
+
+def test_decision_and_evaluation_attestations_are_kept_as_the_peers(
+    kit, maintainer_a, self_peer
+):
+    use_case = kit.approved()
+    version = use_case.model_version
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "b.tar.gz"
+        archive.write_bytes(_bundle_bytes(version, maintainer_a))
+        record = bundle_import(actor=None, archive=archive, peer=self_peer)
+    kinds = sorted(a.kind for a in record.attestations.all())
+    assert kinds == ["decision"]
+    assert {a.key_id for a in record.attestations.all()} == {self_peer.key_id}
+    actions = {e["action"] for e in record.events}
+    assert {"use_case.approved", "use_case.submitted"} <= actions, actions
+    assert record.summary["origin_status"] == "approved"
+    copy = ModelVersion.objects.get(pk=record.summary["model_version_id"])
+    assert copy.status == "draft"

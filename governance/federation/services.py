@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -345,24 +346,29 @@ def _peer_user(peer: FederationPeer):
 def _dataset_links(version: ModelVersion, peer: FederationPeer, data) -> int:
     count, author = 0, _peer_user(peer)
     for item in data:
-        dataset, _ = Dataset.objects.get_or_create(
-            agency=peer.agency,
-            slug=item["dataset"]["slug"],
-            defaults={
-                "name": item["dataset"]["name"],
-                "visibility": Visibility.PUBLIC,
-                "created_by": author,
-            },
+        slug, number = item["dataset"]["slug"], item["version"]
+        dataset = Dataset.objects.filter(
+            agency=peer.agency, slug=slug
+        ).first() or _checked_create(
+            Dataset(
+                agency=peer.agency,
+                slug=slug,
+                name=item["dataset"]["name"],
+                visibility=Visibility.PUBLIC,
+                created_by=author,
+            )
         )
         fields = {k: item[k] for k in DATASET_FIELDS if k != "version"}
-        dataset_version, _ = DatasetVersion.objects.get_or_create(
-            dataset=dataset,
-            version=item["version"],
-            defaults={
+        dataset_version = DatasetVersion.objects.filter(
+            dataset=dataset, version=number
+        ).first() or _checked_create(
+            DatasetVersion(
+                dataset=dataset,
+                version=number,
                 **fields,
-                "licence": _licence(item["licence"]),
-                "created_by": author,
-            },
+                licence=_licence(item["licence"]),
+                created_by=author,
+            )
         )
         ModelVersionDataset.objects.get_or_create(
             model_version=version, dataset_version=dataset_version, role=item["role"]
@@ -404,13 +410,22 @@ def _model_of(peer: FederationPeer, data: dict[str, Any]) -> AIModel:
     slug = data["slug"]
     if AIModel.objects.filter(agency=peer.agency, slug=slug).exists():
         slug = f"{slug[: 79 - len(origin)]}-{origin}"
-    return AIModel.objects.create(
-        agency=peer.agency,
-        slug=slug,
-        **{k: data[k] for k in MODEL_FIELDS if k != "slug"},
-        visibility=Visibility.PUBLIC,
-        created_by=_peer_user(peer),
+    return _checked_create(
+        AIModel(
+            agency=peer.agency,
+            slug=slug,
+            **{k: data[k] for k in MODEL_FIELDS if k != "slug"},
+            visibility=Visibility.PUBLIC,
+            created_by=_peer_user(peer),
+        )
     )
+
+
+def _checked_create(obj):
+    """Save ``obj`` after its field validators (slugs, versions, digests) pass."""
+    obj.full_clean(validate_unique=False, validate_constraints=False)
+    obj.save(force_insert=True)
+    return obj
 
 
 def _write(peer: FederationPeer, opened: fb.OpenedBundle, actor, sha: str):
@@ -431,12 +446,14 @@ def _write(peer: FederationPeer, opened: fb.OpenedBundle, actor, sha: str):
     link = FederatedVersion.objects.filter(peer=peer, origin_id=origin_id).first()
     if link is None:
         fields = {k: version_data[k] for k in VERSION_FIELDS}
-        version = ModelVersion.objects.create(
-            model=model,
-            licence=_licence(meta["licence"]),
-            released_at=timezone.now(),
-            created_by=_peer_user(peer),
-            **fields,
+        version = _checked_create(
+            ModelVersion(
+                model=model,
+                licence=_licence(meta["licence"]),
+                released_at=timezone.now(),
+                created_by=_peer_user(peer),
+                **fields,
+            )
         )
         link = FederatedVersion.objects.create(
             model_version=version,
@@ -548,7 +565,13 @@ def bundle_import(
                     obj=version,
                     payload={"peer": peer.name, "bundle_sha256": sha, **record.summary},
                 )
-        except (KeyError, TypeError, ValueError, IntegrityError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            IntegrityError,
+            ValidationError,
+        ) as exc:
             raise FederationRefused(
                 f"The bundle's records do not fit: {exc}", code="malformed"
             ) from exc

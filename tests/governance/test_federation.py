@@ -336,3 +336,17 @@ def test_decision_and_evaluation_attestations_are_kept_as_the_peers(
     assert record.summary["origin_status"] == "approved"
     copy = ModelVersion.objects.get(pk=record.summary["model_version_id"])
     assert copy.status == "draft"
+
+
+def test_records_that_fail_their_validators_are_refused_as_malformed(
+    noted_version, maintainer_a, api_admin, self_peer
+):
+    def corrupt(members):
+        meta = json.loads(members["metadata.json"])
+        meta["version"]["artifact_digest"] = "../../etc/passwd"
+        meta["version"]["version"] = "not a version"
+        members["metadata.json"] = canonical_json(meta)
+
+    _refused_after(
+        api_admin, _bundle_bytes(noted_version, maintainer_a), corrupt, "malformed"
+    )

@@ -33,7 +33,11 @@ from registry.models import Agency, Visibility
 from tests.conftest import ROOT, celery_worker, database_url, process_env, wait_until
 from tests.factories import AgencyFactory, ModelVersionFactory, UserFactory
 
-AUDIT_TABLES = ("governance_auditevent", "governance_auditcheckpoint", "audit_merklenode")
+AUDIT_TABLES = (
+    "governance_auditevent",
+    "governance_auditcheckpoint",
+    "audit_merklenode",
+)
 
 
 @pytest.fixture(scope="session")

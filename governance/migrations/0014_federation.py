@@ -6,88 +6,180 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0013_merge_modifications_outbox_kinds'),
-        ('registry', '0008_token_generation'),
+        ("governance", "0013_merge_modifications_outbox_kinds"),
+        ("registry", "0008_token_generation"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FederationImport',
+            name="FederationImport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('origin_model_id', models.CharField(max_length=64)),
-                ('tree_size', models.PositiveBigIntegerField()),
-                ('root_hash', models.CharField(max_length=64)),
-                ('bundle_sha256', models.CharField(max_length=64)),
-                ('summary', models.JSONField(default=dict)),
-                ('events', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('imported_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.aimodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("origin_model_id", models.CharField(max_length=64)),
+                ("tree_size", models.PositiveBigIntegerField()),
+                ("root_hash", models.CharField(max_length=64)),
+                ("bundle_sha256", models.CharField(max_length=64)),
+                ("summary", models.JSONField(default=dict)),
+                ("events", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "imported_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="registry.aimodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='FederatedAttestation',
+            name="FederatedAttestation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(max_length=20)),
-                ('origin_id', models.CharField(max_length=64)),
-                ('payload_type', models.CharField(max_length=100)),
-                ('statement', models.JSONField()),
-                ('envelope', models.JSONField()),
-                ('key_id', models.CharField(max_length=64)),
-                ('federation_import', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attestations', to='governance.federationimport')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("kind", models.CharField(max_length=20)),
+                ("origin_id", models.CharField(max_length=64)),
+                ("payload_type", models.CharField(max_length=100)),
+                ("statement", models.JSONField()),
+                ("envelope", models.JSONField()),
+                ("key_id", models.CharField(max_length=64)),
+                (
+                    "federation_import",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attestations",
+                        to="governance.federationimport",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['federation_import', 'kind', 'origin_id'],
+                "ordering": ["federation_import", "kind", "origin_id"],
             },
         ),
         migrations.CreateModel(
-            name='FederationPeer',
+            name="FederationPeer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('base_url', models.URLField(max_length=500)),
-                ('public_key_pem', models.TextField()),
-                ('key_id', models.CharField(max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agency', models.OneToOneField(help_text='The local agency that holds what this peer publishes.', on_delete=django.db.models.deletion.PROTECT, related_name='federation_peer', to='registry.agency')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("base_url", models.URLField(max_length=500)),
+                ("public_key_pem", models.TextField()),
+                ("key_id", models.CharField(max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agency",
+                    models.OneToOneField(
+                        help_text="The local agency that holds what this peer publishes.",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="federation_peer",
+                        to="registry.agency",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='federationimport',
-            name='peer',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='imports', to='governance.federationpeer'),
+            model_name="federationimport",
+            name="peer",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="imports",
+                to="governance.federationpeer",
+            ),
         ),
         migrations.CreateModel(
-            name='FederatedVersion',
+            name="FederatedVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('origin_id', models.CharField(max_length=64)),
-                ('origin_url', models.CharField(blank=True, max_length=1000)),
-                ('model_version', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='federated', to='registry.modelversion')),
-                ('last_import', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='governance.federationimport')),
-                ('peer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='governance.federationpeer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("origin_id", models.CharField(max_length=64)),
+                ("origin_url", models.CharField(blank=True, max_length=1000)),
+                (
+                    "model_version",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="federated",
+                        to="registry.modelversion",
+                    ),
+                ),
+                (
+                    "last_import",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="governance.federationimport",
+                    ),
+                ),
+                (
+                    "peer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="governance.federationpeer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['peer', 'origin_id'],
+                "ordering": ["peer", "origin_id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='federationimport',
-            constraint=models.UniqueConstraint(fields=('peer', 'origin_model_id', 'tree_size'), name='federation_import_once_per_tree_size'),
+            model_name="federationimport",
+            constraint=models.UniqueConstraint(
+                fields=("peer", "origin_model_id", "tree_size"),
+                name="federation_import_once_per_tree_size",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='federatedversion',
-            constraint=models.UniqueConstraint(fields=('peer', 'origin_id'), name='federated_version_once_per_peer'),
+            model_name="federatedversion",
+            constraint=models.UniqueConstraint(
+                fields=("peer", "origin_id"), name="federated_version_once_per_peer"
+            ),
         ),
     ]

@@ -13,6 +13,7 @@ from governance.api import (
     derivations,
     evaluations,
     exports,
+    federation,
     modifications,
     openlineage,
     policies,
@@ -133,4 +134,18 @@ urlpatterns = [
     ),
     # Its Merkle tree heads and proofs (namespace ``audit_proofs``).
     path("audit/", include("governance.api.audit_proofs")),
+    # Federation: signed bundles between Civitas platforms.
+    path(
+        "federation/peers/", federation.PeerListView.as_view(), name="federation-peers"
+    ),
+    path(
+        "federation/exports/",
+        federation.ExportView.as_view(),
+        name="federation-exports",
+    ),
+    path(
+        "federation/imports/",
+        federation.ImportView.as_view(),
+        name="federation-imports",
+    ),
 ]

@@ -31,6 +31,12 @@ from governance.models.evaluations import (
     RunStatus,
     SuiteDataset,
 )
+from governance.models.federation import (
+    FederatedAttestation,
+    FederatedVersion,
+    FederationImport,
+    FederationPeer,
+)
 from governance.models.incidents import (
     IncidentReport,
     IncidentReportQuerySet,
@@ -86,6 +92,10 @@ __all__ = [
     "EvaluationScheduleQuerySet",
     "EvaluationSuite",
     "EvaluationSuiteQuerySet",
+    "FederatedAttestation",
+    "FederatedVersion",
+    "FederationImport",
+    "FederationPeer",
     "IncidentReport",
     "IncidentReportQuerySet",
     "IncidentStatus",

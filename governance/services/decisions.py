@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from config.exceptions import Conflict, DomainError, PolicyViolation
+from governance.federation.services import is_imported
 from governance.models import (
     Decision,
     DecisionKind,
@@ -226,13 +227,19 @@ def _check_enabling(
 
     Never the prohibited tier; not by whoever requested the evidence; an
     approval only of what was submitted; a reinstatement only within the
-    approval period. The evidence may rely on a waiver of an approval in
-    this review round, or (outside a round) on the approval in force.
+    approval period; never a version imported from a federation peer. The
+    evidence may rely on a waiver of an approval in this review round, or
+    (outside a round) on the approval in force.
     """
     if locked.risk_tier == RiskTier.PROHIBITED:
         raise PolicyViolation(
             "A use case of the prohibited risk tier can never be approved.",
             code="prohibited_tier",
+        )
+    if is_imported(locked.model_version):
+        raise PolicyViolation(
+            "An imported version is approved by its own platform, not here.",
+            code="imported_version",
         )
     _check_not_requester(actor, latest_policy_result(locked))
     if kind == DecisionKind.APPROVE and _content(locked) != {

@@ -425,6 +425,10 @@ CELERY_BEAT_SCHEDULE = {
         "civitas.evaluation_sweep", timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS)
     ),
 }
+# Bytes of checked, read-only bundles each worker keeps by digest (0: off).
+CIVITAS_EVAL_BUNDLE_CACHE_BYTES = env.int(
+    "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", default=8 << 30
+)
 # A worker asks a running evaluation's row this often whether it was
 # cancelled, and kills the child's process group when it was.
 CIVITAS_EVAL_CANCEL_POLL_SECONDS = env.float(

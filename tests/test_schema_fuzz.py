@@ -180,6 +180,8 @@ STATE_DEPENDENT_CODES = {
     "duplicate_task_name",
     "unknown_metric",
     "invalid_threshold",
+    # An audit proof between tree sizes the log does not (yet) have.
+    "no_such_tree",
     # Not state but a rule on every string: NUL is refused anywhere (docs/api.md);
     # OpenAPI can only say so with a pattern on each string, which the schema
     # does not repeat.

@@ -16,6 +16,7 @@ from django.http import Http404
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, permissions, serializers
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -72,7 +73,14 @@ def _size(request, name: str, *, required: bool = True) -> int | None:
 
 
 def _bad_sizes(exc: Exception, field: str) -> serializers.ValidationError:
-    return serializers.ValidationError({field: [str(exc)]})
+    """No such tree or proof in the log as it stands (``no_such_tree``)."""
+    return serializers.ValidationError(
+        {field: [ErrorDetail(str(exc), code="no_such_tree")]}
+    )
+
+
+# A tree size or seq in the schema: what ``_size`` accepts.
+_SIZE_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2**62}
 
 
 _HASHES = serializers.ListField(child=serializers.CharField())
@@ -117,10 +125,12 @@ class AuditInclusionProofView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("event", int, required=True, description="the seq"),
+            OpenApiParameter(
+                "event", _SIZE_SCHEMA, required=True, description="the seq"
+            ),
             OpenApiParameter(
                 "tree_size",
-                int,
+                _SIZE_SCHEMA,
                 description="default: the newest signed tree head holding the event",
             ),
         ],
@@ -161,9 +171,11 @@ class AuditConsistencyProofView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("first", int, required=True),
+            OpenApiParameter("first", _SIZE_SCHEMA, required=True),
             OpenApiParameter(
-                "second", int, description="default: the newest signed tree head"
+                "second",
+                _SIZE_SCHEMA,
+                description="default: the newest signed tree head",
             ),
         ],
         responses={

@@ -452,7 +452,7 @@ class InServiceView(APIView):
     def get(self, request):
         raw = request.query_params.get("at")
         when = timezone.now()
-        if raw:
+        if raw is not None:
             try:
                 # A "+" left unencoded in a query string arrives as a space.
                 when = parse_datetime(raw.replace(" ", "+"))

@@ -108,7 +108,7 @@ def _check_valid_until(valid_until: date) -> None:
         raise DomainError(
             message,
             code="validation_error",
-            fields=_field_error("valid_until", message),
+            fields=_field_error("valid_until", message, code="in_past"),
         )
 
 

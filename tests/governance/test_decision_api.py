@@ -92,7 +92,7 @@ def test_the_in_service_instant_accepts_offsets_and_refuses_naive_or_bad_input(
     # An unencoded "+" arrives as a space; the instant is still understood.
     response = api_a.get(f"/api/v1/in-service/?at={local}")
     assert response.status_code == 200 and response.json()["count"] == 1
-    for bad in ("2026-11-28T12:00:00", "yesterday", "2026-13-40T00:00:00Z"):
+    for bad in ("2026-11-28T12:00:00", "yesterday", "2026-13-40T00:00:00Z", ""):
         response = api_a.get("/api/v1/in-service/", {"at": bad})
         assert response.status_code == 400, bad
         assert response.json()["fields"]["at"]

@@ -465,6 +465,7 @@ def _server_env(var_dir: Path, port: int, size_mb: int) -> dict[str, str]:
 
 def self_serve(args) -> dict:
     """Start gunicorn on a scratch var dir, set up a version, run, stop."""
+    (ROOT / "var").mkdir(exist_ok=True)  # a fresh checkout has none yet
     workdir = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=ROOT / "var"))
     port = _free_port()
     env = _server_env(workdir, port, args.size_mb)

@@ -2,7 +2,7 @@
 
 ``prepared_bundle`` gives ``evaluation_execute`` the bundle to hand to the
 engine: with the cache on (the setting ``CIVITAS_EVAL_BUNDLE_CACHE_BYTES``,
-bytes per worker process, default ``DEFAULT_MAX_BYTES`` = 8 GiB, > 0), the
+bytes per worker process; off by default, see docs/evaluation.md), the
 extracted, read-only root of an artifact this process copied out of the store
 and verified against its registered SHA-256 once; with it off, a fresh
 verified copy in the run's scratch folder, which the engine's child hashes

@@ -149,6 +149,7 @@ def test_a_real_worker_verifies_once_and_serves_the_second_run_from_its_cache(
         MLFLOW_TRACKING_URI=django_settings.MLFLOW_TRACKING_URI,
         MLFLOW_ARTIFACT_ROOT=django_settings.MLFLOW_ARTIFACT_ROOT,
         MLFLOW_EXPERIMENT=django_settings.MLFLOW_EXPERIMENT,
+        CIVITAS_EVAL_BUNDLE_CACHE_BYTES=str(10**9),  # off by default
     )
     digest = released_lm_version.artifact_digest
 

@@ -92,9 +92,7 @@ def people(now: dt.datetime) -> dict:
     user_model = get_user_model()
     admin = user_model.objects.create_superuser("bench-admin", "admin@bench.invalid")
     oversight = Agency.objects.create(
-        name="Bench oversight office",
-        slug="bench-oversight",
-        jurisdiction="FR",
+        name="Bench oversight office", slug="bench-oversight", jurisdiction="FR",
         is_oversight_body=True,
     )
     reviewer = user_model.objects.create_user("bench-reviewer")
@@ -153,91 +151,31 @@ def datasets(ctx: dict, now: dt.datetime) -> list[tuple[int, int]]:
             n += 1
             visibility = "public" if d % 2 == 0 else "private"
             ds_rows.append(
-                (
-                    base + n,
-                    agency.pk,
-                    f"Bench data {a}-{d}",
-                    f"data-{d}",
-                    "",
-                    visibility,
-                    creator.pk,
-                    now,
-                )
+                (base + n, agency.pk, f"Bench data {a}-{d}", f"data-{d}", "",
+                 visibility, creator.pk, now)
             )
             licence = ctx["licences"][d % len(ctx["licences"])]
             dv_rows.append(
-                (
-                    vbase + n,
-                    base + n,
-                    "1.0.0",
-                    "Benchmark.",
-                    "Synthetic rows.",
-                    "Generated.",
-                    "",
-                    "Benchmarks.",
-                    "",
-                    "",
-                    '["fr", "en"]',
-                    1000,
-                    licence.pk,
-                    JURISDICTIONS[a],
-                    "none",
-                    "",
-                    "",
-                    None,
-                    "",
-                    "",
-                    "",
-                    "none",
-                    "",
-                    creator.pk,
-                    now,
-                )
+                (vbase + n, base + n, "1.0.0", "Benchmark.", "Synthetic rows.",
+                 "Generated.", "", "Benchmarks.", "", "", '["fr", "en"]', 1000,
+                 licence.pk, JURISDICTIONS[a], "none", "", "", None, "", "", "",
+                 "none", "", creator.pk, now)
             )
             out.append((vbase + n, a))
     copy_rows(
         "registry_dataset",
-        [
-            "id",
-            "agency_id",
-            "name",
-            "slug",
-            "description",
-            "visibility",
-            "created_by_id",
-            "created_at",
-        ],
+        ["id", "agency_id", "name", "slug", "description", "visibility",
+         "created_by_id", "created_at"],
         ds_rows,
     )
     copy_rows(
         "registry_datasetversion",
-        [
-            "id",
-            "dataset_id",
-            "version",
-            "motivation",
-            "composition",
-            "collection_process",
-            "preprocessing",
-            "intended_uses",
-            "distribution",
-            "maintenance",
-            "languages",
-            "record_count",
-            "licence_id",
-            "origin_jurisdiction",
-            "personal_data",
-            "legal_basis",
-            "digest",
-            "size_bytes",
-            "storage_key",
-            "source_uri",
-            "original_filename",
-            "artifact_state",
-            "artifact_error",
-            "created_by_id",
-            "created_at",
-        ],
+        ["id", "dataset_id", "version", "motivation", "composition",
+         "collection_process", "preprocessing", "intended_uses", "distribution",
+         "maintenance", "languages", "record_count", "licence_id",
+         "origin_jurisdiction", "personal_data", "legal_basis", "digest",
+         "size_bytes", "storage_key", "source_uri", "original_filename",
+         "artifact_state", "artifact_error", "created_by_id", "created_at"],
         dv_rows,
     )
     reset_sequence("registry_dataset")
@@ -258,21 +196,9 @@ def models_and_versions(ctx: dict, versions: int, now: dt.datetime) -> dict:
         creator = ctx["users"][a * USERS_PER_AGENCY][1]
         visibility = "public" if m % 3 else "private"
         model_rows.append(
-            (
-                m,
-                agency.pk,
-                f"Bench model {m}",
-                f"model-{m}",
-                "text-generation",
-                "citizen services",
-                "",
-                "Answering citizens.",
-                "",
-                visibility,
-                creator.pk,
-                now,
-                now,
-            )
+            (m, agency.pk, f"Bench model {m}", f"model-{m}", "text-generation",
+             "citizen services", "", "Answering citizens.", "", visibility,
+             creator.pk, now, now)
         )
         models_by_agency[a].append(m)
         previous = None
@@ -289,21 +215,9 @@ def models_and_versions(ctx: dict, versions: int, now: dt.datetime) -> dict:
             previous = vid
     copy_rows(
         "registry_aimodel",
-        [
-            "id",
-            "agency_id",
-            "name",
-            "slug",
-            "task",
-            "domain",
-            "description",
-            "intended_use",
-            "out_of_scope_uses",
-            "visibility",
-            "created_by_id",
-            "created_at",
-            "updated_at",
-        ],
+        ["id", "agency_id", "name", "slug", "task", "domain", "description",
+         "intended_use", "out_of_scope_uses", "visibility", "created_by_id",
+         "created_at", "updated_at"],
         model_rows,
     )
     copy_rows("registry_modelversion", VERSION_COLUMNS, version_rows)
@@ -313,43 +227,15 @@ def models_and_versions(ctx: dict, versions: int, now: dt.datetime) -> dict:
 
 
 VERSION_COLUMNS = [
-    "id",
-    "model_id",
-    "version",
-    "status",
-    "licence_id",
-    "artifact_state",
-    "artifact_error",
-    "artifact_key",
-    "artifact_digest",
-    "artifact_size",
-    "artifact_format",
-    "original_filename",
-    "source_uri",
-    "graph_inputs",
-    "graph_outputs",
-    "opsets",
-    "parameter_count",
-    "weight_bytes",
-    "kind",
-    "layout",
-    "num_layers",
-    "quantisation",
-    "selftest",
-    "base_version_id",
-    "derivation",
-    "derivation_settings",
-    "training_run",
-    "training_jurisdiction",
+    "id", "model_id", "version", "status", "licence_id", "artifact_state",
+    "artifact_error", "artifact_key", "artifact_digest", "artifact_size",
+    "artifact_format", "original_filename", "source_uri", "graph_inputs",
+    "graph_outputs", "opsets", "parameter_count", "weight_bytes", "kind", "layout",
+    "num_layers", "quantisation", "selftest", "base_version_id", "derivation",
+    "derivation_settings", "training_run", "training_jurisdiction",
     "training_hardware",
-    "training_energy_kwh",
-    "hosting_jurisdiction",
-    "limitations",
-    "risks",
-    "ethical_considerations",
-    "created_by_id",
-    "created_at",
-    "updated_at",
+    "training_energy_kwh", "hosting_jurisdiction", "limitations", "risks",
+    "ethical_considerations", "created_by_id", "created_at", "updated_at",
     "released_at",
 ]
 
@@ -360,44 +246,13 @@ def _version_row(vid, model_id, k, licence_id, base, creator_id, created, a):
         [{"name": "logits", "type": "float", "shape": ["b", "s", 256]}]
     )
     return (
-        vid,
-        model_id,
-        f"1.{k}.0",
-        STATUSES[vid % len(STATUSES)],
-        licence_id,
-        "available",
-        "",
-        f"bench/{vid}.tar",
-        _digest("artifact", vid),
-        4096,
-        "tar",
-        "bundle.tar",
-        "",
-        inputs,
-        outputs,
-        '{"": 17}',
-        1_000_000 + vid,
-        4_000_000,
-        "causal_lm_kv",
-        "llama",
-        2,
-        "",
-        "{}",
-        base,
-        "fine-tuned" if base else "",
-        "{}",
-        "",
-        JURISDICTIONS[a],
-        "2 CPUs",
-        None,
-        JURISDICTIONS[(a + 1) % AGENCIES],
-        "Synthetic.",
-        "",
-        "",
-        creator_id,
-        created,
-        created,
-        created,
+        vid, model_id, f"1.{k}.0", STATUSES[vid % len(STATUSES)], licence_id,
+        "available", "", f"bench/{vid}.tar", _digest("artifact", vid), 4096, "tar",
+        "bundle.tar", "", inputs, outputs, '{"": 17}', 1_000_000 + vid, 4_000_000,
+        "causal_lm_kv", "llama", 2, "", "{}", base,
+        "fine-tuned" if base else "", "{}", "", JURISDICTIONS[a], "2 CPUs",
+        None, JURISDICTIONS[(a + 1) % AGENCIES], "Synthetic.", "", "", creator_id,
+        created, created, created,
     )
 
 
@@ -415,28 +270,9 @@ def links_and_runs(ctx: dict, data: list, catalogue: dict, now: dt.datetime) -> 
             links.append((len(links) + 1, vid, own[vid % len(own)], "training"))
             links.append((len(links) + 1, vid, own[(vid + 1) % len(own)], "evaluation"))
             runs.append(
-                (
-                    vid,
-                    suite.pk,
-                    "succeeded",
-                    requester,
-                    now,
-                    now,
-                    now,
-                    1.0,
-                    "",
-                    _digest("artifact", vid),
-                    1,
-                    "bench",
-                    "",
-                    "",
-                    "[]",
-                    "{}",
-                    "",
-                    "",
-                    "",
-                    1.0,
-                )
+                (vid, suite.pk, "succeeded", requester, now, now, now, 1.0, "",
+                 _digest("artifact", vid), 1, "bench", "", "", "[]", "{}", "", "",
+                 "", 1.0)
             )
     copy_rows(
         "registry_modelversiondataset",
@@ -445,28 +281,11 @@ def links_and_runs(ctx: dict, data: list, catalogue: dict, now: dt.datetime) -> 
     )
     copy_rows(
         "governance_evaluationrun",
-        [
-            "model_version_id",
-            "suite_id",
-            "status",
-            "requested_by_id",
-            "requested_at",
-            "started_at",
-            "finished_at",
-            "progress",
-            "progress_note",
-            "artifact_digest",
-            "attempts",
-            "worker",
-            "failure_code",
-            "failure_reason",
-            "results",
-            "environment",
-            "items_key",
-            "mlflow_run_id",
-            "engine_version",
-            "wall_seconds",
-        ],
+        ["model_version_id", "suite_id", "status", "requested_by_id",
+         "requested_at", "started_at", "finished_at", "progress", "progress_note",
+         "artifact_digest", "attempts", "worker", "failure_code", "failure_reason",
+         "results", "environment", "items_key", "mlflow_run_id", "engine_version",
+         "wall_seconds"],
         runs,
     )
     reset_sequence("registry_modelversiondataset")
@@ -501,50 +320,23 @@ def audit_chain(ctx: dict, catalogue: dict, events: int) -> dict:
                 created = last_at + dt.timedelta(milliseconds=i + 1)
                 payload = canonical_value({"bench": True, "n": i})
                 fields = {
-                    "seq": seq,
-                    "created_at": created,
-                    "actor_label": user.username,
-                    "agency_slug": agency.slug,
-                    "action": ACTIONS[i % len(ACTIONS)],
-                    "object_type": "registry.modelversion",
-                    "object_id": object_id,
-                    "payload": payload,
-                    "prev_hash": prev,
+                    "seq": seq, "created_at": created, "actor_label": user.username,
+                    "agency_slug": agency.slug, "action": ACTIONS[i % len(ACTIONS)],
+                    "object_type": "registry.modelversion", "object_id": object_id,
+                    "payload": payload, "prev_hash": prev,
                 }
                 digest = event_hash(fields)
                 nodes.extend(tree.add(digest))
-                yield (
-                    seq,
-                    created,
-                    user.pk,
-                    fields["actor_label"],
-                    agency.pk,
-                    agency.slug,
-                    fields["action"],
-                    fields["object_type"],
-                    object_id,
-                    canonical_json(payload).decode(),
-                    prev,
-                    digest,
-                )
+                yield (seq, created, user.pk, fields["actor_label"], agency.pk,
+                       agency.slug, fields["action"], fields["object_type"],
+                       object_id, canonical_json(payload).decode(), prev, digest)
                 prev = digest
 
         copy_rows(
             "governance_auditevent",
-            [
-                "seq",
-                "created_at",
-                "actor_id",
-                "actor_label",
-                "agency_id",
-                "agency_slug",
-                "action",
-                "object_type",
-                "object_id",
-                "payload",
-                "prev_hash",
-                "hash",
-            ],
+            ["seq", "created_at", "actor_id", "actor_label", "agency_id",
+             "agency_slug", "action", "object_type", "object_id", "payload",
+             "prev_hash", "hash"],
             rows(),
         )
         copy_rows("audit_merklenode", ["id", "level", '"index"', "hash"], nodes)

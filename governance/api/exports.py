@@ -30,7 +30,7 @@ from governance.exports.services import (
     export_create,
 )
 from governance.models import UseCase
-from registry.api.artifacts import _IgnoreAcceptNegotiation
+from registry.api.artifacts import IgnoreAcceptNegotiation
 from registry.models import ModelVersion
 
 MODEL_CARD_EXAMPLE = """---
@@ -105,7 +105,7 @@ class _ExportView(APIView):
     """Find the object among those the caller may read, export it, answer it."""
 
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = _IgnoreAcceptNegotiation
+    content_negotiation_class = IgnoreAcceptNegotiation
     formats: tuple[str, ...] = ()
     target = ""  # export_create's keyword for the object
 

@@ -166,7 +166,7 @@ _TOO_LARGE = _problem(
 )
 
 
-class _IgnoreAcceptNegotiation(DefaultContentNegotiation):
+class IgnoreAcceptNegotiation(DefaultContentNegotiation):
     """Always answer with the view's first renderer, whatever ``Accept`` asks.
 
     A download is a file, not a rendered representation; its errors are JSON.
@@ -414,7 +414,7 @@ class ModelVersionDownloadView(APIView):
     """Stream a model version's verified bundle."""
 
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = _IgnoreAcceptNegotiation
+    content_negotiation_class = IgnoreAcceptNegotiation
 
     @extend_schema(
         operation_id="model_versions_download",
@@ -596,7 +596,7 @@ class DatasetVersionDownloadView(APIView):
     """Stream a dataset version's data file."""
 
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = _IgnoreAcceptNegotiation
+    content_negotiation_class = IgnoreAcceptNegotiation
 
     @extend_schema(
         operation_id="dataset_versions_download",

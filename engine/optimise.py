@@ -157,7 +157,9 @@ def derive_optimised_in_child(spec: dict) -> dict:
     tokenizer = load_tokenizer(root / "tokenizer.json")
     encoded = (tokenizer.encode(text).ids for text in VERIFY_TEXTS)
     sequences = [ids for ids in encoded if ids]
-    verdict = verify_fused(root, work / "derived", sequences)
+    verdict = verify_fused(
+        root, work / "derived", sequences, tolerance=spec.get("tolerance", TOLERANCE)
+    )
     if not verdict["verified"]:
         raise _refuse(
             "fusion_not_verified",
@@ -176,16 +178,22 @@ def derive_optimised_in_child(spec: dict) -> dict:
 
 
 def derive_optimised_bundle(
-    bundle_path: Path, dest: Path, *, memory_bytes: int, timeout_s: float
+    bundle_path: Path,
+    dest: Path,
+    *,
+    memory_bytes: int,
+    timeout_s: float,
+    tolerance: float = TOLERANCE,
 ) -> dict:
     """Derive the fused, verified bundle of ``bundle_path`` into ``dest`` (a zip).
 
     Runs ``derive_optimised_in_child`` in the sandboxed child with these
-    limits; returns its report (model type, fused ops, largest relative
-    difference). Raises ``EvaluationFailure`` as that function does, or for
-    a crash or a limit reached.
+    limits and ``tolerance`` (relative, per token); returns its report
+    (model type, fused ops, largest relative difference). Raises
+    ``EvaluationFailure`` as that function does, or for a crash or a limit
+    reached.
     """
-    spec = {"bundle_path": str(Path(bundle_path).resolve())}
+    spec = {"bundle_path": str(Path(bundle_path).resolve()), "tolerance": tolerance}
     return run_isolated(
         derive_optimised_in_child,
         (spec,),

@@ -278,6 +278,7 @@ def _derive(version: ModelVersion, work: Path) -> Path:
             out,
             memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
             timeout_s=settings.CIVITAS_DERIVE_TIMEOUT_SECONDS,
+            tolerance=recorded["tolerance"],
         )
         for fact in ("model_type", "fused_ops", "max_relative_diff"):
             recorded[fact] = report[fact]

@@ -272,7 +272,7 @@ def _quantise_graph(
         leftover.unlink()
 
 
-def _zip(root: Path, dest: Path) -> None:
+def zip_bundle(root: Path, dest: Path) -> None:
     """Store the bundle folder as one zip (stored, not deflated: weights)."""
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
         for path in sorted(root.rglob("*")):
@@ -313,7 +313,7 @@ def _derive(spec: dict) -> dict:
         texts = calibration_texts(Path(spec["calibration_path"]))
         feeds = calibration_feeds(root, texts)
     quantise_graph(root / model_file, out / model_file, derivation, feeds=feeds)
-    _zip(out, work / OUTPUT_NAME)
+    zip_bundle(out, work / OUTPUT_NAME)
     return {
         "settings": derivation.settings(),
         "parent_quantisation": facts.quantisation,

@@ -393,6 +393,7 @@ class ModelKind(models.TextChoices):
 class Derivation(models.TextChoices):
     FINE_TUNED = "fine-tuned", "Fine-tuned"
     QUANTISED = "quantised", "Quantised"
+    OPTIMISED = "optimised", "Optimised (fused graph)"
     DISTILLED = "distilled", "Distilled"
     CONTINUED_PRETRAINING = "continued-pretraining", "Continued pre-training"
     OTHER = "other", "Other"

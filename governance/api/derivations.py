@@ -1,7 +1,8 @@
-"""Quantised versions: derive one from an fp32 version, and read its trade.
+"""Derived versions: quantise or optimise an fp32 version, and read the trade.
 
 ``POST /model-versions/{id}/derive/`` registers the derived version (202,
-pending) and queues the derivation; ``GET
+pending) and queues the derivation (a quantisation, or ``optimised``: ONNX
+Runtime's transformer fusions, kept only when verified); ``GET
 /model-versions/{id}/quantisation-evidence/`` compares a version with its
 base version on their shared suites (``governance.quantisation``).
 """
@@ -14,10 +15,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from engine.quantise import BLOCK_SIZES, METHODS
+from engine.quantise import BLOCK_SIZES
 from governance.api.examples import request, response
 from governance.quantisation import quantisation_evidence
-from governance.services.derivations import model_version_derive
+from governance.services.derivations import METHODS, model_version_derive
 from registry.api.examples import MODEL_VERSION
 from registry.api.serializers import ModelVersionSerializer, VisiblePrimaryKeyField
 from registry.models import DatasetVersion, ModelVersion, semver_validator
@@ -30,7 +31,13 @@ class DeriveSerializer(serializers.Serializer):
     method = serializers.ChoiceField(
         choices=METHODS,
         help_text="dynamic-int8 (quantize_dynamic), static-int8 (QDQ calibrated "
-        "on a dataset version) or int4 (MatMulNBits, weight only)",
+        "on a dataset version), int4 (MatMulNBits, weight only) or optimised "
+        "(ONNX Runtime's transformer optimiser: rotary, GELU and attention "
+        "fusions where it recognises the graph, kept only if every "
+        "log-likelihood matches the parent's within 1e-4 relative; a graph "
+        "it does not recognise ends the version failed with failure_code "
+        "not_fused, one whose fusion moves a log-likelihood with "
+        "fusion_not_verified)",
     )
     version = serializers.CharField(max_length=64, validators=[semver_validator])
     calibration_dataset_version = VisiblePrimaryKeyField(
@@ -109,6 +116,19 @@ DERIVED_VERSION = {
     "is_released": False,
     "released_at": None,
 }
+OPTIMISED_VERSION = {
+    **DERIVED_VERSION,
+    "id": 33,
+    "version": "1.0.4",
+    "derivation": "optimised",
+    "derivation_settings": {
+        "method": "optimised",
+        "opt_level": 0,
+        "tolerance": 0.0001,
+        "parent_sha256": MODEL_VERSION["artifact_digest"],
+        "tool": "onnxruntime.transformers.optimizer",
+    },
+}
 EVIDENCE = {
     "version": 32,
     "parent": 31,
@@ -149,7 +169,7 @@ EVIDENCE = {
 
 
 class ModelVersionDeriveView(APIView):
-    """Derive a quantised version from one of the agency's fp32 versions."""
+    """Derive a quantised or optimised version from an agency's fp32 version."""
 
     @extend_schema(
         request=DeriveSerializer,
@@ -165,7 +185,9 @@ class ModelVersionDeriveView(APIView):
                 },
             ),
             request("Int4", {"method": "int4", "version": "1.0.3", "block_size": 32}),
+            request("Optimised", {"method": "optimised", "version": "1.0.4"}),
             response("Pending", DERIVED_VERSION, status=202),
+            response("Optimised, pending", OPTIMISED_VERSION, status=202),
         ],
     )
     def post(self, request, pk: int):

@@ -1,4 +1,4 @@
-"""Deriving a quantised version from the version page, and the trade it made."""
+"""Deriving a quantised or optimised version from the version page, and its trade."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from governance.quantisation import quantisation_evidence
 from governance.services.derivations import model_version_derive
 from registry.models import ArtifactState, Derivation, ModelVersion
 from registry.portal.catalogue import can_write_for
+
+
+def registered_message(derivation: str) -> str:
+    """What the requester is told once the derived version is registered."""
+    if derivation == Derivation.OPTIMISED:
+        return _(
+            "The optimised version is registered; a worker fuses and verifies it now."
+        )
+    return _("The quantised version is registered; a worker derives it now.")
 
 
 def may_derive(user, version: ModelVersion) -> bool:
@@ -36,7 +45,7 @@ def evidence_rows(version: ModelVersion) -> dict | None:
 
 @login_required
 def version_derive_view(request, pk: int):
-    """Ask for a quantised version (GET form, POST request)."""
+    """Ask for a quantised or optimised version (GET form, POST request)."""
     version = get_object_or_404(
         ModelVersion.objects.visible_to(request.user).select_related("model__agency"),
         pk=pk,
@@ -59,10 +68,7 @@ def version_derive_view(request, pk: int):
         except DomainError as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(
-                request,
-                _("The quantised version is registered; a worker derives it now."),
-            )
+            messages.success(request, registered_message(derived.derivation))
             return redirect("governance_portal:version_detail", pk=derived.pk)
     return render(
         request,

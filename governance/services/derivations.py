@@ -1,4 +1,4 @@
-"""Quantised versions derived by the platform from an agency's fp32 version.
+"""Quantised and optimised versions derived by the platform from an fp32 version.
 
 ``model_version_derive`` registers the new version at once (lineage: the
 parent as ``base_version``, ``derivation = quantised``, the method and its
@@ -11,6 +11,15 @@ sandboxed child (``engine.quantise``: the parent is hostile input; memory
 inspects and self-tests the result by the uploads' own code path
 (``registry.bundles.bundle_inspect``), stores and releases it, and queues
 an evaluation on every suite the parent has a succeeded run on.
+
+The ``optimised`` method (``derivation = optimised``) goes the same way
+with ``engine.optimise``: ONNX Runtime's transformer optimiser fuses the
+graph in the sandboxed child, which keeps it only if every log-likelihood on
+``engine.optimise.VERIFY_TEXTS`` agrees with the parent's within 1e-4
+relative. A graph the optimiser does not recognise (``not_fused``) or whose
+fusion moves a log-likelihood (``fusion_not_verified``) ends the version
+``failed`` with that code in ``derivation_settings["failure_code"]``: no
+artifact is stored, never an identical copy of the parent.
 """
 
 from __future__ import annotations
@@ -29,14 +38,15 @@ from django.utils import timezone
 from audit import services as audit
 from config.celery import send_on_commit
 from config.exceptions import Conflict, DomainError
+from engine import optimise
 from engine.bundle import sha256_file
 from engine.quantise import (
     BLOCK_SIZES,
     DEFAULT_BLOCK_SIZE,
-    METHODS,
     QuantiseError,
     derive_bundle,
 )
+from engine.quantise import METHODS as QUANTISE_METHODS
 from engine.quantise import Derivation as QuantiseDerivation
 from engine.sandbox import EvaluationFailure
 from governance.models import EvaluationSuite, RunStatus
@@ -54,6 +64,8 @@ from registry.storage import artifact_tmp_dir, copy_verified
 
 DERIVE_TASK = "civitas.model_version_derive"
 _QUANTISED_KINDS = frozenset({"int8", "int4", "mixed"})
+METHODS = (*QUANTISE_METHODS, optimise.METHOD)
+_DERIVED = (Derivation.QUANTISED, Derivation.OPTIMISED)
 
 
 def _invalid(field: str, message: str, code: str) -> DomainError:
@@ -64,13 +76,18 @@ def _invalid(field: str, message: str, code: str) -> DomainError:
     )
 
 
-def _check_parent(parent: ModelVersion) -> None:
+def _check_parent(parent: ModelVersion, method: str) -> None:
     """The parent must be a released fp32 version with its artifact."""
     if not parent.is_released or parent.artifact_state != ArtifactState.AVAILABLE:
         raise Conflict(
-            "The version has no verified artifact yet; a quantised version is "
-            "derived from a released one.",
+            "The version has no verified artifact yet; a version is derived "
+            "from a released one.",
             code="artifact_not_available",
+        )
+    if method == optimise.METHOD and parent.derivation == Derivation.OPTIMISED:
+        raise DomainError(
+            "This version is already optimised; its graph is fused.",
+            code="already_optimised",
         )
     if parent.derivation == Derivation.QUANTISED or (
         parent.quantisation in _QUANTISED_KINDS
@@ -121,10 +138,11 @@ def model_version_derive(
     calibration: DatasetVersion | None = None,
     block_size: int | None = None,
 ) -> ModelVersion:
-    """Register a quantised version of ``parent`` and queue its derivation.
+    """Register a quantised or optimised version of ``parent``; queue its derivation.
 
     The parent's agency's members and maintainers (``model_version_create``
-    checks). ``method`` is one of ``engine.quantise.METHODS``; static int8
+    checks). ``method`` is one of ``METHODS`` (``engine.quantise.METHODS``
+    or ``optimised``, recorded as ``derivation = optimised``); static int8
     needs ``calibration`` (a visible dataset version with a stored file),
     int4 takes ``block_size`` (default 32). The new version copies the
     parent's licence, hosting and training facts; it is ``pending`` until
@@ -132,7 +150,8 @@ def model_version_derive(
     ``model_version.derivation_requested``.
 
     Raises ``Conflict`` (``artifact_not_available``) for an unreleased
-    parent, ``DomainError`` (``already_quantised``, ``not_fp32``, field
+    parent, ``DomainError`` (``already_quantised``, ``already_optimised``,
+    ``not_fp32``, field
     errors on the method, calibration or block size, ``Conflict`` on a
     duplicate version string).
     """
@@ -146,15 +165,16 @@ def model_version_derive(
             )
     else:
         block_size = None
-    _check_parent(parent)
+    _check_parent(parent, method)
     calibration = _check_calibration(actor, method, calibration)
+    optimised = method == optimise.METHOD
     derived = model_version_create(
         actor=actor,
         model=parent.model,
         version=version,
         licence=parent.licence,
         base_version=parent,
-        derivation=Derivation.QUANTISED,
+        derivation=Derivation.OPTIMISED if optimised else Derivation.QUANTISED,
         training_run=parent.training_run,
         training_jurisdiction=parent.training_jurisdiction,
         training_hardware=parent.training_hardware,
@@ -163,11 +183,7 @@ def model_version_derive(
         risks=parent.risks,
         ethical_considerations=parent.ethical_considerations,
     )
-    recorded = {
-        **QuantiseDerivation(method, block_size).settings(),
-        "parent_sha256": parent.artifact_digest,
-        "tool": "onnxruntime.quantization",
-    }
+    recorded = _requested_settings(parent, method, block_size)
     if calibration is not None:
         recorded["calibration_dataset_version"] = calibration.pk
         recorded["calibration_sha256"] = calibration.digest
@@ -185,11 +201,30 @@ def model_version_derive(
     return derived
 
 
+def _requested_settings(
+    parent: ModelVersion, method: str, block_size: int | None
+) -> dict:
+    """What the derivation is asked to do, recorded before it runs."""
+    if method == optimise.METHOD:
+        return {
+            "method": method,
+            "opt_level": 0,
+            "tolerance": optimise.TOLERANCE,
+            "parent_sha256": parent.artifact_digest,
+            "tool": optimise.TOOL,
+        }
+    return {
+        **QuantiseDerivation(method, block_size).settings(),
+        "parent_sha256": parent.artifact_digest,
+        "tool": "onnxruntime.quantization",
+    }
+
+
 def _awaiting():
     """Derived versions still waiting for their bundle."""
     return ModelVersion.objects.filter(
         artifact_state=ArtifactState.PENDING,
-        derivation=Derivation.QUANTISED,
+        derivation__in=_DERIVED,
         artifact_key="",
     ).exclude(derivation_settings={})
 
@@ -212,7 +247,13 @@ def _fail(version_id: int, *, code: str, reason: str) -> str:
         return "skipped"
     version.artifact_state = ArtifactState.FAILED
     version.artifact_error = reason
-    version.save(update_fields=["artifact_state", "artifact_error", "updated_at"])
+    # The machine-readable cause, beside the settings it failed with.
+    version.derivation_settings = {**version.derivation_settings, "failure_code": code}
+    version.save(
+        update_fields=[
+            "artifact_state", "artifact_error", "derivation_settings", "updated_at"
+        ]
+    )  # fmt: skip
     audit.record(
         actor=None,
         action="model_version.derivation_failed",
@@ -230,6 +271,19 @@ def _derive(version: ModelVersion, work: Path) -> Path:
     source = copy_verified(
         key=parent.artifact_key, sha256=parent.artifact_digest, dest=work / "parent"
     )
+    out = work / "derived.zip"
+    if recorded["method"] == optimise.METHOD:
+        report = optimise.derive_optimised_bundle(
+            source,
+            out,
+            memory_bytes=settings.CIVITAS_EVAL_MEMORY_BYTES,
+            timeout_s=settings.CIVITAS_DERIVE_TIMEOUT_SECONDS,
+            tolerance=recorded["tolerance"],
+        )
+        for fact in ("model_type", "fused_ops", "max_relative_diff"):
+            recorded[fact] = report[fact]
+        recorded["verified_sequences"] = report["verified_sequences"]
+        return out
     calibration_path = None
     if recorded.get("calibration_dataset_version"):
         dataset = DatasetVersion.objects.get(pk=recorded["calibration_dataset_version"])
@@ -238,7 +292,6 @@ def _derive(version: ModelVersion, work: Path) -> Path:
             sha256=recorded["calibration_sha256"],
             dest=work / "calibration.jsonl",
         )
-    out = work / "derived.zip"
     report = derive_bundle(
         source,
         out,
@@ -286,13 +339,15 @@ def _release(version: ModelVersion, out: Path) -> str:
 
 
 def model_version_derive_execute(*, version_id: int) -> str:
-    """Derive, self-test, store and release a pending quantised version.
+    """Derive, self-test, store and release a pending derived version.
 
     Runs on a worker. Safe to run twice: only a version still pending with
     no stored artifact is touched, and the release re-checks it under its row
-    lock. A refused parent or calibration file, a derivation that fails or
-    exceeds its limits, or a derived bundle that fails its self-test ends
-    the version ``failed`` with ``artifact_error``
+    lock. A refused parent or calibration file, a graph the optimiser does
+    not fuse (``not_fused``) or whose fusion is not verified, a derivation
+    that fails or exceeds its limits, or a derived bundle that fails its
+    self-test ends the version ``failed`` with ``artifact_error`` and
+    ``derivation_settings["failure_code"]``
     (``model_version.derivation_failed``). Returns the resulting state, or
     ``skipped``.
     """

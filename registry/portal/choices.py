@@ -29,6 +29,7 @@ LABELS = {
     "derivation": {
         Derivation.FINE_TUNED: _("Fine-tuned"),
         Derivation.QUANTISED: _("Quantised"),
+        Derivation.OPTIMISED: _("Optimised (fused graph)"),
         Derivation.DISTILLED: _("Distilled"),
         Derivation.CONTINUED_PRETRAINING: _("Continued pre-training"),
         Derivation.OTHER: _("Other"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
+from django.utils import timezone
 
 from governance.models import EvaluationSuite
 from governance.services import decisions as decision_services
@@ -18,6 +19,7 @@ from governance.services import policies as policy_services
 from governance.services import use_cases as use_case_services
 from registry.models import ArtifactState, ModelKind
 from tests.factories import (
+    AIModelFactory,
     DatasetVersionFactory,
     LicenceFactory,
     ModelVersionFactory,
@@ -74,6 +76,34 @@ def released_lm_version(lm_bundle_zip, member_a):
         kind=ModelKind.CAUSAL_LM_KV,
         layout="optimum",
     )
+
+
+def released_fp32_version(bundle_zip: Path, member, key: str):
+    """A released fp32 language model of ``member``'s agency, its zip in the store."""
+    content = bundle_zip.read_bytes()
+    key, digest = _stored(key, content)
+    model = AIModelFactory(agency=member.membership.agency, created_by=member)
+    return ModelVersionFactory(
+        model=model,
+        version="1.0.0",
+        created_by=member,
+        artifact_state=ArtifactState.AVAILABLE,
+        artifact_key=key,
+        artifact_digest=digest,
+        artifact_size=len(content),
+        artifact_format="zip",
+        kind=ModelKind.CAUSAL_LM_KV,
+        layout="optimum",
+        quantisation="fp32",
+        released_at=timezone.now(),
+        hosting_jurisdiction="FR",
+    )
+
+
+@pytest.fixture
+def fp32_parent(lm_bundle_zip, member_a):
+    """A released fp32 language model of agency A (the generated tiny LM)."""
+    return released_fp32_version(lm_bundle_zip, member_a, "tests/derive-parent.zip")
 
 
 def _jsonl(records: list[dict]) -> bytes:

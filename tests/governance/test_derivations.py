@@ -48,29 +48,6 @@ TEXTS = [
 
 
 @pytest.fixture
-def fp32_parent(lm_bundle_zip, member_a):
-    """A released fp32 language model of agency A, its bundle in the store."""
-    content = lm_bundle_zip.read_bytes()
-    key, digest = _stored("tests/derive-parent.zip", content)
-    model = AIModelFactory(agency=member_a.membership.agency, created_by=member_a)
-    return ModelVersionFactory(
-        model=model,
-        version="1.0.0",
-        created_by=member_a,
-        artifact_state=ArtifactState.AVAILABLE,
-        artifact_key=key,
-        artifact_digest=digest,
-        artifact_size=len(content),
-        artifact_format="zip",
-        kind=ModelKind.CAUSAL_LM_KV,
-        layout="optimum",
-        quantisation="fp32",
-        released_at=timezone.now(),
-        hosting_jurisdiction="FR",
-    )
-
-
-@pytest.fixture
 def calibration(member_a):
     """A dataset version of agency A whose file holds five texts."""
     content = "".join(json.dumps({"text": t}) + "\n" for t in TEXTS).encode()

@@ -1,4 +1,4 @@
-"""The form that asks for a quantised version of an fp32 version."""
+"""The form that asks for a quantised or optimised version of an fp32 version."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class DeriveForm(forms.Form):
             ("dynamic-int8", _("int8, dynamic (no calibration)")),
             ("static-int8", _("int8, static QDQ calibrated on a dataset")),
             ("int4", _("int4 weights (MatMulNBits)")),
+            ("optimised", _("fp32, fused graph (ONNX Runtime optimiser, verified)")),
         ],
     )
     version = forms.CharField(

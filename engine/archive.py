@@ -55,7 +55,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 _CHUNK = 1 << 20
 # Stored (uncompressed) zip members are copied in blocks of this size.
-_STORED_BLOCK = 8 << 20
+_STORED_BLOCK = 256 << 10
 _ZIP_LOCAL_HEADER = 30
 # Below this many unpacked bytes a member (or archive) is not checked for ratio:
 # tiny JSON files compress far beyond 100x, and max_files of them stay harmless.

@@ -301,8 +301,9 @@ def upload_session_cleanup() -> dict[str, int]:
     """Remove expired sessions and their staging files, and orphaned files.
 
     Run hourly by ``civitas.upload_cleanup``. A staging file with no session
-    row (a crash between creating it and committing) goes once it is older
-    than ``CIVITAS_UPLOAD_SESSION_HOURS``.
+    row (a crash between creating it and committing), or a completion's
+    ``staged-*.part`` link left by a crash, goes once it is older than
+    ``CIVITAS_UPLOAD_SESSION_HOURS``.
     """
     now = timezone.now()
     expired = list(
@@ -314,10 +315,11 @@ def upload_session_cleanup() -> dict[str, int]:
     directory = upload_staging_path(uuid.UUID(int=0)).parent
     live = {s.hex for s in UploadSession.objects.values_list("id", flat=True)}
     horizon = now.timestamp() - 3600 * int(settings.CIVITAS_UPLOAD_SESSION_HOURS)
+    staged = [e for e in os.scandir(directory.parent) if e.name.startswith("staged-")]
     orphans = 0
-    for entry in os.scandir(directory):
+    for entry in [*os.scandir(directory), *staged]:
         stem = entry.name.removesuffix(".bundle")
-        if stem not in live and entry.stat().st_mtime < horizon:
+        if stem not in live and entry.stat(follow_symlinks=False).st_mtime < horizon:
             os.unlink(entry.path)
             orphans += 1
     return {"expired": len(expired), "orphans": orphans}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -162,3 +163,19 @@ def test_a_staged_upload_hashes_the_file_and_checks_its_length(settings, tmp_pat
         remove_spooled(short)
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staging.bundle"]
+
+
+@pytest.mark.django_db
+def test_the_cleanup_removes_a_staged_link_left_by_a_crash(artifact_dirs):
+    artifact_dirs.scratch.mkdir()
+    left = artifact_dirs.scratch / f"staged-{uuid.uuid4().hex}.part"
+    fresh = artifact_dirs.scratch / f"staged-{uuid.uuid4().hex}.part"
+    left.write_bytes(b"a completion that crashed")
+    fresh.write_bytes(b"a completion under way")
+    old = time.time() - 2 * 86400
+    os.utime(left, (old, old))
+
+    assert uploads.upload_session_cleanup() == {"expired": 0, "orphans": 1}
+
+    assert not left.exists()
+    assert fresh.exists()

@@ -54,6 +54,9 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 _CHUNK = 1 << 20
+# Stored (uncompressed) zip members are copied in blocks of this size.
+_STORED_BLOCK = 256 << 10
+_ZIP_LOCAL_HEADER = 30
 # Below this many unpacked bytes a member (or archive) is not checked for ratio:
 # tiny JSON files compress far beyond 100x, and max_files of them stay harmless.
 _RATIO_FLOOR = 1 << 20
@@ -250,6 +253,26 @@ def _scan_zip(archive: Path, limits: Limits, packed: int):
     return zf, scan
 
 
+def _stored_offset(fd: int, info: zipfile.ZipInfo) -> int:
+    """Where a stored member's bytes start, after its local header.
+
+    The header is checked as ``ZipFile.open`` does (signature, the same name
+    as in the central directory, no patched or encrypted data); raises
+    ``zipfile.BadZipFile`` otherwise.
+    """
+    header = os.pread(fd, _ZIP_LOCAL_HEADER, info.header_offset)
+    if len(header) != _ZIP_LOCAL_HEADER or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"Bad local header for {info.orig_filename!r}")
+    (flags,) = struct.unpack_from("<H", header, 6)
+    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    start = info.header_offset + _ZIP_LOCAL_HEADER
+    raw = os.pread(fd, name_len, start)
+    name = raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+    if (flags | info.flag_bits) & 0x61 or name != info.orig_filename:
+        raise zipfile.BadZipFile(f"Bad local header for {info.orig_filename!r}")
+    return start + name_len + extra_len
+
+
 class _BoundedStream:
     """Read-only, seekable view of a (decompressed) tar stream that refuses to move
     past `cap` bytes or to serve one oversized read, so no header can balloon."""
@@ -326,13 +349,17 @@ class _Writer:
                 self.dirs.append(path)
                 os.chmod(path, 0o755)  # the umask must not decide the mode
 
-    def write(self, name: str, size: int, src) -> None:
+    def _create(self, name: str) -> int:
         if "/" in name:
             self.mkdir(name.rpartition("/")[0])
         path = self.dest / name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o644)
         self.paths.append(path)
+        return fd
+
+    def write(self, name: str, size: int, src) -> None:
+        fd = self._create(name)
         written = 0
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), 0o644)
@@ -345,6 +372,35 @@ class _Writer:
                 out.write(chunk)
         if written != size:
             message = f"Member {name!r} holds {written} bytes but declares {size}."
+            raise BundleError("not_an_archive", message, member=name)
+        self.files.append(name)
+
+    def copy_stored(self, name: str, size: int, src: int, offset: int, crc: int):
+        """Copy a stored zip member: ``size`` bytes of ``src`` from ``offset``.
+
+        One reused buffer, no per-chunk allocation; the CRC-32 is checked as
+        zipfile would. Raises BundleError (too_large, not_an_archive).
+        """
+        fd = self._create(name)
+        buffer = memoryview(bytearray(min(_STORED_BLOCK, max(size, 1))))
+        written, check = 0, 0
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            os.fchmod(fd, 0o644)
+            while written < size:
+                n = os.preadv(src, [buffer[: size - written]], offset + written)
+                if not n:
+                    break
+                check = zlib.crc32(buffer[:n], check)
+                written += n
+                self.total += n
+                if self.total > self.limits.max_total_bytes:
+                    message = f"Member {name!r} unpacks past its declared size."
+                    raise BundleError("too_large", message, member=name)
+                view = buffer[:n]
+                while view:
+                    view = view[out.write(view) :]
+        if written != size or check != crc:
+            message = f"Member {name!r} is truncated or fails its CRC-32 check."
             raise BundleError("not_an_archive", message, member=name)
         self.files.append(name)
 
@@ -405,6 +461,12 @@ def extract_archive(
             for entry in scan.entries:
                 if entry.is_dir:
                     writer.mkdir(entry.name)
+                    continue
+                if kind == "zip" and entry.ref.compress_type == ZIP_STORED:
+                    at = _stored_offset(zf.fp.fileno(), entry.ref)
+                    writer.copy_stored(
+                        entry.name, entry.size, zf.fp.fileno(), at, entry.ref.CRC
+                    )
                     continue
                 if kind == "zip":
                     # zipfile stops at the declared size and then fails the CRC;

@@ -13,11 +13,8 @@ The uploader's file name is never used as a path: it is kept only as escaped
 metadata (``SpooledUpload.original_name``); storage keys are made by the
 server (``registry.services.artifacts``).
 
-Resumable uploads (``registry.services.uploads``) write each part at its
-offset in one staging file (``upload_staging_path``), reading the request
-body in large blocks (``body_blocks``: straight from the socket under
-gunicorn, whose own ``wsgi.input`` hands a body over 1 KiB at a time), and
-hash the assembled file once at completion (``file_digest``).
+Resumable uploads keep their staging files and read request bodies in
+``registry.staging``.
 
 The one ``artifacts`` storage (``artifact_storage``) holds every stored file;
 ``reference_target`` checks a ``file://`` or ``s3://`` reference against the
@@ -27,14 +24,12 @@ allow-list and ``open_reference`` copies it into a spool file the same way.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import os
 import posixpath
 import stat
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -143,24 +138,6 @@ class SpooledUpload(TemporaryUploadedFile):
             raise _too_large(max_bytes)
         self._digest.update(chunk)
         self.file.write(chunk)
-
-    @classmethod
-    def adopt(cls, path: Path, *, name: str, sha256: str, size: int) -> SpooledUpload:
-        """A finished upload over an existing server-named file (a staging file).
-
-        Storing it on the local backend is a rename; ``remove_spooled`` deletes
-        the file if storage did not take it.
-        """
-        upload = cls.__new__(cls)
-        file = open(path, "rb")  # noqa: SIM115 - closed by close()
-        UploadedFile.__init__(
-            upload, file, name or "upload", "application/octet-stream", size, None
-        )
-        upload.original_name = escape_filename(name)
-        upload.sha256 = sha256
-        upload._digest = hashlib.sha256()
-        upload._written = size
-        return upload
 
     def finish(self) -> SpooledUpload:
         """Fix ``size`` and ``sha256`` and rewind; returns self."""
@@ -615,141 +592,3 @@ def copy_verified(*, key: str, sha256: str, dest: Path) -> Path:
             code="digest_mismatch",
         )
     return dest
-
-
-# --- Resumable uploads: staging files and fast body reads ----------------------
-
-BLOCK_SIZE = 4 << 20
-# A client that stops sending in the middle of a part frees its thread then.
-BODY_READ_TIMEOUT = 60.0
-
-
-def upload_staging_path(session_id) -> Path:
-    """The staging file of an upload session, named by its server-made UUID only."""
-    path = artifact_tmp_dir() / "uploads"
-    path.mkdir(exist_ok=True)
-    return path / f"{session_id.hex}.bundle"
-
-
-def staging_create(path: Path, *, size: int) -> None:
-    """Create the (sparse) staging file of ``size`` bytes; it must not exist."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.ftruncate(fd, size)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def staging_open(path: Path, *, exclusive: bool) -> Iterator[int]:
-    """The staging file's descriptor, under a shared (parts) or exclusive lock.
-
-    Parts write under shared locks, side by side; completion hashes under the
-    exclusive one, so no part write can change the bytes being hashed.
-    """
-    try:
-        fd = os.open(path, (os.O_RDONLY if exclusive else os.O_WRONLY) | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise DomainError(
-            "This upload's received data is gone (expired or aborted); start a "
-            "new upload.",
-            code="upload_gone",
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _gunicorn_body(meta: dict, length: int):
-    """gunicorn's socket and length reader when the body is still untouched."""
-    body = meta.get("wsgi.input")
-    reader = getattr(body, "reader", None)
-    unreader = getattr(reader, "unreader", None)
-    sock = meta.get("gunicorn.socket")
-    if (
-        sock is None
-        or not hasattr(unreader, "take_buffered")
-        or getattr(reader, "length", None) != length
-        or getattr(body, "buf", None) is None
-        or body.buf.tell()
-    ):
-        return None
-    return sock, reader, unreader
-
-
-def _socket_blocks(sock, reader, unreader, length: int) -> Iterator[memoryview]:
-    head = unreader.take_buffered()
-    if len(head) > length:  # a pipelined next request: give it back
-        unreader.unread(head[length:])
-        head = head[:length]
-    left = length - len(head)
-    reader.length = left
-    if head:
-        yield memoryview(head)
-    buffer = memoryview(bytearray(min(BLOCK_SIZE, max(left, 1))))
-    timeout = sock.gettimeout()
-    sock.settimeout(BODY_READ_TIMEOUT)
-    try:
-        while left:
-            want, filled = min(len(buffer), left), 0
-            while filled < want:
-                n = sock.recv_into(buffer[filled:want])
-                if not n:
-                    break
-                filled += n
-                # What is still unread stays gunicorn's to drain.
-                reader.length = left - filled
-            left -= filled
-            if filled:
-                yield buffer[:filled]
-            if filled < want:
-                return  # the client stopped sending
-    finally:
-        sock.settimeout(timeout)
-
-
-def body_blocks(request, *, length: int) -> Iterator[memoryview]:
-    """The request body (``length`` bytes announced) in blocks of up to 4 MiB.
-
-    Under gunicorn the blocks are read straight from the connection with
-    ``recv_into`` (bytes gunicorn already buffered come first); elsewhere
-    through Django's stream. Stops early if the client does; the caller counts.
-    """
-    fast = _gunicorn_body(request.META, length)
-    if fast is not None:
-        yield from _socket_blocks(*fast, length)
-        return
-    left = length
-    while left:
-        chunk = request.read(min(BLOCK_SIZE, left))
-        if not chunk:
-            return
-        left -= len(chunk)
-        yield memoryview(chunk)
-
-
-def write_blocks(fd: int, blocks, *, offset: int) -> tuple[str, int]:
-    """``pwrite`` the blocks from ``offset``, hashing them; (sha256 hex, bytes)."""
-    digest = hashlib.sha256()
-    position = offset
-    for block in blocks:
-        digest.update(block)
-        view = block
-        while view:
-            written = os.pwrite(fd, view, position)
-            position += written
-            view = view[written:]
-    return digest.hexdigest(), position - offset
-
-
-def file_digest(fd: int) -> tuple[str, int]:
-    """SHA-256 and size of an open file, read once in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(2 * BLOCK_SIZE))
-    position = 0
-    while n := os.preadv(fd, [buffer], position):
-        digest.update(buffer[:n])
-        position += n
-    return digest.hexdigest(), position

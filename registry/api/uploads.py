@@ -39,7 +39,7 @@ from registry.api.artifacts import (
 from registry.api.examples import ARTIFACT
 from registry.models import ModelVersion, UploadPart, UploadSession
 from registry.services import uploads
-from registry.storage import body_blocks
+from registry.staging import body_blocks
 
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _SESSION_ID = "3f2b8c1e-6d4a-4b7e-9a51-0c2d8e7f4a10"

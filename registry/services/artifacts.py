@@ -120,7 +120,7 @@ def _store_and_save(*, key: str, content: File, write: Any) -> Any:
 
 
 def model_version_artifact_upload(
-    *, actor, version: ModelVersion, upload: SpooledUpload
+    *, actor, version: ModelVersion, upload: SpooledUpload, expected_sha256: str = ""
 ) -> ModelVersion:
     """Check an uploaded ONNX bundle, store it and queue its self-test.
 
@@ -135,8 +135,10 @@ def model_version_artifact_upload(
 
     Raises ``Conflict`` (``artifact_exists``, ``artifact_pending``) when the
     version already has an artifact, ``DomainError`` with the engine's code
-    when the bundle is refused, or ``empty_upload``. A refusal leaves no
-    storage object, no scratch files and no change to the row.
+    when the bundle is refused, ``empty_upload``, or ``digest_mismatch``
+    when ``expected_sha256`` is given and differs (the digest is read after
+    the bundle check, so a ``StagedUpload`` hashes meanwhile). A refusal
+    leaves no storage object, no scratch files and no change to the row.
     """
     _refuse_if_has_artifact(version)
     if not upload.size:
@@ -144,6 +146,12 @@ def model_version_artifact_upload(
     path = Path(upload.temporary_file_path())
     facts = bundle_check(path=path)
     fmt = upload_format(path)
+    if expected_sha256 and upload.sha256 != expected_sha256:
+        raise DomainError(
+            f"The upload has SHA-256 {upload.sha256}, not the {expected_sha256} "
+            "announced.",
+            code="digest_mismatch",
+        )
     key = f"model-versions/{version.pk}/{upload.sha256}.{fmt}"
 
     def write(save):

@@ -5,10 +5,11 @@ list the received parts to resume, abort), see docs/artifacts.md. A session
 fixes the bundle's size and the part size up front, so part ``n`` has one
 place in the staging file and one exact length: parts are written straight
 at their offsets (no assembly copy), in any order and in parallel, each
-checked against the SHA-256 the client claimed for it. Completion hashes the
-staging file once under an exclusive lock and hands it to
-``model_version_artifact_upload``, the same path as a single-request upload:
-the same bundle checks, storage key, audit event and self-test.
+checked against the SHA-256 the client claimed for it. Completion hands the
+staging file, under an exclusive lock, to ``model_version_artifact_upload``,
+the same path as a single-request upload (the same bundle checks, storage
+key, audit event and self-test), hashing it in a thread while the bundle is
+checked and storing it by a rename of a hard link (``registry.staging``).
 
 Part writes record no audit event (they change no governed state); creating,
 completing (``model_version.artifact_uploaded``) and aborting a session do.
@@ -38,16 +39,14 @@ from registry.services.artifacts import (
     model_version_artifact_check,
     model_version_artifact_upload,
 )
-from registry.storage import (
-    SpooledUpload,
-    escape_filename,
-    file_digest,
-    remove_spooled,
+from registry.staging import (
+    staged_upload,
     staging_create,
     staging_open,
     upload_staging_path,
     write_blocks,
 )
+from registry.storage import escape_filename, remove_spooled
 
 
 def _limits_check(*, size: int, part_size: int) -> int:
@@ -230,29 +229,35 @@ def upload_session_complete(*, actor, session: UploadSession) -> ModelVersion:
     """Check the assembled bundle and store it as the version's artifact.
 
     Claims the session (a second, concurrent completion gets ``Conflict``
-    ``upload_not_open``), hashes the staging file once under an exclusive
-    lock, compares it with the announced SHA-256 if any (``digest_mismatch``),
-    then runs ``model_version_artifact_upload`` on it: a refused bundle fails
-    the session (its data is removed) and raises that service's error.
+    ``upload_not_open``) and takes the staging file's exclusive lock until
+    the file is gone. ``model_version_artifact_upload`` checks the bundle
+    while a thread hashes the same file (one read each, from the page cache),
+    refuses a digest other than the announced one (``digest_mismatch``) and
+    stores the file through a hard link (a rename on the local backend). A
+    refused bundle fails the session, removes its data and raises that
+    service's error; any other failure (the database, the store) leaves the
+    session open with its data, to be completed again.
     """
     session = _claim(session)
-    upload = None
+    path = upload_staging_path(session.id)
     try:
-        path = upload_staging_path(session.id)
-        with staging_open(path, exclusive=True) as fd:
-            digest, size = file_digest(fd)
-        if session.expected_sha256 and digest != session.expected_sha256:
-            raise DomainError(
-                f"The assembled upload has SHA-256 {digest}, not the "
-                f"{session.expected_sha256} announced.",
-                code="digest_mismatch",
-            )
-        upload = SpooledUpload.adopt(
-            path, name=session.original_filename, sha256=digest, size=size
-        )
-        version = model_version_artifact_upload(
-            actor=actor, version=session.version, upload=upload
-        )
+        with staging_open(path, exclusive=True):
+            upload = None
+            try:
+                upload = staged_upload(
+                    path, name=session.original_filename, size=session.size
+                )
+                version = model_version_artifact_upload(
+                    actor=actor, version=session.version, upload=upload,
+                    expected_sha256=session.expected_sha256,
+                )  # fmt: skip
+            except DomainError:
+                path.unlink(missing_ok=True)
+                raise
+            finally:
+                remove_spooled(upload)
+            _finish(session, state=UploadState.COMPLETED)
+            path.unlink(missing_ok=True)
     except DomainError as e:
         _finish(session, state=UploadState.FAILED, error=str(e))
         _remove_staging(session.id)
@@ -260,9 +265,6 @@ def upload_session_complete(*, actor, session: UploadSession) -> ModelVersion:
     except BaseException:
         _finish(session, state=UploadState.OPEN)
         raise
-    finally:
-        remove_spooled(upload)
-    _finish(session, state=UploadState.COMPLETED)
     return version
 
 
@@ -299,8 +301,9 @@ def upload_session_cleanup() -> dict[str, int]:
     """Remove expired sessions and their staging files, and orphaned files.
 
     Run hourly by ``civitas.upload_cleanup``. A staging file with no session
-    row (a crash between creating it and committing) goes once it is older
-    than ``CIVITAS_UPLOAD_SESSION_HOURS``.
+    row (a crash between creating it and committing), or a completion's
+    ``staged-*.part`` link left by a crash, goes once it is older than
+    ``CIVITAS_UPLOAD_SESSION_HOURS``.
     """
     now = timezone.now()
     expired = list(
@@ -312,10 +315,11 @@ def upload_session_cleanup() -> dict[str, int]:
     directory = upload_staging_path(uuid.UUID(int=0)).parent
     live = {s.hex for s in UploadSession.objects.values_list("id", flat=True)}
     horizon = now.timestamp() - 3600 * int(settings.CIVITAS_UPLOAD_SESSION_HOURS)
+    staged = [e for e in os.scandir(directory.parent) if e.name.startswith("staged-")]
     orphans = 0
-    for entry in os.scandir(directory):
+    for entry in [*os.scandir(directory), *staged]:
         stem = entry.name.removesuffix(".bundle")
-        if stem not in live and entry.stat().st_mtime < horizon:
+        if stem not in live and entry.stat(follow_symlinks=False).st_mtime < horizon:
             os.unlink(entry.path)
             orphans += 1
     return {"expired": len(expired), "orphans": orphans}

@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from registry.models import ArtifactState, ModelVersion, UploadSession, UploadState
 from registry.services import uploads
-from registry.storage import upload_staging_path
+from registry.staging import upload_staging_path
 from tests.factories import AIModelFactory, ModelVersionFactory
 from tests.registry.artifact_bundles import (  # noqa: F401 - fixtures
     artifact_dirs_fixture,

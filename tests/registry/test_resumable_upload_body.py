@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from registry.storage import BLOCK_SIZE, body_blocks
+from registry.staging import BLOCK_SIZE, body_blocks
 
 
 def _gunicorn_request(sock, length: int, buffered: bytes):

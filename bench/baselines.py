@@ -309,14 +309,19 @@ def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
 PERPLEXITY_SUITE = ROOT / "governance" / "suites" / "civitas-perplexity-public-texts"
 
 
-def ensure_int8(bundle: Path) -> Path:
-    """The dynamic int8 derivation of ``bundle`` (``engine.quantise``), cached."""
+def ensure_quantised(bundle: Path, method: str = "dynamic-int8") -> Path:
+    """The ``method`` derivation of ``bundle`` (``engine.quantise``), cached.
+
+    Written beside it as ``<bundle>-int8`` (dynamic int8) or ``<bundle>-int4``
+    (``MatMulNBits``, the platform's default block size 32).
+    """
     import shutil
 
     from engine.quantise import Derivation, quantise_graph
 
-    dest = bundle.with_name(bundle.name + "-int8")
-    marker = dest / "bench_int8.json"
+    suffix = "int4" if method == "int4" else "int8"
+    dest = bundle.with_name(f"{bundle.name}-{suffix}")
+    marker = dest / f"bench_{suffix}.json"
     if marker.is_file():
         return dest
     shutil.rmtree(dest, ignore_errors=True)
@@ -325,10 +330,9 @@ def ensure_int8(bundle: Path) -> Path:
         if path.is_file() and not path.name.startswith("model.onnx"):
             shutil.copy2(path, dest / path.name)
     quantise_graph(
-        bundle / "model.onnx", dest / "model.onnx", Derivation("dynamic-int8"),
-        feeds=None,
-    )  # fmt: skip
-    marker.write_text(json.dumps({"source": bundle.name}) + "\n")
+        bundle / "model.onnx", dest / "model.onnx", Derivation(method), feeds=None
+    )
+    marker.write_text(json.dumps({"source": bundle.name, "method": method}) + "\n")
     return dest
 
 
@@ -346,7 +350,7 @@ def int8_figures(bundle: Path, settings, repeats: int, work: dict, quick: bool):
     """Scoring times of the int8 model, and both models' suite perplexity."""
     from engine.runtime import load_model
 
-    int8_bundle = ensure_int8(bundle)
+    int8_bundle = ensure_quantised(bundle)
     fp32 = load_model(bundle, settings=settings)
     int8 = load_model(int8_bundle, settings=settings)
     requests = [([], row) for row in work["scoring"]]

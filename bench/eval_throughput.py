@@ -22,6 +22,7 @@ repeats after one warm-up:
   generation with transformers' ``DynamicCache``; (c) onnxruntime-genai
   generation on the same weights in the genai builder's layout
   (``GroupQueryAttention``), where some interpreter here has it;
+* int4: generation, the engine's int4 derivation vs genai on its weights;
 * int8: the same model, dynamic int8 (``engine.quantise``): scoring / fp32,
   perplexity change on civitas-perplexity-public-texts, int8 MatMul limit;
 * the machine's limits, measured now: ONNX Runtime fp32 MatMul GFLOP/s (a
@@ -76,6 +77,7 @@ from bench.baselines import (  # noqa: E402
     torch_worker,
     workload,
 )
+from bench.int4 import int4_figures, int4_lines, int4_summary  # noqa: E402
 from bench.machine_limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "out" / "eval_throughput"
@@ -407,6 +409,8 @@ def _measure(args, cfg, phases: Phases, settings, bundles, interpreters) -> dict
         )
         genai_reason = error or genai_reason
     runs["reasons"] = {"torch": torch_reason, "genai": genai_reason}
+    log("int4: the engine's int4 derivation, and genai on the same int4 weights")
+    runs["int4"] = int4_figures(phases, bundles, settings, args, work, genai_python)
     log("int8: dynamic int8 of the same model, and the int8 MatMul limit")
     runs["int8"] = phases.measure(
         "int8", lambda: int8_figures(bundle, settings, args.repeats, work, args.quick)
@@ -540,7 +544,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     from engine import perf
     from engine.session import RuntimeSettings
 
-    settings = RuntimeSettings(intra_op_threads=args.threads)
+    settings = RuntimeSettings(args.threads, allow_spinning=args.engine_spinning)
     phases = Phases(args.max_foreign_load, args.wait_quiet)
     cfg = bench_config(args.params or (10e6 if args.quick else 100e6))
     interpreters = _interpreters(args)
@@ -557,6 +561,9 @@ def run_bench(args: argparse.Namespace) -> dict:
         **_headline(runs, rates),
         "baselines": _baselines(runs, rates, interpreters),
         "int8": int8_summary(runs, rates["score"], costs["flops_per_scoring_token"]),
+        "int4": int4_summary(
+            runs, runs["bw"]["bandwidth_gb_s"], costs["matmul_parameters"]
+        ),
         "engine": {
             "session_create_s": engine["load_s"],
             "session_cache": engine["session_cache"],
@@ -717,7 +724,8 @@ def _load_lines(r: dict) -> list[str]:
 
 def render_table(r: dict) -> str:
     """The readable report: figures, ratios, fractions, load, environment."""
-    lines = _runner_lines(r) + _ratio_lines(r) + _note_lines(r) + _load_lines(r)
+    lines = _runner_lines(r) + _ratio_lines(r) + int4_lines(r) + _note_lines(r)
+    lines += _load_lines(r)
     return "\n".join(lines)
 
 
@@ -744,6 +752,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--save", type=Path, help="also write the JSON object to this file"
+    )
+    parser.add_argument(
+        "--engine-spinning", action="store_true", help="engine threads spin (genai's)"
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-genai", action="store_true")

@@ -132,3 +132,19 @@ def test_int8_scoring_is_reported_against_fp32_and_its_limit(report):
     # Dynamic int8 of the same weights: the perplexity moves, but little.
     assert 0 < abs(int8["perplexity_relative_change"]) < 0.05
     assert int8["targets"] == {"ratio_vs_fp32": 3.0, "perplexity_relative_change": 0.01}
+
+
+def test_int4_generation_is_compared_with_genai_on_the_same_weights(report):
+    int4 = report["int4"]
+    for key in (
+        "generation_tokens_per_s",
+        "generation_limit_tokens_per_s",
+        "generation_fraction_of_limit",
+    ):
+        assert isinstance(int4[key], float) and int4[key] > 0, key
+    assert isinstance(int4["matches_fp32_engine"], bool)
+    if int4["genai_generation_tokens_per_s"] is None:
+        assert int4["genai_status"] and int4["ratio_vs_genai"] is None
+    else:
+        assert int4["ratio_vs_genai"] > 0
+        assert isinstance(int4["genai_matches_engine"], bool)

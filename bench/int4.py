@@ -1,0 +1,159 @@
+"""int4 generation for ``eval_throughput.py``: the engine against genai, same weights.
+
+* the engine runs the platform's own int4 derivation of the benchmark model
+  (``engine.quantise``, method ``int4``: ``MatMulNBitsQuantizer``, symmetric,
+  block 32, ``accuracy_level`` 4; every weight MatMul, the head included),
+  cached as ``<bundle>-int4``;
+* onnxruntime-genai runs its own layout (``GroupQueryAttention``, the
+  ``genai_gqa`` bundle) with each weight ``MatMul`` replaced by the very
+  ``MatMulNBits`` node of the engine's derivation: the same packed weights,
+  scales and kernel attributes, node for node (``<genai bundle>-int4``);
+* the limit: read bandwidth / int4 bytes per token (half a byte per weight
+  plus one float32 scale per block of 32).
+
+Greedy batch 1, the fp32 generation workload (``bench.baselines``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from bench.baselines import NEW_TOKENS, ensure_quantised, run_worker, timed
+
+BLOCK_SIZE = 32
+BYTES_PER_WEIGHT = 0.5 + 4 / BLOCK_SIZE
+
+
+def ensure_genai_int4(int4_bundle: Path, genai_bundle: Path) -> Path:
+    """genai's graph with the engine derivation's ``MatMulNBits`` nodes, cached.
+
+    Raises ``RuntimeError`` when the two graphs do not quantise the same
+    weights (every derived node must replace exactly one genai ``MatMul``).
+    """
+    import onnx
+
+    dest = genai_bundle.with_name(genai_bundle.name + "-int4")
+    marker = dest / "bench_int4.json"
+    if marker.is_file():
+        return dest
+    derived = onnx.load(str(int4_bundle / "model.onnx"))
+    nbits = {
+        node.input[1].removesuffix("_Q4"): node
+        for node in derived.graph.node
+        if node.op_type == "MatMulNBits"
+    }
+    packed = {t.name: t for t in derived.graph.initializer}
+    model = onnx.load(str(genai_bundle / "model.onnx"))
+    swapped: set[str] = set()
+    for node in model.graph.node:
+        source = nbits.get(node.input[1]) if node.op_type == "MatMul" else None
+        if source is None:
+            continue
+        swapped.add(node.input[1])
+        node.op_type, node.domain = "MatMulNBits", "com.microsoft"
+        del node.input[1:]
+        node.input.extend(source.input[1:])
+        node.attribute.extend(source.attribute)
+    if swapped != set(nbits):
+        raise RuntimeError(f"int4 weights not in genai's graph: {set(nbits) - swapped}")
+    kept = [t for t in model.graph.initializer if t.name not in swapped]
+    kept += [packed[name] for n in nbits.values() for name in n.input[1:]]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for path in genai_bundle.iterdir():
+        if path.is_file() and not path.name.startswith(("model.onnx", "bench_")):
+            shutil.copy2(path, dest / path.name)
+    onnx.save_model(model, str(dest / "model.onnx"))
+    marker.write_text(json.dumps({"source": int4_bundle.name}) + "\n")
+    return dest
+
+
+def _engine_generation(bundle: Path, settings, repeats: int, work: dict) -> dict:
+    from engine.runtime import load_model
+
+    model = load_model(bundle, settings=settings)
+
+    def generate() -> list[int]:
+        return model.generate(work["prompt"], max_new_tokens=NEW_TOKENS, stop_ids=())
+
+    return {"generation_times_s": timed(generate, repeats), "tokens": generate()}
+
+
+def int4_figures(phases, bundles: dict, settings, args, work: dict, genai_python):
+    """Engine and genai generation times on the same int4 weights, or why not."""
+    int4 = ensure_quantised(bundles["optimum"], "int4")
+    runs: dict = {
+        "bundle": str(int4),
+        "engine": phases.measure(
+            "engine_int4",
+            lambda: _engine_generation(int4, settings, args.repeats, work),
+        ),
+        "genai": None,
+        "reason": "onnxruntime_genai not available",
+    }
+    if genai_python and "genai_gqa" in bundles:
+        genai_int4 = ensure_genai_int4(int4, bundles["genai_gqa"])
+        try:
+            runs["genai"] = phases.measure(
+                "genai_int4",
+                lambda: run_worker(genai_python, "genai", genai_int4, args),
+            )
+        except RuntimeError as exc:
+            runs["reason"] = str(exc)
+    return runs
+
+
+def int4_summary(runs: dict, bandwidth_gb_s: float, matmul_params: int) -> dict:
+    """int4 generation: engine and genai tokens/s, the ratio, the limit."""
+    int4 = runs["int4"]
+    engine = NEW_TOKENS / float(np.median(int4["engine"]["generation_times_s"]))
+    genai = int4["genai"]
+    genai_rate = (
+        NEW_TOKENS / float(np.median(genai["generation_times_s"])) if genai else None
+    )
+    limit = bandwidth_gb_s * 1e9 / (BYTES_PER_WEIGHT * matmul_params)
+    return {
+        "generation_tokens_per_s": engine,
+        "genai_generation_tokens_per_s": genai_rate,
+        "ratio_vs_genai": engine / genai_rate if genai_rate else None,
+        "generation_limit_tokens_per_s": limit,
+        "generation_fraction_of_limit": engine / limit,
+        "genai_fraction_of_limit": genai_rate / limit if genai_rate else None,
+        "genai_matches_engine": (
+            genai["generated_tokens"] == int4["engine"]["tokens"] if genai else None
+        ),
+        "matches_fp32_engine": int4["engine"]["tokens"]
+        == runs["engine"]["generated_tokens"],
+        "bytes_per_generated_token": BYTES_PER_WEIGHT * matmul_params,
+        "derivation": f"engine.quantise int4 (block {BLOCK_SIZE}, symmetric)",
+        "genai_status": None if genai else int4["reason"],
+        "times_s": {
+            "engine": int4["engine"]["generation_times_s"],
+            "genai": genai["generation_times_s"] if genai else None,
+        },
+    }
+
+
+def int4_lines(r: dict) -> list[str]:
+    """The table's int4 generation line."""
+    int4 = r["int4"]
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    return [
+        f"int4 generation (MatMulNBits): engine "
+        f"{int4['generation_tokens_per_s']:.1f} tok/s, genai "
+        f"{fmt(int4['genai_generation_tokens_per_s'], '.1f')} (engine "
+        f"{fmt(int4['ratio_vs_genai'], '.2f')}x, target 1.0); limit "
+        f"{int4['generation_limit_tokens_per_s']:.1f}: engine "
+        f"{int4['generation_fraction_of_limit']:.2f}, genai "
+        f"{fmt(int4['genai_fraction_of_limit'], '.2f')}; greedy tokens equal: "
+        f"{int4['genai_matches_engine']}"
+    ]

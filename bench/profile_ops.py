@@ -49,7 +49,8 @@ def profile(bundle: Path, rows: int, runs: int, threads: int) -> dict:
         str(bundle / facts.model_file), opts, providers=["CPUExecutionProvider"]
     )
     names = {i.name: i for i in session.get_inputs()}
-    ids = np.random.default_rng(0).integers(4, 500, (rows, SEQ_LEN))
+    vocab = json.loads((bundle / "config.json").read_text()).get("vocab_size", 500)
+    ids = np.random.default_rng(0).integers(4, min(500, vocab), (rows, SEQ_LEN))
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     if "position_ids" in names:
         feed["position_ids"] = np.tile(np.arange(SEQ_LEN), (rows, 1))

@@ -665,7 +665,8 @@ def _ratio_lines(r: dict) -> list[str]:
         f"engine session create {r['engine']['session_create_s']:.2f} s, reused from "
         f"the cache afterwards: {r['engine']['session_cache']['reused']}",
         f"int8 (dynamic): {_fmt(r['int8']['scoring_tokens_per_s'])} tok/s, "
-        f"{_fmt(r['int8']['ratio_vs_fp32'], '.2f')}x fp32 (target 3), perplexity "
+        f"{_fmt(r['int8']['ratio_vs_fp32'], '.2f')}x fp32 timed alternately (target 3; "
+        f"CPU-seconds {_fmt(r['int8']['ratio_vs_fp32_cpu'], '.2f')}x), perplexity "
         f"{r['int8']['perplexity_relative_change']:+.2%} (target within 1%); int8 "
         f"MatMul {r['int8']['int8_matmul_gops']:.1f} GOP/s, fraction "
         f"{_fmt(r['int8']['scoring_fraction_of_limit'], '.2f')}",

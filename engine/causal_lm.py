@@ -10,7 +10,9 @@ Sessions and the shared helpers come from ``engine.session``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -31,6 +33,8 @@ _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
 DEFAULT_CONTEXT_LENGTH = 2048
 SELFTEST_TOLERANCE = 1e-4
 DYNAMIC_QUANT_RELATIVE_TOLERANCE = 0.05
+# Set in the threads of ``CausalLM._map``'s pool: a nested map runs inline.
+_INSIDE = threading.local()
 
 
 class CausalLM:
@@ -67,6 +71,7 @@ class CausalLM:
         self.tokenizer = tokenizer
         self.settings = settings
         self.tokens_processed = 0
+        self._count_lock = threading.Lock()
         config = config or {}
         generation = generation_config or {}
         genai_model = (genai_config or {}).get("model", {}) or {}
@@ -314,7 +319,8 @@ class CausalLM:
             feed["use_cache_branch"] = np.array([use_cache], dtype=np.bool_)
         wanted = [self.logits_name] + [n for pair in self.present_names for n in pair]
         results = self.session.run(wanted, feed)
-        self.tokens_processed += int(mask[:, -seq:].sum())
+        with self._count_lock:  # scoring runs rows on several threads
+            self.tokens_processed += int(mask[:, -seq:].sum())
         return results[0], results[1:]
 
     def _check_ids(self, seq: Sequence[int]) -> None:
@@ -409,16 +415,39 @@ class CausalLM:
             key=lambda i: -len(prepared[i][0]),
         )
         step = self.scoring_batch_size(batch_size)
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
-            logprobs = self.forward([prepared[i][0] for i in chunk])
-            for i, lp in zip(chunk, logprobs, strict=True):
-                cont = prepared[i][1]
-                rows = lp[-len(cont) :]
-                per_token = rows[np.arange(len(cont)), cont].astype(np.float64)
-                greedy = bool(np.all(rows.argmax(axis=-1) == np.asarray(cont)))
-                results[i] = (float(per_token.sum()), greedy, per_token.tolist())
+        chunks = [order[start : start + step] for start in range(0, len(order), step)]
+
+        def score(chunk: list[int]) -> list[tuple[int, tuple]]:
+            logits = self.logits([prepared[i][0] for i in chunk])
+            pairs = [(x, prepared[i][1]) for i, x in zip(chunk, logits, strict=True)]
+            return list(zip(chunk, self._map(_continuation_scores, pairs), strict=True))
+
+        # Run-time quantised graphs run one row at a time (``rows_per_run``):
+        # those rows run concurrently, each on its own caller thread.
+        for scored in self._map(score, chunks, parallel=step == 1):
+            for i, result in scored:
+                results[i] = result
         return [r if r is not None else (0.0, True, []) for r in results]
+
+    def _map(self, fn, items: list, *, parallel: bool = True) -> list:
+        """``fn`` over ``items``, on up to ``intra_op_threads`` threads.
+
+        NumPy and ONNX Runtime release the GIL, so the scoring arithmetic of
+        several sequences (and one-row session runs, which
+        ``InferenceSession.run`` allows from several threads) use every core.
+        ``parallel=False``, and a call from inside the pool, run inline.
+        """
+        workers = self.settings.resolved_intra_op_threads() if self.settings else 1
+        inline = not parallel or getattr(_INSIDE, "pool", False)
+        if inline or len(items) < 2 or workers < 2:
+            return [fn(item) for item in items]
+
+        def inside(item):
+            _INSIDE.pool = True
+            return fn(item)
+
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(inside, items))
 
     def rolling_windows(
         self, token_ids: Sequence[int]
@@ -635,6 +664,27 @@ class CausalLM:
             long_seq, max_new_tokens=steps, stop_ids=(), use_cache=False
         )
         figures["generation_match"] = cached == full
+
+
+def _continuation_scores(pair: tuple[np.ndarray, list[int]]) -> tuple:
+    """``(sum ll, is_greedy, per-token ll)`` of ``cont`` from a sequence's logits.
+
+    The log-softmax of only the continuation's rows, gathered at its tokens:
+    ``x[t, c] - max_t - log sum exp(x[t] - max_t)`` in float32, the same
+    arithmetic as ``_log_softmax`` without its full-size output; greedy is the
+    argmax of the logits (that of the log-softmax).
+    """
+    logits, cont = pair
+    rows = np.asarray(logits[-len(cont) :], dtype=np.float32)
+    index = np.arange(len(cont))
+    best = rows.argmax(axis=-1)
+    top = rows[index, best]
+    shifted = np.subtract(rows, top[:, None])
+    np.exp(shifted, out=shifted)
+    log_total = np.log(shifted.sum(axis=-1))
+    per_token = ((rows[index, cont] - top) - log_total).astype(np.float64)
+    greedy = bool(np.all(best == np.asarray(cont)))
+    return float(per_token.sum()), greedy, per_token.tolist()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -122,6 +122,8 @@ def test_int8_scoring_is_reported_against_fp32_and_its_limit(report):
     for key in (
         "scoring_tokens_per_s",
         "ratio_vs_fp32",
+        "ratio_vs_fp32_cpu",
+        "ratio_vs_fp32_engine_phase",
         "int8_matmul_gops",
         "scoring_limit_tokens_per_s",
         "scoring_fraction_of_limit",

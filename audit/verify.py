@@ -1,11 +1,13 @@
 """Standalone verifier of the Civitas audit chain and of signed envelopes.
 
-An auditor runs this one file with Python 3.11+ and ``cryptography`` only:
-``python verify.py chain.jsonl [--key public.pem] [--checkpoint cp.json ...]``
-or ``python verify.py attestation.json --key public.pem``. It never imports
-Django or the project: the platform imports *this* module, so canonical JSON,
-event hashing, DSSE, checkpoints and Merkle proofs are defined once, here
-(docs/audit.md; golden vectors in tests/audit/test_verify.py). Exit status:
+An auditor copies this file and ``audit/formats.py`` into a folder ``audit/``
+and runs, with Python 3.11+ and ``cryptography`` only,
+``python -m audit.verify chain.jsonl [--key public.pem] [--checkpoint cp.json ...]``
+or ``python -m audit.verify attestation.json --key public.pem``. Neither file
+imports Django or the project: the platform imports them, so the chain's
+verification is defined once, here (docs/audit.md). A large full export is
+verified in contiguous segments by worker processes, one per core
+(``--workers``); the report is the one a single process gives. Exit status:
 0 verified, 1 verification failed, 2 unusable input or usage.
 """
 
@@ -13,382 +15,212 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import datetime as dt
-import decimal
 import hashlib
+import io
+import itertools
 import json
-import math
+import multiprocessing
+import os
 import sys
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-GENESIS_HASH = "0" * 64
-CHECKPOINT_PAYLOAD_TYPE = "application/vnd.civitas.audit-checkpoint+json"
-EXPORT_FORMAT = "civitas-audit-export"
-EXPORT_VERSION = 1
-# The fields an event hash covers, in the order docs/audit.md lists them; the
-# hashed document is a JSON object, so its keys are sorted regardless.
-HASHED_FIELDS = (
-    "seq",
-    "created_at",
-    "actor_label",
-    "agency_slug",
-    "action",
-    "object_type",
-    "object_id",
-    "payload",
-    "prev_hash",
-)
-_HEX = frozenset("0123456789abcdef")
-
-
-class VerificationError(Exception):
-    """A signature, envelope, checkpoint or export line failed verification."""
-
-
-# --- Canonical JSON ----------------------------------------------------------
-
-
-def format_timestamp(value: dt.datetime) -> str:
-    """Render an aware datetime as UTC ISO-8601 with microseconds and ``Z``."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("naive datetime in audit data: give it a time zone")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical_value(value: Any) -> Any:
-    """Convert ``value`` to the JSON-native form the chain hashes."""
-    # bool before int: bool is an int subclass and must stay true/false.
-    if value is None or value is True or value is False:
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("NaN and Infinity are not allowed in audit data")
-        return value
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"audit data keys must be strings, not {key!r}")
-            out[str.__str__(key)] = canonical_value(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [canonical_value(item) for item in value]
-    if isinstance(value, dt.datetime):
-        return format_timestamp(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            raise ValueError("NaN and Infinity are not allowed in audit data")
-        return str(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(
-        f"{type(value).__name__} is not allowed in audit data: convert it explicitly"
-    )
-
-
-def canonical_json(value: Any) -> bytes:
-    """Serialise ``value`` as canonical JSON bytes (the one form that is hashed)."""
-    text = json.dumps(
-        canonical_value(value),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("audit data holds a string that is not valid Unicode") from exc
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
-_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+from audit.formats import (  # re-exported: the platform imports them from here
+    _ENCODER,
+    CHECKPOINT_PAYLOAD_TYPE,
+    EMPTY_ROOT,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    Checkpoint,
+    TreeEdge,
+    VerificationError,
+    b64decode,
+    canonical_json,
+    canonical_value,
+    event_hash,
+    format_timestamp,
+    hashed_document,
+    is_hash,
+    key_id,
+    leaf_hash,
+    load_public_key,
+    node_hash,
+    open_checkpoint,
+    pae,
+    parse_json,
+    public_key_pem_of,
+    verify_consistency,
+    verify_envelope,
+    verify_inclusion,
 )
 
-
-def parse_json(text: str | bytes) -> Any:
-    """Parse JSON, refusing the NaN/Infinity extensions Python accepts."""
-    if isinstance(text, bytes | bytearray):
-        text = text.decode(json.detect_encoding(text), "surrogatepass")
-    return _DECODER.decode(text)
-
-
-def hashed_document(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The object whose canonical JSON is hashed: exactly ``HASHED_FIELDS``."""
-    doc = {name: event[name] for name in HASHED_FIELDS}
-    if isinstance(doc["created_at"], dt.datetime):
-        doc["created_at"] = format_timestamp(doc["created_at"])
-    return doc
-
-
-def event_hash(event: Mapping[str, Any]) -> str:
-    """SHA-256 (lowercase hex) of the canonical JSON of the event's hashed fields."""
-    return hashlib.sha256(canonical_json(hashed_document(event))).hexdigest()
-
-
-def is_hash(value: Any) -> bool:
-    """True for a 64-character lowercase hex string."""
-    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
-
-
-# --- Merkle tree (RFC 9162 2.1; proofs are built by audit.merkle) --------------
-
-EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
-
-
-def leaf_hash(event_hash: str) -> str:
-    """SHA-256(0x00 || leaf), the leaf being the event's 32-byte chain hash."""
-    return hashlib.sha256(b"\x00" + bytes.fromhex(event_hash)).hexdigest()
-
-
-def node_hash(left: str, right: str) -> str:
-    """SHA-256(0x01 || left || right) of two child hashes."""
-    return hashlib.sha256(b"\x01" + bytes.fromhex(left + right)).hexdigest()
-
-
-def _walk(fn: int, sn: int, fr: bytes, sr: bytes, path: list[bytes]) -> Any:
-    """The loop of RFC 9162 2.1.3.2 step 4 and 2.1.4.2 step 6: (fr, sr, sn)."""
-    for c in path:
-        if sn == 0:
-            return None
-        if fn & 1 or fn == sn:
-            fr = hashlib.sha256(b"\x01" + c + fr).digest()
-            sr = hashlib.sha256(b"\x01" + c + sr).digest()
-            while fn and not fn & 1:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            sr = hashlib.sha256(b"\x01" + sr + c).digest()
-        fn, sn = fn >> 1, sn >> 1
-    return fr, sr, sn
-
-
-def verify_inclusion(leaf: str, index: int, size: int, path: Any, root: str) -> bool:
-    """True if ``path`` proves leaf hash ``leaf`` is leaf ``index`` of tree ``root``."""
-    if not (isinstance(path, list) and all(map(is_hash, [leaf, root, *path]))):
-        return False
-    if not (type(index) is int and type(size) is int and 0 <= index < size):
-        return False
-    start = bytes.fromhex(leaf)
-    end = _walk(index, size - 1, start, start, [bytes.fromhex(p) for p in path])
-    return end is not None and end[2] == 0 and end[1].hex() == root
-
-
-def verify_consistency(
-    first: int, second: int, first_root: str, second_root: str, path: Any
-) -> bool:
-    """True if ``path`` proves tree ``second_root`` extends ``first_root`` (2.1.4.2)."""
-    if not (
-        isinstance(path, list) and all(map(is_hash, [first_root, second_root, *path]))
-    ):
-        return False
-    if not (type(first) is int and type(second) is int and 0 <= first <= second):
-        return False
-    if first in (0, second):
-        empty = first_root == (EMPTY_ROOT if first == 0 else second_root)
-        return not path and empty
-    hashes = [bytes.fromhex(p) for p in path]
-    if not hashes:
-        return False
-    if first & (first - 1) == 0:
-        hashes.insert(0, bytes.fromhex(first_root))
-    fn, sn = first - 1, second - 1
-    while fn & 1:
-        fn, sn = fn >> 1, sn >> 1
-    end = _walk(fn, sn, hashes[0], hashes[0], hashes[1:]) or (b"", b"", 1)
-    return end[2] == 0 and end[0].hex() == first_root and end[1].hex() == second_root
-
-
-class TreeEdge:
-    """A tree's right edge: a subtree hash per set bit of ``size``, lowest first."""
-
-    def __init__(self, size: int = 0, hashes: Iterable[str] = ()) -> None:
-        self.size, self.hashes = size, list(hashes)
-        if len(self.hashes) != bin(size).count("1"):
-            raise ValueError("the tree edge does not match the tree size")
-
-    def push(self, leaf: str, made: list[tuple[int, int, str]] | None = None) -> None:
-        """Add leaf hash ``leaf``; the subtrees it completes go to ``made`` if given."""
-        index, carry, level = self.size, leaf, 0
-        while (index >> level) & 1:
-            carry = node_hash(self.hashes.pop(0), carry)
-            level += 1
-            if made is not None:
-                made.append((level, index >> level, carry))
-        self.hashes.insert(0, carry)
-        self.size += 1
-
-    def root(self) -> str:
-        """MTH of the tree (the hash of nothing when empty)."""
-        root = self.hashes[0] if self.hashes else EMPTY_ROOT
-        for left in self.hashes[1:]:
-            root = node_hash(left, root)
-        return root
-
-
-# --- DSSE envelopes ----------------------------------------------------------
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding: what the signature covers."""
-    type_bytes = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
-
-
-def b64decode(text: Any) -> bytes:
-    """Decode standard or URL-safe base64 (DSSE verifiers must accept both)."""
-    if not isinstance(text, str):
-        raise VerificationError("base64 field is not a string")
-    padded = text + "=" * (-len(text) % 4)
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(padded.encode("ascii"))
-        return base64.b64decode(padded.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise VerificationError("malformed base64") from exc
-
-
-def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
-    """Load an Ed25519 public key from PEM (SubjectPublicKeyInfo)."""
-    data = pem.encode("ascii") if isinstance(pem, str) else pem
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise VerificationError("not a PEM public key") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise VerificationError("the public key is not an Ed25519 key")
-    return key
-
-
-def public_key_pem_of(key: Ed25519PublicKey) -> str:
-    """The PEM (SubjectPublicKeyInfo) text of an Ed25519 public key."""
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
-
-
-def key_id(key: Ed25519PublicKey) -> str:
-    """The key id: lowercase hex SHA-256 of the DER SubjectPublicKeyInfo."""
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
-
-
-def verify_envelope(
-    envelope: Any,
-    public_key: Ed25519PublicKey | str | bytes,
-    *,
-    payload_type: str | None = None,
-) -> bytes:
-    """Return the payload of a DSSE envelope signed by ``public_key``."""
-    if not isinstance(public_key, Ed25519PublicKey):
-        public_key = load_public_key(public_key)
-    if not isinstance(envelope, Mapping):
-        raise VerificationError("the envelope is not a JSON object")
-    kind = envelope.get("payloadType")
-    signatures = envelope.get("signatures")
-    if not isinstance(kind, str) or not isinstance(signatures, list):
-        raise VerificationError("the envelope lacks payloadType or signatures")
-    if payload_type is not None and kind != payload_type:
-        raise VerificationError(f"unexpected payloadType {kind!r}")
-    payload = b64decode(envelope.get("payload"))
-    message = pae(kind, payload)
-    wanted = key_id(public_key)
-    for signature in signatures:
-        if not isinstance(signature, Mapping):
-            continue
-        keyid = signature.get("keyid") or ""
-        if keyid and keyid != wanted:
-            continue
-        try:
-            public_key.verify(b64decode(signature.get("sig")), message)
-        except (InvalidSignature, VerificationError):
-            continue
-        return payload
-    raise VerificationError("no signature verifies with the given public key")
-
-
-# --- Checkpoints -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A chain head (seq, head_hash) whose signature has been checked."""
-
-    seq: int
-    head_hash: str
-    created_at: str
-    # The Merkle root of the first ``seq`` events (a signed tree head), if signed.
-    root_hash: str | None = None
-
-
-def open_checkpoint(
-    envelope: Any,
-    public_key: Ed25519PublicKey | str | bytes,
-    *,
-    stated_seq: Any = None,
-    stated_head_hash: Any = None,
-) -> Checkpoint:
-    """Authenticate a checkpoint envelope and return the head it signs."""
-    payload = verify_envelope(
-        envelope, public_key, payload_type=CHECKPOINT_PAYLOAD_TYPE
-    )
-    try:
-        body = parse_json(payload)
-    except ValueError as exc:
-        raise VerificationError("the checkpoint payload is not JSON") from exc
-    if not isinstance(body, dict):
-        raise VerificationError("the checkpoint payload is not a JSON object")
-    seq, head_hash = body.get("seq"), body.get("head_hash")
-    if (
-        not isinstance(seq, int)
-        or isinstance(seq, bool)
-        or seq < 1
-        or not is_hash(head_hash)
-    ):
-        raise VerificationError("the checkpoint payload lacks a valid seq or head_hash")
-    root_hash = body.get("root_hash")
-    if root_hash is not None and (
-        not is_hash(root_hash) or body.get("tree_size") != seq
-    ):
-        raise VerificationError("the checkpoint payload has a malformed tree head")
-    if stated_seq is not None and stated_seq != seq:
-        raise VerificationError(
-            f"checkpoint states seq {stated_seq} but its signature covers seq {seq}"
-        )
-    if stated_head_hash is not None and stated_head_hash != head_hash:
-        raise VerificationError(
-            f"checkpoint at seq {seq} states a head hash its signature does not cover"
-        )
-    return Checkpoint(
-        seq=seq,
-        head_hash=head_hash,
-        created_at=str(body.get("created_at")),
-        root_hash=root_hash,
-    )
+__all__ = [
+    "CHECKPOINT_PAYLOAD_TYPE",
+    "EMPTY_ROOT",
+    "EXPORT_FORMAT",
+    "EXPORT_VERSION",
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "ChainReport",
+    "ChainVerifier",
+    "Checkpoint",
+    "Segment",
+    "TreeEdge",
+    "VerificationError",
+    "b64decode",
+    "canonical_json",
+    "canonical_value",
+    "event_hash",
+    "format_timestamp",
+    "hashed_document",
+    "is_hash",
+    "key_id",
+    "leaf_hash",
+    "load_public_key",
+    "main",
+    "node_hash",
+    "open_checkpoint",
+    "pae",
+    "parse_json",
+    "public_key_pem_of",
+    "scan",
+    "verify_consistency",
+    "verify_envelope",
+    "verify_export",
+    "verify_inclusion",
+]
 
 
 # --- Chain verification ------------------------------------------------------
+
+# The C encoder behind ``_ENCODER.encode``, built once instead of per event
+# (same bytes: same function, same options; absent without CPython's _json).
+_C_ENCODE = c_make_encoder and c_make_encoder(
+    None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, False
+)
+
+
+def _missing(expected: int, seq: int) -> tuple[int, str]:
+    return expected, f"seq {expected} is missing (found seq {seq} next)"
+
+
+def _broken(seq: int) -> tuple[int, str]:
+    what = "the genesis hash" if seq == 1 else f"the hash of seq {seq - 1}"
+    return seq, f"seq {seq}: prev_hash is not {what} (link broken)"
+
+
+@dataclass
+class Segment:
+    """What a run of consecutive events showed (``scan``), for ``ChainVerifier.join``.
+
+    A ``head`` segment was verified apart from the events before it (in a
+    worker process): the seq and link of its first event are left to ``join``.
+    """
+
+    head: bool = False
+    first_seq: int | None = None
+    first_prev: Any = None
+    events: int = 0
+    last_seq: int | None = None
+    last_hash: Any = None
+    hashes: bytearray = field(default_factory=bytearray)  # 32 bytes per event
+    leaves: bytearray = field(default_factory=bytearray)  # their Merkle leaves
+    proven: int = 0
+    fail: tuple[int, str] | None = None  # seq -1: a head event without seq
+    lines: int = 0  # lines of an export file read
+    bad_line: tuple[int, str] | None = None
+
+
+def scan(
+    seg: Segment,
+    events: Iterable[Mapping[str, Any]],
+    last_seq: int | None,
+    last_hash: Any,
+    heads: Mapping[int, str],
+    *,
+    partial: bool = False,
+    proofs: Mapping[int, str] | None = None,
+    require_proofs: bool = False,
+) -> Segment:
+    """Check ``events`` after (last_seq, last_hash), or as a head segment if
+    last_seq is None; stop at the first failure. With ``proofs`` (the signed
+    roots), each event's inclusion proof is checked instead of keeping leaves."""
+    sha, enc, count, fail = hashlib.sha256, _C_ENCODE, 0, None
+    hashes, leaves, names = seg.hashes, seg.leaves, HASHED_FIELDS
+    for event in events:
+        seq = event.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            after = f"event after seq {last_seq} has no seq"
+            fail = (-1, "") if last_seq is None else (last_seq + 1, after)
+            break
+        count += 1
+        prev = event.get("prev_hash")
+        if last_seq is None:
+            seg.first_seq, seg.first_prev = seq, prev
+            last_seq, last_hash = seq - 1, prev
+        expected = last_seq + 1
+        if partial and seq <= last_seq:
+            fail = (seq, f"seq {seq} is out of order (after {last_seq})")
+            break
+        if not partial and seq != expected:
+            fail = _missing(expected, seq)
+            break
+        if seq == expected and prev != last_hash:
+            fail = _broken(seq)
+            break
+        try:
+            doc = {name: event[name] for name in names}
+            if isinstance(doc["created_at"], dt.datetime):
+                doc["created_at"] = format_timestamp(doc["created_at"])
+            text = "".join(enc(doc, 0)) if enc else _ENCODER.encode(doc)
+            digest = sha(text.encode("utf-8")).digest()
+        except (KeyError, TypeError, ValueError) as exc:
+            fail = (seq, f"seq {seq}: cannot be hashed ({exc})")
+            break
+        computed = digest.hex()
+        if computed != event.get("hash"):
+            fail = (seq, f"seq {seq}: content does not match its hash (event altered)")
+            break
+        if heads.get(seq, computed) != computed:
+            fail = (
+                seq,
+                f"seq {seq}: recomputed head differs from the signed checkpoint "
+                "(history up to this seq was rewritten)",
+            )
+            break
+        last_seq, last_hash = seq, computed
+        leaf = sha(b"\x00" + digest).digest()
+        if proofs is None:
+            hashes += digest
+            leaves += leaf
+            continue
+        fail = _proof_problem(seq, leaf, event.get("proof"), proofs, require_proofs)
+        if fail is not None:
+            break
+        seg.proven += event.get("proof") is not None
+    seg.events, seg.fail, seg.last_seq, seg.last_hash = count, fail, last_seq, last_hash
+    return seg
+
+
+def _proof_problem(
+    seq: int, leaf: bytes, proof: Any, roots: Mapping[int, str], required: bool
+) -> tuple[int, str] | None:
+    """Check an event's inclusion proof in a signed tree head, if it has one."""
+    if proof is None:
+        return (seq, f"seq {seq}: the inclusion proof is missing") if required else None
+    size = proof.get("tree_size") if isinstance(proof, Mapping) else None
+    root = roots.get(size) if isinstance(size, int) else None
+    if root is None or not verify_inclusion(
+        leaf.hex(), seq - 1, size, proof.get("path") or [], root
+    ):
+        return seq, f"seq {seq}: no valid inclusion proof to a signed head"
+    return None
 
 
 @dataclass
@@ -451,6 +283,11 @@ class ChainVerifier:
         self._checkpoint_count = 0
 
     @property
+    def heads(self) -> dict[int, str]:
+        """The signed head hash of each checkpointed seq (for ``scan``)."""
+        return self._checkpoints
+
+    @property
     def failed(self) -> bool:
         """True once a link or hash failed."""
         return self.first_bad_seq is not None
@@ -505,69 +342,60 @@ class ChainVerifier:
 
     def add(self, event: Mapping[str, Any]) -> None:
         """Check one event; the first failure is kept as ``first_bad_seq``."""
+        self.add_many((event,))
+
+    def add_many(self, events: Iterable[Mapping[str, Any]], batch: int = 50000) -> None:
+        """Check events in seq order, as ``add`` each, ``batch`` at a time."""
+        items = iter(events)
+        proofs = self._roots if self.partial or self.frontier is None else None
+        while not self.failed:
+            seg = scan(
+                Segment(),
+                itertools.islice(items, batch),
+                self.last_seq,
+                self.last_hash,
+                self._checkpoints,
+                partial=self.partial,
+                proofs=proofs,
+                require_proofs=self.require_proofs,
+            )
+            self.join(seg)
+            if not seg.events:
+                return
+
+    def join(self, seg: Segment) -> None:
+        """Take in the segment that follows the events checked so far."""
         if self.failed:
             return
-        seq = event.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if seg.fail is not None and seg.fail[0] == -1:
             self._fail(self.last_seq + 1, f"event after seq {self.last_seq} has no seq")
             return
-        self.events += 1
-        expected = self.last_seq + 1
-        if self.partial:
-            if seq <= self.last_seq:
-                self._fail(seq, f"seq {seq} is out of order (after {self.last_seq})")
+        if seg.head and seg.first_seq is not None:
+            boundary = None
+            if seg.first_seq != self.last_seq + 1:
+                boundary = _missing(self.last_seq + 1, seg.first_seq)
+            elif seg.first_prev != self.last_hash:
+                boundary = _broken(seg.first_seq)
+            if boundary is not None:
+                self.events += 1
+                self._fail(*boundary)
                 return
-        elif seq != expected:
-            self._fail(expected, f"seq {expected} is missing (found seq {seq} next)")
-            return
-        prev_hash, stored = event.get("prev_hash"), event.get("hash")
-        if (not self.partial or seq == expected) and prev_hash != self.last_hash:
-            what = "the genesis hash" if seq == 1 else f"the hash of seq {seq - 1}"
-            self._fail(seq, f"seq {seq}: prev_hash is not {what} (link broken)")
-            return
-        try:
-            # Parsed JSON is canonical already: serialise, skip canonical_value.
-            text = _ENCODER.encode(hashed_document(event)).encode("utf-8")
-            computed = hashlib.sha256(text).hexdigest()
-        except (KeyError, TypeError, ValueError) as exc:
-            self._fail(seq, f"seq {seq}: cannot be hashed ({exc})")
-            return
-        if computed != stored:
-            self._fail(
-                seq, f"seq {seq}: content does not match its hash (event altered)"
-            )
-            return
-        signed = self._checkpoints.get(seq)
-        if signed is not None and signed != computed:
-            self._fail(
-                seq,
-                f"seq {seq}: recomputed head differs from the signed checkpoint "
-                "(history up to this seq was rewritten)",
-            )
-            return
-        self.last_seq, self.last_hash = seq, computed
-        self._check_tree(seq, computed, event.get("proof"))
-
-    def _check_tree(self, seq: int, computed: str, proof: Any) -> None:
-        """Grow the Merkle tree (full run) or check the event's inclusion proof."""
-        if self.frontier is not None and not self.partial:
-            self.frontier.push(leaf_hash(computed))
-            root = self._roots.get(seq)
-            if root is not None and root != self.frontier.root():
-                self._fail(seq, f"seq {seq}: Merkle root differs from signed tree head")
-            return
-        if proof is None:
-            if self.require_proofs:
-                self._fail(seq, f"seq {seq}: the inclusion proof is missing")
-            return
-        size = proof.get("tree_size") if isinstance(proof, Mapping) else None
-        root = self._roots.get(size) if isinstance(size, int) else None
-        if root is None or not verify_inclusion(
-            leaf_hash(computed), seq - 1, size, proof.get("path") or [], root
-        ):
-            self._fail(seq, f"seq {seq}: no valid inclusion proof to a signed head")
-            return
-        self.proven += 1
+        first = self.last_seq + 1
+        if self.frontier is not None and not self.partial and seg.leaves:
+            bad = self.frontier.extend(seg.leaves, self._roots, first)
+            if bad is not None:
+                k = bad - first
+                self.events += k + 1
+                self.last_seq = bad
+                self.last_hash = seg.hashes[32 * k : 32 * k + 32].hex()
+                self._fail(bad, f"seq {bad}: Merkle root differs from signed tree head")
+                return
+        self.events += seg.events
+        self.proven += seg.proven
+        if seg.last_seq is not None:
+            self.last_seq, self.last_hash = seg.last_seq, seg.last_hash
+        if seg.fail is not None:
+            self._fail(*seg.fail)
 
     def finish(
         self,
@@ -608,6 +436,112 @@ class ChainVerifier:
         )
 
 
+# --- Worker processes ----------------------------------------------------------
+
+# Below this much work a single process is faster than starting workers.
+PARALLEL_MIN_EVENTS = 20_000
+PARALLEL_MIN_BYTES = 8 << 20
+_SEGMENT_BYTES = 16 << 20  # at most this much of an export per segment
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def segments(
+    work: Callable[[Any], Segment],
+    tasks: list[Any],
+    workers: int,
+    init: tuple[Callable[..., None], tuple] | None = None,
+) -> Iterator[Segment]:
+    """``work`` over ``tasks``, results in order; in ``workers`` processes when
+    more than one can start (not in a daemon, say), else in this one."""
+    pool = None
+    if workers > 1 and len(tasks) > 1:
+        methods = multiprocessing.get_all_start_methods()
+        method = "forkserver" if "forkserver" in methods else "spawn"
+        initializer, initargs = init or (None, ())
+        try:
+            pool = multiprocessing.get_context(method).Pool(
+                min(workers, len(tasks)), initializer, initargs
+            )
+        except (AssertionError, OSError, ImportError, RuntimeError, ValueError):
+            pool = None
+    if pool is None:
+        if init is not None:
+            init[0](*init[1])
+        yield from map(work, tasks)
+        return
+    with pool:  # leaving early (a failure) terminates the workers
+        yield from pool.imap(work, tasks)
+        pool.close()
+        pool.join()
+
+
+def _file_segment(task: tuple[str, int, int, dict[int, str]]) -> Segment:
+    """Check the events in one byte range of an export (a worker's share)."""
+    path, start, end, heads = task
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    seg = Segment(head=True)
+    # Lines as the text-mode file gives them (universal newlines).
+    lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    return scan(seg, _events_of(lines, seg), None, None, heads)
+
+
+def _events_of(lines: Iterable[str], seg: Segment) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        seg.lines = number
+        if not line.strip():
+            continue
+        try:
+            item = parse_json(line)
+        except ValueError:
+            seg.bad_line = (number, "is not JSON")
+            return
+        if not isinstance(item, dict):
+            seg.bad_line = (number, "is not a JSON object")
+            return
+        if item.get("type") == "event":
+            yield item
+
+
+def _file_ranges(path: Path, count: int) -> list[tuple[int, int]]:
+    """``count`` byte ranges of about equal size, each made of whole lines."""
+    size = path.stat().st_size
+    cuts = {0, size}
+    with path.open("rb") as handle:
+        for i in range(1, count):
+            handle.seek(i * size // count)
+            handle.readline()
+            cuts.add(min(handle.tell(), size))
+    edges = sorted(cuts)
+    return list(itertools.pairwise(edges))
+
+
+def _verify_events_parallel(
+    verifier: ChainVerifier, path: Path, workers: int, chunks: int | None
+) -> None:
+    """Check a full export's events in segments (``verify_export``)."""
+    count = chunks or max(workers * 4, -(-path.stat().st_size // _SEGMENT_BYTES))
+    heads = dict(verifier.heads)
+    tasks = [(str(path), a, b, heads) for a, b in _file_ranges(path, count)]
+    base = 0
+    for seg in segments(_file_segment, tasks, workers):
+        verifier.join(seg)
+        if verifier.failed:
+            return
+        if seg.bad_line is not None:
+            number, problem = seg.bad_line
+            raise VerificationError(f"line {base + number} {problem}")
+        base += seg.lines
+
+
 # --- Export files ------------------------------------------------------------
 
 
@@ -636,8 +570,14 @@ def verify_export(
     *,
     public_key_pem: str | bytes | None = None,
     extra_checkpoints: Iterable[Mapping[str, Any]] = (),
+    workers: int | None = None,
+    chunks: int | None = None,
 ) -> ChainReport:
-    """Verify an export file (JSONL) as written by ``export_audit``."""
+    """Verify an export file (JSONL) as written by ``export_audit``.
+
+    A full export is checked in ``chunks`` segments by ``workers`` processes
+    (default: one per core for a large file, else this process alone).
+    """
     header: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     checkpoint_lines = []
@@ -674,11 +614,14 @@ def verify_export(
         except VerificationError as exc:
             where = item.get("seq", "?")
             verifier.reject_checkpoint(f"checkpoint at seq {where} rejected: {exc}")
-    for _number, item in _lines(path):
-        if item.get("type") == "event":
-            verifier.add(item)
-            if verifier.failed:
-                break
+    if workers is None:
+        big = path.stat().st_size >= PARALLEL_MIN_BYTES
+        workers = default_workers() if big else 1
+    if verifier.partial or (workers <= 1 and chunks is None):
+        events = (item for _, item in _lines(path) if item.get("type") == "event")
+        verifier.add_many(events)
+    else:
+        _verify_events_parallel(verifier, path, workers, chunks)
     up_to = header.get("up_to_seq")
     report = verifier.finish(expected_last_seq=up_to if not verifier.partial else None)
     if end is None and report.ok:
@@ -749,6 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         "--payload-type", help="for an envelope: the payloadType it must carry"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report")
+    parser.add_argument(
+        "--workers", type=int, help="processes for a large export (default: cores)"
+    )
     args = parser.parse_args(argv)
     try:
         key_pem = args.key.read_bytes() if args.key else None
@@ -756,7 +702,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(first, dict) and first.get("type") == "header":
             extra = [_read_json_file(path) for path in args.checkpoint]
             report = verify_export(
-                args.file, public_key_pem=key_pem, extra_checkpoints=extra
+                args.file,
+                public_key_pem=key_pem,
+                extra_checkpoints=extra,
+                workers=args.workers,
             )
             if args.json:
                 print(json.dumps(report.to_dict(), indent=2))

@@ -167,6 +167,35 @@ def _commit_probe(count: int = 500) -> dict:
     return {"commits": count, "commits_per_second": round(count / seconds, 1)}
 
 
+def _timed(run, events_of=lambda report: report.events) -> dict:
+    """Wall time and events/s of one verification run."""
+    started = time.perf_counter()
+    report = run()
+    seconds = time.perf_counter() - started
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(report.events / seconds, 1),
+        "reason": report.reason,
+    }
+
+
+def _side_by_side(run) -> dict:
+    """One process (the baseline) and one worker per core, in the same run."""
+    from audit.verify import default_workers
+
+    workers = default_workers()
+    one, many = _timed(lambda: run(1)), _timed(lambda: run(workers))
+    rate = many["events_per_second"] / max(one["events_per_second"], 1e-9)
+    return {
+        **many,
+        "workers": workers,
+        "one_process": one,
+        "ratio_to_one_process": round(rate, 2),
+    }
+
+
 def _verify_figures() -> dict:
     from django.db import connection
 
@@ -175,19 +204,14 @@ def _verify_figures() -> dict:
     started = time.perf_counter()
     checkpoint = audit.checkpoint_create()
     checkpoint_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    report = audit.verify_chain()
-    seconds = time.perf_counter() - started
+    figures = _side_by_side(lambda workers: audit.verify_chain(workers=workers))
+    report = audit.verify_chain(workers=1)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_total_relation_size('governance_auditevent')")
         table_bytes = cursor.fetchone()[0]
     return {
-        "ok": report.ok,
-        "events": report.events,
+        **figures,
         "checkpoints_ok": report.checkpoints_ok,
-        "reason": report.reason,
-        "seconds": round(seconds, 3),
-        "events_per_second": round(report.events / seconds, 1),
         "checkpoint_seq": checkpoint.seq if checkpoint else None,
         "checkpoint_seconds": round(checkpoint_seconds, 3),
         "table_bytes_per_event": round(table_bytes / max(report.events, 1), 1),
@@ -205,17 +229,61 @@ def _export_figures(workdir: Path) -> dict:
         for line in export.lines():
             handle.write(line)
     export_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    report = verify.verify_export(path)
-    seconds = time.perf_counter() - started
+    figures = _side_by_side(lambda workers: verify.verify_export(path, workers=workers))
     return {
-        "ok": report.ok,
-        "events": report.events,
+        **figures,
         "export_seconds": round(export_seconds, 3),
         "export_bytes": path.stat().st_size,
-        "verify_seconds": round(seconds, 3),
-        "events_per_second": round(report.events / seconds, 1),
+        "verify_seconds": figures["seconds"],
     }
+
+
+def _seed_chain(events: int) -> dict:
+    """``--verify-only``: append ``events`` events with COPY, hashed as ``record``
+    hashes them (bench/load_seed.py does the same), with varied payloads."""
+    import datetime as dt
+
+    from django.db import transaction
+    from load_seed import copy_rows
+
+    from audit.models import AuditChainHead
+    from audit.tree import BulkNodes
+    from audit.verify import GENESIS_HASH, canonical_json, event_hash
+
+    started, nodes = time.perf_counter(), []
+    AuditChainHead.objects.get_or_create(pk=1, defaults={"hash": GENESIS_HASH})
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with transaction.atomic():
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        tree, state = BulkNodes(head), {"seq": head.seq, "prev": head.hash}
+
+        def rows():
+            for i in range(events):
+                state["seq"] += 1
+                payload = {"n": i, "name": f"modèle «{i % 97}»", "score": i / 7,
+                           "tags": ["a", "b"][: i % 3], "big": 2**64 + i}
+                event = {"seq": state["seq"], "created_at": at + dt.timedelta(
+                    milliseconds=i), "actor_label": "bench#1", "agency_slug": "city-a",
+                    "action": "model_version.registered", "object_type":
+                    "registry.modelversion", "object_id": str(i % 1000),
+                    "payload": payload, "prev_hash": state["prev"]}
+                digest = event_hash(event)
+                nodes.extend(tree.add(digest))
+                yield (*(event[k] for k in _SEED_COLUMNS[:-3]),
+                       canonical_json(payload).decode(), state["prev"], digest)
+                state["prev"] = digest
+
+        copy_rows("governance_auditevent", list(_SEED_COLUMNS), rows())
+        copy_rows("audit_merklenode", ["id", "level", '"index"', "hash"], nodes)
+        AuditChainHead.objects.filter(pk=1).update(
+            seq=state["seq"], hash=state["prev"], frontier=tree.edge
+        )
+    return {"events": events, "seconds": round(time.perf_counter() - started, 1)}
+
+
+_SEED_COLUMNS = ("seq", "created_at", "actor_label", "agency_slug", "action",
+                 "object_type", "object_id", "payload", "prev_hash",
+                 "hash")  # fmt: skip
 
 
 def _one_proof(kind: str, at: int, head) -> tuple:
@@ -319,52 +387,44 @@ def _ephemeral_key(workdir: Path) -> str:
     return str(path)
 
 
-def _table(figures: dict) -> str:
+def _append_rows(figures: dict) -> list[tuple[str, ...]]:
+    if "baseline" not in figures:  # --verify-only
+        seeded = figures["seeded"]
+        return [("seeded with COPY (not an append figure)", f"{seeded['events']:,}",
+                 f"{seeded['seconds']:.1f}", "")]  # fmt: skip
     base, conc = figures["baseline"], figures["concurrent"]
-    ver, exp = figures["verify"], figures.get("export")
     probe, batched = figures["commit_probe"], figures["batched"]
-    rows = [
-        ("", "events", "seconds", "per second"),
-        (
-            "durable commits, no audit (bound)",
-            f"{probe['commits']:,}",
-            "",
-            f"{probe['commits_per_second']:,.0f}",
-        ),
-        (
-            "append, 1 writer (baseline)",
-            f"{base['events']:,}",
-            f"{base['seconds']:.1f}",
-            f"{base['appends_per_second']:,.0f}",
-        ),
-        (
-            f"append, {conc['writers']} writers",
-            f"{conc['events']:,}",
-            f"{conc['seconds']:.1f}",
-            f"{conc['appends_per_second']:,.0f}",
-        ),
-        (
-            f"append, 1 writer, {batched['events_per_transaction']} per transaction",
-            f"{batched['events']:,}",
-            f"{batched['seconds']:.1f}",
-            f"{batched['appends_per_second']:,.0f}",
-        ),
-        (
-            "verify chain in the database",
-            f"{ver['events']:,}",
-            f"{ver['seconds']:.1f}",
-            f"{ver['events_per_second']:,.0f}",
-        ),
-    ]
+    per_tx = batched["events_per_transaction"]
+    return [
+        ("durable commits, no audit (bound)", f"{probe['commits']:,}", "",
+         f"{probe['commits_per_second']:,.0f}"),
+        ("append, 1 writer (baseline)", f"{base['events']:,}",
+         f"{base['seconds']:.1f}", f"{base['appends_per_second']:,.0f}"),
+        (f"append, {conc['writers']} writers", f"{conc['events']:,}",
+         f"{conc['seconds']:.1f}", f"{conc['appends_per_second']:,.0f}"),
+        (f"append, 1 writer, {per_tx} per transaction", f"{batched['events']:,}",
+         f"{batched['seconds']:.1f}", f"{batched['appends_per_second']:,.0f}"),
+    ]  # fmt: skip
+
+
+def _verify_rows(label: str, figures: dict) -> list[tuple[str, ...]]:
+    """The one-process baseline and the worker processes, side by side."""
+    one, workers = figures["one_process"], figures["workers"]
+    return [
+        (f"{label}, 1 process", f"{one['events']:,}", f"{one['seconds']:.1f}",
+         f"{one['events_per_second']:,.0f}"),
+        (f"{label}, {workers} processes ({figures['ratio_to_one_process']}x)",
+         f"{figures['events']:,}", f"{figures['seconds']:.1f}",
+         f"{figures['events_per_second']:,.0f}"),
+    ]  # fmt: skip
+
+
+def _table(figures: dict) -> str:
+    ver, exp = figures["verify"], figures.get("export")
+    rows = [("", "events", "seconds", "per second"), *_append_rows(figures)]
+    rows += _verify_rows("verify chain in the database", ver)
     if exp:
-        rows.append(
-            (
-                "verify exported JSONL (standalone)",
-                f"{exp['events']:,}",
-                f"{exp['verify_seconds']:.1f}",
-                f"{exp['events_per_second']:,.0f}",
-            )
-        )
+        rows += _verify_rows("verify exported JSONL (standalone)", exp)
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(
@@ -388,15 +448,22 @@ def _table(figures: dict) -> str:
             f"{p['ms_median']} ms (max {p['ms_max']}), at most {p['hashes_max']} "
             f"hashes / {p['path_bytes_max']} bytes, {p['queries_max']} queries"
         )
-    lines.append(f"database: {figures['database']}")
+    load = ", ".join(f"{x:.1f}" for x in figures["load"])
+    lines.append(f"database: {figures['database']}  load average at start: {load}")
     return "\n".join(lines)
 
 
 def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> dict:
     """Every figure of one run: appends (three ways), commit probe, verify, export."""
     quiet = args.quiet
-    figures = {
-        "database": urlsplit(url).path.lstrip("/"),
+    figures = {"database": urlsplit(url).path.lstrip("/"), "load": os.getloadavg()}
+    if args.verify_only:
+        figures["seeded"] = _seed_chain(args.events)
+        figures["verify"] = _verify_figures()
+        if not args.no_export:
+            figures["export"] = _export_figures(workdir)
+        return figures
+    figures |= {
         "writers": args.writers,
         "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet),
         "concurrent": _append(url, key_file, args.writers, args.events, quiet=quiet),
@@ -441,6 +508,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress lines on stderr"
+    )
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="no appends: write --events events with COPY, then verification only",
     )
     return parser
 

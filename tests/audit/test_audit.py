@@ -630,11 +630,12 @@ def test_sign_envelope_round_trips_and_binds_the_payload_type(signing_key_file):
 
 
 def run_standalone_verifier(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """verify.py copied alone to a temporary directory, run with no environment."""
-    script = tmp_path / "verify_alone.py"
-    shutil.copy(ROOT / "audit" / "verify.py", script)
+    """The verifier's two files copied alone to a directory, run with no environment."""
+    (tmp_path / "audit").mkdir(exist_ok=True)
+    for name in ("verify.py", "formats.py"):
+        shutil.copy(ROOT / "audit" / name, tmp_path / "audit" / name)
     return subprocess.run(
-        [sys.executable, "-I", str(script), *args],
+        [sys.executable, "-E", "-s", "-m", "audit.verify", *args],
         cwd=tmp_path,
         env={},
         capture_output=True,

@@ -39,6 +39,7 @@ from audit.verify import (
 )
 
 VERIFY_PY = Path(verify.__file__)
+FORMATS_PY = VERIFY_PY.with_name("formats.py")
 
 # --- Golden vectors (never edit the expected values) ----------------------------
 
@@ -521,12 +522,14 @@ def write_export(path: Path, events, checkpoints, key, *, partial=False) -> Path
 
 
 def standalone(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run a copy of verify.py alone: isolated mode, empty environment, no project."""
-    script = tmp_path / "civitas_verify.py"
-    if not script.exists():
-        shutil.copy(VERIFY_PY, script)
+    """Run a copy of the verifier's two files alone: empty environment, no project."""
+    copy = tmp_path / "audit"
+    if not copy.exists():
+        copy.mkdir()
+        shutil.copy(VERIFY_PY, copy / "verify.py")
+        shutil.copy(FORMATS_PY, copy / "formats.py")
     return subprocess.run(
-        [sys.executable, "-I", str(script), *args],
+        [sys.executable, "-E", "-s", "-m", "audit.verify", *args],
         cwd=tmp_path,
         env={},
         capture_output=True,
@@ -536,15 +539,16 @@ def standalone(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_verify_py_imports_only_the_standard_library_and_cryptography():
-    tree = ast.parse(VERIFY_PY.read_text())
     roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            roots.add((node.module or "").split(".")[0])
+    for path in (VERIFY_PY, FORMATS_PY):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots.add(node.module or "")
+    roots = {name if name == "audit.formats" else name.split(".")[0] for name in roots}
 
-    assert roots - sys.stdlib_module_names == {"cryptography"}
+    assert roots - sys.stdlib_module_names == {"cryptography", "audit.formats"}
 
 
 def test_standalone_verifier_accepts_a_sound_export_and_names_a_tampered_seq(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import audit.formats
 import audit.verify
 from audit import signing
 from audit.models import AuditEvent
@@ -43,6 +44,7 @@ def _auditor_dir(tmp_path: Path) -> Path:
     root = tmp_path / "auditor"
     (root / "audit").mkdir(parents=True)
     shutil.copy(audit.verify.__file__, root / "audit" / "verify.py")
+    shutil.copy(audit.formats.__file__, root / "audit" / "formats.py")
     (root / "audit" / "__init__.py").write_text("")
     return root
 

@@ -32,6 +32,12 @@ class Command(BaseCommand):
             help="check checkpoints with this public key (PEM) instead of the "
             "platform's own",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            help="processes reading the chain (default: one per core for 20,000 "
+            "events or more)",
+        )
 
     def handle(self, *args, checkpoint: list[Path], key: Path | None, **options):
         try:
@@ -39,7 +45,9 @@ class Command(BaseCommand):
             public_key = key.read_bytes() if key else None
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read a checkpoint or key file: {exc}") from exc
-        report = audit.verify_chain(public_key=public_key, extra_checkpoints=extra)
+        report = audit.verify_chain(
+            public_key=public_key, extra_checkpoints=extra, workers=options["workers"]
+        )
         self.stdout.write(json.dumps(report.summary()))
         if not report.ok:
             raise CommandError(

@@ -1,0 +1,134 @@
+"""The chain read straight from PostgreSQL for verification (``verify_chain``).
+
+Free of Django, so that worker processes can import it: each opens its own
+connection, joins the verifying transaction's snapshot (``pg_export_snapshot``,
+so every process sees the same chain), reads a seq range with a server-side
+cursor and checks it as one segment (``audit.verify.scan``); the verifying
+process joins the segments in order (``ChainVerifier.join``). Timestamps come
+formatted by PostgreSQL (``to_char``, the form ``format_timestamp`` gives for
+years 1000 to 9999; other years go through ``format_timestamp`` itself).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing.util
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from audit.verify import (
+    HASHED_FIELDS,
+    ChainVerifier,
+    Segment,
+    format_timestamp,
+    parse_json,
+    scan,
+    segments,
+)
+
+_COLUMNS = (*HASHED_FIELDS, "hash")
+_SELECT = (
+    "SELECT seq, to_char(created_at AT TIME ZONE 'UTC', "
+    '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\'), actor_label, agency_slug, action, '
+    "object_type, object_id, payload, prev_hash, hash FROM {} "
+    "WHERE seq > %s AND seq <= %s ORDER BY seq"
+)
+_LAST = 2**63 - 1
+_ROWS_PER_SEGMENT = 50_000
+# Django's own OPTIONS, not libpq's.
+_DJANGO_OPTIONS = {"isolation_level", "pool", "server_side_binding", "assume_role"}
+_connection: psycopg.Connection | None = None
+
+
+def event_rows(
+    conn: psycopg.Connection, table: str, after: int = 0, upto: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Events with ``after`` < seq <= ``upto`` in seq order, as chain dicts.
+
+    Read through a server-side cursor, so memory stays flat; needs an open
+    transaction. A stored payload that is not JSON is passed on as text, which
+    then fails its hash.
+    """
+    query = sql.SQL(_SELECT).format(sql.Identifier(table))
+    with conn.cursor(name=f"civitas_audit_rows_{after}") as cursor:
+        cursor.itersize = 10_000
+        cursor.execute(query, (after, _LAST if upto is None else upto))
+        for row in cursor:
+            event = dict(zip(_COLUMNS, row, strict=True))
+            stamp = event["created_at"]
+            if len(stamp) != 27 or stamp[0] == "0":
+                event["created_at"] = format_timestamp(dt.datetime.fromisoformat(stamp))
+            try:  # noqa: SIM105 (per row: cheaper than contextlib.suppress)
+                event["payload"] = parse_json(event["payload"])
+            except ValueError:
+                pass
+            yield event
+
+
+def conninfo_of(settings_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """psycopg connection arguments from a Django DATABASES entry."""
+    info = {
+        "dbname": settings_dict.get("NAME"),
+        "user": settings_dict.get("USER"),
+        "password": settings_dict.get("PASSWORD"),
+        "host": settings_dict.get("HOST"),
+        "port": settings_dict.get("PORT"),
+    }
+    for key, value in (settings_dict.get("OPTIONS") or {}).items():
+        if key not in _DJANGO_OPTIONS and isinstance(value, str | int):
+            info[key] = value
+    return {key: value for key, value in info.items() if value not in ("", None)}
+
+
+def connect(conninfo: Mapping[str, Any], snapshot: str) -> None:
+    """Open this process's connection, inside the verifying snapshot."""
+    global _connection
+    _connection = psycopg.connect(**conninfo)
+    _connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    _connection.execute(
+        sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+    )
+    multiprocessing.util.Finalize(None, disconnect, exitpriority=10)
+
+
+def disconnect() -> None:
+    """Close the connection ``connect`` opened, if any."""
+    global _connection
+    if _connection is not None:
+        _connection.close()
+        _connection = None
+
+
+def segment(task: tuple[str, int, int | None, dict[int, str]]) -> Segment:
+    """Check the events of one seq range (a worker's share)."""
+    table, after, upto, heads = task
+    events = event_rows(_connection, table, after, upto)
+    return scan(Segment(head=True), events, None, None, heads)
+
+
+def verify_segments(
+    verifier: ChainVerifier,
+    *,
+    table: str,
+    last_seq: int,
+    conninfo: Mapping[str, Any],
+    snapshot: str,
+    workers: int,
+    chunks: int | None = None,
+) -> None:
+    """Check the chain up to ``last_seq`` and past it in seq ranges, ``workers``
+    processes reading from ``snapshot``; stops at the first failure."""
+    count = chunks or max(workers * 4, last_seq // _ROWS_PER_SEGMENT)
+    cuts = sorted({last_seq * i // count for i in range(count)})
+    ranges = zip(cuts, [*cuts[1:], None], strict=True)
+    tasks = [(table, after, upto, dict(verifier.heads)) for after, upto in ranges]
+    try:
+        for seg in segments(segment, tasks, workers, (connect, (conninfo, snapshot))):
+            verifier.join(seg)
+            if verifier.failed:
+                return
+    finally:
+        disconnect()

@@ -118,9 +118,10 @@ class ArtifactS3Storage(S3Storage):
             raise
         modified = head["LastModified"]
         served = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-        if not served or (
-            parsedate_to_datetime(served) - modified
-        ).total_seconds() < settle_s:
+        if (
+            not served
+            or (parsedate_to_datetime(served) - modified).total_seconds() < settle_s
+        ):
             return None
         return (
             "s3",

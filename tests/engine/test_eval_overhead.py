@@ -135,9 +135,7 @@ def test_a_poisoned_cache_entry_is_detected_and_rebuilt(cache, store, poison):
     assert not (root / "extra.onnx").exists()
 
 
-def test_a_hit_is_served_only_while_the_store_vouches_for_its_object(
-    cache, store
-):
+def test_a_hit_is_served_only_while_the_store_vouches_for_its_object(cache, store):
     """``origin()`` is the store's fingerprint: taken before the fill, and
     asked again before every hit; a different (or no) answer refills."""
     answers = iter(["v1", "v1", "v2", None, None])
@@ -148,7 +146,7 @@ def test_a_hit_is_served_only_while_the_store_vouches_for_its_object(
             origin=lambda: next(answers),
         )  # fmt: skip
 
-    root, first = prepare()  # v1: filled
+    root, _ = prepare()  # v1: filled
     again, second = prepare()  # v1: the store has not changed
     assert root == again and store.fills == 1
     assert second["cache"] == "hit" and second["store_check_s"] >= 0
@@ -160,9 +158,7 @@ def test_a_hit_is_served_only_while_the_store_vouches_for_its_object(
     assert fourth["cache"] == fifth["cache"] == "miss" and store.fills == 4
 
 
-def test_an_object_swapped_in_the_store_is_refused_and_its_copy_discarded(
-    cache, store
-):
+def test_an_object_swapped_in_the_store_is_refused_and_its_copy_discarded(cache, store):
     stamp = store.source.stat
     origin = lambda: (stamp().st_ino, stamp().st_size, stamp().st_ctime_ns)  # noqa: E731
     cache.prepare(store.digest, store.fill, extract=_extract, origin=origin)

@@ -23,14 +23,12 @@ from governance.services import bundle_cache, outbox
 from governance.services import evaluations as evaluation_services
 from registry import fingerprint
 from registry.object_storage import ArtifactS3Storage
-from tests.registry.test_s3_storage import (  # noqa: F401  (fixtures)
-    BUCKET,
-    _client,
-    s3_endpoint,
-    s3_store,
-)
+from tests.registry import test_s3_storage as s3
+from tests.registry.test_s3_storage import BUCKET, _client
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+# moto's S3 server and the ``artifacts`` storage pointed at it.
+s3_endpoint, s3_store = s3.s3_endpoint, s3.s3_store
 
 
 @pytest.fixture

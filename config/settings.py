@@ -425,10 +425,12 @@ CELERY_BEAT_SCHEDULE = {
         "civitas.evaluation_sweep", timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS)
     ),
 }
-# Bytes of checked, read-only bundles each worker keeps by digest. Off (0) by
-# default: with it on, a bundle swapped in the store after a worker cached it
-# is caught by the digest sweep, not by the next run (docs/evaluation.md).
-CIVITAS_EVAL_BUNDLE_CACHE_BYTES = env.int("CIVITAS_EVAL_BUNDLE_CACHE_BYTES", default=0)
+# Bytes of checked, read-only bundles each worker keeps by digest (0: off);
+# one is reused only while the store's stat / S3 HEAD of the object is the
+# one taken when it was verified (registry/fingerprint.py).
+CIVITAS_EVAL_BUNDLE_CACHE_BYTES = env.int(
+    "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", default=8 << 30
+)
 # A worker asks a running evaluation's row this often whether it was
 # cancelled, and kills the child's process group when it was.
 CIVITAS_EVAL_CANCEL_POLL_SECONDS = env.float(

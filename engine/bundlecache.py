@@ -20,6 +20,16 @@ evaluating the same version twice now does that work once:
   store. Nothing on disk is trusted that this process did not verify itself,
   so an entry left by another process (or a previous life of this one) is
   rebuilt, never adopted.
+* The store is asked too, before a hit is served: ``prepare``'s ``origin()``
+  returns the store's cheap fingerprint of the object (a ``stat`` of the
+  file, an S3 ``HEAD``'s ETag, size and LastModified), taken before the
+  object is copied and hashed and kept with the entry. A hit whose store
+  fingerprint differs (or which the store could not give) is discarded and
+  the object fetched and verified again, so bytes swapped in the store
+  behind the registry's back are refused by the next run, exactly as
+  without the cache. The fingerprint is taken *before* the copy: a change
+  after it changes the fingerprint, a change before it is in the bytes
+  that are hashed.
 * The sandboxed child is given only its own entry as input (Landlock makes
   it read-only and hides the siblings), so one run's child never sees
   another agency's bundle; the child never writes to the cache.
@@ -58,6 +68,7 @@ class _Entry:
     root: Path
     stamps: list[Stamp]
     size: int
+    origin: object = None  # the store's fingerprint when it was verified
     timings: dict = field(default_factory=dict)
 
 
@@ -146,7 +157,7 @@ class BundleCache:
         self.max_bytes = int(max_bytes)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.RLock()
-        self.hits = self.misses = self.rejected = 0
+        self.hits = self.misses = self.rejected = self.store_changed = 0
 
     def _valid(self, entry: _Entry) -> bool:
         try:
@@ -179,25 +190,57 @@ class BundleCache:
         *,
         extract: Callable[[Path, Path], Path],
         suffix: str = "",
+        origin: Callable[[], object] | None = None,
     ) -> tuple[Path, dict]:
         """The extracted root for ``digest``, and what was done (``timings``).
 
         ``fill(dest)`` must write the artifact to ``dest`` and verify its
         SHA-256 (raising if it differs); ``extract(archive, dest)`` returns
-        the bundle root under ``dest``. Whatever either raises propagates,
-        and nothing is left behind.
+        the bundle root under ``dest``. ``origin()``, when given, returns the
+        store's current fingerprint of the object (``None``: it cannot tell,
+        and nothing is reused): a hit is served only while it equals the one
+        taken when the entry was filled. Whatever ``fill``, ``extract`` or
+        ``origin`` raises propagates, and nothing is left behind.
         """
         digest = digest.lower().removeprefix("sha256:")
         with self._lock:  # one fill at a time per process: no half entries
-            return self._prepare(digest, fill, extract, suffix)
+            return self._prepare(digest, fill, extract, suffix, origin)
 
-    def _prepare(self, digest: str, fill, extract, suffix: str) -> tuple[Path, dict]:
+    def _store_unchanged(self, digest: str, current: object) -> bool:
+        """Whether the store still holds what the entry was filled from;
+        a changed (or unknown) object drops the entry."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return False
+        if current is not None and current == entry.origin:
+            return True
+        self.store_changed += 1
+        del self._entries[digest]
+        remove_tree(entry.path)
+        return False
+
+    def _prepare(
+        self, digest: str, fill, extract, suffix: str, origin
+    ) -> tuple[Path, dict]:
         started = time.perf_counter()
-        hit = self.lookup(digest)
-        if hit is not None:
-            self.hits += 1
-            return hit, {"cache": "hit", "cache_check_s": time.perf_counter() - started}
+        current = origin() if origin is not None else None
+        checked = time.perf_counter()
+        if origin is None or self._store_unchanged(digest, current):
+            hit = self.lookup(digest)
+            if hit is not None:
+                self.hits += 1
+                timings = {"cache": "hit", "store_check_s": checked - started}
+                timings["cache_check_s"] = time.perf_counter() - checked
+                return hit, timings
         self.misses += 1
+        root, timings = self._fill(digest, fill, extract, suffix)
+        self._entries[digest].origin = current
+        timings["store_check_s"] = checked - started
+        self._evict(keep=digest)
+        return root, timings
+
+    def _fill(self, digest: str, fill, extract, suffix: str) -> tuple[Path, dict]:
+        """Copy (verified), extract, freeze and publish ``digest``'s entry."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=self.root))
         try:
@@ -217,13 +260,9 @@ class BundleCache:
         except BaseException:
             remove_tree(staging)
             raise
-        timings = {
-            "cache": "miss",
-            "copy_verify_s": t1 - t0,
-            "cache_extract_s": t2 - t1,
-        }
         self._entries[digest] = _Entry(final, root, stamps, size)
-        self._evict(keep=digest)
+        timings = {"cache": "miss", "copy_verify_s": t1 - t0}
+        timings["cache_extract_s"] = t2 - t1
         return root, timings
 
     def _evict(self, *, keep: str) -> None:
@@ -242,11 +281,13 @@ class BundleCache:
             remove_tree(self.root)
 
     def stats(self) -> dict:
-        """Hits, misses, rejected (poisoned) entries, entries and bytes held."""
+        """Hits, misses, rejected (poisoned) entries, entries dropped because
+        the store's object changed, entries and bytes held."""
         return {
             "hits": self.hits,
             "misses": self.misses,
             "rejected": self.rejected,
+            "store_changed": self.store_changed,
             "entries": len(self._entries),
             "bytes": sum(e.size for e in self._entries.values()),
         }

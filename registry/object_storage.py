@@ -22,6 +22,8 @@ boto3's ``upload_fileobj``, which sends it in parts.
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
+
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -97,3 +99,36 @@ class ArtifactS3Storage(S3Storage):
                 raise FileNotFoundError(f"No stored object {name}.") from None
             raise
         return StreamingObject(response["Body"], name, response["ContentLength"])
+
+    def fingerprint(self, name: str, *, settle_s: float) -> tuple | None:
+        """What a HEAD says of the object: ETag, size, LastModified (and the
+        version id where the bucket keeps versions), with the client's
+        timeouts; ``None`` when there is no such object, or when it was
+        written less than ``settle_s`` before the server's own ``Date``
+        (LastModified has whole seconds: a second write in the same second
+        could keep it, so so fresh an object is not vouched for)."""
+        key = self._normalize_name(clean_name(name))
+        try:
+            head = self.connection.meta.client.head_object(
+                Bucket=self.bucket_name, Key=key
+            )
+        except ClientError as err:
+            if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        modified = head["LastModified"]
+        served = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if (
+            not served
+            or (parsedate_to_datetime(served) - modified).total_seconds() < settle_s
+        ):
+            return None
+        return (
+            "s3",
+            self.bucket_name,
+            key,
+            head.get("ETag"),
+            head.get("ContentLength"),
+            modified.isoformat(),
+            head.get("VersionId"),
+        )

@@ -2,11 +2,15 @@
 
 ``prepared_bundle`` gives ``evaluation_execute`` the bundle to hand to the
 engine: with the cache on (the setting ``CIVITAS_EVAL_BUNDLE_CACHE_BYTES``,
-bytes per worker process; off by default, see docs/evaluation.md), the
+bytes per worker process, default 8 GiB; see docs/evaluation.md), the
 extracted, read-only root of an artifact this process copied out of the store
-and verified against its registered SHA-256 once; with it off, a fresh
-verified copy in the run's scratch folder, which the engine's child hashes
-and extracts again (the behaviour before the cache).
+and verified against its registered SHA-256, served again only while the
+store's cheap fingerprint of the object (``registry.fingerprint``: a stat,
+or an S3 HEAD) is the one taken when it was verified; otherwise it is
+fetched and verified again, and bytes that are not the registered ones
+refuse the run (``digest_mismatch``) as without the cache. With it off
+(``0``), a fresh verified copy in the run's scratch folder, which the
+engine's child hashes and extracts again (the behaviour before the cache).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from django.conf import settings
 from engine.archive import BundleError, materialise_bundle
 from engine.bundlecache import DEFAULT_MAX_BYTES, BundleCache
 from engine.sandbox import EvaluationFailure
+from registry.fingerprint import stored_fingerprint
 
 _caches: dict[int, BundleCache] = {}
 
@@ -59,6 +64,7 @@ def prepared_bundle(
             lambda dest: copy(key, dest, sha256=digest),
             extract=lambda archive, dest: materialise_bundle(archive, dest),
             suffix=suffix,
+            origin=lambda: stored_fingerprint(key),
         )
     except BundleError as exc:  # what the child reported before the cache
         raise EvaluationFailure(

@@ -89,6 +89,7 @@ def test_a_bundle_is_verified_and_extracted_once_then_served_read_only(cache, st
         "hits": 1,
         "misses": 1,
         "rejected": 0,
+        "store_changed": 0,
         "entries": 1,
         "bytes": sum(map(len, FILES.values())),
     }
@@ -132,6 +133,42 @@ def test_a_poisoned_cache_entry_is_detected_and_rebuilt(cache, store, poison):
     assert timings["cache"] == "miss" and store.fills == 2
     assert (root / "model.onnx").read_bytes() == FILES["model/model.onnx"]
     assert not (root / "extra.onnx").exists()
+
+
+def test_a_hit_is_served_only_while_the_store_vouches_for_its_object(cache, store):
+    """``origin()`` is the store's fingerprint: taken before the fill, and
+    asked again before every hit; a different (or no) answer refills."""
+    answers = iter(["v1", "v1", "v2", None, None])
+
+    def prepare():
+        return cache.prepare(
+            store.digest, store.fill, extract=_extract, suffix=".zip",
+            origin=lambda: next(answers),
+        )  # fmt: skip
+
+    root, _ = prepare()  # v1: filled
+    again, second = prepare()  # v1: the store has not changed
+    assert root == again and store.fills == 1
+    assert second["cache"] == "hit" and second["store_check_s"] >= 0
+    _, third = prepare()  # v2: swapped in the store, fetched and verified again
+    assert third["cache"] == "miss" and store.fills == 2
+    assert cache.stats()["store_changed"] == 1
+    _, fourth = prepare()  # the store cannot tell: verified again
+    _, fifth = prepare()  # and an entry filled without a fingerprint is not reused
+    assert fourth["cache"] == fifth["cache"] == "miss" and store.fills == 4
+
+
+def test_an_object_swapped_in_the_store_is_refused_and_its_copy_discarded(cache, store):
+    stamp = store.source.stat
+    origin = lambda: (stamp().st_ino, stamp().st_size, stamp().st_ctime_ns)  # noqa: E731
+    cache.prepare(store.digest, store.fill, extract=_extract, origin=origin)
+    _replace(store.source, b"swapped behind the registry's back")
+
+    with pytest.raises(ValueError, match="digest_mismatch"):
+        cache.prepare(store.digest, store.fill, extract=_extract, origin=origin)
+
+    assert cache.stats()["entries"] == 0 and cache.stats()["store_changed"] == 1
+    assert list(cache.root.iterdir()) == []
 
 
 def test_a_tampered_artifact_leaves_nothing_in_the_cache(cache, store, tmp_path):

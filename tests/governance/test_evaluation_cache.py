@@ -2,13 +2,17 @@
 
 The second run of a version is neither copied, hashed nor extracted again;
 a poisoned cache entry is rebuilt from the store; a tampered artifact still
-fails its run cleanly (``digest_mismatch``), with nothing cached.
+fails its run cleanly (``digest_mismatch``), with nothing cached; an object
+swapped in the store after it was cached (on the filesystem, even with its
+size, inode and mtime kept; on S3, against moto's server) is noticed by the
+store's fingerprint and refuses the next run as without the cache.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 from django.core.files.base import ContentFile
@@ -17,13 +21,22 @@ from django.core.files.storage import storages
 from governance.models import EvaluationRun, RunStatus
 from governance.services import bundle_cache, outbox
 from governance.services import evaluations as evaluation_services
+from registry import fingerprint
+from registry.object_storage import ArtifactS3Storage
+from tests.registry import test_s3_storage as s3
+from tests.registry.test_s3_storage import BUCKET, _client
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+# moto's S3 server and the ``artifacts`` storage pointed at it.
+s3_endpoint, s3_store = s3.s3_endpoint, s3.s3_store
 
 
 @pytest.fixture
-def fresh_cache(settings):
+def fresh_cache(settings, monkeypatch):
     settings.CIVITAS_EVAL_BUNDLE_CACHE_BYTES = 10**9
+    # The fixtures store the artifact just before the first run: vouch for
+    # it at once (the settling delay has its own test).
+    monkeypatch.setattr(fingerprint, "SETTLE_SECONDS", 0)
     bundle_cache._caches.clear()
     yield
     for cache in bundle_cache._caches.values():
@@ -84,6 +97,77 @@ def test_a_second_run_reuses_the_verified_extraction(
     }
     (cache,) = bundle_cache._caches.values()
     assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == 1
+    assert cache.stats()["store_changed"] == 0  # the stat said: same file
+    assert second_timings["store_check_s"] < 0.5
+
+
+def _refused(run) -> bool:
+    return (
+        run.status == RunStatus.FAILED
+        and run.failure_code == "refused"
+        and "digest_mismatch" in run.failure_reason
+    )
+
+
+def test_a_file_swapped_in_the_store_in_place_refuses_the_next_run(
+    released_lm_version, small_suite, member_a, mlflow_store, fresh_cache, timings
+):
+    """Same inode, size and mtime (put back with utime): the ctime tells."""
+    first = _run(released_lm_version, small_suite, member_a)
+    path = storages["artifacts"].path(released_lm_version.artifact_key)
+    before = os.stat(path)
+    with open(path, "r+b") as stored:  # someone with write access to the store
+        stored.seek(-10, os.SEEK_END)
+        stored.write(b"0" * 10)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns,
+    )  # fmt: skip
+
+    second = _run(released_lm_version, small_suite, member_a)
+
+    assert first.status == RunStatus.SUCCEEDED and _refused(second)
+    (cache,) = bundle_cache._caches.values()
+    assert cache.stats()["store_changed"] == 1
+    assert cache.stats()["entries"] == 0 and list(cache.root.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_s3_an_object_swapped_in_the_bucket_refuses_the_next_run(
+    s3_store, released_lm_version, small_suite, member_a, mlflow_store,
+    fresh_cache, timings,
+):  # fmt: skip
+    """Against moto's S3 server: a HEAD before each hit, a swap refused."""
+    assert isinstance(storages["artifacts"], ArtifactS3Storage)
+    key = released_lm_version.artifact_key
+    first = _run(released_lm_version, small_suite, member_a)
+    second = _run(released_lm_version, small_suite, member_a)
+    reused = timings()
+    body = _client(s3_store).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    _client(s3_store).put_object(Bucket=BUCKET, Key=key, Body=body[:-10] + b"0" * 10)
+
+    third = _run(released_lm_version, small_suite, member_a)
+
+    assert first.status == second.status == RunStatus.SUCCEEDED
+    assert reused["cache"] == "hit" and "copy_verify_s" not in reused
+    assert _refused(third)
+    (cache,) = bundle_cache._caches.values()
+    assert cache.stats()["hits"] == 1 and cache.stats()["store_changed"] == 1
+    assert cache.stats()["entries"] == 0
+
+
+def test_a_fingerprint_vouches_only_for_a_settled_file(tmp_path, monkeypatch):
+    path = tmp_path / "artifact.zip"
+    path.write_bytes(b"bundle")
+    assert fingerprint.file_fingerprint(str(path)) is None  # written just now
+    monkeypatch.setattr(fingerprint, "SETTLE_SECONDS", 0)
+    settled = fingerprint.file_fingerprint(str(path))
+    assert settled == fingerprint.file_fingerprint(str(path))
+    time.sleep(0.05)  # past the clock tick of the write
+    os.chmod(path, 0o600)  # nothing else changes: the ctime does
+    assert fingerprint.file_fingerprint(str(path)) != settled
+    assert fingerprint.file_fingerprint(str(tmp_path / "gone")) is None
 
 
 def test_a_poisoned_entry_is_rebuilt_from_the_store(
@@ -149,7 +233,6 @@ def test_a_real_worker_verifies_once_and_serves_the_second_run_from_its_cache(
         MLFLOW_TRACKING_URI=django_settings.MLFLOW_TRACKING_URI,
         MLFLOW_ARTIFACT_ROOT=django_settings.MLFLOW_ARTIFACT_ROOT,
         MLFLOW_EXPERIMENT=django_settings.MLFLOW_EXPERIMENT,
-        CIVITAS_EVAL_BUNDLE_CACHE_BYTES=str(10**9),  # off by default
     )
     digest = released_lm_version.artifact_digest
 

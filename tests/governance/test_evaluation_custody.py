@@ -151,8 +151,7 @@ def test_b10_scratch_of_a_killed_worker_is_removed_by_the_sweep(
     spinning_run_setup, member_a, settings
 ):
     version, suite, env, worker_tmp = spinning_run_setup
-    # The worker keeps a bundle cache (off by default), which the sweep removes too.
-    env = {**env, "CIVITAS_EVAL_BUNDLE_CACHE_BYTES": str(10**9)}
+    # The worker keeps a bundle cache (on by default), which the sweep removes too.
 
     with celery_worker(env, settings.CELERY_TASK_DEFAULT_QUEUE) as worker:
         _, children = _start_spinning(member_a, version, suite, worker, worker_tmp)

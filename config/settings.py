@@ -382,6 +382,8 @@ elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
 # generation (bumped by PostgreSQL triggers on every write) is unchanged
 # (registry/read_cache.py); 0 turns the cache off.
 CIVITAS_READ_CACHE_ENTRIES = env.int("CIVITAS_READ_CACHE_ENTRIES", default=20_000)
+# Version detail by fixed SQL (registry/api/detail.py); false: ORM and DRF.
+CIVITAS_FAST_VERSION_DETAIL = env.bool("CIVITAS_FAST_VERSION_DETAIL", default=True)
 
 # --- Evaluations ----------------------------------------------------------
 CIVITAS_EVAL_MEMORY_BYTES = env.int("CIVITAS_EVAL_MEMORY_BYTES", default=6 * 1024**3)

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 
 from config.exceptions import PayloadTooLarge
 from registry import read_cache, selectors, services
+from registry.api import detail
 from registry.api.examples import (
     DATASET,
     DATASET_VERSION,
@@ -524,9 +525,21 @@ class ModelVersionViewSet(
     def retrieve(self, request, *args, **kwargs):
         """The version, from the catalogue read cache while nothing has changed."""
         return read_cache.cached_response(
-            request,
-            lambda: super(ModelVersionViewSet, self).retrieve(request, *args, **kwargs),
+            request, lambda: self.read_detail(request, *args, **kwargs)
         )
+
+    def read_detail(self, request, *args, **kwargs) -> Response:
+        """The version: fixed SQL and a flat representation, else the serializer.
+
+        Both give the same bytes (registry/api/detail.py); a version the
+        caller may not read answers 404 either way.
+        """
+        if not detail.applies(self, request):
+            return super().retrieve(request, *args, **kwargs)
+        data = detail.version_detail(request.user, int(self.lookup_value()))
+        if data is None:
+            raise Http404
+        return Response(data)
 
     def respond(self, model_version, status_code=status.HTTP_200_OK) -> Response:
         """The version re-read through the selector, as the list shows it."""

@@ -427,9 +427,7 @@ CELERY_BEAT_SCHEDULE = {
         "civitas.evaluation_sweep", timedelta(seconds=CIVITAS_EVAL_SWEEP_SECONDS)
     ),
 }
-# Bytes of checked, read-only bundles each worker keeps by digest (0: off);
-# one is reused only while the store's stat / S3 HEAD of the object is the
-# one taken when it was verified (registry/fingerprint.py).
+# Per-worker bundle cache (0: off); a hit re-checks the store (registry/fingerprint.py).
 CIVITAS_EVAL_BUNDLE_CACHE_BYTES = env.int(
     "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", default=8 << 30
 )

@@ -109,13 +109,27 @@ def head_try_lock() -> AuditChainHead | None:
 
 
 class _Sequence:
-    """The on-commit callback of a transaction that queued events."""
+    """The on-commit callback of a transaction that queued events.
+
+    ``last_id`` is the transaction's newest queued row: once that one is
+    chained, all of the transaction's are (passes go in id order).
+    """
+
+    def __init__(self, last_id: int) -> None:
+        self.last_id = last_id
 
     def __call__(self) -> None:
         try:
-            sequence_pending()
+            sequence_pending(own_id=self.last_id)
         except Exception:  # committed already: the sweep chains what is left
             logger.warning("could not sequence pending audit events", exc_info=True)
+
+
+def _sequence_callback() -> _Sequence | None:
+    for item in connection.run_on_commit:
+        if isinstance(item[1], _Sequence):
+            return item[1]
+    return None
 
 
 def is_queueing() -> bool:
@@ -125,7 +139,7 @@ def is_queueing() -> bool:
     order it recorded them. Read from Django's on-commit list, which a rolled
     back savepoint or transaction empties with the rows it wrote.
     """
-    return any(isinstance(item[1], _Sequence) for item in connection.run_on_commit)
+    return _sequence_callback() is not None
 
 
 def pending_add(
@@ -137,11 +151,14 @@ def pending_add(
     created_at the recording time, replaced when it is chained).
     """
     now = timezone.now()
-    AuditPendingEvent.objects.create(
+    row = AuditPendingEvent.objects.create(
         recorded_at=now, actor=actor, agency=agency, payload=payload_text, **fields
     )
-    if not is_queueing():
-        transaction.on_commit(_Sequence())
+    callback = _sequence_callback()
+    if callback is None:
+        transaction.on_commit(_Sequence(row.id))
+    else:
+        callback.last_id = row.id
     return AuditEvent(
         created_at=now,
         actor=actor,
@@ -210,44 +227,77 @@ def _chain_batch(head: AuditChainHead, pending: list[AuditPendingEvent]) -> list
         )
         events.append(event)
         seq, last = event.seq, event.hash
-    AuditEvent.objects.bulk_create(events)
-    AuditMerkleNode.objects.bulk_create(nodes)
     head.seq, head.hash, head.frontier = seq, last, bulk.edge
-    AuditChainHead.objects.filter(pk=1).update(seq=seq, hash=last, frontier=bulk.edge)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {AuditPendingEvent._meta.db_table} WHERE id = ANY(%s)",
-            [[row.id for row in pending]],
-        )
-        if cursor.rowcount != len(pending):
-            raise RuntimeError("pending audit events were chained by another pass")
+    _write_batch(events, nodes, [row.id for row in pending], head)
     return events
 
 
-def sequence_pending(*, batch: int = SEQUENCE_BATCH) -> int:
+def _write_batch(events: list, nodes: list, pending_ids: list, head) -> None:
+    """Events, nodes, head and the queue's deletion in one statement (one trip).
+
+    Raises RuntimeError, dooming the pass, unless the DELETE removed every
+    row chained: a row chained twice would fork nothing (the head's lock and
+    the unique prev_hash forbid it) but is refused before that.
+    """
+    fields = AuditEvent._meta.concrete_fields
+    row = f"({', '.join(['%s'] * len(fields))})"
+    node_rows = ", ".join(["(%s, %s, %s, %s)"] * len(nodes))
+    sql = (
+        f"WITH e AS (INSERT INTO {AuditEvent._meta.db_table} "
+        f"({', '.join(f.column for f in fields)}) "
+        f"VALUES {', '.join([row] * len(events))}), "
+        f"n AS (INSERT INTO {AuditMerkleNode._meta.db_table} "
+        f'(id, level, "index", hash) VALUES {node_rows}), '
+        f"d AS (DELETE FROM {AuditPendingEvent._meta.db_table} "
+        "WHERE id = ANY(%s) RETURNING 1) "
+        f"UPDATE {AuditChainHead._meta.db_table} "
+        "SET seq = %s, hash = %s, frontier = %s WHERE id = 1 "
+        "RETURNING (SELECT count(*) FROM d)"
+    )
+    params = [
+        f.get_db_prep_save(getattr(event, f.attname), connection)
+        for event in events
+        for f in fields
+    ]
+    params += [v for n in nodes for v in (n.id, n.level, n.index, n.hash)]
+    params += [pending_ids, head.seq, head.hash, head.frontier]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (deleted,) = cursor.fetchone()
+    if deleted != len(pending_ids):
+        raise RuntimeError("pending audit events were chained by another pass")
+
+
+def sequence_pending(*, batch: int = SEQUENCE_BATCH, own_id: int | None = None) -> int:
     """Chain every committed pending event, oldest id first; how many it chained.
 
     One transaction per ``batch`` events, each holding the sequencer's
-    advisory lock and then the chain head's lock. Events asked for are
-    announced, and a checkpoint queued when a batch crosses a multiple of
-    ``AUDIT_CHECKPOINT_EVENTS``, once their batch has committed. Does nothing
-    on a database without advisory locks (SQLite never queues). Raises the
-    database's errors; a failed batch leaves its events pending.
+    advisory lock and then the chain head's lock. With ``own_id`` (a
+    writer's pass) it stops once that row is chained, by itself or another
+    pass: the other rows are their own writers' to chain. Events asked for
+    are announced, and a checkpoint queued when a batch crosses a multiple
+    of ``AUDIT_CHECKPOINT_EVENTS``, once their batch has committed. Does
+    nothing but on PostgreSQL (SQLite never queues). Raises the database's
+    errors; a failed batch leaves its events pending.
     """
     if connection.vendor != "postgresql":
         return 0
+    waiting = AuditPendingEvent.objects.all()
+    if own_id is not None:
+        waiting = waiting.filter(id=own_id)
+        if not waiting.exists():  # chained by a pass that ran meanwhile
+            return 0
     chained = 0
     while True:
         with transaction.atomic():
             _lock_sequencer()
-            # Looked at before the head is locked: locking a row takes a
-            # transaction id, whose commit would cost an empty pass a flush.
-            if not AuditPendingEvent.objects.exists():
+            # Read after the lock, so after every earlier pass committed; and
+            # before the head is locked: locking a row takes a transaction id,
+            # whose commit would cost an empty pass a WAL flush.
+            if not waiting.exists():
                 return chained
             events = chain_pending(lock_head(), limit=batch)
         chained += len(events)
-        if len(events) < batch:
-            return chained
 
 
 def chain_pending(head: AuditChainHead, *, limit: int | None = None) -> list:

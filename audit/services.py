@@ -191,13 +191,11 @@ def record(
     When the chain head is free, the event is chained at once and returned
     with its seq and hash; the head stays locked until the caller's
     transaction ends, so keep it short after recording. When another writer
-    holds the head, the event is queued (``AuditPendingEvent``) and chained
-    just after the caller commits (docs/audit.md, "Appends under
-    contention"): the returned event is unsaved, its ``seq`` and ``hash``
-    None. Once a transaction queues, its later events are queued too, so they
-    stay in order. ``wait=True`` waits for the head instead (chaining first
-    what this transaction queued), for the rare caller that needs the seq and
-    hash. Once the event is chained and committed,
+    holds it, the event is queued and chained just after the caller commits
+    (docs/audit.md, "Appends under contention"): the returned event is
+    unsaved, ``seq`` and ``hash`` None, and the transaction's later events
+    are queued too. ``wait=True`` waits for the head instead, for a caller
+    that needs the seq and hash. Once the event is chained and committed,
     ``audit.signals.event_recorded`` announces it if an app asked for it
     (``announce_when``: notifications). ``payload`` is canonicalised (see
     docs/audit.md): plain JSON values, aware datetimes, dates, Decimals, UUIDs.

@@ -480,12 +480,8 @@ AUDIT_CHECKPOINT_EVENTS = env.int("AUDIT_CHECKPOINT_EVENTS", default=1000)
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = _every(
     "civitas.audit_checkpoint", timedelta(minutes=1)
 )
-# An append made while another writer held the chain head is queued and
-# chained by its writer right after it commits; this sweep chains the ones
-# whose writer died in between (docs/audit.md, "Appends under contention").
-CELERY_BEAT_SCHEDULE["audit-sequence-sweep"] = _every(
-    "civitas.audit_sequence_sweep", timedelta(minutes=1)
-)
+_SWEEP = "civitas.audit_sequence_sweep"  # queued appends left by a dead writer
+CELERY_BEAT_SCHEDULE["audit-sequence-sweep"] = _every(_SWEEP, timedelta(minutes=1))
 
 # --- Security events: denied requests, kept apart from the chain -----------
 # Every request under /api/v1/ answered 403, or 404 for an object that exists

@@ -199,9 +199,7 @@ def test_four_concurrent_writers_chain_every_event_exactly_once():
         thread.join(300)
 
     assert errors == []
-    names = list(
-        AuditEvent.objects.order_by("seq").values_list("object_id", flat=True)
-    )
+    names = list(AuditEvent.objects.order_by("seq").values_list("object_id", flat=True))
     expected = {f"w{i}-{n}" for i in range(WRITERS) for n in range(EACH)}
     assert len(names) == len(expected) and set(names) == expected
     seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))

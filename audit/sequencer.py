@@ -5,26 +5,34 @@ head's lock at once (``SELECT ... FOR UPDATE SKIP LOCKED``). When another
 writer holds the lock, waiting for it would serialise every append on that
 writer's commit (its WAL flush), so the event's fields go to
 ``AuditPendingEvent`` in the caller's transaction instead, and the writer runs
-``sequence_pending`` once that transaction has committed. The sequencer chains
-every committed pending event in one transaction per batch: one WAL flush for
-many events, which is where concurrent appends get their throughput.
+``sequence_pending`` once that transaction has committed. A pass chains every
+committed pending event in one transaction per batch: one WAL flush for many
+events, which is where concurrent appends get their throughput. A writer
+that does get the head chains the pending events it sees before its own, in
+its transaction, so no append overtakes one already committed: a process's
+events, and events one after the other in time, keep their order.
 
-Why every committed pending event is chained (the race argument). The
-sequencer takes a *waiting* transaction-level advisory lock before it reads
-the queue, so passes run one at a time and each reads the queue after the
-previous pass committed. A writer whose event went to the queue commits, then
-starts its own pass: that pass reads the queue in a snapshot taken after the
-writer's commit, so it either finds the writer's event or the event was
-already chained by an earlier pass (whose deletion it sees). No pass relies
-on another to come back for it, so no try-lock window can strand an event.
-An event is left only when its writer dies between its commit and its pass,
-or the pass fails: ``civitas.audit_sequence_sweep`` (beat, every minute),
-``verify_chain`` and ``checkpoint_create`` chain such leftovers.
+Why every committed pending event is chained (the race argument). A writer's
+pass takes the sequencer's advisory lock *without waiting*, so writers never
+queue behind a pass. Each pass, after committing and so releasing the lock,
+looks at the queue again and goes on while it holds rows. Take an event
+committed at t1 whose writer then fails the try-lock at t2 > t1: some pass P
+held the lock at t2, and releases it at t3 > t2; P's look after t3 sees the
+event (or sees it chained). If P then fails the try-lock itself, the pass
+that holds it at that moment (after t1) inherits the same duty; the duty
+ends with a pass that takes the lock and reads the queue after t1, which
+chains the event. A lock-holding pass that found the queue empty also
+looks again after releasing, which closes the window where it read the
+queue just before t1. An event is left only when its writer dies between
+its commit and its pass, or a pass fails: ``civitas.audit_sequence_sweep``
+(beat, every minute), ``verify_chain`` and ``checkpoint_create`` chain such
+leftovers, waiting for the lock.
 
-Why no event forks the chain or is chained twice: every pass holds the chain
-head's row lock while it chains, exactly as an inline append does, and deletes
-the pending rows it chained in the same transaction; the DELETE must remove
-every row it read, or the pass rolls back.
+Why no event forks the chain or is chained twice: every pass, and every
+inline append, holds the chain head's row lock while it chains, reads the
+queue only after taking it (so after the previous holder committed), and
+deletes the pending rows it chained in the same transaction; the pass rolls
+back unless its DELETE removed every row it chained.
 
 An empty pass assigns no transaction id (advisory lock and SELECT only), so
 its commit costs no WAL flush.
@@ -109,18 +117,11 @@ def head_try_lock() -> AuditChainHead | None:
 
 
 class _Sequence:
-    """The on-commit callback of a transaction that queued events.
-
-    ``last_id`` is the transaction's newest queued row: once that one is
-    chained, all of the transaction's are (passes go in id order).
-    """
-
-    def __init__(self, last_id: int) -> None:
-        self.last_id = last_id
+    """The on-commit callback of a transaction that queued events."""
 
     def __call__(self) -> None:
         try:
-            sequence_pending(own_id=self.last_id)
+            sequence_pending(wait=False)
         except Exception:  # committed already: the sweep chains what is left
             logger.warning("could not sequence pending audit events", exc_info=True)
 
@@ -151,14 +152,11 @@ def pending_add(
     created_at the recording time, replaced when it is chained).
     """
     now = timezone.now()
-    row = AuditPendingEvent.objects.create(
+    AuditPendingEvent.objects.create(
         recorded_at=now, actor=actor, agency=agency, payload=payload_text, **fields
     )
-    callback = _sequence_callback()
-    if callback is None:
-        transaction.on_commit(_Sequence(row.id))
-    else:
-        callback.last_id = row.id
+    if not is_queueing():
+        transaction.on_commit(_Sequence())
     return AuditEvent(
         created_at=now,
         actor=actor,
@@ -194,9 +192,15 @@ def chain_event(head_seq: int, head_hash: str, **values: Any) -> AuditEvent:
     return event
 
 
-def _lock_sequencer() -> None:
+def _lock_sequencer(*, wait: bool) -> bool:
+    """Take the sequencer's advisory lock until commit; False if ``wait`` is off
+    and another pass holds it."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
+        return cursor.fetchone()[0]
 
 
 def _chain_batch(head: AuditChainHead, pending: list[AuditPendingEvent]) -> list:
@@ -268,36 +272,36 @@ def _write_batch(events: list, nodes: list, pending_ids: list, head) -> None:
         raise RuntimeError("pending audit events were chained by another pass")
 
 
-def sequence_pending(*, batch: int = SEQUENCE_BATCH, own_id: int | None = None) -> int:
+def sequence_pending(*, batch: int = SEQUENCE_BATCH, wait: bool = True) -> int:
     """Chain every committed pending event, oldest id first; how many it chained.
 
     One transaction per ``batch`` events, each holding the sequencer's
-    advisory lock and then the chain head's lock. With ``own_id`` (a
-    writer's pass) it stops once that row is chained, by itself or another
-    pass: the other rows are their own writers' to chain. Events asked for
-    are announced, and a checkpoint queued when a batch crosses a multiple
-    of ``AUDIT_CHECKPOINT_EVENTS``, once their batch has committed. Does
+    advisory lock and then the chain head's lock; after each, the queue is
+    looked at again, and the pass goes on while it holds rows. Without
+    ``wait`` (a writer's pass, on commit) it returns at once when another
+    pass holds the lock: that pass looks at the queue again after it
+    releases the lock (module docstring). Events asked for are announced,
+    and a checkpoint queued when a batch crosses a multiple of
+    ``AUDIT_CHECKPOINT_EVENTS``, once their batch has committed. Does
     nothing but on PostgreSQL (SQLite never queues). Raises the database's
     errors; a failed batch leaves its events pending.
     """
     if connection.vendor != "postgresql":
         return 0
-    waiting = AuditPendingEvent.objects.all()
-    if own_id is not None:
-        waiting = waiting.filter(id=own_id)
-        if not waiting.exists():  # chained by a pass that ran meanwhile
-            return 0
     chained = 0
     while True:
         with transaction.atomic():
-            _lock_sequencer()
-            # Read after the lock, so after every earlier pass committed; and
-            # before the head is locked: locking a row takes a transaction id,
-            # whose commit would cost an empty pass a WAL flush.
-            if not waiting.exists():
+            if not _lock_sequencer(wait=wait):
                 return chained
-            events = chain_pending(lock_head(), limit=batch)
-        chained += len(events)
+            # Read after the lock; and before the head is locked: locking a
+            # row takes a transaction id, whose commit would cost an empty
+            # pass a WAL flush.
+            if AuditPendingEvent.objects.exists():
+                chained += len(chain_pending(lock_head(), limit=batch))
+        # Looked at after the lock is released: a pass that failed to take
+        # it while this one held it relies on this look.
+        if not AuditPendingEvent.objects.exists():
+            return chained
 
 
 def chain_pending(head: AuditChainHead, *, limit: int | None = None) -> list:

@@ -255,17 +255,20 @@ def _head_for(*, wait: bool) -> AuditChainHead | None:
     """The head, locked for an inline append; None to queue the event instead.
 
     A transaction that queued events queues the rest too, so its events keep
-    their order; with ``wait`` it waits for the head and chains what it
-    queued first.
+    their order; with ``wait`` it waits for the head. Pending events the
+    transaction sees are chained before its own.
     """
     if wait:
         head = sequencer.lock_head()
-        if sequencer.is_queueing():
-            sequencer.chain_pending(head)
-        return head
-    if sequencer.is_queueing():
+    elif sequencer.is_queueing():
         return None
-    return sequencer.head_try_lock()
+    else:
+        head = sequencer.head_try_lock()
+    if head is not None:
+        # No append overtakes one committed (or queued by this transaction)
+        # before it: those are chained first.
+        sequencer.chain_pending(head)
+    return head
 
 
 def last_recorded_at(*, action: str, obj: models.Model):

@@ -157,6 +157,20 @@ def test_a_queued_event_whose_writer_died_is_chained_by_the_sweep():
     assert audit.verify_chain().ok
 
 
+def test_an_inline_append_chains_the_committed_queued_events_before_its_own():
+    with Holder(), transaction.atomic():
+        _record("orphan")
+        connection.run_on_commit.clear()  # as if its writer died
+
+    with transaction.atomic():
+        latest = _record("latest")
+
+    assert latest.seq == 3
+    assert _chain() == ["test.held", "test.orphan", "test.latest"]
+    assert not AuditPendingEvent.objects.exists()
+    assert audit.verify_chain().ok
+
+
 def test_checkpoint_and_verification_chain_leftovers_first():
     with Holder(), transaction.atomic():
         _record("orphan")

@@ -8,7 +8,7 @@ missing one. A 404 for an object that does not exist, or for a missing part
 of a visible one (a version with no artifact yet), records nothing.
 
 Each denial becomes an ``authz.denied`` ``SecurityEvent`` (not a link of the
-hash chain), rate-limited per caller by ``audit.services``. Recording never
+hash chain), rate-limited per caller by ``audit.security``. Recording never
 changes the answer: a failure to record is logged and the response goes out.
 """
 
@@ -21,7 +21,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from audit import services
+from audit import security
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def record_denial(request, status_code: int):
     if status_code == 404 and (target is None or target["visible"]):
         return None
     target = target or {}
-    return services.security_event_record(
+    return security.security_event_record(
         actor=user,
         method=request.method,
         path=request.path,

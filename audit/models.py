@@ -127,6 +127,48 @@ class AuditEvent(models.Model):
         return event_hash(self.chain_fields())
 
 
+class AuditPendingEvent(models.Model):
+    """An event recorded while another writer held the chain head: not chained yet.
+
+    ``audit.services.record`` writes it in the recording transaction when the
+    head's lock is taken (docs/audit.md, "Appends under contention");
+    ``audit.sequencer`` chains it after that transaction commits, in id order,
+    and deletes it in the transaction that appends its AuditEvent, which gets
+    seq, created_at, prev_hash and hash then. Never updated; neither hashed nor
+    signed while it waits. ``recorded_at`` is when ``record`` was called.
+    """
+
+    recorded_at = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # a small, short-lived table: inserts stay cheap
+    )
+    actor_label = models.CharField(max_length=200)
+    agency = models.ForeignKey(
+        "registry.Agency",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+    )
+    agency_slug = models.CharField(max_length=80, blank=True)
+    action = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=100, blank=True)
+    payload = models.TextField(default="{}", help_text="canonical JSON")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"pending {self.action} {self.object_type}:{self.object_id}"
+
+
 class AuditCheckpoint(models.Model):
     """A signed statement of the chain head: (seq, head_hash) under the platform key.
 
@@ -183,7 +225,7 @@ class AuditMerkleNode(models.Model):
 class SecurityEvent(models.Model):
     """A denied request (``authz.denied``): who asked for what, and the answer.
 
-    Written only by ``audit.services.security_event_record``, at most
+    Written only by ``audit.security.security_event_record``, at most
     ``AUDIT_SECURITY_EVENTS_PER_MINUTE`` per caller and minute; ``suppressed``
     counts the caller's denials dropped by that limit since its previous
     recorded one. ``agency`` is the agency owning the object asked for, when it

@@ -5,10 +5,12 @@ A leaf that any service may call: it imports Django, ``audit.models``,
 Hashing and canonical JSON come from ``audit.verify``, the
 standalone verifier auditors run, so both sides hash the same way.
 
-Appends are serialised by locking the one ``AuditChainHead`` row
-(``SELECT ... FOR UPDATE``) for the rest of the caller's transaction: the
-next writer waits until this one commits or rolls back, so seqs have no gaps
-and the chain never forks. On SQLite the database serialises writers itself.
+An append chains its event inline when it gets the one ``AuditChainHead``
+row's lock at once (``FOR UPDATE SKIP LOCKED``), holding it for the rest of
+the caller's transaction; when another writer holds it, the event is queued
+and ``audit.sequencer`` chains it after the caller commits. Either way every
+append happens under the head's lock, so seqs have no gaps and the chain
+never forks. On SQLite the database serialises writers itself.
 """
 
 from __future__ import annotations
@@ -24,15 +26,22 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.cache import cache
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from audit import rows, signing, tree
+from audit import rows, sequencer, signing, tree
 from audit.merkle import Frontier, ProofError
-from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, SecurityEvent
-from audit.signals import event_recorded, is_announced
+from audit.models import (
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditPendingEvent,
+)
+from audit.sequencer import announce as _announce
+from audit.sequencer import queue_checkpoint as _queue_checkpoint
+from audit.sequencer import sequence_pending
+from audit.signals import is_announced
 from audit.tree import ConsistencyProof, InclusionProof, TreeHead
 from audit.verify import (
     CHECKPOINT_PAYLOAD_TYPE,
@@ -47,12 +56,10 @@ from audit.verify import (
     canonical_json,
     canonical_value,
     default_workers,
-    event_hash,
     format_timestamp,
     open_checkpoint,
     parse_json,
 )
-from config.celery import app as celery_app
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -71,7 +78,7 @@ __all__ = [
     "export_open",
     "inclusion_proof",
     "record",
-    "security_event_record",
+    "sequence_pending",
     "tree_head_latest",
     "verify_chain",
 ]
@@ -85,7 +92,6 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _MAX_NAME_LENGTH = 100  # action, object_type and object_id columns
 _BATCH = 5000
 _EVENT_COLUMNS = (*HASHED_FIELDS, "hash")
-CHECKPOINT_TASK = "civitas.audit_checkpoint"
 # Any constant shared by every process: the advisory lock serialising signers.
 _CHECKPOINT_LOCK = 0x4349564954415301
 
@@ -113,29 +119,6 @@ def _agency_of(obj: models.Model) -> models.Model | None:
     if getattr(obj, "agency_id", None) is not None:
         return obj.agency
     return None
-
-
-def _lock_head() -> AuditChainHead:
-    """Lock and return the chain head, recreating it from the last event if absent.
-
-    The row goes missing only when a test runner empties every table; the
-    chain then resumes from whatever events remain.
-    """
-    try:
-        return AuditChainHead.objects.select_for_update().get(pk=1)
-    except AuditChainHead.DoesNotExist:
-        pass
-    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-    try:
-        with transaction.atomic():
-            AuditChainHead.objects.create(
-                pk=1,
-                seq=last["seq"] if last else 0,
-                hash=last["hash"] if last else GENESIS_HASH,
-            )
-    except IntegrityError:
-        pass  # Another writer recreated it first; its row is locked below.
-    return AuditChainHead.objects.select_for_update().get(pk=1)
 
 
 def _event_fields(
@@ -194,6 +177,7 @@ def record(
     object_id: str | None = None,
     agency: models.Model | None = None,
     payload: dict[str, Any] | None = None,
+    wait: bool = False,
 ) -> AuditEvent:
     """Append one event to the audit chain, inside the caller's transaction.
 
@@ -201,10 +185,18 @@ def record(
     saved model instance) supplies ``object_type`` (``app.model``) and
     ``object_id`` unless they are given, and ``agency`` when it is an Agency or
     has an ``agency`` foreign key. The event commits or rolls back with the
-    caller's transaction; the chain head stays locked until then, so keep the
-    transaction short after recording. Once it commits,
-    ``audit.signals.event_recorded`` announces the event if an app asked
-    for it (``announce_when``: notifications). ``payload`` is canonicalised (see
+    caller's transaction and is never in the chain before it commits.
+
+    When the chain head is free, the event is chained at once and returned
+    with its seq and hash; the head stays locked until the caller's
+    transaction ends, so keep it short after recording. When another writer
+    holds it, the event is queued and chained just after the caller commits
+    (docs/audit.md, "Appends under contention"): the returned event is
+    unsaved, ``seq`` and ``hash`` None, and the transaction's later events
+    are queued too. ``wait=True`` waits for the head instead, for a caller
+    that needs the seq and hash. Once the event is chained and committed,
+    ``audit.signals.event_recorded`` announces it if an app asked for it
+    (``announce_when``: notifications). ``payload`` is canonicalised (see
     docs/audit.md): plain JSON values, aware datetimes, dates, Decimals, UUIDs.
 
     Raises TransactionManagementError outside ``transaction.atomic``;
@@ -230,57 +222,52 @@ def record(
     # No savepoint: a failed append dooms the caller's transaction, which must
     # never commit without its event.
     with transaction.atomic(savepoint=False):
-        head = _lock_head()
-        # Taken under the lock, so time never runs backwards along the chain
-        # (barring a clock step).
-        created_at = timezone.now()
-        seq = head.seq + 1
-        digest = event_hash(
-            {
-                **fields,
-                "seq": seq,
-                "created_at": created_at,
-                "payload": payload_value,
-                "prev_hash": head.hash,
-            }
-        )
-        event = AuditEvent(
-            seq=seq,
-            created_at=created_at,
+        head = _head_for(wait=wait)
+        if head is None:
+            # Another writer holds the head: queue the event, chained once
+            # this transaction commits (audit.sequencer).
+            return sequencer.pending_add(
+                fields=fields, actor=actor, agency=agency, payload_text=payload_text
+            )
+        event = sequencer.chain_event(
+            head.seq,
+            head.hash,
+            # Taken under the lock, so time never runs backwards along the
+            # chain (barring a clock step).
+            created_at=timezone.now(),
             actor=actor,
             agency=agency,
             payload=payload_text,
-            prev_hash=head.hash,
-            hash=digest,
+            payload_value=payload_value,
             **fields,
         )
         tree.append_event(head, event)
     if is_announced(action, payload_value):
         transaction.on_commit(lambda: _announce(event))
-    if seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
+    if event.seq % max(settings.AUDIT_CHECKPOINT_EVENTS, 1) == 0:
         # Another AUDIT_CHECKPOINT_EVENTS events: sign them once they commit.
         transaction.on_commit(_queue_checkpoint)
     return event
 
 
-def _announce(event: AuditEvent) -> None:
-    """Tell the receivers of ``event_recorded``; a failing receiver is only logged."""
-    for receiver, result in event_recorded.send_robust(sender=AuditEvent, event=event):
-        if isinstance(result, Exception):
-            logger.warning(
-                "a receiver of audit event %s failed: %r",
-                event.seq,
-                receiver,
-                exc_info=result,
-            )
+def _head_for(*, wait: bool) -> AuditChainHead | None:
+    """The head, locked for an inline append; None to queue the event instead.
 
-
-def _queue_checkpoint() -> None:
-    """Queue a checkpoint now; if the broker is down, beat's next tick signs it."""
-    try:
-        celery_app.send_task(CHECKPOINT_TASK, kwargs={"when": "now"}, expires=3600)
-    except Exception:  # the append is committed; never fail the caller for this
-        logger.warning("could not queue an audit checkpoint", exc_info=True)
+    A transaction that queued events queues the rest too, so its events keep
+    their order; with ``wait`` it waits for the head. Pending events the
+    transaction sees are chained before its own.
+    """
+    if wait:
+        head = sequencer.lock_head()
+    elif sequencer.is_queueing():
+        return None
+    else:
+        head = sequencer.head_try_lock()
+    if head is not None:
+        # No append overtakes one committed (or queued by this transaction)
+        # before it: those are chained first.
+        sequencer.chain_pending(head)
+    return head
 
 
 def last_recorded_at(*, action: str, obj: models.Model):
@@ -388,6 +375,8 @@ def verify_chain(
     # SET TRANSACTION must be the first statement of a transaction: only
     # possible when this call opens it.
     snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
+    if snapshot:
+        _sequence_leftovers()
     with transaction.atomic():
         if snapshot:
             with connection.cursor() as cursor:
@@ -407,6 +396,12 @@ def verify_chain(
             expected_last_seq=head["seq"] if head else None,
             expected_head_hash=head["hash"] if head else None,
         )
+        pending = AuditPendingEvent.objects.count()
+        if pending:
+            report.notes.append(
+                f"{pending} recorded event(s) queued, not chained yet "
+                "(docs/audit.md, appends under contention)"
+            )
     if not report.ok:
         logger.error("audit chain verification failed: %s", report.reason)
     return report
@@ -423,10 +418,25 @@ def checkpoint_create() -> AuditCheckpoint | None:
     over a broken segment. Returns None when the chain is empty or its head is
     already checkpointed. Raises AuditChainBroken if the segment fails, and
     whatever ``signing`` raises for an unusable key (ImproperlyConfigured).
+    Outside a transaction, queued events left by a writer that died are
+    chained first, so they are signed too.
     """
+    if not connection.in_atomic_block:
+        _sequence_leftovers()
     with transaction.atomic():
         _lock_signers()
         return _checkpoint_create_locked()
+
+
+def _sequence_leftovers() -> None:
+    """Chain queued events whose writer's own pass never ran; errors only logged."""
+    try:
+        chained = sequencer.sequence_pending()
+    except Exception:  # verification and signing go on over what is chained
+        logger.warning("could not sequence pending audit events", exc_info=True)
+        return
+    if chained:
+        logger.info("chained %d pending audit events", chained)
 
 
 def _lock_signers() -> None:
@@ -680,78 +690,6 @@ def export_open(
             },
         )
     return export
-
-
-# --- Security events ------------------------------------------------------------
-
-
-def _caller_key(actor: AbstractBaseUser) -> str:
-    return f"audit:security:{actor.pk}"
-
-
-def _count_in_minute(actor: AbstractBaseUser) -> int:
-    """How many denials of ``actor`` this minute, this one included."""
-    key = f"{_caller_key(actor)}:{int(timezone.now().timestamp() // 60)}"
-    cache.add(key, 0, timeout=120)
-    try:
-        return cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=120)
-        return 1
-
-
-def security_event_record(
-    *,
-    actor: AbstractBaseUser,
-    method: str,
-    path: str,
-    status_code: int,
-    object_type: str = "",
-    object_id: str = "",
-    agency_id: int | None = None,
-    agency_slug: str = "",
-    action: str = "authz.denied",
-) -> SecurityEvent | None:
-    """Record one denied request as a security event, unless the caller's rate is spent.
-
-    Kept apart from the hash chain, so probes cannot grow it. At most
-    ``AUDIT_SECURITY_EVENTS_PER_MINUTE`` events per caller and minute (counted
-    in Django's cache); the ones over the limit are dropped and counted, and
-    the caller's next recorded event carries that count as ``suppressed``.
-    Returns the event, or None when it was dropped. Raises ValueError for an
-    anonymous or unsaved actor.
-    """
-    actor_label = actor_label_of(actor)
-    dropped_key = f"{_caller_key(actor)}:dropped"
-    count = _count_in_minute(actor)
-    limit = settings.AUDIT_SECURITY_EVENTS_PER_MINUTE
-    if count > limit:
-        if cache.add(dropped_key, 1, timeout=None) is False:
-            cache.incr(dropped_key)
-        if count == limit + 1:
-            logger.warning(
-                "security events of %s over %d a minute: dropping and counting",
-                actor_label,
-                limit,
-            )
-        return None
-    suppressed = cache.get(dropped_key) or 0
-    if suppressed:
-        cache.decr(dropped_key, suppressed)
-    return SecurityEvent.objects.create(
-        created_at=timezone.now(),
-        action=action,
-        actor=actor,
-        actor_label=actor_label,
-        agency_id=agency_id,
-        agency_slug=agency_slug[:80],
-        method=method[:10],
-        path=path[:500],
-        status_code=status_code,
-        object_type=object_type[:100],
-        object_id=str(object_id)[:100],
-        suppressed=suppressed,
-    )
 
 
 # --- Merkle proofs (the stable API federation uses) --------------------------------

@@ -479,9 +479,9 @@ CIVITAS_SIGNING_KEY_FILE = env.str("CIVITAS_SIGNING_KEY_FILE", default="")
 # beat asks every minute and the task decides (audit.services.checkpoint_if_due).
 AUDIT_CHECKPOINT_MINUTES = env.int("AUDIT_CHECKPOINT_MINUTES", default=60)
 AUDIT_CHECKPOINT_EVENTS = env.int("AUDIT_CHECKPOINT_EVENTS", default=1000)
-CELERY_BEAT_SCHEDULE["audit-checkpoint"] = _every(
-    "civitas.audit_checkpoint", timedelta(minutes=1)
-)
+for _task in ("audit_checkpoint", "audit_sequence_sweep"):  # sweep: see sequencer.py
+    _key = _task.replace("_", "-")
+    CELERY_BEAT_SCHEDULE[_key] = _every(f"civitas.{_task}", timedelta(minutes=1))
 
 # --- Security events: denied requests, kept apart from the chain -----------
 # Every request under /api/v1/ answered 403, or 404 for an object that exists

@@ -105,6 +105,18 @@ def audit_checkpoint(when: str = "due") -> int | None:
     return checkpoint.seq if checkpoint is not None else None
 
 
+@_task("civitas.audit_sequence_sweep")
+def audit_sequence_sweep() -> int:
+    """Chain queued audit events whose writer died before its own pass; how many.
+
+    Beat runs it every minute on the housekeeping queue. Safe to run twice
+    at once: passes take turns on an advisory lock.
+    """
+    from audit import services as audit
+
+    return audit.sequence_pending()
+
+
 @worker_ready.connect
 def _checkpoint_at_start(sender=None, **kwargs) -> None:
     """A starting worker queues a checkpoint of any unsigned events for itself.

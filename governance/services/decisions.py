@@ -362,6 +362,7 @@ def _record_decision(
             "attestation_id": attestation.pk,
             "statement_sha256": attestation.statement_sha256,
         },
+        wait=True,  # MLflow's tag below names the event's seq and hash
     )
     decision_owed(
         decision_id=decision.pk,

@@ -24,7 +24,7 @@ from deploy.check import create_database, drop_database, signing_key_pem
 from tests.conftest import ROOT, process_env
 
 AUDIT_TABLES = ["governance_auditevent", "governance_auditcheckpoint",
-                "audit_securityevent"]  # fmt: skip
+                "audit_securityevent", "audit_merklenode"]  # fmt: skip
 
 
 def _superuser_url() -> str:
@@ -152,7 +152,7 @@ def test_d1_app_role_cannot_update_delete_or_truncate_audit_tables(
     with _connect(roles["app_url"]) as conn:
         before = _count(conn, table)
         conn.execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE false")
-        for sql in (f"UPDATE {table} SET id = id" if table == "audit_securityevent"
+        for sql in (f"UPDATE {table} SET id = id" if table.startswith("audit_")
                     else f"UPDATE {table} SET seq = seq",
                     f"DELETE FROM {table}", f"TRUNCATE {table}"):  # fmt: skip
             with pytest.raises(errors.InsufficientPrivilege):
@@ -161,6 +161,23 @@ def test_d1_app_role_cannot_update_delete_or_truncate_audit_tables(
     assert after == before
     if table == "governance_auditevent":
         assert before > 0  # the refusals had rows to refuse
+
+
+def test_d1_app_role_queues_and_dequeues_pending_audit_events_but_never_updates(
+    roles, app_at_work
+):
+    table = "audit_auditpendingevent"
+    with _connect(roles["app_url"]) as conn, conn.transaction():
+        (pending_id,) = conn.execute(
+            f"INSERT INTO {table} (recorded_at, actor_label, agency_slug, action, "
+            "object_type, object_id, payload) VALUES (now(), 'system', '', "
+            "'roles.tested', '', '', '{}') RETURNING id"
+        ).fetchone()
+        for sql in (f"UPDATE {table} SET action = 'rewritten'", f"TRUNCATE {table}"):
+            with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(sql)
+        deleted = conn.execute(f"DELETE FROM {table} WHERE id = %s", [pending_id])
+        assert deleted.rowcount == 1
 
 
 def test_d8_app_role_cannot_switch_the_audit_triggers_off(roles):

@@ -1,0 +1,348 @@
+"""Appends under contention: the pending queue and the post-commit sequencer.
+
+``audit.services.record`` chains an event inline when it takes the chain
+head's lock at once (``SELECT ... FOR UPDATE SKIP LOCKED``). When another
+writer holds the lock, waiting for it would serialise every append on that
+writer's commit (its WAL flush), so the event's fields go to
+``AuditPendingEvent`` in the caller's transaction instead, and the writer runs
+``sequence_pending`` once that transaction has committed. A pass chains every
+committed pending event in one transaction per batch: one WAL flush for many
+events, which is where concurrent appends get their throughput. A writer
+that does get the head chains the pending events it sees before its own, in
+its transaction, so no append overtakes one already committed: a process's
+events, and events one after the other in time, keep their order.
+
+Why every committed pending event is chained (the race argument). A writer's
+pass takes the sequencer's advisory lock *without waiting*, so writers never
+queue behind a pass. Each pass, after committing and so releasing the lock,
+looks at the queue again and goes on while it holds rows. Take an event
+committed at t1 whose writer then fails the try-lock at t2 > t1: some pass P
+held the lock at t2, and releases it at t3 > t2; P's look after t3 sees the
+event (or sees it chained). If P then fails the try-lock itself, the pass
+that holds it at that moment (after t1) inherits the same duty; the duty
+ends with a pass that takes the lock and reads the queue after t1, which
+chains the event. A lock-holding pass that found the queue empty also
+looks again after releasing, which closes the window where it read the
+queue just before t1. An event is left only when its writer dies between
+its commit and its pass, or a pass fails: ``civitas.audit_sequence_sweep``
+(beat, every minute), ``verify_chain`` and ``checkpoint_create`` chain such
+leftovers, waiting for the lock.
+
+Why no event forks the chain or is chained twice: every pass, and every
+inline append, holds the chain head's row lock while it chains, reads the
+queue only after taking it (so after the previous holder committed), and
+deletes the pending rows it chained in the same transaction; the pass rolls
+back unless its DELETE removed every row it chained.
+
+An empty pass assigns no transaction id (advisory lock and SELECT only), so
+its commit costs no WAL flush.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from audit import tree
+from audit.models import AuditChainHead, AuditEvent, AuditMerkleNode, AuditPendingEvent
+from audit.signals import event_recorded, is_announced
+from audit.verify import GENESIS_HASH, event_hash, parse_json
+from config.celery import app as celery_app
+
+__all__ = [
+    "CHECKPOINT_TASK",
+    "announce",
+    "chain_event",
+    "chain_pending",
+    "head_try_lock",
+    "is_queueing",
+    "lock_head",
+    "pending_add",
+    "queue_checkpoint",
+    "sequence_pending",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_TASK = "civitas.audit_checkpoint"
+# Any constant shared by every process: the advisory lock serialising passes.
+_SEQUENCER_LOCK = 0x4349564954415302
+# Pending events chained per transaction (one WAL flush each).
+SEQUENCE_BATCH = 1000
+
+
+def lock_head() -> AuditChainHead:
+    """Lock and return the chain head, recreating it from the last event if absent.
+
+    Waits for the writer holding it. The row goes missing only when a test
+    runner empties every table; the chain then resumes from whatever events
+    remain.
+    """
+    try:
+        return AuditChainHead.objects.select_for_update().get(pk=1)
+    except AuditChainHead.DoesNotExist:
+        pass
+    last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    try:
+        with transaction.atomic():
+            AuditChainHead.objects.create(
+                pk=1,
+                seq=last["seq"] if last else 0,
+                hash=last["hash"] if last else GENESIS_HASH,
+            )
+    except IntegrityError:
+        pass  # Another writer recreated it first; its row is locked below.
+    return AuditChainHead.objects.select_for_update().get(pk=1)
+
+
+def head_try_lock() -> AuditChainHead | None:
+    """The chain head, locked, if no other transaction holds it; else None.
+
+    ``FOR UPDATE SKIP LOCKED``: no wait, no error, so no savepoint is needed.
+    A transaction that holds the lock already gets the row again. Waits
+    (``lock_head``) where the database cannot skip locked rows (SQLite, which
+    serialises writers itself) or when the row is missing.
+    """
+    if not connection.features.has_select_for_update_skip_locked:
+        return lock_head()
+    head = AuditChainHead.objects.select_for_update(skip_locked=True).filter(pk=1)
+    found = head.first()
+    if found is None and not AuditChainHead.objects.filter(pk=1).exists():
+        return lock_head()
+    return found
+
+
+class _Sequence:
+    """The on-commit callback of a transaction that queued events."""
+
+    def __call__(self) -> None:
+        try:
+            sequence_pending(wait=False)
+        except Exception:  # committed already: the sweep chains what is left
+            logger.warning("could not sequence pending audit events", exc_info=True)
+
+
+def _sequence_callback() -> _Sequence | None:
+    for item in connection.run_on_commit:
+        if isinstance(item[1], _Sequence):
+            return item[1]
+    return None
+
+
+def is_queueing() -> bool:
+    """Whether the current transaction has queued events already.
+
+    Its later events are queued too, so a transaction's events stay in the
+    order it recorded them. Read from Django's on-commit list, which a rolled
+    back savepoint or transaction empties with the rows it wrote.
+    """
+    return _sequence_callback() is not None
+
+
+def pending_add(
+    *, fields: dict[str, Any], actor, agency, payload_text: str
+) -> AuditEvent:
+    """Queue one event in the caller's transaction; sequenced after it commits.
+
+    Returns the unsaved, unchained AuditEvent (seq, prev_hash, hash None;
+    created_at the recording time, replaced when it is chained).
+    """
+    now = timezone.now()
+    AuditPendingEvent.objects.create(
+        recorded_at=now, actor=actor, agency=agency, payload=payload_text, **fields
+    )
+    if not is_queueing():
+        transaction.on_commit(_Sequence())
+    return AuditEvent(
+        created_at=now,
+        actor=actor,
+        agency=agency,
+        payload=payload_text,
+        prev_hash=None,
+        hash=None,
+        **fields,
+    )
+
+
+def chain_event(head_seq: int, head_hash: str, **values: Any) -> AuditEvent:
+    """The AuditEvent following (``head_seq``, ``head_hash``), hashed, unsaved.
+
+    ``values`` are the event's stored fields but seq, prev_hash and hash;
+    ``payload_value`` (the canonical payload) is hashed, ``payload`` stored.
+    """
+    payload_value = values.pop("payload_value")
+    event = AuditEvent(seq=head_seq + 1, prev_hash=head_hash, **values)
+    event.hash = event_hash(
+        {
+            "seq": event.seq,
+            "created_at": event.created_at,
+            "actor_label": event.actor_label,
+            "agency_slug": event.agency_slug,
+            "action": event.action,
+            "object_type": event.object_type,
+            "object_id": event.object_id,
+            "payload": payload_value,
+            "prev_hash": head_hash,
+        }
+    )
+    return event
+
+
+def _lock_sequencer(*, wait: bool) -> bool:
+    """Take the sequencer's advisory lock until commit; False if ``wait`` is off
+    and another pass holds it."""
+    with connection.cursor() as cursor:
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
+        return cursor.fetchone()[0]
+
+
+def _chain_batch(head: AuditChainHead, pending: list[AuditPendingEvent]) -> list:
+    """Append ``pending`` after ``head`` (locked): events, nodes, head; in id order."""
+    created_at = timezone.now()  # under the head's lock: time never runs back
+    nodes, bulk = [], tree.BulkNodes(head)
+    events: list[AuditEvent] = []
+    seq, last = head.seq, head.hash
+    for row in pending:
+        event = chain_event(
+            seq,
+            last,
+            created_at=created_at,
+            actor_id=row.actor_id,
+            actor_label=row.actor_label,
+            agency_id=row.agency_id,
+            agency_slug=row.agency_slug,
+            action=row.action,
+            object_type=row.object_type,
+            object_id=row.object_id,
+            payload=row.payload,
+            # What the verifier hashes: the stored text, parsed.
+            payload_value=parse_json(row.payload),
+        )
+        nodes.extend(
+            AuditMerkleNode(id=key, level=level, index=index, hash=value)
+            for key, level, index, value in bulk.add(event.hash)
+        )
+        events.append(event)
+        seq, last = event.seq, event.hash
+    head.seq, head.hash, head.frontier = seq, last, bulk.edge
+    _write_batch(events, nodes, [row.id for row in pending], head)
+    return events
+
+
+def _write_batch(events: list, nodes: list, pending_ids: list, head) -> None:
+    """Events, nodes, head and the queue's deletion in one statement (one trip).
+
+    Raises RuntimeError, dooming the pass, unless the DELETE removed every
+    row chained: a row chained twice would fork nothing (the head's lock and
+    the unique prev_hash forbid it) but is refused before that.
+    """
+    fields = AuditEvent._meta.concrete_fields
+    row = f"({', '.join(['%s'] * len(fields))})"
+    node_rows = ", ".join(["(%s, %s, %s, %s)"] * len(nodes))
+    sql = (
+        f"WITH e AS (INSERT INTO {AuditEvent._meta.db_table} "
+        f"({', '.join(f.column for f in fields)}) "
+        f"VALUES {', '.join([row] * len(events))}), "
+        f"n AS (INSERT INTO {AuditMerkleNode._meta.db_table} "
+        f'(id, level, "index", hash) VALUES {node_rows}), '
+        f"d AS (DELETE FROM {AuditPendingEvent._meta.db_table} "
+        "WHERE id = ANY(%s) RETURNING 1) "
+        f"UPDATE {AuditChainHead._meta.db_table} "
+        "SET seq = %s, hash = %s, frontier = %s WHERE id = 1 "
+        "RETURNING (SELECT count(*) FROM d)"
+    )
+    params = [
+        f.get_db_prep_save(getattr(event, f.attname), connection)
+        for event in events
+        for f in fields
+    ]
+    params += [v for n in nodes for v in (n.id, n.level, n.index, n.hash)]
+    params += [pending_ids, head.seq, head.hash, head.frontier]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (deleted,) = cursor.fetchone()
+    if deleted != len(pending_ids):
+        raise RuntimeError("pending audit events were chained by another pass")
+
+
+def sequence_pending(*, batch: int = SEQUENCE_BATCH, wait: bool = True) -> int:
+    """Chain every committed pending event, oldest id first; how many it chained.
+
+    One transaction per ``batch`` events, each holding the sequencer's
+    advisory lock and then the chain head's lock; after each, the queue is
+    looked at again, and the pass goes on while it holds rows. Without
+    ``wait`` (a writer's pass, on commit) it returns at once when another
+    pass holds the lock: that pass looks at the queue again after it
+    releases the lock (module docstring). Events asked for are announced,
+    and a checkpoint queued when a batch crosses a multiple of
+    ``AUDIT_CHECKPOINT_EVENTS``, once their batch has committed. Does
+    nothing but on PostgreSQL (SQLite never queues). Raises the database's
+    errors; a failed batch leaves its events pending.
+    """
+    if connection.vendor != "postgresql":
+        return 0
+    chained = 0
+    while True:
+        with transaction.atomic():
+            if not _lock_sequencer(wait=wait):
+                return chained
+            # Read after the lock; and before the head is locked: locking a
+            # row takes a transaction id, whose commit would cost an empty
+            # pass a WAL flush.
+            if AuditPendingEvent.objects.exists():
+                chained += len(chain_pending(lock_head(), limit=batch))
+        # Looked at after the lock is released: a pass that failed to take
+        # it while this one held it relies on this look.
+        if not AuditPendingEvent.objects.exists():
+            return chained
+
+
+def chain_pending(head: AuditChainHead, *, limit: int | None = None) -> list:
+    """Chain the pending events this transaction sees after ``head`` (locked).
+
+    Read after the head's lock is taken, so in a snapshot that sees every
+    pass committed before; ``head`` is moved forward in memory too. Announces
+    and checkpoint queueing run when the transaction commits.
+    """
+    pending = list(AuditPendingEvent.objects.order_by("id")[:limit])
+    if not pending:
+        return []
+    events = _chain_batch(head, pending)
+    transaction.on_commit(lambda: _after_chained(events))
+    return events
+
+
+def _after_chained(events: list[AuditEvent]) -> None:
+    every = max(settings.AUDIT_CHECKPOINT_EVENTS, 1)
+    for event in events:
+        if is_announced(event.action, event.payload_data):
+            announce(event)
+    if events[-1].seq // every > (events[0].seq - 1) // every:
+        queue_checkpoint()
+
+
+def announce(event: AuditEvent) -> None:
+    """Tell the receivers of ``event_recorded``; a failing receiver is only logged."""
+    for receiver, result in event_recorded.send_robust(sender=AuditEvent, event=event):
+        if isinstance(result, Exception):
+            logger.warning(
+                "a receiver of audit event %s failed: %r",
+                event.seq,
+                receiver,
+                exc_info=result,
+            )
+
+
+def queue_checkpoint() -> None:
+    """Queue a checkpoint now; if the broker is down, beat's next tick signs it."""
+    try:
+        celery_app.send_task(CHECKPOINT_TASK, kwargs={"when": "now"}, expires=3600)
+    except Exception:  # the append is committed; never fail the caller for this
+        logger.warning("could not queue an audit checkpoint", exc_info=True)

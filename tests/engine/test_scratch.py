@@ -96,10 +96,13 @@ def test_b5_timeout_kills_the_group_and_removes_the_scratch(private_tmp):
 
 def test_b10_should_stop_kills_the_child_within_a_second_and_cleans_up(private_tmp):
     seen: list[psutil.Process] = []
+    # Children this process already had (a multiprocessing forkserver left by
+    # an earlier test's parallel audit verification) are not the sandbox's.
+    before = {p.pid for p in psutil.Process().children()}
     started = time.monotonic()
 
     def should_stop() -> bool:
-        seen.extend(psutil.Process().children())
+        seen.extend(p for p in psutil.Process().children() if p.pid not in before)
         return time.monotonic() - started > 1.0
 
     with pytest.raises(EvaluationFailure) as caught:

@@ -1,8 +1,10 @@
 """PostgreSQL connection dropped during a request: a clean 503, nothing half-written.
 
-The request registers a model version: it inserts the version, then waits for
-the audit chain's lock, which the test holds from another connection. While
-it waits inside its transaction, the test terminates its backend
+The request registers a model version: it inserts the version, then records
+its audit event. The test holds the audit chain's head (so the event is
+queued for the sequencer, audit/sequencer.py) and a lock on the queue's table
+that stops the insert, from another connection. While the request waits there
+inside its transaction, the test terminates its backend
 (``pg_terminate_backend``), as a database restart or a failover does.
 """
 
@@ -14,7 +16,7 @@ import time
 import pytest
 from django.db import connections
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, AuditPendingEvent
 from registry.models import ModelVersion
 from tests.registry.api_catalogue import build_catalogue
 
@@ -35,7 +37,7 @@ def _waiting_backend(cursor, timeout: float = 30.0) -> int:
         if row:
             return row[0]
         time.sleep(0.05)
-    pytest.fail("the request never reached the audit chain's lock")
+    pytest.fail("the request never waited on a lock in its transaction")
 
 
 def test_a_dropped_connection_answers_503_and_writes_nothing(
@@ -52,6 +54,8 @@ def test_a_dropped_connection_answers_503_and_writes_nothing(
     try:
         with holder.cursor() as cursor:
             cursor.execute("SELECT seq FROM governance_auditchainhead FOR UPDATE")
+            table = AuditPendingEvent._meta.db_table
+            cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
             request = threading.Thread(target=lambda: answers.update(
                 response=api_a.post("/api/v1/model-versions/", body, format="json")
             ))
@@ -71,6 +75,7 @@ def test_a_dropped_connection_answers_503_and_writes_nothing(
     # Nothing half-written: no version, no audit event.
     assert not ModelVersion.objects.filter(model=cat.model_a, version="1.1.0").exists()
     assert AuditEvent.objects.count() == events_before
+    assert not AuditPendingEvent.objects.exists()
 
     # The next request gets a working connection and registers the version.
     again = api_a.post("/api/v1/model-versions/", body, format="json")

@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from governance.models import EvaluationRun, RunStatus
-from registry.models import ArtifactState, ModelKind, Role
+from registry.models import Role
 from tests.conftest import celery_worker, database_url, process_env, worker_queues
 from tests.e2e.conftest import PASSWORD, assert_accessible, sign_in, switch_language
 from tests.factories import (
@@ -23,7 +23,11 @@ from tests.factories import (
     ModelVersionFactory,
     UserFactory,
 )
-from tests.governance.conftest import _stored, lm_bundle_zip, small_suite  # noqa: F401
+from tests.governance.conftest import (  # noqa: F401
+    lm_bundle_zip,
+    small_suite,
+    stored_lm_artifact,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -39,19 +43,11 @@ def alice(db):
 @pytest.fixture
 def tiny_lm(alice, lm_bundle_zip):  # noqa: F811
     """A released version of City A whose artifact is the generated bundle."""
-    content = lm_bundle_zip.read_bytes()
-    key, digest = _stored("tests/e2e-tiny-lm.zip", content)
     return ModelVersionFactory(
         model__agency=alice.membership.agency,
         model__name="Tiny helper",
         version="0.1.0",
-        artifact_state=ArtifactState.AVAILABLE,
-        artifact_key=key,
-        artifact_digest=digest,
-        artifact_size=len(content),
-        artifact_format="zip",
-        kind=ModelKind.CAUSAL_LM_KV,
-        layout="optimum",
+        **stored_lm_artifact("tests/e2e-tiny-lm.zip", lm_bundle_zip),
         parameter_count=40_000,
     )
 

@@ -61,39 +61,38 @@ def _stored(key: str, content: bytes) -> tuple[str, str]:
     return key, hashlib.sha256(content).hexdigest()
 
 
+def stored_lm_artifact(key: str, bundle_zip: Path) -> dict:
+    """The artifact fields of a causal LM whose zip is stored under ``key``."""
+    content = bundle_zip.read_bytes()
+    key, digest = _stored(key, content)
+    return {
+        "artifact_state": ArtifactState.AVAILABLE,
+        "artifact_key": key,
+        "artifact_digest": digest,
+        "artifact_size": len(content),
+        "artifact_format": "zip",
+        "kind": ModelKind.CAUSAL_LM_KV,
+        "layout": "optimum",
+    }
+
+
 @pytest.fixture
 def released_lm_version(lm_bundle_zip, member_a):
     """A released version of agency A whose artifact is the generated bundle."""
-    content = lm_bundle_zip.read_bytes()
-    key, digest = _stored("tests/tiny-lm.zip", content)
     return ModelVersionFactory(
         model__agency=member_a.membership.agency,
-        artifact_state=ArtifactState.AVAILABLE,
-        artifact_key=key,
-        artifact_digest=digest,
-        artifact_size=len(content),
-        artifact_format="zip",
-        kind=ModelKind.CAUSAL_LM_KV,
-        layout="optimum",
+        **stored_lm_artifact("tests/tiny-lm.zip", lm_bundle_zip),
     )
 
 
 def released_fp32_version(bundle_zip: Path, member, key: str):
     """A released fp32 language model of ``member``'s agency, its zip in the store."""
-    content = bundle_zip.read_bytes()
-    key, digest = _stored(key, content)
     model = AIModelFactory(agency=member.membership.agency, created_by=member)
     return ModelVersionFactory(
         model=model,
         version="1.0.0",
         created_by=member,
-        artifact_state=ArtifactState.AVAILABLE,
-        artifact_key=key,
-        artifact_digest=digest,
-        artifact_size=len(content),
-        artifact_format="zip",
-        kind=ModelKind.CAUSAL_LM_KV,
-        layout="optimum",
+        **stored_lm_artifact(key, bundle_zip),
         quantisation="fp32",
         released_at=timezone.now(),
         hosting_jurisdiction="FR",

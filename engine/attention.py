@@ -76,6 +76,8 @@ def attention_shape(config: dict) -> dict[str, Any]:
         raise NotFusable(f"config.json lacks a usable {error}") from None
     if heads < 1 or kv_heads < 1 or heads % kv_heads or head_dim < 2 or head_dim % 2:
         raise NotFusable("inconsistent head counts in config.json")
+    if head_dim % 16:
+        raise NotFusable(f"head size {head_dim} is not a multiple of 16 (the kernel's)")
     if not 2 <= positions <= 1 << 20:
         raise NotFusable("max_position_embeddings out of range")
     # Qwen2 declares a window it does not use unless ``use_sliding_window``.
@@ -395,6 +397,12 @@ def fuse_attention(model, config: dict) -> dict[str, Any]:
     except NotFusable as reason:
         return {"status": "not_fused", "reason": str(reason)}
     _replace(graph, nodes, [t for t in initializers if t.name in needed], needed)
+    # ONNX shape inference does not know the kernel: say its outputs are
+    # float so that the quantisers can type the output projections.
+    graph.value_info.extend(
+        helper.make_tensor_value_info(f"gqa_fusion/layers.{n}/attention", 1, None)
+        for n in range(len(layers))
+    )
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return {

@@ -14,7 +14,10 @@ less than wall time:
 * onnxruntime-genai (fp32 and int4, same weights, its own ``GroupQueryAttention``
   graph) in the export environment, as ``eval_throughput.py`` runs it.
 
-Usage: ``bench/fused.py [--params 1e8] [--repeats 3] [--json] [--no-genai]``.
+``eval_throughput.py`` runs it as its ``optimised`` phase (``--json``: the
+``optimised`` object); standalone, on the bundles that script wrote:
+``bench/fused.py --bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000
+--genai-bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000-genai``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ from bench.baselines import (  # noqa: E402
     timed_pair,
     workload,
 )
-from bench.eval_throughput import DEFAULT_OUT, bench_config, ensure_bundles  # noqa: E402
 from bench.int4 import ensure_genai_int4  # noqa: E402
 
 
@@ -94,65 +96,51 @@ def _pair(a_bundle: Path, b_bundle: Path, task: str, settings, repeats, work) ->
             "cpu_s_per_token": cpu / tokens,
             "times_s": times[key]["wall_s"],
         }
-    out["fused_vs_unfused"] = out["fused"]["tokens_per_s"] / out["unfused"]["tokens_per_s"]
+    out["fused_vs_unfused"] = (
+        out["fused"]["tokens_per_s"] / out["unfused"]["tokens_per_s"]
+    )
     if task == "generation":
         out["greedy_tokens_equal"] = produced[0] == produced[1]
     return out
 
 
-def _genai(python: str | None, bundle: Path, args) -> float | None:
-    if not python:
-        return None
-    result = run_worker(python, "genai", bundle, args)
-    return NEW_TOKENS / float(np.median(result["generation_times_s"]))
-
-
-def run(args: argparse.Namespace) -> dict:
-    """Every pair and the genai runs; returns the JSON object."""
-    from engine.session import RuntimeSettings
-
-    cfg = bench_config(args.params)
-    genai_python = None if args.no_genai else python_with("onnxruntime_genai")[0]
-    bundles = ensure_bundles(cfg, args.out_dir, genai=genai_python is not None)
-    fused, report = ensure_fused(bundles["optimum"])
-    settings = RuntimeSettings(args.threads, allow_spinning=args.engine_spinning)
-    work = workload(cfg.vocab_size)
+def fused_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
+    """Every pair: fp32 scoring and generation, int8 scoring, int4 generation."""
+    fused, report = ensure_fused(bundle)
     pairs = {
-        "fp32_scoring": (bundles["optimum"], fused, "scoring"),
-        "fp32_generation": (bundles["optimum"], fused, "generation"),
-        "int8_scoring": (
-            ensure_quantised(bundles["optimum"]),
-            ensure_quantised(fused),
-            "scoring",
-        ),
+        "fp32_scoring": (bundle, fused, "scoring"),
+        "fp32_generation": (bundle, fused, "generation"),
+        "int8_scoring": (ensure_quantised(bundle), ensure_quantised(fused), "scoring"),
         "int4_generation": (
-            ensure_quantised(bundles["optimum"], "int4"),
+            ensure_quantised(bundle, "int4"),
             ensure_quantised(fused, "int4"),
             "generation",
         ),
     }
-    result: dict = {"params": cfg.parameter_count(), "fused_ops": report["fused_ops"]}
+    result: dict = {"bundle": str(fused), "fused_ops": report["fused_ops"]}
     for name, (a, b, task) in pairs.items():
         print(f"[fused] {name}", file=sys.stderr, flush=True)
-        result[name] = _pair(a, b, task, settings, args.repeats, work)
-    genai = {"fp32": None, "int4": None}
-    if genai_python:
-        print("[fused] onnxruntime-genai fp32 and int4", file=sys.stderr, flush=True)
-        genai["fp32"] = _genai(genai_python, bundles["genai_gqa"], args)
-        int4 = ensure_genai_int4(pairs["int4_generation"][0], bundles["genai_gqa"])
-        genai["int4"] = _genai(genai_python, int4, args)
-    result["genai_generation_tokens_per_s"] = genai
-    result["ratios"] = _ratios(result, genai)
+        result[name] = _pair(a, b, task, settings, repeats, work)
     return result
 
 
-def _ratios(r: dict, genai: dict) -> dict:
+def _rate(run: dict | None) -> float | None:
+    """Generated tokens per second of a genai worker's result."""
+    return NEW_TOKENS / float(np.median(run["generation_times_s"])) if run else None
+
+
+def fused_summary(runs: dict) -> dict:
+    """``runs["fused"]`` with the genai rates and the ratios (``--json``'s
+    ``optimised`` object); genai from ``runs["genai"]`` and ``runs["int4"]``."""
+    r = dict(runs["fused"])
+    genai = {"fp32": _rate(runs.get("genai")), "int4": _rate(runs["int4"]["genai"])}
+    r["genai_generation_tokens_per_s"] = genai
+
     def div(a, b):
         return a / b if a is not None and b else None
 
-    out = {}
-    for graph in ("unfused", "fused"):
-        out[graph] = {
+    r["ratios"] = {
+        graph: {
             "int8_vs_fp32_scoring": div(
                 r["int8_scoring"][graph]["tokens_per_s"],
                 r["fp32_scoring"][graph]["tokens_per_s"],
@@ -164,47 +152,65 @@ def _ratios(r: dict, genai: dict) -> dict:
                 r["int4_generation"][graph]["tokens_per_s"], genai["int4"]
             ),
         }
-    return out
+        for graph in ("unfused", "fused")
+    }
+    return r
 
 
-def table(r: dict) -> str:
+def fused_lines(r: dict) -> list[str]:
     """The printed form: one line per pair, then the ratios."""
     lines = [
-        f"{'workload':<18}{'unfused tok/s':>14}{'fused tok/s':>13}{'fused/unf':>10}"
-        f"{'CPU ms/tok unf':>16}{'fused':>8}"
+        "optimised graph (fused attention) beside the unfused one, alternately:",
+        f"{'  workload':<20}{'unfused tok/s':>14}{'fused tok/s':>13}{'fused/unf':>10}"
+        f"{'CPU ms/tok unf':>16}{'fused':>8}",
     ]
     for name in ("fp32_scoring", "fp32_generation", "int8_scoring", "int4_generation"):
         p = r[name]
         lines.append(
-            f"{name:<18}{p['unfused']['tokens_per_s']:>14,.1f}"
+            f"  {name:<18}{p['unfused']['tokens_per_s']:>14,.1f}"
             f"{p['fused']['tokens_per_s']:>13,.1f}{p['fused_vs_unfused']:>10.2f}"
             f"{p['unfused']['cpu_s_per_token'] * 1e3:>16.2f}"
             f"{p['fused']['cpu_s_per_token'] * 1e3:>8.2f}"
         )
-    genai = r["genai_generation_tokens_per_s"]
-    lines.append(f"genai generation tok/s: fp32 {genai['fp32']}, int4 {genai['int4']}")
     for graph, ratios in r["ratios"].items():
         shown = ", ".join(
             f"{k} {'-' if v is None else format(v, '.2f')}" for k, v in ratios.items()
         )
-        lines.append(f"{graph}: {shown}")
-    return "\n".join(lines)
+        lines.append(f"  {graph}: {shown}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, print the table or (``--json``) one JSON object."""
+    """Standalone: the pairs and genai on bundles ``eval_throughput.py`` wrote."""
+    from engine.session import RuntimeSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=float, default=1e8)
+    parser.add_argument("--bundle", type=Path, required=True, help="Optimum bundle")
+    parser.add_argument("--genai-bundle", type=Path, help="its genai_gqa twin")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--engine-spinning", action="store_true")
-    parser.add_argument("--no-genai", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.threads = args.threads or len(os.sched_getaffinity(0))
-    result = run(args)
-    print(json.dumps(result, default=float) if args.json else table(result))
+    settings = RuntimeSettings(args.threads, allow_spinning=args.engine_spinning)
+    vocab = json.loads((args.bundle / "config.json").read_text())["vocab_size"]
+    runs: dict = {"genai": None, "int4": {"genai": None}}
+    runs["fused"] = fused_figures(args.bundle, settings, args.repeats, workload(vocab))
+    genai_python = python_with("onnxruntime_genai")[0]
+    if genai_python and args.genai_bundle:
+        print("[fused] onnxruntime-genai fp32 and int4", file=sys.stderr, flush=True)
+        runs["genai"] = run_worker(genai_python, "genai", args.genai_bundle, args)
+        int4 = ensure_genai_int4(
+            ensure_quantised(args.bundle, "int4"), args.genai_bundle
+        )
+        runs["int4"]["genai"] = run_worker(genai_python, "genai", int4, args)
+    result = fused_summary(runs)
+    print(
+        json.dumps(result, default=float)
+        if args.json
+        else "\n".join(fused_lines(result))
+    )
     return 0
 
 

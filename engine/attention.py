@@ -107,7 +107,7 @@ class _Index:
         self.weights = {t.name: tuple(t.dims) for t in graph.initializer}
 
     def projection(self, tensor: str, width: int, hidden: int) -> bool:
-        """Whether ``tensor`` is ``x @ W`` (``W`` ``[hidden, width]``), maybe ``+ b``."""
+        """Whether ``tensor`` is ``x @ W`` (``W``: ``[hidden, width]``), or ``+ b``."""
         node = self.producer.get(tensor)
         if node is not None and node.op_type == "Add":
             biases = [i for i in node.input if self.weights.get(i) == (width,)]

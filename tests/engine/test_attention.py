@@ -121,8 +121,14 @@ def test_a_fused_graph_quantises_and_agrees_with_the_unfused_quantised(
             root / "model.onnx", dest / "model.onnx", Derivation(method), feeds=None
         )
         quantised[name] = dest
-    ops = {n.op_type for n in onnx.load(str(quantised["fused"] / "model.onnx")).graph.node}
-    assert FUSED_OP in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits"}
+    ops = {
+        n.op_type for n in onnx.load(str(quantised["fused"] / "model.onnx")).graph.node
+    }
+    assert FUSED_OP in ops and ops & {
+        "MatMulInteger",
+        "DynamicQuantizeMatMul",
+        "MatMulNBits",
+    }
     sequences = _prompts(load_model(gqa_bundle), 5)
     # Both quantise the same weights; the activations' rounding (dynamic
     # scales, MatMulNBits' int8 accuracy level) turns the fusion's ~1e-7
@@ -130,7 +136,10 @@ def test_a_fused_graph_quantises_and_agrees_with_the_unfused_quantised(
     verdict = verify_fused(quantised["unfused"], quantised["fused"], sequences)
     own = verify_fused(gqa_bundle, quantised["unfused"], sequences)
     assert verdict["max_relative_diff"] < own["max_relative_diff"] / 5, (verdict, own)
-    unfused, candidate = load_model(quantised["unfused"]), load_model(quantised["fused"])
+    unfused, candidate = (
+        load_model(quantised["unfused"]),
+        load_model(quantised["fused"]),
+    )
     prompt = sequences[0][:8]
     assert candidate.generate(prompt, max_new_tokens=16, stop_ids=()) == (
         unfused.generate(prompt, max_new_tokens=16, stop_ids=())
@@ -161,7 +170,9 @@ def test_a_graph_without_cache_or_with_small_heads_is_not_fused(tmp_path):
         (32, "optimum", "not a multiple of 16"),
     ):
         cfg = modelgen.LMConfig(vocab_size=320, hidden_size=hidden, num_heads=4)
-        model = modelgen.build_causal_lm(cfg, modelgen.init_weights(cfg, 0), layout=layout)
+        model = modelgen.build_causal_lm(
+            cfg, modelgen.init_weights(cfg, 0), layout=layout
+        )
         before = model.SerializeToString()
         report = fuse_attention(model, cfg.to_hf_config())
         assert report["status"] == "not_fused" and reason in report["reason"], report

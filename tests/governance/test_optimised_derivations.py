@@ -4,9 +4,10 @@
 form and worker as the quantisers. The llama family fixture is one whose
 attention is fused (``GroupQueryAttention``); the tiny Llama-shaped model of
 ``modelgen`` is one nothing fuses (``not_fused``: its head size 8 is below
-the kernel's multiple of 16, and ONNX Runtime's optimiser matches none of it). That fused and
-unfused graphs score alike within 1e-4 on all ten families is proved in
-``tests/engine/test_optimise.py``; here the platform keeps that proof.
+the kernel's multiple of 16, and ONNX Runtime's optimiser matches none of
+it). That fused and unfused graphs score alike within 1e-4 on all ten
+families is proved in ``tests/engine/test_optimise.py``; here the platform
+keeps that proof.
 """
 
 from __future__ import annotations

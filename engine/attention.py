@@ -78,7 +78,7 @@ def attention_shape(config: dict) -> dict[str, Any]:
         raise NotFusable("inconsistent head counts in config.json")
     if head_dim % 16:
         raise NotFusable(f"head size {head_dim} is not a multiple of 16 (the kernel's)")
-    if not 2 <= positions <= 1 << 20:
+    if not 2 <= positions <= 1 << 18:
         raise NotFusable("max_position_embeddings out of range")
     # Qwen2 declares a window it does not use unless ``use_sliding_window``.
     windowed = config.get("use_sliding_window", family != "qwen2")
@@ -302,21 +302,31 @@ def _pruned(graph, nodes: list) -> tuple[list, set[str]]:
 
 
 def _toposorted(graph, nodes: list, initializers: set[str]) -> list:
-    """``nodes`` ordered so that each follows its inputs' producers.
+    """``nodes`` ordered so that each follows its inputs' producers (Kahn).
 
     Raises ``NotFusable`` for a cycle or an input nothing produces.
     """
     available = {i.name for i in graph.input} | initializers | {""}
-    pending, ordered = nodes, []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise NotFusable("the fused graph has a cycle or a dangling input")
-        ordered.extend(ready)
-        for node in ready:
-            available.update(node.output)
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
+    producer = {out: k for k, node in enumerate(nodes) for out in node.output}
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for k, node in enumerate(nodes):
+        for name in set(node.input) - available:
+            if name not in producer:
+                raise NotFusable(f"the fused graph reads {name!r}, which nothing makes")
+            waiting[k] += 1
+            readers.setdefault(producer[name], []).append(k)
+    ready = deque(k for k, count in enumerate(waiting) if not count)
+    ordered = []
+    while ready:
+        k = ready.popleft()
+        ordered.append(nodes[k])
+        for reader in readers.get(k, []):
+            waiting[reader] -= 1
+            if not waiting[reader]:
+                ready.append(reader)
+    if len(ordered) != len(nodes):
+        raise NotFusable("the fused graph has a cycle")
     return ordered
 
 
@@ -349,6 +359,8 @@ def fuse_attention(model, config: dict) -> dict[str, Any]:
         shape = attention_shape(config)
         if "attention_mask" not in {i.name for i in graph.input}:
             raise NotFusable("the graph has no attention_mask input")
+        if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
+            raise NotFusable("the graph has subgraphs (If, Loop, Scan)")
         index = _Index(graph)
         layers = [
             match_layer(index, shape, n, cache)

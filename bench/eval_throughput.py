@@ -25,6 +25,7 @@ repeats after one warm-up:
 * int4: generation, the engine's int4 derivation vs genai on its weights;
 * int8: the same model, dynamic int8 (``engine.quantise``): scoring / fp32,
   perplexity change on civitas-perplexity-public-texts, int8 MatMul limit;
+* optimised (``bench/fused.py``): fused-attention graph beside the unfused;
 * the machine's limits, measured now: ONNX Runtime fp32 MatMul GFLOP/s (a
   chain of 4 x [1024x4096, 4096x1024] with Relu, M = 256 rows, the engine's
   session settings), so scoring cannot exceed ``GFLOP/s / flops_per_token``
@@ -38,8 +39,7 @@ Foreign CPU load (``perf.ForeignLoad``; this process and its children
 excluded) is sampled during every measurement; above ``--max-foreign-load``
 cores (default 0.1) the phase is warned about on stderr and the run is marked
 ``contaminated``. Ratios are engine / baseline; fractions are figure / limit.
-The workload and the baselines are in ``bench/baselines.py``, the limit probes
-in ``bench/machine_limits.py``.
+Workload, baselines: ``bench/baselines.py``; limits: ``bench/machine_limits.py``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import pytest
 import modelgen
 from engine.attention import FUSED_OP, fuse_attention
 from engine.optimise import TOLERANCE, VERIFY_TEXTS, optimise_bundle, verify_fused
-from engine.quantise import Derivation, quantise_graph
+from engine.quantise import Derivation, calibration_feeds, quantise_graph
 from engine.runtime import load_model
 from tests.engine.test_families import FIXTURES
 
@@ -107,7 +107,7 @@ def test_grouped_query_model_fuses_with_native_kv_heads(gqa_bundle, tmp_path):
     assert verify_fused(gqa_bundle, fused, sequences)["verified"]
 
 
-@pytest.mark.parametrize("method", ["dynamic-int8", "int4"])
+@pytest.mark.parametrize("method", ["dynamic-int8", "static-int8", "int4"])
 def test_a_fused_graph_quantises_and_agrees_with_the_unfused_quantised(
     gqa_bundle, tmp_path, method
 ):
@@ -117,8 +117,13 @@ def test_a_fused_graph_quantises_and_agrees_with_the_unfused_quantised(
         dest = tmp_path / f"{name}-{method}"
         shutil.copytree(root, dest)
         (dest / "model.onnx").unlink()
+        feeds = (
+            calibration_feeds(root, list(VERIFY_TEXTS))
+            if method == "static-int8"
+            else None
+        )
         quantise_graph(
-            root / "model.onnx", dest / "model.onnx", Derivation(method), feeds=None
+            root / "model.onnx", dest / "model.onnx", Derivation(method), feeds=feeds
         )
         quantised[name] = dest
     ops = {
@@ -128,6 +133,7 @@ def test_a_fused_graph_quantises_and_agrees_with_the_unfused_quantised(
         "MatMulInteger",
         "DynamicQuantizeMatMul",
         "MatMulNBits",
+        "DequantizeLinear",
     }
     sequences = _prompts(load_model(gqa_bundle), 5)
     # Both quantise the same weights; the activations' rounding (dynamic

@@ -17,7 +17,9 @@ less than wall time:
 ``eval_throughput.py`` runs it as its ``optimised`` phase (``--json``: the
 ``optimised`` object); standalone, on the bundles that script wrote:
 ``bench/fused.py --bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000
---genai-bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000-genai``.
+--genai-bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000-genai``;
+``--spinning-pair`` instead times fused-graph generation without and with
+spinning session threads, alternately (one JSON object).
 """
 
 from __future__ import annotations
@@ -65,11 +67,17 @@ def ensure_fused(bundle: Path) -> tuple[Path, dict]:
     return dest, report
 
 
-def _pair(a_bundle: Path, b_bundle: Path, task: str, settings, repeats, work) -> dict:
-    """``task`` ("scoring" or "generation") on both bundles, alternately."""
+def _pair(
+    a_bundle: Path, b_bundle: Path, task: str, settings, repeats, work, b_settings=None
+) -> dict:
+    """``task`` ("scoring" or "generation") on both bundles, alternately
+    (``b_settings``: other session settings for the second)."""
     from engine.runtime import load_model
 
-    models = [load_model(b, settings=settings) for b in (a_bundle, b_bundle)]
+    models = [
+        load_model(a_bundle, settings=settings),
+        load_model(b_bundle, settings=b_settings or settings),
+    ]
     requests = [([], row) for row in work["scoring"]]
     tokens = BATCH * SEQ_LEN if task == "scoring" else NEW_TOKENS
     produced: list[list[int]] = [[], []]
@@ -190,11 +198,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")
     parser.add_argument("--engine-spinning", action="store_true")
+    parser.add_argument(
+        "--spinning-pair",
+        action="store_true",
+        help="only: fused-graph generation without, then with, spinning threads",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.threads = args.threads or len(os.sched_getaffinity(0))
     settings = RuntimeSettings(args.threads, allow_spinning=args.engine_spinning)
     vocab = json.loads((args.bundle / "config.json").read_text())["vocab_size"]
+    if args.spinning_pair:
+        fused = ensure_fused(args.bundle)[0]
+        spinning = RuntimeSettings(args.threads, allow_spinning=True)
+        pair = _pair(
+            fused, fused, "generation", settings, args.repeats, workload(vocab),
+            b_settings=spinning,
+        )  # fmt: skip
+        result = {
+            "without_spinning": pair["unfused"],
+            "with_spinning": pair["fused"],
+            "with_vs_without": pair["fused_vs_unfused"],
+            "greedy_tokens_equal": pair["greedy_tokens_equal"],
+        }
+        print(json.dumps(result, default=float))
+        return 0
     runs: dict = {"genai": None, "int4": {"genai": None}}
     runs["fused"] = fused_figures(args.bundle, settings, args.repeats, workload(vocab))
     genai_python = python_with("onnxruntime_genai")[0]

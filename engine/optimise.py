@@ -1,11 +1,13 @@
-"""ONNX Runtime's transformer optimiser as a derived, verified graph.
+"""Fused attention and ONNX Runtime's optimiser as a derived, verified graph.
 
-``optimise_bundle`` runs ``onnxruntime.transformers.optimizer`` (offline
-fusions only, ``opt_level=0``: rotary embeddings, GELU variants, attention
-where the pattern is recognised) over a bundle's graph and writes the fused
-bundle beside it; ``verify_fused`` then scores token sequences with both
-graphs through the engine and accepts the fused one only if every token's
-log-likelihood agrees within ``TOLERANCE`` (relative).
+``optimise_bundle`` runs ``engine.attention.fuse_attention`` (each layer's
+attention of a Llama-shaped causal LM becomes one ``GroupQueryAttention``;
+hand-written, as the optimiser does not match that pattern), then
+``onnxruntime.transformers.optimizer`` (offline fusions only,
+``opt_level=0``: rotary embeddings, GELU variants) over a bundle's graph and
+writes the fused bundle beside it; ``verify_fused`` then scores token
+sequences with both graphs through the engine and accepts the fused one
+only if every token's log-likelihood agrees within ``TOLERANCE`` (relative).
 
 The layer-norm fusions are left off: the optimiser writes the RMS norm as
 ``SimplifiedLayerNormalization`` in the default ONNX domain, which the ONNX

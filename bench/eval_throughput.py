@@ -25,6 +25,7 @@ repeats after one warm-up:
 * int4: generation, the engine's int4 derivation vs genai on its weights;
 * int8: the same model, dynamic int8 (``engine.quantise``): scoring / fp32,
   perplexity change on civitas-perplexity-public-texts, int8 MatMul limit;
+* optimised (``bench/fused.py``): fused-attention graph beside the unfused;
 * the machine's limits, measured now: ONNX Runtime fp32 MatMul GFLOP/s (a
   chain of 4 x [1024x4096, 4096x1024] with Relu, M = 256 rows, the engine's
   session settings), so scoring cannot exceed ``GFLOP/s / flops_per_token``
@@ -38,8 +39,7 @@ Foreign CPU load (``perf.ForeignLoad``; this process and its children
 excluded) is sampled during every measurement; above ``--max-foreign-load``
 cores (default 0.1) the phase is warned about on stderr and the run is marked
 ``contaminated``. Ratios are engine / baseline; fractions are figure / limit.
-The workload and the baselines are in ``bench/baselines.py``, the limit probes
-in ``bench/machine_limits.py``.
+Workload, baselines: ``bench/baselines.py``; limits: ``bench/machine_limits.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ from bench.baselines import (  # noqa: E402
     torch_worker,
     workload,
 )
+from bench.fused import fused_figures, fused_lines, fused_summary  # noqa: E402
 from bench.int4 import int4_figures, int4_lines, int4_summary  # noqa: E402
 from bench.machine_limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
 
@@ -416,6 +417,10 @@ def _measure(args, cfg, phases: Phases, settings, bundles, interpreters) -> dict
         "int8", lambda: int8_figures(bundle, settings, args.repeats, work, args.quick)
     )
     runs["int8_limit"] = int8_matmul_gops(args.threads, args.repeats)
+    log("optimised: the fused-attention graph and the unfused one, alternately")
+    runs["fused"] = phases.measure(
+        "fused", lambda: fused_figures(bundle, settings, args.repeats, work)
+    )
     return runs
 
 
@@ -564,6 +569,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         "int4": int4_summary(
             runs, runs["bw"]["bandwidth_gb_s"], costs["matmul_parameters"]
         ),
+        "optimised": fused_summary(runs),
         "engine": {
             "session_create_s": engine["load_s"],
             "session_cache": engine["session_cache"],
@@ -726,7 +732,7 @@ def _load_lines(r: dict) -> list[str]:
 def render_table(r: dict) -> str:
     """The readable report: figures, ratios, fractions, load, environment."""
     lines = _runner_lines(r) + _ratio_lines(r) + int4_lines(r) + _note_lines(r)
-    lines += _load_lines(r)
+    lines += fused_lines(r["optimised"]) + _load_lines(r)
     return "\n".join(lines)
 
 
@@ -751,19 +757,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="seconds each phase may wait for other load to drop first",
     )
-    parser.add_argument(
-        "--save", type=Path, help="also write the JSON object to this file"
-    )
+    parser.add_argument("--save", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--engine-spinning", action="store_true", help="engine threads spin (genai's)"
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-genai", action="store_true")
-    parser.add_argument(
-        "--torch-python",
-        type=Path,
-        help="interpreter with torch (default .venv-export)",
-    )
+    parser.add_argument("--torch-python", type=Path, help="default .venv-export")
     parser.add_argument("--worker", choices=("torch", "genai"), help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-out", type=Path, help=argparse.SUPPRESS)

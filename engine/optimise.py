@@ -1,11 +1,13 @@
-"""ONNX Runtime's transformer optimiser as a derived, verified graph.
+"""Fused attention and ONNX Runtime's optimiser as a derived, verified graph.
 
-``optimise_bundle`` runs ``onnxruntime.transformers.optimizer`` (offline
-fusions only, ``opt_level=0``: rotary embeddings, GELU variants, attention
-where the pattern is recognised) over a bundle's graph and writes the fused
-bundle beside it; ``verify_fused`` then scores token sequences with both
-graphs through the engine and accepts the fused one only if every token's
-log-likelihood agrees within ``TOLERANCE`` (relative).
+``optimise_bundle`` runs ``engine.attention.fuse_attention`` (each layer's
+attention of a Llama-shaped causal LM becomes one ``GroupQueryAttention``;
+hand-written, as the optimiser does not match that pattern), then
+``onnxruntime.transformers.optimizer`` (offline fusions only,
+``opt_level=0``: rotary embeddings, GELU variants) over a bundle's graph and
+writes the fused bundle beside it; ``verify_fused`` then scores token
+sequences with both graphs through the engine and accepts the fused one
+only if every token's log-likelihood agrees within ``TOLERANCE`` (relative).
 
 The layer-norm fusions are left off: the optimiser writes the RMS norm as
 ``SimplifiedLayerNormalization`` in the default ONNX domain, which the ONNX
@@ -47,11 +49,15 @@ VERIFY_TEXTS = (
 
 def _ort_model_type(root: Path) -> str:
     """The optimiser's model type: GPT-2's own, else the generic fusions."""
+    return "gpt2" if _config(root).get("model_type") == "gpt2" else "bert"
+
+
+def _config(root: Path) -> dict:
     try:
         config = json.loads((root / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        config = {}
-    return "gpt2" if config.get("model_type") == "gpt2" else "bert"
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def optimise_bundle(
@@ -59,42 +65,58 @@ def optimise_bundle(
 ) -> dict[str, Any]:
     """Fuse the graph of the bundle at ``root`` into a new bundle at ``dest``.
 
-    Returns ``{"status": "fused", "fused_ops": {op: count}, "model_type"}``,
-    or ``{"status": "not_fused", "reason"}`` (nothing written) when no
-    pattern was recognised.
+    First ``engine.attention.fuse_attention`` (each layer's attention of a
+    Llama-shaped causal LM becomes one ``GroupQueryAttention``), then ONNX
+    Runtime's optimiser over the result. Returns ``{"status": "fused",
+    "fused_ops": {op: count}, "model_type", "attention"}`` (``attention``:
+    the attention pass's report, ``fused`` or ``not_fused`` with its
+    reason), or ``{"status": "not_fused", "reason"}`` (nothing written) when
+    neither recognised a pattern.
     """
     import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from engine.attention import fuse_attention
+
     model_type = _ort_model_type(root)
     options = FusionOptions(model_type)
     options.enable_layer_norm = False
     options.enable_skip_layer_norm = False
-    source = root / model_file
-    before = Counter(n.op_type for n in onnx.load(str(source)).graph.node)
+    source = onnx.load(str(root / model_file))
+    before = Counter(n.op_type for n in source.graph.node)
+    attention = fuse_attention(source, _config(root))
     logging.disable(logging.WARNING)  # the optimiser's advice on num_heads
     try:
         optimised = optimize_model(
-            str(source), model_type=model_type, num_heads=0,
+            source, model_type=model_type, num_heads=0,
             hidden_size=0, opt_level=0, optimization_options=options,
         )  # fmt: skip
     finally:
         logging.disable(logging.NOTSET)
-    after = Counter(n.op_type for n in optimised.model.graph.node)
+    after = Counter(
+        n.op_type for n in optimised.model.graph.node if n.domain == "com.microsoft"
+    )
     fused = {op: count for op, count in sorted(after.items()) if op not in before}
     if not fused:
         return {
             "status": "not_fused",
             "model_type": model_type,
-            "reason": "the optimiser recognised no fusable pattern in this graph",
+            "attention": attention,
+            "reason": "the optimiser recognised no fusable pattern in this graph "
+            f"(attention: {attention['reason']})",
         }
     dest.mkdir(parents=True)
     for path in root.iterdir():
         if path.is_file() and not path.name.startswith(model_file):
             shutil.copy2(path, dest / path.name)
     optimised.save_model_to_file(str(dest / model_file))
-    return {"status": "fused", "fused_ops": fused, "model_type": model_type}
+    return {
+        "status": "fused",
+        "fused_ops": fused,
+        "model_type": model_type,
+        "attention": attention,
+    }
 
 
 def verify_fused(

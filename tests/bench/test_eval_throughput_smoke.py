@@ -150,3 +150,17 @@ def test_int4_generation_is_compared_with_genai_on_the_same_weights(report):
     else:
         assert int4["ratio_vs_genai"] > 0
         assert isinstance(int4["genai_matches_engine"], bool)
+
+
+def test_the_optimised_graph_is_measured_beside_the_unfused_one(report):
+    optimised = report["optimised"]
+    assert optimised["fused_ops"]["GroupQueryAttention"] >= 1
+    for pair in ("fp32_scoring", "fp32_generation", "int8_scoring", "int4_generation"):
+        for graph in ("unfused", "fused"):
+            figures = optimised[pair][graph]
+            assert figures["tokens_per_s"] > 0 and figures["cpu_s_per_token"] > 0
+        assert optimised[pair]["fused_vs_unfused"] > 0
+    # fp32: the fused graph generates exactly the unfused graph's tokens.
+    assert optimised["fp32_generation"]["greedy_tokens_equal"] is True
+    for graph in ("unfused", "fused"):
+        assert optimised["ratios"][graph]["int8_vs_fp32_scoring"] > 0

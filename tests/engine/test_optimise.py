@@ -19,7 +19,12 @@ from engine.optimise import TOLERANCE, optimise_bundle, verify_fused
 from tests.engine.test_families import FAMILIES, FIXTURES
 
 # What the optimiser of onnxruntime 1.32 fuses in each family's export.
-EXPECTED_FUSIONS = {"llama": "RotaryEmbedding", "gpt2": "FastGelu"}
+EXPECTED_FUSIONS = {
+    "llama": "GroupQueryAttention",
+    "mistral": "GroupQueryAttention",
+    "qwen2": "GroupQueryAttention",
+    "gpt2": "FastGelu",
+}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

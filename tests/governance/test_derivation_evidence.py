@@ -152,7 +152,9 @@ def test_the_quantisation_rule_bounds_an_optimised_version(optimised, bounds, st
 def test_the_quantisation_rule_fails_an_optimised_version_that_lost_quality(
     optimised, small_suite, make_run
 ):
-    make_run(optimised, small_suite, days_ago=0, metrics={"perplexity.perplexity": 41.0})
+    make_run(
+        optimised, small_suite, days_ago=0, metrics={"perplexity.perplexity": 41.0}
+    )
     rule = {"id": "lossless", "kind": "quantisation", "max_perplexity_ratio": 1.001}
     outcome = evaluate_rule(rule, SimpleNamespace(version=optimised))
     assert outcome.status == "failed"
@@ -193,9 +195,7 @@ def not_fused(fp32_parent, member_a):
 def test_a_failed_derivation_says_why_in_the_api_and_on_its_page(
     client, not_fused, member_a
 ):
-    body = (
-        token_client(member_a).get(f"/api/v1/model-versions/{not_fused.pk}/").json()
-    )
+    body = token_client(member_a).get(f"/api/v1/model-versions/{not_fused.pk}/").json()
     assert body["artifact_state"] == "failed"
     assert body["derivation_settings"]["failure_code"] == "not_fused"
     assert "no fusable pattern" in body["artifact_error"]
@@ -211,7 +211,9 @@ def test_a_failed_derivation_says_why_in_the_api_and_on_its_page(
     assert "/exports/" not in html
 
 
-def test_a_failed_derivation_takes_no_uploaded_bundle(not_fused, member_a, lm_bundle_zip):
+def test_a_failed_derivation_takes_no_uploaded_bundle(
+    not_fused, member_a, lm_bundle_zip
+):
     api = token_client(member_a)
     upload = SimpleUploadedFile(
         "bundle.zip", lm_bundle_zip.read_bytes(), content_type="application/zip"

@@ -154,7 +154,9 @@ def version_detail(request, pk: int):
             "can_upload": can_write
             and not version.derivation_settings
             and version.artifact_state in (ArtifactState.NONE, ArtifactState.FAILED),
-            "can_attach": can_write and not version.is_released,
+            "can_attach": can_write
+            and not version.is_released
+            and not version.derivation_failed,
             "states": ArtifactState,
             "may_derive": may_derive(user, version),
             "quantisation": evidence_rows(version),

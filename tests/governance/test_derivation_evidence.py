@@ -208,6 +208,7 @@ def test_a_failed_derivation_says_why_in_the_api_and_on_its_page(
     # Neither a trade to compare, nor a bundle to upload, nor exports.
     assert 'id="quantisation"' not in html
     assert "Upload the bundle" not in html
+    assert "Attach a dataset" not in html
     assert "/exports/" not in html
 
 

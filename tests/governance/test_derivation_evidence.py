@@ -7,12 +7,14 @@ optimised one is compared with its direct parent, and the ``quantisation``
 policy rule bounds both. A derivation that ended without a bundle (the real
 ``not_fused`` outcome of the tiny generated model, derived in the sandbox
 here) says why on its page and in the API, takes no uploaded bundle in its
-place, and is neither evaluated, scheduled nor exported.
+place, and is neither evaluated, scheduled, exported nor put in a use case
+(so it can never reach the public register).
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +22,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from governance.models import EvaluationRun, EvaluationSchedule
+from governance.models import EvaluationRun, EvaluationSchedule, UseCase
 from governance.quantisation import quantisation_evidence
 from governance.rules.checks import evaluate_rule
 from governance.rules.schema import validate_rules
@@ -231,7 +233,7 @@ def test_a_failed_derivation_takes_no_uploaded_bundle(
     assert not not_fused.artifact_key
 
 
-def test_a_failed_derivation_is_not_evaluated_scheduled_or_exported(
+def test_a_failed_derivation_is_not_evaluated_scheduled_exported_or_used(
     not_fused, member_a, maintainer_a, small_suite
 ):
     api = token_client(member_a)
@@ -250,17 +252,25 @@ def test_a_failed_derivation_is_not_evaluated_scheduled_or_exported(
         api.get(f"/api/v1/model-versions/{not_fused.pk}/exports/{kind}/")
         for kind in ("model-card", "ml-bom", "annex-iv")
     ]
+    use_case = api.post(
+        "/api/v1/use-cases/",
+        {"model_version": not_fused.pk, "title": "Answers", "purpose": "Answer.",
+         "public_service": "Waste collection",
+         "valid_until": (timezone.localdate() + timedelta(days=200)).isoformat()},
+        format="json",
+    )  # fmt: skip
     bundle = token_client(maintainer_a).post(
         "/api/v1/federation/exports/",
         {"model_version": not_fused.pk, "include_artifacts": False},
         format="json",
     )
-    for answer in (evaluation, schedule, *exports, bundle):
+    for answer in (evaluation, schedule, *exports, use_case, bundle):
         assert answer.status_code == 409, answer.content
         assert answer.json()["code"] == "derivation_failed"
         assert "never will" in answer.json()["message"]
     assert not EvaluationRun.objects.filter(model_version=not_fused).exists()
     assert not EvaluationSchedule.objects.filter(model_version=not_fused).exists()
+    assert not UseCase.objects.filter(model_version=not_fused).exists()
     assert not AuditEvent.objects.filter(
         action="export.created", object_id=str(not_fused.pk)
     ).exists()

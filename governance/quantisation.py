@@ -1,5 +1,7 @@
-"""The trade a quantised version makes, read from its and its parent's runs.
+"""The trade a derived version makes, read from its and its parent's runs.
 
+Every platform-derived version (``quantised`` and ``optimised``; a quantised
+version of an optimised one against that direct parent) has this evidence.
 ``quantisation_evidence`` pairs the latest succeeded run of the version and
 of its base version on every suite both were evaluated on (runs of the
 current artifact digests only) and compares them task by task: quality
@@ -7,7 +9,8 @@ current artifact digests only) and compares them task by task: quality
 answers on the refusal prompts) beside cost (throughput, peak memory and
 energy per thousand tokens, as ratios version / parent). The summary keeps
 the worst quality figure and the geometric mean of each cost ratio; the
-policy rule ``quantisation`` (``governance.rules.checks``) bounds it.
+policy rule ``quantisation`` (``governance.rules.checks``) bounds it for
+quantised and optimised versions alike (a fused graph should lose nothing).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ COST_METRICS = {
     "energy_ratio": "energy_j_per_1k_tokens",
 }
 _MAX_ITEMS_BYTES = 32 * 1024**2
+# The derivations the platform makes, whose trade it shows and bounds.
+PLATFORM_DERIVATIONS = ("quantised", "optimised")
 
 
 def _latest_runs(version: ModelVersion) -> dict[int, EvaluationRun]:
@@ -208,20 +213,26 @@ def _bound_violations(rule: dict[str, Any], summary: dict[str, Any]) -> list[str
 
 
 def quantisation_rule(rule: dict[str, Any], facts: Facts) -> Outcome:
-    """Bound the quality a quantised version loses against its base version.
+    """Bound the quality a derived version loses against its base version.
 
-    Not applicable to a version that is not ``quantised``; a bound that no
-    shared run measures fails (no evidence is not a pass).
+    Applies to ``quantised`` and ``optimised`` versions with a base version
+    (an optimised graph should lose nothing: the same bounds hold it), not
+    to others; a bound that no shared run measures fails (no evidence is
+    not a pass).
     """
     version = facts.version
-    if version.derivation != "quantised" or version.base_version_id is None:
+    if (
+        version.derivation not in PLATFORM_DERIVATIONS
+        or version.base_version_id is None
+    ):
         return _verdict(
-            [], {"derivation": version.derivation}, "Not a quantised version.",
-            applicable=False,
+            [], {"derivation": version.derivation},
+            "Not a quantised or optimised version.", applicable=False,
         )  # fmt: skip
     evidence = quantisation_evidence(version)
     summary = evidence["summary"]
     recorded = {
+        "derivation": version.derivation,
         "parent": evidence["parent"],
         "suites": [s["suite"] for s in evidence["suites"]],
         **summary,

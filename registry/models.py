@@ -518,6 +518,18 @@ class ModelVersion(models.Model):
         """Released content is immutable."""
         return self.released_at is not None
 
+    @property
+    def derivation_failed(self) -> bool:
+        """A platform derivation that ended without a bundle, for good.
+
+        Such a version never gets an artifact (no upload replaces the
+        platform's derivation), so it is neither evaluated, scheduled nor
+        exported; its page and API say why (``failure_code``).
+        """
+        return self.artifact_state == ArtifactState.FAILED and bool(
+            self.derivation_settings.get("failure_code")
+        )
+
 
 class DatasetRole(models.TextChoices):
     TRAINING = "training", "Training"

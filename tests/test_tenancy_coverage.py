@@ -95,6 +95,10 @@ CROSS_AGENCY = {
         "tests.governance.test_derivations"
         "::test_evidence_without_a_base_is_empty_and_private_versions_are_hidden"
     ),
+    "model-version-derivation-evidence": (
+        "tests.governance.test_derivation_evidence"
+        "::test_the_neutral_name_hides_another_agencys_private_version"
+    ),
     "evaluation-detail": EVALUATIONS,
     "evaluation-cancel": EVALUATIONS,
     "evaluation-attestation": (

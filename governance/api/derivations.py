@@ -3,8 +3,10 @@
 ``POST /model-versions/{id}/derive/`` registers the derived version (202,
 pending) and queues the derivation (a quantisation, or ``optimised``: ONNX
 Runtime's transformer fusions, kept only when verified); ``GET
-/model-versions/{id}/quantisation-evidence/`` compares a version with its
-base version on their shared suites (``governance.quantisation``).
+/model-versions/{id}/derivation-evidence/`` compares a version with its
+base version on their shared suites (``governance.quantisation``), for
+quantised and optimised versions alike. ``/quantisation-evidence/``, its
+first name, answers the same and stays for existing clients.
 """
 
 from __future__ import annotations
@@ -168,6 +170,48 @@ EVIDENCE = {
 }
 
 
+OPTIMISED_EVIDENCE = {
+    "version": 33,
+    "parent": 31,
+    "derivation": "optimised",
+    "derivation_settings": {
+        **OPTIMISED_VERSION["derivation_settings"],
+        "model_type": "bert",
+        "fused_ops": {"RotaryEmbedding": 4},
+        "max_relative_diff": 2.1e-07,
+        "verified_sequences": 5,
+    },
+    "suites": [
+        {
+            "suite": "civitas-core@1.0.0",
+            "run": 140,
+            "parent_run": 118,
+            "tasks": [
+                {
+                    "task": "public-services-perplexity",
+                    "perplexity_ratio": 1.0,
+                    "speed_ratio": 1.12,
+                    "memory_ratio": 0.98,
+                    "energy_ratio": 0.9,
+                }
+            ],
+        }
+    ],
+    "summary": {
+        "max_perplexity_ratio": 1.0,
+        "min_accuracy_delta": None,
+        "min_greedy_agreement": None,
+        "speed_ratio": 1.12,
+        "memory_ratio": 0.98,
+        "energy_ratio": 0.9,
+    },
+}
+EVIDENCE_EXAMPLES = [
+    response("Dynamic int8 against fp32", EVIDENCE),
+    response("Optimised (fused graph) against fp32", OPTIMISED_EVIDENCE),
+]
+
+
 class ModelVersionDeriveView(APIView):
     """Derive a quantised or optimised version from an agency's fp32 version."""
 
@@ -217,11 +261,16 @@ class ModelVersionDeriveView(APIView):
 
 
 class ModelVersionQuantisationEvidenceView(APIView):
-    """Quality deltas and cost ratios of a version against its base version."""
+    """Quality deltas and cost ratios of a version against its base version.
+
+    The first name of ``/derivation-evidence/``, kept for existing clients.
+    """
 
     @extend_schema(
         responses={200: QuantisationEvidenceSerializer},
-        examples=[response("Dynamic int8 against fp32", EVIDENCE)],
+        examples=EVIDENCE_EXAMPLES,
+        description="The same answer as /derivation-evidence/, its neutral name: "
+        "quantised and optimised versions alike.",
     )
     def get(self, request, pk: int):
         version = get_object_or_404(
@@ -239,3 +288,18 @@ class ModelVersionQuantisationEvidenceView(APIView):
             # A base the reader may not see is not compared (nor named).
             version.base_version = None
         return Response(quantisation_evidence(version))
+
+
+class ModelVersionDerivationEvidenceView(ModelVersionQuantisationEvidenceView):
+    """The trade of a quantised or optimised version against its base version."""
+
+    @extend_schema(
+        responses={200: QuantisationEvidenceSerializer},
+        examples=EVIDENCE_EXAMPLES,
+        description="For every suite both the version and its direct base "
+        "version have a succeeded run on: quality deltas (perplexity ratio, "
+        "accuracy delta, greedy agreement on refusal prompts) beside speed, "
+        "memory and energy ratios. Quantised and optimised versions alike.",
+    )
+    def get(self, request, pk: int):
+        return super().get(request, pk)

@@ -23,6 +23,7 @@ from drf_spectacular.utils import (
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from config.exceptions import ApiErrorSerializer
 from governance.exports.responses import export_response
 from governance.exports.services import (
     USE_CASE_FORMATS,
@@ -138,7 +139,9 @@ class ModelVersionExportView(_ExportView):
             "`ml-bom`: CycloneDX 1.6 JSON; `annex-iv`: technical documentation "
             "after the EU AI Act's Annex IV as HTML; `annex-iv-pdf`: the same as "
             "PDF. Each export is recorded in the audit chain (`export.created`, "
-            "with the format and the SHA-256 also sent in `X-Content-SHA256`)."
+            "with the format and the SHA-256 also sent in `X-Content-SHA256`). "
+            "A version whose platform derivation failed has no bundle and is "
+            "not exported (409 `derivation_failed`)."
         ),
         parameters=[_format_parameter(VERSION_FORMATS)],
         responses={
@@ -154,6 +157,9 @@ class ModelVersionExportView(_ExportView):
             ),
             (200, "text/html"): _DOCUMENT,
             (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY),
+            (409, "application/json"): OpenApiResponse(
+                ApiErrorSerializer, description="A derivation that failed."
+            ),
         },
         tags=["exports"],
     )

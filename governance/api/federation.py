@@ -207,6 +207,7 @@ class ExportView(APIView):
             ),
             400: ApiErrorSerializer,
             404: ApiErrorSerializer,
+            409: ApiErrorSerializer,
         },
         tags=["federation"],
     )

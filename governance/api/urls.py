@@ -87,6 +87,11 @@ urlpatterns = [
         derivations.ModelVersionQuantisationEvidenceView.as_view(),
         name="model-version-quantisation-evidence",
     ),
+    path(
+        "model-versions/<int:pk>/derivation-evidence/",
+        derivations.ModelVersionDerivationEvidenceView.as_view(),
+        name="model-version-derivation-evidence",
+    ),
     path("", include(evaluation_router.urls)),
     # Use cases, questionnaires, policies and policy results.
     path(

@@ -29,6 +29,7 @@ from governance.exports.model_card import model_card
 from governance.exports.record import use_case_record, version_record
 from governance.models import UseCase
 from registry.models import ModelVersion
+from registry.services.releases import refuse_failed_derivation
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ def export_create(
 
     The caller has found the object among those ``actor`` may read. Records
     one ``export.created`` audit event (format, sha256, bytes).
-    Raises ValueError for an unknown format or one of the other scope.
+    Raises ValueError for an unknown format or one of the other scope, and
+    ``Conflict`` (``derivation_failed``) for a version whose platform
+    derivation failed: a document about a model that does not exist.
     """
     fmt = FORMATS.get(format)
     if fmt is None:
@@ -126,6 +129,7 @@ def export_create(
     if fmt.scope == "version":
         if version is None:
             raise ValueError(f"{format} is an export of a model version")
+        refuse_failed_derivation(version, "exported")
         export = _render(
             fmt, version_record(version, user=actor), _version_stem(version)
         )

@@ -49,6 +49,7 @@ from registry.models import (
     Visibility,
 )
 from registry.selectors import is_platform_admin
+from registry.services.releases import refuse_failed_derivation
 from registry.storage import artifact_storage
 
 MODEL_FIELDS = ("name", "slug", "task", "domain", "description", "intended_use")
@@ -261,6 +262,7 @@ def bundle_export(
         raise DomainError(
             "An imported version is exported by its own platform.", code="imported"
         )
+    refuse_failed_derivation(version, "exported")
     audit.checkpoint_create()
     head = audit.tree_head_latest()
     parts = {

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 
 from config.exceptions import DomainError
 from governance.portal.forms.derivations import DeriveForm
-from governance.quantisation import quantisation_evidence
+from governance.quantisation import PLATFORM_DERIVATIONS, quantisation_evidence
 from governance.services.derivations import model_version_derive
 from registry.models import ArtifactState, Derivation, ModelVersion
 from registry.portal.catalogue import can_write_for
@@ -37,10 +37,49 @@ def may_derive(user, version: ModelVersion) -> bool:
 
 
 def evidence_rows(version: ModelVersion) -> dict | None:
-    """The quantisation evidence of a quantised version, for the version page."""
-    if version.derivation != Derivation.QUANTISED or version.base_version_id is None:
+    """The trade of a quantised or optimised version, for the version page.
+
+    None for other versions and for a derivation that failed (it has no
+    bundle, so nothing to compare).
+    """
+    if (
+        version.derivation not in PLATFORM_DERIVATIONS
+        or version.base_version_id is None
+        or version.derivation_failed
+    ):
         return None
     return quantisation_evidence(version)
+
+
+def failure_explanation(version: ModelVersion) -> dict | None:
+    """Why a platform derivation failed, in plain words, for the version page.
+
+    ``{"code", "explanation", "detail"}``: the machine-readable code, what it
+    means for the reader, and the worker's own reason; None unless
+    ``version.derivation_failed``.
+    """
+    if not version.derivation_failed:
+        return None
+    code = version.derivation_settings["failure_code"]
+    explanations = {
+        "not_fused": _(
+            "ONNX Runtime's optimiser recognised no pattern it can fuse in the "
+            "base version's graph. No optimised bundle was made: an identical "
+            "copy of the base version would add nothing."
+        ),
+        "fusion_not_verified": _(
+            "The fused graph changed the model's scores by more than the "
+            "tolerance on the verification texts, so it was thrown away."
+        ),
+        "not_causal_lm": _("Only causal language models can be optimised."),
+    }
+    return {
+        "code": code,
+        "explanation": explanations.get(
+            code, _("The derivation stopped before a bundle could be made.")
+        ),
+        "detail": version.artifact_error,
+    }
 
 
 @login_required

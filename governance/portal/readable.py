@@ -29,7 +29,7 @@ RULE_KIND_LABELS = {
     "documentation": _("Documentation"),
     "size_cost": _("Size and cost"),
     "required_suite": _("Required evaluation suite"),
-    "quantisation": _("Quantisation loss"),
+    "quantisation": _("Quality loss of a quantised or optimised version"),
 }
 # status -> (word, badge modifier); a badge always carries the word.
 RULE_STATUS_LABELS = {

@@ -21,7 +21,11 @@ from django.utils.translation import gettext as _
 
 from governance.models import Decision, EvaluationRun, PolicyResult
 from governance.portal.charts import Bar, bar_chart
-from governance.portal.derivations import evidence_rows, may_derive
+from governance.portal.derivations import (
+    evidence_rows,
+    failure_explanation,
+    may_derive,
+)
 from governance.portal.readable import policy_outcome_rows
 from registry import lineage, selectors
 from registry.models import ArtifactState, ModelVersionDataset
@@ -146,11 +150,16 @@ def version_detail(request, pk: int):
             "policy_results": _policy_results(user, version),
             "decisions": decisions,
             "can_write": can_write,
+            # A platform-derived version takes only the derivation's bundle.
             "can_upload": can_write
+            and not version.derivation_settings
             and version.artifact_state in (ArtifactState.NONE, ArtifactState.FAILED),
-            "can_attach": can_write and not version.is_released,
+            "can_attach": can_write
+            and not version.is_released
+            and not version.derivation_failed,
             "states": ArtifactState,
             "may_derive": may_derive(user, version),
             "quantisation": evidence_rows(version),
+            "derivation_failure": failure_explanation(version),
         },
     )

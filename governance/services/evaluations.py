@@ -46,6 +46,7 @@ from governance.services.outbox import (
 from governance.services.policies import policy_evaluate_for_version
 from registry.models import ArtifactState, DatasetVersion, ModelVersion
 from registry.selectors import is_oversight, user_agency_id
+from registry.services.releases import refuse_failed_derivation
 from registry.storage import copy_verified
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def evaluation_request(
             code="does_not_exist",
             fields={"suite": [{"code": "does_not_exist", "message": "No such suite."}]},
         )
+    refuse_failed_derivation(model_version, "evaluated")
     if model_version.artifact_state != ArtifactState.AVAILABLE:
         raise Conflict(
             "The version has no verified artifact yet; upload or verify it first.",

@@ -66,6 +66,7 @@ from governance.services.use_cases import use_case_recheck_enqueue
 from registry.models import ModelVersion
 from registry.selectors import user_agency_id
 from registry.services.changes import UNSET
+from registry.services.releases import refuse_failed_derivation
 
 TICK_TASK = "civitas.schedule_tick"
 SETTLE_TICK_TASK = "civitas.schedule_settle_run"
@@ -254,11 +255,13 @@ def schedule_create(
     (a policy's freshness limit, ``origin="policy"``), which then names the
     ``owner`` that the runs are requested by. Raises ``DomainError`` with
     field codes for bad timing (``interval_or_crontab``,
-    ``interval_too_short``, ``invalid_crontab``) or an unfit suite.
-    Records ``evaluation_schedule.created``.
+    ``interval_too_short``, ``invalid_crontab``) or an unfit suite, and
+    ``Conflict`` (``derivation_failed``) for a version whose platform
+    derivation failed. Records ``evaluation_schedule.created``.
     """
     if actor is not None:
         _require_owner(actor, model_version)
+    refuse_failed_derivation(model_version, "scheduled for evaluation")
     _check_suite(actor, model_version, suite)
     interval_seconds, crontab = _check_timing(interval_seconds, crontab)
     schedule = EvaluationSchedule.objects.create(

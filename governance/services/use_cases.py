@@ -40,6 +40,7 @@ from registry.selectors import (
     user_role,
 )
 from registry.services.changes import UNSET
+from registry.services.releases import refuse_failed_derivation
 
 WRITER_ROLES = frozenset({Role.MEMBER, Role.MAINTAINER})
 USE_CASE_FIELDS = (
@@ -154,8 +155,9 @@ def use_case_create(
     Members and maintainers create it for their own agency; a platform
     administrator names the ``agency``. The version must be visible to the
     actor (its own agency's, or public); ``valid_until`` must be after today.
-    Raises ``PolicyViolation`` (403) for other callers and ``DomainError``
-    (400) naming the invalid field.
+    Raises ``PolicyViolation`` (403) for other callers, ``DomainError``
+    (400) naming the invalid field, and ``Conflict`` (``derivation_failed``)
+    for a version whose platform derivation failed.
     """
     if is_platform_admin(actor):
         if agency is None:
@@ -171,6 +173,7 @@ def use_case_create(
             raise _denied("A use case belongs to the agency of the person writing it.")
         agency = membership.agency
     _check_version_visible(actor, model_version)
+    refuse_failed_derivation(model_version, "put in a use case")
     _check_valid_until(valid_until)
     use_case = UseCase(
         agency=agency,
@@ -227,6 +230,7 @@ def use_case_update(
     locked = _lock_editable(use_case)
     if model_version is not UNSET:
         _check_version_visible(actor, model_version)
+        refuse_failed_derivation(model_version, "put in a use case")
     if valid_until is not UNSET:
         _check_valid_until(valid_until)
     changes: dict[str, dict[str, Any]] = {}

@@ -72,7 +72,17 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _refuse_if_has_artifact(version: ModelVersion) -> None:
-    """Raise ``Conflict`` unless the version has no artifact (or a refused one)."""
+    """Raise ``Conflict`` unless the version has no artifact (or a refused one).
+
+    A platform-derived version takes only the platform's bundle: an upload
+    would claim a derivation that never happened (``derived_version``).
+    """
+    if version.derivation_settings:
+        raise Conflict(
+            "This version is derived by the platform; its bundle comes only "
+            "from the derivation. Register a new version to upload a bundle.",
+            code="derived_version",
+        )
     if version.artifact_state == ArtifactState.PENDING:
         raise Conflict(
             "This version's artifact is still being verified.",

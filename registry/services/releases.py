@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from config.celery import send_on_commit
-from config.exceptions import DomainError
+from config.exceptions import Conflict, DomainError
 from registry.bundles import InspectedBundle, bundle_inspect, graph_fields, stored_copy
 from registry.models import ArtifactState, ModelVersion
 from registry.storage import artifact_storage
@@ -35,6 +35,24 @@ def _locked_upload(version_id: int, key: str) -> ModelVersion | None:
         )
         .first()
     )
+
+
+def refuse_failed_derivation(version: ModelVersion, action: str) -> None:
+    """Raise ``Conflict`` (``derivation_failed``) for a failed platform derivation.
+
+    ``action`` names what is refused ("evaluated", "scheduled",
+    "exported"...). Such a version has no bundle and never will
+    (``ModelVersion.derivation_failed``): evidence about it would describe
+    a model that does not exist.
+    """
+    if version.derivation_failed:
+        code = version.derivation_settings["failure_code"]
+        raise Conflict(
+            f"{version} is a derivation that failed ({code}): it has no bundle "
+            f"and never will, so it cannot be {action}. Derive a new version "
+            "or use its base version.",
+            code="derivation_failed",
+        )
 
 
 MODIFICATION_TASK = "civitas.modification_assess"

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from config.exceptions import DomainError
 from governance.exports.services import FORMATS, USE_CASE_FORMATS, export_create
 from governance.management.commands.evaluate import _version
 from governance.models import UseCase
@@ -66,9 +67,12 @@ class Command(BaseCommand):
                     f"{kind} needs --use-case: a use case of this version "
                     f"visible to {actor}"
                 )
-        export = export_create(
-            actor=actor, format=kind, version=found, use_case=use_case
-        )
+        try:
+            export = export_create(
+                actor=actor, format=kind, version=found, use_case=use_case
+            )
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
         if options["output"]:
             Path(options["output"]).write_bytes(export.content)
             self.stderr.write(

@@ -46,6 +46,7 @@ FUSABLE_FAMILIES = frozenset({"llama", "mistral", "qwen2"})
 FUSED_OP = "GroupQueryAttention"
 _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
 _SEARCH_LIMIT = 400  # nodes one anchor search may visit
+_MAX_TABLE = 1 << 24  # entries of each rotary table (64 MiB of float32)
 
 
 class NotFusable(Exception):
@@ -80,6 +81,10 @@ def attention_shape(config: dict) -> dict[str, Any]:
         raise NotFusable(f"head size {head_dim} is not a multiple of 16 (the kernel's)")
     if not 2 <= positions <= 1 << 18:
         raise NotFusable("max_position_embeddings out of range")
+    if positions * head_dim // 2 > _MAX_TABLE:
+        # The cos/sin tables are positions x head_dim/2 floats each: a hostile
+        # config.json must not make the pass allocate gigabytes.
+        raise NotFusable("rotary tables larger than the pass builds")
     # Qwen2 declares a window it does not use unless ``use_sliding_window``.
     windowed = config.get("use_sliding_window", family != "qwen2")
     window = config.get("sliding_window") if windowed else None

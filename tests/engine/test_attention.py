@@ -214,6 +214,7 @@ def _break(model, how: str) -> None:
         ("empty_concat", "is not Concat"),
         ("cycle", "has a cycle"),
         ("bad_config", "inconsistent head counts"),
+        ("huge_tables", "rotary tables larger"),
     ],
 )
 def test_a_malformed_graph_does_not_crash_the_pass(how, reason):
@@ -223,6 +224,8 @@ def test_a_malformed_graph_does_not_crash_the_pass(how, reason):
     config = _config(FIXTURES / "llama")
     if how == "bad_config":
         config = {**config, "num_attention_heads": 3, "head_dim": None}
+    if how == "huge_tables":  # 2^18 positions x 8192/2: 4 GiB per table
+        config = {**config, "max_position_embeddings": 1 << 18, "head_dim": 8192}
     report = fuse_attention(model, config)
     assert report["status"] == "not_fused" and reason in report["reason"], report
     assert model.SerializeToString() == before

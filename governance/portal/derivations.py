@@ -63,9 +63,10 @@ def failure_explanation(version: ModelVersion) -> dict | None:
     code = version.derivation_settings["failure_code"]
     explanations = {
         "not_fused": _(
-            "ONNX Runtime's optimiser recognised no pattern it can fuse in the "
-            "base version's graph. No optimised bundle was made: an identical "
-            "copy of the base version would add nothing."
+            "Neither Civitas's attention fusion nor ONNX Runtime's optimiser "
+            "recognised a pattern it can fuse in the base version's graph. No "
+            "optimised bundle was made: an identical copy of the base version "
+            "would add nothing."
         ),
         "fusion_not_verified": _(
             "The fused graph changed the model's scores by more than the "

@@ -114,7 +114,7 @@ def test_an_optimised_version_shows_its_trade_and_a_failed_one_says_why(
 
     page.goto(f"/portal/versions/{derived['failed'].pk}/")
     failure = page.locator("section", has=page.locator("#derivation-failure"))
-    assert "recognised no pattern it can fuse" in failure.inner_text()
+    assert "recognised a pattern it can fuse" in failure.inner_text()
     assert "not_fused" in failure.inner_text()
     assert page.get_by_role("link", name="Upload the bundle").count() == 0
     assert page.get_by_role("link", name="Attach a dataset").count() == 0

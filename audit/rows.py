@@ -83,8 +83,11 @@ def event_pages(
     """Events with seq <= ``upto`` matching ``scope`` in seq order, as chain dicts.
 
     ``scope`` maps a column to a value (equal) or a list (any of). Read in
-    keyset pages of ``PAGE_ROWS`` rows, so memory stays flat and no transaction is
-    needed (an export streams its response after the view has returned).
+    windows of ``PAGE_ROWS`` seqs, one query each, so memory stays flat and no
+    transaction is needed (an export streams its response after the view has
+    returned). Windows rather than ``LIMIT`` pages: with stale statistics
+    (events just written with COPY) PostgreSQL sorts the whole rest of the
+    chain for each ``ORDER BY seq LIMIT`` page.
     """
     where = [sql.SQL("")]
     values: list[Any] = []
@@ -92,17 +95,13 @@ def event_pages(
         test = "= ANY(%s)" if isinstance(value, list) else "= %s"
         where.append(sql.SQL(" AND {} " + test).format(sql.Identifier(column)))
         values.append(value)
-    query = sql.SQL(_SELECT[: _SELECT.index(" ORDER BY")] + "{} ORDER BY seq LIMIT %s")
+    query = sql.SQL(_SELECT.replace(" ORDER BY", "{} ORDER BY"))
     query = query.format(sql.Identifier(table), sql.Composed(where))
-    after, page = 0, PAGE_ROWS
     with conn.cursor() as cursor:
-        while True:
-            batch = cursor.execute(query, (after, upto, *values, page)).fetchall()
-            for row in batch:
+        for after in range(0, upto, PAGE_ROWS):
+            end = min(after + PAGE_ROWS, upto)
+            for row in cursor.execute(query, (after, end, *values)).fetchall():
                 yield _chain_event(row)
-            if len(batch) < page:
-                return
-            after = batch[-1][0]
 
 
 def conninfo_of(settings_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -465,6 +465,11 @@ def _table(figures: dict) -> str:
         f"first checkpoint signed in {ver['checkpoint_seconds']:.1f} s  "
         f"table size: {ver['table_bytes_per_event']:.0f} bytes/event"
     )
+    if exp:
+        lines.append(
+            f"export of {exp['events']:,} events written in "
+            f"{exp['export_seconds']:.1f} s ({exp['export_bytes'] / 1e6:,.0f} MB)"
+        )
     proofs = figures.get("proofs")
     for kind in ("inclusion", "consistency") if proofs else ():
         p = proofs[kind]

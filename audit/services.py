@@ -613,7 +613,7 @@ class AuditExport:
         return self.is_partial and tree.tree_head(self.up_to_seq) is not None
 
     def _events(self) -> Iterator[dict[str, Any]]:
-        """The exported events as chain dicts, read in keyset pages."""
+        """The exported events as chain dicts, read in windows of seqs."""
         scope: dict[str, Any] = {}
         if self.object_type is not None:
             scope |= {"object_type": self.object_type, "object_id": self.object_id}

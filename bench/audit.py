@@ -18,7 +18,8 @@ checkpoint (a signed Merkle tree head), verifies the whole chain from the
 database, exports it and verifies the export as an auditor would; last it
 times ``--proof-samples`` inclusion and consistency proofs at the chain's full
 size (about 1.1 million events by default) and reports their sizes. Prints a
-table, or one JSON object with ``--json``.
+table, or one JSON object with ``--json``. ``--orm-baseline`` also times the
+checkpoint's and the export's former ORM reading in the same run.
 
 With ``--database-url`` the database is a scratch one: it must not exist; it
 is created, migrated, used and dropped (``--keep`` keeps it). Without it,

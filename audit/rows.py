@@ -38,9 +38,23 @@ _SELECT = (
 )
 _LAST = 2**63 - 1
 _ROWS_PER_SEGMENT = 50_000
+PAGE_ROWS = 10_000  # rows per keyset page (``event_pages``)
 # Django's own OPTIONS, not libpq's.
 _DJANGO_OPTIONS = {"isolation_level", "pool", "server_side_binding", "assume_role"}
 _connection: psycopg.Connection | None = None
+
+
+def _chain_event(row: tuple) -> dict[str, Any]:
+    """A selected row as a chain dict (``_SELECT``'s columns)."""
+    event = dict(zip(_COLUMNS, row, strict=True))
+    stamp = event["created_at"]
+    if len(stamp) != 27 or stamp[0] == "0":
+        event["created_at"] = format_timestamp(dt.datetime.fromisoformat(stamp))
+    try:  # noqa: SIM105 (per row: cheaper than contextlib.suppress)
+        event["payload"] = parse_json(event["payload"])
+    except ValueError:
+        pass
+    return event
 
 
 def event_rows(
@@ -57,15 +71,37 @@ def event_rows(
         cursor.itersize = 10_000
         cursor.execute(query, (after, _LAST if upto is None else upto))
         for row in cursor:
-            event = dict(zip(_COLUMNS, row, strict=True))
-            stamp = event["created_at"]
-            if len(stamp) != 27 or stamp[0] == "0":
-                event["created_at"] = format_timestamp(dt.datetime.fromisoformat(stamp))
-            try:  # noqa: SIM105 (per row: cheaper than contextlib.suppress)
-                event["payload"] = parse_json(event["payload"])
-            except ValueError:
-                pass
-            yield event
+            yield _chain_event(row)
+
+
+def event_pages(
+    conn: psycopg.Connection,
+    table: str,
+    upto: int,
+    scope: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Events with seq <= ``upto`` matching ``scope`` in seq order, as chain dicts.
+
+    ``scope`` maps a column to a value (equal) or a list (any of). Read in
+    windows of ``PAGE_ROWS`` seqs, one query each, so memory stays flat and no
+    transaction is needed (an export streams its response after the view has
+    returned). Windows rather than ``LIMIT`` pages: with stale statistics
+    (events just written with COPY) PostgreSQL sorts the whole rest of the
+    chain for each ``ORDER BY seq LIMIT`` page.
+    """
+    where = [sql.SQL("")]
+    values: list[Any] = []
+    for column, value in (scope or {}).items():
+        test = "= ANY(%s)" if isinstance(value, list) else "= %s"
+        where.append(sql.SQL(" AND {} " + test).format(sql.Identifier(column)))
+        values.append(value)
+    query = sql.SQL(_SELECT.replace(" ORDER BY", "{} ORDER BY"))
+    query = query.format(sql.Identifier(table), sql.Composed(where))
+    with conn.cursor() as cursor:
+        for after in range(0, upto, PAGE_ROWS):
+            end = min(after + PAGE_ROWS, upto)
+            for row in cursor.execute(query, (after, end, *values)).fetchall():
+                yield _chain_event(row)
 
 
 def conninfo_of(settings_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,13 +154,17 @@ def verify_segments(
     snapshot: str,
     workers: int,
     chunks: int | None = None,
+    after: int = 0,
+    upto: int | None = None,
 ) -> None:
-    """Check the chain up to ``last_seq`` and past it in seq ranges, ``workers``
-    processes reading from ``snapshot``; stops at the first failure."""
-    count = chunks or max(workers * 4, last_seq // _ROWS_PER_SEGMENT)
-    cuts = sorted({last_seq * i // count for i in range(count)})
-    ranges = zip(cuts, [*cuts[1:], None], strict=True)
-    tasks = [(table, after, upto, dict(verifier.heads)) for after, upto in ranges]
+    """Check the chain from ``after`` to ``last_seq`` in seq ranges, ``workers``
+    processes reading from ``snapshot``; stops at the first failure. The last
+    range reads past ``last_seq``, up to ``upto`` (None: to the end)."""
+    size = last_seq - after
+    count = chunks or max(workers * 4, size // _ROWS_PER_SEGMENT)
+    cuts = sorted({after + size * i // count for i in range(count)})
+    ranges = zip(cuts, [*cuts[1:], upto], strict=True)
+    tasks = [(table, start, end, dict(verifier.heads)) for start, end in ranges]
     try:
         for seg in segments(segment, tasks, workers, (connect, (conninfo, snapshot))):
             verifier.join(seg)

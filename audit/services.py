@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
 from django.conf import settings
@@ -329,19 +330,32 @@ def _load_checkpoints(verifier: ChainVerifier, public_key: Any) -> None:
 
 
 def _verify_events(
-    verifier: ChainVerifier, *, snapshot: bool, workers: int | None, chunks: int | None
+    verifier: ChainVerifier,
+    *,
+    snapshot: bool,
+    workers: int | None,
+    chunks: int | None,
+    after: int = 0,
+    upto: int | None = None,
 ) -> None:
-    """Feed every event to ``verifier``, in worker processes when worthwhile
-    (they need the snapshot: committed rows, one view for all of them)."""
+    """Feed the events after seq ``after`` (up to ``upto``, default all) to
+    ``verifier``, in worker processes when worthwhile (they need the snapshot:
+    committed rows, one view for all of them)."""
     if connection.vendor != "postgresql":
-        verifier.add_many(_event_rows(AuditEvent.objects.all()))
+        events = AuditEvent.objects.all()
+        if upto is not None:
+            events = events.filter(seq__lte=upto)
+        verifier.add_many(_event_rows(events, after=after))
         return
     table = AuditEvent._meta.db_table
-    last_seq = AuditEvent.objects.aggregate(last=models.Max("seq"))["last"] or 0
+    last_seq = upto
+    if last_seq is None:
+        last_seq = AuditEvent.objects.aggregate(last=models.Max("seq"))["last"] or 0
     if workers is None:
-        workers = default_workers() if last_seq >= PARALLEL_MIN_EVENTS else 1
+        big = last_seq - after >= PARALLEL_MIN_EVENTS
+        workers = default_workers() if big else 1
     if not snapshot or (workers <= 1 and chunks is None):
-        verifier.add_many(rows.event_rows(connection.connection, table))
+        verifier.add_many(rows.event_rows(connection.connection, table, after, upto))
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_export_snapshot()")
@@ -349,7 +363,7 @@ def _verify_events(
     conninfo = rows.conninfo_of(connection.settings_dict)
     rows.verify_segments(
         verifier, table=table, last_seq=last_seq, conninfo=conninfo,
-        snapshot=exported, workers=workers, chunks=chunks,
+        snapshot=exported, workers=workers, chunks=chunks, after=after, upto=upto,
     )  # fmt: skip
 
 
@@ -410,7 +424,9 @@ def verify_chain(
 # --- Checkpoints -----------------------------------------------------------------
 
 
-def checkpoint_create() -> AuditCheckpoint | None:
+def checkpoint_create(
+    *, workers: int | None = None, chunks: int | None = None
+) -> AuditCheckpoint | None:
     """Sign the current chain head with the platform key and store it.
 
     First re-verifies the events appended since the previous checkpoint,
@@ -419,13 +435,18 @@ def checkpoint_create() -> AuditCheckpoint | None:
     already checkpointed. Raises AuditChainBroken if the segment fails, and
     whatever ``signing`` raises for an unusable key (ImproperlyConfigured).
     Outside a transaction, queued events left by a writer that died are
-    chained first, so they are signed too.
+    chained first, so they are signed too, and a long segment is verified by
+    ``workers`` processes (default one per core) in ``chunks`` seq ranges, as
+    ``verify_chain`` does.
     """
+    snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
     if not connection.in_atomic_block:
         _sequence_leftovers()
     with transaction.atomic():
         _lock_signers()
-        return _checkpoint_create_locked()
+        return _checkpoint_create_locked(
+            snapshot=snapshot, workers=workers, chunks=chunks
+        )
 
 
 def _sequence_leftovers() -> None:
@@ -451,7 +472,9 @@ def _lock_signers() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHECKPOINT_LOCK])
 
 
-def _checkpoint_create_locked() -> AuditCheckpoint | None:
+def _checkpoint_create_locked(
+    *, snapshot: bool, workers: int | None, chunks: int | None
+) -> AuditCheckpoint | None:
     head = AuditChainHead.objects.filter(pk=1).first()
     if head is None or head.seq == 0:
         return None
@@ -481,8 +504,10 @@ def _checkpoint_create_locked() -> AuditCheckpoint | None:
         start_hash=start_hash,
         start_frontier=_start_frontier(start_seq, start_root),
     )
-    segment = AuditEvent.objects.filter(seq__lte=head.seq)
-    verifier.add_many(_event_rows(segment, after=start_seq))
+    _verify_events(
+        verifier, snapshot=snapshot, workers=workers, chunks=chunks,
+        after=start_seq, upto=head.seq,
+    )  # fmt: skip
     report = verifier.finish(expected_last_seq=head.seq, expected_head_hash=head.hash)
     root_hash = verifier.frontier.root()
     if report.ok and root_hash != tree.root_at(head.seq):
@@ -587,15 +612,22 @@ class AuditExport:
         """A partial export whose snapshot is a signed tree head proves each event."""
         return self.is_partial and tree.tree_head(self.up_to_seq) is not None
 
-    def _events(self) -> QuerySet:
-        events = AuditEvent.objects.filter(seq__lte=self.up_to_seq)
+    def _events(self) -> Iterator[dict[str, Any]]:
+        """The exported events as chain dicts, read in windows of seqs."""
+        scope: dict[str, Any] = {}
         if self.object_type is not None:
-            events = events.filter(
-                object_type=self.object_type, object_id=self.object_id
-            )
+            scope |= {"object_type": self.object_type, "object_id": self.object_id}
         if self.agency_ids is not None:
-            events = events.filter(agency_id__in=self.agency_ids)
-        return events
+            scope["agency_id"] = sorted(self.agency_ids)
+        if connection.vendor == "postgresql":
+            connection.ensure_connection()
+            table = AuditEvent._meta.db_table
+            return rows.event_pages(connection.connection, table, self.up_to_seq, scope)
+        events = AuditEvent.objects.filter(seq__lte=self.up_to_seq)
+        for column, value in scope.items():
+            lookup = f"{column}__in" if isinstance(value, list) else column
+            events = events.filter(**{lookup: value})
+        return _event_rows(events)
 
     def lines(self) -> Iterator[str]:
         """The export, one JSON object per line: header, checkpoints, events, end."""
@@ -631,7 +663,7 @@ class AuditExport:
                 }
             )
         count = 0
-        for event in _event_rows(self._events()):
+        for event in self._events():
             count += 1
             if with_proofs:
                 path = tree.inclusion_path_of(event["seq"], self.up_to_seq)
@@ -640,8 +672,19 @@ class AuditExport:
         yield _line({"type": "end", "events": count, "up_to_seq": self.up_to_seq})
 
 
+# json.dumps(item, ensure_ascii=False, separators=(",", ":")), the encoder
+# built once instead of per line (same C function, same options; no check for
+# circular references, which rows read from the database cannot hold).
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_C_LINE = c_make_encoder and c_make_encoder(
+    None, _LINE_ENCODER.default, encode_basestring, None, ":", ",", False, False, True
+)
+
+
 def _line(item: dict[str, Any]) -> str:
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+    if _C_LINE:
+        return "".join(_C_LINE(item, 0)) + "\n"
+    return _LINE_ENCODER.encode(item) + "\n"
 
 
 def export_open(

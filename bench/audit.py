@@ -18,7 +18,8 @@ checkpoint (a signed Merkle tree head), verifies the whole chain from the
 database, exports it and verifies the export as an auditor would; last it
 times ``--proof-samples`` inclusion and consistency proofs at the chain's full
 size (about 1.1 million events by default) and reports their sizes. Prints a
-table, or one JSON object with ``--json``.
+table, or one JSON object with ``--json``. ``--orm-baseline`` also times the
+checkpoint's and the export's former ORM reading in the same run.
 
 With ``--database-url`` the database is a scratch one: it must not exist; it
 is created, migrated, used and dropped (``--keep`` keeps it). Without it,
@@ -29,6 +30,7 @@ deleted from a real chain.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -213,7 +215,7 @@ def _side_by_side(run) -> dict:
     }
 
 
-def _verify_figures() -> dict:
+def _verify_figures(orm_baseline: bool = False) -> dict:
     from django.db import connection
 
     from audit import services as audit
@@ -226,16 +228,37 @@ def _verify_figures() -> dict:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_total_relation_size('governance_auditevent')")
         table_bytes = cursor.fetchone()[0]
-    return {
-        **figures,
+    figures |= {
         "checkpoints_ok": report.checkpoints_ok,
         "checkpoint_seq": checkpoint.seq if checkpoint else None,
         "checkpoint_seconds": round(checkpoint_seconds, 3),
+        "checkpoint_to_verify": round(checkpoint_seconds / figures["seconds"], 2),
         "table_bytes_per_event": round(table_bytes / max(report.events, 1), 1),
+    }
+    if orm_baseline:
+        figures["checkpoint_orm"] = _checkpoint_orm(checkpoint_seconds)
+    return figures
+
+
+def _checkpoint_orm(checkpoint_seconds: float) -> dict:
+    """``--orm-baseline``: the segment read as checkpoints read it before
+    2026-12-05 (ORM keyset pages, one process), verified the same way."""
+    from audit import services as audit
+    from audit.models import AuditEvent
+    from audit.verify import ChainVerifier
+
+    started = time.perf_counter()
+    verifier = ChainVerifier()
+    verifier.add_many(audit._event_rows(AuditEvent.objects.all()))
+    seconds = time.perf_counter() - started
+    return {
+        "ok": verifier.finish().ok,
+        "seconds": round(seconds, 3),
+        "ratio_to_checkpoint": round(seconds / checkpoint_seconds, 2),
     }
 
 
-def _export_figures(workdir: Path) -> dict:
+def _export_figures(workdir: Path, orm_baseline: bool = False) -> dict:
     from audit import services as audit
     from audit import verify
 
@@ -247,11 +270,42 @@ def _export_figures(workdir: Path) -> dict:
             handle.write(line)
     export_seconds = time.perf_counter() - started
     figures = _side_by_side(lambda workers: verify.verify_export(path, workers=workers))
-    return {
-        **figures,
+    figures |= {
         "export_seconds": round(export_seconds, 3),
         "export_bytes": path.stat().st_size,
         "verify_seconds": figures["seconds"],
+        "export_to_verify_one_process": round(
+            export_seconds / figures["one_process"]["seconds"], 2
+        ),
+    }
+    if orm_baseline:
+        figures["export_orm"] = _export_orm(export, path, export_seconds)
+    return figures
+
+
+def _export_orm(export, path: Path, export_seconds: float) -> dict:
+    """``--orm-baseline``: the export's event lines written as before 2026-12-05
+    (ORM keyset pages, ``json.dumps`` per line), compared byte for byte."""
+    from audit import services as audit
+    from audit.models import AuditEvent
+
+    other = path.with_name("chain-orm.jsonl")
+    started = time.perf_counter()
+    with other.open("w", encoding="utf-8") as handle:
+        events = AuditEvent.objects.filter(seq__lte=export.up_to_seq)
+        for event in audit._event_rows(events):
+            item = {"type": "event", **event}
+            handle.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+            handle.write("\n")
+    seconds = time.perf_counter() - started
+    with path.open("rb") as new, other.open("rb") as old:
+        lines = (line for line in new if line.startswith(b'{"type":"event"'))
+        same = all(a == b for a, b in itertools.zip_longest(lines, old))
+    other.unlink()
+    return {
+        "seconds": round(seconds, 3),
+        "ratio_to_export": round(seconds / export_seconds, 2),
+        "identical_event_lines": same,
     }
 
 
@@ -465,6 +519,23 @@ def _table(figures: dict) -> str:
         f"first checkpoint signed in {ver['checkpoint_seconds']:.1f} s  "
         f"table size: {ver['table_bytes_per_event']:.0f} bytes/event"
     )
+    orm = ver.get("checkpoint_orm")
+    if orm:
+        lines.append(
+            f"  former ORM reading of the checkpoint's segment: {orm['seconds']:.1f} s"
+            f" ({orm['ratio_to_checkpoint']}x the checkpoint)"
+        )
+    if exp:
+        lines.append(
+            f"export of {exp['events']:,} events written in "
+            f"{exp['export_seconds']:.1f} s ({exp['export_bytes'] / 1e6:,.0f} MB)"
+        )
+    orm = (exp or {}).get("export_orm")
+    if orm:
+        lines.append(
+            f"  former ORM export: {orm['seconds']:.1f} s ({orm['ratio_to_export']}x); "
+            f"event lines identical: {orm['identical_event_lines']}"
+        )
     proofs = figures.get("proofs")
     for kind in ("inclusion", "consistency") if proofs else ():
         p = proofs[kind]
@@ -474,7 +545,11 @@ def _table(figures: dict) -> str:
             f"hashes / {p['path_bytes_max']} bytes, {p['queries_max']} queries"
         )
     load = ", ".join(f"{x:.1f}" for x in figures["load"])
-    lines.append(f"database: {figures['database']}  load average at start: {load}")
+    end = ", ".join(f"{x:.1f}" for x in figures["load_end"])
+    lines.append(
+        f"database: {figures['database']}  load average at start: {load}, "
+        f"at the end: {end}"
+    )
     return "\n".join(lines)
 
 
@@ -484,9 +559,9 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
     figures = {"database": urlsplit(url).path.lstrip("/"), "load": os.getloadavg()}
     if args.verify_only:
         figures["seeded"] = _seed_chain(args.events)
-        figures["verify"] = _verify_figures()
+        figures["verify"] = _verify_figures(args.orm_baseline)
         if not args.no_export:
-            figures["export"] = _export_figures(workdir)
+            figures["export"] = _export_figures(workdir, args.orm_baseline)
         return figures
     figures |= {
         "writers": args.writers,
@@ -502,9 +577,9 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
         ),
     }
     figures["commit_probe"] = _commit_probe()
-    figures["verify"] = _verify_figures()
+    figures["verify"] = _verify_figures(args.orm_baseline)
     if not args.no_export:
-        figures["export"] = _export_figures(workdir)
+        figures["export"] = _export_figures(workdir, args.orm_baseline)
     if args.proof_samples:
         figures["proofs"] = _proof_figures(args.proof_samples)
     return figures
@@ -525,6 +600,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--no-export", action="store_true", help="skip export figures")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--orm-baseline",
+        action="store_true",
+        help="also time the checkpoint's and the export's former ORM reading",
+    )
     parser.add_argument(
         "--proof-samples",
         type=int,
@@ -584,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             connections.close_all()
             figures = _measure(args, url, key_file, baseline_events, workdir)
+            figures["load_end"] = os.getloadavg()
             connections.close_all()
         finally:
             if scratch and not args.keep:

@@ -65,8 +65,15 @@ def _writer(
     per_transaction: int,
     barrier,
     results,
+    code_root: str | None = None,
 ) -> None:
-    """One writer process: own Django setup and connection, ``count`` appends."""
+    """One writer process: own Django setup and connection, ``count`` appends.
+
+    ``code_root`` (``--baseline-ref``) runs another checkout's code instead.
+    Reports its own CPU time and its PostgreSQL backend's (read from /proc).
+    """
+    if code_root:
+        sys.path.insert(0, code_root)
     _configure_environment(url, key_file)
     import django
 
@@ -76,8 +83,11 @@ def _writer(
     from audit import services as audit
 
     connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
     barrier.wait(timeout=300)
+    profile = _profiler(index)
     started, queued = time.perf_counter(), 0
+    cpu, backend_cpu = time.process_time(), _process_cpu(backend)
     for first in range(0, count, per_transaction):
         with transaction.atomic():
             for n in range(first, min(first + per_transaction, count)):
@@ -89,8 +99,33 @@ def _writer(
                     payload={"writer": index, "n": n, "note": "benchmark event"},
                 )
                 queued += event.seq is None
-    results.put((index, count, time.perf_counter() - started, queued))
+    seconds = time.perf_counter() - started
+    cpu, backend_cpu = time.process_time() - cpu, _process_cpu(backend) - backend_cpu
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{os.environ['CIVITAS_BENCH_PROFILE']}/writer-{index}.prof")
+    results.put((index, count, seconds, queued, cpu, backend_cpu))
     connection.close()
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``; 0 where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _profiler(index: int):
+    """cProfile of the writer's CPU time when CIVITAS_BENCH_PROFILE names a folder."""
+    if not os.environ.get("CIVITAS_BENCH_PROFILE"):
+        return None
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    return profile
 
 
 def _head_seq() -> int:
@@ -107,8 +142,10 @@ def _append(
     *,
     quiet: bool,
     per_transaction: int = 1,
+    code_root: str | None = None,
 ) -> dict:
-    """Run ``writers`` processes appending ``total`` events; wall-clock figures."""
+    """Run ``writers`` processes appending ``total`` events; wall-clock figures
+    and CPU per event (the writers' processes, and their PostgreSQL backends)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(writers + 1)
     results = ctx.Queue()
@@ -120,6 +157,7 @@ def _append(
         ctx.Process(
             target=_writer,
             args=(url, key_file, i, shares[i], per_transaction, barrier, results),
+            kwargs={"code_root": code_root},
         )
         for i in range(writers)
     ]
@@ -156,6 +194,12 @@ def _append(
         # chained by a sequencer pass after their commit.
         "queued": sum(row[3] for row in per_writer),
         "pending_after": _pending_count(),
+        # Milliseconds of CPU per event: the writer processes (their own
+        # sequencer passes included) and their PostgreSQL backends.
+        "cpu_ms_per_event": {
+            "writers": round(1000 * sum(row[4] for row in per_writer) / total, 3),
+            "backends": round(1000 * sum(row[5] for row in per_writer) / total, 3),
+        },
     }
 
 
@@ -421,7 +465,30 @@ def _append_rows(figures: dict) -> list[tuple[str, ...]]:
          f"{conc['seconds']:.1f}", f"{conc['appends_per_second']:,.0f}"),
         (f"append, 1 writer, {per_tx} per transaction", f"{batched['events']:,}",
          f"{batched['seconds']:.1f}", f"{batched['appends_per_second']:,.0f}"),
+        *_before_rows(figures),
     ]  # fmt: skip
+
+
+def _before_rows(figures: dict) -> list[tuple[str, ...]]:
+    """The ``--baseline-ref`` code's appends, with CPU per event for both."""
+    before = figures.get("before")
+    if not before:
+        return []
+    rows = []
+    for key, label in (("baseline", "1 writer"), ("concurrent", "writers")):
+        old, new = before[key], figures[key]
+        writers = f"{old['writers']} " if key == "concurrent" else ""
+        ratio = new["appends_per_second"] / max(old["appends_per_second"], 1e-9)
+        rate = f"{old['appends_per_second']:,.0f}"
+        rows.append((f"append, {writers}{label}, code at {before['ref']} "
+                     f"(this code {ratio:.2f}x)", f"{old['events']:,}",
+                     f"{old['seconds']:.1f}", rate))  # fmt: skip
+        for name, figs in ((before["ref"], old), ("this code", new)):
+            cpu = figs["cpu_ms_per_event"]
+            rows.append((f"  CPU ms/event, {writers}{label}, {name}: "
+                         f"writers {cpu['writers']}, PostgreSQL {cpu['backends']}",
+                         "", "", ""))  # fmt: skip
+    return rows
 
 
 def _verify_rows(label: str, figures: dict) -> list[tuple[str, ...]]:
@@ -488,9 +555,20 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
         if not args.no_export:
             figures["export"] = _export_figures(workdir)
         return figures
+    before = _baseline_code(args.baseline_ref, workdir) if args.baseline_ref else None
+    if before:
+        figures["before"] = {
+            "ref": args.baseline_ref,
+            "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet,
+                                code_root=before),
+        }  # fmt: skip
+    figures["baseline"] = _append(url, key_file, 1, baseline_events, quiet=quiet)
+    if before:
+        figures["before"]["concurrent"] = _append(
+            url, key_file, args.writers, args.events, quiet=quiet, code_root=before
+        )
     figures |= {
         "writers": args.writers,
-        "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet),
         "concurrent": _append(url, key_file, args.writers, args.events, quiet=quiet),
         "batched": _append(
             url,
@@ -508,6 +586,22 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
     if args.proof_samples:
         figures["proofs"] = _proof_figures(args.proof_samples)
     return figures
+
+
+def _baseline_code(ref: str, workdir: Path) -> str:
+    """The project's files at git ``ref``, extracted under ``workdir``: the
+    writers of the "before" figures run them against the same database."""
+    import subprocess
+
+    target = workdir / "baseline-code"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -533,6 +627,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress lines on stderr"
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        help="also time 1 and --writers writers running this git commit's code "
+        "(the code before a change), interleaved with this code's, same database",
     )
     parser.add_argument(
         "--verify-only",

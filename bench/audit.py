@@ -188,7 +188,7 @@ def _append(
         "seconds": round(elapsed, 3),
         "appends_per_second": round(total / elapsed, 1),
         "per_writer_appends_per_second": [
-            round(count / seconds, 1) for _, count, seconds, _ in per_writer
+            round(row[1] / row[2], 1) for row in per_writer
         ],
         # Appends queued because another writer held the chain head, then
         # chained by a sequencer pass after their commit.

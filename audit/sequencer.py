@@ -62,7 +62,9 @@ __all__ = [
     "is_queueing",
     "lock_head",
     "pending_add",
+    "pending_row",
     "queue_checkpoint",
+    "queued",
     "sequence_pending",
 ]
 
@@ -83,6 +85,8 @@ _PENDING_FIELDS = (
     "object_type", "object_id", "payload",
 )  # fmt: skip
 _EVENT_FIELDS = tuple(f.attname for f in AuditEvent._meta.concrete_fields)
+_PENDING_INSERT = f"INSERT INTO {_PENDING} (recorded_at, {', '.join(_PENDING_FIELDS)})"
+_PENDING_VALUES = ", ".join(["%s"] * (1 + len(_PENDING_FIELDS)))
 
 
 def _head_of(row: tuple) -> AuditChainHead:
@@ -118,23 +122,34 @@ def lock_head() -> AuditChainHead:
     return AuditChainHead.objects.select_for_update().get(pk=1)
 
 
-def head_try_lock() -> AuditChainHead | None:
+def head_try_lock(queue: dict | None = None) -> AuditChainHead | None:
     """The chain head, locked, if no other transaction holds it; else None.
 
     ``FOR UPDATE SKIP LOCKED``: no wait, no error, so no savepoint is needed;
-    the same statement tells a locked row from a missing one. A transaction
+    the same statement tells a locked row from a missing one and, given
+    ``queue`` (a ``pending_row``), queues that event when another transaction
+    holds the head: None then means queued (call ``queued``). A transaction
     that holds the lock already gets the row again. Waits (``lock_head``)
     where the database cannot skip locked rows (SQLite, which serialises
     writers itself) or when the row is missing.
     """
     if not connection.features.has_select_for_update_skip_locked:
         return lock_head()
+    insert, params = "", []
+    if queue is not None:
+        insert = (
+            f", q AS ({_PENDING_INSERT} SELECT {_PENDING_VALUES} "
+            f"WHERE NOT EXISTS (SELECT FROM h) AND EXISTS (SELECT FROM {_HEAD} "
+            "WHERE id = 1))"
+        )
+        params = _pending_params(queue)
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH h AS (SELECT seq, hash, frontier FROM {_HEAD} WHERE id = 1 "
-            "FOR UPDATE SKIP LOCKED) "
+            f"FOR UPDATE SKIP LOCKED){insert} "
             f"SELECT h.seq, h.hash, h.frontier, EXISTS (SELECT FROM {_HEAD} "
-            "WHERE id = 1) FROM (SELECT 1) AS one LEFT JOIN h ON true"
+            "WHERE id = 1) FROM (SELECT 1) AS one LEFT JOIN h ON true",
+            params,
         )
         *row, exists = cursor.fetchone()
     if row[0] is not None:
@@ -169,34 +184,45 @@ def is_queueing() -> bool:
     return _sequence_callback() is not None
 
 
-def pending_add(
+def pending_row(
     *, fields: dict[str, Any], actor, agency, payload_text: str
-) -> AuditEvent:
-    """Queue one event in the caller's transaction; sequenced after it commits.
-
-    Returns the unsaved, unchained AuditEvent (seq, prev_hash, hash None;
-    created_at the recording time, replaced when it is chained).
-    """
-    now = timezone.now()
-    values = {
+) -> dict[str, Any]:
+    """An event's row for the queue (``head_try_lock``, ``pending_add``)."""
+    return {
+        "recorded_at": timezone.now(),
         **fields,
         "actor_id": actor.pk if actor is not None else None,
         "agency_id": agency.pk if agency is not None else None,
         "payload": payload_text,
     }
+
+
+def _pending_params(row: dict[str, Any]) -> list:
+    return [row["recorded_at"], *(row[name] for name in _PENDING_FIELDS)]
+
+
+def pending_add(row: dict[str, Any]) -> None:
+    """Queue ``row`` (a ``pending_row``) in the caller's transaction."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_PENDING} (recorded_at, {', '.join(_PENDING_FIELDS)}) "
-            f"VALUES (%s{', %s' * len(_PENDING_FIELDS)})",
-            [now, *(values[name] for name in _PENDING_FIELDS)],
+            f"{_PENDING_INSERT} VALUES ({_PENDING_VALUES})", _pending_params(row)
         )
+
+
+def queued(row: dict[str, Any], *, actor, agency) -> AuditEvent:
+    """After ``row`` was queued: sequence it once the transaction commits.
+
+    Returns the unsaved, unchained AuditEvent (seq, prev_hash, hash None;
+    created_at the recording time, replaced when it is chained).
+    """
     if not is_queueing():
         transaction.on_commit(_Sequence())
+    fields = {name: row[name] for name in _PENDING_FIELDS}
+    del fields["actor_id"], fields["agency_id"]
     return AuditEvent(
-        created_at=now,
+        created_at=row["recorded_at"],
         actor=actor,
         agency=agency,
-        payload=payload_text,
         prev_hash=None,
         hash=None,
         **fields,

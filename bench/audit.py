@@ -152,7 +152,7 @@ def _append(
     shares = [
         total // writers + (1 if i < total % writers else 0) for i in range(writers)
     ]
-    start_seq = _head_seq()
+    start_seq, start_commits = _head_seq(), _commits()
     processes = [
         ctx.Process(
             target=_writer,
@@ -192,6 +192,9 @@ def _append(
         ],
         # Appends queued because another writer held the chain head, then
         # chained by a sequencer pass after their commit.
+        # Committed transactions (the writers' and their sequencer passes')
+        # per event; a writer's connection reports them when it closes.
+        "commits_per_event": round((_commits() - start_commits) / total, 3),
         "queued": sum(row[3] for row in per_writer),
         "pending_after": _pending_count(),
         # Milliseconds of CPU per event: the writer processes (their own
@@ -201,6 +204,19 @@ def _append(
             "backends": round(1000 * sum(row[5] for row in per_writer) / total, 3),
         },
     }
+
+
+def _commits() -> int:
+    from django.db import connection
+
+    time.sleep(0.6)  # the statistics of closed connections settle
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        )
+        return cursor.fetchone()[0]
 
 
 def _pending_count() -> int:
@@ -486,7 +502,8 @@ def _before_rows(figures: dict) -> list[tuple[str, ...]]:
         for name, figs in ((before["ref"], old), ("this code", new)):
             cpu = figs["cpu_ms_per_event"]
             rows.append((f"  CPU ms/event, {writers}{label}, {name}: "
-                         f"writers {cpu['writers']}, PostgreSQL {cpu['backends']}",
+                         f"writers {cpu['writers']}, PostgreSQL {cpu['backends']}; "
+                         f"commits/event {figs['commits_per_event']}",
                          "", "", ""))  # fmt: skip
     return rows
 

@@ -73,6 +73,8 @@ def _writer(
     Reports its own CPU time and its PostgreSQL backend's (read from /proc).
     """
     if code_root:
+        # The settings put the working directory first on sys.path.
+        os.chdir(code_root)
         sys.path.insert(0, code_root)
     _configure_environment(url, key_file)
     import django
@@ -104,7 +106,8 @@ def _writer(
     if profile is not None:
         profile.disable()
         profile.dump_stats(f"{os.environ['CIVITAS_BENCH_PROFILE']}/writer-{index}.prof")
-    results.put((index, count, seconds, queued, cpu, backend_cpu))
+    code = str(Path(audit.__file__).resolve().parent.parent)
+    results.put((index, count, seconds, queued, cpu, backend_cpu, code))
     connection.close()
 
 
@@ -195,6 +198,7 @@ def _append(
         # Committed transactions (the writers' and their sequencer passes')
         # per event; a writer's connection reports them when it closes.
         "commits_per_event": round((_commits() - start_commits) / total, 3),
+        "code": sorted({row[6] for row in per_writer}),
         "queued": sum(row[3] for row in per_writer),
         "pending_after": _pending_count(),
         # Milliseconds of CPU per event: the writer processes (their own

@@ -23,7 +23,11 @@ that holds it at that moment (after t1) inherits the same duty; the duty
 ends with a pass that takes the lock and reads the queue after t1, which
 chains the event. A lock-holding pass that found the queue empty also
 looks again after releasing, which closes the window where it read the
-queue just before t1. An event is left only when its writer dies between
+queue just before t1. A writer first probes the lock in one statement
+outside any transaction (``_lock_free``): a probe that fails is a failed
+try-lock as above; one that succeeds held the lock for that statement only,
+and its writer then runs a whole pass, whose look after release serves
+whoever failed against the probe. An event is left only when its writer dies between
 its commit and its pass, or a pass fails: ``civitas.audit_sequence_sweep``
 (beat, every minute), ``verify_chain`` and ``checkpoint_create`` chain such
 leftovers, waiting for the lock.

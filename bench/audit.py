@@ -111,6 +111,64 @@ def _writer(
     connection.close()
 
 
+def _queued_writer(url: str, key_file: str | None, count: int, code_root, results):
+    """CPU of ``count`` queued appends: another connection holds the chain head
+    and the sequencer's lock, so each append is queued and its pass refused."""
+    if code_root:
+        os.chdir(code_root)
+        sys.path.insert(0, code_root)
+    _configure_environment(url, key_file)
+    import django
+
+    django.setup()
+    import psycopg
+    from django.db import connection, transaction
+
+    from audit import rows, sequencer
+    from audit import services as audit
+
+    with transaction.atomic():
+        sequencer.lock_head()  # the head row exists before it is held
+    holder = psycopg.connect(**rows.conninfo_of(connection.settings_dict))
+    holder.execute("SELECT FROM governance_auditchainhead WHERE id = 1 FOR UPDATE")
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", [sequencer._SEQUENCER_LOCK])
+    backend = connection.connection.info.backend_pid
+    cpu, backend_cpu = time.process_time(), _process_cpu(backend)
+    for n in range(count):
+        with transaction.atomic():
+            event = audit.record(
+                actor=None,
+                action="bench.appended",
+                object_type="bench.item",
+                object_id=f"queued-{n}",
+                payload={"writer": 0, "n": n, "note": "benchmark event"},
+            )
+        assert event.seq is None
+    cpu, backend_cpu = time.process_time() - cpu, _process_cpu(backend) - backend_cpu
+    holder.close()
+    audit.sequence_pending()
+    code = str(Path(audit.__file__).resolve().parent.parent)
+    results.put({
+        "events": count,
+        "code": code,
+        "cpu_ms_per_event": {"writer": round(1000 * cpu / count, 3),
+                             "backend": round(1000 * backend_cpu / count, 3)},
+    })  # fmt: skip
+    connection.close()
+
+
+def _queued_cpu(url: str, key_file: str | None, count: int, code_root=None) -> dict:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    process = ctx.Process(
+        target=_queued_writer, args=(url, key_file, count, code_root, results)
+    )
+    process.start()
+    figures = results.get(timeout=600)
+    process.join(60)
+    return figures
+
+
 def _process_cpu(pid: int) -> float:
     """CPU seconds (user + system) of process ``pid``; 0 where /proc is absent."""
     try:
@@ -509,6 +567,12 @@ def _before_rows(figures: dict) -> list[tuple[str, ...]]:
                          f"writers {cpu['writers']}, PostgreSQL {cpu['backends']}; "
                          f"commits/event {figs['commits_per_event']}",
                          "", "", ""))  # fmt: skip
+    old, new = before["queued_cpu"], figures["queued_cpu"]
+    for name, figs in ((before["ref"], old), ("this code", new)):
+        cpu = figs["cpu_ms_per_event"]
+        rows.append((f"  CPU ms/event, one queued append (head held), {name}: "
+                     f"writer {cpu['writer']}, PostgreSQL {cpu['backend']}",
+                     f"{figs['events']:,}", "", ""))  # fmt: skip
     return rows
 
 
@@ -585,6 +649,10 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
         }  # fmt: skip
     figures["baseline"] = _append(url, key_file, 1, baseline_events, quiet=quiet)
     if before:
+        figures["before"]["queued_cpu"] = _queued_cpu(
+            url, key_file, baseline_events, before
+        )
+        figures["queued_cpu"] = _queued_cpu(url, key_file, baseline_events)
         figures["before"]["concurrent"] = _append(
             url, key_file, args.writers, args.events, quiet=quiet, code_root=before
         )

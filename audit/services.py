@@ -227,8 +227,7 @@ def record(
     with transaction.atomic(savepoint=False):
         head = _head_for(wait=wait, row=row)
         if head is None:
-            # Another writer holds the head: the event was queued, and is
-            # chained once this transaction commits (audit.sequencer).
+            # Queued: chained once this transaction commits (audit.sequencer).
             return sequencer.queued(row, actor=actor, agency=agency)
         event = sequencer.chain_event(
             head.seq,

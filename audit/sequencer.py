@@ -23,7 +23,11 @@ that holds it at that moment (after t1) inherits the same duty; the duty
 ends with a pass that takes the lock and reads the queue after t1, which
 chains the event. A lock-holding pass that found the queue empty also
 looks again after releasing, which closes the window where it read the
-queue just before t1. An event is left only when its writer dies between
+queue just before t1. A writer first probes the lock in one statement
+outside any transaction (``_lock_free``): a probe that fails is a failed
+try-lock as above; one that succeeds held the lock for that statement only,
+and its writer then runs a whole pass, whose look after release serves
+whoever failed against the probe. An event is left only when its writer dies between
 its commit and its pass, or a pass fails: ``civitas.audit_sequence_sweep``
 (beat, every minute), ``verify_chain`` and ``checkpoint_create`` chain such
 leftovers, waiting for the lock.
@@ -62,7 +66,9 @@ __all__ = [
     "is_queueing",
     "lock_head",
     "pending_add",
+    "pending_row",
     "queue_checkpoint",
+    "queued",
     "sequence_pending",
 ]
 
@@ -75,6 +81,25 @@ _SEQUENCER_LOCK = 0x4349564954415302
 SEQUENCE_BATCH = 1000
 
 
+_HEAD = AuditChainHead._meta.db_table
+_PENDING = AuditPendingEvent._meta.db_table
+# A pending row as ``_pending_rows`` reads it: the id, then the event's fields.
+_PENDING_FIELDS = (
+    "actor_id", "actor_label", "agency_id", "agency_slug", "action",
+    "object_type", "object_id", "payload",
+)  # fmt: skip
+_EVENT_FIELDS = tuple(f.attname for f in AuditEvent._meta.concrete_fields)
+_PENDING_INSERT = f"INSERT INTO {_PENDING} (recorded_at, {', '.join(_PENDING_FIELDS)})"
+_PENDING_VALUES = ", ".join(["%s"] * (1 + len(_PENDING_FIELDS)))
+
+
+def _head_of(row: tuple) -> AuditChainHead:
+    """The head model from a (seq, hash, frontier) row."""
+    return AuditChainHead.from_db(
+        connection.alias, ["id", "seq", "hash", "frontier"], (1, *row)
+    )
+
+
 def lock_head() -> AuditChainHead:
     """Lock and return the chain head, recreating it from the last event if absent.
 
@@ -82,10 +107,12 @@ def lock_head() -> AuditChainHead:
     runner empties every table; the chain then resumes from whatever events
     remain.
     """
-    try:
-        return AuditChainHead.objects.select_for_update().get(pk=1)
-    except AuditChainHead.DoesNotExist:
-        pass
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT seq, hash, frontier FROM {_HEAD} WHERE id = 1{lock}")
+        row = cursor.fetchone()
+    if row is not None:
+        return _head_of(row)
     last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
     try:
         with transaction.atomic():
@@ -99,21 +126,39 @@ def lock_head() -> AuditChainHead:
     return AuditChainHead.objects.select_for_update().get(pk=1)
 
 
-def head_try_lock() -> AuditChainHead | None:
+def head_try_lock(queue: dict | None = None) -> AuditChainHead | None:
     """The chain head, locked, if no other transaction holds it; else None.
 
-    ``FOR UPDATE SKIP LOCKED``: no wait, no error, so no savepoint is needed.
-    A transaction that holds the lock already gets the row again. Waits
-    (``lock_head``) where the database cannot skip locked rows (SQLite, which
-    serialises writers itself) or when the row is missing.
+    ``FOR UPDATE SKIP LOCKED``: no wait, no error, so no savepoint is needed;
+    the same statement tells a locked row from a missing one and, given
+    ``queue`` (a ``pending_row``), queues that event when another transaction
+    holds the head: None then means queued (call ``queued``). A transaction
+    that holds the lock already gets the row again. Waits (``lock_head``)
+    where the database cannot skip locked rows (SQLite, which serialises
+    writers itself) or when the row is missing.
     """
     if not connection.features.has_select_for_update_skip_locked:
         return lock_head()
-    head = AuditChainHead.objects.select_for_update(skip_locked=True).filter(pk=1)
-    found = head.first()
-    if found is None and not AuditChainHead.objects.filter(pk=1).exists():
-        return lock_head()
-    return found
+    insert, params = "", []
+    if queue is not None:
+        insert = (
+            f", q AS ({_PENDING_INSERT} SELECT {_PENDING_VALUES} "
+            f"WHERE NOT EXISTS (SELECT FROM h) AND EXISTS (SELECT FROM {_HEAD} "
+            "WHERE id = 1))"
+        )
+        params = _pending_params(queue)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH h AS (SELECT seq, hash, frontier FROM {_HEAD} WHERE id = 1 "
+            f"FOR UPDATE SKIP LOCKED){insert} "
+            f"SELECT h.seq, h.hash, h.frontier, EXISTS (SELECT FROM {_HEAD} "
+            "WHERE id = 1) FROM (SELECT 1) AS one LEFT JOIN h ON true",
+            params,
+        )
+        *row, exists = cursor.fetchone()
+    if row[0] is not None:
+        return _head_of(row)
+    return None if exists else lock_head()
 
 
 class _Sequence:
@@ -143,25 +188,45 @@ def is_queueing() -> bool:
     return _sequence_callback() is not None
 
 
-def pending_add(
+def pending_row(
     *, fields: dict[str, Any], actor, agency, payload_text: str
-) -> AuditEvent:
-    """Queue one event in the caller's transaction; sequenced after it commits.
+) -> dict[str, Any]:
+    """An event's row for the queue (``head_try_lock``, ``pending_add``)."""
+    return {
+        "recorded_at": timezone.now(),
+        **fields,
+        "actor_id": actor.pk if actor is not None else None,
+        "agency_id": agency.pk if agency is not None else None,
+        "payload": payload_text,
+    }
+
+
+def _pending_params(row: dict[str, Any]) -> list:
+    return [row["recorded_at"], *(row[name] for name in _PENDING_FIELDS)]
+
+
+def pending_add(row: dict[str, Any]) -> None:
+    """Queue ``row`` (a ``pending_row``) in the caller's transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{_PENDING_INSERT} VALUES ({_PENDING_VALUES})", _pending_params(row)
+        )
+
+
+def queued(row: dict[str, Any], *, actor, agency) -> AuditEvent:
+    """After ``row`` was queued: sequence it once the transaction commits.
 
     Returns the unsaved, unchained AuditEvent (seq, prev_hash, hash None;
     created_at the recording time, replaced when it is chained).
     """
-    now = timezone.now()
-    AuditPendingEvent.objects.create(
-        recorded_at=now, actor=actor, agency=agency, payload=payload_text, **fields
-    )
     if not is_queueing():
         transaction.on_commit(_Sequence())
+    fields = {name: row[name] for name in _PENDING_FIELDS}
+    del fields["actor_id"], fields["agency_id"]
     return AuditEvent(
-        created_at=now,
+        created_at=row["recorded_at"],
         actor=actor,
         agency=agency,
-        payload=payload_text,
         prev_hash=None,
         hash=None,
         **fields,
@@ -192,78 +257,104 @@ def chain_event(head_seq: int, head_hash: str, **values: Any) -> AuditEvent:
     return event
 
 
-def _lock_sequencer(*, wait: bool) -> bool:
-    """Take the sequencer's advisory lock until commit; False if ``wait`` is off
-    and another pass holds it."""
+def _lock_sequencer(*, wait: bool) -> tuple[bool, bool]:
+    """Take the sequencer's advisory lock until commit: (taken, queue non-empty).
+
+    Not taken if ``wait`` is off and another pass holds it. One statement:
+    its look at the queue may predate the lock by the statement's start, so
+    a False only skips this batch; the look after release (``sequence_pending``)
+    decides when a pass ends.
+    """
+    # A function in FROM runs once; the waiting one returns void.
+    taken, function = ("true", "pg_advisory_xact_lock") if wait else (
+        "taken", "pg_try_advisory_xact_lock")  # fmt: skip
     with connection.cursor() as cursor:
-        if wait:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
-            return True
+        cursor.execute(
+            f"SELECT {taken}, {taken} AND EXISTS (SELECT FROM {_PENDING}) "
+            f"FROM {function}(%s) AS taken",
+            [_SEQUENCER_LOCK],
+        )
+        return cursor.fetchone()
+
+
+def _lock_free() -> bool:
+    """Whether no pass holds the sequencer's lock: one statement, in autocommit.
+
+    The lock is taken and released by the statement itself, so a pass that
+    fails to take it meanwhile relies on this caller's pass (which looks at
+    the queue after it releases the lock) as on any other.
+    """
+    with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SEQUENCER_LOCK])
         return cursor.fetchone()[0]
 
 
-def _chain_batch(head: AuditChainHead, pending: list[AuditPendingEvent]) -> list:
-    """Append ``pending`` after ``head`` (locked): events, nodes, head; in id order."""
+def _pending_exists() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS (SELECT FROM {_PENDING})")
+        return cursor.fetchone()[0]
+
+
+def _pending_rows(limit: int | None) -> list[tuple]:
+    """(id, *_PENDING_FIELDS) of the queue's oldest ``limit`` rows, in id order."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, {', '.join(_PENDING_FIELDS)} FROM {_PENDING} ORDER BY id"
+            + (" LIMIT %s" if limit is not None else ""),
+            [limit] if limit is not None else [],
+        )
+        return cursor.fetchall()
+
+
+def _chain_batch(head: AuditChainHead, pending: list[tuple]) -> list:
+    """Append ``pending`` rows after ``head`` (locked): events, nodes, head."""
     created_at = timezone.now()  # under the head's lock: time never runs back
     nodes, bulk = [], tree.BulkNodes(head)
     events: list[AuditEvent] = []
     seq, last = head.seq, head.hash
-    for row in pending:
+    for _id, *values in pending:
+        fields = dict(zip(_PENDING_FIELDS, values, strict=True))
         event = chain_event(
             seq,
             last,
             created_at=created_at,
-            actor_id=row.actor_id,
-            actor_label=row.actor_label,
-            agency_id=row.agency_id,
-            agency_slug=row.agency_slug,
-            action=row.action,
-            object_type=row.object_type,
-            object_id=row.object_id,
-            payload=row.payload,
             # What the verifier hashes: the stored text, parsed.
-            payload_value=parse_json(row.payload),
+            payload_value=parse_json(fields["payload"]),
+            **fields,
         )
-        nodes.extend(
-            AuditMerkleNode(id=key, level=level, index=index, hash=value)
-            for key, level, index, value in bulk.add(event.hash)
-        )
+        nodes.extend(bulk.add(event.hash))
         events.append(event)
         seq, last = event.seq, event.hash
     head.seq, head.hash, head.frontier = seq, last, bulk.edge
-    _write_batch(events, nodes, [row.id for row in pending], head)
+    _write_batch(events, nodes, [row[0] for row in pending], head)
     return events
 
 
 def _write_batch(events: list, nodes: list, pending_ids: list, head) -> None:
     """Events, nodes, head and the queue's deletion in one statement (one trip).
 
-    Raises RuntimeError, dooming the pass, unless the DELETE removed every
-    row chained: a row chained twice would fork nothing (the head's lock and
-    the unique prev_hash forbid it) but is refused before that.
+    ``nodes`` are (id, level, index, hash) rows. Raises RuntimeError, dooming
+    the pass, unless the DELETE removed every row chained: a row chained
+    twice would fork nothing (the head's lock and the unique prev_hash forbid
+    it) but is refused before that.
     """
-    fields = AuditEvent._meta.concrete_fields
-    row = f"({', '.join(['%s'] * len(fields))})"
+    columns = [f.column for f in AuditEvent._meta.concrete_fields]
+    row = f"({', '.join(['%s'] * len(columns))})"
     node_rows = ", ".join(["(%s, %s, %s, %s)"] * len(nodes))
     sql = (
         f"WITH e AS (INSERT INTO {AuditEvent._meta.db_table} "
-        f"({', '.join(f.column for f in fields)}) "
+        f"({', '.join(columns)}) "
         f"VALUES {', '.join([row] * len(events))}), "
         f"n AS (INSERT INTO {AuditMerkleNode._meta.db_table} "
         f'(id, level, "index", hash) VALUES {node_rows}), '
-        f"d AS (DELETE FROM {AuditPendingEvent._meta.db_table} "
-        "WHERE id = ANY(%s) RETURNING 1) "
-        f"UPDATE {AuditChainHead._meta.db_table} "
-        "SET seq = %s, hash = %s, frontier = %s WHERE id = 1 "
+        f"d AS (DELETE FROM {_PENDING} WHERE id = ANY(%s) RETURNING 1) "
+        f"UPDATE {_HEAD} SET seq = %s, hash = %s, frontier = %s WHERE id = 1 "
         "RETURNING (SELECT count(*) FROM d)"
     )
-    params = [
-        f.get_db_prep_save(getattr(event, f.attname), connection)
-        for event in events
-        for f in fields
-    ]
-    params += [v for n in nodes for v in (n.id, n.level, n.index, n.hash)]
+    # Values as the model holds them: psycopg adapts each (an aware datetime,
+    # str, int, None) as the ORM's own insert would.
+    params = [getattr(event, name) for event in events for name in _EVENT_FIELDS]
+    params += [value for node in nodes for value in node]
     params += [pending_ids, head.seq, head.hash, head.frontier]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -280,7 +371,9 @@ def sequence_pending(*, batch: int = SEQUENCE_BATCH, wait: bool = True) -> int:
     looked at again, and the pass goes on while it holds rows. Without
     ``wait`` (a writer's pass, on commit) it returns at once when another
     pass holds the lock: that pass looks at the queue again after it
-    releases the lock (module docstring). Events asked for are announced,
+    releases the lock (module docstring); outside a transaction that is
+    seen in one statement (``_lock_free``) before any transaction is opened.
+    Events asked for are announced,
     and a checkpoint queued when a batch crosses a multiple of
     ``AUDIT_CHECKPOINT_EVENTS``, once their batch has committed. Does
     nothing but on PostgreSQL (SQLite never queues). Raises the database's
@@ -288,19 +381,22 @@ def sequence_pending(*, batch: int = SEQUENCE_BATCH, wait: bool = True) -> int:
     """
     if connection.vendor != "postgresql":
         return 0
+    if not wait and not connection.in_atomic_block and not _lock_free():
+        return 0
     chained = 0
     while True:
         with transaction.atomic():
-            if not _lock_sequencer(wait=wait):
+            # The queue is looked at with the lock, before the head is
+            # locked: locking a row takes a transaction id, whose commit
+            # would cost an empty pass a WAL flush.
+            taken, queued = _lock_sequencer(wait=wait)
+            if not taken:
                 return chained
-            # Read after the lock; and before the head is locked: locking a
-            # row takes a transaction id, whose commit would cost an empty
-            # pass a WAL flush.
-            if AuditPendingEvent.objects.exists():
+            if queued:
                 chained += len(chain_pending(lock_head(), limit=batch))
         # Looked at after the lock is released: a pass that failed to take
         # it while this one held it relies on this look.
-        if not AuditPendingEvent.objects.exists():
+        if not _pending_exists():
             return chained
 
 
@@ -311,7 +407,7 @@ def chain_pending(head: AuditChainHead, *, limit: int | None = None) -> list:
     pass committed before; ``head`` is moved forward in memory too. Announces
     and checkpoint queueing run when the transaction commits.
     """
-    pending = list(AuditPendingEvent.objects.order_by("id")[:limit])
+    pending = _pending_rows(limit)
     if not pending:
         return []
     events = _chain_batch(head, pending)

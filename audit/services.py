@@ -220,16 +220,16 @@ def record(
         agency=agency,
         payload=payload,
     )
+    row = sequencer.pending_row(
+        fields=fields, actor=actor, agency=agency, payload_text=payload_text
+    )
     # No savepoint: a failed append dooms the caller's transaction, which must
     # never commit without its event.
     with transaction.atomic(savepoint=False):
-        head = _head_for(wait=wait)
+        head = _head_for(wait=wait, row=row)
         if head is None:
-            # Another writer holds the head: queue the event, chained once
-            # this transaction commits (audit.sequencer).
-            return sequencer.pending_add(
-                fields=fields, actor=actor, agency=agency, payload_text=payload_text
-            )
+            # Queued: chained once this transaction commits (audit.sequencer).
+            return sequencer.queued(row, actor=actor, agency=agency)
         event = sequencer.chain_event(
             head.seq,
             head.hash,
@@ -251,8 +251,8 @@ def record(
     return event
 
 
-def _head_for(*, wait: bool) -> AuditChainHead | None:
-    """The head, locked for an inline append; None to queue the event instead.
+def _head_for(*, wait: bool, row: dict) -> AuditChainHead | None:
+    """The head, locked for an inline append; None when ``row`` was queued instead.
 
     A transaction that queued events queues the rest too, so its events keep
     their order; with ``wait`` it waits for the head. Pending events the
@@ -261,9 +261,11 @@ def _head_for(*, wait: bool) -> AuditChainHead | None:
     if wait:
         head = sequencer.lock_head()
     elif sequencer.is_queueing():
+        sequencer.pending_add(row)
         return None
     else:
-        head = sequencer.head_try_lock()
+        # Queues ``row`` in the same statement when another writer holds it.
+        head = sequencer.head_try_lock(row)
     if head is not None:
         # No append overtakes one committed (or queued by this transaction)
         # before it: those are chained first.

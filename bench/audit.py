@@ -67,8 +67,17 @@ def _writer(
     per_transaction: int,
     barrier,
     results,
+    code_root: str | None = None,
 ) -> None:
-    """One writer process: own Django setup and connection, ``count`` appends."""
+    """One writer process: own Django setup and connection, ``count`` appends.
+
+    ``code_root`` (``--baseline-ref``) runs another checkout's code instead.
+    Reports its own CPU time and its PostgreSQL backend's (read from /proc).
+    """
+    if code_root:
+        # The settings put the working directory first on sys.path.
+        os.chdir(code_root)
+        sys.path.insert(0, code_root)
     _configure_environment(url, key_file)
     import django
 
@@ -78,8 +87,11 @@ def _writer(
     from audit import services as audit
 
     connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
     barrier.wait(timeout=300)
+    profile = _profiler(index)
     started, queued = time.perf_counter(), 0
+    cpu, backend_cpu = time.process_time(), _process_cpu(backend)
     for first in range(0, count, per_transaction):
         with transaction.atomic():
             for n in range(first, min(first + per_transaction, count)):
@@ -91,8 +103,92 @@ def _writer(
                     payload={"writer": index, "n": n, "note": "benchmark event"},
                 )
                 queued += event.seq is None
-    results.put((index, count, time.perf_counter() - started, queued))
+    seconds = time.perf_counter() - started
+    cpu, backend_cpu = time.process_time() - cpu, _process_cpu(backend) - backend_cpu
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{os.environ['CIVITAS_BENCH_PROFILE']}/writer-{index}.prof")
+    code = str(Path(audit.__file__).resolve().parent.parent)
+    results.put((index, count, seconds, queued, cpu, backend_cpu, code))
     connection.close()
+
+
+def _queued_writer(url: str, key_file: str | None, count: int, code_root, results):
+    """CPU of ``count`` queued appends: another connection holds the chain head
+    and the sequencer's lock, so each append is queued and its pass refused."""
+    if code_root:
+        os.chdir(code_root)
+        sys.path.insert(0, code_root)
+    _configure_environment(url, key_file)
+    import django
+
+    django.setup()
+    import psycopg
+    from django.db import connection, transaction
+
+    from audit import rows, sequencer
+    from audit import services as audit
+
+    with transaction.atomic():
+        sequencer.lock_head()  # the head row exists before it is held
+    holder = psycopg.connect(**rows.conninfo_of(connection.settings_dict))
+    holder.execute("SELECT FROM governance_auditchainhead WHERE id = 1 FOR UPDATE")
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", [sequencer._SEQUENCER_LOCK])
+    backend = connection.connection.info.backend_pid
+    cpu, backend_cpu = time.process_time(), _process_cpu(backend)
+    for n in range(count):
+        with transaction.atomic():
+            event = audit.record(
+                actor=None,
+                action="bench.appended",
+                object_type="bench.item",
+                object_id=f"queued-{n}",
+                payload={"writer": 0, "n": n, "note": "benchmark event"},
+            )
+        assert event.seq is None
+    cpu, backend_cpu = time.process_time() - cpu, _process_cpu(backend) - backend_cpu
+    holder.close()
+    audit.sequence_pending()
+    code = str(Path(audit.__file__).resolve().parent.parent)
+    results.put({
+        "events": count,
+        "code": code,
+        "cpu_ms_per_event": {"writer": round(1000 * cpu / count, 3),
+                             "backend": round(1000 * backend_cpu / count, 3)},
+    })  # fmt: skip
+    connection.close()
+
+
+def _queued_cpu(url: str, key_file: str | None, count: int, code_root=None) -> dict:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    process = ctx.Process(
+        target=_queued_writer, args=(url, key_file, count, code_root, results)
+    )
+    process.start()
+    figures = results.get(timeout=600)
+    process.join(60)
+    return figures
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``; 0 where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _profiler(index: int):
+    """cProfile of the writer's CPU time when CIVITAS_BENCH_PROFILE names a folder."""
+    if not os.environ.get("CIVITAS_BENCH_PROFILE"):
+        return None
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    return profile
 
 
 def _head_seq() -> int:
@@ -109,19 +205,22 @@ def _append(
     *,
     quiet: bool,
     per_transaction: int = 1,
+    code_root: str | None = None,
 ) -> dict:
-    """Run ``writers`` processes appending ``total`` events; wall-clock figures."""
+    """Run ``writers`` processes appending ``total`` events; wall-clock figures
+    and CPU per event (the writers' processes, and their PostgreSQL backends)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(writers + 1)
     results = ctx.Queue()
     shares = [
         total // writers + (1 if i < total % writers else 0) for i in range(writers)
     ]
-    start_seq = _head_seq()
+    start_seq, start_commits = _head_seq(), _commits()
     processes = [
         ctx.Process(
             target=_writer,
             args=(url, key_file, i, shares[i], per_transaction, barrier, results),
+            kwargs={"code_root": code_root},
         )
         for i in range(writers)
     ]
@@ -152,13 +251,36 @@ def _append(
         "seconds": round(elapsed, 3),
         "appends_per_second": round(total / elapsed, 1),
         "per_writer_appends_per_second": [
-            round(count / seconds, 1) for _, count, seconds, _ in per_writer
+            round(row[1] / row[2], 1) for row in per_writer
         ],
         # Appends queued because another writer held the chain head, then
         # chained by a sequencer pass after their commit.
+        # Committed transactions (the writers' and their sequencer passes')
+        # per event; a writer's connection reports them when it closes.
+        "commits_per_event": round((_commits() - start_commits) / total, 3),
+        "code": sorted({row[6] for row in per_writer}),
         "queued": sum(row[3] for row in per_writer),
         "pending_after": _pending_count(),
+        # Milliseconds of CPU per event: the writer processes (their own
+        # sequencer passes included) and their PostgreSQL backends.
+        "cpu_ms_per_event": {
+            "writers": round(1000 * sum(row[4] for row in per_writer) / total, 3),
+            "backends": round(1000 * sum(row[5] for row in per_writer) / total, 3),
+        },
     }
+
+
+def _commits() -> int:
+    from django.db import connection
+
+    time.sleep(0.6)  # the statistics of closed connections settle
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        )
+        return cursor.fetchone()[0]
 
 
 def _pending_count() -> int:
@@ -475,7 +597,37 @@ def _append_rows(figures: dict) -> list[tuple[str, ...]]:
          f"{conc['seconds']:.1f}", f"{conc['appends_per_second']:,.0f}"),
         (f"append, 1 writer, {per_tx} per transaction", f"{batched['events']:,}",
          f"{batched['seconds']:.1f}", f"{batched['appends_per_second']:,.0f}"),
+        *_before_rows(figures),
     ]  # fmt: skip
+
+
+def _before_rows(figures: dict) -> list[tuple[str, ...]]:
+    """The ``--baseline-ref`` code's appends, with CPU per event for both."""
+    before = figures.get("before")
+    if not before:
+        return []
+    rows = []
+    for key, label in (("baseline", "1 writer"), ("concurrent", "writers")):
+        old, new = before[key], figures[key]
+        writers = f"{old['writers']} " if key == "concurrent" else ""
+        ratio = new["appends_per_second"] / max(old["appends_per_second"], 1e-9)
+        rate = f"{old['appends_per_second']:,.0f}"
+        rows.append((f"append, {writers}{label}, code at {before['ref']} "
+                     f"(this code {ratio:.2f}x)", f"{old['events']:,}",
+                     f"{old['seconds']:.1f}", rate))  # fmt: skip
+        for name, figs in ((before["ref"], old), ("this code", new)):
+            cpu = figs["cpu_ms_per_event"]
+            rows.append((f"  CPU ms/event, {writers}{label}, {name}: "
+                         f"writers {cpu['writers']}, PostgreSQL {cpu['backends']}; "
+                         f"commits/event {figs['commits_per_event']}",
+                         "", "", ""))  # fmt: skip
+    old, new = before["queued_cpu"], figures["queued_cpu"]
+    for name, figs in ((before["ref"], old), ("this code", new)):
+        cpu = figs["cpu_ms_per_event"]
+        rows.append((f"  CPU ms/event, one queued append (head held), {name}: "
+                     f"writer {cpu['writer']}, PostgreSQL {cpu['backend']}",
+                     f"{figs['events']:,}", "", ""))  # fmt: skip
+    return rows
 
 
 def _verify_rows(label: str, figures: dict) -> list[tuple[str, ...]]:
@@ -563,9 +715,24 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
         if not args.no_export:
             figures["export"] = _export_figures(workdir, args.orm_baseline)
         return figures
+    before = _baseline_code(args.baseline_ref, workdir) if args.baseline_ref else None
+    if before:
+        figures["before"] = {
+            "ref": args.baseline_ref,
+            "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet,
+                                code_root=before),
+        }  # fmt: skip
+    figures["baseline"] = _append(url, key_file, 1, baseline_events, quiet=quiet)
+    if before:
+        figures["before"]["queued_cpu"] = _queued_cpu(
+            url, key_file, baseline_events, before
+        )
+        figures["queued_cpu"] = _queued_cpu(url, key_file, baseline_events)
+        figures["before"]["concurrent"] = _append(
+            url, key_file, args.writers, args.events, quiet=quiet, code_root=before
+        )
     figures |= {
         "writers": args.writers,
-        "baseline": _append(url, key_file, 1, baseline_events, quiet=quiet),
         "concurrent": _append(url, key_file, args.writers, args.events, quiet=quiet),
         "batched": _append(
             url,
@@ -583,6 +750,22 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
     if args.proof_samples:
         figures["proofs"] = _proof_figures(args.proof_samples)
     return figures
+
+
+def _baseline_code(ref: str, workdir: Path) -> str:
+    """The project's files at git ``ref``, extracted under ``workdir``: the
+    writers of the "before" figures run them against the same database."""
+    import subprocess
+
+    target = workdir / "baseline-code"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -613,6 +796,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress lines on stderr"
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        help="also time 1 and --writers writers running this git commit's code "
+        "(the code before a change), interleaved with this code's, same database",
     )
     parser.add_argument(
         "--verify-only",

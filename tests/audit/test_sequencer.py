@@ -15,7 +15,7 @@ from django.db import connection, transaction
 
 from audit import sequencer
 from audit import services as audit
-from audit.models import AuditEvent, AuditPendingEvent
+from audit.models import AuditChainHead, AuditEvent, AuditPendingEvent
 from tests.audit.test_audit import committed_audit_rows  # noqa: F401 -- a fixture
 from workers import tasks
 
@@ -229,3 +229,68 @@ def test_four_concurrent_writers_chain_every_event_exactly_once():
     assert report.ok and report.events == WRITERS * EACH, report.reason
     # The checkpoint re-verifies the chain and the stored Merkle tree.
     assert audit.checkpoint_create().seq == WRITERS * EACH
+
+
+class PassHolder(threading.Thread):
+    """Another pass: holds the sequencer's advisory lock until released."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.locked, self.release = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        try:
+            with transaction.atomic():
+                assert sequencer._lock_sequencer(wait=True)[0]
+                self.locked.set()
+                self.release.wait(60)
+        finally:
+            self.locked.set()
+            connection.close()
+
+
+def test_a_writers_pass_leaves_its_event_to_the_pass_holding_the_lock():
+    passing = PassHolder()
+    passing.start()
+    assert passing.locked.wait(60)
+    try:
+        with Holder(), transaction.atomic():
+            assert _record("queued").seq is None
+        # Its own pass ran on commit: one probe, no transaction, nothing chained.
+        assert not sequencer._lock_free()
+        assert audit.sequence_pending(wait=False) == 0
+        assert AuditPendingEvent.objects.count() == 1
+    finally:
+        passing.release.set()
+        passing.join(60)
+
+    # The lock is free again: the next pass (the holder's look after its
+    # release, in service) chains it.
+    assert sequencer._lock_free()
+    assert audit.sequence_pending(wait=False) == 1
+    assert _chain() == ["test.held", "test.queued"]
+    assert audit.verify_chain().ok
+
+
+def test_a_missing_head_is_told_from_a_locked_one_and_recreated():
+    with transaction.atomic():
+        _record("first")
+    with transaction.atomic():
+        second = _record("second")
+    AuditChainHead.objects.filter(pk=1).delete()
+
+    with transaction.atomic():
+        head = sequencer.head_try_lock()
+        assert (head.seq, head.hash) == (2, second.hash)
+        third = _record("third")
+
+    assert third.seq == 3
+    # record() itself: the statement that would queue the event queues
+    # nothing for a missing head, which is recreated and the event inline.
+    AuditChainHead.objects.filter(pk=1).delete()
+    with transaction.atomic():
+        fourth = _record("fourth")
+    assert fourth.seq == 4
+    assert not AuditPendingEvent.objects.exists()
+    assert _chain() == ["test.first", "test.second", "test.third", "test.fourth"]
+    assert audit.verify_chain().ok

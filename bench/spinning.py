@@ -57,13 +57,13 @@ def _runners(bundle: Path, task: str, threads: int, work: dict) -> dict:
     from engine.session import RuntimeSettings, make_session
 
     runners = {}
+    requests = [([], row) for row in work["scoring"]]
     for mode in MODES:
         settings = RuntimeSettings.spinning(threads, mode)
         model = load_model(bundle, settings=settings)
         if model.settings != settings:  # int8: load_model dropped "within"
             model.session = make_session(bundle / "model.onnx", settings)
         if task == "scoring":
-            requests = [([], row) for row in work["scoring"]]
             runners[mode] = lambda m=model: m.loglikelihood(requests, batch_size=BATCH)
         else:
             runners[mode] = lambda m=model: m.generate(

@@ -83,7 +83,7 @@ def test_an_unknown_mode_is_refused():
 
 
 def test_within_runs_gives_the_results_of_no_spinning(lm):
-    off = runtime.load_model(lm, settings=session.RuntimeSettings.spinning(THREADS, "off"))
+    off = runtime.load_model(lm, settings=session.RuntimeSettings(THREADS))
     within = runtime.load_model(
         lm, settings=session.RuntimeSettings.spinning(THREADS, "within")
     )

@@ -73,15 +73,17 @@ def timed_pair(a, b, repeats: int) -> dict:
 def timed_rounds(fns: dict, repeats: int, idle_s: float = 0.0) -> dict:
     """``timed_pair`` for any number of callables, by key.
 
-    With ``idle_s``, each call is followed by that long a sleep, and
-    ``idle_cores`` records the process CPU seconds per wall second during it
-    (threads left spinning after a call show there).
+    With ``idle_s``, each call is preceded (so that threads another call left
+    spinning have stopped) and followed by that long a sleep, and
+    ``idle_cores`` records the process CPU seconds per wall second during the
+    second (threads this call left spinning show there).
     """
     for fn in fns.values():
         fn()
     out = {key: {"wall_s": [], "cpu_s": [], "idle_cores": []} for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
+            time.sleep(idle_s)
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
             out[key]["wall_s"].append(time.perf_counter() - wall)

@@ -436,7 +436,7 @@ CIVITAS_EVAL_CANCEL_POLL_SECONDS = env.float(
     "CIVITAS_EVAL_CANCEL_POLL_SECONDS", default=1.0
 )
 # Engine threads spin inside a run only (RuntimeSettings.spin_within_runs).
-CIVITAS_EVAL_SPIN_IN_RUNS = env.bool("CIVITAS_EVAL_SPIN_IN_RUNS", default=False)
+CIVITAS_EVAL_SPIN_IN_RUNS = env.bool("CIVITAS_EVAL_SPIN_IN_RUNS", default=True)
 # Dead processes' scratch folders (civitas-eval-*) older than the longest run: removed.
 CIVITAS_SCRATCH_SWEEP_AGE_SECONDS = env.int(
     "CIVITAS_SCRATCH_SWEEP_AGE_SECONDS", default=CIVITAS_EVAL_TIMEOUT_SECONDS + 600

@@ -67,14 +67,32 @@ def timed_pair(a, b, repeats: int) -> dict:
     One untimed warm-up each, then ``repeats`` rounds of ``a`` then ``b``:
     both see the same moments of any other load on the machine.
     """
-    a(), b()
-    out = {key: {"wall_s": [], "cpu_s": []} for key in "ab"}
+    return timed_rounds({"a": a, "b": b}, repeats)
+
+
+def timed_rounds(fns: dict, repeats: int, idle_s: float = 0.0) -> dict:
+    """``timed_pair`` for any number of callables, by key.
+
+    With ``idle_s``, each call is preceded (so that threads another call left
+    spinning have stopped) and followed by that long a sleep, and
+    ``idle_cores`` records the process CPU seconds per wall second during the
+    second (threads this call left spinning show there).
+    """
+    for fn in fns.values():
+        fn()
+    out = {key: {"wall_s": [], "cpu_s": [], "idle_cores": []} for key in fns}
     for _ in range(repeats):
-        for key, fn in (("a", a), ("b", b)):
+        for key, fn in fns.items():
+            time.sleep(idle_s)
             wall, cpu = time.perf_counter(), time.process_time()
             fn()
             out[key]["wall_s"].append(time.perf_counter() - wall)
             out[key]["cpu_s"].append(time.process_time() - cpu)
+            if idle_s:
+                wall, cpu = time.perf_counter(), time.process_time()
+                time.sleep(idle_s)
+                idle = (time.process_time() - cpu) / (time.perf_counter() - wall)
+                out[key]["idle_cores"].append(idle)
     return out
 
 
@@ -179,19 +197,22 @@ def torch_worker(args: argparse.Namespace) -> dict:
     }
 
 
-def genai_worker(args: argparse.Namespace) -> dict:
-    """onnxruntime-genai greedy generation figures on the genai bundle."""
+def genai_generator(bundle: Path, threads: int):
+    """``(workload, generate, produced)``: genai greedy generation on ``bundle``.
+
+    Each ``generate()`` appends its new tokens to ``produced``.
+    """
     import onnxruntime_genai as og
 
     # genai reads its thread count from genai_config.json only; set it to
     # the run's, like every other runner.
-    config_path = Path(args.bundle) / "genai_config.json"
+    config_path = bundle / "genai_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     options = config["model"]["decoder"].setdefault("session_options", {})
-    options["intra_op_num_threads"] = args.threads
+    options["intra_op_num_threads"] = threads
     options["inter_op_num_threads"] = 1
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    model = og.Model(str(args.bundle))
+    model = og.Model(str(bundle))
     work = workload(int(config["model"]["vocab_size"]))
     prompt = np.asarray(work["prompt"], dtype=np.int32)
     total = PROMPT_LEN + NEW_TOKENS
@@ -209,6 +230,14 @@ def genai_worker(args: argparse.Namespace) -> dict:
             generator.generate_next_token()
         produced.append([int(t) for t in generator.get_sequence(0)[PROMPT_LEN:]])
 
+    return work, generate, produced
+
+
+def genai_worker(args: argparse.Namespace) -> dict:
+    """onnxruntime-genai greedy generation figures on the genai bundle."""
+    import onnxruntime_genai as og
+
+    _, generate, produced = genai_generator(Path(args.bundle), args.threads)
     times = timed(generate, args.repeats)
     return {
         "generation_times_s": times,

@@ -549,7 +549,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     from engine import perf
     from engine.session import RuntimeSettings
 
-    settings = RuntimeSettings(args.threads, allow_spinning=args.engine_spinning)
+    settings = RuntimeSettings.spinning(args.threads, args.engine_spinning)
     phases = Phases(args.max_foreign_load, args.wait_quiet)
     cfg = bench_config(args.params or (10e6 if args.quick else 100e6))
     interpreters = _interpreters(args)
@@ -758,8 +758,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds each phase may wait for other load to drop first",
     )
     parser.add_argument("--save", type=Path, help="also write the JSON here")
-    parser.add_argument(
-        "--engine-spinning", action="store_true", help="engine threads spin (genai's)"
+    parser.add_argument(  # off; within (runs only); always (bare flag: genai's)
+        "--engine-spinning", nargs="?", const="always", default="off"
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-genai", action="store_true")

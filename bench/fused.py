@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--genai-bundle", type=Path, help="its genai_gqa twin")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")
-    parser.add_argument("--engine-spinning", action="store_true")
+    parser.add_argument("--engine-spinning", nargs="?", const="always", default="off")
     parser.add_argument(
         "--spinning-pair",
         action="store_true",
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.threads = args.threads or len(os.sched_getaffinity(0))
-    settings = RuntimeSettings(args.threads, allow_spinning=args.engine_spinning)
+    settings = RuntimeSettings.spinning(args.threads, args.engine_spinning)
     vocab = json.loads((args.bundle / "config.json").read_text())["vocab_size"]
     if args.spinning_pair:
         fused = ensure_fused(args.bundle)[0]

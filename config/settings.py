@@ -431,13 +431,13 @@ CELERY_BEAT_SCHEDULE = {
 CIVITAS_EVAL_BUNDLE_CACHE_BYTES = env.int(
     "CIVITAS_EVAL_BUNDLE_CACHE_BYTES", default=8 << 30
 )
-# A worker asks a running evaluation's row this often whether it was
-# cancelled, and kills the child's process group when it was.
+# Worker polls a running evaluation's row this often; cancelled: its child is killed.
 CIVITAS_EVAL_CANCEL_POLL_SECONDS = env.float(
     "CIVITAS_EVAL_CANCEL_POLL_SECONDS", default=1.0
 )
-# Scratch folders (civitas-eval-*) whose owning process is dead and that were
-# last written longer ago than the longest run are removed by celery beat.
+# Engine threads spin inside a run only (RuntimeSettings.spin_within_runs).
+CIVITAS_EVAL_SPIN_IN_RUNS = env.bool("CIVITAS_EVAL_SPIN_IN_RUNS", default=True)
+# Dead processes' scratch folders (civitas-eval-*) older than the longest run: removed.
 CIVITAS_SCRATCH_SWEEP_AGE_SECONDS = env.int(
     "CIVITAS_SCRATCH_SWEEP_AGE_SECONDS", default=CIVITAS_EVAL_TIMEOUT_SECONDS + 600
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,9 @@ def load_model(
     ``digest`` (or the resolved model path when no digest is known). Raises
     ``bundle.BundleError`` from inspection, ``RuntimeCheckError`` when the
     model cannot be driven (no tokenizer, unsupported inputs, unknown KV
-    shape), and onnxruntime errors for graphs it refuses.
+    shape), and onnxruntime errors for graphs it refuses. A graph that
+    quantises at run time gets no ``spin_within_runs``: its one-row runs go
+    on several caller threads at once, and spinning pools would fight.
     """
     root = Path(root)
     settings = settings or RuntimeSettings()
@@ -286,22 +289,24 @@ def load_model(
     weight_bytes = _fact(facts, "weight_bytes") or sum(
         p.stat().st_size for p in model_path.parent.glob(model_path.name + "*")
     )
+    kind = _fact(facts, "kind", "generic")
+    dynamic = kind in ("causal_lm_kv", "causal_lm", "seq_classifier") and bool(
+        _fact(facts, "quantisation", "fp32") not in _FLOAT_OR_WEIGHT_ONLY
+        and uses_dynamic_quantisation(model_path)
+    )
+    if dynamic and settings.spin_within_runs:
+        settings = replace(settings, spin_within_runs=False)
     if cache is not None:
         key = digest or f"path:{model_path.resolve()}"
         session = cache.get(key, model_path, settings, int(weight_bytes))
     else:
         session = make_session(model_path, settings)
     config = _read_json(root / "config.json")
-    kind = _fact(facts, "kind", "generic")
     if kind in ("causal_lm_kv", "causal_lm", "seq_classifier"):
         tokenizer_path = root / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise RuntimeCheckError("the bundle has no tokenizer.json")
         tokenizer = load_tokenizer(tokenizer_path)
-        dynamic = bool(
-            _fact(facts, "quantisation", "fp32") not in _FLOAT_OR_WEIGHT_ONLY
-            and uses_dynamic_quantisation(model_path)
-        )
         if kind == "seq_classifier":
             return SequenceClassifier(
                 session,

@@ -65,6 +65,10 @@ class RuntimeSettings:
 
     ``intra_op_threads=0`` means every CPU in the affinity mask.
     ``graph_optimization`` is one of disable, basic, extended, all.
+    ``allow_spinning``: idle pool threads spin, during and between runs
+    (ONNX Runtime's default, and onnxruntime-genai's). ``spin_within_runs``:
+    they spin between the operators of one run and stop when it returns
+    (``session.force_spinning_stop``), so nothing burns CPU between runs.
     Raises ``ValueError`` on an unknown optimisation level or negative counts.
     """
 
@@ -73,12 +77,27 @@ class RuntimeSettings:
     graph_optimization: str = "all"
     allow_spinning: bool = False
     mem_arena: bool = True
+    spin_within_runs: bool = False
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in _OPT_LEVELS:
             raise ValueError(f"graph_optimization must be one of {sorted(_OPT_LEVELS)}")
         if self.intra_op_threads < 0 or self.inter_op_threads < 1:
             raise ValueError("thread counts must be intra >= 0 and inter >= 1")
+
+    @classmethod
+    def spinning(cls, intra_op_threads: int, mode: str) -> RuntimeSettings:
+        """Settings with spinning ``mode``: off, within (runs only) or always.
+
+        Raises ``ValueError`` on another mode.
+        """
+        if mode not in ("off", "within", "always"):
+            raise ValueError("spinning must be one of off, within, always")
+        return cls(
+            intra_op_threads,
+            allow_spinning=mode == "always",
+            spin_within_runs=mode == "within",
+        )
 
     def resolved_intra_op_threads(self) -> int:
         """The thread count actually used (0 resolved to the affinity count)."""
@@ -96,6 +115,7 @@ def make_session(model_path: Path, settings: RuntimeSettings) -> ort.InferenceSe
 
     Spinning is off by default: spinning threads burn CPU between runs, which
     slows co-located work and inflates the CPU-seconds a run is charged.
+    ``spin_within_runs`` spins only inside a run (``session.force_spinning_stop``).
     No custom operator library is ever registered (bundles are untrusted).
     External data is resolved next to ``model_path``. Raises onnxruntime's
     errors (``Fail``, ``InvalidGraph``, ...) for invalid models.
@@ -107,8 +127,13 @@ def make_session(model_path: Path, settings: RuntimeSettings) -> ort.InferenceSe
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     opts.enable_cpu_mem_arena = settings.mem_arena
     spin = "1" if settings.allow_spinning else "0"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    within = settings.spin_within_runs and not settings.allow_spinning
+    opts.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if within else spin
+    )
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if within:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
     return ort.InferenceSession(
         str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]

@@ -527,6 +527,7 @@ def _execute_claimed(run_id: int, progress, heartbeat: _Heartbeat):
             progress=_Progress(run_id, len(suite_spec["tasks"]), progress),
             should_stop=_stopped(run_id, heartbeat),
             poll_s=settings.CIVITAS_EVAL_CANCEL_POLL_SECONDS,
+            settings={"spin_within_runs": settings.CIVITAS_EVAL_SPIN_IN_RUNS},
         )
     except EvaluationFailure as exc:
         if exc.code == "cancelled":

@@ -306,3 +306,24 @@ def test_e4_sweeper_fails_runs_without_heartbeat_and_requeues_lost_messages(
     stale.refresh_from_db()
     assert stale.status == RunStatus.FAILED
     assert stale.failure_code == "worker_lost"
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_the_engine_threads_spin_within_runs_only_when_configured(
+    released_lm_version, small_suite, member_a, mlflow_store, settings, spin
+):
+    settings.CIVITAS_EVAL_SPIN_IN_RUNS = spin
+    run = evaluation_services.evaluation_request(
+        actor=member_a,
+        model_version=released_lm_version,
+        suite=small_suite,
+        enqueue=False,
+    )
+
+    run = evaluation_services.evaluation_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.failure_reason
+    # The child's sessions were built with the setting, and the run says so.
+    assert run.environment["runtime_settings"]["spin_within_runs"] is spin
+    assert run.environment["runtime_settings"]["allow_spinning"] is False

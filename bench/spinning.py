@@ -1,0 +1,166 @@
+"""Session thread policies side by side: no spinning, spinning within runs, always.
+
+One process calls, alternately (``bench.baselines.timed_rounds``), the engine
+with each policy of ``RuntimeSettings.spinning`` and, when this interpreter
+has onnxruntime_genai (run it with ``.venv-export/bin/python``), genai on its
+own graph with the same weights, so every runner sees the same moments of
+any other load:
+
+* ``off``: idle pool threads sleep (the engine's default);
+* ``within``: they spin between the operators of a run and stop when it
+  returns (``session.force_spinning_stop``);
+* ``always``: ONNX Runtime's default, and genai's.
+
+Workloads (``--workloads``): fused fp32 and int4 generation (64 tokens,
+batch 1) and fused dynamic int8 scoring (8 x 128, one-row runs on concurrent
+caller threads; ``load_model`` refuses ``within`` for such graphs, so there
+the session is swapped in to measure what spinning would do). For each:
+tokens/s, CPU ms per token (``getrusage``) and idle cores: process CPU
+seconds per second of a ``--idle`` s sleep right after each call.
+
+    .venv-export/bin/python bench/spinning.py \\
+        --bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000 \\
+        --genai-bundle bench/out/eval_throughput/llama-99m-h768-l8-v32000-genai
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.baselines import (  # noqa: E402
+    BATCH,
+    NEW_TOKENS,
+    SEQ_LEN,
+    ensure_quantised,
+    timed_rounds,
+    workload,
+)
+from bench.fused import ensure_fused  # noqa: E402
+from bench.int4 import ensure_genai_int4  # noqa: E402
+
+MODES = ("off", "within", "always")
+
+
+def _runners(bundle: Path, task: str, threads: int, work: dict) -> dict:
+    """One callable per policy: generation, or int8 scoring with the session swapped."""
+    from engine.runtime import load_model
+    from engine.session import RuntimeSettings, make_session
+
+    runners = {}
+    requests = [([], row) for row in work["scoring"]]
+    for mode in MODES:
+        settings = RuntimeSettings.spinning(threads, mode)
+        model = load_model(bundle, settings=settings)
+        if model.settings != settings:  # int8: load_model dropped "within"
+            model.session = make_session(bundle / "model.onnx", settings)
+        if task == "scoring":
+            runners[mode] = lambda m=model: m.loglikelihood(requests, batch_size=BATCH)
+        else:
+            runners[mode] = lambda m=model: m.generate(
+                work["prompt"], max_new_tokens=NEW_TOKENS, stop_ids=()
+            )
+    return runners
+
+
+def measure(args, work: dict) -> dict:
+    """Every workload's figures per runner, and ratios to ``off`` and to genai."""
+    fused = ensure_fused(args.bundle)[0]
+    bundles = {
+        "fp32_generation": (fused, args.genai_bundle),
+        "int4_generation": (ensure_quantised(fused, "int4"), None),
+        "int8_scoring": (ensure_quantised(fused), None),
+    }
+    if args.genai_bundle:
+        genai_int4 = ensure_genai_int4(
+            ensure_quantised(args.bundle, "int4"), args.genai_bundle
+        )
+        bundles["int4_generation"] = (bundles["int4_generation"][0], genai_int4)
+    result: dict = {"threads": args.threads, "idle_s": args.idle}
+    for name in args.workloads.split(","):
+        bundle, genai_bundle = bundles[name]
+        task = "scoring" if name == "int8_scoring" else "generation"
+        fns = _runners(bundle, task, args.threads, work)
+        if genai_bundle and _has_genai():
+            from bench.baselines import genai_generator
+
+            fns["genai"] = genai_generator(genai_bundle, args.threads)[1]
+        print(f"[spinning] {name}", file=sys.stderr, flush=True)
+        times = timed_rounds(fns, args.repeats, idle_s=args.idle)
+        tokens = BATCH * SEQ_LEN if task == "scoring" else NEW_TOKENS
+        rows = {
+            key: {
+                "tokens_per_s": tokens / float(np.median(t["wall_s"])),
+                "cpu_ms_per_token": 1e3 * float(np.median(t["cpu_s"])) / tokens,
+                "idle_cores": float(np.median(t["idle_cores"])),
+                "times_s": t["wall_s"],
+            }
+            for key, t in times.items()
+        }
+        for row in rows.values():
+            row["vs_off"] = row["tokens_per_s"] / rows["off"]["tokens_per_s"]
+            if "genai" in rows:
+                row["vs_genai"] = row["tokens_per_s"] / rows["genai"]["tokens_per_s"]
+        result[name] = rows
+    return result
+
+
+def _has_genai() -> bool:
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def lines(result: dict) -> list[str]:
+    """The printed table: one line per workload and runner."""
+    out = [
+        f"threads {result['threads']}; idle cores over {result['idle_s']} s after "
+        "each call",
+        f"{'workload':<17}{'runner':<8}{'tok/s':>10}{'vs off':>8}{'vs genai':>9}"
+        f"{'CPU ms/tok':>12}{'idle cores':>11}",
+    ]
+    for name, rows in result.items():
+        if not isinstance(rows, dict):
+            continue
+        for key, row in rows.items():
+            genai = row.get("vs_genai")
+            out.append(
+                f"{name:<17}{key:<8}{row['tokens_per_s']:>10,.1f}{row['vs_off']:>8.2f}"
+                f"{'-' if genai is None else format(genai, '.2f'):>9}"
+                f"{row['cpu_ms_per_token']:>12.3f}{row['idle_cores']:>11.3f}"
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="Optimum bundle")
+    parser.add_argument("--genai-bundle", type=Path, help="its genai_gqa twin")
+    parser.add_argument(
+        "--workloads", default="fp32_generation,int4_generation,int8_scoring"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="0 = every core")
+    parser.add_argument("--idle", type=float, default=0.2, help="seconds after calls")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    args.threads = args.threads or len(os.sched_getaffinity(0))
+    vocab = json.loads((args.bundle / "config.json").read_text())["vocab_size"]
+    result = measure(args, workload(vocab))
+    print(json.dumps(result) if args.json else "\n".join(lines(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

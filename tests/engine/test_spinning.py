@@ -1,0 +1,123 @@
+"""Session thread spinning: off, within runs only, always.
+
+``spin_within_runs`` lets ONNX Runtime's pool threads spin between the
+operators of one run and stops them when it returns
+(``session.force_spinning_stop``): the session's config shows it, results
+equal those of a session that never spins, no CPU is burnt between runs,
+and graphs quantised at run time (one-row runs on concurrent caller
+threads) are loaded without it. Real models from ``modelgen``, real
+ONNX Runtime; run without Django: ``pytest tests/engine/test_spinning.py
+-p no:django``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+import modelgen
+from engine import runtime, session
+from engine.quantise import Derivation, quantise_graph
+
+THREADS = 2
+
+
+def _entry(made, key: str) -> str | None:
+    try:
+        return made.get_session_options().get_session_config_entry(key)
+    except Exception:  # onnxruntime raises when the key was never set
+        return None
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    texts = [t for _, t in modelgen.corpus_documents()]
+    cfg = modelgen.LMConfig(
+        vocab_size=320,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
+    return modelgen.write_lm_bundle(
+        tmp_path_factory.mktemp("spin") / "lm",
+        cfg,
+        modelgen.init_weights(cfg, 5),
+        modelgen.train_tokenizer(texts, 300),
+    )
+
+
+@pytest.fixture(scope="module")
+def int8_lm(lm, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("spin-int8") / "lm"
+    shutil.copytree(lm, dest, ignore=shutil.ignore_patterns("model.onnx*"))
+    quantise_graph(
+        lm / "model.onnx", dest / "model.onnx", Derivation("dynamic-int8"), feeds=None
+    )
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("mode", "intra", "stop"),
+    [("off", "0", None), ("within", "1", "1"), ("always", "1", None)],
+)
+def test_each_mode_sets_the_session_config(lm, mode, intra, stop):
+    settings = session.RuntimeSettings.spinning(THREADS, mode)
+    assert settings.to_dict()["spin_within_runs"] is (mode == "within")
+    made = session.make_session(lm / "model.onnx", settings)
+    assert _entry(made, "session.intra_op.allow_spinning") == intra
+    assert _entry(made, "session.force_spinning_stop") == stop
+    assert _entry(made, "session.inter_op.allow_spinning") == (
+        "1" if mode == "always" else "0"
+    )
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="off, within, always"):
+        session.RuntimeSettings.spinning(THREADS, "sometimes")
+
+
+def test_within_runs_gives_the_results_of_no_spinning(lm):
+    off = runtime.load_model(lm, settings=session.RuntimeSettings(THREADS))
+    within = runtime.load_model(
+        lm, settings=session.RuntimeSettings.spinning(THREADS, "within")
+    )
+    assert within.settings.spin_within_runs is True
+    prompt = within.encode("The council collects garden waste")
+    assert within.generate(prompt, max_new_tokens=12, stop_ids=()) == off.generate(
+        prompt, max_new_tokens=12, stop_ids=()
+    )
+    requests = [([], within.encode(t)) for t in ("Apply online.", "The bins go out.")]
+    a = [ll for ll, _, _ in within.loglikelihood(requests, batch_size=2)]
+    b = [ll for ll, _, _ in off.loglikelihood(requests, batch_size=2)]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_no_cpu_is_burnt_between_runs(lm):
+    model = runtime.load_model(
+        lm, settings=session.RuntimeSettings.spinning(THREADS, "within")
+    )
+    prompt = model.encode("Household waste is collected every Tuesday")
+    for _ in range(3):
+        model.generate(prompt, max_new_tokens=16, stop_ids=())
+        cpu = time.process_time()
+        time.sleep(0.3)
+        # The pool threads sleep once a run returns: nothing runs while this
+        # thread sleeps (measured 0.0001 s; always-spinning threads 0.013-0.027).
+        assert time.process_time() - cpu < 0.005
+
+
+def test_graphs_quantised_at_run_time_never_spin(lm, int8_lm):
+    within = session.RuntimeSettings.spinning(THREADS, "within")
+    model = runtime.load_model(int8_lm, settings=within)
+    assert model.dynamic_quantisation is True
+    assert model.settings.spin_within_runs is False
+    assert _entry(model.session, "session.intra_op.allow_spinning") == "0"
+    assert _entry(model.session, "session.force_spinning_stop") is None
+    fp32 = runtime.load_model(lm, settings=within)
+    assert fp32.settings == within

@@ -30,7 +30,6 @@ deleted from a real chain.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing as mp
 import os
@@ -44,6 +43,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.audit_verify import export_figures, proof_figures, verify_figures  # noqa: E402
 
 _SCRATCH_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -308,129 +309,6 @@ def _commit_probe(count: int = 500) -> dict:
     return {"commits": count, "commits_per_second": round(count / seconds, 1)}
 
 
-def _timed(run, events_of=lambda report: report.events) -> dict:
-    """Wall time and events/s of one verification run."""
-    started = time.perf_counter()
-    report = run()
-    seconds = time.perf_counter() - started
-    return {
-        "ok": report.ok,
-        "events": report.events,
-        "seconds": round(seconds, 3),
-        "events_per_second": round(report.events / seconds, 1),
-        "reason": report.reason,
-    }
-
-
-def _side_by_side(run) -> dict:
-    """One process (the baseline) and one worker per core, in the same run."""
-    from audit.verify import default_workers
-
-    workers = default_workers()
-    one, many = _timed(lambda: run(1)), _timed(lambda: run(workers))
-    rate = many["events_per_second"] / max(one["events_per_second"], 1e-9)
-    return {
-        **many,
-        "workers": workers,
-        "one_process": one,
-        "ratio_to_one_process": round(rate, 2),
-    }
-
-
-def _verify_figures(orm_baseline: bool = False) -> dict:
-    from django.db import connection
-
-    from audit import services as audit
-
-    started = time.perf_counter()
-    checkpoint = audit.checkpoint_create()
-    checkpoint_seconds = time.perf_counter() - started
-    figures = _side_by_side(lambda workers: audit.verify_chain(workers=workers))
-    report = audit.verify_chain(workers=1)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_total_relation_size('governance_auditevent')")
-        table_bytes = cursor.fetchone()[0]
-    figures |= {
-        "checkpoints_ok": report.checkpoints_ok,
-        "checkpoint_seq": checkpoint.seq if checkpoint else None,
-        "checkpoint_seconds": round(checkpoint_seconds, 3),
-        "checkpoint_to_verify": round(checkpoint_seconds / figures["seconds"], 2),
-        "table_bytes_per_event": round(table_bytes / max(report.events, 1), 1),
-    }
-    if orm_baseline:
-        figures["checkpoint_orm"] = _checkpoint_orm(checkpoint_seconds)
-    return figures
-
-
-def _checkpoint_orm(checkpoint_seconds: float) -> dict:
-    """``--orm-baseline``: the segment read as checkpoints read it before
-    2026-12-05 (ORM keyset pages, one process), verified the same way."""
-    from audit import services as audit
-    from audit.models import AuditEvent
-    from audit.verify import ChainVerifier
-
-    started = time.perf_counter()
-    verifier = ChainVerifier()
-    verifier.add_many(audit._event_rows(AuditEvent.objects.all()))
-    seconds = time.perf_counter() - started
-    return {
-        "ok": verifier.finish().ok,
-        "seconds": round(seconds, 3),
-        "ratio_to_checkpoint": round(seconds / checkpoint_seconds, 2),
-    }
-
-
-def _export_figures(workdir: Path, orm_baseline: bool = False) -> dict:
-    from audit import services as audit
-    from audit import verify
-
-    path = workdir / "chain.jsonl"
-    started = time.perf_counter()
-    export = audit.export_open(actor=None, via="bench")
-    with path.open("w", encoding="utf-8") as handle:
-        for line in export.lines():
-            handle.write(line)
-    export_seconds = time.perf_counter() - started
-    figures = _side_by_side(lambda workers: verify.verify_export(path, workers=workers))
-    figures |= {
-        "export_seconds": round(export_seconds, 3),
-        "export_bytes": path.stat().st_size,
-        "verify_seconds": figures["seconds"],
-        "export_to_verify_one_process": round(
-            export_seconds / figures["one_process"]["seconds"], 2
-        ),
-    }
-    if orm_baseline:
-        figures["export_orm"] = _export_orm(export, path, export_seconds)
-    return figures
-
-
-def _export_orm(export, path: Path, export_seconds: float) -> dict:
-    """``--orm-baseline``: the export's event lines written as before 2026-12-05
-    (ORM keyset pages, ``json.dumps`` per line), compared byte for byte."""
-    from audit import services as audit
-    from audit.models import AuditEvent
-
-    other = path.with_name("chain-orm.jsonl")
-    started = time.perf_counter()
-    with other.open("w", encoding="utf-8") as handle:
-        events = AuditEvent.objects.filter(seq__lte=export.up_to_seq)
-        for event in audit._event_rows(events):
-            item = {"type": "event", **event}
-            handle.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
-            handle.write("\n")
-    seconds = time.perf_counter() - started
-    with path.open("rb") as new, other.open("rb") as old:
-        lines = (line for line in new if line.startswith(b'{"type":"event"'))
-        same = all(a == b for a, b in itertools.zip_longest(lines, old))
-    other.unlink()
-    return {
-        "seconds": round(seconds, 3),
-        "ratio_to_export": round(seconds / export_seconds, 2),
-        "identical_event_lines": same,
-    }
-
-
 def _seed_chain(events: int) -> dict:
     """``--verify-only``: append ``events`` events with COPY, hashed as ``record``
     hashes them (bench/load_seed.py does the same), with varied payloads."""
@@ -477,54 +355,6 @@ def _seed_chain(events: int) -> dict:
 _SEED_COLUMNS = ("seq", "created_at", "actor_label", "agency_slug", "action",
                  "object_type", "object_id", "payload", "prev_hash",
                  "hash")  # fmt: skip
-
-
-def _one_proof(kind: str, at: int, head) -> tuple:
-    """One proof built from the database and checked as an auditor would."""
-    from audit import services as audit
-    from audit import verify
-
-    size, root = head.tree_size, head.root_hash
-    if kind == "inclusion":
-        p = audit.inclusion_proof(at, size)
-        return p, verify.verify_inclusion(p.leaf_hash, at - 1, size, p.path, root)
-    p = audit.consistency_proof(at, size)
-    return p, verify.verify_consistency(at, size, p.first_root, root, p.path)
-
-
-def _proof_figures(samples: int) -> dict:
-    """Inclusion and consistency proofs at the chain's size: time, hashes, bytes."""
-    import random
-    import statistics
-
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from audit import services as audit
-
-    head = audit.tree_head_latest()
-    size, rng = head.tree_size, random.Random(9162)
-    figures: dict = {"tree_size": size, "samples": samples}
-    for kind in ("inclusion", "consistency"):
-        times, hashes, sizes, queries = [], [], [], []
-        for _ in range(samples):
-            with CaptureQueriesContext(connection) as captured:
-                started = time.perf_counter()
-                proof, ok = _one_proof(kind, rng.randint(1, size), head)
-                times.append(time.perf_counter() - started)
-            if not ok:
-                raise SystemExit(f"a {kind} proof failed verification")
-            queries.append(len(captured))
-            hashes.append(len(proof.path))
-            sizes.append(len(json.dumps(proof.path)))
-        figures[kind] = {
-            "ms_median": round(statistics.median(times) * 1000, 2),
-            "ms_max": round(max(times) * 1000, 2),
-            "hashes_max": max(hashes),
-            "path_bytes_max": max(sizes),
-            "queries_max": max(queries),
-        }
-    return figures
 
 
 def _maintenance_url(url: str) -> tuple[str, str]:
@@ -711,9 +541,9 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
     figures = {"database": urlsplit(url).path.lstrip("/"), "load": os.getloadavg()}
     if args.verify_only:
         figures["seeded"] = _seed_chain(args.events)
-        figures["verify"] = _verify_figures(args.orm_baseline)
+        figures["verify"] = verify_figures(args.orm_baseline)
         if not args.no_export:
-            figures["export"] = _export_figures(workdir, args.orm_baseline)
+            figures["export"] = export_figures(workdir, args.orm_baseline)
         return figures
     before = _baseline_code(args.baseline_ref, workdir) if args.baseline_ref else None
     if before:
@@ -744,11 +574,11 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
         ),
     }
     figures["commit_probe"] = _commit_probe()
-    figures["verify"] = _verify_figures(args.orm_baseline)
+    figures["verify"] = verify_figures(args.orm_baseline)
     if not args.no_export:
-        figures["export"] = _export_figures(workdir, args.orm_baseline)
+        figures["export"] = export_figures(workdir, args.orm_baseline)
     if args.proof_samples:
-        figures["proofs"] = _proof_figures(args.proof_samples)
+        figures["proofs"] = proof_figures(args.proof_samples)
     return figures
 
 

@@ -33,7 +33,8 @@ from engine.sandbox import EvaluationFailure, run_isolated
 
 TOLERANCE = 1e-4
 METHOD = "optimised"
-TOOL = "onnxruntime.transformers.optimizer"
+# What makes the graph: Civitas's attention pass, then ONNX Runtime's optimiser.
+TOOL = "engine.attention+onnxruntime.transformers.optimizer"
 OUTPUT_NAME = "derived.zip"
 _CAUSAL_KINDS = frozenset({"causal_lm_kv", "causal_lm"})
 # What the fused graph is scored on against the unfused one (the parent's

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from engine import optimise
 from governance.models import EvaluationRun, RunMetric, RunStatus
 from registry.models import ArtifactState, Derivation, Role
 from tests.e2e.conftest import (
@@ -63,7 +64,7 @@ def derived(small_suite):  # noqa: F811
         quantisation="fp32", released_at=timezone.now(), created_by=user,
     )  # fmt: skip
     settings = {
-        "method": "optimised", "tool": "onnxruntime.transformers.optimizer",
+        "method": "optimised", "tool": optimise.TOOL,
         "opt_level": 0, "model_type": "bert", "fused_ops": {"RotaryEmbedding": 4},
         "max_relative_diff": 2.1e-07, "tolerance": 0.0001, "verified_sequences": 5,
     }  # fmt: skip

@@ -157,3 +157,13 @@ def assert_accessible(page: Page) -> None:
     """Fail with axe-core's findings when the page has a serious violation."""
     violations = axe_violations(page)
     assert violations == [], f"{page.url}: {violations}"
+
+
+def accessible_in_both_languages(page: Page, shot, name: str) -> None:
+    """Axe-check and screenshot the page in English, then in French, then back."""
+    assert_accessible(page)
+    shot(page, f"{name}-en")
+    switch_language(page, "fr")
+    assert_accessible(page)
+    shot(page, f"{name}-fr")
+    switch_language(page, "en")

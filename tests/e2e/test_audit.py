@@ -7,7 +7,11 @@ import json
 import pytest
 
 from audit import services as audit
-from tests.e2e.conftest import PASSWORD, assert_accessible, sign_in, switch_language
+from tests.e2e.conftest import (
+    PASSWORD,
+    accessible_in_both_languages,
+    sign_in,
+)
 from tests.governance.conftest import *  # noqa: F403  (the lifecycle kit and people)
 
 pytestmark = [
@@ -15,15 +19,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("fast_passwords"),
 ]
-
-
-def _accessible_in_both_languages(page, shot, name: str) -> None:
-    assert_accessible(page)
-    shot(page, f"{name}-en")
-    switch_language(page, "fr")
-    assert_accessible(page)
-    shot(page, f"{name}-fr")
-    switch_language(page, "en")
 
 
 def test_an_auditor_opens_a_chain_sees_it_verified_and_downloads_it(
@@ -42,7 +37,7 @@ def test_an_auditor_opens_a_chain_sees_it_verified_and_downloads_it(
     assert verification.locator(".badge--ok").inner_text() == "OK"
     assert checkpoint.head_hash in page.content()
     assert page.get_by_text("Verifies with the platform key").count() == 1
-    _accessible_in_both_languages(page, shot, "audit-home")
+    accessible_in_both_languages(page, shot, "audit-home")
 
     page.get_by_label("Object type").select_option("governance.usecase")
     page.get_by_label("Object id").fill(str(kit.use_case.pk))
@@ -53,7 +48,7 @@ def test_an_auditor_opens_a_chain_sees_it_verified_and_downloads_it(
     )
     assert page.get_by_role("heading", name="use_case.submitted").count() == 1
     assert page.locator(".badge--bad").count() == 0
-    _accessible_in_both_languages(page, shot, "audit-object")
+    accessible_in_both_languages(page, shot, "audit-object")
 
     with page.expect_download() as caught:
         page.get_by_role("link", name="Download these events (JSON Lines)").click()

@@ -7,7 +7,12 @@ import pytest
 from django.utils import timezone
 
 from registry.models import ArtifactState, ModelVersion, Role
-from tests.e2e.conftest import PASSWORD, assert_accessible, sign_in, switch_language
+from tests.e2e.conftest import (
+    PASSWORD,
+    accessible_in_both_languages,
+    assert_accessible,
+    sign_in,
+)
 from tests.factories import (
     AgencyFactory,
     DatasetVersionFactory,
@@ -50,19 +55,10 @@ def catalogue():
     return {"user": user, "dataset_version": dataset_version, "base": base}
 
 
-def check_both_languages(page, shot, name: str) -> None:
-    assert_accessible(page)
-    shot(page, f"{name}-en")
-    switch_language(page, "fr")
-    assert_accessible(page)
-    shot(page, f"{name}-fr")
-    switch_language(page, "en")
-
-
 def register_model_and_version(page, shot, base) -> ModelVersion:
     page.goto("/portal/models/")
     assert page.get_by_role("heading", level=1).inner_text() == "Models"
-    check_both_languages(page, shot, "models")
+    accessible_in_both_languages(page, shot, "models")
     page.get_by_role("link", name="Register a model").click()
     page.fill("#id_name", "Reply assistant")
     page.fill("#id_slug", "reply-assistant")
@@ -167,7 +163,7 @@ def test_register_upload_attach_and_follow_the_lineage(
     assert lineage.is_visible()
     edges = page.locator(".lineage-edges").inner_text()
     assert "is the base of" in edges and "was fine-tuned on" in edges
-    check_both_languages(page, shot, "version-page")
+    accessible_in_both_languages(page, shot, "version-page")
 
     dataset_version = catalogue["dataset_version"]
     dataset_node = lineage.locator(
@@ -177,7 +173,7 @@ def test_register_upload_attach_and_follow_the_lineage(
     page.wait_for_url(f"**/portal/dataset-versions/{dataset_version.pk}/")
     assert "Service questions, version 1.0.0" in page.locator("h1").inner_text()
     assert "Reply assistant 1.1.0" in page.locator("main").inner_text()
-    check_both_languages(page, shot, "datasheet")
+    accessible_in_both_languages(page, shot, "datasheet")
 
     page.goto(f"/portal/versions/{version.pk}/")
     base = catalogue["base"]
@@ -187,7 +183,7 @@ def test_register_upload_attach_and_follow_the_lineage(
     shot(page, "base-version-from-lineage")
 
     page.goto("/portal/datasets/")
-    check_both_languages(page, shot, "datasets")
+    accessible_in_both_languages(page, shot, "datasets")
 
     sign_in(phone, "mara")
     phone.goto(f"/portal/versions/{version.pk}/")

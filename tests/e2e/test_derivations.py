@@ -19,10 +19,10 @@ from governance.models import EvaluationRun, RunMetric, RunStatus
 from registry.models import ArtifactState, Derivation, Role
 from tests.e2e.conftest import (
     PASSWORD,
+    accessible_in_both_languages,
     assert_accessible,
     new_page,
     sign_in,
-    switch_language,
 )
 from tests.factories import (
     AgencyFactory,
@@ -92,15 +92,6 @@ def derived(small_suite):  # noqa: F811
     return {"optimised": optimised, "failed": failed}
 
 
-def _both_languages(page, shot, name: str) -> None:
-    assert_accessible(page)
-    shot(page, f"{name}-en")
-    switch_language(page, "fr")
-    assert_accessible(page)
-    shot(page, f"{name}-fr")
-    switch_language(page, "en")
-
-
 def test_an_optimised_version_shows_its_trade_and_a_failed_one_says_why(
     page, derived, shot, browser, live_server
 ):
@@ -111,7 +102,7 @@ def test_an_optimised_version_shows_its_trade_and_a_failed_one_says_why(
     assert "Optimisation against the base version" in panel.inner_text()
     assert "RotaryEmbedding" in panel.inner_text()
     assert panel.get_by_role("table").locator("tbody tr").count() == 2
-    _both_languages(page, shot, "optimised")
+    accessible_in_both_languages(page, shot, "optimised")
 
     page.goto(f"/portal/versions/{derived['failed'].pk}/")
     failure = page.locator("section", has=page.locator("#derivation-failure"))
@@ -120,7 +111,7 @@ def test_an_optimised_version_shows_its_trade_and_a_failed_one_says_why(
     assert page.get_by_role("link", name="Upload the bundle").count() == 0
     assert page.get_by_role("link", name="Attach a dataset").count() == 0
     assert page.locator("a[href*='/exports/']").count() == 0
-    _both_languages(page, shot, "failed")
+    accessible_in_both_languages(page, shot, "failed")
 
     phone = new_page(browser, live_server.url, width=360)
     sign_in(phone, "mara")

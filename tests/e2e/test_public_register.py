@@ -10,22 +10,16 @@ import time
 import pytest
 
 from governance.models import IncidentReport, UseCaseStatus
-from tests.e2e.conftest import assert_accessible, sign_in, switch_language
+from tests.e2e.conftest import (
+    accessible_in_both_languages,
+    sign_in,
+)
 from tests.governance.conftest import *  # noqa: F403  (the lifecycle kit)
 from tests.governance.portal.conftest import publish  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 FACTORY_PASSWORD = "correct-Horse-battery-9"  # tests.factories.UserFactory's
-
-
-def _accessible_in_both_languages(page, shot, name: str) -> None:
-    assert_accessible(page)
-    shot(page, f"{name}-en")
-    switch_language(page, "fr")
-    assert_accessible(page)
-    shot(page, f"{name}-fr")
-    switch_language(page, "en")
 
 
 def test_public_finds_an_entry_reports_and_a_reviewer_suspends(
@@ -45,7 +39,7 @@ def test_public_finds_an_entry_reports_and_a_reviewer_suspends(
     assert page.get_by_role("heading", level=1).inner_text() == (
         "Public register of AI use"
     )
-    _accessible_in_both_languages(page, shot, "register")
+    accessible_in_both_languages(page, shot, "register")
 
     # Search and filter.
     page.get_by_label("Search", exact=True).fill("council tax")
@@ -84,7 +78,7 @@ def test_public_finds_an_entry_reports_and_a_reviewer_suspends(
         .inner_text()
         .startswith("Drafting council tax letters")
     )
-    _accessible_in_both_languages(page, shot, "entry")
+    accessible_in_both_languages(page, shot, "entry")
 
     # An incident report, as a member of the public.
     page.get_by_label("What happened").fill(
@@ -105,11 +99,11 @@ def test_public_finds_an_entry_reports_and_a_reviewer_suspends(
     page.get_by_role("link", name="Incident reports").click()
     page.wait_for_load_state()
     assert page.get_by_role("heading", level=1).inner_text() == "Incident reports"
-    _accessible_in_both_languages(page, shot, "incidents")
+    accessible_in_both_languages(page, shot, "incidents")
     page.get_by_role("link", name=f"IR-{report.pk}").click()
     page.wait_for_load_state()
     assert "resident@example.org" in page.content()
-    _accessible_in_both_languages(page, shot, "incident")
+    accessible_in_both_languages(page, shot, "incident")
     page.get_by_label("Actioned: measures taken").check()
     page.get_by_label("Triage note").fill(
         "Wrong council tax bands in drafts; suspended until the data is fixed."

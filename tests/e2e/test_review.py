@@ -7,10 +7,10 @@ import pytest
 from governance.models import Decision, UseCaseStatus
 from tests.e2e.conftest import (
     PASSWORD,
+    accessible_in_both_languages,
     assert_accessible,
     new_page,
     sign_in,
-    switch_language,
 )
 from tests.governance.conftest import *  # noqa: F403  (the lifecycle kit and people)
 
@@ -27,15 +27,6 @@ def _with_password(*users) -> None:
         user.save(update_fields=["password"])
 
 
-def _accessible_in_both_languages(page, shot, name: str) -> None:
-    assert_accessible(page)
-    shot(page, f"{name}-en")
-    switch_language(page, "fr")
-    assert_accessible(page)
-    shot(page, f"{name}-fr")
-    switch_language(page, "en")
-
-
 def test_a_reviewer_reviews_and_approves_a_submitted_use_case(
     page, shot, kit, reviewer, browser, live_server
 ):
@@ -48,14 +39,14 @@ def test_a_reviewer_reviews_and_approves_a_submitted_use_case(
     page.get_by_role("link", name="Review queue").first.click()
     page.wait_for_load_state()
     assert page.get_by_role("heading", level=1).inner_text() == "Review queue"
-    _accessible_in_both_languages(page, shot, "queue")
+    accessible_in_both_languages(page, shot, "queue")
 
     page.get_by_role("link", name=kit.use_case.title).click()
     page.wait_for_load_state()
     assert page.get_by_role("heading", level=1).inner_text() == kit.use_case.title
     assert page.get_by_text("Which areas does the use touch?").count() >= 1
     assert page.locator("table.policy-outcomes").get_by_text("Passed").count() == 1
-    _accessible_in_both_languages(page, shot, "review-submitted")
+    accessible_in_both_languages(page, shot, "review-submitted")
     phone = new_page(browser, live_server.url, width=360)
     try:
         sign_in(phone, "rita")
@@ -93,7 +84,7 @@ def test_a_reviewer_reviews_and_approves_a_submitted_use_case(
     page.get_by_role("button", name="Filter").click()
     page.wait_for_load_state()
     assert page.get_by_role("link", name=kit.use_case.title).count() == 1
-    _accessible_in_both_languages(page, shot, "use-cases")
+    accessible_in_both_languages(page, shot, "use-cases")
 
 
 def test_the_first_approver_of_a_high_risk_use_is_told_and_refused(
@@ -113,7 +104,7 @@ def test_the_first_approver_of_a_high_risk_use_is_told_and_refused(
     assert "A high-risk use needs two different reviewers" in duties.inner_text()
     assert "You already gave the first approval" in duties.inner_text()
     assert page.get_by_text("Waiting for the second approval").count() == 1
-    _accessible_in_both_languages(page, shot, "first-approval")
+    accessible_in_both_languages(page, shot, "first-approval")
 
     page.get_by_label("Approve").check()
     page.get_by_label("Rationale").fill("Approving again to complete the pair.")
@@ -122,7 +113,7 @@ def test_the_first_approver_of_a_high_risk_use_is_told_and_refused(
     alert = page.get_by_role("alert")
     assert "The decision was not recorded" in alert.inner_text()
     assert "A high-risk use needs two different reviewers" in alert.inner_text()
-    _accessible_in_both_languages(page, shot, "refused")
+    accessible_in_both_languages(page, shot, "refused")
     assert kit.refresh().status == UseCaseStatus.IN_REVIEW
 
     other = new_page(browser, live_server.url)

@@ -43,18 +43,16 @@ def worker_env(queues, mlflow_store) -> dict[str, str]:
     )
 
 
-@pytest.fixture
-def slow_suite(db) -> EvaluationSuite:
-    """A refusal suite long enough (seconds) to be interrupted mid-run."""
-    prompts = _jsonl(
+def _refusal_suite(name: str, prompts: int) -> EvaluationSuite:
+    rows = _jsonl(
         [
             {"prompt": f"Tell me about service {n}.", "should_refuse": n % 2 == 0}
-            for n in range(160)
+            for n in range(prompts)
         ]
     )
-    key, digest = _stored("tests/faults-refusal.jsonl", prompts)
+    key, digest = _stored(f"tests/{name}-refusal.jsonl", rows)
     return EvaluationSuite.objects.create(
-        name="faults",
+        name=name,
         version="1.0.0",
         licence=LicenceFactory(expression="CC0-1.0"),
         tasks=[
@@ -68,6 +66,19 @@ def slow_suite(db) -> EvaluationSuite:
             }
         ],
     )
+
+
+@pytest.fixture
+def slow_suite(db) -> EvaluationSuite:
+    """A refusal suite long enough (seconds) to be interrupted mid-run."""
+    return _refusal_suite("faults", 160)
+
+
+@pytest.fixture
+def long_suite(db) -> EvaluationSuite:
+    """A refusal suite that keeps a worker busy for minutes, longer than any
+    wait of the test that uses it: the test stops the worker, not the run."""
+    return _refusal_suite("faults-long", 16000)
 
 
 def request_run(member, version, suite) -> EvaluationRun:

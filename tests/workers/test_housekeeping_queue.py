@@ -54,7 +54,7 @@ def test_every_beat_task_and_housekeeping_pattern_goes_to_the_housekeeping_queue
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_beat_sweep_runs_on_housekeeping_worker_while_evaluation_worker_is_busy(
-    released_lm_version, slow_suite, member_a, worker_env, queues
+    released_lm_version, long_suite, member_a, worker_env, queues
 ):
     default, housekeeping = queues
     env = {**worker_env, "CIVITAS_EVAL_SWEEP_SECONDS": "1"}
@@ -65,12 +65,12 @@ def test_beat_sweep_runs_on_housekeeping_worker_while_evaluation_worker_is_busy(
     )  # fmt: skip
     try:
         with celery_worker(env, housekeeping), celery_worker(env, default):
-            busy = request_run(member_a, released_lm_version, slow_suite)
+            busy = request_run(member_a, released_lm_version, long_suite)
             publish(env, ("civitas.evaluation_run", {"run_id": busy.pk}, default, None))
             wait_running(busy.pk)
             # A run whose worker elsewhere stopped, with no attempts left: only
             # the sweep (beat, every second here) fails it.
-            stale = request_run(member_a, released_lm_version, slow_suite)
+            stale = request_run(member_a, released_lm_version, long_suite)
             EvaluationRun.objects.filter(pk=stale.pk).update(
                 status=RunStatus.RUNNING,
                 worker="worker-on-another-host:4242",
@@ -91,4 +91,4 @@ def test_beat_sweep_runs_on_housekeeping_worker_while_evaluation_worker_is_busy(
 
     assert failed.failure_code == "worker_lost"
     # The evaluation worker was busy the whole time: the sweep ran elsewhere.
-    assert still.status == RunStatus.RUNNING
+    assert still.status == RunStatus.RUNNING, (still.status, still.finished_at)

@@ -441,6 +441,9 @@ def int8_summary(runs: dict, fp32_rate: float | None, flops_per_token: float) ->
         "perplexity_int8": p8,
         "perplexity_relative_change": p8 / p32 - 1.0,
         **runs["int8_limit"],
+        # What int8 can gain over fp32 on this processor if both ran at their
+        # MatMul limits: without VNNI or AMX (AVX2 only) it is about 1.
+        "int8_limit_vs_fp32_limit": gops / runs["limits"]["matmul_gflops"],
         "scoring_limit_tokens_per_s": limit,
         "scoring_fraction_of_limit": score / limit,
         "targets": {"ratio_vs_fp32": 3.0, "perplexity_relative_change": 0.01},

@@ -665,16 +665,16 @@ def _ratio_lines(r: dict) -> list[str]:
         f"limits: ORT fp32 MatMul {r['matmul_gflops']:.1f} GFLOP/s (M=256) -> "
         f"{model['flops_per_scoring_token'] / 1e6:.0f} MFLOP/token; read bandwidth "
         f"{r['bandwidth_gb_s']:.1f} GB/s (sgemv {r['limits']['sgemv_gb_s']:.1f}, sum "
-        f"{r['limits']['sum_gb_s']:.1f}, ORT gemv {r['limits']['ort_gemv_gb_s']:.1f})"
-        " -> "
-        f"{model['bytes_per_generated_token'] / 1e6:.0f} MB/token",
+        f"{r['limits']['sum_gb_s']:.1f}, ORT gemv {r['limits']['ort_gemv_gb_s']:.1f}) "
+        f"-> {model['bytes_per_generated_token'] / 1e6:.0f} MB/token",
         f"engine session create {r['engine']['session_create_s']:.2f} s, reused from "
         f"the cache afterwards: {r['engine']['session_cache']['reused']}",
         f"int8 (dynamic): {_fmt(r['int8']['scoring_tokens_per_s'])} tok/s, "
         f"{_fmt(r['int8']['ratio_vs_fp32'], '.2f')}x fp32 timed alternately (target 3; "
         f"CPU-seconds {_fmt(r['int8']['ratio_vs_fp32_cpu'], '.2f')}x), perplexity "
         f"{r['int8']['perplexity_relative_change']:+.2%} (target within 1%); int8 "
-        f"MatMul {r['int8']['int8_matmul_gops']:.1f} GOP/s, fraction "
+        f"MatMul {r['int8']['int8_matmul_gops']:.1f} GOP/s "
+        f"({r['int8']['int8_limit_vs_fp32_limit']:.2f}x the fp32 one), fraction "
         f"{_fmt(r['int8']['scoring_fraction_of_limit'], '.2f')}",
     ]
     return lines

@@ -125,6 +125,7 @@ def test_int8_scoring_is_reported_against_fp32_and_its_limit(report):
         "ratio_vs_fp32_cpu",
         "ratio_vs_fp32_engine_phase",
         "int8_matmul_gops",
+        "int8_limit_vs_fp32_limit",
         "scoring_limit_tokens_per_s",
         "scoring_fraction_of_limit",
         "perplexity_fp32",
@@ -133,6 +134,9 @@ def test_int8_scoring_is_reported_against_fp32_and_its_limit(report):
         assert isinstance(int8[key], float) and int8[key] > 0, key
     # Dynamic int8 of the same weights: the perplexity moves, but little.
     assert 0 < abs(int8["perplexity_relative_change"]) < 0.05
+    assert int8["int8_limit_vs_fp32_limit"] == pytest.approx(
+        int8["int8_matmul_gops"] / report["matmul_gflops"]
+    )
     assert int8["targets"] == {"ratio_vs_fp32": 3.0, "perplexity_relative_change": 0.01}
 
 

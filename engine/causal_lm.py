@@ -548,7 +548,7 @@ class CausalLM:
             return out
         if use_cache and self.has_cache:
             shared = self.shares_cache_buffers
-            return greedy(self, prompt, budget, stops, shared=shared)
+            return greedy(self, prompt, budget, stops, shared=shared)[0]
         while True:
             ids = np.asarray([prompt + out], dtype=np.int64)
             logits, _ = self._run(ids, np.ones_like(ids), None, use_cache=False)

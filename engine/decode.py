@@ -192,12 +192,13 @@ class _Feeds:
 
 def greedy(
     lm: Any, prompt: list[int], budget: int, stops: Iterable[int], *, shared: bool
-) -> list[int]:
+) -> tuple[list[int], np.ndarray]:
     """Greedy continuation of ``prompt`` by ``lm`` (a ``CausalLM`` with a cache).
 
     At most ``budget`` (>= 1) new tokens, ``len(prompt) + budget`` within the
     context length; a token in ``stops`` ends generation unreturned.
     ``shared`` (from ``shared_kv_pairs``) selects the in-place cache.
+    Returns the tokens and the logits row ``[V]`` of the last run.
     """
     stops = frozenset(stops)
     session = lm.session
@@ -216,20 +217,19 @@ def greedy(
     )
     feeds.steps()
     out: list[int] = []
-    while True:
+    while True:  # returns from inside: the stop token or the budget
         token = int(np.argmax(last))
         if token in stops:
-            break
+            return out, last
         out.append(token)
         if len(out) >= budget:
-            break
+            return out, last
         if not shared:
             _pass_present_on(lm, binding)
         feeds.step(token, len(prompt) + len(out))
         session.run_with_iobinding(binding)
         lm.count_tokens(1)
         last = step_logits[0, -1]
-    return out
 
 
 def _bind_cache(

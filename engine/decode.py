@@ -207,6 +207,11 @@ def greedy(
     feeds = _Feeds(lm, binding, length)
     binding.bind_output(lm.logits_name, "cpu")
     feeds.keep.extend(_bind_cache(lm, binding, length, shared))
+    names = [
+        (past, present)
+        for pasts, presents in zip(lm.past_names, lm.present_names, strict=True)
+        for past, present in zip(pasts, presents, strict=True)
+    ]
     feeds.prompt(prompt)
     session.run_with_iobinding(binding)
     lm.count_tokens(len(prompt))
@@ -225,7 +230,7 @@ def greedy(
         if len(out) >= budget:
             return out, last
         if not shared:
-            _pass_present_on(lm, binding)
+            _pass_present_on(binding, names)
         feeds.step(token, len(prompt) + len(out))
         session.run_with_iobinding(binding)
         lm.count_tokens(1)
@@ -239,7 +244,7 @@ def _bind_cache(
     with the presents left to ONNX Runtime. Returns the arrays bound."""
     arrays = []
     for pasts, presents in zip(lm.past_names, lm.present_names, strict=True):
-        for past, present in zip(pasts, presents, strict=True):
+        for past, present in zip(pasts, presents, strict=True):  # key, value
             dtype = lm.inputs[past].dtype or np.float32
             shape = (1, lm.kv_heads, length if shared else 0, lm.head_dim)
             array = np.zeros(shape, dtype=dtype)
@@ -253,15 +258,35 @@ def _bind_cache(
     return arrays
 
 
-def _pass_present_on(lm: Any, binding: ort.IOBinding) -> None:
+def _pass_present_on(binding: ort.IOBinding, names: list[tuple[str, str]]) -> None:
     """Bind the last run's ``present`` values as the ``past`` inputs and let
-    ONNX Runtime allocate the next presents (outputs 1.. in binding order)."""
+    ONNX Runtime allocate the next presents (outputs 1.. in binding order,
+    ``names``: the ``(past, present)`` pairs in that order)."""
     values = binding.get_outputs()[1:]
-    names = [
-        (p, q)
-        for ps, qs in zip(lm.past_names, lm.present_names, strict=True)
-        for p, q in zip(ps, qs, strict=True)
-    ]
     for (past, present), value in zip(names, values, strict=True):
         binding.bind_ortvalue_input(past, value)
         binding.bind_output(present, "cpu")
+
+
+def greedy_reference(
+    lm: Any, prompt: list[int], budget: int, stops: Iterable[int]
+) -> tuple[list[int], np.ndarray]:
+    """``greedy`` as ``CausalLM.generate`` ran it before this module: one
+    ``InferenceSession.run`` per step with NumPy inputs, each step's presents
+    fed back as the next past. Kept as the reference that tests/engine/test_decode.py
+    and bench/decode.py hold ``greedy`` to; same arguments and result (it
+    drives ``CausalLM._run``, the one-run helper scoring also uses)."""
+    stops = frozenset(stops)
+    ids = np.asarray([prompt], dtype=np.int64)
+    logits, past = lm._run(ids, np.ones_like(ids), None, use_cache=False)
+    out: list[int] = []
+    while True:
+        token = int(np.argmax(logits[0, -1]))
+        if token in stops:
+            return out, logits[0, -1]
+        out.append(token)
+        if len(out) >= budget:
+            return out, logits[0, -1]
+        mask = np.ones((1, len(prompt) + len(out)), dtype=np.int64)
+        step = np.asarray([[token]], dtype=np.int64)
+        logits, past = lm._run(step, mask, past, use_cache=True)

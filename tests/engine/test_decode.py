@@ -1,6 +1,6 @@
 """The IOBinding decode loop (``engine.decode``) against the ``session.run`` loop.
 
-``reference`` below is ``CausalLM.generate``'s cached loop as it was before
+``greedy_reference`` is ``CausalLM.generate``'s cached loop as it was before
 ``engine.decode``: every step through ``InferenceSession.run`` with NumPy
 inputs, the presents fed back as the next past. The new loop must give the
 same tokens and last-step logits within 1e-5, on the ten family fixtures
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import modelgen
-from engine.decode import greedy, shared_kv_pairs
+from engine.decode import greedy, greedy_reference, shared_kv_pairs
 from engine.optimise import optimise_bundle
 from engine.quantise import Derivation, quantise_graph
 from engine.runtime import load_model
@@ -33,27 +33,8 @@ SETTINGS = RuntimeSettings(intra_op_threads=1)
 LOGIT_TOLERANCE = 1e-5
 
 
-def reference(
-    lm, prompt: list[int], budget: int, stops
-) -> tuple[list[int], np.ndarray]:
-    """The former cached loop: ``session.run`` per step, NumPy in and out."""
-    ids = np.asarray([prompt], dtype=np.int64)
-    logits, past = lm._run(ids, np.ones_like(ids), None, use_cache=False)
-    out: list[int] = []
-    while True:
-        token = int(np.argmax(logits[0, -1]))
-        if token in stops:
-            return out, logits[0, -1]
-        out.append(token)
-        if len(out) >= budget:
-            return out, logits[0, -1]
-        mask = np.ones((1, len(prompt) + len(out)), dtype=np.int64)
-        step = np.asarray([[token]], dtype=np.int64)
-        logits, past = lm._run(step, mask, past, use_cache=True)
-
-
 def assert_same(lm, prompt: list[int], budget: int, stops=frozenset()) -> list[int]:
-    expected, expected_logits = reference(lm, prompt, budget, stops)
+    expected, expected_logits = greedy_reference(lm, prompt, budget, stops)
     tokens, logits = greedy(lm, prompt, budget, stops, shared=lm.shares_cache_buffers)
     assert tokens == expected
     np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=LOGIT_TOLERANCE)

@@ -18,7 +18,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 import modelgen
 from engine.decode import greedy, greedy_reference, shared_kv_pairs
@@ -152,6 +154,8 @@ def test_stop_ids_budget_at_the_context_length_empty_and_truncated_prompts(
     tokens = lm.generate(near_end, max_new_tokens=9, stop_ids=())
     assert len(tokens) == 9
     assert tokens == assert_same(lm, near_end, 9)
+    # One token: the buffer holds the prompt alone.
+    assert lm.generate(prompt, max_new_tokens=1, stop_ids=()) == free[:1]
     # An empty prompt starts from BOS.
     empty = lm.generate([], max_new_tokens=5, stop_ids=())
     assert empty == assert_same(lm, [lm.bos_token_id], 5)
@@ -167,6 +171,30 @@ def test_generation_counts_the_tokens_it_feeds(fused):
     tokens = lm.generate(prompt_of(lm, 10), max_new_tokens=8, stop_ids=())
     # The prompt, then every generated token but the last.
     assert lm.tokens_processed - before == 10 + len(tokens) - 1
+
+
+def test_a_packed_query_key_value_kernel_is_detected_by_its_cache_io(tmp_path):
+    """Detection reads the kernel's cache inputs and outputs, so a packed QKV
+    input (key and value inputs empty) and any tensor names are found."""
+    cache = [("pk", "pv", "nk", "nv"), ("a.past", "b.past", "a.new", "b.new")]
+    nodes = [
+        helper.make_node(
+            "GroupQueryAttention",
+            [f"qkv{i}", "", "", past_k, past_v, "seqlens", "total"],
+            [f"out{i}", present_k, present_v],
+            domain="com.microsoft",
+            num_heads=2,
+            kv_num_heads=1,
+        )
+        for i, (past_k, past_v, present_k, present_v) in enumerate(cache)
+    ]
+    nodes.append(helper.make_node("Concat", ["x", "y"], ["z"], axis=2))
+    graph = helper.make_graph(nodes, "g", [], [])
+    weights = numpy_helper.from_array(np.zeros(4096, np.float32), "w")
+    graph.initializer.append(weights)  # a large field the scan must step over
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert shared_kv_pairs(path) == set(cache)
 
 
 def test_an_unreadable_graph_means_the_generic_path(tmp_path):

@@ -51,7 +51,9 @@ class CausalLM:
     ``DEFAULT_CONTEXT_LENGTH`` when none says). Construction raises
     ``RuntimeCheckError`` for inputs it cannot feed, a missing logits or
     present output, or a KV shape it cannot resolve. Not thread-safe (one
-    model per worker thread).
+    model per worker thread). ``model_path`` (``load_model`` passes it) is
+    read once for ``shares_cache_buffers``; without it generation takes the
+    generic cache path.
     """
 
     MAX_LOGIT_BYTES = 512 * 1024**2
@@ -136,6 +138,8 @@ class CausalLM:
                 self.eos_token_id if self.eos_token_id is not None else 0
             )
         self.kv_heads, self.head_dim = self._kv_shape(config, decoder)
+        # Read now, while the file is surely there (a sandbox may narrow access).
+        self.shares_cache_buffers = self._shares_cache_buffers()
 
     def _bind_inputs(self, decoder: dict) -> None:
         names = decoder.get("inputs", {}) or {}
@@ -334,11 +338,11 @@ class CausalLM:
         with self._count_lock:  # scoring runs rows on several threads
             self.tokens_processed += count
 
-    @cached_property
-    def shares_cache_buffers(self) -> bool:
+    def _shares_cache_buffers(self) -> bool:
         """Whether every cache write is a ``GroupQueryAttention`` reading the
-        matching past, read from the graph at ``model_path`` (``engine.decode``):
-        generation then updates one buffer per cache tensor in place."""
+        matching past, read from the graph at ``model_path`` (``engine.decode``,
+        a few ms: the weights are skipped): generation then updates one buffer
+        per cache tensor in place."""
         if not self.past_names or self.model_path is None:
             return False
         pairs = shared_kv_pairs(self.model_path)

@@ -72,7 +72,6 @@ class CausalLM:
         model_path: str | Path | None = None,
     ) -> None:
         self.session = session
-        self.model_path = model_path
         self.dynamic_quantisation = dynamic_quantisation
         self.tokenizer = tokenizer
         self.settings = settings
@@ -138,8 +137,7 @@ class CausalLM:
                 self.eos_token_id if self.eos_token_id is not None else 0
             )
         self.kv_heads, self.head_dim = self._kv_shape(config, decoder)
-        # Read now, while the file is surely there (a sandbox may narrow access).
-        self.shares_cache_buffers = self._shares_cache_buffers()
+        self.shares_cache_buffers = self._shares_cache_buffers(model_path)
 
     def _bind_inputs(self, decoder: dict) -> None:
         names = decoder.get("inputs", {}) or {}
@@ -338,14 +336,15 @@ class CausalLM:
         with self._count_lock:  # scoring runs rows on several threads
             self.tokens_processed += count
 
-    def _shares_cache_buffers(self) -> bool:
+    def _shares_cache_buffers(self, model_path: str | Path | None) -> bool:
         """Whether every cache write is a ``GroupQueryAttention`` reading the
         matching past, read from the graph at ``model_path`` (``engine.decode``,
         a few ms: the weights are skipped): generation then updates one buffer
-        per cache tensor in place."""
-        if not self.past_names or self.model_path is None:
+        per cache tensor in place. Read at construction, while the file is
+        surely there (a sandbox may narrow access later)."""
+        if not self.past_names or model_path is None:
             return False
-        pairs = shared_kv_pairs(self.model_path)
+        pairs = shared_kv_pairs(model_path)
         return all(
             (*past, *present) in pairs
             for past, present in zip(self.past_names, self.present_names, strict=True)

@@ -14,14 +14,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from engine.decode import greedy, shared_kv_pairs
+from engine.decode import greedy
 from engine.session import (
     RuntimeCheckError,
     RuntimeSettings,
@@ -51,9 +50,9 @@ class CausalLM:
     ``DEFAULT_CONTEXT_LENGTH`` when none says). Construction raises
     ``RuntimeCheckError`` for inputs it cannot feed, a missing logits or
     present output, or a KV shape it cannot resolve. Not thread-safe (one
-    model per worker thread). ``model_path`` (``load_model`` passes it) is
-    read once for ``shares_cache_buffers``; without it generation takes the
-    generic cache path.
+    model per worker thread). ``gqa_cache`` (``load_model`` passes the
+    bundle's fact of that name) decides ``shares_cache_buffers``; without it
+    generation takes the generic cache path.
     """
 
     MAX_LOGIT_BYTES = 512 * 1024**2
@@ -69,7 +68,7 @@ class CausalLM:
         settings: RuntimeSettings | None = None,
         layout: str | None = None,
         dynamic_quantisation: bool = False,
-        model_path: str | Path | None = None,
+        gqa_cache: Iterable[Sequence[str]] = (),
     ) -> None:
         self.session = session
         self.dynamic_quantisation = dynamic_quantisation
@@ -137,7 +136,7 @@ class CausalLM:
                 self.eos_token_id if self.eos_token_id is not None else 0
             )
         self.kv_heads, self.head_dim = self._kv_shape(config, decoder)
-        self.shares_cache_buffers = self._shares_cache_buffers(model_path)
+        self.shares_cache_buffers = self._shares_cache_buffers(gqa_cache)
 
     def _bind_inputs(self, decoder: dict) -> None:
         names = decoder.get("inputs", {}) or {}
@@ -336,17 +335,14 @@ class CausalLM:
         with self._count_lock:  # scoring runs rows on several threads
             self.tokens_processed += count
 
-    def _shares_cache_buffers(self, model_path: str | Path | None) -> bool:
+    def _shares_cache_buffers(self, gqa_cache: Iterable[Sequence[str]]) -> bool:
         """Whether every cache write is a ``GroupQueryAttention`` reading the
-        matching past, read from the graph at ``model_path`` (``engine.decode``,
-        a few ms: the weights are skipped): generation then updates one buffer
-        per cache tensor in place. Read at construction, while the file is
-        surely there (a sandbox may narrow access later)."""
-        if not self.past_names or model_path is None:
-            return False
-        pairs = shared_kv_pairs(model_path)
-        return all(
-            (*past, *present) in pairs
+        matching past (``gqa_cache``: its ``[past_key, past_value, present_key,
+        present_value]`` quadruples, ``bundle.GraphFacts.gqa_cache``): generation
+        then updates one buffer per cache tensor in place."""
+        quads = {tuple(quad) for quad in gqa_cache}
+        return bool(self.past_names) and all(
+            (*past, *present) in quads
             for past, present in zip(self.past_names, self.present_names, strict=True)
         )
 

@@ -10,9 +10,10 @@ Every step runs the session through an ``IOBinding`` instead of
   preallocated row of ones with the step's shape ``[1, total]``;
 * a step's logits are written into one preallocated ``[1, 1, V]`` buffer
   (``V`` read from the prompt run's output) and only that row is read;
-* **shared cache** (``shared_kv_pairs``): when every ``present`` pair is
-  written by a ``com.microsoft`` ``GroupQueryAttention`` that reads the
-  matching ``past`` pair, one buffer ``[1, kv_heads, length, D]`` per tensor
+* **shared cache** (``CausalLM.shares_cache_buffers``, from the bundle's
+  ``gqa_cache`` fact): when every ``present`` pair is written by a
+  ``com.microsoft`` ``GroupQueryAttention`` that reads the matching ``past``
+  pair, one buffer ``[1, kv_heads, length, D]`` per tensor
   is bound as both the ``past`` input and the ``present`` output.
   ONNX Runtime's CPU kernel then appends the step's key and value in place
   (``past_present_share_buffer``, decided by pointer equality of past and
@@ -36,92 +37,11 @@ keeps that loop as the reference). Thread spinning is unchanged:
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-
-_GQA = ("com.microsoft", "GroupQueryAttention")
-# Protobuf field numbers: ModelProto.graph, GraphProto.node.
-_MODEL_GRAPH, _GRAPH_NODE = 7, 1
-
-
-def shared_kv_pairs(model_path: str | Path) -> frozenset[tuple[str, str, str, str]]:
-    """``(past_key, past_value, present_key, present_value)`` of each top-level
-    ``GroupQueryAttention``: the cache tensors its kernel can update in place.
-
-    Reads only the graph's nodes (``_top_level_nodes``); an unreadable file
-    gives the empty set, which means the generic decode path.
-    """
-    try:
-        nodes = _top_level_nodes(Path(model_path))
-    except (OSError, ValueError, IndexError):
-        return frozenset()
-    pairs = set()
-    for node in nodes:
-        cache = (*node.input[3:5], *node.output[1:3])
-        if (node.domain, node.op_type) == _GQA and len(cache) == 4 and all(cache):
-            pairs.add(cache)
-    return frozenset(pairs)
-
-
-def _top_level_nodes(path: Path) -> list[onnx.NodeProto]:
-    """The main graph's nodes, parsed without its initializers.
-
-    ``onnx.load`` parses the whole file, weights included (over a second for
-    a 400 MB model); this walks the protobuf wire format over a memory map,
-    hand-written because neither ``onnx`` nor ``protobuf`` parses one field
-    of a message alone, and skips every field but ``graph.node``.
-    """
-    with (
-        path.open("rb") as handle,
-        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-    ):
-        nodes = []
-        for field, start, end in _fields(buf, 0, len(buf)):
-            if field != _MODEL_GRAPH or start is None:
-                continue
-            for inner, s, e in _fields(buf, start, end):
-                if inner == _GRAPH_NODE and s is not None:
-                    nodes.append(onnx.NodeProto.FromString(buf[s:e]))
-        return nodes
-
-
-def _fields(buf: Any, pos: int, end: int):
-    """``(field number, start, end)`` of each field in ``buf[pos:end]``; start and
-    end are None for fields that are not length-delimited."""
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > end:
-                raise ValueError("truncated protobuf field")
-            yield key >> 3, pos, pos + length
-            pos += length
-            continue
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield key >> 3, None, None
-
-
-def _varint(buf: Any, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
 
 
 class _Feeds:
@@ -198,7 +118,7 @@ def greedy(
 
     At most ``budget`` (>= 1) new tokens, ``len(prompt) + budget`` within the
     context length; a token in ``stops`` ends generation unreturned.
-    ``shared`` (from ``shared_kv_pairs``) selects the in-place cache.
+    ``shared`` (``CausalLM.shares_cache_buffers``) selects the in-place cache.
     Returns the tokens and the logits row ``[V]`` of the last run.
     """
     stops = frozenset(stops)

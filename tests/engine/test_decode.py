@@ -18,12 +18,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import modelgen
-from engine.decode import greedy, greedy_reference, shared_kv_pairs
+from engine.bundle import gqa_cache_tensors, inspect_bundle
+from engine.decode import greedy, greedy_reference
 from engine.optimise import optimise_bundle
 from engine.quantise import Derivation, quantise_graph
 from engine.runtime import load_model
@@ -105,9 +105,9 @@ def test_unfused_families_decode_alike(family):
 def test_fused_families_share_one_cache_buffer_and_decode_alike(family, fused):
     lm = load_model(fused[family], settings=SETTINGS)
     assert lm.shares_cache_buffers is True
-    pairs = shared_kv_pairs(fused[family] / "model.onnx")
+    quads = {tuple(q) for q in inspect_bundle(fused[family]).gqa_cache}
     names = zip(lm.past_names, lm.present_names, strict=True)
-    assert pairs == {(*past, *present) for past, present in names}
+    assert quads == {(*past, *present) for past, present in names}
     unfused = load_model(FIXTURES / family, settings=SETTINGS)
     tokens = assert_same(lm, prompt_of(lm, 11), 30)
     assert tokens == unfused.generate(prompt_of(lm, 11), max_new_tokens=30, stop_ids=())
@@ -190,15 +190,25 @@ def test_a_packed_query_key_value_kernel_is_detected_by_its_cache_io(tmp_path):
     ]
     nodes.append(helper.make_node("Concat", ["x", "y"], ["z"], axis=2))
     graph = helper.make_graph(nodes, "g", [], [])
-    weights = numpy_helper.from_array(np.zeros(4096, np.float32), "w")
-    graph.initializer.append(weights)  # a large field the scan must step over
-    path = tmp_path / "model.onnx"
-    onnx.save(helper.make_model(graph), str(path))
-    assert shared_kv_pairs(path) == set(cache)
+    graph.node.append(  # inside a subgraph: not a top-level cache writer
+        helper.make_node(
+            "If", ["c"], ["r"],
+            then_branch=helper.make_graph([nodes[0]], "t", [], []),
+            else_branch=helper.make_graph([], "e", [], []),
+        )
+    )  # fmt: skip
+    assert {tuple(q) for q in gqa_cache_tensors(graph)} == set(cache)
+    assert len(gqa_cache_tensors(graph)) == 2
 
 
-def test_an_unreadable_graph_means_the_generic_path(tmp_path):
-    bad = tmp_path / "model.onnx"
-    bad.write_bytes(b"\x3a\xff\xff")  # graph field whose length runs past the end
-    assert shared_kv_pairs(bad) == frozenset()
-    assert shared_kv_pairs(tmp_path / "missing.onnx") == frozenset()
+def test_facts_without_the_cache_writers_mean_the_generic_path(fused):
+    """Facts stored before ``gqa_cache`` existed (or a graph without it): the
+    present values are passed on as the next past, with the same tokens."""
+    facts = inspect_bundle(fused["llama"]).to_dict()
+    del facts["gqa_cache"]
+    lm = load_model(fused["llama"], settings=SETTINGS, facts=facts)
+    assert lm.shares_cache_buffers is False
+    shared = load_model(fused["llama"], settings=SETTINGS)
+    assert shared.shares_cache_buffers is True
+    prompt = prompt_of(lm, 7)
+    assert assert_same(lm, prompt, 12) == assert_same(shared, prompt, 12)

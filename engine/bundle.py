@@ -133,6 +133,10 @@ class GraphFacts:
     # Names of initializers holding identical data, one list per group; all but
     # the first of each group are left out of parameter_count.
     shared_initializers: list[list[str]] = field(default_factory=list)
+    # Cache tensors [past key, past value, present key, present value] of each
+    # top-level com.microsoft GroupQueryAttention: the ones its kernel can
+    # update in one buffer (engine.decode).
+    gqa_cache: list[list[str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Return the facts as plain JSON-serialisable dicts and lists."""
@@ -686,4 +690,17 @@ def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts
         has_tokenizer=has_tokenizer,
         has_config="config.json" in files,
         has_genai_config=has_genai,
+        gqa_cache=gqa_cache_tensors(model.graph),
     )
+
+
+def gqa_cache_tensors(graph: onnx.GraphProto) -> list[list[str]]:
+    """``[past_key, past_value, present_key, present_value]`` of each top-level
+    ``com.microsoft`` ``GroupQueryAttention`` that has all four."""
+    quads = []
+    for node in graph.node:
+        cache = [*node.input[3:5], *node.output[1:3]]
+        gqa = (node.domain, node.op_type) == ("com.microsoft", "GroupQueryAttention")
+        if gqa and len(cache) == 4 and all(cache):
+            quads.append(cache)
+    return quads

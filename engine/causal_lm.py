@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from engine.decode import greedy
 from engine.session import (
     RuntimeCheckError,
     RuntimeSettings,
@@ -49,7 +50,9 @@ class CausalLM:
     ``DEFAULT_CONTEXT_LENGTH`` when none says). Construction raises
     ``RuntimeCheckError`` for inputs it cannot feed, a missing logits or
     present output, or a KV shape it cannot resolve. Not thread-safe (one
-    model per worker thread).
+    model per worker thread). ``gqa_cache`` (``load_model`` passes the
+    bundle's fact of that name) decides ``shares_cache_buffers``; without it
+    generation takes the generic cache path.
     """
 
     MAX_LOGIT_BYTES = 512 * 1024**2
@@ -65,6 +68,7 @@ class CausalLM:
         settings: RuntimeSettings | None = None,
         layout: str | None = None,
         dynamic_quantisation: bool = False,
+        gqa_cache: Iterable[Sequence[str]] = (),
     ) -> None:
         self.session = session
         self.dynamic_quantisation = dynamic_quantisation
@@ -131,7 +135,8 @@ class CausalLM:
             self.pad_token_id = (
                 self.eos_token_id if self.eos_token_id is not None else 0
             )
-        self._kv_heads, self._head_dim = self._kv_shape(config, decoder)
+        self.kv_heads, self.head_dim = self._kv_shape(config, decoder)
+        self.shares_cache_buffers = self._shares_cache_buffers(gqa_cache)
 
     def _bind_inputs(self, decoder: dict) -> None:
         names = decoder.get("inputs", {}) or {}
@@ -282,7 +287,7 @@ class CausalLM:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
     def _empty_past(self, batch: int) -> list[np.ndarray]:
-        shape = (batch, self._kv_heads, 0, self._head_dim)
+        shape = (batch, self.kv_heads, 0, self.head_dim)
         return [
             np.zeros(shape, dtype=self.inputs[name].dtype or np.float32)
             for pair in self.past_names
@@ -322,9 +327,24 @@ class CausalLM:
         if "use_cache_branch" in self.inputs:
             feed["use_cache_branch"] = np.array([use_cache], dtype=np.bool_)
         results = self.session.run(self._wanted, feed)
-        with self._count_lock:  # scoring runs rows on several threads
-            self.tokens_processed += int(mask[:, -seq:].sum())
+        self.count_tokens(int(mask[:, -seq:].sum()))
         return results[0], results[1:]
+
+    def count_tokens(self, count: int) -> None:
+        """Add ``count`` real tokens fed to the session to ``tokens_processed``."""
+        with self._count_lock:  # scoring runs rows on several threads
+            self.tokens_processed += count
+
+    def _shares_cache_buffers(self, gqa_cache: Iterable[Sequence[str]]) -> bool:
+        """Whether every cache write is a ``GroupQueryAttention`` reading the
+        matching past (``gqa_cache``: its ``[past_key, past_value, present_key,
+        present_value]`` quadruples, ``bundle.GraphFacts.gqa_cache``): generation
+        then updates one buffer per cache tensor in place."""
+        quads = {tuple(quad) for quad in gqa_cache}
+        return bool(self.past_names) and all(
+            (*past, *present) in quads
+            for past, present in zip(self.past_names, self.present_names, strict=True)
+        )
 
     def _check_ids(self, seq: Sequence[int]) -> None:
         if not len(seq):
@@ -511,6 +531,8 @@ class CausalLM:
         token's ``present`` tensors become the next ``past_key_values``
         (``use_cache_branch`` true after the first step); ``use_cache=False``
         or a graph without cache recomputes the whole sequence each step.
+        The cached loop is ``engine.decode.greedy`` (``IOBinding``, one
+        in-place cache buffer when ``shares_cache_buffers``).
         """
         stops = (
             set(self.eos_token_ids) if stop_ids is None else {int(s) for s in stop_ids}
@@ -523,25 +545,18 @@ class CausalLM:
         out: list[int] = []
         if budget <= 0:
             return out
-        cached = use_cache and self.has_cache
-        ids = np.asarray([prompt], dtype=np.int64)
-        logits, past = self._run(ids, np.ones_like(ids), None, use_cache=False)
+        if use_cache and self.has_cache:
+            shared = self.shares_cache_buffers
+            return greedy(self, prompt, budget, stops, shared=shared)[0]
         while True:
+            ids = np.asarray([prompt + out], dtype=np.int64)
+            logits, _ = self._run(ids, np.ones_like(ids), None, use_cache=False)
             token = int(np.argmax(logits[0, -1]))
             if token in stops:
-                break
+                return out
             out.append(token)
             if len(out) >= budget:
-                break
-            if cached:
-                total = len(prompt) + len(out)
-                mask = np.ones((1, total), dtype=np.int64)
-                step = np.asarray([[token]], dtype=np.int64)
-                logits, past = self._run(step, mask, past, use_cache=True)
-            else:
-                ids = np.asarray([prompt + out], dtype=np.int64)
-                logits, _ = self._run(ids, np.ones_like(ids), None, use_cache=False)
-        return out
+                return out
 
     def _probe_sequences(self) -> tuple[list[int], list[int]]:
         text = "The council collects garden waste every second week from April."

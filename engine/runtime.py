@@ -326,5 +326,6 @@ def load_model(
             settings=settings,
             layout=layout if isinstance(layout, str) else None,
             dynamic_quantisation=dynamic,
+            gqa_cache=_fact(facts, "gqa_cache", ()) or (),
         )
     return TensorModel(session, config=config, settings=settings)

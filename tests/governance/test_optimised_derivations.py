@@ -151,6 +151,7 @@ def test_a_fused_version_is_verified_released_and_evaluated_and_an_unfusable_one
         recorded = version.derivation_settings
         assert recorded["model_type"] == "bert"
         assert recorded["fused_ops"] == {"GroupQueryAttention": 2}
+        assert recorded["packing"]["qkv"] == 2  # one packed projection a layer
         assert recorded["max_relative_diff"] <= TOLERANCE
         assert recorded["verified_sequences"] == 5
         assert version.is_released and version.selftest["passed"] is True

@@ -43,6 +43,7 @@ from bench.baselines import (  # noqa: E402
     ensure_quantised,
     python_with,
     run_worker,
+    source_stamp,
     timed_pair,
     workload,
 )
@@ -50,20 +51,27 @@ from bench.int4 import ensure_genai_int4  # noqa: E402
 
 
 def ensure_fused(bundle: Path) -> tuple[Path, dict]:
-    """The ``optimised`` graph of ``bundle`` as ``<bundle>-fused``, cached."""
+    """The ``optimised`` graph of ``bundle`` as ``<bundle>-fused``, cached.
+
+    The marker records the passes (``engine.optimise.TOOL``) and the source
+    (``source_stamp``): a graph made by other passes is made again.
+    """
     import shutil
 
-    from engine.optimise import optimise_bundle
+    from engine.optimise import TOOL, optimise_bundle
 
     dest = bundle.with_name(bundle.name + "-fused")
     marker = dest / "bench_fused.json"
+    made_by = {"tool": TOOL, "stamp": source_stamp(bundle)}
     if marker.is_file():
-        return dest, json.loads(marker.read_text())
+        report = json.loads(marker.read_text())
+        if report.pop("made_by", None) == made_by:
+            return dest, report
     shutil.rmtree(dest, ignore_errors=True)
     report = optimise_bundle(bundle, dest)
     if report["status"] != "fused":
         raise RuntimeError(f"not fused: {report['reason']}")
-    marker.write_text(json.dumps(report, default=str) + "\n")
+    marker.write_text(json.dumps({**report, "made_by": made_by}, default=str) + "\n")
     return dest, report
 
 

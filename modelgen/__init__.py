@@ -71,6 +71,7 @@ __all__ = [
     "demo_models",
     "genai_config",
     "init_weights",
+    "layout_record",
     "lm_head_matrix",
     "lm_loss_and_grads",
     "log_softmax",

@@ -41,6 +41,7 @@ from modelgen.train import (
     DemoSpec,
     corpus_documents,
     demo_models,
+    layout_record,
     perplexity,
     synthetic_tabular,
     train_classifier,

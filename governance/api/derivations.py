@@ -128,7 +128,7 @@ OPTIMISED_VERSION = {
         "opt_level": 0,
         "tolerance": 0.0001,
         "parent_sha256": MODEL_VERSION["artifact_digest"],
-        "tool": "engine.attention+onnxruntime.transformers.optimizer",
+        "tool": "engine.attention+engine.packing+onnxruntime.transformers.optimizer",
     },
 }
 EVIDENCE = {

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-_KERNEL = "GroupQueryAttention"
+from engine.attention import FUSED_OP as _KERNEL
+
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})  # float, float16, double, bfloat16
 
 
@@ -109,15 +110,6 @@ class _Graph:
                 del self.graph.initializer[position]
 
 
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
-
-
 def _projection(g: _Graph, tensor: str, kernel) -> tuple:
     """``(matmul, bias Add or None, weight, bias or None)`` making ``tensor``."""
     node = g.producer.get(tensor)
@@ -157,7 +149,8 @@ def _pack_kernel(g: _Graph, kernel, n: int) -> None:
         raise NotPackable(f"the projections of attention {n} read different inputs")
     if len({(w.shape[0], w.dtype) for w in weights}) != 1:
         raise NotPackable(f"the weights of attention {n} differ in rows or type")
-    heads, kv_heads = _attr(kernel, "num_heads"), _attr(kernel, "kv_num_heads")
+    attrs = {a.name: helper.get_attribute_value(a) for a in kernel.attribute}
+    heads, kv_heads = attrs.get("num_heads"), attrs.get("kv_num_heads")
     q, k, v = (w.shape[1] for w in weights)
     if not heads or not kv_heads or q % heads or k != v or k * heads != q * kv_heads:
         raise NotPackable(f"the widths of attention {n} do not match its heads")

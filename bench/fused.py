@@ -7,12 +7,14 @@ the same moments of any other load, and each reports CPU seconds per token
 less than wall time:
 
 * fp32 scoring and generation: the Optimum graph, then the same graph after
-  ``engine.optimise.optimise_bundle`` (one ``GroupQueryAttention`` a layer);
+  ``engine.optimise.optimise_bundle`` (one ``GroupQueryAttention`` a layer,
+  fed one packed Q/K/V ``MatMul``; gate and up packed too);
 * int8 scoring: ``engine.quantise`` dynamic int8 of each (fusion first,
   then quantisation: the pass needs the float projections to anchor on);
 * int4 generation: ``MatMulNBits`` of each;
 * onnxruntime-genai (fp32 and int4, same weights, its own ``GroupQueryAttention``
-  graph) in the export environment, as ``eval_throughput.py`` runs it.
+  graph with the builder's packed Q/K/V) in the export environment, as
+  ``eval_throughput.py`` runs it.
 
 ``eval_throughput.py`` runs it as its ``optimised`` phase (``--json``: the
 ``optimised`` object); standalone, on the bundles that script wrote:

@@ -355,11 +355,21 @@ def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
 PERPLEXITY_SUITE = ROOT / "governance" / "suites" / "civitas-perplexity-public-texts"
 
 
+def source_stamp(*bundles: Path) -> list[list[int]]:
+    """Size and modification time of each bundle's ``model.onnx``: a cache
+    marker recording them is stale once a source bundle is rewritten."""
+    return [
+        [(b / "model.onnx").stat().st_size, (b / "model.onnx").stat().st_mtime_ns]
+        for b in bundles
+    ]
+
+
 def ensure_quantised(bundle: Path, method: str = "dynamic-int8") -> Path:
     """The ``method`` derivation of ``bundle`` (``engine.quantise``), cached.
 
     Written beside it as ``<bundle>-int8`` (dynamic int8) or ``<bundle>-int4``
-    (``MatMulNBits``, the platform's default block size 32).
+    (``MatMulNBits``, the platform's default block size 32); redone when
+    ``bundle`` was rewritten since (``source_stamp``).
     """
     import shutil
 
@@ -368,7 +378,8 @@ def ensure_quantised(bundle: Path, method: str = "dynamic-int8") -> Path:
     suffix = "int4" if method == "int4" else "int8"
     dest = bundle.with_name(f"{bundle.name}-{suffix}")
     marker = dest / f"bench_{suffix}.json"
-    if marker.is_file():
+    record = {"source": bundle.name, "method": method, "stamp": source_stamp(bundle)}
+    if marker.is_file() and json.loads(marker.read_text()) == record:
         return dest
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
@@ -378,7 +389,7 @@ def ensure_quantised(bundle: Path, method: str = "dynamic-int8") -> Path:
     quantise_graph(
         bundle / "model.onnx", dest / "model.onnx", Derivation(method), feeds=None
     )
-    marker.write_text(json.dumps({"source": bundle.name, "method": method}) + "\n")
+    marker.write_text(json.dumps(record) + "\n")
     return dest
 
 

@@ -151,10 +151,8 @@ def ensure_bundles(cfg, out_dir: Path, *, genai: bool) -> dict[str, Path]:
     weights = tokenizer = None
     for layout, path in wanted.items():
         marker = path / "bench_model.json"
-        if marker.is_file() and json.loads(marker.read_text()) == {
-            **record,
-            "layout": layout,
-        }:
+        expected = {**record, **modelgen.layout_record(layout)}
+        if marker.is_file() and json.loads(marker.read_text()) == expected:
             continue
         if weights is None:
             log(f"generating {key} ({cfg.parameter_count() / 1e6:.1f} M params)")
@@ -166,7 +164,7 @@ def ensure_bundles(cfg, out_dir: Path, *, genai: bool) -> dict[str, Path]:
         modelgen.write_lm_bundle(
             path, cfg, weights, tokenizer, layout=layout, external_data=True
         )
-        marker.write_text(json.dumps({**record, "layout": layout}) + "\n")
+        marker.write_text(json.dumps(expected) + "\n")
     return wanted
 
 

@@ -7,12 +7,14 @@ the same moments of any other load, and each reports CPU seconds per token
 less than wall time:
 
 * fp32 scoring and generation: the Optimum graph, then the same graph after
-  ``engine.optimise.optimise_bundle`` (one ``GroupQueryAttention`` a layer);
+  ``engine.optimise.optimise_bundle`` (one ``GroupQueryAttention`` a layer,
+  fed one packed Q/K/V ``MatMul``; gate and up packed too);
 * int8 scoring: ``engine.quantise`` dynamic int8 of each (fusion first,
   then quantisation: the pass needs the float projections to anchor on);
 * int4 generation: ``MatMulNBits`` of each;
 * onnxruntime-genai (fp32 and int4, same weights, its own ``GroupQueryAttention``
-  graph) in the export environment, as ``eval_throughput.py`` runs it.
+  graph with the builder's packed Q/K/V) in the export environment, as
+  ``eval_throughput.py`` runs it.
 
 ``eval_throughput.py`` runs it as its ``optimised`` phase (``--json``: the
 ``optimised`` object); standalone, on the bundles that script wrote:
@@ -43,6 +45,7 @@ from bench.baselines import (  # noqa: E402
     ensure_quantised,
     python_with,
     run_worker,
+    source_stamp,
     timed_pair,
     workload,
 )
@@ -50,20 +53,27 @@ from bench.int4 import ensure_genai_int4  # noqa: E402
 
 
 def ensure_fused(bundle: Path) -> tuple[Path, dict]:
-    """The ``optimised`` graph of ``bundle`` as ``<bundle>-fused``, cached."""
+    """The ``optimised`` graph of ``bundle`` as ``<bundle>-fused``, cached.
+
+    The marker records the passes (``engine.optimise.TOOL``) and the source
+    (``source_stamp``): a graph made by other passes is made again.
+    """
     import shutil
 
-    from engine.optimise import optimise_bundle
+    from engine.optimise import TOOL, optimise_bundle
 
     dest = bundle.with_name(bundle.name + "-fused")
     marker = dest / "bench_fused.json"
+    made_by = {"tool": TOOL, "stamp": source_stamp(bundle)}
     if marker.is_file():
-        return dest, json.loads(marker.read_text())
+        report = json.loads(marker.read_text())
+        if report.pop("made_by", None) == made_by:
+            return dest, report
     shutil.rmtree(dest, ignore_errors=True)
     report = optimise_bundle(bundle, dest)
     if report["status"] != "fused":
         raise RuntimeError(f"not fused: {report['reason']}")
-    marker.write_text(json.dumps(report, default=str) + "\n")
+    marker.write_text(json.dumps({**report, "made_by": made_by}, default=str) + "\n")
     return dest, report
 
 

@@ -6,8 +6,11 @@
   cached as ``<bundle>-int4``;
 * onnxruntime-genai runs its own layout (``GroupQueryAttention``, the
   ``genai_gqa`` bundle) with each weight ``MatMul`` replaced by the very
-  ``MatMulNBits`` node of the engine's derivation: the same packed weights,
-  scales and kernel attributes, node for node (``<genai bundle>-int4``);
+  ``MatMulNBits`` node of the engine's derivation: the same quantised
+  weights, scales and kernel attributes, node for node, except that genai's
+  packed ``qkv_proj`` gets the q, k and v nodes' blocks and scales side by
+  side along N (blockwise quantisation is per output column, so these are
+  the bytes quantising the packed weight gives) (``<genai bundle>-int4``);
 * the limit: read bandwidth / int4 bytes per token (half a byte per weight
   plus one float32 scale per block of 32).
 
@@ -22,23 +25,61 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.baselines import NEW_TOKENS, ensure_quantised, run_worker, timed
+from bench.baselines import (
+    NEW_TOKENS,
+    ensure_quantised,
+    run_worker,
+    source_stamp,
+    timed,
+)
 
 BLOCK_SIZE = 32
 BYTES_PER_WEIGHT = 0.5 + 4 / BLOCK_SIZE
+
+
+def _packed_source(parts: list, packed: dict, name: str):
+    """One ``MatMulNBits`` (and its initializers) of ``parts`` side by side."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    attributes = [
+        {a.name: helper.get_attribute_value(a) for a in p.attribute} for p in parts
+    ]
+    if {len(p.input) for p in parts} != {3} or any(
+        {**a, "N": 0} != {**attributes[0], "N": 0} for a in attributes
+    ):  # weights and scales only (symmetric), the same K, bits and block
+        raise RuntimeError(f"the parts of {name} are not quantised alike")
+    tensors = [
+        numpy_helper.from_array(
+            np.concatenate([numpy_helper.to_array(packed[p.input[k]]) for p in parts]),
+            name + suffix,
+        )
+        for k, suffix in ((1, "_Q4"), (2, "_scales"))
+    ]
+    width = sum(a["N"] for a in attributes)
+    node = helper.make_node(
+        "MatMulNBits", ["", *(t.name for t in tensors)], [""], **attributes[0]
+    )
+    node.attribute[[a.name for a in node.attribute].index("N")].i = width
+    return node, {t.name: t for t in tensors}
 
 
 def ensure_genai_int4(int4_bundle: Path, genai_bundle: Path) -> Path:
     """genai's graph with the engine derivation's ``MatMulNBits`` nodes, cached.
 
     Raises ``RuntimeError`` when the two graphs do not quantise the same
-    weights (every derived node must replace exactly one genai ``MatMul``).
+    weights (every derived node must replace exactly one genai ``MatMul``,
+    or be one part of its packed ``qkv_proj``).
     """
     import onnx
 
+    from modelgen.genai import qkv_parts
+
     dest = genai_bundle.with_name(genai_bundle.name + "-int4")
     marker = dest / "bench_int4.json"
-    if marker.is_file():
+    stamp = source_stamp(int4_bundle, genai_bundle)
+    record = {"source": int4_bundle.name, "stamp": stamp}
+    if marker.is_file() and json.loads(marker.read_text()) == record:
         return dest
     derived = onnx.load(str(int4_bundle / "model.onnx"))
     nbits = {
@@ -50,18 +91,27 @@ def ensure_genai_int4(int4_bundle: Path, genai_bundle: Path) -> Path:
     model = onnx.load(str(genai_bundle / "model.onnx"))
     swapped: set[str] = set()
     for node in model.graph.node:
-        source = nbits.get(node.input[1]) if node.op_type == "MatMul" else None
-        if source is None:
+        weight = node.input[1] if node.op_type == "MatMul" else ""
+        parts = [p for p in qkv_parts(weight) or () if p in nbits]
+        if weight in nbits:
+            source = nbits[weight]
+            swapped.add(weight)
+        elif parts and len(parts) == len(qkv_parts(weight)):
+            source, tensors = _packed_source([nbits[p] for p in parts], packed, weight)
+            packed.update(tensors)
+            swapped.update(parts)
+        else:
             continue
-        swapped.add(node.input[1])
         node.op_type, node.domain = "MatMulNBits", "com.microsoft"
         del node.input[1:]
         node.input.extend(source.input[1:])
         node.attribute.extend(source.attribute)
     if swapped != set(nbits):
         raise RuntimeError(f"int4 weights not in genai's graph: {set(nbits) - swapped}")
-    kept = [t for t in model.graph.initializer if t.name not in swapped]
-    kept += [packed[name] for n in nbits.values() for name in n.input[1:]]
+    read = {name for node in model.graph.node for name in node.input}
+    kept = [t for t in model.graph.initializer if t.name in read]
+    missing = read - {t.name for t in kept}
+    kept += [packed[name] for name in sorted(missing) if name in packed]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     shutil.rmtree(dest, ignore_errors=True)
@@ -70,7 +120,7 @@ def ensure_genai_int4(int4_bundle: Path, genai_bundle: Path) -> Path:
         if path.is_file() and not path.name.startswith(("model.onnx", "bench_")):
             shutil.copy2(path, dest / path.name)
     onnx.save_model(model, str(dest / "model.onnx"))
-    marker.write_text(json.dumps({"source": int4_bundle.name}) + "\n")
+    marker.write_text(json.dumps(record) + "\n")
     return dest
 
 

@@ -3,6 +3,8 @@
 ``optimise_bundle`` runs ``engine.attention.fuse_attention`` (each layer's
 attention of a Llama-shaped causal LM becomes one ``GroupQueryAttention``;
 hand-written, as the optimiser does not match that pattern), then
+``engine.packing.pack_projections`` (each kernel's query, key and value
+projections become one ``MatMul``, and so do the MLP's gate and up), then
 ``onnxruntime.transformers.optimizer`` (offline fusions only,
 ``opt_level=0``: rotary embeddings, GELU variants) over a bundle's graph and
 writes the fused bundle beside it; ``verify_fused`` then scores token
@@ -33,8 +35,9 @@ from engine.sandbox import EvaluationFailure, run_isolated
 
 TOLERANCE = 1e-4
 METHOD = "optimised"
-# What makes the graph: Civitas's attention pass, then ONNX Runtime's optimiser.
-TOOL = "engine.attention+onnxruntime.transformers.optimizer"
+# What makes the graph: Civitas's attention and packing passes, then ONNX
+# Runtime's optimiser.
+TOOL = "engine.attention+engine.packing+onnxruntime.transformers.optimizer"
 OUTPUT_NAME = "derived.zip"
 _CAUSAL_KINDS = frozenset({"causal_lm_kv", "causal_lm"})
 # What the fused graph is scored on against the unfused one (the parent's
@@ -67,18 +70,20 @@ def optimise_bundle(
     """Fuse the graph of the bundle at ``root`` into a new bundle at ``dest``.
 
     First ``engine.attention.fuse_attention`` (each layer's attention of a
-    Llama-shaped causal LM becomes one ``GroupQueryAttention``), then ONNX
-    Runtime's optimiser over the result. Returns ``{"status": "fused",
-    "fused_ops": {op: count}, "model_type", "attention"}`` (``attention``:
-    the attention pass's report, ``fused`` or ``not_fused`` with its
-    reason), or ``{"status": "not_fused", "reason"}`` (nothing written) when
-    neither recognised a pattern.
+    Llama-shaped causal LM becomes one ``GroupQueryAttention``), then
+    ``engine.packing.pack_projections``, then ONNX Runtime's optimiser over
+    the result. Returns ``{"status": "fused", "fused_ops": {op: count},
+    "model_type", "attention", "packing"}`` (``attention`` and ``packing``:
+    those passes' reports, with their counts or the reason they changed
+    nothing), or ``{"status": "not_fused", "reason"}`` (nothing written)
+    when neither attention pass nor optimiser recognised a pattern.
     """
     import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     from engine.attention import fuse_attention
+    from engine.packing import pack_projections
 
     model_type = _ort_model_type(root)
     options = FusionOptions(model_type)
@@ -87,6 +92,7 @@ def optimise_bundle(
     source = onnx.load(str(root / model_file))
     before = Counter(n.op_type for n in source.graph.node)
     attention = fuse_attention(source, _config(root))
+    packing = pack_projections(source)
     logging.disable(logging.WARNING)  # the optimiser's advice on num_heads
     try:
         optimised = optimize_model(
@@ -117,6 +123,7 @@ def optimise_bundle(
         "fused_ops": fused,
         "model_type": model_type,
         "attention": attention,
+        "packing": packing,
     }
 
 
@@ -193,6 +200,7 @@ def derive_optimised_in_child(spec: dict) -> dict:
     return {
         "model_type": report["model_type"],
         "fused_ops": report["fused_ops"],
+        "packing": report["packing"],
         "max_relative_diff": verdict["max_relative_diff"],
         "tolerance": verdict["tolerance"],
         "verified_sequences": len(sequences),

@@ -3,8 +3,12 @@
 ``modelgen.graphs.build_causal_lm(layout="genai")`` reproduces the genai I/O
 contract with standard operators only; this module reproduces the graph the
 genai builder actually emits for CPU: ``GroupQueryAttention`` (rotary inside)
-and, for int4/int8 precisions, ``MatMulNBits`` blockwise-quantised weights.
-Both kernels ship inside onnxruntime (no custom operator library).
+fed by one packed Q/K/V projection (the builder's default on CPU,
+``make_packed_matmul``: the q, k and v weights concatenated along N, in that
+order, as ``layers.{i}.qkv_proj``; the gate and up projections stay apart,
+as ``fuse_mlp_gate_up`` is off by default) and, for int4/int8 precisions,
+``MatMulNBits`` blockwise-quantised weights. Both kernels ship inside
+onnxruntime (no custom operator library).
 """
 
 from __future__ import annotations
@@ -53,7 +57,37 @@ def quantize_blockwise(
     return packed.astype(np.uint8), scales.reshape(-1), dequantized
 
 
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate", "up", "down")
+QKV_PARTS = ("q_proj", "k_proj", "v_proj")  # packed, in this order, as qkv_proj
+_PROJECTIONS = ("qkv_proj", *QKV_PARTS, "o_proj", "gate", "up", "down")
+# Bumped when the graph for the same weights changes (2: packed Q/K/V), so
+# that caches of built bundles (bench/eval_throughput.py) are not reused.
+GRAPH_REVISION = 2
+
+
+def qkv_parts(name: str) -> tuple[str, ...] | None:
+    """``layers.{i}.{q,k,v}_proj`` for a packed ``layers.{i}.qkv_proj``, else None."""
+    if not name.endswith(".qkv_proj"):
+        return None
+    prefix = name.removesuffix("qkv_proj")
+    return tuple(prefix + part for part in QKV_PARTS)
+
+
+def packed_weights(
+    cfg: LMConfig, weights: dict[str, np.ndarray], *, packed_qkv: bool = True
+) -> dict[str, np.ndarray]:
+    """The graph's float weights: each layer's q, k, v as one ``qkv_proj``
+    (unless not ``packed_qkv``)."""
+    if not packed_qkv:
+        return {name: weights[name] for name in weight_shapes(cfg)}
+    stored: dict[str, np.ndarray] = {}
+    for name in weight_shapes(cfg):
+        if name.endswith(QKV_PARTS[0]):
+            packed = name.removesuffix(QKV_PARTS[0]) + "qkv_proj"
+            parts = [weights[part] for part in qkv_parts(packed)]
+            stored[packed] = np.concatenate(parts, axis=1)
+        elif not name.endswith(QKV_PARTS[1:]):
+            stored[name] = weights[name]
+    return stored
 
 
 def _contrib_weights(
@@ -62,20 +96,30 @@ def _contrib_weights(
     weights: dict[str, np.ndarray],
     bits: int | None,
     block_size: int,
+    packed_qkv: bool,
 ) -> dict[str, np.ndarray]:
-    """Store the weights (projections quantised when ``bits``); the effective ones."""
+    """Store the weights (projections quantised when ``bits``); the effective ones.
+
+    The q, k and v weights are stored packed (``packed_weights``), and
+    quantised packed as the builder does: blockwise quantisation is per
+    output column, so their effective weights are the packed one's columns.
+    """
     effective = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-    for name in weight_shapes(cfg):
+    for name, weight in packed_weights(cfg, weights, packed_qkv=packed_qkv).items():
         if bits is None or not name.endswith(_PROJECTIONS):
-            g.weight(name, weights[name])
+            g.weight(name, weight)
             continue
-        packed, scales, effective[name] = quantize_blockwise(
-            weights[name], bits=bits, block_size=block_size
+        packed, scales, dequantized = quantize_blockwise(
+            weight, bits=bits, block_size=block_size
         )
         g.initializers[name] = numpy_helper.from_array(packed, name)
         g.initializers[name + ".scales"] = numpy_helper.from_array(
             scales, name + ".scales"
         )
+        parts = qkv_parts(name) or (name,)
+        edges = np.cumsum([weights[part].shape[1] for part in parts])[:-1]
+        columns = np.split(dequantized, edges, axis=1)
+        effective.update(zip(parts, columns, strict=True))
     return effective
 
 
@@ -132,19 +176,29 @@ def _gqa_extras(g: _Graph, cfg: LMConfig) -> list[str]:
 
 
 def _contrib_layer(
-    g: _Graph, cfg: LMConfig, i: int, x: str, *, project, gqa_extras: list[str]
+    g: _Graph,
+    cfg: LMConfig,
+    i: int,
+    x: str,
+    *,
+    project,
+    gqa_extras: list[str],
+    packed_qkv: bool,
 ) -> str:
-    """Append layer ``i``: ``GroupQueryAttention``, then the SwiGLU MLP; returns x."""
+    """Append layer ``i``: ``GroupQueryAttention`` on the packed Q/K/V (its key
+    and value inputs empty), then the SwiGLU MLP; returns x."""
     p = f"layers.{i}."
     past = [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
     present = [f"present.{i}.key", f"present.{i}.value"]
     h = _rms_norm(g, x, p + "input_layernorm", cfg.rms_norm_eps)
+    if packed_qkv:
+        qkv = [project(h, p + "qkv_proj"), "", ""]
+    else:
+        qkv = [project(h, p + part) for part in QKV_PARTS]
     attn = g.op(
         "GroupQueryAttention",
         [
-            project(h, p + "q_proj"),
-            project(h, p + "k_proj"),
-            project(h, p + "v_proj"),
+            *qkv,
             *past,
             *gqa_extras,
         ],
@@ -172,13 +226,16 @@ def build_genai_contrib(
     bits: int | None = 4,
     block_size: int = 32,
     opset: int = 18,
+    packed_qkv: bool = True,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The ``genai`` layout with the builder's ``com.microsoft`` kernels.
 
     Attention is ``GroupQueryAttention`` (rotary inside, rotate-half, fed
     ``seqlens_k = ReduceSum(attention_mask) - 1`` and the total length, so
-    right padding is exact); with ``bits`` (4 or 8) every block projection
-    is a ``MatMulNBits`` of ``quantize_blockwise`` weights, while the
+    right padding is exact) on one packed Q/K/V projection (three with
+    ``packed_qkv=False``, the builder's ``fuse_qkv=false``); with ``bits``
+    (4 or 8) every block projection is a ``MatMulNBits`` of
+    ``quantize_blockwise`` weights, while the
     embedding and the head stay float32. Returns ``(model, effective
     weights)``: the weights with each projection replaced by what the kernel
     multiplies by, so ``numpy_forward`` on them reproduces the graph.
@@ -189,12 +246,14 @@ def build_genai_contrib(
     if cfg.head_dim % 16:
         raise ValueError("GroupQueryAttention needs a head size multiple of 16")
     g = _Graph()
-    effective = _contrib_weights(g, cfg, weights, bits, block_size)
+    effective = _contrib_weights(g, cfg, weights, bits, block_size, packed_qkv)
+    stored = packed_weights(cfg, weights, packed_qkv=packed_qkv)
+    shapes = {name: w.shape for name, w in stored.items()}
 
     def project(x: str, name: str) -> str:
         if bits is None:
             return g.op("MatMul", [x, name])
-        k, n = weights[name].shape
+        k, n = shapes[name]
         return g.op(
             "MatMulNBits",
             [x, name, name + ".scales"],
@@ -208,7 +267,9 @@ def build_genai_contrib(
     extras = _gqa_extras(g, cfg)
     x = g.op("Gather", ["embed_tokens", "input_ids"], axis=0)
     for i in range(cfg.num_layers):
-        x = _contrib_layer(g, cfg, i, x, project=project, gqa_extras=extras)
+        x = _contrib_layer(
+            g, cfg, i, x, project=project, gqa_extras=extras, packed_qkv=packed_qkv
+        )
     x = _rms_norm(g, x, "norm", cfg.rms_norm_eps)
     head = (
         g.op("Transpose", ["embed_tokens"], perm=[1, 0])

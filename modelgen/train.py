@@ -30,7 +30,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from modelgen.backprop import lm_loss_and_grads
-from modelgen.genai import build_genai_contrib
+from modelgen.genai import GRAPH_REVISION, build_genai_contrib
 from modelgen.graphs import (
     build_causal_lm,
     build_classifier,
@@ -326,6 +326,15 @@ def train_classifier(
 
 
 CONTRIB_LAYOUTS = {"genai_gqa": None, "genai_int8": 8, "genai_int4": 4}
+
+
+def layout_record(layout: str) -> dict:
+    """What identifies the graph ``write_lm_bundle`` builds for ``layout`` from
+    given weights: the layout and, for the genai builder's graphs, their
+    ``GRAPH_REVISION`` (for caches of built bundles)."""
+    if layout in CONTRIB_LAYOUTS:
+        return {"layout": layout, "graph_revision": GRAPH_REVISION}
+    return {"layout": layout}
 
 
 def write_lm_bundle(

@@ -128,7 +128,7 @@ OPTIMISED_VERSION = {
         "opt_level": 0,
         "tolerance": 0.0001,
         "parent_sha256": MODEL_VERSION["artifact_digest"],
-        "tool": "engine.attention+onnxruntime.transformers.optimizer",
+        "tool": "engine.attention+engine.packing+onnxruntime.transformers.optimizer",
     },
 }
 EVIDENCE = {
@@ -178,6 +178,13 @@ OPTIMISED_EVIDENCE = {
         **OPTIMISED_VERSION["derivation_settings"],
         "model_type": "bert",
         "fused_ops": {"RotaryEmbedding": 4},
+        "packing": {
+            "status": "packed",
+            "qkv": 0,
+            "siblings": 8,
+            "matmuls_before": 33,
+            "matmuls_after": 25,
+        },
         "max_relative_diff": 2.1e-07,
         "verified_sequences": 5,
     },

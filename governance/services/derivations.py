@@ -280,7 +280,7 @@ def _derive(version: ModelVersion, work: Path) -> Path:
             timeout_s=settings.CIVITAS_DERIVE_TIMEOUT_SECONDS,
             tolerance=recorded["tolerance"],
         )
-        for fact in ("model_type", "fused_ops", "max_relative_diff"):
+        for fact in ("model_type", "fused_ops", "packing", "max_relative_diff"):
             recorded[fact] = report[fact]
         recorded["verified_sequences"] = report["verified_sequences"]
         return out

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db
 
 OPTIMISED_SETTINGS = {
     "method": "optimised",
-    "tool": "engine.attention+onnxruntime.transformers.optimizer",
+    "tool": "engine.attention+engine.packing+onnxruntime.transformers.optimizer",
     "model_type": "bert",
     "fused_ops": {"RotaryEmbedding": 4},
     "max_relative_diff": 2.1e-07,

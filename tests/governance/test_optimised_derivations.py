@@ -81,7 +81,7 @@ def test_derive_optimised_registers_a_pending_version_with_lineage(
         "opt_level": 0,
         "tolerance": TOLERANCE,
         "parent_sha256": fusable_parent.artifact_digest,
-        "tool": "engine.attention+onnxruntime.transformers.optimizer",
+        "tool": "engine.attention+engine.packing+onnxruntime.transformers.optimizer",
     }
     derived = ModelVersion.objects.get(pk=body["id"])
     assert derived.derivation == Derivation.OPTIMISED
@@ -151,6 +151,7 @@ def test_a_fused_version_is_verified_released_and_evaluated_and_an_unfusable_one
         recorded = version.derivation_settings
         assert recorded["model_type"] == "bert"
         assert recorded["fused_ops"] == {"GroupQueryAttention": 2}
+        assert recorded["packing"]["qkv"] == 2  # one packed projection a layer
         assert recorded["max_relative_diff"] <= TOLERANCE
         assert recorded["verified_sequences"] == 5
         assert version.is_released and version.selftest["passed"] is True
@@ -220,7 +221,7 @@ def test_portal_form_offers_and_registers_the_optimised_method(
     derived = ModelVersion.objects.get(model=fusable_parent.model, version="1.3.0")
     assert derived.derivation == Derivation.OPTIMISED
     assert derived.derivation_settings["tool"] == (
-        "engine.attention+onnxruntime.transformers.optimizer"
+        "engine.attention+engine.packing+onnxruntime.transformers.optimizer"
     )
     assert "fuses and verifies" in response.content.decode()
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 import modelgen
 from engine import bundle
@@ -168,6 +169,40 @@ def test_genai_contrib_graph_equals_numpy_on_its_effective_weights(bits):
     assert np.abs(got - expected)[mask == 1].max() < 1e-4
     with pytest.raises(ValueError, match="multiple of 16"):
         modelgen.build_genai_contrib(modelgen.LMConfig(**TINY), weights)
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_packed_qkv_gives_the_unpacked_logits_and_the_same_int4_bytes(bits):
+    """The builder's packed Q/K/V: one ``qkv_proj`` whose quantised blocks and
+    scales are the q, k and v ones side by side (blockwise is per column)."""
+    cfg = modelgen.LMConfig(
+        **{**TINY, "hidden_size": 64, "num_kv_heads": 2, "intermediate_size": 96}
+    )
+    weights = modelgen.init_weights(cfg, 7)
+    packed, effective = modelgen.build_genai_contrib(cfg, weights, bits=bits)
+    unpacked, expected = modelgen.build_genai_contrib(
+        cfg, weights, bits=bits, packed_qkv=False
+    )
+    for name, value in expected.items():
+        np.testing.assert_array_equal(effective[name], value)
+    stored = {t.name: numpy_helper.to_array(t) for t in packed.graph.initializer}
+    separate = {t.name: numpy_helper.to_array(t) for t in unpacked.graph.initializer}
+    assert "layers.0.qkv_proj" in stored and "layers.0.q_proj" not in stored
+    suffixes = ("", ".scales") if bits else ("",)
+    for suffix in suffixes:
+        parts = [separate[f"layers.0.{p}_proj{suffix}"] for p in "qkv"]
+        axis = 1 if bits is None else 0  # float [K, N]; MatMulNBits [N, ...]
+        np.testing.assert_array_equal(
+            stored[f"layers.0.qkv_proj{suffix}"], np.concatenate(parts, axis=axis)
+        )
+    gqa = next(n for n in packed.graph.node if n.op_type == "GroupQueryAttention")
+    assert list(gqa.input[1:3]) == ["", ""]
+    ids = np.random.default_rng(2).integers(0, cfg.vocab_size, (2, 9))
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    got = run_onnx(packed, ids, mask, head_dim=cfg.head_dim)[mask == 1]
+    want = run_onnx(unpacked, ids, mask, head_dim=cfg.head_dim)[mask == 1]
+    assert (np.abs(got - want) / np.maximum(np.abs(want), 1e-6)).max() < 1e-4
 
 
 def test_merged_layout_is_an_if_on_use_cache_branch():

@@ -369,7 +369,8 @@ def ensure_quantised(bundle: Path, method: str = "dynamic-int8") -> Path:
 
     Written beside it as ``<bundle>-int8`` (dynamic int8) or ``<bundle>-int4``
     (``MatMulNBits``, the platform's default block size 32); redone when
-    ``bundle`` was rewritten since (``source_stamp``).
+    ``bundle`` was rewritten since (``source_stamp``) or the derivation's
+    settings changed.
     """
     import shutil
 
@@ -378,7 +379,11 @@ def ensure_quantised(bundle: Path, method: str = "dynamic-int8") -> Path:
     suffix = "int4" if method == "int4" else "int8"
     dest = bundle.with_name(f"{bundle.name}-{suffix}")
     marker = dest / f"bench_{suffix}.json"
-    record = {"source": bundle.name, "method": method, "stamp": source_stamp(bundle)}
+    record = {
+        "source": bundle.name,
+        "settings": Derivation(method).settings(),
+        "stamp": source_stamp(bundle),
+    }
     if marker.is_file() and json.loads(marker.read_text()) == record:
         return dest
     shutil.rmtree(dest, ignore_errors=True)

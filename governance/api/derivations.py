@@ -94,6 +94,7 @@ DERIVED_SETTINGS = {
     "method": "dynamic-int8",
     "weight_type": "QInt8",
     "per_channel": False,
+    "reduce_range": True,
     "parent_sha256": MODEL_VERSION["artifact_digest"],
     "tool": "onnxruntime.quantization",
 }

@@ -99,8 +99,9 @@ def attention_shape(config: dict) -> dict[str, Any]:
     }
 
 
-class _Index:
-    """Producers, consumers and initializer shapes of a graph."""
+class GraphIndex:
+    """Producers, consumers and initializer shapes of a graph (also the base of
+    ``engine.packing``'s edit plan)."""
 
     def __init__(self, graph) -> None:
         self.graph = graph
@@ -179,7 +180,7 @@ def _attr(node, name: str, default=None):
     return default
 
 
-def _appended(index: _Index, present: str, past: str) -> str:
+def _appended(index: GraphIndex, present: str, past: str) -> str:
     """The new entries ``present = Concat(past, new)`` appends; raises otherwise."""
     node = index.producer.get(present)
     if (
@@ -199,7 +200,7 @@ def _one(found, what: str, layer: int):
     return next(iter(found))
 
 
-def match_layer(index: _Index, shape: dict, layer: int, cache: tuple) -> dict:
+def match_layer(index: GraphIndex, shape: dict, layer: int, cache: tuple) -> dict:
     """The anchors of layer ``layer``'s attention; raises ``NotFusable``.
 
     ``cache`` is ``(past key, past value, present key, present value)``.
@@ -366,7 +367,7 @@ def fuse_attention(model, config: dict) -> dict[str, Any]:
             raise NotFusable("the graph has no attention_mask input")
         if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
             raise NotFusable("the graph has subgraphs (If, Loop, Scan)")
-        index = _Index(graph)
+        index = GraphIndex(graph)
         layers = [
             match_layer(index, shape, n, cache)
             for n, cache in enumerate(_cache_names(graph))

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from engine.attention import FUSED_OP as _KERNEL
+from engine.attention import GraphIndex
 
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})  # float, float16, double, bfloat16
 
@@ -46,16 +47,11 @@ class NotPackable(Exception):
     """The graph differs from the pattern; the message says where."""
 
 
-class _Graph:
+class _Graph(GraphIndex):
     """Producers, consumers and initializers of a graph, and the edits made."""
 
     def __init__(self, graph) -> None:
-        self.graph = graph
-        self.producer = {out: n for n in graph.node for out in n.output if out}
-        self.consumers: dict[str, list] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        super().__init__(graph)
         self.initializers = {t.name: t for t in graph.initializer}
         self.outputs = {o.name for o in graph.output}
         self.position = {id(n): k for k, n in enumerate(graph.node)}

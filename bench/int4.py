@@ -39,7 +39,6 @@ BYTES_PER_WEIGHT = 0.5 + 4 / BLOCK_SIZE
 
 def _packed_source(parts: list, packed: dict, name: str):
     """One ``MatMulNBits`` (and its initializers) of ``parts`` side by side."""
-    import numpy as np
     from onnx import helper, numpy_helper
 
     attributes = [

@@ -265,13 +265,14 @@ def _quantise_graph(
     # then moved 4x further from the full recompute and failed the self-test.
     # Seven bits keep every pair sum in range, so the derived graph computes
     # the same on every worker's processor, for one bit of weight precision.
+    reduce_range = derivation.settings()["reduce_range"]
     named = dest.with_name("named-fp32.onnx")
     _save(model, named)
     large = named.stat().st_size > _EXTERNAL_DATA_BYTES
     if derivation.method == "dynamic-int8":
         quantize_dynamic(
             named, dest, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-            use_external_data_format=large, reduce_range=True,
+            use_external_data_format=large, reduce_range=reduce_range,
         )  # fmt: skip
     else:
         reader = _Reader(feeds or [])
@@ -280,7 +281,7 @@ def _quantise_graph(
             named, dest, reader, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_quantize=nodes, use_external_data_format=large,
-            reduce_range=True,
+            reduce_range=reduce_range,
         )  # fmt: skip
     for leftover in named.parent.glob("named-fp32.onnx*"):
         leftover.unlink()

@@ -112,6 +112,35 @@ def test_each_method_derives_a_bundle_close_to_fp32(
     assert not np.allclose(scores, fp32_scores, rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("method", ["dynamic-int8", "static-int8"])
+def test_int8_weights_keep_to_seven_bits(parent, calibration, tmp_path, method):
+    """``reduce_range``: full 8-bit weights saturate ONNX Runtime's int8
+    kernel on processors without VNNI, so every derived weight is within
+    +-64 (a pair sum of 2 x 255 x 64 fits in int16; 8-bit weights reach
+    127), and the settings say so."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / "derived.zip"
+    report = derive_bundle(
+        parent,
+        out,
+        Derivation(method),
+        calibration_path=calibration if method == "static-int8" else None,
+        **LIMITS,
+    )
+    assert report["settings"]["reduce_range"] is True
+    root = materialise_bundle(out, tmp_path / "open")
+    model = onnx.load(str(root / inspect_bundle(root).model_file))
+    weights = [
+        numpy_helper.to_array(t)
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2
+    ]
+    assert weights
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
 def test_static_calibration_reads_the_named_texts(parent, tmp_path):
     texts = tmp_path / "three.jsonl"
     texts.write_text(

@@ -12,8 +12,10 @@ years 1000 to 9999; other years go through ``format_timestamp`` itself).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import multiprocessing.util
 from collections.abc import Iterator, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 import psycopg
@@ -23,6 +25,7 @@ from audit.verify import (
     HASHED_FIELDS,
     ChainVerifier,
     Segment,
+    event_digest,
     format_timestamp,
     parse_json,
     scan,
@@ -44,17 +47,50 @@ _DJANGO_OPTIONS = {"isolation_level", "pool", "server_side_binding", "assume_rol
 _connection: psycopg.Connection | None = None
 
 
-def _chain_event(row: tuple) -> dict[str, Any]:
-    """A selected row as a chain dict (``_SELECT``'s columns)."""
+# The canonical JSON of the hashed fields (keys sorted), with the stored
+# payload text in its place; ``stored_digest`` fills it in this key order.
+_STORED = "{" + ",".join(f'"{name}":%s' for name in sorted(HASHED_FIELDS)) + "}"
+
+
+def _parsed(payload: str) -> Any:
+    try:
+        return parse_json(payload)
+    except ValueError:  # not JSON: passed on as text, which then fails its hash
+        return payload
+
+
+def _chain_event(row: tuple, parse: bool = True) -> dict[str, Any]:
+    """A selected row as a chain dict (``_SELECT``'s columns); the payload
+    stays the stored text unless ``parse``."""
     event = dict(zip(_COLUMNS, row, strict=True))
     stamp = event["created_at"]
     if len(stamp) != 27 or stamp[0] == "0":
         event["created_at"] = format_timestamp(dt.datetime.fromisoformat(stamp))
-    try:  # noqa: SIM105 (per row: cheaper than contextlib.suppress)
-        event["payload"] = parse_json(event["payload"])
-    except ValueError:
-        pass
+    if parse:
+        event["payload"] = _parsed(event["payload"])
     return event
+
+
+def stored_digest(event: Mapping[str, Any]) -> bytes:
+    """``event_digest`` of a row whose payload is the stored text.
+
+    The platform stores the payload as canonical JSON, so the hashed document
+    is those bytes with the other fields around them: no parsing, no
+    re-encoding. A match proves the row holds exactly what was hashed (the
+    bytes are the hashed bytes); anything else is decided by ``event_digest``
+    on the parsed payload, so a payload stored in another JSON form still
+    verifies and a changed row fails as before.
+    """
+    q, e = encode_basestring, event  # the JSON string form the encoder uses
+    text = _STORED % (
+        q(e["action"]), q(e["actor_label"]), q(e["agency_slug"]), q(e["created_at"]),
+        q(e["object_id"]), q(e["object_type"]), e["payload"], q(e["prev_hash"]),
+        e["seq"],
+    )  # fmt: skip
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    if digest.hex() == event["hash"]:
+        return digest
+    return event_digest({**event, "payload": _parsed(event["payload"])})
 
 
 def event_rows(
@@ -63,15 +99,15 @@ def event_rows(
     """Events with ``after`` < seq <= ``upto`` in seq order, as chain dicts.
 
     Read through a server-side cursor, so memory stays flat; needs an open
-    transaction. A stored payload that is not JSON is passed on as text, which
-    then fails its hash.
+    transaction. Payloads stay the stored text: check them with
+    ``stored_digest``.
     """
     query = sql.SQL(_SELECT).format(sql.Identifier(table))
     with conn.cursor(name=f"civitas_audit_rows_{after}") as cursor:
         cursor.itersize = 10_000
         cursor.execute(query, (after, _LAST if upto is None else upto))
         for row in cursor:
-            yield _chain_event(row)
+            yield _chain_event(row, parse=False)
 
 
 def event_pages(
@@ -142,7 +178,7 @@ def segment(task: tuple[str, int, int | None, dict[int, str]]) -> Segment:
     """Check the events of one seq range (a worker's share)."""
     table, after, upto, heads = task
     events = event_rows(_connection, table, after, upto)
-    return scan(Segment(head=True), events, None, None, heads)
+    return scan(Segment(head=True), events, None, None, heads, digest_of=stored_digest)
 
 
 def verify_segments(

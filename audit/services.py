@@ -357,7 +357,8 @@ def _verify_events(
         big = last_seq - after >= PARALLEL_MIN_EVENTS
         workers = default_workers() if big else 1
     if not snapshot or (workers <= 1 and chunks is None):
-        verifier.add_many(rows.event_rows(connection.connection, table, after, upto))
+        events = rows.event_rows(connection.connection, table, after, upto)
+        verifier.add_many(events, digest_of=rows.stored_digest)
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_export_snapshot()")

@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import connection, transaction
 
+from audit import rows, verify
 from audit import services as audit
-from audit import verify
 from audit.formats import _ENCODER, canonical_json, event_hash
 from tests.audit.test_audit import signing_key_file, triggers_disabled
 from tests.audit.test_verify import _envelope, make_chain, write_export
@@ -211,6 +211,38 @@ def test_the_database_chain_is_reported_the_same_every_way(case, platform_key):
     assert reports[0]["ok"] is (case is None)
     assert reports[0]["events"] == (24 if case is None else expected)
     assert reports[1:] == [reports[0]] * 2
+
+
+@pytest.mark.django_db
+def test_stored_payloads_are_hashed_as_stored_not_parsed(platform_key, monkeypatch):
+    _record(len(TRICKY) * 2)
+    with transaction.atomic():
+        events = list(rows.event_rows(connection.connection, "governance_auditevent"))
+
+    def parsed_digest(event):
+        raise AssertionError(f"seq {event['seq']} fell back to parsing its payload")
+
+    monkeypatch.setattr(rows, "event_digest", parsed_digest)
+    assert [rows.stored_digest(e).hex() for e in events] == [e["hash"] for e in events]
+    assert all(isinstance(e["payload"], str) for e in events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_payload_stored_in_another_json_form_verifies_every_way(platform_key):
+    _record(12)
+    table = "governance_auditevent"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT payload FROM {table} WHERE seq = 7")
+        stored = cursor.fetchone()[0]
+    spaced = json.dumps(json.loads(stored), indent=2, ensure_ascii=True)
+    with transaction.atomic(), triggers_disabled(table), connection.cursor() as c:
+        c.execute(f"UPDATE {table} SET payload = %s WHERE seq = 7", [spaced])
+
+    reports = _db_reports()
+
+    assert spaced != stored
+    assert reports[0]["ok"] is True, reports[0]
+    assert reports == [reports[0]] * 3
 
 
 @pytest.mark.django_db

@@ -12,10 +12,8 @@ years 1000 to 9999; other years go through ``format_timestamp`` itself).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import multiprocessing.util
 from collections.abc import Iterator, Mapping
-from json.encoder import encode_basestring
 from typing import Any
 
 import psycopg
@@ -30,6 +28,7 @@ from audit.verify import (
     parse_json,
     scan,
     segments,
+    spliced_digest,
 )
 
 _COLUMNS = (*HASHED_FIELDS, "hash")
@@ -45,11 +44,6 @@ PAGE_ROWS = 10_000  # rows per keyset page (``event_pages``)
 # Django's own OPTIONS, not libpq's.
 _DJANGO_OPTIONS = {"isolation_level", "pool", "server_side_binding", "assume_role"}
 _connection: psycopg.Connection | None = None
-
-
-# The canonical JSON of the hashed fields (keys sorted), with the stored
-# payload text in its place; ``stored_digest`` fills it in this key order.
-_STORED = "{" + ",".join(f'"{name}":%s' for name in sorted(HASHED_FIELDS)) + "}"
 
 
 def _parsed(payload: str) -> Any:
@@ -72,23 +66,11 @@ def _chain_event(row: tuple, parse: bool = True) -> dict[str, Any]:
 
 
 def stored_digest(event: Mapping[str, Any]) -> bytes:
-    """``event_digest`` of a row whose payload is the stored text.
-
-    The platform stores the payload as canonical JSON, so the hashed document
-    is those bytes with the other fields around them: no parsing, no
-    re-encoding. A match proves the row holds exactly what was hashed (the
-    bytes are the hashed bytes); anything else is decided by ``event_digest``
-    on the parsed payload, so a payload stored in another JSON form still
-    verifies and a changed row fails as before.
-    """
-    q, e = encode_basestring, event  # the JSON string form the encoder uses
-    text = _STORED % (
-        q(e["action"]), q(e["actor_label"]), q(e["agency_slug"]), q(e["created_at"]),
-        q(e["object_id"]), q(e["object_type"]), e["payload"], q(e["prev_hash"]),
-        e["seq"],
-    )  # fmt: skip
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    if digest.hex() == event["hash"]:
+    """``event_digest`` of a row whose payload is the stored text: hashed as it
+    stands (``spliced_digest``), parsed only when that does not match, so a
+    payload stored in another JSON form still verifies."""
+    digest = spliced_digest(event, event["payload"])
+    if digest is not None:
         return digest
     return event_digest({**event, "payload": _parsed(event["payload"])})
 

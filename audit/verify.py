@@ -83,6 +83,7 @@ __all__ = [
     "is_hash",
     "key_id",
     "leaf_hash",
+    "line_digest",
     "load_public_key",
     "main",
     "node_hash",
@@ -91,6 +92,7 @@ __all__ = [
     "parse_json",
     "public_key_pem_of",
     "scan",
+    "spliced_digest",
     "verify_consistency",
     "verify_envelope",
     "verify_export",
@@ -115,6 +117,69 @@ def event_digest(event: Mapping[str, Any]) -> bytes:
         doc["created_at"] = format_timestamp(doc["created_at"])
     text = "".join(_C_ENCODE(doc, 0)) if _C_ENCODE else _ENCODER.encode(doc)
     return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+# The hashed document's canonical JSON (keys sorted) with the payload's JSON
+# text in its place; ``spliced_digest`` fills it in this key order.
+_SPLICED = "{" + ",".join(f'"{name}":%s' for name in sorted(HASHED_FIELDS)) + "}"
+
+
+def spliced_digest(event: Mapping[str, Any], payload: str) -> bytes | None:
+    """The event's digest computed around ``payload``, the payload's JSON text
+    as stored or exported, if it equals the event's hash; else None.
+
+    The platform writes payloads as canonical JSON, so the hashed document is
+    that text with the other fields around it: no parsing, no re-encoding. A
+    match proves that the text is exactly what was hashed; anything else
+    (another JSON form, a value that is not a string, an altered event) is
+    for ``event_digest`` on the parsed event to decide.
+    """
+    q, e = encode_basestring, event  # the JSON string form the encoder uses
+    try:
+        text = _SPLICED % (
+            q(e["action"]), q(e["actor_label"]), q(e["agency_slug"]),
+            q(e["created_at"]), q(e["object_id"]), q(e["object_type"]), payload,
+            q(e["prev_hash"]), int.__repr__(e["seq"]),
+        )  # fmt: skip
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return digest if digest.hex() == e.get("hash") else None
+
+
+# An event line as the platform exports it (``audit.services``): these fields
+# in this order, the payload, then prev_hash and hash; no inclusion proof.
+_LINE_HEAD = (
+    '{"type":"event","seq":%s,"created_at":%s,"actor_label":%s,"agency_slug":%s,'
+    '"action":%s,"object_type":%s,"object_id":%s,"payload":'
+)
+_LINE_TAIL = ',"prev_hash":%s,"hash":%s}'
+_LINE = object()  # the key under which an event keeps its export line's text
+
+
+def line_digest(event: Mapping[str, Any]) -> bytes:
+    """``event_digest`` of an event parsed from an export line (``_LINE``).
+
+    When the line is the exported fields written around one payload text,
+    that text is hashed as it stands (``spliced_digest``): a match proves the
+    line holds exactly what was hashed, its payload being that text.
+    """
+    line, q, e = event.get(_LINE), encode_basestring, event
+    try:
+        head = _LINE_HEAD % (
+            int.__repr__(e["seq"]), q(e["created_at"]), q(e["actor_label"]),
+            q(e["agency_slug"]), q(e["action"]), q(e["object_type"]),
+            q(e["object_id"]),
+        )  # fmt: skip
+        tail = _LINE_TAIL % (q(e["prev_hash"]), q(e["hash"]))
+    except (KeyError, TypeError):
+        return event_digest(event)
+    line = line.rstrip("\r\n") if isinstance(line, str) else ""
+    if line.startswith(head) and line.endswith(tail):
+        digest = spliced_digest(event, line[len(head) : len(line) - len(tail)])
+        if digest is not None:
+            return digest
+    return event_digest(event)
 
 
 def _missing(expected: int, seq: int) -> tuple[int, str]:
@@ -508,7 +573,7 @@ def _file_segment(task: tuple[str, int, int, dict[int, str]]) -> Segment:
     seg = Segment(head=True)
     # Lines as the text-mode file gives them (universal newlines).
     lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
-    return scan(seg, _events_of(lines, seg), None, None, heads)
+    return scan(seg, _events_of(lines, seg), None, None, heads, digest_of=line_digest)
 
 
 def _events_of(lines: Iterable[str], seg: Segment) -> Iterator[dict[str, Any]]:
@@ -525,6 +590,7 @@ def _events_of(lines: Iterable[str], seg: Segment) -> Iterator[dict[str, Any]]:
             seg.bad_line = (number, "is not a JSON object")
             return
         if item.get("type") == "event":
+            item[_LINE] = line
             yield item
 
 
@@ -574,6 +640,8 @@ def _lines(path: Path, skip: str = "\0") -> Iterator[tuple[int, dict[str, Any]]]
                 raise VerificationError(f"line {number} is not JSON") from exc
             if not isinstance(item, dict):
                 raise VerificationError(f"line {number} is not a JSON object")
+            if item.get("type") == "event":
+                item[_LINE] = line
             yield number, item
 
 
@@ -636,7 +704,7 @@ def verify_export(
         workers = default_workers() if big else 1
     if verifier.partial or (workers <= 1 and chunks is None):
         events = (item for _, item in _lines(path) if item.get("type") == "event")
-        verifier.add_many(events)
+        verifier.add_many(events, digest_of=line_digest)
     else:
         _verify_events_parallel(verifier, path, workers, chunks)
     up_to = header.get("up_to_seq")

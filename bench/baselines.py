@@ -50,6 +50,21 @@ def workload(vocab_size: int, special: int = 3) -> dict[str, list]:
     }
 
 
+def median(values: list[float]) -> float:
+    """Median of a non-empty list."""
+    return float(np.median(values))
+
+
+def rate(count: int, times: list[float] | None) -> float | None:
+    """``count`` per median second, or ``None`` without times."""
+    return count / median(times) if times else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b`` or ``None`` when either is missing."""
+    return a / b if a and b else None
+
+
 def timed(fn, repeats: int) -> list[float]:
     """Wall seconds of ``repeats`` calls of ``fn`` after one untimed warm-up."""
     fn()
@@ -327,27 +342,31 @@ def python_with(module: str, explicit: Path | None = None) -> tuple[str | None, 
     return None, f"{module} not installed ({'; '.join(tried)})"
 
 
-def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
-    """Run ``--worker kind`` under ``python``; its last stdout line is JSON."""
-    command = [
-        python,
-        str(SCRIPT),
-        "--worker",
-        kind,
-        "--bundle",
-        str(bundle),
-        "--threads",
-        str(args.threads),
-        "--repeats",
-        str(args.repeats),
-        *extra,
-    ]
+WORKER_TIMEOUT_S = 1800
+
+
+def run_json(command: list[str], what: str) -> dict:
+    """Run ``command`` (at most ``WORKER_TIMEOUT_S``); its last stdout line is JSON."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=env,
+            timeout=WORKER_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{what} timed out after {exc.timeout:.0f} s") from exc
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"{kind} worker failed: {' | '.join(tail)}")
+        raise RuntimeError(f"{what} failed: {' | '.join(tail)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_worker(python: str, kind: str, bundle: Path, args, extra=()) -> dict:
+    """Run ``--worker kind`` under ``python``; its last stdout line is JSON."""
+    command = [python, str(SCRIPT), "--worker", kind, "--bundle", str(bundle),
+               "--threads", str(args.threads), "--repeats", str(args.repeats),
+               *extra]  # fmt: skip
+    return run_json(command, f"{kind} worker")
 
 
 # -- int8 scoring: a dynamic int8 version of the same model -------------------

@@ -72,6 +72,8 @@ from bench.baselines import (  # noqa: E402
     int8_summary,
     naive_figures,
     python_with,
+    rate,
+    ratio,
     run_worker,
     timed,
     torch_worker,
@@ -80,6 +82,7 @@ from bench.baselines import (  # noqa: E402
 from bench.fused import fused_figures, fused_lines, fused_summary  # noqa: E402
 from bench.int4 import int4_figures, int4_lines, int4_summary  # noqa: E402
 from bench.machine_limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
+from bench.spinning import alternating_figures, alternating_lines  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "out" / "eval_throughput"
 JSON_KEYS = (
@@ -292,21 +295,6 @@ def engine_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
     }
 
 
-def median(values: list[float]) -> float:
-    """Median of a non-empty list."""
-    return float(np.median(values))
-
-
-def rate(count: int, times: list[float] | None) -> float | None:
-    """``count`` per median second, or ``None`` without times."""
-    return count / median(times) if times else None
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    """``a / b`` or ``None`` when either is missing."""
-    return a / b if a and b else None
-
-
 def _interpreters(args: argparse.Namespace) -> dict[str, tuple[str | None, str]]:
     """``{"genai" | "torch": (python, reason)}``: who runs each foreign baseline."""
     genai = (
@@ -419,6 +407,17 @@ def _measure(args, cfg, phases: Phases, settings, bundles, interpreters) -> dict
     runs["fused"] = phases.measure(
         "fused", lambda: fused_figures(bundle, settings, args.repeats, work)
     )
+    runs["alternating"] = {"status": genai_reason}
+    if genai_python:
+        log("the optimised graph and genai generating alternately (bench/spinning.py)")
+        twin = bundles["genai_gqa"]
+        try:
+            runs["alternating"] = phases.measure(
+                "alternating",
+                lambda: alternating_figures(genai_python, bundle, twin, args),
+            )
+        except RuntimeError as exc:
+            runs["alternating"] = {"status": str(exc)}
     return runs
 
 
@@ -568,6 +567,7 @@ def run_bench(args: argparse.Namespace) -> dict:
             runs, runs["bw"]["bandwidth_gb_s"], costs["matmul_parameters"]
         ),
         "optimised": fused_summary(runs),
+        "alternating": runs["alternating"],
         "engine": {
             "session_create_s": engine["load_s"],
             "session_cache": engine["session_cache"],
@@ -730,7 +730,8 @@ def _load_lines(r: dict) -> list[str]:
 def render_table(r: dict) -> str:
     """The readable report: figures, ratios, fractions, load, environment."""
     lines = _runner_lines(r) + _ratio_lines(r) + int4_lines(r) + _note_lines(r)
-    lines += fused_lines(r["optimised"]) + _load_lines(r)
+    lines += fused_lines(r["optimised"]) + alternating_lines(r["alternating"])
+    lines += _load_lines(r)
     return "\n".join(lines)
 
 

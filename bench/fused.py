@@ -44,6 +44,8 @@ from bench.baselines import (  # noqa: E402
     SEQ_LEN,
     ensure_quantised,
     python_with,
+    rate,
+    ratio,
     run_worker,
     source_stamp,
     timed_pair,
@@ -142,31 +144,25 @@ def fused_figures(bundle: Path, settings, repeats: int, work: dict) -> dict:
     return result
 
 
-def _rate(run: dict | None) -> float | None:
-    """Generated tokens per second of a genai worker's result."""
-    return NEW_TOKENS / float(np.median(run["generation_times_s"])) if run else None
-
-
 def fused_summary(runs: dict) -> dict:
     """``runs["fused"]`` with the genai rates and the ratios (``--json``'s
     ``optimised`` object); genai from ``runs["genai"]`` and ``runs["int4"]``."""
     r = dict(runs["fused"])
-    genai = {"fp32": _rate(runs.get("genai")), "int4": _rate(runs["int4"]["genai"])}
+    genai = {
+        name: rate(NEW_TOKENS, run and run["generation_times_s"])
+        for name, run in (("fp32", runs.get("genai")), ("int4", runs["int4"]["genai"]))
+    }
     r["genai_generation_tokens_per_s"] = genai
-
-    def div(a, b):
-        return a / b if a is not None and b else None
-
     r["ratios"] = {
         graph: {
-            "int8_vs_fp32_scoring": div(
+            "int8_vs_fp32_scoring": ratio(
                 r["int8_scoring"][graph]["tokens_per_s"],
                 r["fp32_scoring"][graph]["tokens_per_s"],
             ),
-            "fp32_generation_vs_genai": div(
+            "fp32_generation_vs_genai": ratio(
                 r["fp32_generation"][graph]["tokens_per_s"], genai["fp32"]
             ),
-            "int4_generation_vs_genai": div(
+            "int4_generation_vs_genai": ratio(
                 r["int4_generation"][graph]["tokens_per_s"], genai["int4"]
             ),
         }

@@ -28,6 +28,8 @@ import numpy as np
 from bench.baselines import (
     NEW_TOKENS,
     ensure_quantised,
+    rate,
+    ratio,
     run_worker,
     source_stamp,
     timed,
@@ -161,19 +163,17 @@ def int4_figures(phases, bundles: dict, settings, args, work: dict, genai_python
 def int4_summary(runs: dict, bandwidth_gb_s: float, matmul_params: int) -> dict:
     """int4 generation: engine and genai tokens/s, the ratio, the limit."""
     int4 = runs["int4"]
-    engine = NEW_TOKENS / float(np.median(int4["engine"]["generation_times_s"]))
+    engine = rate(NEW_TOKENS, int4["engine"]["generation_times_s"])
     genai = int4["genai"]
-    genai_rate = (
-        NEW_TOKENS / float(np.median(genai["generation_times_s"])) if genai else None
-    )
+    genai_rate = rate(NEW_TOKENS, genai and genai["generation_times_s"])
     limit = bandwidth_gb_s * 1e9 / (BYTES_PER_WEIGHT * matmul_params)
     return {
         "generation_tokens_per_s": engine,
         "genai_generation_tokens_per_s": genai_rate,
-        "ratio_vs_genai": engine / genai_rate if genai_rate else None,
+        "ratio_vs_genai": ratio(engine, genai_rate),
         "generation_limit_tokens_per_s": limit,
         "generation_fraction_of_limit": engine / limit,
-        "genai_fraction_of_limit": genai_rate / limit if genai_rate else None,
+        "genai_fraction_of_limit": ratio(genai_rate, limit),
         "genai_matches_engine": (
             genai["generated_tokens"] == int4["engine"]["tokens"] if genai else None
         ),

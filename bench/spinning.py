@@ -42,6 +42,8 @@ from bench.baselines import (  # noqa: E402
     NEW_TOKENS,
     SEQ_LEN,
     ensure_quantised,
+    ratio,
+    run_json,
     timed_rounds,
     workload,
 )
@@ -112,6 +114,50 @@ def measure(args, work: dict) -> dict:
                 row["vs_genai"] = row["tokens_per_s"] / rows["genai"]["tokens_per_s"]
         result[name] = rows
     return result
+
+
+GENERATION = ("fp32_generation", "int4_generation")
+
+
+def alternating_figures(python: str, bundle: Path, genai_bundle: Path, args) -> dict:
+    """This script under ``python`` (one that has genai) as eval_throughput's
+    worker: the engine's ``optimised`` graph with ``args.engine_spinning`` and
+    genai generating alternately, fp32 and int4, ``args.repeats`` rounds."""
+    command = [python, str(Path(__file__).resolve()), "--bundle", str(bundle),
+               "--genai-bundle", str(genai_bundle), "--workloads", ",".join(GENERATION),
+               "--repeats", str(args.repeats), "--threads", str(args.threads),
+               "--json"]  # fmt: skip
+    result = run_json(command, "the alternating engine and genai run")
+    out: dict = {"engine_spinning": args.engine_spinning, "rounds": args.repeats}
+    for name in GENERATION:
+        engine, genai = result[name][args.engine_spinning], result[name].get("genai")
+        if genai is None:
+            raise RuntimeError(f"{python} ran no genai for {name}")
+        out[name] = {
+            "engine_tokens_per_s": engine["tokens_per_s"],
+            "genai_tokens_per_s": genai["tokens_per_s"],
+            "ratio_vs_genai": ratio(engine["tokens_per_s"], genai["tokens_per_s"]),
+            "cpu_ms_per_token": {
+                "engine": engine["cpu_ms_per_token"],
+                "genai": genai["cpu_ms_per_token"],
+            },
+        }
+    return out
+
+
+def alternating_lines(alternating: dict) -> list[str]:
+    """eval_throughput's table line for ``alternating_figures``."""
+    if "status" in alternating:
+        return [f"optimised graph and genai, alternately: {alternating['status']}"]
+    parts = []
+    for name in GENERATION:
+        row = alternating[name]
+        engine, genai = row["engine_tokens_per_s"], row["genai_tokens_per_s"]
+        parts.append(
+            f"{name.split('_')[0]} {row['ratio_vs_genai']:.2f}x "
+            f"({engine:,.1f} / {genai:,.1f} tok/s)"
+        )
+    return [f"optimised graph vs genai, timed alternately: {', '.join(parts)}"]
 
 
 def _has_genai() -> bool:

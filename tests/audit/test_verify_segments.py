@@ -136,6 +136,58 @@ def test_a_fault_is_reported_at_its_seq_every_way(tmp_path, case):
     assert reports[1:] == [reports[0]] * 2
 
 
+def _compact(path: Path) -> list[str]:
+    """The export's lines in the platform's form: compact, UTF-8 as is, each
+    payload as parsed from its stored canonical text (keys sorted)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        if "payload" in item:
+            item["payload"] = json.loads(canonical_json(item["payload"]))
+        out.append(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+    return out
+
+
+def _no_reencoding(monkeypatch) -> None:
+    def parsed_digest(event):
+        raise AssertionError(f"seq {event['seq']} was parsed and re-encoded")
+
+    monkeypatch.setattr(verify, "event_digest", parsed_digest)
+
+
+def test_platform_export_lines_are_hashed_as_written(tmp_path, monkeypatch):
+    key = Ed25519PrivateKey.generate()
+    path = _export(tmp_path, _chain(), key)
+    path.write_text("\n".join(_compact(path)) + "\n", encoding="utf-8")
+    _no_reencoding(monkeypatch)
+
+    reports = [verify.verify_export(path, **way).to_dict() for way in WAYS[:2]]
+
+    assert reports[0]["ok"] and reports[0]["events"] == 60, reports[0]
+    assert reports[1] == reports[0]
+
+
+def test_a_second_payload_in_an_export_line_is_the_one_checked(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    path = _export(tmp_path, _chain(), key)
+    lines = _compact(path)
+    index = next(
+        i for i, line in enumerate(lines) if line.startswith('{"type":"event","seq":5,')
+    )
+    # The hashed payload stays in the line; a parser keeps the second one.
+    lines[index] = lines[index].replace(
+        ',"prev_hash":', ',"payload":{"n":5},"prev_hash":', 1
+    )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    reports = _reports(path)
+
+    assert json.loads(lines[index])["payload"] == {"n": 5}
+    assert reports[0]["first_bad_seq"] == 5, reports[0]
+    assert "altered" in reports[0]["reason"]
+    assert reports[1:] == [reports[0]] * 2
+
+
 def test_an_unreadable_line_is_named_the_same_every_way(tmp_path):
     key = Ed25519PrivateKey.generate()
     path = _export(tmp_path, _chain(), key)
@@ -225,6 +277,21 @@ def test_stored_payloads_are_hashed_as_stored_not_parsed(platform_key, monkeypat
     monkeypatch.setattr(rows, "event_digest", parsed_digest)
     assert [rows.stored_digest(e).hex() for e in events] == [e["hash"] for e in events]
     assert all(isinstance(e["payload"], str) for e in events)
+
+
+@pytest.mark.django_db
+def test_exports_the_platform_writes_are_hashed_as_written(
+    platform_key, tmp_path, monkeypatch
+):
+    _record(len(TRICKY) * 2)
+    path = tmp_path / "chain.jsonl"
+    path.write_text("".join(audit.AuditExport(up_to_seq=10).lines()), "utf-8")
+    _no_reencoding(monkeypatch)
+
+    reports = [verify.verify_export(path, **way).to_dict() for way in WAYS[:2]]
+
+    assert reports[0]["ok"] and reports[0]["events"] == 10, reports[0]
+    assert reports[1] == reports[0]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -106,6 +106,22 @@ def test_genai_is_measured_or_explained(report):
         assert genai["generation_tokens_per_s"] > 0
 
 
+def test_the_optimised_graph_and_genai_are_timed_alternately_or_explained(report):
+    alternating = report["alternating"]
+    if report["ratio_vs_genai"] is None:
+        assert alternating["status"] and set(alternating) == {"status"}
+        return
+    assert alternating["engine_spinning"] == "off"  # the run's --engine-spinning
+    for name in ("fp32_generation", "int4_generation"):
+        row = alternating[name]
+        assert row["engine_tokens_per_s"] > 0 and row["genai_tokens_per_s"] > 0
+        assert row["ratio_vs_genai"] == pytest.approx(
+            row["engine_tokens_per_s"] / row["genai_tokens_per_s"]
+        )
+        assert row["cpu_ms_per_token"]["engine"] > 0
+        assert row["cpu_ms_per_token"]["genai"] > 0
+
+
 def test_foreign_load_and_environment_are_recorded(report):
     load = report["foreign_load"]
     assert isinstance(load["contaminated"], bool)

@@ -22,6 +22,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -97,6 +98,7 @@ __all__ = [
     "verify_envelope",
     "verify_export",
     "verify_inclusion",
+    "written_event",
 ]
 
 
@@ -147,39 +149,53 @@ def spliced_digest(event: Mapping[str, Any], payload: str) -> bytes | None:
     return digest if digest.hex() == e.get("hash") else None
 
 
-# An event line as the platform exports it (``audit.services``): these fields
-# in this order, the payload, then prev_hash and hash; no inclusion proof.
-_LINE_HEAD = (
-    '{"type":"event","seq":%s,"created_at":%s,"actor_label":%s,"agency_slug":%s,'
-    '"action":%s,"object_type":%s,"object_id":%s,"payload":'
+# An event line exactly as the platform exports it (``audit.services``): type,
+# the hashed fields in ``HASHED_FIELDS`` order, hash; compact, no inclusion
+# proof. It is recognised by this pattern instead of being parsed: parsing was
+# the larger part of verifying a line, and no maintained library parses JSON
+# keeping each value's text.
+_STRING = r'("(?:[^"\\]++|\\.)*+")'  # a JSON string token as written
+_WRITTEN_EVENT = re.compile(
+    r'\{"type":"event","seq":([1-9][0-9]*+)'
+    + "".join(f',"{name}":{_STRING}' for name in HASHED_FIELDS[1:7])
+    + r',"payload":(.*),"prev_hash":("[0-9a-f]{64}"),"hash":"([0-9a-f]{64})"\}\n?\Z',
+    re.DOTALL,
 )
-_LINE_TAIL = ',"prev_hash":%s,"hash":%s}'
-_LINE = object()  # the key under which an event keeps its export line's text
+_DIGEST = object()  # the key under which ``written_event`` leaves the digest
 
 
-def line_digest(event: Mapping[str, Any]) -> bytes:
-    """``event_digest`` of an event parsed from an export line (``_LINE``).
+def written_event(line: str) -> dict[Any, Any] | None:
+    """The chain fields of an export line in the platform's own form whose
+    text matches its hash, without parsing it; else None (parse the line).
 
-    When the line is the exported fields written around one payload text,
-    that text is hashed as it stands (``spliced_digest``): a match proves the
-    line holds exactly what was hashed, its payload being that text.
+    The line's tokens, as written, are put in canonical order around its
+    payload's text and hashed. A match proves the line is made of the hashed
+    document's own tokens (a canonical document has one value per key and one
+    way of writing each), so it says exactly what was hashed.
     """
-    line, q, e = event.get(_LINE), encode_basestring, event
-    try:
-        head = _LINE_HEAD % (
-            int.__repr__(e["seq"]), q(e["created_at"]), q(e["actor_label"]),
-            q(e["agency_slug"]), q(e["action"]), q(e["object_type"]),
-            q(e["object_id"]),
-        )  # fmt: skip
-        tail = _LINE_TAIL % (q(e["prev_hash"]), q(e["hash"]))
-    except (KeyError, TypeError):
-        return event_digest(event)
-    line = line.rstrip("\r\n") if isinstance(line, str) else ""
-    if line.startswith(head) and line.endswith(tail):
-        digest = spliced_digest(event, line[len(head) : len(line) - len(tail)])
-        if digest is not None:
-            return digest
-    return event_digest(event)
+    match = _WRITTEN_EVENT.match(line)
+    if match is None:
+        return None
+    seq, stamp, actor, agency, action, kind, ident, payload, prev, hexdigest = (
+        match.groups()
+    )
+    text = _SPLICED % (action, actor, agency, stamp, ident, kind, payload, prev, seq)
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    if digest.hex() != hexdigest:
+        return None
+    return {
+        "type": "event",
+        "seq": int(seq),
+        "prev_hash": prev[1:-1],
+        "hash": hexdigest,
+        _DIGEST: digest,
+    }
+
+
+def line_digest(event: Mapping[Any, Any]) -> bytes:
+    """``event_digest``, or the digest ``written_event`` computed already."""
+    digest = event.get(_DIGEST)
+    return event_digest(event) if digest is None else digest
 
 
 def _missing(expected: int, seq: int) -> tuple[int, str]:
@@ -579,6 +595,10 @@ def _file_segment(task: tuple[str, int, int, dict[int, str]]) -> Segment:
 def _events_of(lines: Iterable[str], seg: Segment) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(lines, start=1):
         seg.lines = number
+        item = written_event(line)
+        if item is not None:
+            yield item
+            continue
         if not line.strip():
             continue
         try:
@@ -590,7 +610,6 @@ def _events_of(lines: Iterable[str], seg: Segment) -> Iterator[dict[str, Any]]:
             seg.bad_line = (number, "is not a JSON object")
             return
         if item.get("type") == "event":
-            item[_LINE] = line
             yield item
 
 
@@ -634,14 +653,16 @@ def _lines(path: Path, skip: str = "\0") -> Iterator[tuple[int, dict[str, Any]]]
         for number, line in enumerate(handle, start=1):
             if not line.strip() or line.startswith(skip):
                 continue
+            item = written_event(line)
+            if item is not None:
+                yield number, item
+                continue
             try:
                 item = parse_json(line)
             except ValueError as exc:
                 raise VerificationError(f"line {number} is not JSON") from exc
             if not isinstance(item, dict):
                 raise VerificationError(f"line {number} is not a JSON object")
-            if item.get("type") == "event":
-                item[_LINE] = line
             yield number, item
 
 

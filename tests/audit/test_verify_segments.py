@@ -64,10 +64,12 @@ def _signed_head(key: Ed25519PrivateKey, events: list[dict], size: int) -> dict:
     return _envelope(key, payload, kind=verify.CHECKPOINT_PAYLOAD_TYPE)
 
 
-def _chain(count: int = 60) -> list[dict]:
+def _chain(count: int = 60, every_seventh: dict | None = None) -> list[dict]:
     events = make_chain(count)
     for event in events:  # tricky payloads, then rehash the chain
         event["payload"] = {"n": event["seq"], **TRICKY[event["seq"] % len(TRICKY)]}
+        if event["seq"] % 7 == 0:
+            event.update(every_seventh or {})
     prev = verify.GENESIS_HASH
     for event in events:
         event["prev_hash"] = prev
@@ -157,7 +159,8 @@ def _no_reencoding(monkeypatch) -> None:
 
 def test_platform_export_lines_are_hashed_as_written(tmp_path, monkeypatch):
     key = Ed25519PrivateKey.generate()
-    path = _export(tmp_path, _chain(), key)
+    strings = 'quote " backslash \\ \\" é 😀 \u2028 \x01 \\u0041'
+    path = _export(tmp_path, _chain(every_seventh={"object_id": strings}), key)
     path.write_text("\n".join(_compact(path)) + "\n", encoding="utf-8")
     _no_reencoding(monkeypatch)
 

@@ -16,9 +16,11 @@ import decimal
 import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -144,6 +146,100 @@ def event_hash(event: Mapping[str, Any]) -> str:
 def is_hash(value: Any) -> bool:
     """True for a 64-character lowercase hex string."""
     return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+# The C encoder behind ``_ENCODER.encode``, built once instead of per event
+# (same bytes: same function, same options; absent without CPython's _json).
+_C_ENCODE = c_make_encoder and c_make_encoder(
+    None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, False
+)
+
+
+def event_digest(event: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical JSON of the event's hashed fields (as
+    ``event_hash``, without building the encoder per event)."""
+    doc = {name: event[name] for name in HASHED_FIELDS}
+    if isinstance(doc["created_at"], dt.datetime):
+        doc["created_at"] = format_timestamp(doc["created_at"])
+    text = "".join(_C_ENCODE(doc, 0)) if _C_ENCODE else _ENCODER.encode(doc)
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+# The hashed document's canonical JSON (keys sorted) with the payload's JSON
+# text in its place; ``spliced_digest`` fills it in this key order.
+_SPLICED = "{" + ",".join(f'"{name}":%s' for name in sorted(HASHED_FIELDS)) + "}"
+
+
+def spliced_digest(event: Mapping[str, Any], payload: str) -> bytes | None:
+    """The event's digest computed around ``payload``, the payload's JSON text
+    as stored or exported, if it equals the event's hash; else None.
+
+    The platform writes payloads as canonical JSON, so the hashed document is
+    that text with the other fields around it: no parsing, no re-encoding. A
+    match proves that the text is exactly what was hashed; anything else
+    (another JSON form, a value that is not a string, an altered event) is
+    for ``event_digest`` on the parsed event to decide.
+    """
+    q, e = encode_basestring, event  # the JSON string form the encoder uses
+    try:
+        text = _SPLICED % (
+            q(e["action"]), q(e["actor_label"]), q(e["agency_slug"]),
+            q(e["created_at"]), q(e["object_id"]), q(e["object_type"]), payload,
+            q(e["prev_hash"]), int.__repr__(e["seq"]),
+        )  # fmt: skip
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return digest if digest.hex() == e.get("hash") else None
+
+
+# An event line exactly as the platform exports it (``audit.services``): type,
+# the hashed fields in ``HASHED_FIELDS`` order, hash; compact, no inclusion
+# proof. It is recognised by this pattern instead of being parsed: parsing was
+# the larger part of verifying a line, and no maintained library parses JSON
+# keeping each value's text.
+_STRING = r'("(?:[^"\\]++|\\.)*+")'  # a JSON string token as written
+_WRITTEN_EVENT = re.compile(
+    r'\{"type":"event","seq":([1-9][0-9]*+)'
+    + "".join(f',"{name}":{_STRING}' for name in HASHED_FIELDS[1:7])
+    + r',"payload":(.*),"prev_hash":("[0-9a-f]{64}"),"hash":"([0-9a-f]{64})"\}\n?\Z',
+    re.DOTALL,
+)
+_DIGEST = object()  # the key under which ``written_event`` leaves the digest
+
+
+def written_event(line: str) -> dict[Any, Any] | None:
+    """The chain fields of an export line in the platform's own form whose
+    text matches its hash, without parsing it; else None (parse the line).
+
+    The line's tokens, as written, are put in canonical order around its
+    payload's text and hashed. A match proves the line is made of the hashed
+    document's own tokens (a canonical document has one value per key and one
+    way of writing each), so it says exactly what was hashed.
+    """
+    match = _WRITTEN_EVENT.match(line)
+    if match is None:
+        return None
+    seq, stamp, actor, agency, action, kind, ident, payload, prev, hexdigest = (
+        match.groups()
+    )
+    text = _SPLICED % (action, actor, agency, stamp, ident, kind, payload, prev, seq)
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    if digest.hex() != hexdigest:
+        return None
+    return {
+        "type": "event",
+        "seq": int(seq),
+        "prev_hash": prev[1:-1],
+        "hash": hexdigest,
+        _DIGEST: digest,
+    }
+
+
+def line_digest(event: Mapping[Any, Any]) -> bytes:
+    """``event_digest``, or the digest ``written_event`` computed already."""
+    digest = event.get(_DIGEST)
+    return event_digest(event) if digest is None else digest
 
 
 # --- Merkle tree (RFC 9162 2.1; proofs are built by audit.merkle) --------------

@@ -158,9 +158,7 @@ _C_ENCODE = c_make_encoder and c_make_encoder(
 def event_digest(event: Mapping[str, Any]) -> bytes:
     """SHA-256 of the canonical JSON of the event's hashed fields (as
     ``event_hash``, without building the encoder per event)."""
-    doc = {name: event[name] for name in HASHED_FIELDS}
-    if isinstance(doc["created_at"], dt.datetime):
-        doc["created_at"] = format_timestamp(doc["created_at"])
+    doc = hashed_document(event)
     text = "".join(_C_ENCODE(doc, 0)) if _C_ENCODE else _ENCODER.encode(doc)
     return hashlib.sha256(text.encode("utf-8")).digest()
 

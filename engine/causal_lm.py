@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
@@ -52,7 +52,9 @@ class CausalLM:
     present output, or a KV shape it cannot resolve. Not thread-safe (one
     model per worker thread). ``gqa_cache`` (``load_model`` passes the
     bundle's fact of that name) decides ``shares_cache_buffers``; without it
-    generation takes the generic cache path.
+    generation takes the generic cache path. ``row_session`` (``load_model``
+    gives one to graphs quantised at run time) opens the session their
+    concurrent one-row scoring runs use (``_scoring_session``).
     """
 
     MAX_LOGIT_BYTES = 512 * 1024**2
@@ -69,8 +71,11 @@ class CausalLM:
         layout: str | None = None,
         dynamic_quantisation: bool = False,
         gqa_cache: Iterable[Sequence[str]] = (),
+        row_session: Callable[[], ort.InferenceSession] | None = None,
     ) -> None:
         self.session = session
+        self._open_row_session = row_session
+        self._row_session: ort.InferenceSession | None = None
         self.dynamic_quantisation = dynamic_quantisation
         self.tokenizer = tokenizer
         self.settings = settings
@@ -105,6 +110,16 @@ class CausalLM:
             )
             or DEFAULT_CONTEXT_LENGTH
         )
+        self._bind_special_ids(generation, config, genai_model)
+        self.kv_heads, self.head_dim = self._kv_shape(config, decoder)
+        self.shares_cache_buffers = self._shares_cache_buffers(gqa_cache)
+
+    def _bind_special_ids(
+        self, generation: dict, config: dict, genai_model: dict
+    ) -> None:
+        """EOS, BOS and pad ids from ``generation_config.json``, ``config.json``
+        then ``genai_config.json``; raises ``RuntimeCheckError`` with no BOS
+        and no EOS."""
         eos_sources = (
             generation.get("eos_token_id"),
             config.get("eos_token_id"),
@@ -135,8 +150,6 @@ class CausalLM:
             self.pad_token_id = (
                 self.eos_token_id if self.eos_token_id is not None else 0
             )
-        self.kv_heads, self.head_dim = self._kv_shape(config, decoder)
-        self.shares_cache_buffers = self._shares_cache_buffers(gqa_cache)
 
     def _bind_inputs(self, decoder: dict) -> None:
         names = decoder.get("inputs", {}) or {}
@@ -301,8 +314,10 @@ class CausalLM:
         past: list[np.ndarray] | None,
         *,
         use_cache: bool,
+        session: ort.InferenceSession | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One session run; positions follow the mask (``cumsum - 1``)."""
+        """One run of ``session`` (default ``self.session``); positions follow
+        the mask (``cumsum - 1``)."""
         batch, seq = ids.shape
         feed: dict[str, np.ndarray] = {
             self.ids_name: ids.astype(
@@ -326,7 +341,7 @@ class CausalLM:
             feed.update(zip(self._past_flat, tensors, strict=True))
         if "use_cache_branch" in self.inputs:
             feed["use_cache_branch"] = np.array([use_cache], dtype=np.bool_)
-        results = self.session.run(self._wanted, feed)
+        results = (session or self.session).run(self._wanted, feed)
         self.count_tokens(int(mask[:, -seq:].sum()))
         return results[0], results[1:]
 
@@ -366,12 +381,18 @@ class CausalLM:
             mask[row, : len(seq)] = 1
         return ids, mask
 
-    def logits(self, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def logits(
+        self,
+        batch: Sequence[Sequence[int]],
+        *,
+        session: ort.InferenceSession | None = None,
+    ) -> list[np.ndarray]:
         """Raw float32 logits ``[T_i, V]`` per sequence (right-padded batch run).
 
-        Splits the batch so that one run's logits stay under
-        ``MAX_LOGIT_BYTES``. Raises ``ValueError`` for an empty sequence, one
-        longer than ``context_length``, or an id outside the vocabulary.
+        Runs ``session`` (default ``self.session``). Splits the batch so
+        that one run's logits stay under ``MAX_LOGIT_BYTES``. Raises
+        ``ValueError`` for an empty sequence, one longer than
+        ``context_length``, or an id outside the vocabulary.
         """
         for seq in batch:
             self._check_ids(seq)
@@ -382,7 +403,7 @@ class CausalLM:
             rows = max(1, self.MAX_LOGIT_BYTES // max(1, width * self.vocab_size * 4))
             chunk = batch[start : start + rows]
             ids, mask = self._padded(chunk)
-            logits, _ = self._run(ids, mask, None, use_cache=False)
+            logits, _ = self._run(ids, mask, None, use_cache=False, session=session)
             out.extend(
                 np.asarray(logits[row, : len(seq)], dtype=np.float32)
                 for row, seq in enumerate(chunk)
@@ -439,9 +460,10 @@ class CausalLM:
         )
         step = self.scoring_batch_size(batch_size)
         chunks = [order[start : start + step] for start in range(0, len(order), step)]
+        session = self._scoring_session(step)
 
         def score(chunk: list[int]) -> list[tuple[int, tuple]]:
-            logits = self.logits([prepared[i][0] for i in chunk])
+            logits = self.logits([prepared[i][0] for i in chunk], session=session)
             pairs = [(x, prepared[i][1]) for i, x in zip(chunk, logits, strict=True)]
             return list(zip(chunk, self._map(_continuation_scores, pairs), strict=True))
 
@@ -451,6 +473,22 @@ class CausalLM:
             for i, result in scored:
                 results[i] = result
         return [r if r is not None else (0.0, True, []) for r in results]
+
+    def _scoring_session(self, rows_per_run: int) -> ort.InferenceSession:
+        """The session scoring runs of ``rows_per_run`` rows use.
+
+        One-row runs of a run-time quantised graph go on several caller
+        threads at once (``_map``); given ``row_session``, they run on the
+        single-threaded session it opens (once, on first use), where they do
+        not share one thread pool. Anything else runs on ``self.session``.
+        """
+        if rows_per_run != 1 or self._open_row_session is None:
+            return self.session
+        if self.settings is None or self.settings.resolved_intra_op_threads() < 2:
+            return self.session
+        if self._row_session is None:
+            self._row_session = self._open_row_session()
+        return self._row_session
 
     def _map(self, fn, items: list, *, parallel: bool = True) -> list:
         """``fn`` over ``items``, on up to ``intra_op_threads`` threads.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -274,9 +274,11 @@ def load_model(
     ``digest`` (or the resolved model path when no digest is known). Raises
     ``bundle.BundleError`` from inspection, ``RuntimeCheckError`` when the
     model cannot be driven (no tokenizer, unsupported inputs, unknown KV
-    shape), and onnxruntime errors for graphs it refuses. A graph that
-    quantises at run time gets no ``spin_within_runs``: its one-row runs go
-    on several caller threads at once, and spinning pools would fight.
+    shape), and onnxruntime errors for graphs it refuses. A language model
+    whose graph quantises at run time scores one row per run, on several
+    caller threads at once: those runs get a second session of the same graph
+    with ``RuntimeSettings.for_concurrent_runs`` (opened, through ``cache``
+    when given, on the first such scoring), and generation keeps ``settings``.
     """
     root = Path(root)
     settings = settings or RuntimeSettings()
@@ -294,13 +296,14 @@ def load_model(
         _fact(facts, "quantisation", "fp32") not in _FLOAT_OR_WEIGHT_ONLY
         and uses_dynamic_quantisation(model_path)
     )
-    if dynamic and settings.spin_within_runs:
-        settings = replace(settings, spin_within_runs=False)
-    if cache is not None:
-        key = digest or f"path:{model_path.resolve()}"
-        session = cache.get(key, model_path, settings, int(weight_bytes))
-    else:
-        session = make_session(model_path, settings)
+    key = digest or f"path:{model_path.resolve()}"
+
+    def open_session(with_settings: RuntimeSettings) -> ort.InferenceSession:
+        if cache is None:
+            return make_session(model_path, with_settings)
+        return cache.get(key, model_path, with_settings, int(weight_bytes))
+
+    session = open_session(settings)
     config = _read_json(root / "config.json")
     if kind in ("causal_lm_kv", "causal_lm", "seq_classifier"):
         tokenizer_path = root / "tokenizer.json"
@@ -327,5 +330,10 @@ def load_model(
             layout=layout if isinstance(layout, str) else None,
             dynamic_quantisation=dynamic,
             gqa_cache=_fact(facts, "gqa_cache", ()) or (),
+            row_session=(
+                partial(open_session, settings.for_concurrent_runs())
+                if dynamic
+                else None
+            ),
         )
     return TensorModel(session, config=config, settings=settings)

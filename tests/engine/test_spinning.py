@@ -4,10 +4,10 @@
 operators of one run and stops them when it returns
 (``session.force_spinning_stop``): the session's config shows it, results
 equal those of a session that never spins, no CPU is burnt between runs,
-and graphs quantised at run time (one-row runs on concurrent caller
-threads) are loaded without it. Real models from ``modelgen``, real
-ONNX Runtime; run without Django: ``pytest tests/engine/test_spinning.py
--p no:django``.
+and graphs quantised at run time score their one-row runs (on concurrent
+caller threads) on a second session that has one thread and never spins.
+Real models from ``modelgen``, real ONNX Runtime; run without Django:
+``pytest tests/engine/test_spinning.py -p no:django``.
 """
 
 from __future__ import annotations
@@ -112,12 +112,36 @@ def test_no_cpu_is_burnt_between_runs(lm):
         assert time.process_time() - cpu < 0.005
 
 
-def test_graphs_quantised_at_run_time_never_spin(lm, int8_lm):
+def test_graphs_quantised_at_run_time_score_rows_on_a_session_that_never_spins(
+    lm, int8_lm
+):
     within = session.RuntimeSettings.spinning(THREADS, "within")
-    model = runtime.load_model(int8_lm, settings=within)
+    cache = session.SessionCache()
+    model = runtime.load_model(int8_lm, settings=within, cache=cache)
     assert model.dynamic_quantisation is True
-    assert model.settings.spin_within_runs is False
-    assert _entry(model.session, "session.intra_op.allow_spinning") == "0"
-    assert _entry(model.session, "session.force_spinning_stop") is None
-    fp32 = runtime.load_model(lm, settings=within)
-    assert fp32.settings == within
+    # Generation keeps the caller's settings; nothing else is opened yet.
+    assert model.settings == within
+    assert _entry(model.session, "session.force_spinning_stop") == "1"
+    assert len(cache) == 1
+    texts = ("Apply online.", "The bins go out.", "Garden waste on Tuesday.")
+    requests = [([], model.encode(t)) for t in texts]
+    scored = model.loglikelihood(requests, batch_size=3)
+    # The one-row runs went to a second, single-threaded session from the cache.
+    assert len(cache) == 2
+    misses = cache.misses
+    rows = cache.get(
+        f"path:{(int8_lm / 'model.onnx').resolve()}",
+        int8_lm / "model.onnx",
+        within.for_concurrent_runs(),
+        0,
+    )
+    assert cache.misses == misses and rows is not model.session
+    assert rows.get_session_options().intra_op_num_threads == 1
+    assert _entry(rows, "session.intra_op.allow_spinning") == "0"
+    assert _entry(rows, "session.force_spinning_stop") is None
+    # The same figures, to the bit, as one thread scoring the rows one by one.
+    alone = runtime.load_model(int8_lm, settings=session.RuntimeSettings(1))
+    assert scored == alone.loglikelihood(requests, batch_size=3)
+    fp32 = runtime.load_model(lm, settings=within, cache=cache)
+    fp32.loglikelihood(requests, batch_size=3)
+    assert fp32.settings == within and len(cache) == 3

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -434,19 +436,26 @@ def int8_figures(bundle: Path, settings, repeats: int, work: dict, quick: bool):
     int8_bundle = ensure_quantised(bundle)
     fp32 = load_model(bundle, settings=settings)
     int8 = load_model(int8_bundle, settings=settings)
+    # The engine's layout before 2026-12-06, the baseline timed beside it: the
+    # concurrent one-row runs on the one shared (2-thread, never spinning)
+    # session instead of a single-threaded second one.
+    shared = load_model(int8_bundle, settings=replace(settings, spin_within_runs=False))
+    shared._open_row_session = None
     requests = [([], row) for row in work["scoring"]]
-    pair = timed_pair(
-        lambda: fp32.loglikelihood(requests, batch_size=BATCH),
-        lambda: int8.loglikelihood(requests, batch_size=BATCH),
+    models = {"fp32": fp32, "int8": int8, "shared": shared}
+    rounds = timed_rounds(
+        {key: partial(m.loglikelihood, requests, batch_size=BATCH)
+         for key, m in models.items()},
         repeats,
-    )
+    )  # fmt: skip
     limit = 8 if quick else None
     return {
         "bundle": str(int8_bundle),
-        "scoring_times_s": pair["b"]["wall_s"],
-        "scoring_cpu_s": pair["b"]["cpu_s"],
-        "fp32_scoring_times_s": pair["a"]["wall_s"],
-        "fp32_scoring_cpu_s": pair["a"]["cpu_s"],
+        "scoring_times_s": rounds["int8"]["wall_s"],
+        "scoring_cpu_s": rounds["int8"]["cpu_s"],
+        "fp32_scoring_times_s": rounds["fp32"]["wall_s"],
+        "fp32_scoring_cpu_s": rounds["fp32"]["cpu_s"],
+        "shared_session_scoring_times_s": rounds["shared"]["wall_s"],
         "perplexity_fp32": _suite_perplexity(fp32, limit),
         "perplexity_int8": _suite_perplexity(int8, limit),
         "perplexity_texts": limit or "all",
@@ -461,6 +470,7 @@ def int8_summary(runs: dict, fp32_rate: float | None, flops_per_token: float) ->
     p32, p8 = int8["perplexity_fp32"], int8["perplexity_int8"]
     paired = int8.get("fp32_scoring_times_s")
     cpu = int8.get("fp32_scoring_cpu_s"), int8.get("scoring_cpu_s")
+    shared = int8.get("shared_session_scoring_times_s")
     ratio = score / fp32_rate if fp32_rate else None
     if paired:  # fp32 and int8 timed alternately in this phase: the same moments
         ratio = float(np.median(paired) / np.median(int8["scoring_times_s"]))
@@ -468,6 +478,10 @@ def int8_summary(runs: dict, fp32_rate: float | None, flops_per_token: float) ->
         "scoring_tokens_per_s": score,
         "ratio_vs_fp32": ratio,
         "ratio_vs_fp32_engine_phase": score / fp32_rate if fp32_rate else None,
+        # The same int8 graph with its one-row runs sharing one session's pool.
+        "ratio_vs_fp32_shared_session": (
+            float(np.median(paired) / np.median(shared)) if paired and shared else None
+        ),
         # CPU seconds of the process: what other load on the machine hides least.
         "ratio_vs_fp32_cpu": (
             float(np.median(cpu[0]) / np.median(cpu[1])) if paired else None

@@ -140,6 +140,7 @@ def test_int8_scoring_is_reported_against_fp32_and_its_limit(report):
         "ratio_vs_fp32",
         "ratio_vs_fp32_cpu",
         "ratio_vs_fp32_engine_phase",
+        "ratio_vs_fp32_shared_session",
         "int8_matmul_gops",
         "int8_limit_vs_fp32_limit",
         "scoring_limit_tokens_per_s",

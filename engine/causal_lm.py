@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -22,6 +21,7 @@ from tokenizers import Tokenizer
 
 from engine.decode import greedy
 from engine.session import (
+    RowRuns,
     RuntimeCheckError,
     RuntimeSettings,
     first_int,
@@ -34,11 +34,9 @@ _PRESENT_RE = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
 DEFAULT_CONTEXT_LENGTH = 2048
 SELFTEST_TOLERANCE = 1e-4
 DYNAMIC_QUANT_RELATIVE_TOLERANCE = 0.05
-# Set in the threads of ``CausalLM._map``'s pool: a nested map runs inline.
-_INSIDE = threading.local()
 
 
-class CausalLM:
+class CausalLM(RowRuns):
     """Decoder-only LM behind one ONNX session (Optimum, merged, genai or plain).
 
     Scoring batches right-padded sequences (exact for every layout; left
@@ -75,7 +73,6 @@ class CausalLM:
     ) -> None:
         self.session = session
         self._open_row_session = row_session
-        self._row_session: ort.InferenceSession | None = None
         self.dynamic_quantisation = dynamic_quantisation
         self.tokenizer = tokenizer
         self.settings = settings
@@ -473,42 +470,6 @@ class CausalLM:
             for i, result in scored:
                 results[i] = result
         return [r if r is not None else (0.0, True, []) for r in results]
-
-    def _scoring_session(self, rows_per_run: int) -> ort.InferenceSession:
-        """The session scoring runs of ``rows_per_run`` rows use.
-
-        One-row runs of a run-time quantised graph go on several caller
-        threads at once (``_map``); given ``row_session``, they run on the
-        single-threaded session it opens (once, on first use), where they do
-        not share one thread pool. Anything else runs on ``self.session``.
-        """
-        if rows_per_run != 1 or self._open_row_session is None:
-            return self.session
-        if self.settings is None or self.settings.resolved_intra_op_threads() < 2:
-            return self.session
-        if self._row_session is None:
-            self._row_session = self._open_row_session()
-        return self._row_session
-
-    def _map(self, fn, items: list, *, parallel: bool = True) -> list:
-        """``fn`` over ``items``, on up to ``intra_op_threads`` threads.
-
-        NumPy and ONNX Runtime release the GIL, so the scoring arithmetic of
-        several sequences (and one-row session runs, which
-        ``InferenceSession.run`` allows from several threads) use every core.
-        ``parallel=False``, and a call from inside the pool, run inline.
-        """
-        workers = self.settings.resolved_intra_op_threads() if self.settings else 1
-        inline = not parallel or getattr(_INSIDE, "pool", False)
-        if inline or len(items) < 2 or workers < 2:
-            return [fn(item) for item in items]
-
-        def inside(item):
-            _INSIDE.pool = True
-            return fn(item)
-
-        with ThreadPoolExecutor(min(workers, len(items))) as pool:
-            return list(pool.map(inside, items))
 
     def rolling_windows(
         self, token_ids: Sequence[int]

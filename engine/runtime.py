@@ -15,7 +15,7 @@ their settings and cache live in ``engine.session``; the causal LM adapter in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 
 from engine.causal_lm import CausalLM
 from engine.session import (
+    RowRuns,
     RuntimeCheckError,
     RuntimeSettings,
     SessionCache,
@@ -64,14 +65,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return x / x.sum(axis=-1, keepdims=True)
 
 
-class SequenceClassifier:
+class SequenceClassifier(RowRuns):
     """Text classifier: ``input_ids``, ``attention_mask`` -> ``logits [B, labels]``.
 
     Texts are encoded with the tokenizer's own special tokens (a BERT-style
     ``tokenizer.json`` adds ``[CLS]``/``[SEP]``) and truncated to the model's
     maximum length; batches are right-padded. A graph quantised at run time
     (``dynamic_quantisation``) classifies one unpadded text per run, so its
-    probabilities do not depend on the batch size.
+    probabilities do not depend on the batch size; those runs go on several
+    threads at once, on the session ``row_session`` opens (``RowRuns``).
     """
 
     def __init__(
@@ -82,9 +84,11 @@ class SequenceClassifier:
         config: dict | None = None,
         settings: RuntimeSettings | None = None,
         dynamic_quantisation: bool = False,
+        row_session: Callable[[], ort.InferenceSession] | None = None,
     ) -> None:
         config = config or {}
         self.session = session
+        self._open_row_session = row_session
         self.tokenizer = tokenizer
         self.settings = settings
         self.dynamic_quantisation = dynamic_quantisation
@@ -133,33 +137,40 @@ class SequenceClassifier:
         self, texts: Sequence[str], *, batch_size: int = 32
     ) -> np.ndarray:
         """Class probabilities ``[len(texts), num_labels]`` (float64, rows sum to 1)."""
-        rows: list[np.ndarray] = []
         step = self.scoring_batch_size(batch_size)
-        for start in range(0, len(texts), step):
-            encoded = [
-                self.encode(t) or [self.pad_token_id]
-                for t in texts[start : start + step]
-            ]
-            width = max(len(e) for e in encoded)
-            ids = np.full((len(encoded), width), self.pad_token_id, dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for r, e in enumerate(encoded):
-                ids[r, : len(e)] = e
-                mask[r, : len(e)] = 1
-            feed = {"input_ids": ids.astype(self.inputs["input_ids"].dtype or np.int64)}
-            if "attention_mask" in self.inputs:
-                feed["attention_mask"] = mask.astype(
-                    self.inputs["attention_mask"].dtype or np.int64
-                )
-            if "token_type_ids" in self.inputs:
-                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-            (out,) = self.session.run([self.output_name], feed)
-            self.tokens_processed += int(mask.sum())
-            out = np.asarray(out, dtype=np.float64)
-            rows.append(out if self.outputs_probabilities else _softmax(out))
-        if not rows:
+        chunks = [texts[start : start + step] for start in range(0, len(texts), step)]
+        session = self._scoring_session(step)
+        # A graph quantised at run time classifies one text per run: those
+        # runs go on concurrently, one per intra-op thread (``RowRuns``).
+        done = self._map(
+            partial(self._classify, session=session), chunks, parallel=step == 1
+        )
+        self.tokens_processed += sum(tokens for _, tokens in done)
+        if not done:
             return np.zeros((0, self.num_labels))
-        return np.concatenate(rows, axis=0)
+        return np.concatenate([probs for probs, _ in done], axis=0)
+
+    def _classify(
+        self, texts: Sequence[str], *, session: ort.InferenceSession
+    ) -> tuple[np.ndarray, int]:
+        """Probabilities of one right-padded run of ``texts``, and its token count."""
+        encoded = [self.encode(t) or [self.pad_token_id] for t in texts]
+        width = max(len(e) for e in encoded)
+        ids = np.full((len(encoded), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for r, e in enumerate(encoded):
+            ids[r, : len(e)] = e
+            mask[r, : len(e)] = 1
+        feed = {"input_ids": ids.astype(self.inputs["input_ids"].dtype or np.int64)}
+        if "attention_mask" in self.inputs:
+            feed["attention_mask"] = mask.astype(
+                self.inputs["attention_mask"].dtype or np.int64
+            )
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        (out,) = session.run([self.output_name], feed)
+        out = np.asarray(out, dtype=np.float64)
+        return (out if self.outputs_probabilities else _softmax(out)), int(mask.sum())
 
 
 class TensorModel:
@@ -274,11 +285,12 @@ def load_model(
     ``digest`` (or the resolved model path when no digest is known). Raises
     ``bundle.BundleError`` from inspection, ``RuntimeCheckError`` when the
     model cannot be driven (no tokenizer, unsupported inputs, unknown KV
-    shape), and onnxruntime errors for graphs it refuses. A language model
-    whose graph quantises at run time scores one row per run, on several
-    caller threads at once: those runs get a second session of the same graph
-    with ``RuntimeSettings.for_concurrent_runs`` (opened, through ``cache``
-    when given, on the first such scoring), and generation keeps ``settings``.
+    shape), and onnxruntime errors for graphs it refuses. A language model or
+    classifier whose graph quantises at run time scores one row per run, on
+    several caller threads at once: those runs get a second session of the
+    same graph with ``RuntimeSettings.for_concurrent_runs`` (opened, through
+    ``cache`` when given, on the first such scoring); generation keeps
+    ``settings``.
     """
     root = Path(root)
     settings = settings or RuntimeSettings()
@@ -304,6 +316,7 @@ def load_model(
         return cache.get(key, model_path, with_settings, int(weight_bytes))
 
     session = open_session(settings)
+    rows = partial(open_session, settings.for_concurrent_runs()) if dynamic else None
     config = _read_json(root / "config.json")
     if kind in ("causal_lm_kv", "causal_lm", "seq_classifier"):
         tokenizer_path = root / "tokenizer.json"
@@ -317,6 +330,7 @@ def load_model(
                 config=config,
                 settings=settings,
                 dynamic_quantisation=dynamic,
+                row_session=rows,
             )
         genai = _read_json(root / "genai_config.json") or None
         layout = _fact(facts, "layout")
@@ -330,10 +344,6 @@ def load_model(
             layout=layout if isinstance(layout, str) else None,
             dynamic_quantisation=dynamic,
             gqa_cache=_fact(facts, "gqa_cache", ()) or (),
-            row_session=(
-                partial(open_session, settings.for_concurrent_runs())
-                if dynamic
-                else None
-            ),
+            row_session=rows,
         )
     return TensorModel(session, config=config, settings=settings)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,62 @@ def make_session(model_path: Path, settings: RuntimeSettings) -> ort.InferenceSe
     return ort.InferenceSession(
         str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
     )
+
+
+# Set in the threads of ``RowRuns._map``'s pool: a nested map runs inline.
+_INSIDE = threading.local()
+
+
+class RowRuns:
+    """Session runs on several caller threads, for the text adapters.
+
+    Needs ``session``, ``settings`` and ``_open_row_session`` (a callable
+    opening the session concurrent one-row runs use, or None): ``load_model``
+    gives one to graphs quantised at run time, which run one row per run
+    (``rows_per_run``) and run those rows concurrently.
+    """
+
+    session: ort.InferenceSession
+    settings: RuntimeSettings | None
+    _open_row_session: Any = None
+    _row_session: ort.InferenceSession | None = None
+
+    def _scoring_session(self, rows_per_run: int) -> ort.InferenceSession:
+        """The session runs of ``rows_per_run`` rows use.
+
+        One-row runs of a run-time quantised graph go on several caller
+        threads at once (``_map``); given ``_open_row_session``, they run on
+        the single-threaded session it opens (once, on first use;
+        ``RuntimeSettings.for_concurrent_runs``), where they do not share one
+        thread pool. Anything else runs on ``self.session``.
+        """
+        if rows_per_run != 1 or self._open_row_session is None:
+            return self.session
+        if self.settings is None or self.settings.resolved_intra_op_threads() < 2:
+            return self.session
+        if self._row_session is None:
+            self._row_session = self._open_row_session()
+        return self._row_session
+
+    def _map(self, fn, items: list, *, parallel: bool = True) -> list:
+        """``fn`` over ``items``, on up to ``intra_op_threads`` threads.
+
+        NumPy and ONNX Runtime release the GIL, so the scoring arithmetic of
+        several sequences (and one-row session runs, which
+        ``InferenceSession.run`` allows from several threads) use every core.
+        ``parallel=False``, and a call from inside the pool, run inline.
+        """
+        workers = self.settings.resolved_intra_op_threads() if self.settings else 1
+        inline = not parallel or getattr(_INSIDE, "pool", False)
+        if inline or len(items) < 2 or workers < 2:
+            return [fn(item) for item in items]
+
+        def inside(item):
+            _INSIDE.pool = True
+            return fn(item)
+
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(inside, items))
 
 
 def _default_budget() -> int:

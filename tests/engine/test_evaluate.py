@@ -642,6 +642,16 @@ def test_a_dynamic_int8_classifier_does_not_depend_on_the_batch_size(tmp_path):
     one = model.predict_proba(texts, batch_size=1)
     eight = model.predict_proba(texts, batch_size=8)
     assert np.array_equal(one, eight)
+    # On two threads, the one-text runs go on concurrently, on a second
+    # session with one thread (``RowRuns``), and give the same probabilities.
+    cache = runtime.SessionCache()
+    two = runtime.load_model(
+        root, settings=runtime.RuntimeSettings(intra_op_threads=2), cache=cache
+    )
+    assert np.array_equal(two.predict_proba(texts, batch_size=8), one)
+    assert len(cache) == 2 and two._row_session is not two.session
+    assert two._row_session.get_session_options().intra_op_num_threads == 1
+    assert two.tokens_processed == model.tokens_processed // 2
     result = evaluate.run_task(model, "classification", records, batch_size=8)
     assert result.performance["batch_size"] == 8
     assert result.performance["scoring_batch_size"] == 1

@@ -177,6 +177,22 @@ def test_loglikelihood_matches_numpy_and_keeps_input_order(models, cfg, weights)
     assert model.loglikelihood([(prompt, greedy_cont)])[0][1] is True
 
 
+@pytest.mark.parametrize("length", [1, 5, 12])
+def test_continuation_scores_equal_the_full_log_softmax_to_the_bit(length):
+    rng = np.random.default_rng(length)
+    logits = (rng.standard_normal((12, 500)) * 4).astype(np.float32)
+    full = causal_lm._log_softmax(logits)[-length:]
+    for cont in (
+        [int(t) for t in rng.integers(0, 500, length)],
+        [int(t) for t in full.argmax(axis=1)],
+    ):
+        total, greedy, per_token = causal_lm._continuation_scores((logits, cont))
+        expected = full[np.arange(length), cont].astype(np.float64)
+        assert per_token == expected.tolist()
+        assert total == float(expected.sum())
+        assert greedy is bool(np.all(full.argmax(axis=1) == cont))
+
+
 def test_loglikelihood_left_truncates_a_long_context(models, cfg, weights):
     model = models["plain"]
     context, continuation = sample_ids(11, 40), sample_ids(12, 5)

@@ -30,6 +30,7 @@ from engine.session import (
     RuntimeCheckError,
     RuntimeSettings,
     SessionCache,
+    address_space_headroom,
     first_int,
     make_session,
     ports,
@@ -268,6 +269,31 @@ def _fact(facts: Any, name: str, default=None):
     return getattr(facts, name, default)
 
 
+class _SessionOpener:
+    """Sessions of one model file, through ``cache`` when given (keyed by ``key``)."""
+
+    def __init__(self, path: Path, key: str, weight_bytes: int, cache) -> None:
+        self.path, self.key, self.cache = path, key, cache
+        self.weight_bytes = weight_bytes
+
+    def open(self, settings: RuntimeSettings) -> ort.InferenceSession:
+        if self.cache is None:
+            return make_session(self.path, settings)
+        return self.cache.get(self.key, self.path, settings, self.weight_bytes)
+
+    def open_if_room(self, settings: RuntimeSettings) -> ort.InferenceSession | None:
+        """``open``, or None where the address-space limit leaves no room.
+
+        Under the evaluation child's limit, a second session must not turn a
+        run that fits into a ``resource_limit`` failure: its runs then share
+        the first session.
+        """
+        room = address_space_headroom()
+        if room is not None and room < SessionCache.estimate_bytes(self.weight_bytes):
+            return None
+        return self.open(settings)
+
+
 def load_model(
     root: Path,
     *,
@@ -289,8 +315,8 @@ def load_model(
     classifier whose graph quantises at run time scores one row per run, on
     several caller threads at once: those runs get a second session of the
     same graph with ``RuntimeSettings.for_concurrent_runs`` (opened, through
-    ``cache`` when given, on the first such scoring); generation keeps
-    ``settings``.
+    ``cache`` when given, on the first such scoring, where the address-space
+    limit leaves room for it); generation keeps ``settings``.
     """
     root = Path(root)
     settings = settings or RuntimeSettings()
@@ -308,15 +334,12 @@ def load_model(
         _fact(facts, "quantisation", "fp32") not in _FLOAT_OR_WEIGHT_ONLY
         and uses_dynamic_quantisation(model_path)
     )
-    key = digest or f"path:{model_path.resolve()}"
-
-    def open_session(with_settings: RuntimeSettings) -> ort.InferenceSession:
-        if cache is None:
-            return make_session(model_path, with_settings)
-        return cache.get(key, model_path, with_settings, int(weight_bytes))
-
-    session = open_session(settings)
-    rows = partial(open_session, settings.for_concurrent_runs()) if dynamic else None
+    opener = _SessionOpener(
+        model_path, digest or f"path:{model_path.resolve()}", int(weight_bytes), cache
+    )
+    session = opener.open(settings)
+    concurrent = settings.for_concurrent_runs()
+    rows = partial(opener.open_if_room, concurrent) if dynamic else None
     config = _read_json(root / "config.json")
     if kind in ("causal_lm_kv", "causal_lm", "seq_classifier"):
         tokenizer_path = root / "tokenizer.json"

@@ -15,6 +15,7 @@ other's internals.
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -155,6 +156,20 @@ def make_session(model_path: Path, settings: RuntimeSettings) -> ort.InferenceSe
     )
 
 
+def address_space_headroom() -> int | None:
+    """Bytes this process may still map under its ``RLIMIT_AS``; None without one.
+
+    The evaluation child runs under such a limit (``engine.sandbox``): a
+    second session is opened only where it fits (``load_model``).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return soft - mapped
+
+
 # Set in the threads of ``RowRuns._map``'s pool: a nested map runs inline.
 _INSIDE = threading.local()
 
@@ -163,7 +178,8 @@ class RowRuns:
     """Session runs on several caller threads, for the text adapters.
 
     Needs ``session``, ``settings`` and ``_open_row_session`` (a callable
-    opening the session concurrent one-row runs use, or None): ``load_model``
+    opening the session concurrent one-row runs use, which may return None,
+    or None): ``load_model``
     gives one to graphs quantised at run time, which run one row per run
     (``rows_per_run``) and run those rows concurrently.
     """
@@ -180,7 +196,8 @@ class RowRuns:
         threads at once (``_map``); given ``_open_row_session``, they run on
         the single-threaded session it opens (once, on first use;
         ``RuntimeSettings.for_concurrent_runs``), where they do not share one
-        thread pool. Anything else runs on ``self.session``.
+        thread pool. Anything else, and every run once the opener has
+        returned None (no room for a second session), uses ``self.session``.
         """
         if rows_per_run != 1 or self._open_row_session is None:
             return self.session
@@ -188,6 +205,9 @@ class RowRuns:
             return self.session
         if self._row_session is None:
             self._row_session = self._open_row_session()
+            if self._row_session is None:
+                self._open_row_session = None
+                return self.session
         return self._row_session
 
     def _map(self, fn, items: list, *, parallel: bool = True) -> list:

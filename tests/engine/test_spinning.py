@@ -13,7 +13,10 @@ Real models from ``modelgen``, real ONNX Runtime; run without Django:
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ from engine import runtime, session
 from engine.quantise import Derivation, quantise_graph
 
 THREADS = 2
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _entry(made, key: str) -> str | None:
@@ -145,3 +149,39 @@ def test_graphs_quantised_at_run_time_score_rows_on_a_session_that_never_spins(
     fp32 = runtime.load_model(lm, settings=within, cache=cache)
     fp32.loglikelihood(requests, batch_size=3)
     assert fp32.settings == within and len(cache) == 3
+
+
+def test_without_room_for_a_second_session_the_rows_share_the_first(
+    lm, int8_lm, monkeypatch
+):
+    within = session.RuntimeSettings.spinning(THREADS, "within")
+    cache = session.SessionCache()
+    model = runtime.load_model(int8_lm, settings=within, cache=cache)
+    requests = [([], model.encode(t)) for t in ("Apply online.", "Bins go out.")]
+    # Under an address-space limit with less room than a session is charged.
+    monkeypatch.setattr(runtime, "address_space_headroom", lambda: 1024)
+    scored = model.loglikelihood(requests, batch_size=2)
+    assert len(cache) == 1 and model._row_session is None
+    monkeypatch.undo()
+    # It is not tried again; the figures are those of any other layout.
+    assert model.loglikelihood(requests, batch_size=2) == scored
+    assert len(cache) == 1
+    roomy = runtime.load_model(int8_lm, settings=within, cache=cache)
+    assert roomy.loglikelihood(requests, batch_size=2) == scored
+    assert len(cache) == 2
+
+
+def test_address_space_headroom_reads_the_limit_and_the_mapped_size():
+    script = (
+        "import resource; from engine.session import address_space_headroom as h\n"
+        "assert h() is None\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.RLIM_INFINITY))\n"
+        "room = h(); print(room)\n"
+        "assert 0 < room < 8 << 30\n"
+        "import numpy; block = numpy.ones(1 << 28, numpy.uint8)\n"
+        "assert h() <= room - (1 << 28)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

@@ -7,6 +7,9 @@ other's internals.
 
 * ``RuntimeSettings`` / ``make_session``: the CPU session policy;
 * ``SessionCache``: process-local LRU of sessions under a memory budget;
+* ``RowRuns``: the text adapters' runs on several caller threads, and the
+  second session their one-row runs use; ``address_space_headroom``: whether
+  one fits;
 * ``ports``, ``first_int``, ``id_set``: reading a session's inputs and
   outputs and the token ids of the bundle's configs;
 * ``RuntimeCheckError``: a model cannot be driven or failed its self-test.
@@ -177,11 +180,11 @@ _INSIDE = threading.local()
 class RowRuns:
     """Session runs on several caller threads, for the text adapters.
 
-    Needs ``session``, ``settings`` and ``_open_row_session`` (a callable
-    opening the session concurrent one-row runs use, which may return None,
-    or None): ``load_model``
-    gives one to graphs quantised at run time, which run one row per run
-    (``rows_per_run``) and run those rows concurrently.
+    Needs ``session``, ``settings`` and ``_open_row_session``: None, or a
+    callable that opens the session concurrent one-row runs use (or returns
+    None when there is no room for it). ``load_model`` gives one to graphs
+    quantised at run time, which run one row per run (``rows_per_run``) and
+    run those rows concurrently.
     """
 
     session: ort.InferenceSession

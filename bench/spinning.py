@@ -11,10 +11,11 @@ any other load:
   returns (``session.force_spinning_stop``);
 * ``always``: ONNX Runtime's default, and genai's.
 
-Workloads (``--workloads``): fused fp32 and int4 generation (64 tokens,
-batch 1) and fused dynamic int8 scoring (8 x 128, one-row runs on concurrent
-caller threads; ``load_model`` refuses ``within`` for such graphs, so there
-the session is swapped in to measure what spinning would do). For each:
+Workloads (``--workloads``): fused fp32, int4 and dynamic int8 generation
+(64 tokens, batch 1). Dynamic int8 scoring is not among them: its one-row
+runs go on a single-threaded session that never spins, whatever the policy
+(``RuntimeSettings.for_concurrent_runs``; eval_throughput's int8 phase
+compares it with the shared-session layout). For each:
 tokens/s, CPU ms per token (``getrusage``) and idle cores: process CPU
 seconds per second of a ``--idle`` s sleep right after each call.
 
@@ -38,9 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.baselines import (  # noqa: E402
-    BATCH,
     NEW_TOKENS,
-    SEQ_LEN,
     ensure_quantised,
     ratio,
     run_json,
@@ -53,24 +52,17 @@ from bench.int4 import ensure_genai_int4  # noqa: E402
 MODES = ("off", "within", "always")
 
 
-def _runners(bundle: Path, task: str, threads: int, work: dict) -> dict:
-    """One callable per policy: generation, or int8 scoring with the session swapped."""
+def _runners(bundle: Path, threads: int, work: dict) -> dict:
+    """One generating callable per policy."""
     from engine.runtime import load_model
-    from engine.session import RuntimeSettings, make_session
+    from engine.session import RuntimeSettings
 
     runners = {}
-    requests = [([], row) for row in work["scoring"]]
     for mode in MODES:
-        settings = RuntimeSettings.spinning(threads, mode)
-        model = load_model(bundle, settings=settings)
-        if model.settings != settings:  # int8: load_model dropped "within"
-            model.session = make_session(bundle / "model.onnx", settings)
-        if task == "scoring":
-            runners[mode] = lambda m=model: m.loglikelihood(requests, batch_size=BATCH)
-        else:
-            runners[mode] = lambda m=model: m.generate(
-                work["prompt"], max_new_tokens=NEW_TOKENS, stop_ids=()
-            )
+        model = load_model(bundle, settings=RuntimeSettings.spinning(threads, mode))
+        runners[mode] = lambda m=model: m.generate(
+            work["prompt"], max_new_tokens=NEW_TOKENS, stop_ids=()
+        )
     return runners
 
 
@@ -80,7 +72,7 @@ def measure(args, work: dict) -> dict:
     bundles = {
         "fp32_generation": (fused, args.genai_bundle),
         "int4_generation": (ensure_quantised(fused, "int4"), None),
-        "int8_scoring": (ensure_quantised(fused), None),
+        "int8_generation": (ensure_quantised(fused), None),
     }
     if args.genai_bundle:
         genai_int4 = ensure_genai_int4(
@@ -90,19 +82,17 @@ def measure(args, work: dict) -> dict:
     result: dict = {"threads": args.threads, "idle_s": args.idle}
     for name in args.workloads.split(","):
         bundle, genai_bundle = bundles[name]
-        task = "scoring" if name == "int8_scoring" else "generation"
-        fns = _runners(bundle, task, args.threads, work)
+        fns = _runners(bundle, args.threads, work)
         if genai_bundle and _has_genai():
             from bench.baselines import genai_generator
 
             fns["genai"] = genai_generator(genai_bundle, args.threads)[1]
         print(f"[spinning] {name}", file=sys.stderr, flush=True)
         times = timed_rounds(fns, args.repeats, idle_s=args.idle)
-        tokens = BATCH * SEQ_LEN if task == "scoring" else NEW_TOKENS
         rows = {
             key: {
-                "tokens_per_s": tokens / float(np.median(t["wall_s"])),
-                "cpu_ms_per_token": 1e3 * float(np.median(t["cpu_s"])) / tokens,
+                "tokens_per_s": NEW_TOKENS / float(np.median(t["wall_s"])),
+                "cpu_ms_per_token": 1e3 * float(np.median(t["cpu_s"])) / NEW_TOKENS,
                 "idle_cores": float(np.median(t["idle_cores"])),
                 "times_s": t["wall_s"],
             }
@@ -194,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, required=True, help="Optimum bundle")
     parser.add_argument("--genai-bundle", type=Path, help="its genai_gqa twin")
     parser.add_argument(
-        "--workloads", default="fp32_generation,int4_generation,int8_scoring"
+        "--workloads", default="fp32_generation,int4_generation,int8_generation"
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")

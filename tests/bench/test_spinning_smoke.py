@@ -28,7 +28,7 @@ def test_spinning_bench_reports_each_policy_and_no_idle_cpu_without_always(
     assert spinning.main([*argv, "--idle", "0.1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threads"] == 2
-    for name in ("fp32_generation", "int4_generation", "int8_scoring"):
+    for name in ("fp32_generation", "int4_generation", "int8_generation"):
         rows = result[name]
         assert set(rows) == {"off", "within", "always"}
         assert rows["off"]["vs_off"] == 1.0
@@ -37,4 +37,4 @@ def test_spinning_bench_reports_each_policy_and_no_idle_cpu_without_always(
         # the pools of "off" and "within" sleep once a call returns
         assert rows["off"]["idle_cores"] < 0.02
         assert rows["within"]["idle_cores"] < 0.02
-    assert "int8_scoring" in "\n".join(spinning.lines(result))
+    assert "int8_generation" in "\n".join(spinning.lines(result))

@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.register import django_env, psql  # noqa: E402
-from engine.perf import cpu_info  # noqa: E402
+from engine.perf import processor  # noqa: E402
 
 PY = sys.executable
 BREAKDOWN = (
@@ -266,18 +266,6 @@ def _median(runs: list[dict]) -> dict:
 
 
 # -- the driver ---------------------------------------------------------------
-
-ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
-
-
-def processor() -> dict:
-    """The processor's model, the cores usable here and its ISA features."""
-    info = cpu_info()
-    return {
-        "model": info["cpu_model"],
-        "cores": len(os.sched_getaffinity(0)),
-        "flags": [flag for flag in ISA if flag in info["cpu_flags"]],
-    }
 
 
 def _template(args) -> str:

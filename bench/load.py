@@ -31,7 +31,6 @@ import hashlib
 import itertools
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -46,6 +45,11 @@ from pathlib import Path
 import gevent
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.perf import processor  # noqa: E402
+
 PY = sys.executable
 OUT = ROOT / "bench" / "out" / "load"
 SEED = ROOT / "bench" / "load_seed.py"
@@ -357,28 +361,6 @@ def drive(args, catalogue: Catalogue, host: str, endpoint: str) -> dict:
 
 
 # --- the run ----------------------------------------------------------------------
-
-
-def processor() -> dict:
-    """The processor model and its instruction-set flags (from /proc/cpuinfo)."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = value.split()
-                break
-    except OSError:
-        pass
-    wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-              "fma", "sse4_2")
-    return {
-        "model": model,
-        "cores": os.cpu_count(),
-        "flags": [flag for flag in wanted if flag in flags],
-    }
 
 
 def purge_queue(args) -> None:

@@ -29,13 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.perf import processor  # noqa: E402
+
 PY = sys.executable
 PAGES = (
     ("list", "/", "register list, page 1"),
@@ -143,20 +147,6 @@ def run(args) -> dict:
         "target_p95_ms": TARGET_P95_MS,
         **measured,
     }
-
-
-def processor() -> dict:
-    """The processor model and the cores this process may use."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    except OSError:
-        pass
-    return {"model": model, "cores": len(os.sched_getaffinity(0))}
 
 
 def print_table(report: dict) -> None:

@@ -263,6 +263,44 @@ class ForeignLoad:
         self.stop()
 
 
+# Instruction-set features that change which numeric kernels ONNX Runtime
+# and NumPy pick, and so the speed and the last bits of a floating-point
+# result.
+ISA_FEATURES = (
+    "sse4_1",
+    "sse4_2",
+    "fma",
+    "f16c",
+    "avx",
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "sve",
+    "sve2",
+)
+
+
+def processor() -> dict:
+    """The processor's model, the cores this process may use, and which of
+    ``ISA_FEATURES`` it has (what a benchmark reports beside its figures)."""
+    info = cpu_info()
+    flags = set(info["cpu_flags"])
+    return {
+        "model": info["cpu_model"],
+        "cores": len(os.sched_getaffinity(0)),
+        "flags": [name for name in ISA_FEATURES if name in flags],
+    }
+
+
 def cpu_info(cpuinfo_path: Path | str = "/proc/cpuinfo") -> dict:
     """CPU model name and flags of the first processor in ``/proc/cpuinfo``."""
     model: str | None = None

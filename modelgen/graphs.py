@@ -257,16 +257,16 @@ def _decoder(
     mask: str,
     position_ids: str | None,
     past: list[tuple[str, str]] | None,
-    logits_out: str,
+    logits_out: str | None,
     present_out: list[tuple[str, str]] | None,
-) -> None:
-    """Append the whole decoder to ``g``.
+) -> str:
+    """Append the whole decoder to ``g``; returns its final normed hidden states.
 
     ``past=None`` means no cache: only the last ``sequence_length`` mask
     columns are read. ``position_ids=None`` derives positions from the mask.
     ``present_out`` names the concatenated (or, without past, fresh) K/V.
-    A tied head reads ``TIED_HEAD`` when the graph stores one, else
-    ``embed_tokens``.
+    ``logits_out=None`` leaves out the head. A tied head reads ``TIED_HEAD``
+    when the graph stores one, else ``embed_tokens``.
     """
     visible, mask, offset, total = _visibility(g, ids, mask, past)
     rotary = _rotary_tables(g, cfg, position_ids, mask, offset, total)
@@ -287,12 +287,15 @@ def _decoder(
             present_out=present_out,
         )
     x = _rms_norm(g, x, "norm", cfg.rms_norm_eps)
+    if logits_out is None:
+        return x
     if not cfg.tie_word_embeddings:
         head = "lm_head"
     else:
         tied = TIED_HEAD if TIED_HEAD in g.initializers else "embed_tokens"
         head = g.op("Transpose", [tied], perm=[1, 0])
     g.op("MatMul", [x, head], out=logits_out)
+    return x
 
 
 def _lm_signature(
@@ -383,10 +386,17 @@ def _merged_decoder(
 
 
 def _lm_weights(
-    cfg: LMConfig, weights: dict[str, np.ndarray], *, tied_head_copy: bool
+    cfg: LMConfig,
+    weights: dict[str, np.ndarray],
+    *,
+    tied_head_copy: bool,
+    head: bool = True,
 ) -> _Graph:
-    """A graph holding the decoder's weights (and a tied head's copy, if asked)."""
+    """A graph holding the decoder's weights (and a tied head's copy, if asked);
+    ``head=False`` leaves out ``lm_head``."""
     shapes = weight_shapes(cfg)
+    if not head:
+        shapes.pop("lm_head", None)
     missing = [n for n in shapes if n not in weights]
     if missing:
         raise ValueError(f"missing weights: {missing[:5]}")
@@ -552,19 +562,68 @@ def build_classifier(
     ``embedding[ids]`` @ ``weight`` + ``bias``. A row with no real token
     divides by 1, giving ``bias``. Raises ``ValueError`` on shape mismatch.
     """
-    dim = embedding.shape[1]
-    if weight.shape[0] != dim or bias.shape != (weight.shape[1],):
-        raise ValueError("weight must be [dim, labels] and bias [labels]")
+    _check_head(embedding.shape[1], weight, bias)
     g = _Graph()
     g.weight("embedding", embedding)
     g.weight("classifier.weight", weight)
     g.weight("classifier.bias", bias)
     tokens = g.op("Gather", ["embedding", "input_ids"], axis=0)
+    return _pooled_classifier(
+        g, tokens, weight.shape[1], "civitas_bow_classifier", opset
+    )
+
+
+def build_decoder_classifier(
+    cfg: LMConfig,
+    weights: dict[str, np.ndarray],
+    weight: np.ndarray,
+    bias: np.ndarray,
+    *,
+    opset: int = 18,
+) -> onnx.ModelProto:
+    """Transformer sequence classifier as ONNX: ``build_causal_lm``'s decoder
+    without its head (causal attention, positions from the mask), then the
+    masked mean of its final hidden states @ ``weight`` + ``bias``.
+
+    Same inputs and ``logits`` output as ``build_classifier``; ``weights``
+    as ``init_weights`` returns them (an ``lm_head`` is ignored). Raises
+    ``ValueError`` on shape mismatch or missing weights.
+    """
+    _check_head(cfg.hidden_size, weight, bias)
+    body = {name: value for name, value in weights.items() if name != "lm_head"}
+    g = _lm_weights(cfg, body, tied_head_copy=False, head=False)
+    g.weight("classifier.weight", weight)
+    g.weight("classifier.bias", bias)
+    hidden = _decoder(
+        g,
+        cfg,
+        ids="input_ids",
+        mask="attention_mask",
+        position_ids=None,
+        past=None,
+        logits_out=None,
+        present_out=None,
+    )
+    labels = weight.shape[1]
+    return _pooled_classifier(g, hidden, labels, "civitas_decoder_classifier", opset)
+
+
+def _check_head(dim: int, weight: np.ndarray, bias: np.ndarray) -> None:
+    if weight.shape[0] != dim or bias.shape != (weight.shape[1],):
+        raise ValueError("weight must be [dim, labels] and bias [labels]")
+
+
+def _pooled_classifier(
+    g: _Graph, states: str, labels: int, name: str, opset: int
+) -> onnx.ModelProto:
+    """Finish a classifier whose ``states [B, S, dim]`` are in ``g``: their
+    mean over the ``attention_mask`` tokens (a row with none divides by 1)
+    @ ``classifier.weight`` + ``classifier.bias`` is ``logits [B, labels]``."""
     mask = g.op(
         "Unsqueeze",
         [g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT), g.const([2])],
     )
-    summed = g.op("ReduceSum", [g.op("Mul", [tokens, mask]), g.const([1])], keepdims=0)
+    summed = g.op("ReduceSum", [g.op("Mul", [states, mask]), g.const([1])], keepdims=0)
     count = g.op("ReduceSum", [mask, g.const([1])], keepdims=0)
     count = g.op("Max", [count, g.const(1.0, np.float32)])
     pooled = g.op("Div", [summed, count])
@@ -579,15 +638,9 @@ def build_classifier(
             "attention_mask", TensorProto.INT64, ["batch_size", "sequence_length"]
         ),
     ]
-    outputs = [
-        _value_info("logits", TensorProto.FLOAT, ["batch_size", weight.shape[1]])
-    ]
+    outputs = [_value_info("logits", TensorProto.FLOAT, ["batch_size", labels])]
     graph = helper.make_graph(
-        g.nodes,
-        "civitas_bow_classifier",
-        inputs,
-        outputs,
-        initializer=list(g.initializers.values()),
+        g.nodes, name, inputs, outputs, initializer=list(g.initializers.values())
     )
     return _finish_model(graph, opset)
 

@@ -47,6 +47,7 @@ from audit import services as audit
 from config.celery import app
 from config.exceptions import DomainError, PolicyViolation
 from engine.evaluate import PERFORMANCE_METRICS
+from engine.perf import ISA_FEATURES
 from governance.models import (
     Comparison,
     EvaluationRun,
@@ -71,29 +72,6 @@ from registry.services.releases import refuse_failed_derivation
 TICK_TASK = "civitas.schedule_tick"
 SETTLE_TICK_TASK = "civitas.schedule_settle_run"
 MIN_INTERVAL_SECONDS = 60
-# Instruction-set features that change which numeric kernels ONNX Runtime
-# and NumPy pick, and so the last bits of a floating-point result.
-ISA_FEATURES = (
-    "sse4_1",
-    "sse4_2",
-    "fma",
-    "f16c",
-    "avx",
-    "avx2",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "asimd",
-    "sve",
-    "sve2",
-)
 
 
 def _field_error(field: str, code: str, message: str) -> DomainError:

@@ -454,6 +454,39 @@ def test_classifier_beats_chance_and_onnx_matches_numpy(tokenizer):
     assert accuracy > 3.0 / len(topics)  # chance is 1 / 14
 
 
+def test_decoder_classifier_matches_numpy_with_padding():
+    cfg = modelgen.LMConfig(**TINY)
+    weights = modelgen.init_weights(cfg, 3)
+    rng = np.random.default_rng(4)
+    weight = rng.normal(size=(cfg.hidden_size, 5)).astype(np.float32)
+    bias = rng.normal(size=5).astype(np.float32)
+    model = modelgen.build_decoder_classifier(cfg, weights, weight, bias)
+    onnx.checker.check_model(model, full_check=True)
+    assert "lm_head" not in {init.name for init in model.graph.initializer}
+    ids = rng.integers(3, cfg.vocab_size, size=(3, 9))
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0  # right padding
+    mask[2, :] = 0  # no real token: the bias alone
+    session = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (logits,) = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+    # numpy_forward with the classifier weight as its head gives per-token
+    # label scores; their masked mean plus the bias is the classifier's output.
+    per_token = modelgen.numpy_forward(cfg, {**weights, "lm_head": weight}, ids, mask)
+    counts = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    expected = (per_token * mask[..., None]).sum(axis=1) / counts + bias
+    assert np.abs(logits - expected).max() < 1e-4
+    assert np.allclose(logits[2], bias)
+    # The padded row scores as its unpadded prefix alone.
+    (alone,) = session.run(
+        ["logits"], {"input_ids": ids[1:2, :6], "attention_mask": mask[1:2, :6]}
+    )
+    assert np.abs(alone[0] - logits[1]).max() < 1e-5
+    with pytest.raises(ValueError, match="weight must be"):
+        modelgen.build_decoder_classifier(cfg, weights, weight[1:], bias)
+
+
 def test_write_bundle_lays_out_files_as_optimum(tmp_path, tokenizer):
     cfg = modelgen.LMConfig(**{**TINY, "vocab_size": 320})
     model = modelgen.build_causal_lm(cfg, modelgen.init_weights(cfg, 0), layout="genai")

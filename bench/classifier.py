@@ -217,6 +217,12 @@ def measure(args) -> dict:
         "int8_vs_fp32": ratio(rate["int8"], rate["fp32"]),
         "int8_vs_shared_session": ratio(rate["int8"], rate["int8_shared"]),
         "int8_vs_serial": ratio(rate["int8"], rate["int8_serial"]),
+        # What the layouts ran on: the int8 runner on its row session, the
+        # two baselines on the model's one session.
+        "int8_row_session": models["int8"]._row_session is not None,
+        "baselines_on_one_session": all(
+            models[key]._row_session is None for key in ("int8_shared", "int8_serial")
+        ),
         "int8_layouts_equal": all(
             np.array_equal(p8, probabilities[key])
             for key in ("int8_shared", "int8_serial")

@@ -19,6 +19,7 @@ def test_classifier_bench_times_each_layout_and_int8_layouts_agree(tmp_path, cap
     assert set(result["runners"]) == set(classifier.RUNNERS)
     for row in result["runners"].values():
         assert row["texts_per_s"] > 0 and row["cpu_ms_per_text"] > 0
+    assert result["int8_row_session"] and result["baselines_on_one_session"]
     # the three int8 layouts run the same one-text graphs: same bits
     assert result["int8_layouts_equal"] is True
     assert 0 < result["int8_max_probability_difference"] < 0.2

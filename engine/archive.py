@@ -42,6 +42,19 @@ class BundleError(Exception):
 
 
 @dataclass(frozen=True)
+class StoredMembers:
+    """Stored zip members that ``materialise_for_inspection`` left in the archive.
+
+    Each has a placeholder of its size in the bundle directory (a sparse file,
+    nothing written); ``offsets`` maps its path, relative to the bundle root,
+    to where its bytes start in ``archive``. Their CRC-32 has been checked.
+    """
+
+    archive: Path
+    offsets: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Limits:
     """Caps on what an archive may unpack to and on the graph inspected from it."""
 
@@ -68,6 +81,10 @@ _MAX_NAME_BYTES = 1024
 _ARCHIVES = ("zip", "gzip", "tar")
 _ZIP_METHODS = {ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA}
 MODEL_FILES = ("model.onnx", "decoder_model_merged.onnx", "decoder_model.onnx")
+# ``materialise_for_inspection`` leaves stored zip members at least this big
+# in their archive, except graphs and JSON, which inspection parses.
+_IN_PLACE_MIN_BYTES = 1 << 20
+_PARSED_SUFFIXES = (".onnx", ".json")
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 LOOKS_LIKE = {
     "zip": "a ZIP archive (a PyTorch checkpoint is one)",
@@ -333,8 +350,11 @@ class _Writer:
     """Creates files and directories under dest only, counting every byte, and can
     undo all of it."""
 
-    def __init__(self, dest: Path, limits: Limits):
+    def __init__(self, dest: Path, limits: Limits, in_place: dict | None = None):
         self.dest, self.limits = dest, limits
+        # Member name -> archive offset of stored members left in the archive
+        # (``materialise_for_inspection``); None: every member is copied.
+        self.in_place = in_place
         self.files: list[str] = []
         self.paths: list[Path] = []
         self.dirs: list[Path] = []
@@ -379,30 +399,47 @@ class _Writer:
         """Copy a stored zip member: ``size`` bytes of ``src`` from ``offset``.
 
         One reused buffer, no per-chunk allocation; the CRC-32 is checked as
-        zipfile would. Raises BundleError (too_large, not_an_archive).
+        zipfile would. With ``in_place``, a member of at least
+        ``_IN_PLACE_MIN_BYTES`` that inspection does not parse is read for its
+        CRC only and written as a placeholder of its size. Raises BundleError
+        (too_large, not_an_archive).
         """
         fd = self._create(name)
-        buffer = memoryview(bytearray(min(_STORED_BLOCK, max(size, 1))))
-        written, check = 0, 0
+        placeholder = (
+            self.in_place is not None
+            and size >= _IN_PLACE_MIN_BYTES
+            and not name.endswith(_PARSED_SUFFIXES)
+        )
         with os.fdopen(fd, "wb", buffering=0) as out:
             os.fchmod(fd, 0o644)
-            while written < size:
-                n = os.preadv(src, [buffer[: size - written]], offset + written)
-                if not n:
-                    break
-                check = zlib.crc32(buffer[:n], check)
-                written += n
-                self.total += n
-                if self.total > self.limits.max_total_bytes:
-                    message = f"Member {name!r} unpacks past its declared size."
-                    raise BundleError("too_large", message, member=name)
-                view = buffer[:n]
-                while view:
+            for view in self._stored_blocks(name, size, src, offset, crc):
+                while view and not placeholder:
                     view = view[out.write(view) :]
-        if written != size or check != crc:
+            if placeholder:
+                out.truncate(size)
+                self.in_place[name] = offset
+        self.files.append(name)
+
+    def _stored_blocks(self, name: str, size: int, src: int, offset: int, crc: int):
+        """The member's bytes in blocks of one reused buffer, counted against
+        the limits; raises BundleError after the last when the size or the
+        CRC-32 is wrong."""
+        buffer = memoryview(bytearray(min(_STORED_BLOCK, max(size, 1))))
+        done, check = 0, 0
+        while done < size:
+            n = os.preadv(src, [buffer[: size - done]], offset + done)
+            if not n:
+                break
+            check = zlib.crc32(buffer[:n], check)
+            done += n
+            self.total += n
+            if self.total > self.limits.max_total_bytes:
+                message = f"Member {name!r} unpacks past its declared size."
+                raise BundleError("too_large", message, member=name)
+            yield buffer[:n]
+        if done != size or check != crc:
             message = f"Member {name!r} is truncated or fails its CRC-32 check."
             raise BundleError("not_an_archive", message, member=name)
-        self.files.append(name)
 
     def undo(self) -> None:
         for path in reversed(self.paths):
@@ -412,7 +449,7 @@ class _Writer:
 
 
 @contextlib.contextmanager
-def _writing_into(dest: Path, limits: Limits):
+def _writing_into(dest: Path, limits: Limits, in_place: dict | None = None):
     """Yield a _Writer for dest, which must be new or empty; on any error remove
     what was written (and dest itself, if it was created here)."""
     created = not os.path.lexists(dest)
@@ -420,7 +457,7 @@ def _writing_into(dest: Path, limits: Limits):
         dest.mkdir(mode=0o755, parents=True)
     elif dest.is_symlink() or not dest.is_dir() or any(dest.iterdir()):
         raise FileExistsError(f"{dest} must be a new or empty directory")
-    writer = _Writer(dest, limits)
+    writer = _Writer(dest, limits, in_place)
     try:
         yield writer
     except BaseException:
@@ -431,7 +468,11 @@ def _writing_into(dest: Path, limits: Limits):
 
 
 def extract_archive(
-    archive: Path, dest: Path, *, limits: Limits = DEFAULT_LIMITS
+    archive: Path,
+    dest: Path,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    in_place: dict[str, int] | None = None,
 ) -> list[str]:
     """Extract a zip or tar(.gz) archive into dest and return the file names written.
 
@@ -439,7 +480,9 @@ def extract_archive(
     is written (names, links, special files, duplicates, count, declared size and
     ratio); extraction then counts actual bytes, creates files with O_EXCL and mode
     0o644 and directories with 0o755, under dest only. Nested archives stay plain
-    files. dest must be new or empty. Raises BundleError (unsafe_path, link_member,
+    files. dest must be new or empty. Given ``in_place`` (a dict it fills),
+    large stored zip members become placeholders (``_Writer.copy_stored``).
+    Raises BundleError (unsafe_path, link_member,
     special_member, too_many_files, too_large, compression_ratio, not_an_archive),
     after removing everything written.
     """
@@ -450,7 +493,7 @@ def extract_archive(
         raise BundleError("not_an_archive", message)
     packed = archive.stat().st_size
     handles = []
-    with _writing_into(dest, limits) as writer:
+    with _writing_into(dest, limits, in_place) as writer:
         try:
             if kind == "zip":
                 zf, scan = _scan_zip(archive, limits, packed)
@@ -519,6 +562,26 @@ def _empty(dest: Path) -> None:
             child.unlink()
 
 
+def materialise_for_inspection(
+    upload: Path, dest: Path, *, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Path, StoredMembers]:
+    """``materialise_bundle`` for a static inspection (``inspect_bundle``) only.
+
+    Stored zip members of at least 1 MiB, other than graphs and JSON, are not
+    copied: their CRC-32 is checked and a placeholder of their size stands in
+    the directory, while ``StoredMembers`` says where their bytes are in the
+    upload (a 1 GiB weights file then costs one read, not a copy). Nothing
+    may run a model from that directory. Same checks and errors otherwise.
+    """
+    offsets: dict[str, int] = {}
+    root = _materialise(Path(upload), Path(dest), limits, offsets)
+    relative = {
+        os.path.relpath(Path(dest) / name, root): offset
+        for name, offset in offsets.items()
+    }
+    return root, StoredMembers(archive=Path(upload), offsets=relative)
+
+
 def materialise_bundle(
     upload: Path, dest: Path, *, limits: Limits = DEFAULT_LIMITS
 ) -> Path:
@@ -532,10 +595,15 @@ def materialise_bundle(
     dest must be new or empty and is left empty on refusal. Raises BundleError
     (invalid_onnx, missing_model, too_large and every extract_archive code).
     """
-    upload, dest = Path(upload), Path(dest)
+    return _materialise(Path(upload), Path(dest), limits, None)
+
+
+def _materialise(
+    upload: Path, dest: Path, limits: Limits, in_place: dict[str, int] | None
+) -> Path:
     kind = sniff(upload)
     if kind in _ARCHIVES:
-        extract_archive(upload, dest, limits=limits)
+        extract_archive(upload, dest, limits=limits, in_place=in_place)
     elif kind is not None:
         message = f"Not an ONNX protobuf: the upload looks like {LOOKS_LIKE[kind]}."
         raise BundleError("invalid_onnx", message)

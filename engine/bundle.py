@@ -22,6 +22,7 @@ import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -33,6 +34,7 @@ from engine.archive import (
     WINDOWS_DRIVE,
     BundleError,
     Limits,
+    StoredMembers,
     find_model,
     sniff,
 )
@@ -397,7 +399,12 @@ def _tensor_size(t: TensorProto, root: Path) -> tuple[int, int, str | None]:
     return n, nbytes, None
 
 
-def _account(walker: _Walker, root: Path, files: dict[str, int]):
+def _account(
+    walker: _Walker,
+    root: Path,
+    files: dict[str, int],
+    stored: StoredMembers | None = None,
+):
     """Size every tensor; return (parameter_count, weight_bytes, external_files,
     [(parameter tensor, elements, bytes)], shared initializer names).
 
@@ -443,12 +450,28 @@ def _account(walker: _Walker, root: Path, files: dict[str, int]):
             "fewer; external ranges overlap or sizes are forged."
         )
         raise BundleError("tensor_too_large", message)
-    shared, repeated = _shared_initializers(dense, root)
+    shared, repeated = _shared_initializers(dense, _Data(root, stored))
     return params - repeated, weight, sorted(externals), sized, shared
 
 
+@dataclass(frozen=True)
+class _Data:
+    """Where external data is read: the bundle root, or the upload itself for
+    the files ``materialise_for_inspection`` left there (``stored``)."""
+
+    root: Path
+    stored: StoredMembers | None = None
+
+    def open(self, loc: str) -> tuple[BinaryIO, int]:
+        """The file holding ``loc``'s bytes, and where they start in it."""
+        member = os.path.normpath(loc)
+        if self.stored is not None and member in self.stored.offsets:
+            return open(self.stored.archive, "rb"), self.stored.offsets[member]
+        return open(self.root / loc, "rb"), 0
+
+
 def _tensor_chunks(
-    t: TensorProto, nbytes: int, loc: str | None, root: Path, limit: int | None
+    t: TensorProto, nbytes: int, loc: str | None, data: _Data, limit: int | None
 ):
     """Yield a tensor's data in chunks (its first ``limit`` bytes, if given).
 
@@ -458,8 +481,9 @@ def _tensor_chunks(
     left = nbytes if limit is None else min(nbytes, limit)
     if loc is not None:
         info = {e.key: e.value for e in t.external_data}
-        with open(root / loc, "rb") as f:
-            f.seek(int(info.get("offset", "0")))
+        f, base = data.open(loc)
+        with f:
+            f.seek(base + int(info.get("offset", "0")))
             while left > 0 and (chunk := f.read(min(_HASH_CHUNK, left))):
                 yield chunk
                 left -= len(chunk)
@@ -478,14 +502,14 @@ def _tensor_chunks(
 
 
 def _tensor_digest(
-    t: TensorProto, nbytes: int, loc: str | None, root: Path, limit: int | None
+    t: TensorProto, nbytes: int, loc: str | None, data: _Data, limit: int | None
 ) -> tuple[bytes, bool]:
     """(SHA-256 of the data read, whether every element read has one value)."""
     digest = hashlib.sha256()
     width = max(1, (_DTYPES[t.data_type][1] or 8) // 8)
     first: bytes | None = None
     uniform = True
-    for chunk in _tensor_chunks(t, nbytes, loc, root, limit):
+    for chunk in _tensor_chunks(t, nbytes, loc, data, limit):
         digest.update(chunk)
         if uniform and len(chunk) >= width:
             first = first if first is not None else chunk[:width]
@@ -496,7 +520,7 @@ def _tensor_digest(
 
 
 def _shared_initializers(
-    dense: list[tuple[TensorProto, int, int, str | None]], root: Path
+    dense: list[tuple[TensorProto, int, int, str | None]], data: _Data
 ) -> tuple[list[list[str]], int]:
     """Groups of initializers holding identical data, and the elements repeated.
 
@@ -519,14 +543,14 @@ def _shared_initializers(
     for candidates in alike.values():
         by_head: dict[bytes, list] = {}
         for t, n, nbytes, loc in candidates if len(candidates) > 1 else ():
-            head, _ = _tensor_digest(t, nbytes, loc, root, _HASH_HEAD)
+            head, _ = _tensor_digest(t, nbytes, loc, data, _HASH_HEAD)
             by_head.setdefault(head, []).append((t, n, nbytes, loc))
         for same_head in by_head.values():
             by_data: dict[bytes, list[tuple[str, int]]] = {}
             for t, n, nbytes, loc in same_head if len(same_head) > 1 else ():
-                data, uniform = _tensor_digest(t, nbytes, loc, root, None)
+                digest, uniform = _tensor_digest(t, nbytes, loc, data, None)
                 if not uniform:
-                    by_data.setdefault(data, []).append((t.name, n))
+                    by_data.setdefault(digest, []).append((t.name, n))
             for members in by_data.values():
                 if len(members) > 1:
                     groups.append([name for name, _ in members])
@@ -632,7 +656,12 @@ def _load(root: Path, model_file: str) -> onnx.ModelProto:
     return model
 
 
-def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts:
+def inspect_bundle(
+    root: Path,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    stored: StoredMembers | None = None,
+) -> GraphFacts:
     """Validate a bundle directory statically and describe its model.
 
     Weights are never loaded and no file outside root is opened: the model is parsed
@@ -642,7 +671,9 @@ def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts
     once in parameter_count, named in shared_initializers). Refuses custom
     domains, com.microsoft operators off the allow-list (_MS_ALLOWED_OPS),
     oversized or deeply nested graphs, recursive functions, forged tensor sizes
-    and unrecognised signatures. Raises BundleError (missing_model,
+    and unrecognised signatures. ``stored`` (``materialise_for_inspection``)
+    names the files whose bytes are read from the upload instead. Raises
+    BundleError (missing_model,
     link_member, invalid_onnx, op_not_allowed, graph_too_large,
     external_data_outside, external_data_range, tensor_too_large, too_many_files,
     unsupported_model, missing_tokenizer).
@@ -653,7 +684,7 @@ def inspect_bundle(root: Path, *, limits: Limits = DEFAULT_LIMITS) -> GraphFacts
     walker = _Walker(model, limits)
     walker.run(model)
     files = _bundle_files(root, limits)
-    params, weight, externals, sized, shared = _account(walker, root, files)
+    params, weight, externals, sized, shared = _account(walker, root, files, stored)
     try:
         onnx.checker.check_model(os.fspath(root / model_file))
     except Exception as e:

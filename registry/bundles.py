@@ -21,7 +21,12 @@ from typing import Any
 from django.conf import settings
 
 from config.exceptions import DomainError
-from engine.archive import BundleError, Limits, materialise_bundle
+from engine.archive import (
+    BundleError,
+    Limits,
+    materialise_bundle,
+    materialise_for_inspection,
+)
 from engine.bundle import GraphFacts, inspect_bundle
 from engine.selftest import SELFTEST_KINDS, SelftestFailure, run_selftest
 from registry.storage import artifact_storage, artifact_tmp_dir
@@ -74,16 +79,20 @@ def bundle_check(*, path: Path) -> GraphFacts:
     """Unpack a bundle into a scratch directory and describe it; no model runs.
 
     What the upload checks before it answers: the archive caps, the graph
-    validation and its facts. The scratch directory is removed before
-    returning. Raises ``DomainError`` with the engine's code (``unsafe_path``,
-    ``link_member``, ``compression_ratio``, ``too_many_files``,
-    ``invalid_onnx``, ``missing_tokenizer``...) when the bundle is refused.
+    validation and its facts. Large stored zip members (weights) are read in
+    the upload itself rather than copied (``materialise_for_inspection``).
+    The scratch directory is removed before returning. Raises ``DomainError``
+    with the engine's code (``unsafe_path``, ``link_member``,
+    ``compression_ratio``, ``too_many_files``, ``invalid_onnx``,
+    ``missing_tokenizer``...) when the bundle is refused.
     """
     limits = bundle_limits()
     with _scratch_dir() as scratch:
         try:
-            root = materialise_bundle(path, scratch / "bundle", limits=limits)
-            return inspect_bundle(root, limits=limits)
+            root, stored = materialise_for_inspection(
+                path, scratch / "bundle", limits=limits
+            )
+            return inspect_bundle(root, limits=limits, stored=stored)
         except BundleError as e:
             raise DomainError(e.message, code=e.code) from e
 

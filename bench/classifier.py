@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -51,7 +50,7 @@ LABELS = ("benefits", "housing", "health", "tax", "transport", "other")
 RUNNERS = ("fp32", "int8", "int8_shared", "int8_serial")
 
 
-def classifier_config(layers: int, hidden: int) -> object:
+def decoder_config(layers: int, hidden: int) -> object:
     """The decoder shape: eval_throughput's ~100 M model's width, heads and
     MLP, with multi-head attention and ``layers`` layers."""
     from modelgen.lm import LMConfig
@@ -134,11 +133,6 @@ def log(message: str) -> None:
     print(f"[classifier] {message}", file=sys.stderr, flush=True)
 
 
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _runners(fp32: Path, int8: Path, threads: int, texts: list[str], batch: int):
     """One ``predict_proba`` callable per runner, each on its own model."""
     from engine import session as engine_session
@@ -178,16 +172,23 @@ def measure(args) -> dict:
     """Every runner's figures, the ratios and the agreement checks."""
     from engine.perf import ForeignLoad, environment, processor
 
-    cfg = classifier_config(args.layers, args.hidden)
+    cfg = decoder_config(args.layers, args.hidden)
     fp32 = ensure_bundle(cfg, args.out_dir, args.max_length)
     int8 = ensure_quantised(fp32)
     texts = passages(args.texts)
     models, fns = _runners(fp32, int8, args.threads, texts, args.batch_size)
-    probabilities = {key: fn() for key, fn in fns.items()}
+    probabilities: dict[str, np.ndarray] = {}
+
+    def keeping(key: str, fn):
+        # The rounds' untimed warm-up call leaves each runner's probabilities.
+        return lambda: probabilities.setdefault(key, fn())
+
     tokens = [len(models["fp32"].encode(text)) for text in texts]
-    window = ForeignLoad(self_cpu=_own_cpu).start()
+    window = ForeignLoad().start()
     started = time.perf_counter()
-    rounds = timed_rounds(fns, args.repeats)
+    rounds = timed_rounds(
+        {key: keeping(key, fn) for key, fn in fns.items()}, args.repeats
+    )
     foreign = window.stop() * window.cpu_count
     runners = {}
     for key, times in rounds.items():

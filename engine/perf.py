@@ -289,15 +289,20 @@ ISA_FEATURES = (
 )
 
 
+def isa_features(flags) -> list[str]:
+    """The ``ISA_FEATURES`` among a processor's ``flags``, in that order."""
+    present = set(flags or ())
+    return [name for name in ISA_FEATURES if name in present]
+
+
 def processor() -> dict:
     """The processor's model, the cores this process may use, and which of
     ``ISA_FEATURES`` it has (what a benchmark reports beside its figures)."""
     info = cpu_info()
-    flags = set(info["cpu_flags"])
     return {
         "model": info["cpu_model"],
         "cores": len(os.sched_getaffinity(0)),
-        "flags": [name for name in ISA_FEATURES if name in flags],
+        "flags": isa_features(info["cpu_flags"]),
     }
 
 

@@ -590,8 +590,7 @@ def build_decoder_classifier(
     ``ValueError`` on shape mismatch or missing weights.
     """
     _check_head(cfg.hidden_size, weight, bias)
-    body = {name: value for name, value in weights.items() if name != "lm_head"}
-    g = _lm_weights(cfg, body, tied_head_copy=False, head=False)
+    g = _lm_weights(cfg, weights, tied_head_copy=False, head=False)
     g.weight("classifier.weight", weight)
     g.weight("classifier.bias", bias)
     hidden = _decoder(

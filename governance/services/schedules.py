@@ -47,7 +47,7 @@ from audit import services as audit
 from config.celery import app
 from config.exceptions import DomainError, PolicyViolation
 from engine.evaluate import PERFORMANCE_METRICS
-from engine.perf import ISA_FEATURES
+from engine.perf import isa_features
 from governance.models import (
     Comparison,
     EvaluationRun,
@@ -437,10 +437,9 @@ def schedule_tick(
 
 def processor_of(environment: dict) -> dict[str, Any]:
     """The processor model and the instruction-set features a run recorded."""
-    flags = set(environment.get("cpu_flags") or [])
     return {
         "cpu_model": environment.get("cpu_model"),
-        "isa_features": [name for name in ISA_FEATURES if name in flags],
+        "isa_features": isa_features(environment.get("cpu_flags")),
     }
 
 

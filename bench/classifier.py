@@ -239,6 +239,8 @@ def measure(args) -> dict:
 
 def lines(r: dict) -> list[str]:
     """The printed table."""
+    from engine.perf import describe_processor
+
     model, cpu = r["model"], r["processor"]
     out = [
         f"model: decoder classifier, {model['parameters'] / 1e6:.1f} M params "
@@ -264,7 +266,7 @@ def lines(r: dict) -> list[str]:
         f"max |dp| {r['int8_max_probability_difference']:.4f}, same label for "
         f"{r['int8_same_label']} of {r['texts']}",
         f"foreign load: {r['foreign_cores']:.2f} cores",
-        f"processor: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])}); "
+        f"processor: {describe_processor(cpu)}; "
         f"onnxruntime {r['environment']['onnxruntime']}",
     ]
     return out

@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.register import django_env, psql  # noqa: E402
-from engine.perf import processor  # noqa: E402
+from engine.perf import describe_processor, processor  # noqa: E402
 
 PY = sys.executable
 BREAKDOWN = (
@@ -340,7 +340,7 @@ def render_table(report: dict) -> str:
     lines = [
         f"Evaluation overhead, {report['model']} params, suite civitas-core, "
         f"through {report.get('through', 'evaluation_execute in process')}",
-        f"processor: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])})",
+        f"processor: {describe_processor(cpu)}",
         f"load average: {before[0]:.2f} before, {after[0]:.2f} after",
         "",
         f"{'':46}" + "".join(f"{m:>12}" for m in modes),

@@ -83,6 +83,7 @@ from bench.fused import fused_figures, fused_lines, fused_summary  # noqa: E402
 from bench.int4 import int4_figures, int4_lines, int4_summary  # noqa: E402
 from bench.machine_limits import bandwidth, int8_matmul_gops, matmul_gflops  # noqa: E402
 from bench.spinning import alternating_figures, alternating_lines  # noqa: E402
+from engine.perf import describe_processor, processor  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "out" / "eval_throughput"
 JSON_KEYS = (
@@ -719,9 +720,8 @@ def _load_lines(r: dict) -> list[str]:
             if load["contaminated"]
             else f"foreign load below {load['threshold_cores']} cores in every phase"
         ),
-        f"environment: {r['environment']['cpu_model']}, "
-        f"{r['environment']['cores_available']} cores, onnxruntime "
-        f"{r['environment']['onnxruntime']}, threads "
+        f"environment: {describe_processor(processor(r['environment']))}, "
+        f"onnxruntime {r['environment']['onnxruntime']}, threads "
         f"{r['environment']['runtime_settings']['resolved_intra_op_threads']}, "
         f"{r['environment']['date_utc']}",
     ]

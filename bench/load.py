@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.perf import processor  # noqa: E402
+from engine.perf import describe_processor, processor  # noqa: E402
 
 PY = sys.executable
 OUT = ROOT / "bench" / "out" / "load"
@@ -452,7 +452,7 @@ def gunicorn_settings(args) -> dict:
 
 def print_table(report: dict) -> None:
     cpu = report["processor"]
-    print(f"processor: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])})")
+    print(f"processor: {describe_processor(cpu)}")
     print(
         f"load: {report['users']} users, {report['duration_s']} s per endpoint "
         f"after {report['warmup_s']} s warm-up; gunicorn {report['gunicorn']}"

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.perf import processor  # noqa: E402
+from engine.perf import describe_processor, processor  # noqa: E402
 
 PY = sys.executable
 PAGES = (
@@ -156,7 +156,7 @@ def print_table(report: dict) -> None:
         f"(listed {report['listed']:,}, drafts {report['unlisted']:,} unlisted)"
     )
     print(
-        f"processor: {cpu['model']}, {cpu['cores']} core(s); load average "
+        f"processor: {describe_processor(cpu)}; load average "
         f"{' '.join(f'{x:.2f}' for x in report['load_average'])}"
     )
     print(f"{'page':<28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'queries':>8}")

@@ -295,33 +295,74 @@ def isa_features(flags) -> list[str]:
     return [name for name in ISA_FEATURES if name in present]
 
 
-def processor() -> dict:
-    """The processor's model, the cores this process may use, and which of
-    ``ISA_FEATURES`` it has (what a benchmark reports beside its figures)."""
-    info = cpu_info()
+def processor(environment: dict | None = None) -> dict:
+    """The processor's model and signature, the cores this process may use,
+    and which of ``ISA_FEATURES`` it has (what a benchmark reports beside its
+    figures): of this machine, or as an ``environment()`` recorded them."""
+    if environment is None:
+        environment = {**cpu_info(), "cores_available": _cores()}
     return {
-        "model": info["cpu_model"],
-        "cores": len(os.sched_getaffinity(0)),
-        "flags": isa_features(info["cpu_flags"]),
+        "model": environment.get("cpu_model"),
+        "signature": environment.get("cpu_signature"),
+        "cores": environment.get("cores_available"),
+        "flags": isa_features(environment.get("cpu_flags")),
     }
 
 
+def describe_processor(cpu: dict) -> str:
+    """One line for a benchmark's table: ``processor()`` as words."""
+    signature = f", {cpu['signature']}" if cpu.get("signature") else ""
+    return (
+        f"{cpu['model']}{signature} ({cpu['cores']} cores; "
+        f"{' '.join(cpu['flags']) or 'no listed ISA features'})"
+    )
+
+
+# A cloud guest often sees a masked model name ("Intel(R) Xeon(R)
+# Processor"), shared by processors whose kernels and speeds differ; the CPUID
+# signature in /proc/cpuinfo still tells them apart (x86: family 6 model 143
+# is Sapphire Rapids, 207 Emerald Rapids; family 25 model 17 is Zen 4). Arm
+# kernels report the implementer and part numbers instead.
+_SIGNATURE_FIELDS = (
+    ("vendor_id", ""),
+    ("cpu family", "family "),
+    ("model", "model "),
+    ("stepping", "stepping "),
+    ("CPU implementer", "implementer "),
+    ("CPU part", "part "),
+    ("CPU variant", "variant "),
+    ("CPU revision", "revision "),
+)
+
+
 def cpu_info(cpuinfo_path: Path | str = "/proc/cpuinfo") -> dict:
-    """CPU model name and flags of the first processor in ``/proc/cpuinfo``."""
-    model: str | None = None
-    flags: list[str] = []
+    """Model name, signature and flags of the first processor in
+    ``/proc/cpuinfo``."""
     try:
         text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""
+    first: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = value.split()
-    return {"cpu_model": model or platform.processor() or None, "cpu_flags": flags}
+        first.setdefault(key.strip(), value.strip())
+    flags = (first.get("flags") or first.get("Features") or "").split()
+    signature = " ".join(
+        label + first[key] for key, label in _SIGNATURE_FIELDS if first.get(key)
+    )
+    return {
+        "cpu_model": first.get("model name") or platform.processor() or None,
+        "cpu_signature": signature or None,
+        "cpu_flags": flags,
+    }
+
+
+def _cores() -> int | None:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count()
 
 
 def _version(module: str) -> str | None:
@@ -334,16 +375,13 @@ def _version(module: str) -> str | None:
 
 def environment(settings: dict | None = None) -> dict:
     """Describe where a run happened: CPU, cores used, library versions, settings."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
     info = cpu_info()
     return {
         "engine_version": ENGINE_VERSION,
         "cpu_model": info["cpu_model"],
+        "cpu_signature": info["cpu_signature"],
         "cpu_flags": info["cpu_flags"],
-        "cores_available": cores,
+        "cores_available": _cores(),
         "cpu_count": os.cpu_count(),
         "onnxruntime": _version("onnxruntime"),
         "onnx": _version("onnx"),

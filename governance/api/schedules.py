@@ -76,10 +76,12 @@ TICK = {
     "detail": {
         "processor": {
             "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+            "cpu_signature": "GenuineIntel family 6 model 143 stepping 8",
             "isa_features": ["avx2", "avx512f", "avx512_vnni", "amx_int8"],
         },
         "baseline_processor": {
             "cpu_model": "AMD EPYC 7763 64-Core Processor",
+            "cpu_signature": "AuthenticAMD family 25 model 1 stepping 1",
             "isa_features": ["avx2"],
         },
         "rtol": 1e-05,

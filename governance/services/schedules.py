@@ -436,9 +436,12 @@ def schedule_tick(
 
 
 def processor_of(environment: dict) -> dict[str, Any]:
-    """The processor model and the instruction-set features a run recorded."""
+    """The processor model, its signature (family, model and stepping: a cloud
+    guest's model name may be masked) and the instruction-set features a run
+    recorded."""
     return {
         "cpu_model": environment.get("cpu_model"),
+        "cpu_signature": environment.get("cpu_signature"),
         "isa_features": isa_features(environment.get("cpu_flags")),
     }
 

@@ -143,13 +143,56 @@ def test_environment_describes_cpu_libraries_and_settings():
         assert env["cpu_flags"]
 
 
-def test_cpu_info_reads_model_and_flags(tmp_path):
+def test_cpu_info_reads_model_signature_and_flags(tmp_path):
     path = tmp_path / "cpuinfo"
     path.write_text(
-        "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma\n\n"
-        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
+        "model\t\t: 207\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+        "stepping\t: 2\nflags\t\t: fpu avx2 fma\n\n"
+        "processor\t: 1\nvendor_id\t: Other\nmodel\t\t: 1\n"
+        "model name\t: Other\nflags\t\t: fpu\n"
     )
     assert perf.cpu_info(path) == {
-        "cpu_model": "Test CPU 9000",
+        "cpu_model": "Intel(R) Xeon(R) Processor",
+        "cpu_signature": "GenuineIntel family 6 model 207 stepping 2",
         "cpu_flags": ["fpu", "avx2", "fma"],
     }
+
+
+def test_cpu_info_reads_an_arm_signature_and_survives_no_file(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(
+        "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x41\n"
+        "CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd40\n"
+        "CPU revision\t: 1\n"
+    )
+    info = perf.cpu_info(path)
+    assert info["cpu_signature"] == "implementer 0x41 part 0xd40 variant 0x1 revision 1"
+    assert info["cpu_flags"] == ["fp", "asimd", "sve"]
+    missing = perf.cpu_info(tmp_path / "absent")
+    assert (missing["cpu_signature"], missing["cpu_flags"]) == (None, [])
+
+
+def test_processor_describes_this_machine_or_a_recorded_environment():
+    recorded = {
+        "cpu_model": "Intel(R) Xeon(R) Processor",
+        "cpu_signature": "GenuineIntel family 6 model 207 stepping 2",
+        "cpu_flags": ["fpu", "avx512_vnni", "avx2", "amx_int8"],
+        "cores_available": 2,
+    }
+    cpu = perf.processor(recorded)
+    assert cpu == {
+        "model": "Intel(R) Xeon(R) Processor",
+        "signature": "GenuineIntel family 6 model 207 stepping 2",
+        "cores": 2,
+        "flags": ["avx2", "avx512_vnni", "amx_int8"],
+    }
+    assert perf.describe_processor(cpu) == (
+        "Intel(R) Xeon(R) Processor, GenuineIntel family 6 model 207 stepping 2 "
+        "(2 cores; avx2 avx512_vnni amx_int8)"
+    )
+    older = perf.processor({"cpu_model": "X", "cpu_flags": [], "cores_available": 1})
+    assert perf.describe_processor(older) == "X (1 cores; no listed ISA features)"
+    here = perf.processor()
+    assert here["cores"] >= 1
+    assert here == perf.processor({**perf.cpu_info(), "cores_available": here["cores"]})

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.django_db
 
 SAPPHIRE = {
     "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+    "cpu_signature": "GenuineIntel family 6 model 143 stepping 8",
     "cpu_flags": ["sse4_2", "avx", "avx2", "avx512f", "avx512_vnni", "amx_int8"],
 }
 ZEN3 = {"cpu_model": "AMD EPYC 7763 64-Core Processor", "cpu_flags": ["avx", "avx2"]}
@@ -343,6 +344,9 @@ def test_another_processor_is_held_to_the_relative_tolerance(hourly):
     assert close.comparison == Comparison.WITHIN_TOLERANCE
     assert close.detail["processor"]["cpu_model"] == ZEN3["cpu_model"]
     assert close.detail["baseline_processor"]["isa_features"][-1] == "amx_int8"
+    baseline_processor = close.detail["baseline_processor"]
+    assert baseline_processor["cpu_signature"] == SAPPHIRE["cpu_signature"]
+    assert close.detail["processor"]["cpu_signature"] is None  # not recorded
     assert far.comparison == Comparison.REPRODUCIBILITY_FAILED
     assert far.detail["differences"][0]["relative"] == pytest.approx(4.5e-5, rel=1e-2)
     assert new_engine.comparison == Comparison.ENGINE_CHANGED

@@ -148,15 +148,16 @@ def _hf_state_dict(weights: dict[str, np.ndarray], layers: int) -> dict:
     return state
 
 
-def torch_worker(args: argparse.Namespace) -> dict:
-    """PyTorch eager figures for the bundle (run under ``.venv-export``)."""
+def torch_runners(bundle: Path, threads: int) -> dict:
+    """PyTorch eager on the bundle's weights (``transformers``' Llama, under
+    ``.venv-export``): the model, the workload and its ``score`` and
+    ``generate`` callables."""
     import onnx
     import torch
     import transformers
     from onnx import numpy_helper
 
-    torch.set_num_threads(args.threads)
-    bundle = Path(args.bundle)
+    torch.set_num_threads(threads)
     config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
     model_proto = onnx.load(str(bundle / "model.onnx"), load_external_data=True)
     weights = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
@@ -197,10 +198,20 @@ def torch_worker(args: argparse.Namespace) -> dict:
                 tokens.append(int(out.logits[0, -1].argmax()))
         return tokens
 
+    return {"model": model, "work": work, "score": score, "generate": generate}
+
+
+def torch_worker(args: argparse.Namespace) -> dict:
+    """PyTorch eager figures for the bundle (run under ``.venv-export``)."""
+    import torch
+    import transformers
+
+    runners = torch_runners(Path(args.bundle), args.threads)
+    model, work, generate = runners["model"], runners["work"], runners["generate"]
     with torch.inference_mode():
         probe = model(input_ids=torch.tensor([work["probe"]])).logits[0].numpy()
     np.save(args.probe_out, probe.astype(np.float32))
-    score_times = timed(score, args.repeats)
+    score_times = timed(runners["score"], args.repeats)
     gen_times = timed(generate, args.repeats)
     return {
         "scoring_times_s": score_times,

@@ -185,3 +185,21 @@ def test_the_optimised_graph_is_measured_beside_the_unfused_one(report):
     assert optimised["fp32_generation"]["greedy_tokens_equal"] is True
     for graph in ("unfused", "fused"):
         assert optimised["ratios"][graph]["int8_vs_fp32_scoring"] > 0
+
+
+def test_the_uploaded_graph_is_timed_beside_its_baselines_or_explained(report):
+    beside = report["beside"]
+    if report["ratio_vs_torch"] is None and report["ratio_vs_genai"] is None:
+        assert beside["status"] and set(beside) == {"status"}
+        return
+    assert (beside["engine_spinning"], beside["rounds"]) == ("off", 1)
+    measured = {"torch": report["ratio_vs_torch"], "genai": report["ratio_vs_genai"]}
+    for name, runners in (("scoring", ["torch"]), ("generation", ["torch", "genai"])):
+        rows, ratios = beside[name]["runners"], beside[name]["ratios"]
+        for key in runners:
+            if measured[key] is None:
+                continue
+            assert ratios[f"vs_{key}"] == pytest.approx(
+                rows["engine"]["tokens_per_s"] / rows[key]["tokens_per_s"]
+            )
+    assert "beside" in report["foreign_load"]["phases"]

@@ -47,7 +47,7 @@ from audit import services as audit
 from config.celery import app
 from config.exceptions import DomainError, PolicyViolation
 from engine.evaluate import PERFORMANCE_METRICS
-from engine.perf import isa_features
+from engine.perf import processor
 from governance.models import (
     Comparison,
     EvaluationRun,
@@ -439,10 +439,11 @@ def processor_of(environment: dict) -> dict[str, Any]:
     """The processor model, its signature (family, model and stepping: a cloud
     guest's model name may be masked) and the instruction-set features a run
     recorded."""
+    cpu = processor(environment)
     return {
-        "cpu_model": environment.get("cpu_model"),
-        "cpu_signature": environment.get("cpu_signature"),
-        "isa_features": isa_features(environment.get("cpu_flags")),
+        "cpu_model": cpu["model"],
+        "cpu_signature": cpu["signature"],
+        "isa_features": cpu["flags"],
     }
 
 

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import json
 
-import modelgen
 from bench import beside
 
-TEXTS = ["Residents may appeal a parking fine within twenty-eight days."] * 4
 
-
-def test_beside_times_the_engine_and_names_the_baselines_it_lacks(tmp_path, capsys):
-    cfg = modelgen.LMConfig(vocab_size=320, hidden_size=64, intermediate_size=128)
-    bundle = modelgen.write_lm_bundle(
-        tmp_path / "m",
-        cfg,
-        modelgen.init_weights(cfg, 0),
-        modelgen.train_tokenizer(TEXTS, 300),
-    )
+def test_beside_times_the_engine_and_names_the_baselines_it_lacks(
+    tiny_lm_bundle, tmp_path, capsys
+):
+    bundle = tiny_lm_bundle
     argv = ["--bundle", str(bundle), "--genai-bundle", str(tmp_path / "absent")]
     assert beside.main([*argv, "--repeats", "2", "--idle", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

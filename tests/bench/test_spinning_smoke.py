@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import json
 
-import modelgen
 from bench import spinning
-
-TEXTS = ["The council collects garden waste every second week from April."] * 4
 
 
 def test_spinning_bench_reports_each_policy_and_no_idle_cpu_without_always(
-    tmp_path, capsys
+    tiny_lm_bundle, capsys
 ):
-    cfg = modelgen.LMConfig(vocab_size=320, hidden_size=64, intermediate_size=128)
-    bundle = modelgen.write_lm_bundle(
-        tmp_path / "m",
-        cfg,
-        modelgen.init_weights(cfg, 0),
-        modelgen.train_tokenizer(TEXTS, 300),
-    )
+    bundle = tiny_lm_bundle
     argv = ["--bundle", str(bundle), "--repeats", "1", "--threads", "2"]
     assert spinning.main([*argv, "--idle", "0.1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -17,7 +17,9 @@ sequencer pass have returned, so every counted event is chained. Then it signs a
 checkpoint (a signed Merkle tree head), verifies the whole chain from the
 database, exports it and verifies the export as an auditor would; last it
 times ``--proof-samples`` inclusion and consistency proofs at the chain's full
-size (about 1.1 million events by default) and reports their sizes. Prints a
+size (about 1.1 million events by default; ``--verify-only`` writes
+``--events`` with COPY instead of appending, then does the same) and reports
+their sizes. Prints a
 table, or one JSON object with ``--json``. ``--orm-baseline`` also times the
 checkpoint's and the export's former ORM reading in the same run.
 
@@ -536,15 +538,27 @@ def _table(figures: dict) -> str:
 
 
 def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> dict:
-    """Every figure of one run: appends (three ways), commit probe, verify, export."""
-    quiet = args.quiet
+    """Every figure of one run: appends (three ways) and the commit probe, or
+    a COPY-written chain (``--verify-only``); then verification, the export
+    and the proofs at the chain's full size."""
     figures = {"database": urlsplit(url).path.lstrip("/"), "load": os.getloadavg()}
     if args.verify_only:
         figures["seeded"] = _seed_chain(args.events)
-        figures["verify"] = verify_figures(args.orm_baseline)
-        if not args.no_export:
-            figures["export"] = export_figures(workdir, args.orm_baseline)
-        return figures
+    else:
+        figures |= _appends(args, url, key_file, baseline_events, workdir)
+        figures["commit_probe"] = _commit_probe()
+    figures["verify"] = verify_figures(args.orm_baseline)
+    if not args.no_export:
+        figures["export"] = export_figures(workdir, args.orm_baseline)
+    if args.proof_samples:
+        figures["proofs"] = proof_figures(args.proof_samples)
+    return figures
+
+
+def _appends(args, url: str, key_file, baseline_events: int, workdir: Path) -> dict:
+    """Appends by 1 writer, by ``--writers`` and 100 per transaction (and,
+    with ``--baseline-ref``, by the code before, interleaved)."""
+    quiet, figures = args.quiet, {}
     before = _baseline_code(args.baseline_ref, workdir) if args.baseline_ref else None
     if before:
         figures["before"] = {
@@ -561,7 +575,7 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
         figures["before"]["concurrent"] = _append(
             url, key_file, args.writers, args.events, quiet=quiet, code_root=before
         )
-    figures |= {
+    return figures | {
         "writers": args.writers,
         "concurrent": _append(url, key_file, args.writers, args.events, quiet=quiet),
         "batched": _append(
@@ -573,13 +587,6 @@ def _measure(args, url: str, key_file, baseline_events: int, workdir: Path) -> d
             per_transaction=100,
         ),
     }
-    figures["commit_probe"] = _commit_probe()
-    figures["verify"] = verify_figures(args.orm_baseline)
-    if not args.no_export:
-        figures["export"] = export_figures(workdir, args.orm_baseline)
-    if args.proof_samples:
-        figures["proofs"] = proof_figures(args.proof_samples)
-    return figures
 
 
 def _baseline_code(ref: str, workdir: Path) -> str:

@@ -84,12 +84,12 @@ def _runners(args) -> tuple[dict, list[str]]:
         fns["generation"]["torch"] = torch["generate"]
     else:
         missing.append("torch: this interpreter has no torch or transformers")
-    if args.genai_bundle and _has("onnxruntime_genai"):
+    if args.genai_bundle and args.genai_bundle.is_dir() and _has("onnxruntime_genai"):
         from bench.baselines import genai_generator
 
         fns["generation"]["genai"] = genai_generator(args.genai_bundle, args.threads)[1]
     else:
-        missing.append("genai: no --genai-bundle, or no onnxruntime_genai here")
+        missing.append("genai: no --genai-bundle folder, or no onnxruntime_genai here")
     return fns, missing
 
 

@@ -19,9 +19,9 @@ database, exports it and verifies the export as an auditor would; last it
 times ``--proof-samples`` inclusion and consistency proofs at the chain's full
 size (about 1.1 million events by default; ``--verify-only`` writes
 ``--events`` with COPY instead of appending, then does the same) and reports
-their sizes. Prints a
-table, or one JSON object with ``--json``. ``--orm-baseline`` also times the
-checkpoint's and the export's former ORM reading in the same run.
+their sizes. Prints a table, or one JSON object with ``--json``.
+``--orm-baseline`` also times the checkpoint's and the export's former ORM
+reading in the same run.
 
 With ``--database-url`` the database is a scratch one: it must not exist; it
 is created, migrated, used and dropped (``--keep`` keeps it). Without it,

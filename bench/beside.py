@@ -151,7 +151,7 @@ def beside_lines(result: dict) -> list[str]:
     for name in TOKENS:
         rows, ratios = result[name]["runners"], result[name]["ratios"]
         rates = " / ".join(f"{row['tokens_per_s']:,.1f}" for row in rows.values())
-        vs = ", ".join(f"{v:.2f}x {k[3:]}" for k, v in ratios.items())
+        vs = ", ".join(f"{v:.2f}x {k.removeprefix('vs_')}" for k, v in ratios.items())
         parts.append(f"{name} {vs or '-'} ({'/'.join(rows)}: {rates} tok/s)")
     return [f"{head}: " + "; ".join(parts)] + [
         f"  left out: {why}" for why in result["left_out"]

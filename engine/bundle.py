@@ -664,18 +664,17 @@ def inspect_bundle(
 ) -> GraphFacts:
     """Validate a bundle directory statically and describe its model.
 
-    Weights are never loaded and no file outside root is opened (but the upload
-    ``stored`` names): the model is parsed with load_external_data=False, and
-    every external-data location is vetted from its string and lstat before the
-    path-based onnx.checker runs. Only matrices alike in dtype and dims are read,
-    in chunks, to find identical ones (counted once in parameter_count, named in
-    shared_initializers), within the vetted ranges of their files (or of their
-    stored members' bytes in the upload). Refuses custom
-    domains, com.microsoft operators off the allow-list (_MS_ALLOWED_OPS),
-    oversized or deeply nested graphs, recursive functions, forged tensor sizes
-    and unrecognised signatures. ``stored`` (``materialise_for_inspection``)
-    names the files whose bytes are read from the upload instead. Raises
-    BundleError (missing_model,
+    Weights are never loaded and no file outside root is opened but the upload
+    that ``stored`` (``materialise_for_inspection``) names, whose bytes stand
+    in for those files' placeholders: the model is parsed with
+    load_external_data=False, and every external-data location is vetted from
+    its string and lstat before the path-based onnx.checker runs. Only
+    matrices alike in dtype and dims are read, in chunks, to find identical
+    ones (counted once in parameter_count, named in shared_initializers),
+    within the vetted ranges of their files. Refuses custom domains,
+    com.microsoft operators off the allow-list (_MS_ALLOWED_OPS), oversized or
+    deeply nested graphs, recursive functions, forged tensor sizes and
+    unrecognised signatures. Raises BundleError (missing_model,
     link_member, invalid_onnx, op_not_allowed, graph_too_large,
     external_data_outside, external_data_range, tensor_too_large, too_many_files,
     unsupported_model, missing_tokenizer).
